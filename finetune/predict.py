@@ -1,0 +1,140 @@
+"""Inference on audio of any length: read in windows, score in batches, average per file.
+
+Windows are read one at a time (soundfile seek), so memory stays flat however long the file is.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import soxr
+import torch
+
+from finetune.clips import fit_length, window_starts
+from finetune.data.audio import AUDIO_EXTENSIONS, audio_duration, read_window
+from finetune.evaluation import window_probabilities
+from finetune.models import ModelBundle, load_model
+
+DEFAULT_CLIP_SECONDS = 5.0
+
+
+def model_folder(path: str | Path) -> Path:
+    """A run folder (holding model/) or a model folder itself."""
+    path = Path(path)
+    if (path / "model" / "config.json").is_file():
+        return path / "model"
+    if (path / "config.json").is_file():
+        return path
+    raise FileNotFoundError(f"{path} is neither a run folder (with model/) nor a model folder")
+
+
+def audio_files(inputs: list[str | Path]) -> list[Path]:
+    """Files as given, folders expanded to the audio files inside them (sorted)."""
+    files = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            files += sorted(p for p in item.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS)
+        else:
+            files.append(item)
+    return files
+
+
+class Predictor:
+    """Scores audio files or arrays with a trained model."""
+
+    def __init__(self, bundle: ModelBundle, clip_seconds: float, batch_size: int = 16,
+                 device: str | None = None):
+        self.bundle = bundle
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.model = bundle.model.to(self.device).eval()
+        self.clip_seconds, self.batch_size = clip_seconds, batch_size
+        config = self.model.config
+        self.multi_label = config.problem_type == "multi_label_classification"
+        self.label_names = [config.id2label[i] for i in range(config.num_labels)]
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, **kwargs) -> "Predictor":
+        """Load from a run folder or model folder; the window length is the one trained with."""
+        bundle = load_model(model_folder(path))
+        clip = getattr(bundle.model.config, "clip_seconds", None) or DEFAULT_CLIP_SECONDS
+        return cls(bundle, float(clip), **kwargs)
+
+    @property
+    def sample_rate(self) -> int:
+        return self.bundle.sample_rate
+
+    def _windows(self, source, sr: int | None):
+        """(duration, iterator of (start, waveform (T,))) for a path or an array."""
+        clip, hop = self.clip_seconds, self.clip_seconds
+        size = int(round(clip * self.sample_rate))
+        if isinstance(source, (str, Path)):
+            duration = audio_duration(source)
+            starts = window_starts(duration, clip, hop)
+            return duration, ((s, fit_length(read_window(source, self.sample_rate, s, clip), size))
+                              for s in starts)
+        if sr is None:
+            raise ValueError("an array needs its sample rate: predict(array, sr=...)")
+        y = np.asarray(source, dtype=np.float32)
+        if y.ndim == 2:  # (T, channels)
+            y = y @ np.full(y.shape[1], 1.0 / y.shape[1], dtype=np.float32)
+        if sr != self.sample_rate:
+            y = soxr.resample(y, sr, self.sample_rate)
+        duration = len(y) / self.sample_rate
+        starts = window_starts(duration, clip, hop)
+        return duration, ((s, fit_length(y[int(s * self.sample_rate):][:size], size)) for s in starts)
+
+    @torch.no_grad()
+    def _score(self, waveforms: list[np.ndarray]) -> np.ndarray:
+        inputs = self.bundle.feature_extractor(waveforms, sampling_rate=self.sample_rate,
+                                               return_tensors="pt")
+        inputs = {k: v.to(self.device) for k, v in inputs.items()}
+        return self.model(**inputs).logits.float().cpu().numpy()  # (B, C)
+
+    def window_scores(self, source, sr: int | None = None) -> tuple[float, list[float], np.ndarray]:
+        """(duration, window starts, window probabilities (W, C))."""
+        duration, windows = self._windows(source, sr)
+        starts, scores, batch = [], [], []
+        for start, y in windows:
+            starts.append(start)
+            batch.append(y)
+            if len(batch) == self.batch_size:
+                scores.append(self._score(batch))
+                batch = []
+        if batch:
+            scores.append(self._score(batch))
+        return duration, starts, window_probabilities(np.concatenate(scores), self.multi_label)
+
+    def predict(self, source, sr: int | None = None, top_k: int = 5, threshold: float | None = None,
+                per_window: bool = False) -> dict:
+        """Scores for a file path or an array (mono (T,) or (T, channels), with `sr`)."""
+        duration, starts, probs = self.window_scores(source, sr)
+        track = probs.mean(axis=0)  # (C,)
+        order = np.argsort(-track)
+        if self.multi_label and threshold is not None:
+            order = [i for i in order if track[i] >= threshold]
+        else:
+            order = order[:top_k]
+        result = {
+            "file": str(source) if isinstance(source, (str, Path)) else None,
+            "duration": round(float(duration), 3),
+            "labels": [{"label": self.label_names[i], "score": round(float(track[i]), 5)} for i in order],
+        }
+        if per_window:
+            result["windows"] = [
+                {"start": round(s, 3), "scores": {n: round(float(p), 5) for n, p in zip(self.label_names, row)}}
+                for s, row in zip(starts, probs)
+            ]
+        return result
+
+
+def predict_genre(model: Predictor | str | Path, path: str | Path,
+                  genre_names: list[str] | None = None) -> tuple[str, float]:
+    """The original project's API: the most likely genre of a file and its confidence."""
+    predictor = model if isinstance(model, Predictor) else Predictor.from_pretrained(model)
+    result = predictor.predict(path, top_k=1)
+    best = result["labels"][0]
+    if genre_names is not None:
+        index = predictor.label_names.index(best["label"])
+        return genre_names[index], best["score"]
+    return best["label"], best["score"]

@@ -1,0 +1,336 @@
+"""Recipes: typed, frozen dataclasses loaded from YAML, with dotted `key=value` overrides.
+
+One schema serves every recipe. Unknown keys, wrong types and invalid choices are errors that
+name the key and what would be valid, raised before anything heavy runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+
+
+class RecipeError(ValueError):
+    """A recipe or an override is invalid; the message names the key."""
+
+
+def choice(default: Any, *choices: Any, doc: str = "") -> Any:
+    """A field restricted to `choices`."""
+    return field(default=default, metadata={"choices": choices, "doc": doc})
+
+
+def option(default: Any = None, doc: str = "", default_factory: Any = None) -> Any:
+    """A documented field."""
+    if default_factory is not None:
+        return field(default_factory=default_factory, metadata={"doc": doc})
+    return field(default=default, metadata={"doc": doc})
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: str = choice("gtzan", "gtzan", "mtat", "fma", "synthetic", doc="dataset builder")
+    root: str | None = option(None, "dataset folder (synthetic: cache folder, generated if absent)")
+    split_scheme: str | None = option(None, "dataset's split scheme; null = the dataset's standard")
+    allow_missing: bool | None = option(None, "keep going when files named by a split are missing")
+    tags: int | None = option(None, "mtat: number of top tags (50, or 188 for all)")
+    subset: str | None = option(None, "fma: small | medium | large")
+    task: str | None = option(None, "fma: genre_top | genres_all")
+    sample_rate: int | None = option(None, "audio rate fed to the model; null = the model's own")
+    clip_seconds: float = option(5.0, "training crop length; evaluation windows have this length too")
+    eval_hop_seconds: float | None = option(None, "hop between evaluation windows; null = clip_seconds")
+    num_workers: int | None = option(None, "DataLoader workers; null = from the core count")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = option("simple_cnn", "a baseline or backbone name (see `python -m finetune models`)")
+    args: dict = option(doc="keyword arguments of the model's builder", default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    path: str | None = option(None, "pretrained weights: Hub id, local folder or .pth; null = from scratch")
+    mode: str = choice("full", "full", "lora", "probe", doc="what trains")
+    layer: str = option("last", "representation: last | weighted | <layer index>")
+    pooling: str = choice("mean", "mean", "attention", doc="pooling over time")
+    freeze_feature_encoder: bool = option(True, "keep the convolutional feature encoder frozen")
+
+
+@dataclass(frozen=True)
+class LoraConfig:
+    r: int = option(8, "LoRA rank")
+    alpha: int = option(16, "LoRA scaling numerator")
+    dropout: float = option(0.1, "dropout on the LoRA path")
+    target_modules: list[str] | None = option(None, "module names; null = the backbone's defaults")
+    merge_on_export: bool = option(True, "merge adapters into the weights when exporting")
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    layers: str = option("last", "layers to probe: last | all | comma-separated indices")
+    epochs: int = option(30, "probe training epochs over the cached embeddings")
+    lr: float = option(1e-3, "probe learning rate")
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    probability: float = option(0.0, "chance that each waveform augmentation is applied")
+    gain_db: float = option(0.0, "random gain in [-gain_db, +gain_db]")
+    noise_snr_db: float | None = option(None, "additive white noise at this SNR; null = off")
+    time_stretch: float | None = option(None, "max relative stretch (0.1 = 0.9x..1.1x); null = off")
+    pitch_shift: float | None = option(None, "max pitch shift in semitones; null = off")
+    mixup_alpha: float = option(0.0, "mixup Beta(alpha, alpha); 0 = off")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: float = option(10.0, "training epochs (ignored when max_steps > 0)")
+    max_steps: int = option(-1, "stop after this many optimiser steps; -1 = use epochs")
+    batch_size: int = option(16, "per-device training batch size")
+    eval_batch_size: int | None = option(None, "per-device evaluation batch size; null = batch_size")
+    lr: float = option(1e-3, "peak learning rate")
+    weight_decay: float = option(0.0, "AdamW weight decay")
+    warmup_ratio: float = option(0.0, "fraction of steps for linear warm-up")
+    scheduler: str = choice(
+        "linear", "linear", "cosine", "constant", "constant_with_warmup", "reduce_lr_on_plateau",
+        doc="learning-rate schedule",
+    )
+    plateau_patience: int = option(2, "reduce_lr_on_plateau: evaluations without improvement")
+    plateau_factor: float = option(0.5, "reduce_lr_on_plateau: multiplier on the learning rate")
+    grad_accum: int = option(1, "gradient accumulation steps")
+    max_grad_norm: float = option(1.0, "gradient clipping norm")
+    precision: str = choice("fp32", "fp32", "fp16", "bf16", doc="mixed precision")
+    metric: str | None = option(None, "validation metric for best model; null = accuracy / roc_auc_macro")
+    early_stopping_patience: int | None = option(None, "evaluations without improvement; null = off")
+    eval_steps: int | None = option(None, "evaluate every N steps; null = every epoch")
+    save_steps: int | None = option(None, "checkpoint every N steps; null = every epoch")
+    save_total_limit: int = option(2, "checkpoints kept")
+    logging_steps: int = option(10, "log training loss every N steps")
+    resume: bool = option(False, "continue from the last checkpoint in output_dir")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    aggregate: str = choice("mean", "mean", "max", doc="window -> track aggregation")
+
+
+@dataclass(frozen=True)
+class HubConfig:
+    push_to_hub: bool = option(False, "upload the exported model at the end of the run")
+    repo_id: str | None = option(None, "user/name on the Hub")
+    private: bool = option(False, "create the Hub repository as private")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str = option("custom", "recipe name (used in the run folder name)")
+    description: str = option("", "one line: what this recipe trains")
+    output_dir: str | None = option(None, "run folder; null = runs/<name>-<timestamp>")
+    seed: int = option(0, "seed for everything random")
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    hub: HubConfig = field(default_factory=HubConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp)).replace("NoneType", "null")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Return `value` converted to the annotated type `tp`, or raise RecipeError naming `key`."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        for option_tp in options:
+            if option_tp is type(None):
+                continue
+            try:
+                return _coerce(value, option_tp, key)
+            except RecipeError:
+                continue
+        raise RecipeError(f"{key}: expected {' or '.join(_type_name(o) for o in options)}, got {value!r}")
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if isinstance(value, str):  # `a,b,c` from the command line
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise RecipeError(f"{key}: expected a list, got {value!r}")
+        return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is dict:
+        if not isinstance(value, dict):
+            raise RecipeError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise RecipeError(f"{key}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise RecipeError(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads `3e-4` as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise RecipeError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise RecipeError(f"{key}: expected a string, got {value!r}")
+    raise RecipeError(f"{key}: unsupported type {tp}")
+
+
+def _build(cls: type, values: dict, prefix: str) -> Any:
+    """Build dataclass `cls` from a mapping, checking keys, types and choices."""
+    if not isinstance(values, dict):
+        raise RecipeError(f"{prefix.rstrip('.') or 'recipe'}: expected a mapping, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = [k for k in values if k not in fields]
+    if unknown:
+        raise RecipeError(
+            f"unknown key {prefix}{unknown[0]}; valid keys here: {', '.join(fields)}"
+        )
+    kwargs = {}
+    for name, value in values.items():
+        key = prefix + name
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, value or {}, key + ".")
+            continue
+        value = _coerce(value, tp, key)
+        choices = fields[name].metadata.get("choices")
+        if choices and value not in choices:
+            raise RecipeError(f"{key}: {value!r} is not one of {', '.join(map(str, choices))}")
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _check_ranges(recipe: Recipe) -> None:
+    if not 0.0 <= recipe.train.warmup_ratio < 1.0:
+        raise RecipeError(f"train.warmup_ratio: {recipe.train.warmup_ratio} is not in [0, 1)")
+    layer = recipe.backbone.layer
+    if layer not in ("last", "weighted") and not layer.lstrip("-").isdigit():
+        raise RecipeError(f"backbone.layer: {layer!r} is not last, weighted or a layer index")
+
+
+def from_dict(values: dict) -> Recipe:
+    """Validate a nested mapping into a Recipe."""
+    recipe = _build(Recipe, values, "")
+    _check_ranges(recipe)
+    return recipe
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`train.lr=3e-4` -> (["train", "lr"], "3e-4" parsed as YAML)."""
+    if "=" not in text:
+        raise RecipeError(f"override {text!r} is not key=value (e.g. train.lr=3e-4)")
+    key, raw = text.split("=", 1)
+    if not key:
+        raise RecipeError(f"override {text!r} has no key")
+    return key.split("."), yaml.safe_load(raw) if raw.strip() else None
+
+
+def apply_overrides(values: dict, overrides: list[str]) -> dict:
+    """Return a copy of `values` with dotted overrides applied (keys checked later by from_dict)."""
+    merged = yaml.safe_load(yaml.safe_dump(values))
+    for text in overrides:
+        path, value = parse_override(text)
+        node = merged
+        for i, part in enumerate(path[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise RecipeError(f"{'.'.join(path[: i + 1])} is not a section; cannot set {text!r}")
+            node = child
+        node[path[-1]] = value
+    return merged
+
+
+def packaged_recipes() -> dict[str, Path]:
+    """Packaged recipe names -> YAML paths."""
+    return {p.stem: p for p in sorted(RECIPES_DIR.glob("*.yaml"))}
+
+
+def resolve_path(name_or_path: str) -> Path:
+    """A packaged recipe name or a path to a YAML file."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise RecipeError(f"recipe file {path} does not exist")
+        return path
+    recipes = packaged_recipes()
+    if name_or_path not in recipes:
+        raise RecipeError(
+            f"unknown recipe {name_or_path!r}; packaged recipes: {', '.join(recipes)} "
+            "(or give a path to a YAML file)"
+        )
+    return recipes[name_or_path]
+
+
+def load(name_or_path: str, overrides: list[str] = ()) -> Recipe:
+    """Load a packaged or file recipe, apply overrides, validate."""
+    path = resolve_path(name_or_path)
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise RecipeError(f"{path}: not valid YAML: {err}") from None
+    values.setdefault("name", path.stem)
+    return from_dict(apply_overrides(values, list(overrides)))
+
+
+def first_line_comment(path: Path) -> str:
+    """The recipe file's opening comment line, for listings."""
+    for line in path.read_text().splitlines():
+        if line.startswith("#"):
+            return line.lstrip("# ").strip()
+    return ""
+
+
+def describe_schema() -> str:
+    """Every key with its default and doc, for `--help`."""
+    lines = []
+
+    def walk(cls: type, prefix: str) -> None:
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if dataclasses.is_dataclass(hints[f.name]):
+                walk(hints[f.name], f"{prefix}{f.name}.")
+                continue
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            choices = f.metadata.get("choices")
+            doc = f.metadata.get("doc", "")
+            if choices:
+                doc += f" ({' | '.join(map(str, choices))})"
+            lines.append(f"  {prefix + f.name:<32} {default!s:<10} {doc}")
+
+    walk(Recipe, "")
+    return "\n".join(lines)

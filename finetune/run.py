@@ -1,0 +1,141 @@
+"""Run a recipe end to end: data -> model -> Trainer -> evaluation -> run folder."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import transformers
+
+from finetune import report
+from finetune.clips import EvalWindows, TrainCrops, task_of, track_table
+from finetune.data import DATASET_BUILDERS, load_dataset
+from finetune.evaluation import evaluate_windows
+from finetune.models import build_model, check_model_args, export_model
+from finetune.recipe import Recipe, RecipeError
+from finetune.training import (AudioCollator, FinetuneTrainer, callbacks, metrics_function,
+                               training_arguments)
+
+logger = logging.getLogger("finetune")
+
+# Recipe `data.*` keys handed to a dataset builder when set (null = the builder's default).
+DATASET_OPTION_KEYS = ("split_scheme", "allow_missing", "tags", "subset", "task")
+
+
+def cache_dir() -> Path:
+    """Where generated data and embedding caches live ($FINETUNE_CACHE, else ~/.cache/finetune)."""
+    base = os.environ.get("FINETUNE_CACHE") or Path(
+        os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "finetune"
+    return Path(base)
+
+
+def dataset_arguments(recipe: Recipe) -> dict:
+    """Keyword arguments for the recipe's dataset builder; a set key it does not take is an error."""
+    data = recipe.data
+    builder = DATASET_BUILDERS[data.name]
+    params = inspect.signature(builder).parameters
+    root = data.root
+    if root is None:
+        if data.name != "synthetic":
+            raise RecipeError(f"data.root: set it to your {data.name} folder (data.root=/path/to/{data.name})")
+        root = str(cache_dir() / "synthetic")
+    args = {"root": root}
+    for key in DATASET_OPTION_KEYS:
+        value = getattr(data, key)
+        if value is None:
+            continue
+        if key not in params:
+            valid = [p for p in params if p in DATASET_OPTION_KEYS]
+            raise RecipeError(f"data.{key} does not apply to dataset {data.name!r}; "
+                              f"its options: {', '.join('data.' + v for v in valid) or 'none'}")
+        args[key] = value
+    if "seed" in params:
+        args["seed"] = recipe.seed
+    return args
+
+
+def check_recipe(recipe: Recipe) -> None:
+    """Every check that needs no data or weights: run before `--dry-run` prints and before a run."""
+    dataset_arguments(recipe)
+    check_model_args(recipe)
+
+
+def run_dir_for(recipe: Recipe) -> Path:
+    """The run folder: output_dir, the latest matching run when resuming, or a new timestamped one."""
+    if recipe.output_dir:
+        return Path(recipe.output_dir)
+    runs = Path("runs")
+    if recipe.train.resume:
+        previous = sorted(p for p in runs.glob(f"{recipe.name}-*") if any(p.glob("checkpoint-*")))
+        if previous:
+            return previous[-1]
+    return runs / f"{recipe.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def last_checkpoint(run_dir: Path) -> str | None:
+    checkpoints = sorted(run_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+    return str(checkpoints[-1]) if checkpoints else None
+
+
+def run(recipe: Recipe) -> Path:
+    """Train and evaluate `recipe`; return the run folder."""
+    check_recipe(recipe)
+    run_dir = run_dir_for(recipe)
+    transformers.set_seed(recipe.seed)
+    dataset = load_dataset(recipe.data.name, **dataset_arguments(recipe))
+    label_names, multi_label = task_of(dataset["train"])
+    bundle = build_model(recipe, label_names, multi_label)
+    rate, clip = bundle.sample_rate, recipe.data.clip_seconds
+
+    paths, targets = track_table(dataset["train"])
+    train_set = TrainCrops(paths, targets, rate, clip)
+    eval_sets = {
+        split: EvalWindows(*track_table(dataset[split]), rate, clip, recipe.data.eval_hop_seconds,
+                           description=f"indexing {split} windows")
+        for split in ("validation", "test") if split in dataset
+    }
+    trainer = FinetuneTrainer(
+        model=bundle.model,
+        args=training_arguments(recipe, run_dir, multi_label),
+        train_dataset=train_set,
+        eval_dataset=eval_sets["validation"],  # model selection never sees the test split
+        data_collator=AudioCollator(bundle.feature_extractor, rate),
+        compute_metrics=metrics_function(label_names, multi_label, recipe.eval.aggregate),
+        callbacks=callbacks(recipe),
+        multi_label=multi_label,
+        mixup_alpha=recipe.augment.mixup_alpha,
+    )
+    checkpoint = last_checkpoint(run_dir) if recipe.train.resume else None
+    if recipe.train.resume and checkpoint is None:
+        logger.warning("train.resume=true but %s has no checkpoint: starting from scratch", run_dir)
+    trainer.train(resume_from_checkpoint=checkpoint)
+
+    results = {}
+    for split, windows in eval_sets.items():
+        prediction = trainer.predict(windows, metric_key_prefix=split)
+        labels, track_index = prediction.label_ids
+        metrics, _, _ = evaluate_windows(prediction.predictions, labels, track_index,
+                                         label_names, multi_label, recipe.eval.aggregate)
+        metrics["skipped_files"] = windows.skipped
+        results[split] = metrics
+    if trainer.is_world_process_zero():
+        write_run_folder(run_dir, recipe, trainer, bundle, results)
+    return run_dir
+
+
+def write_run_folder(run_dir: Path, recipe: Recipe, trainer, bundle, results: dict) -> None:
+    """recipe.yaml, metrics.json, the trained model and the reports."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    model = export_model(trainer.model, recipe)
+    model.config.clip_seconds = recipe.data.clip_seconds  # the window predict() uses
+    (run_dir / "recipe.yaml").write_text(recipe.to_yaml())
+    (run_dir / "metrics.json").write_text(json.dumps(results, indent=2))
+    (run_dir / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=2))
+    model.save_pretrained(str(run_dir / "model"))
+    bundle.feature_extractor.save_pretrained(str(run_dir / "model"))
+    report.write_reports(run_dir, recipe, results, trainer.state.log_history)
+    logger.info("run folder: %s", run_dir)

@@ -1,0 +1,38 @@
+"""Shared test setup: offline Hub, a private cache, the real-data folder, the generated dataset."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+REALDATA = PROJECT_ROOT.parent / "shared" / "realdata"
+
+
+@pytest.fixture(scope="session")
+def realdata() -> Path:
+    """../shared/realdata, or a skip naming why."""
+    if not REALDATA.is_dir():
+        pytest.skip(f"real data folder {REALDATA} is absent (it ships beside the project, not in it)")
+    return REALDATA
+
+
+@pytest.fixture(scope="session", autouse=True)
+def finetune_cache(tmp_path_factory) -> Path:
+    """Generated data and caches go to a per-session folder, never the user's cache."""
+    cache = tmp_path_factory.mktemp("finetune-cache")
+    os.environ["FINETUNE_CACHE"] = str(cache)
+    return cache
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(finetune_cache) -> Path:
+    """The generated demo dataset, written once per test session."""
+    from finetune.data import synthetic
+
+    return synthetic.generate(finetune_cache / "synthetic")

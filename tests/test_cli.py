@@ -1,0 +1,83 @@
+"""The command line: help, listings, dry runs, clear errors, and a short real run of the demo."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from safetensors.torch import load_file
+
+from finetune import recipe as recipes
+from finetune.cli import main
+
+
+def run_cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "finetune", *args], capture_output=True,
+                          text=True, cwd=cwd, timeout=600)
+
+
+def test_help_explains_commands_and_keys():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for text in ("--recipe", "--dry-run", "recipes", "train.lr", "data.root", "backbone.mode"):
+        assert text in result.stdout
+
+
+def test_recipes_lists_each_packaged_recipe_with_a_line(capsys):
+    assert main(["recipes"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == len(recipes.packaged_recipes())
+    assert any(line.startswith("demo ") and len(line.split()) > 3 for line in lines)
+
+
+def test_dry_run_prints_the_resolved_recipe(capsys):
+    assert main(["--recipe", "demo", "--dry-run", "train.lr=3e-4", "seed=3"]) == 0
+    printed = recipes.from_dict(__import__("yaml").safe_load(capsys.readouterr().out))
+    assert printed.train.lr == pytest.approx(3e-4) and printed.seed == 3
+    assert printed.name == "demo"
+
+
+def test_dry_run_accepts_a_yaml_path(tmp_path, capsys):
+    path = tmp_path / "mine.yaml"
+    path.write_text("# my recipe\ndata:\n  name: synthetic\ntrain:\n  epochs: 1\n")
+    assert main(["--recipe", str(path), "--dry-run"]) == 0
+    assert "name: mine" in capsys.readouterr().out
+
+
+def test_bad_key_exits_non_zero_naming_key_and_choices(tmp_path):
+    result = run_cli("--recipe", "demo", "train.sheduler=cosine", f"output_dir={tmp_path / 'run'}")
+    assert result.returncode == 2
+    assert "train.sheduler" in result.stderr and "scheduler" in result.stderr
+    assert not (tmp_path / "run").exists(), "nothing runs after a bad key"
+
+
+def test_demo_two_steps_writes_the_run_folder(tmp_path, synthetic_root):
+    run_dir = tmp_path / "run"
+    result = run_cli("--recipe", "demo", "train.max_steps=2", "train.batch_size=4",
+                     f"data.root={synthetic_root}", f"output_dir={run_dir}", "data.num_workers=0")
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name in ("recipe.yaml", "metrics.json", "report.md", "report.html",
+                 "model/config.json", "model/model.safetensors", "model/preprocessor_config.json"):
+        assert (run_dir / name).is_file(), name
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    for split in ("validation", "test"):
+        for key in ("accuracy", "macro_f1", "macro_precision", "macro_recall"):
+            assert 0.0 <= metrics[split][key] <= 1.0
+    assert metrics["test"]["num_tracks"] == 30
+    html = (run_dir / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 2, "learning curves and confusion matrix embedded"
+    assert recipes.load(str(run_dir / "recipe.yaml")).train.max_steps == 2
+    assert load_file(run_dir / "model" / "model.safetensors")
+
+
+def test_same_seed_same_weights(tmp_path, synthetic_root):
+    """Two short runs with one seed train to identical weights (crops, shuffling, init)."""
+    weights = []
+    for name in ("a", "b"):
+        run_dir = tmp_path / name
+        assert main(["--recipe", "demo", "train.max_steps=3", "train.batch_size=4", "seed=5",
+                     f"data.root={synthetic_root}", f"output_dir={run_dir}", "data.num_workers=0"]) == 0
+        weights.append(load_file(run_dir / "model" / "model.safetensors"))
+    assert weights[0].keys() == weights[1].keys()
+    for key in weights[0]:
+        assert (weights[0][key] == weights[1][key]).all(), key

@@ -1,0 +1,73 @@
+"""Metrics against scikit-learn directly and against published MusiCNN predictions on MTAT."""
+
+import numpy as np
+import pytest
+from sklearn import metrics as skm
+
+from finetune.evaluation import aggregate_tracks, evaluate_windows, tagging_metrics
+
+
+def read_scores(path):
+    """MTAT prediction file: `row<TAB>path,score,score,...` -> (paths, (N, 50) scores)."""
+    paths, rows = [], []
+    for line in path.read_text().splitlines():
+        _, rest = line.split("\t", 1)
+        name, *values = rest.split(",")
+        paths.append(name)
+        rows.append([float(v) for v in values])
+    return paths, np.asarray(rows)
+
+
+def test_published_musicnn_mtat_scores(realdata):
+    folder = realdata / "mtat" / "musicnn_test_predictions"
+    truth_paths, truth = read_scores(folder / "gt.csv")
+    est_paths, est = read_scores(folder / "est.csv")
+    assert truth_paths == est_paths and truth.shape == (4332, 50)
+    result = tagging_metrics(est, truth, [f"tag{i}" for i in range(50)])
+    assert result["roc_auc_macro"] == pytest.approx(0.910897708562001, abs=1e-9)
+    assert result["pr_auc_macro"] == pytest.approx(0.4509, abs=1e-4)
+    assert result["roc_auc_micro"] == pytest.approx(0.9357250743645564, abs=1e-9)
+
+
+def test_tags_without_positives_are_reported_not_averaged():
+    rng = np.random.default_rng(0)
+    targets = (rng.random((40, 4)) < 0.3).astype(int)
+    targets[:, 2] = 0  # no positives in this split
+    probs = rng.random((40, 4))
+    result = tagging_metrics(probs, targets, ["a", "b", "c", "d"])
+    assert result["tags_without_positives"] == ["c"]
+    expected = np.mean([skm.roc_auc_score(targets[:, i], probs[:, i]) for i in (0, 1, 3)])
+    assert result["roc_auc_macro"] == pytest.approx(expected)
+    assert set(result["per_tag"]) == {"a", "b", "d"}
+
+
+def test_windows_are_averaged_per_track_before_scoring():
+    # Track 0 has windows voting class 1 then strongly class 0: the mean decides class 0.
+    logits = np.array([[0.0, 1.0], [5.0, 0.0], [0.0, 3.0]])
+    track_index = np.array([0, 0, 1])
+    labels = np.array([0, 0, 1])
+    metrics, probs, track_labels = evaluate_windows(logits, labels, track_index, ["x", "y"], False)
+    assert probs.shape == (2, 2) and list(track_labels) == [0, 1]
+    assert metrics["accuracy"] == 1.0
+    assert metrics["confusion_matrix"] == [[1, 0], [0, 1]]
+
+
+def test_single_label_metrics_match_sklearn():
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 5, 60)
+    logits = rng.normal(size=(60, 5)) + 2 * np.eye(5)[labels] * rng.random((60, 1))
+    metrics, _, _ = evaluate_windows(logits, labels, np.arange(60), list("abcde"), False)
+    predicted = logits.argmax(1)
+    assert metrics["accuracy"] == pytest.approx(skm.accuracy_score(labels, predicted))
+    assert metrics["macro_f1"] == pytest.approx(skm.f1_score(labels, predicted, average="macro"))
+    assert metrics["macro_precision"] == pytest.approx(
+        skm.precision_score(labels, predicted, average="macro", zero_division=0))
+    assert metrics["macro_recall"] == pytest.approx(skm.recall_score(labels, predicted, average="macro"))
+    assert sum(v["support"] for v in metrics["per_class"].values()) == 60
+
+
+def test_max_aggregation():
+    values = np.array([[0.1], [0.9], [0.4]])
+    assert aggregate_tracks(values, np.array([3, 3, 7]), "max").ravel().tolist() == [0.9, 0.4]
+    with pytest.raises(ValueError, match="mean or max"):
+        aggregate_tracks(values, np.array([0, 0, 1]), "median")

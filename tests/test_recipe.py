@@ -1,0 +1,107 @@
+"""The recipe schema: packaged recipes resolve, overrides apply, bad keys and types fail clearly."""
+
+import dataclasses
+import typing
+
+import pytest
+import yaml
+
+from finetune import recipe as recipes
+from finetune.models import check_model_args
+from finetune.run import check_recipe
+
+REQUIRED_KEYS = ["output_dir", "seed", "data.name", "data.root", "train.epochs", "train.max_steps",
+                 "train.batch_size", "train.lr", "train.save_steps", "train.resume"]
+
+
+def schema_order(cls=recipes.Recipe, prefix=""):
+    hints = typing.get_type_hints(cls)
+    keys = []
+    for f in dataclasses.fields(cls):
+        keys.append(prefix + f.name)
+        if dataclasses.is_dataclass(hints[f.name]):
+            keys += schema_order(hints[f.name], prefix + f.name + ".")
+    return keys
+
+
+def flat_keys(values, prefix=""):
+    keys = []
+    for key, value in values.items():
+        keys.append(prefix + key)
+        if isinstance(value, dict) and key != "args":
+            keys += flat_keys(value, prefix + key + ".")
+    return keys
+
+
+@pytest.mark.parametrize("name", list(recipes.packaged_recipes()))
+def test_every_packaged_recipe_resolves_and_fits_its_builders(name):
+    recipe = recipes.load(name)
+    assert recipe.name == name
+    check_model_args(recipe)
+    path = recipes.packaged_recipes()[name]
+    assert path.read_text().startswith("#"), "a recipe opens with a comment saying what it trains"
+    assert recipes.first_line_comment(path)
+
+
+@pytest.mark.parametrize("name", list(recipes.packaged_recipes()))
+def test_packaged_recipes_keep_the_schema_key_order(name):
+    values = yaml.safe_load(recipes.packaged_recipes()[name].read_text())
+    order = schema_order()
+    present = flat_keys(values)
+    assert all(k in order for k in present), [k for k in present if k not in order]
+    assert present == sorted(present, key=order.index)
+
+
+def test_required_keys_exist_in_every_recipe():
+    flat = flat_keys(recipes.Recipe().to_dict())
+    assert set(REQUIRED_KEYS) <= set(flat)
+
+
+def test_overrides_apply_with_types():
+    recipe = recipes.load("demo", ["train.lr=3e-4", "train.max_steps=2", "seed=7",
+                                   "data.root=/tmp/x", "output_dir=/tmp/run", "train.resume=true"])
+    assert recipe.train.lr == pytest.approx(3e-4)
+    assert recipe.train.max_steps == 2 and recipe.seed == 7
+    assert recipe.data.root == "/tmp/x" and recipe.output_dir == "/tmp/run"
+    assert recipe.train.resume is True
+
+
+def test_recipe_round_trips_through_yaml(tmp_path):
+    recipe = recipes.load("demo", ["train.lr=0.01"])
+    path = tmp_path / "resolved.yaml"
+    path.write_text(recipe.to_yaml())
+    assert recipes.load(str(path)).to_dict() == {**recipe.to_dict(), "name": recipe.name}
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.lrr=1", "unknown key train.lrr; valid keys here: epochs"),
+        ("trian.lr=1", "unknown key trian"),
+        ("train.batch_size=big", "train.batch_size: expected an integer"),
+        ("train.resume=maybe", "train.resume: expected true or false"),
+        ("train.lr=fast", "train.lr: expected a number"),
+        ("backbone.mode=half", "backbone.mode: 'half' is not one of full, lora, probe"),
+        ("data.name=imagenet", "data.name: 'imagenet' is not one of gtzan, mtat, fma, synthetic"),
+        ("model.name=resnet", "model.name: 'resnet' is not one of"),
+        ("model.args.depth=3", "unknown key model.args.depth for model 'simple_cnn'"),
+        ("data.tags=50", "data.tags does not apply to dataset 'synthetic'"),
+        ("backbone.layer=middle", "backbone.layer"),
+        ("train.lr", "is not key=value"),
+    ],
+)
+def test_bad_overrides_fail_naming_the_key(override, message):
+    with pytest.raises(recipes.RecipeError) as err:
+        check_recipe(recipes.load("demo", [override]))
+    assert message in str(err.value)
+
+
+def test_unknown_recipe_lists_the_packaged_ones():
+    with pytest.raises(recipes.RecipeError) as err:
+        recipes.load("no_such_recipe")
+    assert "demo" in str(err.value)
+
+
+def test_real_dataset_without_root_asks_for_it():
+    with pytest.raises(recipes.RecipeError, match="data.root"):
+        check_recipe(recipes.load("demo", ["data.name=gtzan", "data.split_scheme=null"]))

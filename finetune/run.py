@@ -11,7 +11,7 @@ from pathlib import Path
 
 import transformers
 
-from finetune import report
+from finetune import hub, report
 from finetune.clips import EvalWindows, TrainCrops, task_of, track_table
 from finetune.data import DATASET_BUILDERS, load_dataset
 from finetune.evaluation import evaluate_windows
@@ -62,6 +62,8 @@ def check_recipe(recipe: Recipe) -> None:
     """Every check that needs no data or weights: run before `--dry-run` prints and before a run."""
     dataset_arguments(recipe)
     check_model_args(recipe)
+    if recipe.hub.push_to_hub and not recipe.hub.repo_id:
+        raise RecipeError("hub.repo_id: set it (user/name) when hub.push_to_hub=true")
 
 
 def run_dir_for(recipe: Recipe) -> Path:
@@ -124,7 +126,18 @@ def run(recipe: Recipe) -> Path:
         results[split] = metrics
     if trainer.is_world_process_zero():
         write_run_folder(run_dir, recipe, trainer, bundle, results)
+        if recipe.hub.push_to_hub:
+            push_run(run_dir, recipe)
     return run_dir
+
+
+def push_run(run_dir: Path, recipe: Recipe) -> None:
+    """Export into RUN/hub_export and upload; a failed upload is reported, the run is kept."""
+    folder = hub.export(run_dir, run_dir / "hub_export")
+    try:
+        logger.info("pushed to %s", hub.push_to_hub(folder, recipe.hub.repo_id, recipe.hub.private))
+    except hub.HubError as err:
+        logger.error("%s", err)
 
 
 def write_run_folder(run_dir: Path, recipe: Recipe, trainer, bundle, results: dict) -> None:

@@ -36,3 +36,14 @@ def synthetic_root(finetune_cache) -> Path:
     from finetune.data import synthetic
 
     return synthetic.generate(finetune_cache / "synthetic")
+
+
+@pytest.fixture(scope="session")
+def demo_run(synthetic_root, tmp_path_factory) -> Path:
+    """A 2-step run of the demo recipe through the real entry point, shared by read-only tests."""
+    from finetune.cli import main
+
+    run_dir = tmp_path_factory.mktemp("demo-run") / "run"
+    assert main(["--recipe", "demo", "train.max_steps=2", "train.batch_size=4",
+                 f"data.root={synthetic_root}", f"output_dir={run_dir}", "data.num_workers=0"]) == 0
+    return run_dir

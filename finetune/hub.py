@@ -1,0 +1,126 @@
+"""Hub-ready export (weights, config, preprocessor, model card) and upload with huggingface_hub."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import yaml
+
+from finetune.recipe import Recipe, load
+
+HUB_LIBRARY = {True: "transformers", False: "finetune"}  # native transformers class or ours
+DATASET_IDS = {"gtzan": "marsyas/gtzan", "mtat": "MagnaTagATune", "fma": "FMA", "synthetic": "synthetic"}
+CARD_METRICS = {"accuracy": "Accuracy", "macro_f1": "Macro F1", "roc_auc_macro": "ROC-AUC (macro)",
+                "pr_auc_macro": "PR-AUC (macro)"}
+
+
+class HubError(RuntimeError):
+    """An upload that did not go through; the local export is left as it is."""
+
+
+def is_native(config: dict) -> bool:
+    """True when transformers alone loads the folder (no finetune code needed)."""
+    return not config.get("model_type", "").startswith("finetune_")
+
+
+def model_index(recipe: Recipe, metrics: dict, task: str) -> list[dict]:
+    """The card's `model-index` entry with the test results."""
+    results = [{"type": key, "name": name, "value": round(float(metrics[key]), 4)}
+               for key, name in CARD_METRICS.items() if key in metrics]
+    return [{"name": recipe.name, "results": [{
+        "task": {"type": task, "name": task.replace("-", " ")},
+        "dataset": {"type": DATASET_IDS[recipe.data.name], "name": recipe.data.name,
+                    "split": "test", "args": recipe.data.split_scheme or "standard"},
+        "metrics": results,
+    }]}]
+
+
+def model_card(recipe: Recipe, metrics: dict, config: dict) -> str:
+    """README.md for the Hub: YAML metadata, then recipe, data, split, results and limits."""
+    native = is_native(config)
+    labels = [config["id2label"][k] for k in sorted(config["id2label"], key=int)]
+    multi = config.get("problem_type") == "multi_label_classification"
+    task = "audio-classification"
+    meta = {
+        "library_name": HUB_LIBRARY[native],
+        "pipeline_tag": task,
+        "tags": ["audio", "music", "music-tagging" if multi else "music-genre-classification",
+                 "finetune", recipe.model.name],
+        "datasets": [DATASET_IDS[recipe.data.name]],
+        "metrics": [k for k in CARD_METRICS if k in metrics],
+        "model-index": model_index(recipe, metrics, task),
+    }
+    if native:
+        usage = ('```python\nfrom transformers import pipeline\n\n'
+                 'classifier = pipeline("audio-classification", model="PATH_OR_REPO")\n'
+                 'classifier("song.mp3")\n```')
+    else:
+        usage = ("This model is one of finetune's baselines; load it with the toolkit:\n\n"
+                 "```python\nfrom finetune.predict import Predictor\n\n"
+                 'Predictor.from_pretrained("PATH").predict("song.mp3")\n```')
+    rows = "\n".join(f"| {name} | {metrics[key]:.4f} |" for key, name in CARD_METRICS.items() if key in metrics)
+    body = f"""# {recipe.name}
+
+{recipe.description}
+
+Trained with the finetune toolkit's recipe `{recipe.name}`
+(`python -m finetune --recipe {recipe.name}`); the resolved recipe is in `recipe.yaml`.
+
+## Data
+- dataset: {recipe.data.name}, split: {recipe.data.split_scheme or "standard"}
+- {"multi-label tagging" if multi else "single-label classification"} over {len(labels)} labels: {", ".join(labels[:20])}{" ..." if len(labels) > 20 else ""}
+- input: {recipe.data.clip_seconds} s windows; a track's score is the mean over its windows
+
+## Results (test split, track level)
+
+| metric | value |
+|---|---|
+{rows}
+
+## Usage
+
+{usage}
+
+## Limits
+Scores hold for the dataset and split above; audio from other sources (recording chains,
+genres outside the label set, very short clips) can score lower. Check the run's report before
+relying on a label.
+"""
+    return "---\n" + yaml.safe_dump(meta, sort_keys=False) + "---\n\n" + body
+
+
+def export(run_dir: str | Path, to: str | Path) -> Path:
+    """Copy a run's model into a Hub-ready folder with a model card and the recipe."""
+    run_dir, to = Path(run_dir), Path(to)
+    model_dir = run_dir / "model"
+    if not (model_dir / "config.json").is_file():
+        raise FileNotFoundError(f"{run_dir} has no trained model (model/config.json)")
+    recipe = load(str(run_dir / "recipe.yaml"))
+    metrics = json.loads((run_dir / "metrics.json").read_text()).get("test", {})
+    config = json.loads((model_dir / "config.json").read_text())
+    to.mkdir(parents=True, exist_ok=True)
+    for item in model_dir.iterdir():
+        if item.is_file():
+            shutil.copy2(item, to / item.name)
+    shutil.copy2(run_dir / "recipe.yaml", to / "recipe.yaml")
+    (to / "README.md").write_text(model_card(recipe, metrics, config))
+    return to
+
+
+def push_to_hub(folder: str | Path, repo_id: str, private: bool = False, api=None) -> str:
+    """Upload an exported folder; `api` is an `HfApi` (token from HF_TOKEN or `hf auth login`)."""
+    if api is None:
+        from huggingface_hub import HfApi
+
+        api = HfApi()
+    try:
+        api.create_repo(repo_id=repo_id, private=private, exist_ok=True, repo_type="model")
+        api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model",
+                          commit_message="Upload model exported by finetune")
+    except Exception as err:  # network, auth, offline mode: all leave the export intact
+        raise HubError(f"could not push {folder} to the Hub as {repo_id}: {err}. "
+                       f"The local export in {folder} is intact; push it later with "
+                       f"`python -m finetune export RUN --to {folder} --push-to-hub {repo_id}`") from err
+    return f"https://huggingface.co/{repo_id}"

@@ -1,0 +1,133 @@
+"""Inference on any length, export to a Hub-ready folder, and the upload path (to a temp folder)."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+import yaml
+
+from finetune import hub
+from finetune.predict import Predictor, predict_genre
+
+PEAK_RSS = """
+import resource, sys
+from finetune.predict import Predictor
+Predictor.from_pretrained(sys.argv[1]).predict(sys.argv[2])
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+@pytest.fixture(scope="module")
+def predictor(demo_run):
+    return Predictor.from_pretrained(demo_run)
+
+
+def tone(seconds, sr=44_100, channels=1):
+    t = np.arange(int(seconds * sr)) / sr
+    y = 0.3 * np.sin(2 * np.pi * 440 * t).astype(np.float32)
+    return np.stack([y] * channels, axis=1) if channels > 1 else y
+
+
+def test_any_length_any_rate_any_channels(predictor, tmp_path):
+    short, long = tmp_path / "short.flac", tmp_path / "long.wav"
+    sf.write(short, tone(1.2, 48_000, 2), 48_000)
+    sf.write(long, tone(21.0, 8_000), 8_000)
+    for path, duration in ((short, 1.2), (long, 21.0)):
+        result = predictor.predict(path, top_k=3, per_window=True)
+        assert result["duration"] == pytest.approx(duration, abs=1e-3)
+        assert len(result["labels"]) == 3
+        assert result["labels"][0]["score"] >= result["labels"][1]["score"]
+        assert {l["label"] for l in result["labels"]} <= set(predictor.label_names)
+    assert len(result["windows"]) == 7  # 21 s in 3 s windows
+    assert sum(result["windows"][0]["scores"].values()) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_array_input_matches_file_input(predictor, synthetic_root):
+    path = next((synthetic_root / "genres" / "pulse").glob("*.wav"))
+    y, sr = sf.read(path, dtype="float32")
+    from_file = predictor.predict(path)["labels"]
+    from_array = predictor.predict(y, sr=sr)["labels"]
+    assert [l["label"] for l in from_file] == [l["label"] for l in from_array]
+    np.testing.assert_allclose([l["score"] for l in from_file], [l["score"] for l in from_array], atol=1e-4)
+    with pytest.raises(ValueError, match="sample rate"):
+        predictor.predict(y)
+
+
+def test_predict_genre_original_api(predictor, synthetic_root, demo_run):
+    path = next((synthetic_root / "genres" / "bells").glob("*.wav"))
+    genre, confidence = predict_genre(predictor, path)
+    assert genre in predictor.label_names and 0 < confidence <= 1
+    upper = [n.upper() for n in predictor.label_names]
+    assert predict_genre(str(demo_run), path, upper)[0] == genre.upper()
+
+
+def test_cli_prints_json_lines_and_reports_bad_files(demo_run, tmp_path):
+    sf.write(tmp_path / "a.wav", tone(4.0), 44_100)
+    (tmp_path / "broken.mp3").write_bytes(b"")
+    result = subprocess.run([sys.executable, "-m", "finetune", "predict", "--model", str(demo_run),
+                             str(tmp_path), "--top-k", "2"], capture_output=True, text=True)
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert result.returncode == 1, "a failed file makes the exit status non-zero"
+    by_name = {l["file"].rsplit("/", 1)[-1]: l for l in lines}
+    assert len(by_name["a.wav"]["labels"]) == 2
+    assert "broken.mp3" in by_name["broken.mp3"]["error"]
+
+
+def test_memory_stays_flat_for_a_ten_minute_file(demo_run, tmp_path):
+    sr = 22_050
+    short, long = tmp_path / "30s.wav", tmp_path / "10min.wav"
+    sf.write(short, tone(30, sr), sr)
+    with sf.SoundFile(long, "w", sr, 1) as out:  # written in pieces, never whole in memory
+        for _ in range(20):
+            out.write(tone(30, sr))
+    peaks = [int(subprocess.run([sys.executable, "-c", PEAK_RSS, str(demo_run), str(path)],
+                                capture_output=True, text=True, check=True).stdout.split()[-1])
+             for path in (short, long)]
+    assert peaks[1] <= 1.5 * peaks[0], peaks
+
+
+class FolderApi:
+    """Stands in for huggingface_hub.HfApi: 'uploads' into a local folder."""
+
+    def __init__(self, root, fail=False):
+        self.root, self.fail, self.created = root, fail, []
+
+    def create_repo(self, repo_id, private, exist_ok, repo_type):
+        if self.fail:
+            raise ConnectionError("offline")
+        self.created.append((repo_id, private))
+
+    def upload_folder(self, folder_path, repo_id, repo_type, commit_message):
+        import shutil
+
+        shutil.copytree(folder_path, self.root / repo_id, dirs_exist_ok=True)
+
+
+def test_export_writes_a_hub_ready_folder_with_a_card(demo_run, tmp_path):
+    folder = hub.export(demo_run, tmp_path / "export")
+    for name in ("model.safetensors", "config.json", "preprocessor_config.json", "README.md", "recipe.yaml"):
+        assert (folder / name).is_file(), name
+    card = (folder / "README.md").read_text()
+    meta = yaml.safe_load(card.split("---")[1])
+    assert meta["pipeline_tag"] == "audio-classification"
+    test_accuracy = json.loads((demo_run / "metrics.json").read_text())["test"]["accuracy"]
+    values = {m["type"]: m["value"] for m in meta["model-index"][0]["results"][0]["metrics"]}
+    assert values["accuracy"] == pytest.approx(test_accuracy, abs=1e-4)
+    config = json.loads((folder / "config.json").read_text())
+    assert sorted(config["id2label"].values()) == ["bells", "buzz", "drone", "pluck", "pulse"]
+    assert Predictor.from_pretrained(folder).predict(tone(3.0), sr=44_100)["labels"]
+
+
+def test_push_uploads_the_export_and_fails_clearly_offline(demo_run, tmp_path):
+    folder = hub.export(demo_run, tmp_path / "export")
+    api = FolderApi(tmp_path / "hub")
+    url = hub.push_to_hub(folder, "someone/demo", private=True, api=api)
+    assert url.endswith("someone/demo") and api.created == [("someone/demo", True)]
+    assert sorted(p.name for p in (tmp_path / "hub" / "someone" / "demo").iterdir()) == sorted(
+        p.name for p in folder.iterdir())
+    with pytest.raises(hub.HubError, match="intact"):
+        hub.push_to_hub(folder, "someone/demo", api=FolderApi(tmp_path / "hub2", fail=True))
+    assert (folder / "model.safetensors").is_file()

@@ -1,0 +1,37 @@
+"""Dataset loaders: `load_dataset(name, root, **options)` -> DatasetDict(train, validation, test).
+
+Columns: `id`, `audio` (Audio(decode=False) holding the absolute path), `label` (ClassLabel) or
+`labels` (list of tag indices), `duration` (seconds, from the header). Decode with
+`finetune.data.audio.read_window`.
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+from datasets import DatasetDict
+
+from finetune.data import fma, gtzan, mtat, synthetic
+
+DATASET_BUILDERS = {
+    "gtzan": gtzan.build,
+    "mtat": mtat.build,
+    "fma": fma.build,
+    "synthetic": synthetic.build,
+}
+
+# Options each builder accepts (its keyword arguments after `root`), for recipe validation.
+DATASET_OPTIONS = {name: tuple(inspect.signature(builder).parameters)[1:]
+                   for name, builder in DATASET_BUILDERS.items()}
+
+
+def load_dataset(name: str, root: str | Path, **options) -> DatasetDict:
+    """Build dataset `name` from the files under `root`; options are the builder's keywords."""
+    if name not in DATASET_BUILDERS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASET_BUILDERS)}")
+    unknown = sorted(set(options) - set(DATASET_OPTIONS[name]))
+    if unknown:
+        raise ValueError(f"dataset {name!r} has no option(s) {', '.join(unknown)}; its options: "
+                         f"{', '.join(DATASET_OPTIONS[name])}")
+    return DATASET_BUILDERS[name](root, **options)

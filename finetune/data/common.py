@@ -1,0 +1,106 @@
+"""What every dataset builder shares: the clip record, option checks, drop reports, and turning
+split lists into a `datasets.DatasetDict` after dropping missing, known-bad and unreadable files."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from datasets import Audio, ClassLabel, Dataset, DatasetDict, Features, Sequence as ListOf, Value
+
+from finetune.data.headers import scan_files
+
+logger = logging.getLogger("finetune.data")
+
+SPLITS = ("train", "validation", "test")
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One audio file of a split, before its header is checked."""
+
+    id: str
+    path: str  # relative to the dataset root, "/"-separated
+    target: int | tuple[int, ...]  # class index (single-label) or tag indices (multi-label)
+
+
+def dataset_root(dataset: str, root: str | Path) -> str:
+    """Absolute, normalised `root` (symlinks kept); a missing folder is an error naming it."""
+    path = os.path.abspath(os.path.expanduser(root))
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"{dataset}: dataset folder {path} does not exist")
+    return path
+
+
+def check_choice(option: str, value, choices: Sequence) -> None:
+    """Raise ValueError naming the valid choices when `value` is not one of them."""
+    if value not in choices:
+        raise ValueError(f"{option}={value!r} is not valid; choose one of: "
+                         f"{', '.join(repr(c) for c in choices)}")
+
+
+def report(dataset: str, what: str, items: Mapping[str, str] | Sequence[str],
+           level: int = logging.WARNING) -> None:
+    """Log a count and a few examples (with causes when `items` maps path -> cause)."""
+    if not items:
+        return
+    shown = [f"{k} ({items[k]})" if isinstance(items, Mapping) else k for k in list(items)[:3]]
+    more = f" and {len(items) - len(shown)} more" if len(items) > len(shown) else ""
+    logger.log(level, "%s: dropped %d %s: %s%s", dataset, len(items), what, "; ".join(shown), more)
+
+
+def _check_inside(dataset: str, root: str, clip: Clip) -> None:
+    """Metadata paths must stay inside the dataset root."""
+    if not clip.path or clip.path.startswith("/") or ".." in clip.path.split("/"):
+        raise ValueError(f"{dataset}: the path {clip.path!r} of clip {clip.id} is not inside "
+                         f"the dataset folder {root}")
+
+
+def _features(label_names: Sequence[str], multi_label: bool) -> Features:
+    label = ClassLabel(names=list(label_names))
+    target = {"labels": ListOf(label)} if multi_label else {"label": label}
+    return Features({"id": Value("string"), "audio": Value("string"), **target,
+                     "duration": Value("float64")})
+
+
+def assemble(dataset: str, root: str, splits: Mapping[str, Sequence[Clip]],
+             label_names: Sequence[str], multi_label: bool, allow_missing: bool,
+             known_bad: Mapping[str, str] | None = None) -> DatasetDict:
+    """DatasetDict of `splits` (train/validation/test) under the absolute `root`.
+
+    Known-bad clips (id -> reason) and unreadable files are dropped and reported; files that are
+    missing are an error with a count and examples unless `allow_missing`.
+    """
+    known_bad = known_bad or {}
+    for clips in splits.values():
+        for clip in clips:
+            _check_inside(dataset, root, clip)
+    report(dataset, "known-bad files", {c.path: known_bad[c.id] for clips in splits.values()
+                                       for c in clips if c.id in known_bad}, logging.INFO)
+    splits = {name: [c for c in clips if c.id not in known_bad] for name, clips in splits.items()}
+    every = [c.path for clips in splits.values() for c in clips]
+    scan = scan_files(root, every)
+    if scan.missing and not allow_missing:
+        raise FileNotFoundError(
+            f"{dataset}: {len(scan.missing)} of {len(every)} files named by the split are missing "
+            f"under {root}, e.g. {', '.join(scan.missing[:3])}; pass allow_missing=True "
+            f"(data.allow_missing=true) to use the files that are there")
+    report(dataset, "missing files", scan.missing)
+    report(dataset, "unreadable files", scan.unreadable)
+    if not scan.durations:
+        raise FileNotFoundError(f"{dataset}: no readable audio files under {root}")
+    features = _features(label_names, multi_label)
+    target = "labels" if multi_label else "label"
+    result = {}
+    for name in SPLITS:
+        kept = [c for c in splits[name] if c.path in scan.durations]
+        columns = {"id": [c.id for c in kept],
+                   "audio": [os.path.join(root, c.path) for c in kept],
+                   target: [list(c.target) if multi_label else c.target for c in kept],
+                   "duration": [scan.durations[c.path] for c in kept]}
+        result[name] = Dataset.from_dict(columns, features=features).cast_column(
+            "audio", Audio(decode=False))  # string column then cast: works without torchcodec
+    return DatasetDict(result)

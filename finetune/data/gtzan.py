@@ -1,0 +1,101 @@
+"""GTZAN (Tzanetakis 2002): 10 genres x 100 clips of 30 s, single-label.
+
+Accepted layouts: `genres/<genre>/<genre>.000NN.au` (original), `genres_original/<genre>/...wav`
+(the common copy) and `<root>/<genre>/...`. Splits: the published fault-filtered (default) or
+stratified lists, or a seeded per-genre random 70/15/15 split (the one custom genre lists use).
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import zlib
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from datasets import DatasetDict
+
+from finetune.data.audio import AUDIO_EXTENSIONS
+from finetune.data.common import SPLITS, Clip, assemble, check_choice, dataset_root
+from finetune.data.gtzan_splits import FAULT_FILTERED, SPLIT_CODES, STRATIFIED
+
+GENRES = ("blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "pop", "reggae", "rock")
+SPLIT_SCHEMES = ("fault_filtered", "stratified", "random")
+LAYOUTS = ("genres", "genres_original", "")  # audio folders tried in turn, relative to the root
+RANDOM_FRACTIONS = (0.70, 0.15, 0.15)  # train / validation / test
+
+
+def published_split(scheme: str) -> dict[str, list[str]]:
+    """Clip ids ("blues/blues.00012") of each split of a published scheme."""
+    table = {"fault_filtered": FAULT_FILTERED, "stratified": STRATIFIED}[scheme]
+    ids = {split: [] for split in SPLITS}
+    for genre, codes in table.items():
+        for number, code in enumerate(codes):
+            if code in SPLIT_CODES:
+                ids[SPLIT_CODES[code]].append(f"{genre}/{genre}.{number:05d}")
+    return ids
+
+
+def random_split(ids: Sequence[str], genres: Sequence[str], seed: int) -> dict[str, list[str]]:
+    """Seeded 70/15/15 split of `ids` within each genre; a genre's split only depends on its files."""
+    split_ids = {split: [] for split in SPLITS}
+    for genre in genres:
+        members = sorted(i for i in ids if i.split("/")[0] == genre)
+        rng = np.random.default_rng([seed, zlib.crc32(genre.encode())])
+        order = [members[k] for k in rng.permutation(len(members))]
+        n_eval = [round(f * len(order)) for f in RANDOM_FRACTIONS[1:]]
+        if len(order) >= 3:  # every split gets at least one clip of each genre
+            n_eval = [max(1, n) for n in n_eval]
+        n_valid, n_test = n_eval
+        n_train = len(order) - n_valid - n_test
+        split_ids["train"] += sorted(order[:n_train])
+        split_ids["validation"] += sorted(order[n_train:n_train + n_valid])
+        split_ids["test"] += sorted(order[n_train + n_valid:])
+    return split_ids
+
+
+def _audio_folder(root: str, genres: Sequence[str]) -> str:
+    """The first layout folder that holds at least one genre folder."""
+    for layout in LAYOUTS:
+        if any(os.path.isdir(os.path.join(root, layout, genre)) for genre in genres):
+            return layout
+    raise FileNotFoundError(
+        f"gtzan: no genre folders ({', '.join(genres[:3])}, ...) under {root}, "
+        f"{os.path.join(root, 'genres')} or {os.path.join(root, 'genres_original')}")
+
+
+def _discover(root: str, folder: str, genres: Sequence[str]) -> dict[str, str]:
+    """Clip id ("<genre>/<file stem>") -> path relative to the root, for the audio files present."""
+    found = {}
+    for genre in genres:
+        genre_dir = os.path.join(root, folder, genre)
+        names = os.listdir(genre_dir) if os.path.isdir(genre_dir) else []
+        for name in sorted(names):
+            stem, ext = os.path.splitext(name)
+            if not name.startswith(".") and ext.lower() in AUDIO_EXTENSIONS:
+                found[f"{genre}/{stem}"] = posixpath.join(folder, genre, name)
+    return found
+
+
+def build(root: str | Path, split_scheme: str = "fault_filtered", seed: int = 0,
+          allow_missing: bool = False, genres: Sequence[str] | None = None) -> DatasetDict:
+    """GTZAN as a DatasetDict (`label`: ClassLabel over `genres`, default the 10 GTZAN genres)."""
+    root = dataset_root("gtzan", root)
+    check_choice("split_scheme", split_scheme, SPLIT_SCHEMES)
+    names = list(GENRES if genres is None else genres)
+    if not names or len(set(names)) != len(names) or any("/" in g for g in names):
+        raise ValueError(f"gtzan: genres must be distinct folder names, got {names}")
+    if split_scheme != "random" and names != list(GENRES):
+        raise ValueError(f"gtzan: split_scheme={split_scheme!r} lists the 10 GTZAN genres only; "
+                         f"use split_scheme='random' with custom genres")
+    folder = _audio_folder(root, names)
+    found = _discover(root, folder, names)
+    if split_scheme == "random":
+        split_ids = random_split(list(found), names, seed)
+    else:
+        split_ids = published_split(split_scheme)
+    ext = next((os.path.splitext(p)[1] for p in found.values()), ".wav")  # to name missing files
+    splits = {split: [Clip(i, found.get(i, posixpath.join(folder, i + ext)), names.index(i.split("/")[0]))
+                      for i in ids] for split, ids in split_ids.items()}
+    return assemble("gtzan", root, splits, names, multi_label=False, allow_missing=allow_missing)

@@ -1,0 +1,115 @@
+"""Header checks of a dataset's files, cached as JSON metadata so large indexes are built once.
+
+Each file is checked by reading its header (`audio_duration`), never by decoding audio. The cache,
+one JSON file per dataset root under `$FINETUNE_CACHE/headers/`, maps a file's path relative to
+the root to `[size, mtime_ns, duration, error]`; a file whose size or mtime changed is checked again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from tqdm.auto import tqdm
+
+from finetune.data.audio import AudioReadError, audio_duration
+
+logger = logging.getLogger("finetune.data")
+
+CACHE_VERSION = 1
+
+
+@dataclass
+class Scan:
+    """What a header check found, keyed by path relative to the dataset root."""
+
+    durations: dict[str, float] = field(default_factory=dict)  # readable files, seconds
+    missing: list[str] = field(default_factory=list)
+    unreadable: dict[str, str] = field(default_factory=dict)  # path -> cause
+
+
+def cache_dir() -> Path:
+    """$FINETUNE_CACHE, else $XDG_CACHE_HOME/finetune (default ~/.cache/finetune)."""
+    base = os.environ.get("FINETUNE_CACHE") or Path(
+        os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "finetune"
+    return Path(base)
+
+
+def _cache_file(root: str) -> Path:
+    digest = hashlib.sha1(root.encode()).hexdigest()[:16]
+    return cache_dir() / "headers" / f"{digest}.json"
+
+
+def _load(cache_file: Path, root: str) -> dict[str, list]:
+    try:
+        data = json.loads(cache_file.read_text())
+    except (OSError, ValueError):
+        return {}
+    if data.get("version") != CACHE_VERSION or data.get("root") != root:
+        return {}
+    return data["files"]
+
+
+def _save(cache_file: Path, root: str, files: dict[str, list]) -> None:
+    """Write atomically; a cache that cannot be written only costs time on the next build."""
+    try:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=cache_file.parent, delete=False, suffix=".tmp") as tmp:
+            json.dump({"version": CACHE_VERSION, "root": root, "files": files}, tmp)
+        os.replace(tmp.name, cache_file)
+    except OSError as err:
+        logger.warning("could not write the header cache %s: %s", cache_file, err)
+
+
+def _check(paths: Sequence[str]) -> list[tuple[float | None, str | None]]:
+    """(duration, None) for each readable header, (None, cause) otherwise."""
+    results = []
+    for path in paths:
+        try:
+            results.append((audio_duration(path), None))
+        except AudioReadError as err:
+            results.append((None, err.cause))
+    return results
+
+
+def scan_files(root: str, relpaths: Sequence[str]) -> Scan:
+    """Check the headers of `relpaths` under the absolute `root`, reusing cached results."""
+    cache_file = _cache_file(root)
+    cached = _load(cache_file, root)
+    scan, present, todo = Scan(), [], []
+    for rel in relpaths:
+        try:
+            stat = os.stat(os.path.join(root, rel))
+        except OSError:
+            scan.missing.append(rel)
+            continue
+        present.append(rel)
+        key = [stat.st_size, stat.st_mtime_ns]
+        if cached.get(rel, [])[:2] != key:
+            todo.append(rel)
+            cached[rel] = key + [None, None]
+    if todo:
+        chunks = [todo[i:i + 256] for i in range(0, len(todo), 256)]  # few, cheap thread hand-offs
+        workers = min(32, 4 * (os.cpu_count() or 1))  # header reads wait on the disk, not the CPU
+        with ThreadPoolExecutor(workers) as pool, tqdm(total=len(todo), desc="checking audio headers",
+                                                       leave=False, disable=len(todo) < 2000) as bar:
+            jobs = pool.map(_check, ([os.path.join(root, rel) for rel in chunk] for chunk in chunks))
+            for chunk, results in zip(chunks, jobs):
+                for rel, result in zip(chunk, results):
+                    cached[rel][2:] = result
+                bar.update(len(chunk))
+        _save(cache_file, root, cached)
+    for rel in present:
+        duration, error = cached[rel][2:]
+        if error is None:
+            scan.durations[rel] = duration
+        else:
+            scan.unreadable[rel] = error
+    return scan

@@ -1,0 +1,81 @@
+"""MagnaTagATune (Law et al. 2009): 25,863 clips of 29 s with 188 binary tags, multi-label.
+
+Files: `annotations_final.csv` (tab-separated, every field double-quoted; header `clip_id`,
+188 tag names, `mp3_path`) and the mp3 folders `0`..`f` under the same root. Tags: the top N by
+frequency over all clips (ties broken by column order). Splits by folder: 0-b train, c validation,
+d-f test; `standard` keeps clips with at least one selected tag (Lee et al. 2017, Won et al. 2020:
+15,244 / 1,529 / 4,332 for the top 50), `pons` keeps every clip (Pons et al.).
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from datasets import DatasetDict
+
+from finetune.data.common import SPLITS, Clip, assemble, check_choice, dataset_root
+
+ANNOTATIONS = "annotations_final.csv"
+SPLIT_SCHEMES = ("standard", "pons")
+FOLDER_SPLITS = {**dict.fromkeys("0123456789ab", "train"), "c": "validation",
+                 **dict.fromkeys("def", "test")}
+KNOWN_BAD = dict.fromkeys(("35644", "55753", "57881"), "empty mp3 in the MTAT release")
+
+
+@dataclass(frozen=True)
+class Annotations:
+    """The parsed annotations_final.csv."""
+
+    clip_ids: list[str]
+    paths: list[str]  # mp3 paths relative to the root, e.g. "f/american_bach_...-30-59.mp3"
+    tag_names: list[str]
+    tags: np.ndarray  # (N, T) bool
+
+
+def read_annotations(path: str | Path) -> Annotations:
+    """Parse annotations_final.csv; a malformed header or row is an error naming the line."""
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f, delimiter="\t"))
+    if not rows or rows[0][0] != "clip_id" or rows[0][-1] != "mp3_path" or len(rows[0]) < 3:
+        raise ValueError(f"{path}: expected a tab-separated header 'clip_id', tag names, 'mp3_path'")
+    width = len(rows[0])
+    for line, row in enumerate(rows[1:], start=2):
+        if len(row) != width:
+            raise ValueError(f"{path}, line {line}: {len(row)} fields, the header has {width}")
+    body = rows[1:]
+    cells = np.array([r[1:-1] for r in body], dtype="U1").reshape(len(body), width - 2)  # (N, T)
+    return Annotations(clip_ids=[r[0] for r in body], paths=[r[-1] for r in body],
+                       tag_names=rows[0][1:-1], tags=cells == "1")
+
+
+def top_tags(tags: np.ndarray, count: int) -> list[int]:
+    """Columns of the `count` most frequent tags in (N, T) `tags`, most frequent first; ties
+    keep column order."""
+    return np.argsort(-tags.sum(axis=0), kind="stable")[:count].tolist()
+
+
+def build(root: str | Path, tags: int = 50, split_scheme: str = "standard",
+          allow_missing: bool = False) -> DatasetDict:
+    """MTAT as a DatasetDict (`labels`: indices into the top-`tags` tags, most frequent first)."""
+    root = dataset_root("mtat", root)
+    check_choice("split_scheme", split_scheme, SPLIT_SCHEMES)
+    table = read_annotations(Path(root) / ANNOTATIONS)
+    total = len(table.tag_names)
+    if isinstance(tags, bool) or not isinstance(tags, int) or not 1 <= tags <= total:
+        raise ValueError(f"mtat: tags={tags!r} is not valid; choose an integer from 1 to {total} "
+                         f"(50: the standard top-50, {total}: all tags)")
+    columns = top_tags(table.tags, tags)
+    selected = table.tags[:, columns]  # (N, tags) bool
+    splits = {split: [] for split in SPLITS}
+    for clip_id, path, row in zip(table.clip_ids, table.paths, selected):
+        split = FOLDER_SPLITS.get(path.split("/")[0])
+        if split is None:
+            raise ValueError(f"mtat: clip {clip_id} has mp3_path {path!r} outside the folders 0..f")
+        target = tuple(np.flatnonzero(row).tolist())
+        if target or split_scheme == "pons":
+            splits[split].append(Clip(clip_id, path, target))
+    return assemble("mtat", root, splits, [table.tag_names[c] for c in columns], multi_label=True,
+                    allow_missing=allow_missing, known_bad=KNOWN_BAD)

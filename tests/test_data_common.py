@@ -1,0 +1,90 @@
+"""load_dataset dispatch, the header cache, and what every builder guarantees."""
+
+import inspect
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+from datasets import Audio
+
+from data_fixtures import write_annotations, write_audio
+from finetune.data import DATASET_BUILDERS, DATASET_OPTIONS, gtzan, load_dataset, mtat, synthetic
+from finetune.data.headers import scan_files
+
+
+def small_gtzan(root, count=3):
+    for genre in gtzan.GENRES[:2]:
+        for n in range(count):
+            write_audio(root / "genres" / genre / f"{genre}.{n:05d}.wav", seed=n)
+    return gtzan.GENRES[:2]
+
+
+def test_registry_names_builders_and_their_options():
+    assert DATASET_BUILDERS["synthetic"] is synthetic.build
+    assert set(DATASET_BUILDERS) == {"gtzan", "mtat", "fma", "synthetic"}
+    for name, builder in DATASET_BUILDERS.items():
+        params = inspect.signature(builder).parameters
+        assert list(params)[0] == "root"
+        assert DATASET_OPTIONS[name] == tuple(params)[1:]
+        assert all(p.kind is p.POSITIONAL_OR_KEYWORD for p in params.values())  # no **kwargs
+    assert {"split_scheme", "allow_missing"} <= set(DATASET_OPTIONS["gtzan"])
+    assert {"tags", "subset", "task"} <= set(DATASET_OPTIONS["mtat"]) | set(DATASET_OPTIONS["fma"])
+
+
+def test_unknown_names_and_options_name_the_choices(tmp_path):
+    with pytest.raises(ValueError, match="unknown dataset 'gtzn'; choose one of: gtzan, mtat, fma, "):
+        load_dataset("gtzn", tmp_path)
+    with pytest.raises(ValueError, match="no option.* subset; its options: split_scheme, seed, "):
+        load_dataset("gtzan", tmp_path, subset="small")
+
+
+def test_building_reads_headers_only(tmp_path, monkeypatch):
+    genres = small_gtzan(tmp_path)
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("an index build decoded audio")
+
+    monkeypatch.setattr(sf.SoundFile, "read", no_decoding)
+    monkeypatch.setattr(sf, "read", no_decoding)
+    data = load_dataset("gtzan", tmp_path, split_scheme="random", genres=genres)
+    assert sum(len(s) for s in data.values()) == 6
+    assert isinstance(data["train"].features["audio"], Audio) and not data["train"].features["audio"].decode
+
+
+def test_header_cache_is_json_and_rechecks_changed_files(tmp_path, monkeypatch):
+    monkeypatch.setenv("FINETUNE_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "data"
+    for name in ("a.wav", "b.wav"):
+        write_audio(root / name)
+    (root / "c.wav").write_bytes(b"")
+    calls = []
+    real_info = sf.info
+    monkeypatch.setattr(sf, "info", lambda path, *a: calls.append(path) or real_info(path, *a))
+    scan = scan_files(str(root), ["a.wav", "b.wav", "c.wav", "gone.wav"])
+    assert scan.durations == {"a.wav": 0.2, "b.wav": 0.2}
+    assert scan.unreadable == {"c.wav": "empty file (0 bytes)"} and scan.missing == ["gone.wav"]
+    assert len(calls) == 3
+    cache_files = list((tmp_path / "cache" / "headers").glob("*.json"))
+    assert len(cache_files) == 1 and json.loads(cache_files[0].read_text())["root"] == str(root)
+    again = scan_files(str(root), ["a.wav", "b.wav", "c.wav", "gone.wav"])
+    assert again == scan and len(calls) == 3  # all from the cache
+    write_audio(root / "b.wav", seconds=0.5)
+    assert scan_files(str(root), ["a.wav", "b.wav"]).durations == {"a.wav": 0.2, "b.wav": 0.5}
+    assert calls[3:] == [str(root / "b.wav")]
+
+
+def test_unwritable_cache_only_warns(tmp_path, monkeypatch, caplog):
+    (tmp_path / "cache").write_text("a file, not a folder")
+    monkeypatch.setenv("FINETUNE_CACHE", str(tmp_path / "cache"))
+    write_audio(tmp_path / "a.wav")
+    assert scan_files(str(tmp_path), ["a.wav"]).durations == {"a.wav": 0.2}
+    assert "could not write the header cache" in caplog.text
+
+
+def test_paths_escaping_the_root_are_rejected(tmp_path):
+    write_audio(tmp_path.parent / f"{tmp_path.name}-outside.mp3", format="MP3")
+    write_annotations(tmp_path / mtat.ANNOTATIONS, ["1"], [f"c/../../{tmp_path.name}-outside.mp3"],
+                      ["a"], np.array([[1]]))
+    with pytest.raises(ValueError, match=r"path 'c/\.\./\.\./.*' of clip 1 is not inside the dataset folder"):
+        mtat.build(tmp_path, tags=1)

@@ -55,18 +55,29 @@ def window_starts(duration: float, clip_seconds: float, hop_seconds: float) -> l
 
 
 class TrainCrops(torch.utils.data.Dataset):
-    """One random `clip_seconds` crop per track per epoch (torch RNG, so seeds reproduce it)."""
+    """One random `clip_seconds` crop per track per epoch.
 
-    def __init__(self, paths, targets, sample_rate: int, clip_seconds: float, augment=None):
-        self.paths, self.targets = paths, targets
+    The crop (and augmentation) randomness is a function of (seed, epoch, track) only, so a run
+    resumed from a checkpoint draws the same crops as an uninterrupted one. The epoch lives in
+    shared memory so persistent DataLoader workers see `set_epoch` too.
+    """
+
+    def __init__(self, paths, targets, sample_rate: int, clip_seconds: float, seed: int = 0,
+                 augment=None):
+        self.paths, self.targets, self.seed = paths, targets, seed
         self.sample_rate, self.clip_seconds = sample_rate, clip_seconds
         self.clip_samples = int(round(clip_seconds * sample_rate))
         self.augment = augment  # callable (y, rng) -> y, or None
+        self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
         self._durations: dict[int, float] = {}
         self._reported: set[int] = set()
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by the Trainer's DataLoader at the start of every epoch."""
+        self._epoch[0] = int(epoch)
 
     def _read(self, index: int, rng: np.random.Generator) -> np.ndarray:
         if index not in self._durations:
@@ -77,7 +88,7 @@ class TrainCrops(torch.utils.data.Dataset):
         return fit_length(y, self.clip_samples)
 
     def __getitem__(self, index: int) -> dict:
-        rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,)).item()))
+        rng = np.random.default_rng([self.seed, int(self._epoch[0]), index])
         for attempt in range(len(self.paths)):
             current = (index + attempt) % len(self.paths)
             try:

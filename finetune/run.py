@@ -5,7 +5,6 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import transformers
 from finetune import hub, report
 from finetune.clips import EvalWindows, TrainCrops, task_of, track_table
 from finetune.data import DATASET_BUILDERS, load_dataset
+from finetune.data.headers import cache_dir
 from finetune.evaluation import evaluate_windows
 from finetune.models import build_model, check_model_args, export_model
 from finetune.recipe import Recipe, RecipeError
@@ -24,13 +24,6 @@ logger = logging.getLogger("finetune")
 
 # Recipe `data.*` keys handed to a dataset builder when set (null = the builder's default).
 DATASET_OPTION_KEYS = ("split_scheme", "allow_missing", "tags", "subset", "task")
-
-
-def cache_dir() -> Path:
-    """Where generated data and embedding caches live ($FINETUNE_CACHE, else ~/.cache/finetune)."""
-    base = os.environ.get("FINETUNE_CACHE") or Path(
-        os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "finetune"
-    return Path(base)
 
 
 def dataset_arguments(recipe: Recipe) -> dict:
@@ -79,8 +72,10 @@ def run_dir_for(recipe: Recipe) -> Path:
 
 
 def last_checkpoint(run_dir: Path) -> str | None:
-    checkpoints = sorted(run_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
-    return str(checkpoints[-1]) if checkpoints else None
+    """The newest complete checkpoint (a run killed mid-save leaves one without trainer_state.json)."""
+    complete = [p for p in run_dir.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
+    complete.sort(key=lambda p: int(p.name.split("-")[-1]))
+    return str(complete[-1]) if complete else None
 
 
 def run(recipe: Recipe) -> Path:
@@ -91,10 +86,14 @@ def run(recipe: Recipe) -> Path:
     dataset = load_dataset(recipe.data.name, **dataset_arguments(recipe))
     label_names, multi_label = task_of(dataset["train"])
     bundle = build_model(recipe, label_names, multi_label)
+    if recipe.backbone.mode == "probe":
+        from finetune.backbones.probe import run_probe
+
+        return run_probe(recipe, dataset, bundle, run_dir)
     rate, clip = bundle.sample_rate, recipe.data.clip_seconds
 
     paths, targets = track_table(dataset["train"])
-    train_set = TrainCrops(paths, targets, rate, clip)
+    train_set = TrainCrops(paths, targets, rate, clip, seed=recipe.seed)
     eval_sets = {
         split: EvalWindows(*track_table(dataset[split]), rate, clip, recipe.data.eval_hop_seconds,
                            description=f"indexing {split} windows")

@@ -1,0 +1,53 @@
+"""A run killed with SIGKILL mid-training resumes from its last checkpoint and ends where an
+uninterrupted run with the same seed ends."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+
+def command(run_dir, synthetic_root, *extra):
+    return [sys.executable, "-m", "finetune", "--recipe", "demo", "train.max_steps=8",
+            "train.save_steps=2", "train.save_total_limit=10", "train.batch_size=4",
+            "train.logging_steps=1", f"data.root={synthetic_root}", f"output_dir={run_dir}",
+            "data.num_workers=0", *extra]
+
+
+def test_killed_run_resumes_to_the_same_metrics(tmp_path, synthetic_root):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    straight = tmp_path / "straight"
+    subprocess.run(command(straight, synthetic_root), check=True, capture_output=True, env=env)
+
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(command(killed, synthetic_root), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, env=env)
+    deadline = time.time() + 300
+    while not (killed / "checkpoint-4" / "trainer_state.json").is_file():
+        assert process.poll() is None, "the run ended before it could be killed"
+        assert time.time() < deadline, "no checkpoint-4 within 5 minutes"
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (killed / "metrics.json").exists(), "killed before the end"
+
+    resumed = subprocess.run(command(killed, synthetic_root, "train.resume=true"),
+                             capture_output=True, text=True, env=env)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    history = json.loads((killed / "log_history.json").read_text())
+    assert min(e["step"] for e in history if "loss" in e) > 4 or any(
+        e.get("step") == 8 for e in history), "training continued to step 8"
+    expected = json.loads((straight / "metrics.json").read_text())
+    got = json.loads((killed / "metrics.json").read_text())
+    for split in ("validation", "test"):
+        for key in ("accuracy", "macro_f1"):
+            assert got[split][key] == pytest.approx(expected[split][key], abs=1e-6), (split, key)
+    straight_losses = {e["step"]: e["loss"] for e in json.loads(
+        (straight / "log_history.json").read_text()) if "loss" in e}
+    resumed_losses = {e["step"]: e["loss"] for e in history if "loss" in e and e["step"] > 4}
+    for step, loss in resumed_losses.items():
+        assert loss == pytest.approx(straight_losses[step], rel=1e-4), step

@@ -1,0 +1,130 @@
+"""Shared config, front end and PreTrainedModel base of every from-scratch baseline."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import PreTrainedConfig, PreTrainedModel
+from transformers.modeling_outputs import SequenceClassifierOutput
+
+from finetune.augment import SpecAugment
+from finetune.features import LogMel
+
+
+class BaselineConfig(PreTrainedConfig):
+    """Settings every baseline has; each model subclasses it with its own ``model_type``."""
+
+    model_type = "finetune_baseline"
+    sample_rate: int = 16000
+    dropout: float = 0.5  # before the final linear layer
+
+
+class SpectrogramConfig(BaselineConfig):
+    """Adds the log-mel front end; defaults are Won et al. 2020's (16 kHz, 512/256, 96 HTK mels)."""
+
+    n_fft: int = 512
+    hop_length: int = 256
+    n_mels: int = 96
+    f_min: float = 0.0
+    f_max: float | None = None  # None: sample_rate / 2
+    mel_htk: bool = True
+    mel_norm: str | None = None
+    freq_mask: int = 0  # SpecAugment: widest frequency mask in mel bins (0: off)
+    time_mask: int = 0  # SpecAugment: widest time mask in frames (0: off)
+    num_masks: int = 2  # SpecAugment: masks of each kind per example
+
+
+class SpectrogramFrontend(nn.Module):
+    """(B, T) waveform -> (B, 1, n_mels, frames): log-mel, batch norm, SpecAugment when training."""
+
+    def __init__(self, config: SpectrogramConfig):
+        super().__init__()
+        self.logmel = LogMel(
+            sample_rate=config.sample_rate,
+            n_fft=config.n_fft,
+            hop_length=config.hop_length,
+            n_mels=config.n_mels,
+            f_min=config.f_min,
+            f_max=config.f_max,
+            htk=config.mel_htk,
+            norm=config.mel_norm,
+        )
+        self.norm = nn.BatchNorm2d(1)
+        self.spec_augment = SpecAugment(config.freq_mask, config.time_mask, config.num_masks)
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        spec = self.logmel(waveform).unsqueeze(1)  # (B, 1, F, T)
+        return self.spec_augment(self.norm(spec))
+
+
+class BaselinePreTrainedModel(PreTrainedModel):
+    """Base of every baseline: ``embed`` (B, T) -> (B, D), then dropout and a linear classifier.
+
+    A subclass sets ``config_class``, builds its layers after ``super().__init__(config)``, ends
+    its ``__init__`` with ``self.add_classifier(D)`` and implements ``embed``. Models that can
+    import Won et al.'s MTAT weights list key-prefix renames from their state dict in
+    ``won_renames``.
+    """
+
+    config_class = BaselineConfig
+    main_input_name = "input_values"
+    base_model_prefix = "baseline"
+    won_renames: tuple[tuple[str, str], ...] = ()
+
+    def __init__(self, config: BaselineConfig):
+        super().__init__(config)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def add_classifier(self, in_features: int) -> None:
+        """The last layer, (B, in_features) -> (B, num_labels); then transformers' post_init."""
+        self.classifier = nn.Linear(in_features, self.config.num_labels)
+        self.post_init()
+
+    def _init_weights(self, module: nn.Module) -> None:
+        # PyTorch's own defaults (Kaiming-uniform convs, unit batch norms) suit these small nets.
+        if module is not self and hasattr(module, "reset_parameters"):
+            module.reset_parameters()
+
+    def embed(self, input_values: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(
+        self,
+        input_values: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        **kwargs,
+    ) -> SequenceClassifierOutput:
+        """Logits (B, num_labels); the loss is left to the Trainer, and padding is not masked."""
+        logits = self.classifier(self.dropout(self.embed(input_values)))  # (B, num_labels)
+        return SequenceClassifierOutput(logits=logits)
+
+    def set_labels(self, label_names: list[str], multi_label: bool) -> None:
+        """Point the head at ``label_names``: reorder rows for the same names, else a fresh head."""
+        old = [self.config.id2label[i] for i in range(self.classifier.out_features)]
+        if old != list(label_names):
+            head = nn.Linear(self.classifier.in_features, len(label_names))
+            if sorted(old) == sorted(label_names):
+                rows = [old.index(name) for name in label_names]
+                head.load_state_dict({k: v[rows] for k, v in self.classifier.state_dict().items()})
+            self.classifier = head.to(self.classifier.weight.device)
+        apply_labels(self.config, label_names, multi_label)
+
+
+class SpectrogramModel(BaselinePreTrainedModel):
+    """A baseline whose ``self.frontend`` turns (B, T) waveforms into (B, 1, n_mels, frames)."""
+
+    config_class = SpectrogramConfig
+
+    def __init__(self, config: SpectrogramConfig):
+        super().__init__(config)
+        self.frontend = SpectrogramFrontend(config)
+
+
+def apply_labels(config: PreTrainedConfig, label_names: list[str], multi_label: bool) -> None:
+    """Set id2label, label2id and problem_type on ``config``."""
+    config.id2label = dict(enumerate(label_names))
+    config.label2id = {name: i for i, name in enumerate(label_names)}
+    config.problem_type = (
+        "multi_label_classification" if multi_label else "single_label_classification"
+    )

@@ -1,0 +1,20 @@
+"""MusicGRU: MusicLSTM with GRU cells."""
+
+from __future__ import annotations
+
+from baselines.loading import make_builder
+from baselines.lstm import LSTMConfig, LSTMModel
+
+
+class GRUConfig(LSTMConfig):
+    model_type = "finetune_gru"
+
+
+class GRUModel(LSTMModel):
+    """A bidirectional GRU over log-mel frames, mean-pooled over time."""
+
+    config_class = GRUConfig
+    cell = "gru"
+
+
+build = make_builder(GRUModel)

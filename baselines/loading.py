@@ -1,0 +1,139 @@
+"""Builder glue: start a baseline fresh, from a saved folder or from Won et al.'s MTAT weights."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+from pathlib import Path
+
+import torch
+from transformers import PreTrainedConfig, Wav2Vec2FeatureExtractor
+
+from baselines.common import BaselineConfig, BaselinePreTrainedModel, apply_labels
+from baselines.mtat_tags import MTAT_TAGS
+
+TOOLKIT_ARGS = ("num_labels", "label_names", "multi_label", "backbone")
+WON_FRONTEND_RENAMES = (
+    ("spec.spectrogram.", "frontend.logmel."),
+    ("spec.mel_scale.", "frontend.logmel."),
+    ("spec_bn.", "frontend.norm."),
+)
+
+
+def rename_won_keys(state: dict, renames: tuple[tuple[str, str], ...]) -> dict:
+    """Rename each key by the first matching prefix in ``WON_FRONTEND_RENAMES + renames``."""
+    out = {}
+    for key, value in state.items():
+        for old, new in WON_FRONTEND_RENAMES + renames:
+            if key.startswith(old):
+                key = new + key[len(old) :]
+                break
+        out[key] = value
+    return out
+
+
+def import_won_checkpoint(
+    model_class: type[BaselinePreTrainedModel],
+    path: str | Path,
+    config: BaselineConfig | None = None,
+) -> BaselinePreTrainedModel:
+    """``model_class`` with the 50 MTAT tags and Won et al.'s ``best_model.pth`` loaded strictly.
+
+    Every tensor, front end included, must map onto the model and every model tensor must come
+    from the file (``load_state_dict(strict=True)`` raises otherwise). ``config`` defaults to the
+    published architecture; the model is returned in eval mode.
+    """
+    if not model_class.won_renames:
+        raise ValueError(f"{model_class.__name__} has no Won et al. checkpoint to import")
+    config = config if config is not None else model_class.config_class()
+    apply_labels(config, list(MTAT_TAGS), multi_label=True)
+    model = model_class(config)
+    state = torch.load(path, weights_only=True, map_location="cpu")
+    model.load_state_dict(rename_won_keys(state, model_class.won_renames), strict=True)
+    return model.eval()
+
+
+def start_model(
+    model_class: type[BaselinePreTrainedModel], config: BaselineConfig, path: str | Path | None
+) -> BaselinePreTrainedModel:
+    """A fresh model (path None), a ``save_pretrained`` folder, or a Won et al. ``.pth`` file."""
+    if path is None:
+        return model_class(config)
+    path = Path(path)
+    if path.suffix in (".pth", ".pt"):
+        return import_won_checkpoint(model_class, path, config)
+    if not (path / "config.json").is_file():
+        raise ValueError(f"backbone.path {path} is neither a .pth file nor a saved model folder")
+    saved_type = json.loads((path / "config.json").read_text())["model_type"]
+    if saved_type != model_class.config_class.model_type:
+        raise ValueError(
+            f"{path} holds a {saved_type!r} model, not {model_class.config_class.model_type!r}"
+        )
+    return model_class.from_pretrained(path)
+
+
+def build_baseline(model_class: type[BaselinePreTrainedModel], args: dict):
+    """The ``ModelBundle`` for a builder's bound arguments.
+
+    The toolkit arguments (``num_labels``, ``label_names``, ``multi_label``, ``backbone``) pick the
+    labels and the starting point; every other argument is a field of the model's config. With
+    ``backbone.path`` a saved folder, the saved architecture wins over those fields; with a
+    ``.pth`` file they must describe Won et al.'s architecture. The head is then reordered or
+    replaced to match ``label_names``.
+    """
+    from finetune.models import ModelBundle  # imported here: finetune.models imports baselines
+
+    fields = {k: list(v) if isinstance(v, tuple) else v for k, v in args.items()}
+    num_labels, label_names = fields.pop("num_labels"), list(fields.pop("label_names"))
+    multi_label, backbone = fields.pop("multi_label"), fields.pop("backbone")
+    if num_labels != len(label_names):
+        raise ValueError(f"num_labels={num_labels} but {len(label_names)} label names")
+    config = model_class.config_class(**fields)
+    apply_labels(config, label_names, multi_label)
+    model = start_model(model_class, config, getattr(backbone, "path", None))
+    model.set_labels(label_names, multi_label)
+    sample_rate = model.config.sample_rate
+    feature_extractor = Wav2Vec2FeatureExtractor(
+        feature_size=1,
+        sampling_rate=sample_rate,
+        padding_value=0.0,
+        do_normalize=False,
+        return_attention_mask=False,
+    )
+    return ModelBundle(model=model, feature_extractor=feature_extractor, sample_rate=sample_rate)
+
+
+def make_builder(model_class: type[BaselinePreTrainedModel]):
+    """The recipe builder of ``model_class``.
+
+    Its signature is ``(num_labels, label_names, multi_label, backbone, *, <field>=<default>...)``
+    with one keyword argument per field the model's config adds to transformers' own, so the
+    config class is the one place that lists and documents a model's options.
+    """
+    config_class = model_class.config_class
+    inherited = {field.name for field in dataclasses.fields(PreTrainedConfig)}
+    positional = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    signature = inspect.Signature(
+        [inspect.Parameter(name, positional) for name in TOOLKIT_ARGS]
+        + [
+            inspect.Parameter(field.name, keyword, default=field.default, annotation=field.type)
+            for field in dataclasses.fields(config_class)
+            if field.name not in inherited
+        ]
+    )
+
+    def build(*args, **kwargs):
+        bound = signature.bind(*args, **kwargs)  # TypeError naming an unknown or missing argument
+        bound.apply_defaults()
+        return build_baseline(model_class, bound.arguments)
+
+    build.__signature__ = signature
+    build.__name__ = build.__qualname__ = "build"
+    build.__module__ = model_class.__module__
+    build.__doc__ = (
+        f"Build {model_class.__name__}; the keyword arguments are the fields of "
+        f"{config_class.__name__}."
+    )
+    return build

@@ -1,0 +1,101 @@
+"""Won et al.'s official MTAT weights: strict import, head surgery, and sane tags on real GTZAN."""
+
+import numpy as np
+import pytest
+import soundfile
+import soxr
+import torch
+
+from baselines import BASELINE_BUILDERS, MODEL_CLASSES
+from baselines.loading import import_won_checkpoint, rename_won_keys
+from baselines.mtat_tags import MTAT_TAGS
+from finetune.recipe import BackboneConfig
+
+TAGGERS = ["fcn", "musicnn", "crnn"]
+GTZAN_GENRES = "blues classical country disco hiphop jazz metal pop reggae rock".split()
+
+
+def checkpoint(realdata, name):
+    return realdata / "pretrained/sota-music-tagging-models/mtat" / name / "best_model.pth"
+
+
+def test_packaged_tags_match_won_et_al(realdata):
+    tags = np.load(realdata / "mtat/splits/tags.npy", allow_pickle=False)
+    assert list(MTAT_TAGS) == [str(tag) for tag in tags]
+
+
+@pytest.mark.parametrize("name", TAGGERS)
+def test_strict_import_maps_every_tensor(realdata, name):
+    path = checkpoint(realdata, name)
+    state = torch.load(path, weights_only=True, map_location="cpu")
+    model = import_won_checkpoint(MODEL_CLASSES[name], path)
+    renamed = rename_won_keys(state, MODEL_CLASSES[name].won_renames)
+    assert len(renamed) == len(state)  # no two keys collapse
+    ours = model.state_dict()
+    assert set(renamed) == set(ours)  # no missing and no unexpected keys
+    for key, value in renamed.items():
+        assert torch.equal(ours[key], value), key
+    assert model.config.id2label == dict(enumerate(MTAT_TAGS))
+    assert model.config.problem_type == "multi_label_classification"
+
+
+@pytest.mark.parametrize("name", TAGGERS)
+def test_pretrained_builder_swaps_the_head_for_gtzan(realdata, name):
+    path = checkpoint(realdata, name)
+    imported = import_won_checkpoint(MODEL_CLASSES[name], path)
+    bundle = BASELINE_BUILDERS[name](10, GTZAN_GENRES, False, BackboneConfig(path=str(path)))
+    model = bundle.model
+    assert model.classifier.out_features == 10
+    assert model.config.problem_type == "single_label_classification"
+    body = {k: v for k, v in imported.state_dict().items() if not k.startswith("classifier.")}
+    for key, value in body.items():
+        assert torch.equal(model.state_dict()[key], value), key
+    with torch.no_grad():
+        assert model.eval()(torch.randn(2, 48000)).logits.shape == (2, 10)
+
+
+def test_pretrained_builder_reorders_the_head_for_the_same_tags(realdata):
+    path = checkpoint(realdata, "musicnn")
+    imported = import_won_checkpoint(MODEL_CLASSES["musicnn"], path)
+    tags = sorted(MTAT_TAGS)
+    model = BASELINE_BUILDERS["musicnn"](50, tags, True, BackboneConfig(path=str(path))).model
+    rows = [MTAT_TAGS.index(tag) for tag in tags]
+    assert torch.equal(model.classifier.weight, imported.classifier.weight[rows])
+    x = torch.randn(1, 48000)
+    with torch.no_grad():
+        assert torch.allclose(model.eval()(x).logits, imported(x).logits[:, rows])
+
+
+def test_pretrained_with_a_mismatched_architecture_fails_loudly(realdata):
+    path = checkpoint(realdata, "fcn")
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        BASELINE_BUILDERS["fcn"](
+            2, ["a", "b"], False, BackboneConfig(path=str(path)), channels=(8,) * 5
+        )
+
+
+def tag_scores(model, path, window_seconds: float = 3.0) -> torch.Tensor:
+    """Mean sigmoid tag scores over the 3 s windows (MusiCNN's training length) of one file."""
+    y, rate = soundfile.read(path, dtype="float32")
+    y = soxr.resample(y, rate, 16000)
+    size = int(window_seconds * 16000)
+    windows = torch.from_numpy(y[: len(y) // size * size].reshape(-1, size))  # (N, size)
+    with torch.no_grad():
+        return torch.sigmoid(model(input_values=windows).logits).mean(dim=0)  # (50,)
+
+
+def test_pretrained_musicnn_tags_real_gtzan_clips_sensibly(realdata):
+    model = import_won_checkpoint(MODEL_CLASSES["musicnn"], checkpoint(realdata, "musicnn"))
+    genres = realdata / "gtzan/genres"
+    scores = {
+        genre: torch.stack([tag_scores(model, f) for f in sorted((genres / genre).glob("*.wav"))])
+        for genre in ("classical", "metal")
+    }
+    assert all(len(s) == 2 for s in scores.values())
+    mean = {genre: s.mean(dim=0) for genre, s in scores.items()}
+    classical, metal, rock = (MTAT_TAGS.index(t) for t in ("classical", "metal", "rock"))
+    assert mean["classical"][classical] > mean["metal"][classical]
+    assert mean["metal"][metal] > mean["classical"][metal]
+    assert mean["metal"][rock] > mean["classical"][rock]
+    # The top tag of the classical clips is "classical" itself.
+    assert MTAT_TAGS[int(mean["classical"].argmax())] == "classical"

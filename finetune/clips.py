@@ -54,56 +54,101 @@ def window_starts(duration: float, clip_seconds: float, hop_seconds: float) -> l
     return [min(i * hop_seconds, last) for i in range(count)]
 
 
-class TrainCrops(torch.utils.data.Dataset):
-    """One random `clip_seconds` crop per track per epoch.
+class CropReader:
+    """Reads a random `clip_seconds` crop of a file at `sample_rate`, augmented when asked."""
 
-    The crop (and augmentation) randomness is a function of (seed, epoch, track) only, so a run
-    resumed from a checkpoint draws the same crops as an uninterrupted one. The epoch lives in
-    shared memory so persistent DataLoader workers see `set_epoch` too.
-    """
-
-    def __init__(self, paths, targets, sample_rate: int, clip_seconds: float, seed: int = 0,
-                 augment=None):
-        self.paths, self.targets, self.seed = paths, targets, seed
+    def __init__(self, sample_rate: int, clip_seconds: float, augment=None):
         self.sample_rate, self.clip_seconds = sample_rate, clip_seconds
         self.clip_samples = int(round(clip_seconds * sample_rate))
-        self.augment = augment  # callable (y, rng) -> y, or None
-        self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
-        self._durations: dict[int, float] = {}
-        self._reported: set[int] = set()
+        self.augment = augment  # callable (y, rng=...) -> y, or None
+        self._durations: dict[str, float] = {}
 
-    def __len__(self) -> int:
-        return len(self.paths)
+    def crop(self, path: str, rng: np.random.Generator) -> np.ndarray:
+        """(T,) float32; raises AudioReadError for an unreadable file."""
+        if path not in self._durations:
+            self._durations[path] = audio_duration(path)
+        slack = max(0.0, self._durations[path] - self.clip_seconds)
+        start = float(rng.uniform(0.0, slack)) if slack > 0 else 0.0
+        y = fit_length(read_window(path, self.sample_rate, start, self.clip_seconds), self.clip_samples)
+        if self.augment is not None:
+            y = fit_length(self.augment(y, rng=rng), self.clip_samples)
+        return y.astype(np.float32)
+
+
+class SharedEpoch:
+    """The epoch in shared memory, so persistent DataLoader workers see `set_epoch` too."""
+
+    def __init__(self):
+        self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
 
     def set_epoch(self, epoch: int) -> None:
         """Called by the Trainer's DataLoader at the start of every epoch."""
         self._epoch[0] = int(epoch)
 
-    def _read(self, index: int, rng: np.random.Generator) -> np.ndarray:
-        if index not in self._durations:
-            self._durations[index] = audio_duration(self.paths[index])
-        slack = max(0.0, self._durations[index] - self.clip_seconds)
-        start = float(rng.uniform(0.0, slack)) if slack > 0 else 0.0
-        y = read_window(self.paths[index], self.sample_rate, start, self.clip_seconds)
-        return fit_length(y, self.clip_samples)
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch[0])
+
+
+class TrainCrops(SharedEpoch, torch.utils.data.Dataset):
+    """One random crop per track per epoch.
+
+    The crop (and augmentation) randomness is a function of (seed, epoch, track) only, so a run
+    resumed from a checkpoint draws the same crops as an uninterrupted one. Unreadable files are
+    skipped (the next track stands in) and reported once.
+    """
+
+    def __init__(self, paths, targets, reader: CropReader, seed: int = 0):
+        super().__init__()
+        self.paths, self.targets, self.reader, self.seed = paths, targets, reader, seed
+        self._reported: set[int] = set()
+
+    def __len__(self) -> int:
+        return len(self.paths)
 
     def __getitem__(self, index: int) -> dict:
-        rng = np.random.default_rng([self.seed, int(self._epoch[0]), index])
+        rng = np.random.default_rng([self.seed, self.epoch, index])
         for attempt in range(len(self.paths)):
             current = (index + attempt) % len(self.paths)
             try:
-                y = self._read(current, rng)  # (T,)
-                break
+                y = self.reader.crop(self.paths[current], rng)  # (T,)
+                return {"input_values": y, "labels": self.targets[current], "track_index": current}
             except AudioReadError as err:
                 if current not in self._reported:
                     self._reported.add(current)
                     logger.warning("skipping unreadable training file: %s", err)
-        else:
-            raise RuntimeError("no training file could be read")
-        if self.augment is not None:
-            y = fit_length(self.augment(y, rng), self.clip_samples)
-        return {"input_values": y.astype(np.float32), "labels": self.targets[current],
-                "track_index": current}
+        raise RuntimeError("no training file could be read")
+
+
+class StreamCrops(SharedEpoch, torch.utils.data.IterableDataset):
+    """Random crops from a streamed split (`datasets.IterableDataset`), for corpora too large to
+    index in memory (`data.streaming=true`). Shuffled with a buffer, reseeded every epoch."""
+
+    def __init__(self, stream, num_labels: int, multi_label: bool, reader: CropReader,
+                 seed: int = 0, buffer_size: int = 1000):
+        super().__init__()
+        self.stream, self.reader, self.seed, self.buffer_size = stream, reader, seed, buffer_size
+        self.num_labels, self.multi_label = num_labels, multi_label
+
+    def _target(self, row: dict):
+        if not self.multi_label:
+            return np.int64(row["label"])
+        target = np.zeros(self.num_labels, dtype=np.float32)  # (C,)
+        target[row["labels"]] = 1.0
+        return target
+
+    def __iter__(self):
+        stream = self.stream.shuffle(seed=self.seed, buffer_size=self.buffer_size)
+        stream.set_epoch(self.epoch)
+        for position, row in enumerate(stream):
+            path = row["audio"]["path"]
+            rng = np.random.default_rng([self.seed, self.epoch, position])
+            try:
+                y = self.reader.crop(path, rng)  # (T,)
+            except AudioReadError as err:
+                logger.warning("skipping unreadable training file: %s", err)
+                continue
+            yield {"input_values": y, "labels": self._target(row), "track_index": -1}
 
 
 class EvalWindows(torch.utils.data.Dataset):

@@ -47,6 +47,9 @@ class DataConfig:
     clip_seconds: float = option(5.0, "training crop length; evaluation windows have this length too")
     eval_hop_seconds: float | None = option(None, "hop between evaluation windows; null = clip_seconds")
     num_workers: int | None = option(None, "DataLoader workers; null = from the core count")
+    pin_memory: bool | None = option(None, "pinned host memory; null = on when a GPU is used")
+    persistent_workers: bool = option(True, "keep DataLoader workers alive between epochs")
+    streaming: bool = option(False, "stream the training split instead of indexing it (needs train.max_steps)")
 
 
 @dataclass(frozen=True)
@@ -236,6 +239,8 @@ def _build(cls: type, values: dict, prefix: str) -> Any:
 
 
 def _check_ranges(recipe: Recipe) -> None:
+    if recipe.data.streaming and recipe.train.max_steps <= 0:
+        raise RecipeError("train.max_steps: a streamed dataset has no length; set train.max_steps > 0")
     if not 0.0 <= recipe.train.warmup_ratio < 1.0:
         raise RecipeError(f"train.warmup_ratio: {recipe.train.warmup_ratio} is not in [0, 1)")
     layer = recipe.backbone.layer

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import logging
@@ -9,16 +10,19 @@ import time
 from pathlib import Path
 
 import transformers
+from accelerate import PartialState
+from accelerate.utils import broadcast_object_list
 
 from finetune import hub, report
-from finetune.clips import EvalWindows, TrainCrops, task_of, track_table
+from finetune.augment import augment_waveform
+from finetune.clips import CropReader, EvalWindows, StreamCrops, TrainCrops, task_of, track_table
 from finetune.data import DATASET_BUILDERS, load_dataset
 from finetune.data.headers import cache_dir
 from finetune.evaluation import evaluate_windows
 from finetune.models import build_model, check_model_args, export_model
 from finetune.recipe import Recipe, RecipeError
-from finetune.training import (AudioCollator, FinetuneTrainer, callbacks, metrics_function,
-                               training_arguments)
+from finetune.training import (AudioCollator, FinetuneTrainer, callbacks, default_workers,
+                               metrics_function, training_arguments)
 
 logger = logging.getLogger("finetune")
 
@@ -60,15 +64,19 @@ def check_recipe(recipe: Recipe) -> None:
 
 
 def run_dir_for(recipe: Recipe) -> Path:
-    """The run folder: output_dir, the latest matching run when resuming, or a new timestamped one."""
+    """The run folder: output_dir, the latest matching run when resuming, or a new timestamped one.
+
+    Under torchrun / accelerate every process gets the main process's choice.
+    """
     if recipe.output_dir:
         return Path(recipe.output_dir)
     runs = Path("runs")
-    if recipe.train.resume:
-        previous = sorted(p for p in runs.glob(f"{recipe.name}-*") if any(p.glob("checkpoint-*")))
-        if previous:
-            return previous[-1]
-    return runs / f"{recipe.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    previous = sorted(p for p in runs.glob(f"{recipe.name}-*") if any(p.glob("checkpoint-*")))
+    if recipe.train.resume and previous:
+        choice = previous[-1]
+    else:
+        choice = runs / f"{recipe.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return Path(broadcast_object_list([str(choice)])[0])
 
 
 def last_checkpoint(run_dir: Path) -> str | None:
@@ -78,12 +86,36 @@ def last_checkpoint(run_dir: Path) -> str | None:
     return str(complete[-1]) if complete else None
 
 
+def augmenter(recipe: Recipe, sample_rate: int):
+    """The recipe's waveform augmentation as a picklable callable (y, rng=...), or None when off."""
+    aug = recipe.augment
+    if aug.probability <= 0 or not (aug.gain_db or aug.noise_snr_db is not None
+                                    or aug.time_stretch or aug.pitch_shift):
+        return None
+    return functools.partial(augment_waveform, sr=sample_rate, gain_db=aug.gain_db,
+                             noise_snr_db=aug.noise_snr_db, time_stretch=aug.time_stretch,
+                             pitch_shift=aug.pitch_shift, probability=aug.probability)
+
+
+def training_set(recipe: Recipe, split, reader: CropReader):
+    """Random crops of the training split: indexed, or streamed with `data.streaming=true`."""
+    if recipe.data.streaming:
+        label_names, multi_label = task_of(split)
+        workers = recipe.data.num_workers if recipe.data.num_workers is not None else default_workers()
+        stream = split.to_iterable_dataset(num_shards=max(1, workers))
+        return StreamCrops(stream, len(label_names), multi_label, reader, seed=recipe.seed)
+    paths, targets = track_table(split)
+    return TrainCrops(paths, targets, reader, seed=recipe.seed)
+
+
 def run(recipe: Recipe) -> Path:
     """Train and evaluate `recipe`; return the run folder."""
     check_recipe(recipe)
+    PartialState()  # joins the process group under torchrun / accelerate launch
     run_dir = run_dir_for(recipe)
     transformers.set_seed(recipe.seed)
-    dataset = load_dataset(recipe.data.name, **dataset_arguments(recipe))
+    with PartialState().main_process_first():  # one process generates / indexes, the rest read
+        dataset = load_dataset(recipe.data.name, **dataset_arguments(recipe))
     label_names, multi_label = task_of(dataset["train"])
     bundle = build_model(recipe, label_names, multi_label)
     if recipe.backbone.mode == "probe":
@@ -92,8 +124,7 @@ def run(recipe: Recipe) -> Path:
         return run_probe(recipe, dataset, bundle, run_dir)
     rate, clip = bundle.sample_rate, recipe.data.clip_seconds
 
-    paths, targets = track_table(dataset["train"])
-    train_set = TrainCrops(paths, targets, rate, clip, seed=recipe.seed)
+    train_set = training_set(recipe, dataset["train"], CropReader(rate, clip, augmenter(recipe, rate)))
     eval_sets = {
         split: EvalWindows(*track_table(dataset[split]), rate, clip, recipe.data.eval_hop_seconds,
                            description=f"indexing {split} windows")

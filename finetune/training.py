@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
 
+from finetune.augment import mixup
 from finetune.evaluation import evaluate_windows, scalar_metrics
 from finetune.recipe import Recipe
 
@@ -22,16 +23,6 @@ def task_loss(logits: torch.Tensor, targets: torch.Tensor, multi_label: bool) ->
     if multi_label:
         return F.binary_cross_entropy_with_logits(logits.float(), targets.float())
     return F.cross_entropy(logits.float(), targets)
-
-
-def mix_batch(input_values: torch.Tensor, targets: torch.Tensor, alpha: float,
-              num_labels: int, multi_label: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mixup of a batch: inputs (B, T) and targets as probabilities (B, C)."""
-    soft = targets.float() if multi_label else F.one_hot(targets, num_labels).float()
-    lam = float(np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,)))).beta(alpha, alpha))
-    order = torch.randperm(input_values.shape[0], device=input_values.device)
-    mixed = lam * input_values + (1 - lam) * input_values[order]
-    return mixed, lam * soft + (1 - lam) * soft[order]
 
 
 class AudioCollator:
@@ -66,9 +57,10 @@ class FinetuneTrainer(Trainer):
         targets = inputs.pop("labels")
         inputs.pop("track_index", None)
         if self.mixup_alpha > 0 and model.training:
-            inputs["input_values"], targets = mix_batch(
-                inputs["input_values"], targets, self.mixup_alpha,
-                self.model.config.num_labels, self.multi_label,
+            generator = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,))))  # torch RNG: resumable
+            inputs["input_values"], targets = mixup(
+                inputs["input_values"], targets, self.mixup_alpha, generator,
+                num_labels=self.model.config.num_labels,
             )
         outputs = model(**inputs)
         loss = task_loss(outputs.logits, targets, self.multi_label)  # logits (B, C)
@@ -139,9 +131,11 @@ def training_arguments(recipe: Recipe, run_dir: Path, multi_label: bool) -> Trai
         label_names=LABEL_KEYS,
         remove_unused_columns=False,
         dataloader_num_workers=workers,
-        dataloader_persistent_workers=workers > 0,
-        dataloader_pin_memory=torch.cuda.is_available(),
+        dataloader_persistent_workers=workers > 0 and recipe.data.persistent_workers,
+        dataloader_pin_memory=(torch.cuda.is_available() if recipe.data.pin_memory is None
+                               else recipe.data.pin_memory),
         use_cpu=not torch.cuda.is_available(),
+        ddp_find_unused_parameters=False,
         disable_tqdm=False,
     )
 

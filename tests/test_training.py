@@ -1,0 +1,99 @@
+"""The Trainer's task loss, augmentation wiring, streaming, and a bad-input corpus end to end."""
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import torch.nn.functional as F
+
+from finetune import recipe as recipes
+from finetune.cli import main
+from finetune.data import load_dataset
+from finetune.run import augmenter
+from finetune.training import task_loss
+
+
+def test_loss_follows_the_task_not_the_model():
+    logits = torch.tensor([[2.0, -1.0, 0.5], [0.1, 0.2, -0.3]])
+    multi_hot = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+    assert task_loss(logits, multi_hot, True) == pytest.approx(
+        F.binary_cross_entropy_with_logits(logits, multi_hot).item())
+    classes = torch.tensor([0, 1])
+    assert task_loss(logits, classes, False) == pytest.approx(F.cross_entropy(logits, classes).item())
+    soft = torch.tensor([[0.7, 0.3, 0.0], [0.0, 1.0, 0.0]])  # mixup targets
+    assert task_loss(logits, soft, False) == pytest.approx(F.cross_entropy(logits, soft).item())
+
+
+def test_augmentation_is_off_by_default_and_changes_audio_when_on():
+    assert augmenter(recipes.load("demo"), 16000) is None
+    augment = augmenter(recipes.load("demo", ["augment.probability=1", "augment.gain_db=6",
+                                              "augment.noise_snr_db=10"]), 16000)
+    y = np.sin(np.linspace(0, 100, 16000)).astype(np.float32)
+    out = augment(y, rng=np.random.default_rng(0))
+    assert out.shape == y.shape and not np.allclose(out, y)
+    np.testing.assert_array_equal(out, augment(y, rng=np.random.default_rng(0)))
+
+
+def test_streaming_with_augmentation_and_mixup_trains(tmp_path, synthetic_root):
+    run_dir = tmp_path / "run"
+    assert main(["--recipe", "demo", "data.streaming=true", "train.max_steps=2", "train.batch_size=4",
+                 "train.logging_steps=1",
+                 "augment.probability=1", "augment.gain_db=6", "augment.noise_snr_db=20",
+                 "augment.mixup_alpha=0.4", "model.args.freq_mask=8", "model.args.time_mask=10",
+                 f"data.root={synthetic_root}", f"output_dir={run_dir}", "data.num_workers=0"]) == 0
+    history = json.loads((run_dir / "log_history.json").read_text())
+    assert [e["step"] for e in history if "loss" in e][-1] == 2
+    assert json.loads((run_dir / "metrics.json").read_text())["test"]["num_tracks"] == 30
+
+
+def test_streaming_needs_max_steps():
+    with pytest.raises(recipes.RecipeError, match="train.max_steps"):
+        recipes.load("demo", ["data.streaming=true"])
+
+
+def write_bad_corpus(root):
+    """Two GTZAN genres of good clips plus one of each kind of bad input."""
+    sr, rng = 22050, np.random.default_rng(0)
+    for genre in ("blues", "metal"):
+        folder = root / "genres" / genre
+        folder.mkdir(parents=True)
+        for i in range(8):
+            sf.write(folder / f"{genre}.{i:05d}.wav", 0.1 * rng.standard_normal(sr * 4), sr)
+    bad = root / "genres" / "blues"
+    (bad / "blues.00010.wav").write_bytes(b"")                                   # zero-byte
+    (bad / "blues.00011.wav").write_text("this is not audio\n" * 50)             # non-audio
+    sf.write(bad / "blues.00012.wav", np.zeros(sr * 3), sr)                      # silence
+    sf.write(bad / "blues.00013.wav", 0.1 * rng.standard_normal(int(0.05 * sr)), sr)  # 0.05 s
+    sf.write(bad / "blues.00014.wav", 0.1 * rng.standard_normal((sr * 3, 8)), sr)    # 8 channels
+    sf.write(bad / "blues.00015.wav", 0.1 * rng.standard_normal(96000 * 3), 96000)   # 96 kHz
+    nan = 0.1 * rng.standard_normal(sr * 3).astype(np.float32)
+    nan[1000:1100] = np.nan
+    sf.write(bad / "blues.00016.wav", nan, sr, subtype="FLOAT")                  # float with NaN
+    mp3 = root / "tmp.mp3"
+    sf.write(mp3, 0.1 * rng.standard_normal(sr * 3), sr, format="MP3")
+    (bad / "blues.00017.wav").write_bytes(mp3.read_bytes())                      # wrong extension
+    (bad / "blues.00018.mp3").write_bytes(mp3.read_bytes()[: len(mp3.read_bytes()) // 3])  # truncated
+    mp3.unlink()
+
+
+def test_bad_input_corpus_never_crashes_or_mislabels(tmp_path, caplog):
+    root = tmp_path / "gtzan"
+    write_bad_corpus(root)
+    dataset = load_dataset("gtzan", str(root), split_scheme="random", seed=0)
+    kept = {row["id"].rsplit("/", 1)[-1] for split in dataset.values() for row in split}
+    assert not {"blues.00010", "blues.00011"} & kept, "zero-byte and non-audio files are dropped"
+    assert {"blues.00012", "blues.00013", "blues.00014", "blues.00015"} <= kept
+    names = dataset["train"].features["label"].names
+    for split in dataset.values():
+        for row in split:
+            assert names[row["label"]] == row["id"].rsplit("/", 1)[-1].split(".")[0], "label follows the folder"
+    run_dir = tmp_path / "run"
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text("# bad input corpus\ndata:\n  name: gtzan\n  split_scheme: random\n"
+                      "  clip_seconds: 2.0\nmodel:\n  name: simple_cnn\n  args:\n    n_mels: 32\n")
+    assert main(["--recipe", str(recipe), f"data.root={root}", f"output_dir={run_dir}",
+                 "train.epochs=1", "train.batch_size=8", "data.num_workers=0"]) == 0
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["test"]["num_tracks"] >= 2

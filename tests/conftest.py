@@ -47,3 +47,32 @@ def demo_run(synthetic_root, tmp_path_factory) -> Path:
     assert main(["--recipe", "demo", "train.max_steps=2", "train.batch_size=4",
                  f"data.root={synthetic_root}", f"output_dir={run_dir}", "data.num_workers=0"]) == 0
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def mtat_root(tmp_path_factory) -> Path:
+    """A small MagnaTagATune-format folder: generated clips as MP3s in folders 0-f and an
+    annotations_final.csv in the real format, tagged by what each clip sounds like."""
+    import numpy as np
+    import soundfile as sf
+
+    from finetune.data import synthetic
+    from data_fixtures import write_annotations
+
+    root = tmp_path_factory.mktemp("mtat")
+    tag_names = synthetic.CLASSES + ["pitched", "drums"]
+    rng = np.random.default_rng(0)
+    clip_ids, paths, rows = [], [], []
+    for n in range(64):
+        name = synthetic.CLASSES[n % len(synthetic.CLASSES)]
+        folder = "0123456789abcdef"[n % 16]
+        path = f"{folder}/clip-{n:03d}.mp3"
+        (root / folder).mkdir(exist_ok=True)
+        sf.write(root / path, synthetic.make_track(name, rng)[: synthetic.SAMPLE_RATE * 4],
+                 synthetic.SAMPLE_RATE, format="MP3")
+        row = [tag == name for tag in synthetic.CLASSES] + [name != "pulse", name == "pulse"]
+        clip_ids.append(str(n))
+        paths.append(path)
+        rows.append(row)
+    write_annotations(root / "annotations_final.csv", clip_ids, paths, tag_names, np.array(rows))
+    return root

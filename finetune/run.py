@@ -86,6 +86,12 @@ def last_checkpoint(run_dir: Path) -> str | None:
     return str(complete[-1]) if complete else None
 
 
+def limit_tracks(dataset, count: int, seed: int):
+    """At most `count` tracks per split, a seeded random sample."""
+    return type(dataset)({name: split.shuffle(seed=seed).select(range(min(count, len(split))))
+                          for name, split in dataset.items()})
+
+
 def augmenter(recipe: Recipe, sample_rate: int):
     """The recipe's waveform augmentation as a picklable callable (y, rng=...), or None when off."""
     aug = recipe.augment
@@ -116,6 +122,8 @@ def run(recipe: Recipe) -> Path:
     transformers.set_seed(recipe.seed)
     with PartialState().main_process_first():  # one process generates / indexes, the rest read
         dataset = load_dataset(recipe.data.name, **dataset_arguments(recipe))
+    if recipe.data.max_tracks:
+        dataset = limit_tracks(dataset, recipe.data.max_tracks, recipe.seed)
     label_names, multi_label = task_of(dataset["train"])
     bundle = build_model(recipe, label_names, multi_label)
     if recipe.backbone.mode == "probe":
@@ -137,7 +145,7 @@ def run(recipe: Recipe) -> Path:
         eval_dataset=eval_sets["validation"],  # model selection never sees the test split
         data_collator=AudioCollator(bundle.feature_extractor, rate),
         compute_metrics=metrics_function(label_names, multi_label, recipe.eval.aggregate),
-        callbacks=callbacks(recipe),
+        callbacks=callbacks(recipe, train_set),
         multi_label=multi_label,
         mixup_alpha=recipe.augment.mixup_alpha,
     )

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
+from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
 
 from finetune.augment import mixup
 from finetune.evaluation import evaluate_windows, scalar_metrics
@@ -140,7 +140,23 @@ def training_arguments(recipe: Recipe, run_dir: Path, multi_label: bool) -> Trai
     )
 
 
-def callbacks(recipe: Recipe) -> list:
+class EpochToDataset(TrainerCallback):
+    """Tells the training set the epoch (its crops depend on it).
+
+    accelerate's DataLoader forwards `set_epoch` to the dataset, except after resuming mid-epoch,
+    where the batch-skipping wrapper takes the other branch; the Trainer's state knows it always.
+    """
+
+    def __init__(self, train_set):
+        self.train_set = train_set
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.train_set.set_epoch(int(state.epoch + 1e-6))
+
+
+def callbacks(recipe: Recipe, train_set) -> list:
+    """The run's callbacks: the epoch to the training set, early stopping when asked."""
+    found = [EpochToDataset(train_set)]
     if recipe.train.early_stopping_patience:
-        return [EarlyStoppingCallback(early_stopping_patience=recipe.train.early_stopping_patience)]
-    return []
+        found.append(EarlyStoppingCallback(early_stopping_patience=recipe.train.early_stopping_patience))
+    return found

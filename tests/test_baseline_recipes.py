@@ -33,7 +33,7 @@ def test_recipe_two_steps(name, tmp_path, synthetic_root, mtat_root, request):
         data.append(f"backbone.path={pretrained / 'best_model.pth'}")
     run_dir = tmp_path / "run"
     assert main(["--recipe", name, "train.max_steps=2", "train.batch_size=4", "data.num_workers=0",
-                 "data.clip_seconds=3.0", f"output_dir={run_dir}", *data]) == 0
+                 "data.clip_seconds=3.0", "data.max_tracks=12", f"output_dir={run_dir}", *data]) == 0
     metrics = json.loads((run_dir / "metrics.json").read_text())
     key = "roc_auc_macro" if recipe.data.name == "mtat" else "accuracy"
     assert 0.0 <= metrics["test"][key] <= 1.0

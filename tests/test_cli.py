@@ -72,7 +72,7 @@ def test_same_seed_same_weights(tmp_path, synthetic_root):
     weights = []
     for name in ("a", "b"):
         run_dir = tmp_path / name
-        assert main(["--recipe", "demo", "train.max_steps=3", "train.batch_size=4", "seed=5",
+        assert main(["--recipe", "demo", "train.max_steps=3", "train.batch_size=4", "seed=5", "data.max_tracks=10",
                      f"data.root={synthetic_root}", f"output_dir={run_dir}", "data.num_workers=0"]) == 0
         weights.append(load_file(run_dir / "model" / "model.safetensors"))
     assert weights[0].keys() == weights[1].keys()

@@ -14,7 +14,7 @@ import pytest
 def command(run_dir, synthetic_root, *extra):
     return [sys.executable, "-m", "finetune", "--recipe", "demo", "train.max_steps=8",
             "train.save_steps=2", "train.save_total_limit=10", "train.batch_size=4",
-            "train.logging_steps=1", f"data.root={synthetic_root}", f"output_dir={run_dir}",
+            "train.logging_steps=1", "data.max_tracks=12", f"data.root={synthetic_root}", f"output_dir={run_dir}",
             "data.num_workers=0", *extra]
 
 

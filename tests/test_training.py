@@ -39,13 +39,13 @@ def test_augmentation_is_off_by_default_and_changes_audio_when_on():
 def test_streaming_with_augmentation_and_mixup_trains(tmp_path, synthetic_root):
     run_dir = tmp_path / "run"
     assert main(["--recipe", "demo", "data.streaming=true", "train.max_steps=2", "train.batch_size=4",
-                 "train.logging_steps=1",
+                 "train.logging_steps=1", "data.max_tracks=10",
                  "augment.probability=1", "augment.gain_db=6", "augment.noise_snr_db=20",
                  "augment.mixup_alpha=0.4", "model.args.freq_mask=8", "model.args.time_mask=10",
                  f"data.root={synthetic_root}", f"output_dir={run_dir}", "data.num_workers=0"]) == 0
     history = json.loads((run_dir / "log_history.json").read_text())
     assert [e["step"] for e in history if "loss" in e][-1] == 2
-    assert json.loads((run_dir / "metrics.json").read_text())["test"]["num_tracks"] == 30
+    assert json.loads((run_dir / "metrics.json").read_text())["test"]["num_tracks"] == 10
 
 
 def test_streaming_needs_max_steps():

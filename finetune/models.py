@@ -71,6 +71,7 @@ def build_model(recipe: Recipe, label_names: list[str], multi_label: bool) -> Mo
 def load_model(path: str | Path) -> ModelBundle:
     """Load a saved model folder (ours or a transformers audio classifier) with its extractor."""
     import baselines  # noqa: F401  registers the baseline classes with the Auto classes
+    import finetune.backbones  # noqa: F401  registers the attention-pooling / AST subclasses
     from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
 
     path = Path(path)

@@ -163,7 +163,7 @@ def run(recipe: Recipe) -> Path:
         metrics["skipped_files"] = windows.skipped
         results[split] = metrics
     if trainer.is_world_process_zero():
-        write_run_folder(run_dir, recipe, trainer, bundle, results)
+        write_run_folder(run_dir, recipe, trainer.model, bundle, results, trainer.state.log_history)
         if recipe.hub.push_to_hub:
             push_run(run_dir, recipe)
     return run_dir
@@ -178,15 +178,16 @@ def push_run(run_dir: Path, recipe: Recipe) -> None:
         logger.error("%s", err)
 
 
-def write_run_folder(run_dir: Path, recipe: Recipe, trainer, bundle, results: dict) -> None:
+def write_run_folder(run_dir: Path, recipe: Recipe, model, bundle, results: dict,
+                     log_history: list[dict]) -> None:
     """recipe.yaml, metrics.json, the trained model and the reports."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    model = export_model(trainer.model, recipe)
+    model = export_model(model, recipe)
     model.config.clip_seconds = recipe.data.clip_seconds  # the window predict() uses
     (run_dir / "recipe.yaml").write_text(recipe.to_yaml())
     (run_dir / "metrics.json").write_text(json.dumps(results, indent=2))
-    (run_dir / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=2))
+    (run_dir / "log_history.json").write_text(json.dumps(log_history, indent=2))
     model.save_pretrained(str(run_dir / "model"))
     bundle.feature_extractor.save_pretrained(str(run_dir / "model"))
-    report.write_reports(run_dir, recipe, results, trainer.state.log_history)
+    report.write_reports(run_dir, recipe, results, log_history)
     logger.info("run folder: %s", run_dir)

@@ -1,0 +1,19 @@
+"""Pretrained backbones (MERT, AST, wav2vec2, HuBERT); ``BACKBONE_BUILDERS`` maps recipe names to builders.
+
+Importing this package also registers the ``finetune_*`` model types (attention pooling, AST's
+weighted layer sum) with transformers' Auto classes, so saved folders of those load by name.
+"""
+
+from finetune.backbones.ast import AST, build_ast
+from finetune.backbones.mert import MERT, build_mert
+from finetune.backbones.wav2vec2 import HUBERT, WAV2VEC2, build_hubert, build_wav2vec2
+
+BACKBONE_BUILDERS = {
+    "mert": build_mert,
+    "ast": build_ast,
+    "wav2vec2": build_wav2vec2,
+    "hubert": build_hubert,
+}
+
+# Recipe model name -> what the probe and the tests need to know about that backbone.
+FAMILIES = {"mert": MERT, "ast": AST, "wav2vec2": WAV2VEC2, "hubert": HUBERT}

@@ -1,0 +1,89 @@
+"""LoRA with peft: adapters injected into the backbone of a native transformers model.
+
+The adapters go into the backbone only (`model.base_model`), with `peft.inject_adapter_in_model`,
+so the model stays the native class: the head, the projector and `layer_weights` are ordinary
+trainable parameters (peft would neither train nor save `layer_weights`), and the Trainer's
+checkpoints hold every weight, adapters included. `export_ready` merges the adapters into the
+base weights, giving back a plain transformers model (or, on request, a peft adapter folder).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+
+def add_lora(model: nn.Module, lora, default_targets: tuple[str, ...]) -> nn.Module:
+    """Inject LoRA (rank, alpha, dropout, targets from the recipe's `lora`) into the backbone;
+    only the adapters of the backbone train afterwards (in place)."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    targets = list(lora.target_modules or default_targets)
+    present = {name.rsplit(".", 1)[-1] for name, module in model.base_model.named_modules()
+               if isinstance(module, nn.Linear)}
+    missing = [t for t in targets if t not in present]
+    if missing:
+        raise ValueError(f"lora.target_modules: {', '.join(missing)} not in this backbone; its "
+                         f"linear layers: {', '.join(sorted(present))}")
+    config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                        target_modules=targets, bias="none")
+    inject_adapter_in_model(config, model.base_model)
+    return model
+
+
+def lora_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    from peft.tuners.lora import LoraLayer
+
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, LoraLayer)]
+
+
+def replace_lora(model: nn.Module, merge: bool) -> nn.Module:
+    """Put every adapted layer's plain layer back, folding the adapter in first when `merge`
+    (in place)."""
+    for name, layer in lora_layers(model):
+        if merge:
+            layer.merge()
+        parent, _, attr = name.rpartition(".")
+        setattr(model.get_submodule(parent), attr, layer.get_base_layer())
+    for module in model.modules():
+        if "peft_config" in vars(module):
+            del module.peft_config
+    return model
+
+
+def adapter_model(model: nn.Module):
+    """A peft `PeftModel` with `model`'s trained adapters and head (`modules_to_save`): its
+    `save_pretrained` writes an adapter folder, loaded with `PeftModel.from_pretrained(base, folder)`
+    where `base` is the backbone built for the same labels (e.g. by its builder in full mode)."""
+    from peft import LoraConfig, get_peft_model
+
+    if getattr(model.config, "use_weighted_layer_sum", False):
+        raise ValueError("a peft adapter cannot carry layer_weights: with backbone.layer=weighted "
+                         "keep lora.merge_on_export=true")
+    trained = dict(lora_layers(model))
+    injected = model.base_model.peft_config["default"]  # rank, alpha, dropout the adapters have
+    base = replace_lora(copy.deepcopy(model), merge=False)
+    heads = [name for name, _ in base.named_children() if name != base.base_model_prefix]
+    config = LoraConfig(r=injected.r, lora_alpha=injected.lora_alpha, lora_dropout=injected.lora_dropout,
+                        target_modules=sorted({name.rsplit(".", 1)[-1] for name in trained}),
+                        modules_to_save=heads, bias="none")
+    wrapped = get_peft_model(base, config)
+    with torch.no_grad():
+        for name, layer in trained.items():
+            target = wrapped.base_model.model.get_submodule(name)
+            for part in ("lora_A", "lora_B"):
+                getattr(target, part)["default"].weight.copy_(getattr(layer, part)["default"].weight)
+    return wrapped
+
+
+def export_ready(model, lora):
+    """What a run saves as its model: with LoRA adapters, a copy with them merged into the weights
+    (a plain transformers model) or, when not `lora.merge_on_export`, a peft adapter model;
+    without adapters, the model itself."""
+    if not lora_layers(model):
+        return model
+    if not lora.merge_on_export:
+        return adapter_model(model)
+    return replace_lora(copy.deepcopy(model), merge=True)

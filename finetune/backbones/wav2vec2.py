@@ -1,0 +1,112 @@
+"""wav2vec2 and HuBERT (MERT loads as HuBERT, see mert.py): raw waveform -> conv feature encoder
+-> transformer layers -> projector -> pooled over time -> classifier."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import (AutoConfig, AutoModelForAudioClassification, HubertConfig,
+                          HubertForSequenceClassification, Wav2Vec2Config, Wav2Vec2FeatureExtractor,
+                          Wav2Vec2ForSequenceClassification)
+from transformers.modeling_outputs import SequenceClassifierOutput
+
+from finetune.backbones.common import Family, build_backbone
+from finetune.backbones.heads import AttentionPooling, masked_mean, weighted_layer_sum
+
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")  # + intermediate_dense output_dense
+
+
+class SpeechPooledHead:
+    """The native sequence-classification forward with attention pooling over projected frames."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.pooler = AttentionPooling(config.classifier_proj_size) if config.pooling == "attention" else None
+
+    def forward(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None, **kwargs) -> SequenceClassifierOutput:
+        weighted = self.config.use_weighted_layer_sum
+        outputs = self.base_model(input_values, attention_mask=attention_mask, output_hidden_states=weighted)
+        hidden = (weighted_layer_sum(outputs.hidden_states, self.layer_weights) if weighted
+                  else outputs.last_hidden_state)  # (B, T, H)
+        hidden = self.projector(hidden)  # (B, T, P)
+        mask = (None if attention_mask is None
+                else self._get_feature_vector_attention_mask(hidden.shape[1], attention_mask))  # (B, T)
+        pooled = self.pooler(hidden, mask) if self.pooler is not None else masked_mean(hidden, mask)
+        return SequenceClassifierOutput(logits=self.classifier(pooled))  # (B, C)
+
+
+class HubertPooledConfig(HubertConfig):
+    model_type = "finetune_hubert"
+    pooling: str = "attention"
+
+
+class HubertPooledForSequenceClassification(SpeechPooledHead, HubertForSequenceClassification):
+    config_class = HubertPooledConfig
+
+
+class Wav2Vec2PooledConfig(Wav2Vec2Config):
+    model_type = "finetune_wav2vec2"
+    pooling: str = "attention"
+
+
+class Wav2Vec2PooledForSequenceClassification(SpeechPooledHead, Wav2Vec2ForSequenceClassification):
+    config_class = Wav2Vec2PooledConfig
+
+
+for _config, _model in ((HubertPooledConfig, HubertPooledForSequenceClassification),
+                        (Wav2Vec2PooledConfig, Wav2Vec2PooledForSequenceClassification)):
+    AutoConfig.register(_config.model_type, _config)
+    AutoModelForAudioClassification.register(_config, _model)
+
+
+def speech_layer_features(model, input_values: torch.Tensor,
+                          attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean over time of each layer's output, as the model cut after that layer gives it:
+    (B, T) -> (B, L+1, H)."""
+    base = model.base_model
+    outputs = base(input_values, attention_mask=attention_mask, output_hidden_states=True)
+    # Pre-norm models (do_stable_layer_norm) end with a LayerNorm that follows whatever layer is last.
+    norm = base.encoder.layer_norm if model.config.do_stable_layer_norm else nn.Identity()
+    frames = outputs.hidden_states[0].shape[1]
+    mask = (None if attention_mask is None
+            else model._get_feature_vector_attention_mask(frames, attention_mask))  # (B, T)
+    return torch.stack([masked_mean(norm(h), mask) for h in outputs.hidden_states], dim=1)
+
+
+def speech_head(modules: nn.Module, pooled: torch.Tensor) -> torch.Tensor:
+    """projector then classifier on pooled (B, H) features (both linear, so pooling commutes)."""
+    return modules.classifier(modules.projector(pooled))
+
+
+def speech_family(name: str, default_path: str, model_type: str, native_class: type,
+                  pooled_class: type, sample_rate: int = 16000, do_normalize: bool = True,
+                  translate=dict) -> Family:
+    """A Family for a wav2vec2-style model (shared by wav2vec2, HuBERT and MERT)."""
+    return Family(
+        name=name, default_path=default_path,
+        model_types=(model_type, pooled_class.config_class.model_type),
+        native_class=native_class, pooled_class=pooled_class, native_weighted=True,
+        extractor_class=Wav2Vec2FeatureExtractor,
+        default_extractor=lambda: Wav2Vec2FeatureExtractor(
+            feature_size=1, sampling_rate=sample_rate, padding_value=0.0, do_normalize=do_normalize,
+            return_attention_mask=True),
+        sample_rate=sample_rate, layers="encoder.layers", lora_targets=LORA_TARGETS,
+        layer_features=speech_layer_features, head=speech_head, translate=translate,
+    )
+
+
+WAV2VEC2 = speech_family("wav2vec2", "facebook/wav2vec2-base", "wav2vec2",
+                         Wav2Vec2ForSequenceClassification, Wav2Vec2PooledForSequenceClassification)
+HUBERT = speech_family("hubert", "facebook/hubert-base-ls960", "hubert",
+                       HubertForSequenceClassification, HubertPooledForSequenceClassification)
+
+
+def build_wav2vec2(num_labels: int, label_names: list[str], multi_label: bool, backbone, lora):
+    """wav2vec2 (facebook/wav2vec2-base or any Wav2Vec2 checkpoint), 16 kHz waveform."""
+    return build_backbone(WAV2VEC2, num_labels, label_names, multi_label, backbone, lora)
+
+
+def build_hubert(num_labels: int, label_names: list[str], multi_label: bool, backbone, lora):
+    """HuBERT (facebook/hubert-base-ls960 or any HuBERT checkpoint), 16 kHz waveform."""
+    return build_backbone(HUBERT, num_labels, label_names, multi_label, backbone, lora)

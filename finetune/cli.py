@@ -13,7 +13,10 @@ from finetune import recipe as recipes
 USAGE = """python -m finetune --recipe NAME_OR_YAML [--dry-run] [key=value ...]
        python -m finetune recipes | models
        python -m finetune predict --model RUN_OR_MODEL_DIR FILE_OR_FOLDER ...
-       python -m finetune export RUN --to DIR [--push-to-hub USER/NAME [--private]]"""
+       python -m finetune export RUN --to DIR [--push-to-hub USER/NAME [--private]]
+       python -m finetune evaluate RUN [--durations 1,3,5,10,30] [--on DATASET [data.key=value ...]]
+       python -m finetune explain RUN FILE [--out PATH]
+       python -m finetune compare RUN RUN [RUN ...] [--out DIR]"""
 
 DESCRIPTION = """Fine-tune pretrained audio models (AST, MERT, wav2vec2/HuBERT) and train from-scratch
 baselines for music genre classification and tagging, all through one transformers Trainer.
@@ -27,11 +30,17 @@ commands:
   models     list the model names a recipe can use (model.name=...)
   predict    score audio files of any length with a trained model (JSON line per file)
   export     write a Hub-ready folder (weights, config, model card) and optionally push it
+  evaluate   studies of a trained run added to its report: rare classes, most confidently wrong
+             tracks with saliency maps, input duration (--durations), another dataset (--on)
+  explain    occlusion saliency map of a file over the log-mel plane, saved as PNG
+  compare    one table and plot across runs tested on the same split
 
 examples:
   python -m finetune --recipe demo
   python -m finetune --recipe cnn_gtzan data.root=/data/gtzan train.lr=3e-4
   python -m finetune --recipe my_recipe.yaml --dry-run
+  python -m finetune evaluate runs/cnn_gtzan-X --durations 1,3,5,10,30
+  python -m finetune evaluate runs/cnn_gtzan-X --on fma data.root=/data/fma
 """
 
 
@@ -140,11 +149,111 @@ def export(argv: list[str]) -> int:
     return 0
 
 
+def failed(err: Exception) -> int:
+    """Print a command's error for the user; exit status 2."""
+    print(f"error: {err}", file=sys.stderr)
+    return 2
+
+
+def seconds_list(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of seconds") from None
+    if not values or min(values) <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give positive seconds, e.g. 1,3,5,10,30")
+    return values
+
+
+def evaluate(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m finetune evaluate",
+        description="Studies of a trained run, each saved under RUN/studies/ and added to its report: "
+        "test predictions (RUN/predictions/test.npz, for bootstrap intervals), rare classes, the most "
+        "confidently wrong tracks with saliency maps; --durations adds the input-length study; --on "
+        "scores the run on another dataset through a genre mapping instead (finetune/genre_maps.py).")
+    parser.add_argument("run", help="a run folder")
+    parser.add_argument("overrides", nargs="*", metavar="data.key=value",
+                        help="with --on: the other dataset's settings, e.g. data.root=/data/fma")
+    parser.add_argument("--durations", type=seconds_list, metavar="S,S,...",
+                        help="input lengths in seconds, each scored from the start and from a random offset")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random offsets (default 0)")
+    parser.add_argument("--on", metavar="DATASET", help="score on another dataset: gtzan, fma or mtat")
+    parser.add_argument("--mapping", metavar="FILE.yaml",
+                        help="with --on: a YAML genre mapping `model label: dataset label` (null: none) "
+                        "instead of the packaged one")
+    parser.add_argument("--split", default="test", choices=("train", "validation", "test"),
+                        help="with --on: the split to score (default test)")
+    parser.add_argument("--explain", type=int, default=3, metavar="N",
+                        help="saliency maps for the N most confidently wrong tracks (default 3; 0: none)")
+    parser.add_argument("--batch-size", type=int, help="windows scored per batch (default: the recipe's)")
+    args = parser.parse_intermixed_args(argv)
+    from finetune.studies import evaluate as run_studies
+
+    try:
+        sections = run_studies(args.run, args.durations, args.on, args.overrides, args.mapping, args.split,
+                               args.explain, args.seed, args.batch_size)
+    except (ValueError, FileNotFoundError) as err:  # RecipeError, AudioReadError are ValueErrors
+        return failed(err)
+    print("added to the report: " + ", ".join(s.title for s in sections))
+    print(f"report: {args.run}/report.html")
+    return 0
+
+
+def explain(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m finetune explain",
+        description="Occlusion saliency of an audio file for the predicted (or given) label: bands of "
+        "the log-mel plane times short segments are removed in the STFT, the audio is re-synthesised "
+        "and re-scored; the drop in probability is drawn under the log-mel spectrogram (PNG).")
+    parser.add_argument("run", help="a run folder")
+    parser.add_argument("file", help="an audio file")
+    parser.add_argument("--out", help="PNG to write (default RUN/explanations/<file stem>.png)")
+    parser.add_argument("--label", help="explain this label instead of the predicted one")
+    parser.add_argument("--start", type=float, default=0.0, help="excerpt start in seconds (default 0)")
+    parser.add_argument("--duration", type=float, default=30.0, help="excerpt length in seconds (default 30)")
+    parser.add_argument("--bands", type=int, default=16, help="mel bands occluded one at a time (default 16)")
+    parser.add_argument("--segment-seconds", type=float, default=0.5, help="occluded segment length (default 0.5)")
+    args = parser.parse_args(argv)
+    from finetune.explain import explain_file
+
+    try:
+        out, saliency = explain_file(args.run, args.file, args.out, args.start, args.duration, args.label,
+                                     args.bands, args.segment_seconds)
+    except (ValueError, FileNotFoundError) as err:
+        return failed(err)
+    print(json.dumps({"file": args.file, "label": saliency.label, "score": round(saliency.score, 5),
+                      "image": str(out)}))
+    return 0
+
+
+def compare(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m finetune compare",
+        description="One table (compare.md) and one plot (compare.png) of the test scores of several "
+        "runs, with bootstrap intervals; refuses runs tested on different datasets or splits.")
+    parser.add_argument("runs", nargs="+", help="run folders")
+    parser.add_argument("--out", help="folder to write (default <first run's parent>/compare-<timestamp>)")
+    args = parser.parse_args(argv)
+    from finetune.compare import compare as compare_runs
+
+    try:
+        out, markdown = compare_runs(args.runs, args.out)
+    except (ValueError, FileNotFoundError) as err:  # ComparisonError is a ValueError
+        return failed(err)
+    print(markdown, end="")
+    print(f"written: {out}")
+    return 0
+
+
 COMMANDS = {
     "recipes": lambda argv: list_recipes(),
     "models": lambda argv: list_models(),
     "predict": predict,
     "export": export,
+    "evaluate": evaluate,
+    "explain": explain,
+    "compare": compare,
 }
 
 

@@ -1,9 +1,16 @@
-"""Metrics and window -> track aggregation, computed with scikit-learn (offline)."""
+"""Metrics and window -> track aggregation, computed with scikit-learn (offline), and the
+track-level predictions file that studies and reports read (RUN/predictions/<split>.npz)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 import numpy as np
 from sklearn import metrics as skm
+
+TOP_K = (3, 5)  # top-k accuracy for genres, reported when there are more than k classes
+AT_K = (3, 5, 10)  # precision@k / recall@k for tags, reported when there are more than k tags
 
 
 def window_probabilities(logits: np.ndarray, multi_label: bool) -> np.ndarray:
@@ -45,10 +52,9 @@ def classification_metrics(probs: np.ndarray, labels: np.ndarray, label_names: l
         "macro_recall": float(recall.mean()),
         "num_tracks": int(len(labels)),
     }
-    if len(label_names) > 3:
-        result["top3_accuracy"] = float(
-            skm.top_k_accuracy_score(labels, probs, k=3, labels=classes)
-        )
+    for k in TOP_K:
+        if len(label_names) > k:
+            result[f"top{k}_accuracy"] = float(skm.top_k_accuracy_score(labels, probs, k=k, labels=classes))
     result["per_class"] = {
         name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
         for name, p, r, f, s in zip(label_names, precision, recall, f1, support)
@@ -77,15 +83,31 @@ def tagging_metrics(probs: np.ndarray, targets: np.ndarray, label_names: list[st
     roc = [v["roc_auc"] for v in per_tag.values()]
     ap = [v["ap"] for v in per_tag.values()]
     flat_targets, flat_probs = targets[:, scorable].ravel(), probs[:, scorable].ravel()
+    at_k = {}
+    for k in AT_K:
+        if k < len(label_names):
+            at_k[f"precision_at_{k}"], at_k[f"recall_at_{k}"] = precision_recall_at_k(probs, targets, k)
     return {
         "roc_auc_macro": float(np.mean(roc)) if roc else float("nan"),
         "pr_auc_macro": float(np.mean(ap)) if ap else float("nan"),
         "roc_auc_micro": float(skm.roc_auc_score(flat_targets, flat_probs)) if roc else float("nan"),
         "pr_auc_micro": float(skm.average_precision_score(flat_targets, flat_probs)) if roc else float("nan"),
+        **at_k,
         "num_tracks": int(len(targets)),
         "tags_without_positives": [n for n, ok in zip(label_names, scorable) if not ok],
         "per_tag": per_tag,
     }
+
+
+def precision_recall_at_k(probs: np.ndarray, targets: np.ndarray, k: int) -> tuple[float, float]:
+    """Mean over tracks of (hits in the k top-scored tags) / k, and / the track's positives
+    (recall over tracks with at least one positive). probs, targets: (N, C)."""
+    top = np.argsort(-probs, axis=1, kind="stable")[:, :k]  # (N, k)
+    hits = np.take_along_axis(targets, top, axis=1).sum(axis=1)  # (N,)
+    positives = targets.sum(axis=1)  # (N,)
+    has = positives > 0
+    recall = float(np.mean(hits[has] / positives[has])) if has.any() else float("nan")
+    return float(np.mean(hits / k)), recall
 
 
 def evaluate_windows(
@@ -99,12 +121,46 @@ def evaluate_windows(
     """Window logits (W, C) -> (metrics, track probabilities (N, C), track labels)."""
     probs = aggregate_tracks(window_probabilities(window_logits, multi_label), track_index, aggregate)
     labels = aggregate_tracks(window_labels.reshape(len(window_labels), -1), track_index, "max")
-    if multi_label:
-        return tagging_metrics(probs, labels, label_names), probs, labels
-    labels = labels[:, 0].astype(int)
-    return classification_metrics(probs, labels, label_names), probs, labels
+    if not multi_label:
+        labels = labels[:, 0].astype(int)
+    return track_metrics(probs, labels, label_names), probs, labels
+
+
+def track_metrics(probs: np.ndarray, labels: np.ndarray, label_names: list[str]) -> dict:
+    """Tagging metrics for multi-hot labels (N, C), classification metrics for labels (N,)."""
+    if labels.ndim == 2:
+        return tagging_metrics(probs, labels, label_names)
+    return classification_metrics(probs, labels, label_names)
 
 
 def scalar_metrics(metrics: dict) -> dict:
     """Only the scalar entries (what the Trainer logs)."""
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+
+
+@dataclass
+class TrackPredictions:
+    """Track-level scores of one split, in the order of `ids`."""
+
+    ids: list[str]
+    paths: list[str]
+    probs: np.ndarray  # (N, C) softmax (genres) or sigmoid (tags) probabilities
+    labels: np.ndarray  # (N,) int labels, or (N, C) multi-hot targets
+    label_names: list[str]  # classes of `labels`; probs' columns are the model's (others across datasets)
+
+    @property
+    def multi_label(self) -> bool:
+        return self.labels.ndim == 2
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(path, ids=np.asarray(self.ids, dtype=str), paths=np.asarray(self.paths, dtype=str),
+                            probs=self.probs, labels=self.labels, label_names=np.asarray(self.label_names, dtype=str))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "TrackPredictions":
+        with np.load(path, allow_pickle=False) as data:
+            return cls(ids=data["ids"].tolist(), paths=data["paths"].tolist(), probs=data["probs"],
+                       labels=data["labels"], label_names=data["label_names"].tolist())

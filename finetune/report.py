@@ -1,10 +1,18 @@
-"""Run reports: report.md (plots as PNG files) and a self-contained report.html (plots embedded)."""
+"""Run reports: report.md (plots as PNG files) and a self-contained report.html (plots embedded).
+
+A report is a list of `Section`s. The end of a run writes the cheap ones (setup, metrics with
+bootstrap intervals, published results, per-class table, plots); each study run later by
+`python -m finetune evaluate` saves its own section as RUN/studies/<name>.json and `refresh`
+rewrites the report with it.
+"""
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
-import io
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib
@@ -13,8 +21,63 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-HEADLINE_KEYS = ("accuracy", "macro_f1", "macro_precision", "macro_recall", "top3_accuracy",
-                 "roc_auc_macro", "pr_auc_macro", "roc_auc_micro", "pr_auc_micro", "num_tracks")
+from finetune import recipe as recipes  # noqa: E402
+from finetune.bootstrap import split_intervals  # noqa: E402
+from finetune.evaluation import TrackPredictions  # noqa: E402
+from finetune.published import published_for  # noqa: E402
+
+HEADLINE_KEYS = ("accuracy", "macro_f1", "macro_precision", "macro_recall", "top3_accuracy", "top5_accuracy",
+                 "roc_auc_macro", "pr_auc_macro", "roc_auc_micro", "pr_auc_micro", "precision_at_3",
+                 "recall_at_3", "precision_at_5", "recall_at_5", "precision_at_10", "recall_at_10", "num_tracks")
+STUDY_ORDER = ("durations", "rare_classes", "mistakes")  # then cross-dataset studies, by name
+
+
+@dataclass
+class Section:
+    """A titled block: paragraphs, tables (first row the header) and images (paths relative to
+    the run folder)."""
+
+    title: str
+    text: list[str] = field(default_factory=list)
+    tables: list[list[list[str]]] = field(default_factory=list)
+    images: list[str] = field(default_factory=list)
+
+
+def fmt(value) -> str:
+    """A table cell: floats to 4 decimals, None as '-'."""
+    if value is None:
+        return "-"
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def fmt_interval(interval: list[float] | None, digits: int = 4) -> str:
+    """A 95 % interval cell, '-' when there is none."""
+    return f"[{interval[0]:.{digits}f}, {interval[1]:.{digits}f}]" if interval else "-"
+
+
+def save_figure(fig, path: Path, dpi: int = 110) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", dpi=dpi)
+    plt.close(fig)
+    return path
+
+
+def save_study(run_dir: Path, name: str, section: Section, data: dict) -> Path:
+    """RUN/studies/<name>.json: the study's numbers and its report section."""
+    path = Path(run_dir) / "studies" / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"section": dataclasses.asdict(section), "data": data}, indent=2))
+    return path
+
+
+def study_sections(run_dir: Path) -> list[Section]:
+    """Sections saved by studies, in STUDY_ORDER then by name."""
+    files = sorted((Path(run_dir) / "studies").glob("*.json"),
+                   key=lambda p: (STUDY_ORDER.index(p.stem) if p.stem in STUDY_ORDER else len(STUDY_ORDER), p.stem))
+    return [Section(**json.loads(p.read_text())["section"]) for p in files]
+
+
+# --------------------------------------------------------------------------- plots
 
 
 def learning_curves(log_history: list[dict]):
@@ -26,7 +89,8 @@ def learning_curves(log_history: list[dict]):
         if points:
             ax_loss.plot(*zip(*points), marker="." if len(points) < 30 else None, label=label)
     ax_loss.set(xlabel="step", ylabel="loss", title="Loss")
-    ax_loss.legend()
+    if ax_loss.lines:
+        ax_loss.legend()
     for key in ("eval_accuracy", "eval_macro_f1", "eval_roc_auc_macro", "eval_pr_auc_macro"):
         points = [(e["step"], e[key]) for e in log_history if key in e]
         if points:
@@ -38,16 +102,18 @@ def learning_curves(log_history: list[dict]):
     return fig
 
 
-def confusion_matrix_plot(matrix: list[list[int]], label_names: list[str]):
-    """Row-normalised confusion matrix with counts."""
-    counts = np.asarray(matrix)  # (C, C) rows = truth
+def confusion_matrix_plot(matrix: list[list[int]], label_names: list[str], predicted_names: list[str] | None = None,
+                          title: str = "Test confusion matrix"):
+    """Row-normalised confusion matrix with counts (columns may name more classes than rows)."""
+    counts = np.asarray(matrix)  # (C, C') rows = truth
     rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-    size = max(4.0, 0.55 * len(label_names) + 2)
+    columns = predicted_names or label_names
+    size = max(4.0, 0.55 * len(columns) + 2)
     fig, ax = plt.subplots(figsize=(size, size * 0.85))
     image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(len(label_names)), label_names, rotation=45, ha="right")
+    ax.set_xticks(range(len(columns)), columns, rotation=45, ha="right")
     ax.set_yticks(range(len(label_names)), label_names)
-    ax.set(xlabel="predicted", ylabel="true", title="Test confusion matrix")
+    ax.set(xlabel="predicted", ylabel="true", title=title)
     for (row, col), count in np.ndenumerate(counts):
         ax.text(col, row, str(count), ha="center", va="center",
                 color="white" if rates[row, col] > 0.5 else "black", fontsize=8)
@@ -81,50 +147,41 @@ def figures(results: dict, log_history: list[dict]) -> dict:
     return figs
 
 
-def metrics_table(results: dict) -> list[list[str]]:
-    """Rows: metric, then one column per split."""
+# --------------------------------------------------------------------------- tables
+
+
+def metrics_table(results: dict, intervals: dict) -> list[list[str]]:
+    """Rows: metric, one column per split, and the test split's 95 % bootstrap interval."""
     splits = list(results)
     keys = [k for k in HEADLINE_KEYS if any(k in results[s] for s in splits)]
-    rows = [["metric"] + splits]
+    rows = [["metric"] + splits + ["test 95% CI"]]
     for key in keys:
-        rows.append([key] + [_fmt(results[s].get(key)) for s in splits])
+        rows.append([key] + [fmt(results[s].get(key)) for s in splits] + [fmt_interval(intervals.get(key))])
     return rows
 
 
 def class_table(test: dict) -> list[list[str]]:
     if "per_class" in test:
         rows = [["class", "precision", "recall", "f1", "support"]]
-        rows += [[n, _fmt(v["precision"]), _fmt(v["recall"]), _fmt(v["f1"]), str(v["support"])]
+        rows += [[n, fmt(v["precision"]), fmt(v["recall"]), fmt(v["f1"]), str(v["support"])]
                  for n, v in test["per_class"].items()]
         return rows
     rows = [["tag", "ROC-AUC", "AP", "positives"]]
-    rows += [[n, _fmt(v["roc_auc"]), _fmt(v["ap"]), str(v["positives"])]
+    rows += [[n, fmt(v["roc_auc"]), fmt(v["ap"]), str(v["positives"])]
              for n, v in test.get("per_tag", {}).items()]
     return rows
 
 
-def _fmt(value) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.4f}" if isinstance(value, float) else str(value)
-
-
-def _markdown_table(rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows[1:]])
-
-
-def _html_table(rows: list[list[str]]) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows[1:])
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _png(fig) -> bytes:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    return buffer.getvalue()
+def published_table(recipe, test: dict) -> list[list[str]]:
+    """This run next to published scores on the same split ([] when none is known)."""
+    rows = published_for(recipe)
+    if not rows:
+        return []
+    keys = list(dict.fromkeys(k for row in rows for k in row.scores))
+    table = [["model"] + keys + ["source"]]
+    table += [[row.model] + [fmt(row.scores.get(k)) for k in keys] + [row.source] for row in rows]
+    table.append([f"this run ({recipe.model.name})"] + [fmt(test.get(k)) for k in keys] + ["metrics.json"])
+    return table
 
 
 def _setup_lines(recipe) -> list[str]:
@@ -138,32 +195,70 @@ def _setup_lines(recipe) -> list[str]:
     ]
 
 
-def write_reports(run_dir: Path, recipe, results: dict, log_history: list[dict]) -> None:
-    """Write report.md (+ plots/*.png) and a self-contained report.html into `run_dir`."""
-    plots = {name: _png(fig) for name, fig in figures(results, log_history).items()}
-    (run_dir / "plots").mkdir(exist_ok=True)
-    for name, data in plots.items():
-        (run_dir / "plots" / f"{name}.png").write_bytes(data)
-    title = f"finetune report: {recipe.name}"
-    setup, metrics, classes = _setup_lines(recipe), metrics_table(results), class_table(results.get("test", {}))
-    skipped = [f for split in results.values() for f in split.get("skipped_files", [])]
+def run_sections(run_dir: Path, recipe, results: dict, log_history: list[dict]) -> list[Section]:
+    """The end-of-run sections (plots written to RUN/plots/)."""
+    test = results.get("test", {})
+    predictions_file = run_dir / "predictions" / "test.npz"
+    predictions = TrackPredictions.load(predictions_file) if predictions_file.is_file() else None
+    intervals = split_intervals(test, predictions) if test else {}
+    metrics = Section("Metrics (track level)", tables=[metrics_table(results, intervals)])
+    if test and not intervals:
+        metrics.text.append("Intervals need track predictions: run `python -m finetune evaluate RUN`.")
+    sections = [Section("Setup", text=_setup_lines(recipe)), metrics]
+    published = published_table(recipe, test)
+    if published:
+        sections.append(Section("Published results on this split", tables=[published]))
+    per_class = Section("Test per class", tables=[class_table(test)])
+    if test.get("tags_without_positives"):
+        per_class.text.append("Tags with no positive (or no negative) test track, left out of the means: "
+                              + ", ".join(test["tags_without_positives"]))
+    images = [str(save_figure(fig, run_dir / "plots" / f"{name}.png").relative_to(run_dir))
+              for name, fig in figures(results, log_history).items()]
+    return sections + [per_class, Section("Plots", images=images)]
 
-    md = [f"# {title}", "", "## Setup", ""] + [f"- {line}" for line in setup]
-    md += ["", "## Metrics (track level)", "", _markdown_table(metrics), "", "## Test per class", "",
-           _markdown_table(classes), "", "## Plots", ""]
-    md += [f"![{name}](plots/{name}.png)" for name in plots]
-    if skipped:
-        md += ["", "## Skipped files", ""] + [f"- {s}" for s in skipped]
-    (run_dir / "report.md").write_text("\n".join(md) + "\n")
 
-    images = "".join(
-        f'<figure><img alt="{name}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
-        f"<figcaption>{name.replace('_', ' ')}</figcaption></figure>" for name, data in plots.items()
-    )
-    skipped_html = ("<h2>Skipped files</h2><ul>" + "".join(f"<li>{html.escape(s)}</li>" for s in skipped)
-                    + "</ul>") if skipped else ""
-    page = f"""<!DOCTYPE html>
+# --------------------------------------------------------------------------- rendering
+
+
+def _markdown_table(rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows[1:]])
+
+
+def _html_table(rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows[1:])
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def render_markdown(title: str, sections: list[Section]) -> str:
+    blocks = [f"# {title}"]
+    for section in sections:
+        blocks.append(f"## {section.title}")
+        if section.text:
+            blocks.append("\n".join(f"- {t}" for t in section.text))
+        blocks += [_markdown_table(t) for t in section.tables]
+        if section.images:
+            blocks.append("\n".join(f"![{Path(p).stem}]({p})" for p in section.images))
+    return "\n\n".join(blocks) + "\n"
+
+
+def render_html(title: str, sections: list[Section], run_dir: Path) -> str:
+    """One page with every image inlined as base64 PNG."""
+    body = []
+    for section in sections:
+        body.append(f"<h2>{html.escape(section.title)}</h2>")
+        if section.text:
+            body.append("<ul>" + "".join(f"<li>{html.escape(t)}</li>" for t in section.text) + "</ul>")
+        body += [_html_table(t) for t in section.tables]
+        for path in section.images:
+            data = base64.b64encode((run_dir / path).read_bytes()).decode()
+            name = Path(path).stem.replace("_", " ")
+            body.append(f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{data}">'
+                        f"<figcaption>{html.escape(name)}</figcaption></figure>")
+    return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<link rel="icon" href="data:,">
 <style>
 body {{ font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }}
 table {{ border-collapse: collapse; margin: 1em 0; }}
@@ -172,10 +267,28 @@ td:first-child, th:first-child {{ text-align: left; }}
 img {{ max-width: 100%; }} figure {{ margin: 1em 0; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
-<h2>Setup</h2><ul>{''.join(f'<li>{html.escape(s)}</li>' for s in setup)}</ul>
-<h2>Metrics (track level)</h2>{_html_table(metrics)}
-<h2>Test per class</h2>{_html_table(classes)}
-<h2>Plots</h2>{images}{skipped_html}
+{''.join(body)}
 </body></html>
 """
-    (run_dir / "report.html").write_text(page)
+
+
+def write_reports(run_dir: Path, recipe, results: dict, log_history: list[dict]) -> None:
+    """Write report.md (+ plots/*.png) and a self-contained report.html into `run_dir`."""
+    run_dir = Path(run_dir)
+    sections = run_sections(run_dir, recipe, results, log_history) + study_sections(run_dir)
+    skipped = [f for split in results.values() for f in split.get("skipped_files", [])]
+    if skipped:
+        sections.append(Section("Skipped files", text=skipped))
+    title = f"finetune report: {recipe.name}"
+    (run_dir / "report.md").write_text(render_markdown(title, sections))
+    (run_dir / "report.html").write_text(render_html(title, sections, run_dir))
+
+
+def refresh(run_dir: Path) -> None:
+    """Rewrite a run folder's reports from its files (after a study added a section)."""
+    run_dir = Path(run_dir)
+    recipe = recipes.load(str(run_dir / "recipe.yaml"))
+    results = json.loads((run_dir / "metrics.json").read_text())
+    history_file = run_dir / "log_history.json"
+    history = json.loads(history_file.read_text()) if history_file.is_file() else []
+    write_reports(run_dir, recipe, results, history)

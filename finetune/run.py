@@ -9,6 +9,7 @@ import logging
 import time
 from pathlib import Path
 
+import numpy as np
 import transformers
 from accelerate import PartialState
 from accelerate.utils import broadcast_object_list
@@ -18,7 +19,7 @@ from finetune.augment import augment_waveform
 from finetune.clips import CropReader, EvalWindows, StreamCrops, TrainCrops, task_of, track_table
 from finetune.data import DATASET_BUILDERS, load_dataset
 from finetune.data.headers import cache_dir
-from finetune.evaluation import evaluate_windows
+from finetune.evaluation import TrackPredictions, evaluate_windows
 from finetune.models import build_model, check_model_args, export_model
 from finetune.recipe import Recipe, RecipeError
 from finetune.training import (AudioCollator, FinetuneTrainer, callbacks, default_workers,
@@ -154,16 +155,20 @@ def run(recipe: Recipe) -> Path:
         logger.warning("train.resume=true but %s has no checkpoint: starting from scratch", run_dir)
     trainer.train(resume_from_checkpoint=checkpoint)
 
-    results = {}
+    results, predictions = {}, {}
     for split, windows in eval_sets.items():
         prediction = trainer.predict(windows, metric_key_prefix=split)
         labels, track_index = prediction.label_ids
-        metrics, _, _ = evaluate_windows(prediction.predictions, labels, track_index,
-                                         label_names, multi_label, recipe.eval.aggregate)
+        metrics, probs, track_labels = evaluate_windows(prediction.predictions, labels, track_index,
+                                                        label_names, multi_label, recipe.eval.aggregate)
         metrics["skipped_files"] = windows.skipped
         results[split] = metrics
+        tracks, ids = np.unique(track_index), dataset[split]["id"]
+        predictions[split] = TrackPredictions([ids[t] for t in tracks], [windows.paths[t] for t in tracks],
+                                              probs, track_labels, label_names)
     if trainer.is_world_process_zero():
-        write_run_folder(run_dir, recipe, trainer.model, bundle, results, trainer.state.log_history)
+        write_run_folder(run_dir, recipe, trainer.model, bundle, results, trainer.state.log_history,
+                         predictions)
         if recipe.hub.push_to_hub:
             push_run(run_dir, recipe)
     return run_dir
@@ -179,9 +184,11 @@ def push_run(run_dir: Path, recipe: Recipe) -> None:
 
 
 def write_run_folder(run_dir: Path, recipe: Recipe, model, bundle, results: dict,
-                     log_history: list[dict]) -> None:
-    """recipe.yaml, metrics.json, the trained model and the reports."""
+                     log_history: list[dict], predictions: dict | None = None) -> None:
+    """recipe.yaml, metrics.json, predictions/<split>.npz, the trained model and the reports."""
     run_dir.mkdir(parents=True, exist_ok=True)
+    for split, tracks in (predictions or {}).items():
+        tracks.save(run_dir / "predictions" / f"{split}.npz")
     model = export_model(model, recipe)
     model.config.clip_seconds = recipe.data.clip_seconds  # the window predict() uses
     (run_dir / "recipe.yaml").write_text(recipe.to_yaml())

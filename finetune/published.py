@@ -1,0 +1,54 @@
+"""Published test scores on the standard splits, as data, for the "published results" table.
+
+A row belongs to a (dataset, split) key built from a recipe by `split_key`; the report lists the
+rows of the run's key next to the run's own scores. Scores are fractions (papers print percent).
+Add a row only with its source.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import NamedTuple
+
+from finetune.data import DATASET_BUILDERS
+
+
+class Published(NamedTuple):
+    split: str  # a `split_key` value
+    model: str
+    scores: dict  # metric name as in metrics.json -> value
+    source: str
+
+
+PUBLISHED = (
+    Published("mtat/standard/top50", "MERT-95M, frozen, MLP probe", {"roc_auc_macro": 0.910, "pr_auc_macro": 0.393},
+              "MARBLE benchmark (Yuan et al., NeurIPS 2023)"),
+    Published("mtat/standard/top50", "MusiCNN (Pons et al. 2018)", {"roc_auc_macro": 0.9109, "pr_auc_macro": 0.4509},
+              "released test predictions (philtgun/music-tagging-benchmark); recomputed in tests/test_evaluation.py"),
+    Published("gtzan/fault_filtered", "MERT-95M, frozen, MLP probe", {"accuracy": 0.748},
+              "MARBLE benchmark (Yuan et al., NeurIPS 2023)"),
+)
+
+
+def builder_defaults(name: str) -> dict:
+    """Keyword defaults of a dataset builder (what a recipe's null options resolve to)."""
+    params = inspect.signature(DATASET_BUILDERS[name]).parameters
+    return {key: p.default for key, p in params.items() if p.default is not inspect.Parameter.empty}
+
+
+def split_key(recipe) -> str:
+    """'<dataset>/<split scheme>[/top<tags>|/<subset>-<task>]', null options at their defaults."""
+    data = recipe.data
+    options = {**builder_defaults(data.name), **{k: v for k, v in vars(data).items() if v is not None}}
+    key = f"{data.name}/{options.get('split_scheme', 'official')}"
+    if data.name == "mtat":
+        key += f"/top{options['tags']}"
+    if data.name == "fma":
+        key += f"/{options['subset']}-{options['task']}"
+    return key
+
+
+def published_for(recipe) -> list[Published]:
+    """Published rows on the same dataset and split as `recipe`."""
+    key = split_key(recipe)
+    return [row for row in PUBLISHED if row.split == key]

@@ -13,7 +13,7 @@ from finetune import recipe as recipes
 USAGE = """python -m finetune --recipe NAME_OR_YAML [--dry-run] [key=value ...]
        python -m finetune recipes | models
        python -m finetune predict --model RUN_OR_MODEL_DIR FILE_OR_FOLDER ...
-       python -m finetune export RUN --to DIR [--push-to-hub USER/NAME [--private]]
+       python -m finetune export RUN --to DIR [--adapter-only] [--push-to-hub USER/NAME [--private]]
        python -m finetune evaluate RUN [--durations 1,3,5,10,30] [--on DATASET [data.key=value ...]]
        python -m finetune explain RUN FILE [--out PATH]
        python -m finetune compare RUN RUN [RUN ...] [--out DIR]"""
@@ -135,10 +135,16 @@ def export(argv: list[str]) -> int:
     parser.add_argument("--to", required=True, help="folder to write")
     parser.add_argument("--push-to-hub", metavar="USER/NAME", help="upload the folder to this repo")
     parser.add_argument("--private", action="store_true", help="create the Hub repo as private")
+    parser.add_argument("--adapter-only", action="store_true",
+                        help="LoRA runs: export the adapters and head alone (load with PeftModel)")
     args = parser.parse_args(argv)
     from finetune import hub
 
-    folder = hub.export(args.run, args.to)
+    try:
+        folder = hub.export(args.run, args.to, adapter_only=args.adapter_only)
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(f"exported: {folder}")
     if args.push_to_hub:
         try:

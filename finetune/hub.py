@@ -91,21 +91,53 @@ relying on a label.
     return "---\n" + yaml.safe_dump(meta, sort_keys=False) + "---\n\n" + body
 
 
-def export(run_dir: str | Path, to: str | Path) -> Path:
-    """Copy a run's model into a Hub-ready folder with a model card and the recipe."""
+def adapter_card(recipe: Recipe, metrics: dict) -> str:
+    """README.md for a LoRA adapter folder."""
+    base = recipe.backbone.path
+    rows = "\n".join(f"| {name} | {metrics[key]:.4f} |" for key, name in CARD_METRICS.items() if key in metrics)
+    meta = {"library_name": "peft", "base_model": base, "pipeline_tag": "audio-classification",
+            "tags": ["audio", "music", "lora", "finetune", recipe.model.name]}
+    return "---\n" + yaml.safe_dump(meta, sort_keys=False) + f"""---
+
+# {recipe.name} (LoRA adapter)
+
+LoRA adapters (rank {recipe.lora.r}) and the classification head trained by the finetune toolkit's
+recipe `{recipe.name}` on {recipe.data.name}. The merged model is the run's `model/` folder.
+
+| metric (test) | value |
+|---|---|
+{rows}
+
+```python
+from peft import PeftModel
+# base: {base} built for the same labels, e.g. with finetune's builder in full mode
+model = PeftModel.from_pretrained(base, "PATH_OR_REPO")
+```
+"""
+
+
+def export(run_dir: str | Path, to: str | Path, adapter_only: bool = False) -> Path:
+    """Copy a run's model (or, with `adapter_only`, its LoRA adapter) into a Hub-ready folder with
+    a model card, the preprocessor config and the recipe."""
     run_dir, to = Path(run_dir), Path(to)
     model_dir = run_dir / "model"
     if not (model_dir / "config.json").is_file():
         raise FileNotFoundError(f"{run_dir} has no trained model (model/config.json)")
+    if adapter_only and not (run_dir / "adapter" / "adapter_config.json").is_file():
+        raise FileNotFoundError(f"{run_dir} has no LoRA adapter (adapter/): only LoRA runs with "
+                                "lora.merge_on_export=true and a single layer keep one")
     recipe = load(str(run_dir / "recipe.yaml"))
     metrics = json.loads((run_dir / "metrics.json").read_text()).get("test", {})
-    config = json.loads((model_dir / "config.json").read_text())
     to.mkdir(parents=True, exist_ok=True)
-    for item in model_dir.iterdir():
+    source = run_dir / "adapter" if adapter_only else model_dir
+    for item in source.iterdir():
         if item.is_file():
             shutil.copy2(item, to / item.name)
+    shutil.copy2(model_dir / "preprocessor_config.json", to / "preprocessor_config.json")
     shutil.copy2(run_dir / "recipe.yaml", to / "recipe.yaml")
-    (to / "README.md").write_text(model_card(recipe, metrics, config))
+    config = json.loads((model_dir / "config.json").read_text())
+    card = adapter_card(recipe, metrics) if adapter_only else model_card(recipe, metrics, config)
+    (to / "README.md").write_text(card)
     return to
 
 

@@ -83,6 +83,16 @@ def load_model(path: str | Path) -> ModelBundle:
                        sample_rate=int(extractor.sampling_rate))
 
 
+def adapter_only(model):
+    """The LoRA adapters and heads alone as a peft model (for `export --adapter-only`), or None
+    when the model has no adapters or carries layer weights an adapter cannot hold."""
+    from finetune.backbones.lora import adapter_model, lora_layers
+
+    if not lora_layers(model) or getattr(model.config, "use_weighted_layer_sum", False):
+        return None
+    return adapter_model(model)
+
+
 def export_model(model, recipe: Recipe):
     """The model as it is saved into the run folder: LoRA adapters merged when the recipe says so."""
     from finetune.backbones.lora import export_ready

@@ -20,7 +20,7 @@ from finetune.clips import CropReader, EvalWindows, StreamCrops, TrainCrops, tas
 from finetune.data import DATASET_BUILDERS, load_dataset
 from finetune.data.headers import cache_dir
 from finetune.evaluation import TrackPredictions, evaluate_windows
-from finetune.models import build_model, check_model_args, export_model
+from finetune.models import adapter_only, build_model, check_model_args, export_model
 from finetune.recipe import Recipe, RecipeError
 from finetune.training import (AudioCollator, FinetuneTrainer, callbacks, default_workers,
                                metrics_function, training_arguments)
@@ -189,6 +189,9 @@ def write_run_folder(run_dir: Path, recipe: Recipe, model, bundle, results: dict
     run_dir.mkdir(parents=True, exist_ok=True)
     for split, tracks in (predictions or {}).items():
         tracks.save(run_dir / "predictions" / f"{split}.npz")
+    adapter = adapter_only(model) if recipe.lora.merge_on_export else None
+    if adapter is not None:  # LoRA runs keep the adapters alone too, for `export --adapter-only`
+        adapter.save_pretrained(str(run_dir / "adapter"))
     model = export_model(model, recipe)
     model.config.clip_seconds = recipe.data.clip_seconds  # the window predict() uses
     (run_dir / "recipe.yaml").write_text(recipe.to_yaml())

@@ -208,6 +208,12 @@ def run_sections(run_dir: Path, recipe, results: dict, log_history: list[dict]) 
     published = published_table(recipe, test)
     if published:
         sections.append(Section("Published results on this split", tables=[published]))
+    layer_scores = results.get("validation", {}).get("probe_layer_scores")
+    if layer_scores:
+        sections.append(Section(
+            "Probe layer sweep (validation)",
+            text=[f"Best layer: {results['validation']['probe_layer']} (exported as the model)."],
+            tables=[[["layer", "score"]] + [[layer, fmt(score)] for layer, score in layer_scores.items()]]))
     per_class = Section("Test per class", tables=[class_table(test)])
     if test.get("tags_without_positives"):
         per_class.text.append("Tags with no positive (or no negative) test track, left out of the means: "

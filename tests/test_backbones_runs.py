@@ -91,6 +91,7 @@ def test_probe_caches_embeddings_once_and_sweeps_every_layer(tiny_backbones, tin
     assert sorted(scores) == ["0", "1", "2"]  # embeddings + 2 transformer layers
     best = metrics["validation"]["probe_layer"]
     assert scores[str(best)] == max(scores.values())
+    assert "Probe layer sweep" in (tmp_path / "first" / "report.md").read_text()
     second = json.loads((tmp_path / "second" / "metrics.json").read_text())
     assert second["test"]["accuracy"] == metrics["test"]["accuracy"]
     exported = load_model(tmp_path / "first" / "model")

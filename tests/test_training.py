@@ -97,3 +97,29 @@ def test_bad_input_corpus_never_crashes_or_mislabels(tmp_path, caplog):
                  "train.epochs=1", "train.batch_size=8", "data.num_workers=0"]) == 0
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["test"]["num_tracks"] >= 2
+
+
+def test_bad_metadata_gets_clear_errors(tmp_path):
+    """Duplicate ids, a short annotation row, a missing metadata file, a root that is a file."""
+    from data_fixtures import write_annotations, write_audio
+
+    root = tmp_path / "mtat"
+    for i, folder in enumerate("0cd"):
+        write_audio(root / folder / f"a{i}.mp3", 1.0, 16000)
+    annotations = root / "annotations_final.csv"
+    write_annotations(annotations, ["1", "1", "3"], ["0/a0.mp3", "c/a1.mp3", "d/a2.mp3"],
+                      ["rock", "pop"], np.array([[1, 0], [0, 1], [1, 1]]))
+    with pytest.raises(ValueError, match="appear more than once.*e.g. 1"):
+        load_dataset("mtat", str(root), tags=2)
+    lines = annotations.read_text().splitlines()
+    annotations.write_text("\n".join(lines[:2] + ["\t".join(lines[2].split("\t")[:2])]) + "\n")
+    with pytest.raises(ValueError, match="line 3: 2 fields"):
+        load_dataset("mtat", str(root), tags=2)
+    annotations.unlink()
+    with pytest.raises(FileNotFoundError, match="annotations_final.csv not found"):
+        load_dataset("mtat", str(root), tags=2)
+    with pytest.raises(FileNotFoundError, match="fma_metadata/tracks.csv not found"):
+        load_dataset("fma", str(root))
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(NotADirectoryError, match="is a file"):
+        load_dataset("gtzan", str(tmp_path / "file"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -30,8 +31,21 @@ class Clip:
 def dataset_root(dataset: str, root: str | Path) -> str:
     """Absolute, normalised `root` (symlinks kept); a missing folder is an error naming it."""
     path = os.path.abspath(os.path.expanduser(root))
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise NotADirectoryError(f"{dataset}: data.root {path} is a file; point it at the dataset folder")
     if not os.path.isdir(path):
         raise FileNotFoundError(f"{dataset}: dataset folder {path} does not exist")
+    if not os.access(path, os.R_OK | os.X_OK):
+        raise PermissionError(f"{dataset}: dataset folder {path} is not readable")
+    return path
+
+
+def metadata_file(dataset: str, root: str | Path, relpath: str, holds: str) -> Path:
+    """`root/relpath`, or an error saying what data.root should hold."""
+    path = Path(root) / relpath
+    if not path.is_file():
+        raise FileNotFoundError(f"{dataset}: {relpath} not found under {root}; data.root should be "
+                                f"the folder holding {holds}")
     return path
 
 
@@ -75,6 +89,11 @@ def assemble(dataset: str, root: str, splits: Mapping[str, Sequence[Clip]],
     missing are an error with a count and examples unless `allow_missing`.
     """
     known_bad = known_bad or {}
+    ids = Counter(c.id for clips in splits.values() for c in clips)
+    repeated = [clip_id for clip_id, count in ids.items() if count > 1]
+    if repeated:  # one id with two labels or in two splits would corrupt labels or leak
+        raise ValueError(f"{dataset}: {len(repeated)} id(s) appear more than once in the metadata, "
+                         f"e.g. {', '.join(map(str, repeated[:3]))}")
     for clips in splits.values():
         for clip in clips:
             _check_inside(dataset, root, clip)

@@ -17,7 +17,8 @@ from typing import NamedTuple
 import pandas as pd
 from datasets import DatasetDict
 
-from finetune.data.common import SPLITS, Clip, assemble, check_choice, dataset_root, report
+from finetune.data.common import (SPLITS, Clip, assemble, check_choice, dataset_root, metadata_file,
+                                  report)
 
 SUBSETS = ("small", "medium", "large")  # each contains the ones before it
 TASKS = ("genre_top", "genres_all")
@@ -72,11 +73,11 @@ def build(root: str | Path, subset: str = "small", task: str = "genre_top",
     root = dataset_root("fma", root)
     check_choice("subset", subset, SUBSETS)
     check_choice("task", task, TASKS)
-    metadata = Path(root) / "fma_metadata"
-    tracks = read_tracks(metadata / "tracks.csv")
+    holds = "fma_metadata/ (tracks.csv, genres.csv) and fma_<subset>/"
+    tracks = read_tracks(metadata_file("fma", root, "fma_metadata/tracks.csv", holds))
     rank = tracks[("set", "subset")].map({name: i for i, name in enumerate(SUBSETS)})
     tracks = tracks[rank <= SUBSETS.index(subset)]
-    titles, names = _targets(tracks, task, metadata / "genres.csv")
+    titles, names = _targets(tracks, task, metadata_file("fma", root, "fma_metadata/genres.csv", holds))
     index = {name: i for i, name in enumerate(names)}
     splits, unlabelled = {split: [] for split in SPLITS}, []
     for track_id, set_split, title in zip(tracks.index, tracks[("set", "split")], titles):

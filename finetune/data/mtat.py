@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from datasets import DatasetDict
 
-from finetune.data.common import SPLITS, Clip, assemble, check_choice, dataset_root
+from finetune.data.common import SPLITS, Clip, assemble, check_choice, dataset_root, metadata_file
 
 ANNOTATIONS = "annotations_final.csv"
 SPLIT_SCHEMES = ("standard", "pons")
@@ -62,7 +62,8 @@ def build(root: str | Path, tags: int = 50, split_scheme: str = "standard",
     """MTAT as a DatasetDict (`labels`: indices into the top-`tags` tags, most frequent first)."""
     root = dataset_root("mtat", root)
     check_choice("split_scheme", split_scheme, SPLIT_SCHEMES)
-    table = read_annotations(Path(root) / ANNOTATIONS)
+    table = read_annotations(metadata_file("mtat", root, ANNOTATIONS,
+                                           f"{ANNOTATIONS} and the mp3 folders 0..f"))
     total = len(table.tag_names)
     if isinstance(tags, bool) or not isinstance(tags, int) or not 1 <= tags <= total:
         raise ValueError(f"mtat: tags={tags!r} is not valid; choose an integer from 1 to {total} "

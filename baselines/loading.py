@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+import sys
 from pathlib import Path
 
 import torch
@@ -132,8 +133,6 @@ def make_builder(model_class: type[BaselinePreTrainedModel]):
     build.__signature__ = signature
     build.__name__ = build.__qualname__ = "build"
     build.__module__ = model_class.__module__
-    build.__doc__ = (
-        f"Build {model_class.__name__}; the keyword arguments are the fields of "
-        f"{config_class.__name__}."
-    )
+    summary = (sys.modules[model_class.__module__].__doc__ or model_class.__name__).strip().splitlines()[0]
+    build.__doc__ = f"{summary}\n\nThe keyword arguments are the fields of {config_class.__name__}."
     return build

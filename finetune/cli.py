@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import logging
 import os
@@ -67,11 +68,13 @@ def list_recipes() -> int:
 
 
 def list_models() -> int:
-    from finetune.models import model_builders
+    from finetune.models import TOOLKIT_ARGS, model_builders
 
     for name, builder in sorted(model_builders().items()):
         doc = (builder.__doc__ or "").strip().splitlines()
-        print(f"{name:<20} {doc[0] if doc else ''}")
+        args = [p for p in inspect.signature(builder).parameters if p not in TOOLKIT_ARGS]
+        print(f"{name:<12} {doc[0] if doc else ''}")
+        print(f"{'':<12} model.args: {', '.join(args) or '(none)'}")
     return 0
 
 

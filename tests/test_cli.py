@@ -78,3 +78,13 @@ def test_same_seed_same_weights(tmp_path, synthetic_root):
     assert weights[0].keys() == weights[1].keys()
     for key in weights[0]:
         assert (weights[0][key] == weights[1][key]).all(), key
+
+
+def test_models_lists_every_model_with_its_args(capsys):
+    from finetune.models import model_builders
+
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    for name in model_builders():
+        assert f"\n{name} " in "\n" + out
+    assert "model.args: " in out and "n_mels" in out

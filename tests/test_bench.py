@@ -1,0 +1,35 @@
+"""Smoke test of bench/: every benchmark runs at its tiny size and prints its ratio line.
+
+Timings are not asserted (a shared machine is too noisy for that); the figures live in
+bench/RESULTS.md. Both entry points are exercised: `python -m bench` and `python bench/run.py`.
+"""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+BENCHMARKS = ("data", "step", "inference", "probe", "index")
+RATIO_LINE = re.compile(r"^\[(\w+)\] .+: toolkit \S+ \S+, bare \S+ \S+ -> \d+\.\d\dx "
+                        r"\(target [<>]= [\d.]+x\) (met|MISSED)")
+
+
+def run_bench(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                          timeout=900)
+
+
+def test_every_benchmark_prints_its_ratio_line():
+    result = run_bench("-m", "bench", "--quick")
+    assert result.returncode == 0, result.stderr[-4000:]
+    printed = [m.group(1) for m in map(RATIO_LINE.match, result.stdout.splitlines()) if m]
+    assert set(printed) == set(BENCHMARKS), result.stdout
+    assert "| benchmark | case |" in result.stdout  # the final table
+
+
+def test_script_entry_point_lists_the_benchmarks():
+    result = run_bench("bench/run.py", "--help")
+    assert result.returncode == 0, result.stderr
+    assert all(name in result.stdout for name in BENCHMARKS)
+    assert run_bench("bench/run.py", "--quick", "nope").returncode == 2

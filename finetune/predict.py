@@ -12,7 +12,7 @@ import soxr
 import torch
 
 from finetune.clips import fit_length, window_starts
-from finetune.data.audio import AUDIO_EXTENSIONS, audio_duration, read_window
+from finetune.data.audio import AUDIO_EXTENSIONS, audio_duration, read_windows
 from finetune.evaluation import window_probabilities
 from finetune.models import ModelBundle, load_model
 
@@ -71,8 +71,8 @@ class Predictor:
         if isinstance(source, (str, Path)):
             duration = audio_duration(source)
             starts = window_starts(duration, clip, hop)
-            return duration, ((s, fit_length(read_window(source, self.sample_rate, s, clip), size))
-                              for s in starts)
+            windows = read_windows(source, self.sample_rate, starts, clip)
+            return duration, ((s, fit_length(y, size)) for s, y in zip(starts, windows))
         if sr is None:
             raise ValueError("an array needs its sample rate: predict(array, sr=...)")
         y = np.asarray(source, dtype=np.float32)

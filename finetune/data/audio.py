@@ -10,6 +10,7 @@ import contextlib
 import os
 import threading
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import numpy as np
 import soundfile as sf
@@ -85,6 +86,34 @@ def audio_duration(path: str | Path) -> float:
     return info.frames / info.samplerate
 
 
+def _window(f: sf.SoundFile, path: str | Path, sample_rate: int, start: float,
+            duration: float | None) -> np.ndarray:
+    """One window from an open file: seek (only when not already there), read, mono, resample."""
+    rate, channels = f.samplerate, f.channels
+    first = int(round(start * rate))
+    count = -1 if duration is None else int(round(duration * rate))
+    if first >= f.frames:
+        y = np.zeros((0, channels), dtype=np.float32)  # (0, C)
+    else:
+        if f.tell() != first:  # MP3 seeks walk from the file's start: skip them when contiguous
+            f.seek(first)
+        y = f.read(count, dtype="float32", always_2d=True)  # (T, C)
+    if channels == 1:
+        mono = y[:, 0]  # (T,)
+    else:
+        mono = y @ np.full(channels, 1.0 / channels, dtype=np.float32)  # (T,); 10x faster than mean
+    if not np.isfinite(mono).all():
+        raise AudioReadError(path, f"NaN or infinite samples in the window at {start:.2f} s")
+    if rate != sample_rate and len(mono):
+        mono = soxr.resample(mono, rate, sample_rate)  # (T * sample_rate / rate,)
+    return mono.astype(np.float32, copy=False)
+
+
+def _check_span(start: float, duration: float | None) -> None:
+    if start < 0 or (duration is not None and duration <= 0):
+        raise ValueError(f"read_window needs start >= 0 and duration > 0, got {start}, {duration}")
+
+
 def read_window(path: str | Path, sample_rate: int, start: float = 0.0,
                 duration: float | None = None) -> np.ndarray:
     """Decode `[start, start + duration)` seconds of `path` at `sample_rate`, mono float32 (T,).
@@ -92,23 +121,26 @@ def read_window(path: str | Path, sample_rate: int, start: float = 0.0,
     Seeks instead of decoding what comes before `start`. A file shorter than the window gives
     what exists (possibly nothing); the caller decides whether to pad or loop.
     """
-    if start < 0 or (duration is not None and duration <= 0):
-        raise ValueError(f"read_window needs start >= 0 and duration > 0, got {start}, {duration}")
+    _check_span(start, duration)
     try:
         with _quiet_decoder(path), sf.SoundFile(str(path)) as f:
-            rate, channels = f.samplerate, f.channels
-            first = int(round(start * rate))
-            count = -1 if duration is None else int(round(duration * rate))
-            if first >= f.frames:
-                y = np.zeros((0, channels), dtype=np.float32)  # (0, C)
-            else:
-                f.seek(first)
-                y = f.read(count, dtype="float32", always_2d=True)  # (T, C)
+            return _window(f, path, sample_rate, start, duration)
     except (sf.SoundFileError, OSError) as err:
         raise _failure(path, err) from err
-    mono = y @ np.full(channels, 1.0 / channels, dtype=np.float32)  # (T,); 10x faster than mean
-    if not np.isfinite(mono).all():
-        raise AudioReadError(path, f"NaN or infinite samples in the window at {start:.2f} s")
-    if rate != sample_rate and len(mono):
-        mono = soxr.resample(mono, rate, sample_rate)  # (T * sample_rate / rate,)
-    return mono.astype(np.float32, copy=False)
+
+
+def read_windows(path: str | Path, sample_rate: int, starts: Iterable[float],
+                 duration: float) -> Iterator[np.ndarray]:
+    """`read_window` for many windows of one file through one open handle (long files: windows
+    in order are read without seeking, and the decoder is opened once)."""
+    try:
+        with _quiet_decoder(path):
+            handle = sf.SoundFile(str(path))
+        with handle:
+            for start in starts:
+                _check_span(start, duration)
+                with _quiet_decoder(path):
+                    y = _window(handle, path, sample_rate, start, duration)  # (T,)
+                yield y
+    except (sf.SoundFileError, OSError) as err:
+        raise _failure(path, err) from err

@@ -88,3 +88,17 @@ def test_paths_escaping_the_root_are_rejected(tmp_path):
                       ["a"], np.array([[1]]))
     with pytest.raises(ValueError, match=r"path 'c/\.\./\.\./.*' of clip 1 is not inside the dataset folder"):
         mtat.build(tmp_path, tags=1)
+
+
+@pytest.mark.parametrize("multi_label", [False, True])
+def test_an_empty_split_keeps_its_typed_columns(tmp_path, multi_label):
+    from finetune.data.common import Clip, assemble
+
+    write_audio(tmp_path / "a.wav")
+    target = (0,) if multi_label else 0
+    built = assemble("test", str(tmp_path), {"train": [Clip("a", "a.wav", target)], "validation": [],
+                                             "test": []}, ["x", "y"], multi_label, False)
+    column = "labels" if multi_label else "label"
+    for split in built.values():
+        assert split.features == built["train"].features
+    assert len(built["validation"]) == 0 and column in built["validation"].features

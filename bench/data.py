@@ -22,7 +22,7 @@ import torch
 from bench.media import FMA_MP3, GTZAN_WAV, MTAT_MP3, AudioFormat, track_files
 from bench.models import SAMPLE_RATE, baseline_cnn
 from bench.timing import Result, alternate, median, once
-from finetune.clips import CropReader, SharedEpoch, TrainCrops
+from finetune.clips import AudioCache, CropReader, SharedEpoch, TrainCrops
 from finetune.training import AudioCollator
 
 TARGET = 0.8
@@ -81,15 +81,20 @@ def epoch_arm(dataset, collate, size: Size):
     return once(one_epoch)
 
 
-def measure(fmt: AudioFormat, folder: Path, size: Size, collator: AudioCollator) -> Result:
+def measure(fmt: AudioFormat, folder: Path, size: Size, collator: AudioCollator,
+            cache: AudioCache | None = None) -> Result:
     paths = [str(p) for p in track_files(folder, fmt, size.clips, size.track_seconds)]
     targets = np.arange(len(paths)) % 4
-    crops = TrainCrops(paths, targets, CropReader(SAMPLE_RATE, size.clip_seconds), seed=0)
+    crops = TrainCrops(paths, targets, CropReader(SAMPLE_RATE, size.clip_seconds, cache=cache), seed=0)
+    if cache is not None:  # filled before timing, as after a run's first epoch
+        for path in paths:
+            cache.load(path)
     samples = alternate({"toolkit": epoch_arm(crops, collator, size),
                          "bare": epoch_arm(BareWindows(paths, size.clip_seconds), stack, size)},
                         size.rounds, warmup_rounds=1)
     toolkit, bare = (size.clips / median(samples[arm]) for arm in ("toolkit", "bare"))
-    return Result("data", f"{fmt.label} -> {SAMPLE_RATE // 1000} kHz, {size.workers} worker(s)",
+    cached = ", data.audio_cache" if cache is not None else ""
+    return Result("data", f"{fmt.label} -> {SAMPLE_RATE // 1000} kHz, {size.workers} worker(s){cached}",
                   toolkit, bare, "clips/s", TARGET, higher_is_better=True,
                   note=f"toolkit {toolkit * size.clip_seconds:,.0f} audio-s/s")
 
@@ -99,5 +104,7 @@ def run(quick: bool) -> list[Result]:
     _, bundle = baseline_cnn()  # its extractor: what the collator runs for every baseline
     collator = AudioCollator(bundle.feature_extractor, SAMPLE_RATE)
     with tempfile.TemporaryDirectory() as tmp:
-        return [measure(fmt, Path(tmp) / fmt.suffix / str(fmt.rate), size, collator)
-                for fmt in (FMA_MP3, MTAT_MP3, GTZAN_WAV)]
+        results = [measure(fmt, Path(tmp) / fmt.suffix / str(fmt.rate), size, collator)
+                   for fmt in (FMA_MP3, MTAT_MP3, GTZAN_WAV)]
+        cache = AudioCache(Path(tmp) / "cache", SAMPLE_RATE)
+        return results + [measure(GTZAN_WAV, Path(tmp) / "cached", size, collator, cache)]

@@ -49,6 +49,7 @@ class DataConfig:
     num_workers: int | None = option(None, "DataLoader workers; null = from the core count")
     pin_memory: bool | None = option(None, "pinned host memory; null = on when a GPU is used")
     persistent_workers: bool = option(True, "keep DataLoader workers alive between epochs")
+    audio_cache: bool = option(False, "decode training audio once into an int16 cache at the model's rate (fast, uses disk)")
     max_tracks: int | None = option(None, "use at most N tracks per split (seeded sample), for quick checks")
     streaming: bool = option(False, "stream the training split instead of indexing it (needs train.max_steps)")
 

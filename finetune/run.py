@@ -16,7 +16,7 @@ from accelerate.utils import broadcast_object_list
 
 from finetune import hub, report
 from finetune.augment import augment_waveform
-from finetune.clips import CropReader, EvalWindows, StreamCrops, TrainCrops, task_of, track_table
+from finetune.clips import AudioCache, CropReader, EvalWindows, StreamCrops, TrainCrops, task_of, track_table
 from finetune.data import DATASET_BUILDERS, load_dataset
 from finetune.data.headers import cache_dir
 from finetune.evaluation import TrackPredictions, evaluate_windows
@@ -133,7 +133,9 @@ def run(recipe: Recipe) -> Path:
         return run_probe(recipe, dataset, bundle, run_dir)
     rate, clip = bundle.sample_rate, recipe.data.clip_seconds
 
-    train_set = training_set(recipe, dataset["train"], CropReader(rate, clip, augmenter(recipe, rate)))
+    cache = AudioCache(cache_dir() / "audio" / str(rate), rate) if recipe.data.audio_cache else None
+    reader = CropReader(rate, clip, augmenter(recipe, rate), cache)
+    train_set = training_set(recipe, dataset["train"], reader)
     eval_sets = {
         split: EvalWindows(*track_table(dataset[split]), rate, clip, recipe.data.eval_hop_seconds,
                            description=f"indexing {split} windows")

@@ -42,6 +42,7 @@ def test_streaming_with_augmentation_and_mixup_trains(tmp_path, synthetic_root):
                  "train.logging_steps=1", "data.max_tracks=10",
                  "augment.probability=1", "augment.gain_db=6", "augment.noise_snr_db=20",
                  "augment.mixup_alpha=0.4", "model.args.freq_mask=8", "model.args.time_mask=10",
+                 "data.audio_cache=true",
                  f"data.root={synthetic_root}", f"output_dir={run_dir}", "data.num_workers=0"]) == 0
     history = json.loads((run_dir / "log_history.json").read_text())
     assert [e["step"] for e in history if "loss" in e][-1] == 2
@@ -123,3 +124,24 @@ def test_bad_metadata_gets_clear_errors(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(NotADirectoryError, match="is a file"):
         load_dataset("gtzan", str(tmp_path / "file"))
+
+
+def test_audio_cache_decodes_once_and_crops_like_the_full_decode(tmp_path, synthetic_root):
+    from finetune.clips import AudioCache, CropReader
+    from finetune.data.audio import AudioReadError, read_window
+
+    path = str(next((synthetic_root / "genres" / "buzz").glob("*.wav")))
+    cache = AudioCache(tmp_path / "audio", 16000)
+    reader = CropReader(16000, 2.0, cache=cache)
+    crop = reader.crop(path, np.random.default_rng([0, 0, 0]))
+    entries = list((tmp_path / "audio").glob("*.npy"))
+    assert len(entries) == 1 and crop.shape == (32000,)
+    mtime = entries[0].stat().st_mtime_ns
+    reader.crop(path, np.random.default_rng([0, 1, 0]))
+    assert entries[0].stat().st_mtime_ns == mtime, "the second crop reads the cache"
+    full = read_window(path, 16000)  # the same random start, drawn as CropReader draws it
+    slack = len(full) / 16000 - 2.0
+    first = int(round(np.random.default_rng([0, 0, 0]).uniform(0.0, slack) * 16000))
+    np.testing.assert_allclose(crop, full[first:first + 32000], atol=2 / 32768)
+    with pytest.raises(AudioReadError, match="missing.wav"):
+        reader.crop(str(tmp_path / "missing.wav"), np.random.default_rng(0))

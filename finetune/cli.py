@@ -78,6 +78,12 @@ def list_models() -> int:
     return 0
 
 
+def failed(err: Exception) -> int:
+    """Print a command's error for the user; exit status 2."""
+    print(f"error: {err}", file=sys.stderr)
+    return 2
+
+
 def train(argv: list[str]) -> int:
     args = train_parser().parse_args(argv)
     try:
@@ -86,8 +92,7 @@ def train(argv: list[str]) -> int:
 
         check_recipe(recipe)
     except recipes.RecipeError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return failed(err)
     if args.dry_run:
         print(recipe.to_yaml(), end="")
         return 0
@@ -146,8 +151,7 @@ def export(argv: list[str]) -> int:
     try:
         folder = hub.export(args.run, args.to, adapter_only=args.adapter_only)
     except FileNotFoundError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return failed(err)
     print(f"exported: {folder}")
     if args.push_to_hub:
         try:
@@ -156,12 +160,6 @@ def export(argv: list[str]) -> int:
             print(f"error: {err}", file=sys.stderr)
             return 1
     return 0
-
-
-def failed(err: Exception) -> int:
-    """Print a command's error for the user; exit status 2."""
-    print(f"error: {err}", file=sys.stderr)
-    return 2
 
 
 def seconds_list(text: str) -> list[float]:

@@ -25,6 +25,11 @@ def is_native(config: dict) -> bool:
     return not config.get("model_type", "").startswith("finetune_")
 
 
+def results_rows(metrics: dict) -> str:
+    """The card's markdown table rows: one per headline test metric the run has."""
+    return "\n".join(f"| {name} | {metrics[key]:.4f} |" for key, name in CARD_METRICS.items() if key in metrics)
+
+
 def model_index(recipe: Recipe, metrics: dict, task: str) -> list[dict]:
     """The card's `model-index` entry with the test results."""
     results = [{"type": key, "name": name, "value": round(float(metrics[key]), 4)}
@@ -60,7 +65,6 @@ def model_card(recipe: Recipe, metrics: dict, config: dict) -> str:
         usage = ("This model is one of finetune's baselines; load it with the toolkit:\n\n"
                  "```python\nfrom finetune.predict import Predictor\n\n"
                  'Predictor.from_pretrained("PATH").predict("song.mp3")\n```')
-    rows = "\n".join(f"| {name} | {metrics[key]:.4f} |" for key, name in CARD_METRICS.items() if key in metrics)
     body = f"""# {recipe.name}
 
 {recipe.description}
@@ -77,7 +81,7 @@ Trained with the finetune toolkit's recipe `{recipe.name}`
 
 | metric | value |
 |---|---|
-{rows}
+{results_rows(metrics)}
 
 ## Usage
 
@@ -94,7 +98,6 @@ relying on a label.
 def adapter_card(recipe: Recipe, metrics: dict) -> str:
     """README.md for a LoRA adapter folder."""
     base = recipe.backbone.path
-    rows = "\n".join(f"| {name} | {metrics[key]:.4f} |" for key, name in CARD_METRICS.items() if key in metrics)
     meta = {"library_name": "peft", "base_model": base, "pipeline_tag": "audio-classification",
             "tags": ["audio", "music", "lora", "finetune", recipe.model.name]}
     return "---\n" + yaml.safe_dump(meta, sort_keys=False) + f"""---
@@ -106,7 +109,7 @@ recipe `{recipe.name}` on {recipe.data.name}. The merged model is the run's `mod
 
 | metric (test) | value |
 |---|---|
-{rows}
+{results_rows(metrics)}
 
 ```python
 from peft import PeftModel

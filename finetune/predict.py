@@ -12,7 +12,7 @@ import soxr
 import torch
 
 from finetune.clips import fit_length, window_starts
-from finetune.data.audio import AUDIO_EXTENSIONS, audio_duration, read_windows
+from finetune.data.audio import AUDIO_EXTENSIONS, audio_duration, read_windows, to_mono
 from finetune.evaluation import window_probabilities
 from finetune.models import ModelBundle, load_model
 
@@ -77,7 +77,7 @@ class Predictor:
             raise ValueError("an array needs its sample rate: predict(array, sr=...)")
         y = np.asarray(source, dtype=np.float32)
         if y.ndim == 2:  # (T, channels)
-            y = y @ np.full(y.shape[1], 1.0 / y.shape[1], dtype=np.float32)
+            y = to_mono(y)
         if sr != self.sample_rate:
             y = soxr.resample(y, sr, self.sample_rate)
         duration = len(y) / self.sample_rate

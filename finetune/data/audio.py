@@ -86,6 +86,14 @@ def audio_duration(path: str | Path) -> float:
     return info.frames / info.samplerate
 
 
+def to_mono(y: np.ndarray) -> np.ndarray:
+    """(T, C) float32 -> (T,): the one column of a mono file, else the channel average by a
+    matrix product (10x faster than mean over axis 1)."""
+    if y.shape[1] == 1:
+        return y[:, 0]
+    return y @ np.full(y.shape[1], 1.0 / y.shape[1], dtype=np.float32)
+
+
 def _window(f: sf.SoundFile, path: str | Path, sample_rate: int, start: float,
             duration: float | None) -> np.ndarray:
     """One window from an open file: seek (only when not already there), read, mono, resample."""
@@ -98,10 +106,7 @@ def _window(f: sf.SoundFile, path: str | Path, sample_rate: int, start: float,
         if f.tell() != first:  # MP3 seeks walk from the file's start: skip them when contiguous
             f.seek(first)
         y = f.read(count, dtype="float32", always_2d=True)  # (T, C)
-    if channels == 1:
-        mono = y[:, 0]  # (T,)
-    else:
-        mono = y @ np.full(channels, 1.0 / channels, dtype=np.float32)  # (T,); 10x faster than mean
+    mono = to_mono(y)  # (T,)
     if not np.isfinite(mono).all():
         raise AudioReadError(path, f"NaN or infinite samples in the window at {start:.2f} s")
     if rate != sample_rate and len(mono):

@@ -88,6 +88,22 @@ class BaselinePreTrainedModel(PreTrainedModel):
     def embed(self, input_values: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def freeze_embedding(self) -> None:
+        """A frozen probe: only the classifier trains; the rest stays in eval mode (batch-norm
+        statistics and dropout included), so the probe sees the features the model will serve."""
+        for name, param in self.named_parameters():
+            param.requires_grad = name.startswith("classifier.")
+        self.embedding_frozen = True
+        self.train(self.training)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if getattr(self, "embedding_frozen", False):
+            for child in self.children():
+                if child is not self.classifier:
+                    child.eval()
+        return self
+
     def forward(
         self,
         input_values: torch.Tensor,

@@ -144,7 +144,8 @@ def export(argv: list[str]) -> int:
     parser.add_argument("--push-to-hub", metavar="USER/NAME", help="upload the folder to this repo")
     parser.add_argument("--private", action="store_true", help="create the Hub repo as private")
     parser.add_argument("--adapter-only", action="store_true",
-                        help="LoRA runs: export the adapters and head alone (load with PeftModel)")
+                        help="LoRA runs: export the adapters and head alone (load with PeftModel, or "
+                        "finetune.backbones.lora.load_adapter for backbone.layer=weighted runs)")
     args = parser.parse_args(argv)
     from finetune import hub
 

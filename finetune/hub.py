@@ -8,6 +8,7 @@ from pathlib import Path
 
 import yaml
 
+from finetune.backbones.lora import OWN_PARAMETERS_FILE
 from finetune.recipe import Recipe, load
 
 HUB_LIBRARY = {True: "transformers", False: "finetune"}  # native transformers class or ours
@@ -95,9 +96,21 @@ relying on a label.
     return "---\n" + yaml.safe_dump(meta, sort_keys=False) + "---\n\n" + body
 
 
-def adapter_card(recipe: Recipe, metrics: dict) -> str:
-    """README.md for a LoRA adapter folder."""
+ADAPTER_USAGE = {
+    False: '''from peft import PeftModel
+# base: {base} built for the same labels, e.g. with finetune's builder in full mode
+model = PeftModel.from_pretrained(base, "PATH_OR_REPO")''',
+    True: '''from finetune.backbones.lora import load_adapter
+# base: {base} built for the same labels and backbone.layer=weighted, e.g. with finetune's
+# builder in full mode; load_adapter also restores the learned layer weights ({own_file})
+model = load_adapter(base, "PATH")  # a local copy of this folder''',
+}
+
+
+def adapter_card(recipe: Recipe, metrics: dict, own_parameters: bool = False) -> str:
+    """README.md for a LoRA adapter folder; `own_parameters`: it carries OWN_PARAMETERS_FILE."""
     base = recipe.backbone.path
+    usage = ADAPTER_USAGE[own_parameters].format(base=base, own_file=OWN_PARAMETERS_FILE)
     meta = {"library_name": "peft", "base_model": base, "pipeline_tag": "audio-classification",
             "tags": ["audio", "music", "lora", "finetune", recipe.model.name]}
     return "---\n" + yaml.safe_dump(meta, sort_keys=False) + f"""---
@@ -112,11 +125,21 @@ recipe `{recipe.name}` on {recipe.data.name}. The merged model is the run's `mod
 {results_rows(metrics)}
 
 ```python
-from peft import PeftModel
-# base: {base} built for the same labels, e.g. with finetune's builder in full mode
-model = PeftModel.from_pretrained(base, "PATH_OR_REPO")
+{usage}
 ```
 """
+
+
+def write_card(folder: Path, recipe: Recipe, metrics: dict, adapter: bool = False) -> Path:
+    """README.md into a model folder (its config.json names the labels) or, with `adapter`, a LoRA
+    adapter folder."""
+    if adapter:
+        card = adapter_card(recipe, metrics, (folder / OWN_PARAMETERS_FILE).is_file())
+    else:
+        card = model_card(recipe, metrics, json.loads((folder / "config.json").read_text()))
+    path = folder / "README.md"
+    path.write_text(card)
+    return path
 
 
 def export(run_dir: str | Path, to: str | Path, adapter_only: bool = False) -> Path:
@@ -127,8 +150,8 @@ def export(run_dir: str | Path, to: str | Path, adapter_only: bool = False) -> P
     if not (model_dir / "config.json").is_file():
         raise FileNotFoundError(f"{run_dir} has no trained model (model/config.json)")
     if adapter_only and not (run_dir / "adapter" / "adapter_config.json").is_file():
-        raise FileNotFoundError(f"{run_dir} has no LoRA adapter (adapter/): only LoRA runs with "
-                                "lora.merge_on_export=true and a single layer keep one")
+        raise FileNotFoundError(f"{run_dir} has no LoRA adapter (adapter/): only backbone.mode=lora "
+                                "runs keep one")
     recipe = load(str(run_dir / "recipe.yaml"))
     metrics = json.loads((run_dir / "metrics.json").read_text()).get("test", {})
     to.mkdir(parents=True, exist_ok=True)
@@ -138,9 +161,7 @@ def export(run_dir: str | Path, to: str | Path, adapter_only: bool = False) -> P
             shutil.copy2(item, to / item.name)
     shutil.copy2(model_dir / "preprocessor_config.json", to / "preprocessor_config.json")
     shutil.copy2(run_dir / "recipe.yaml", to / "recipe.yaml")
-    config = json.loads((model_dir / "config.json").read_text())
-    card = adapter_card(recipe, metrics) if adapter_only else model_card(recipe, metrics, config)
-    (to / "README.md").write_text(card)
+    write_card(to, recipe, metrics, adapter=adapter_only)
     return to
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from finetune.recipe import Recipe, RecipeError
+from finetune.recipe import Recipe, RecipeError, coerce
 
 # Builder parameters filled by the toolkit, never by `model.args`; `lora` and `probe` only go to
 # builders that declare them.
@@ -31,25 +31,64 @@ def model_builders() -> dict[str, Callable[..., ModelBundle]]:
     return {**BASELINE_BUILDERS, **BACKBONE_BUILDERS}
 
 
-def check_model_args(recipe: Recipe) -> None:
-    """Fail fast when `model.name` or `model.args` do not fit the builder's signature."""
+# Names a builder's string annotations may use (baseline configs postpone their annotations).
+ANNOTATION_NAMES = {"int": int, "float": float, "bool": bool, "str": str, "list": list, "tuple": tuple,
+                    "dict": dict, "None": None}
+
+
+def _annotation(param: inspect.Parameter):
+    """A parameter's annotation as a type (evaluated when it is a string), or None when absent."""
+    tp = param.annotation
+    if tp is inspect.Parameter.empty:
+        return None
+    return eval(tp, {"__builtins__": {}}, ANNOTATION_NAMES) if isinstance(tp, str) else tp
+
+
+def check_model_args(recipe: Recipe) -> dict:
+    """`model.args` checked against the builder's signature and converted to its annotated types.
+
+    Fails fast, naming the key, when `model.name` is unknown, an argument is not the builder's,
+    a value has the wrong type, or `backbone.mode` does not apply to the model.
+    """
+    from baselines import BASELINE_BUILDERS
+
     builders = model_builders()
     name = recipe.model.name
     if name not in builders:
         raise RecipeError(f"model.name: {name!r} is not one of {', '.join(sorted(builders))}")
+    if name in BASELINE_BUILDERS:
+        check_baseline_backbone(recipe)
     params = inspect.signature(builders[name]).parameters
     accepted = [p for p in params if p not in TOOLKIT_ARGS]
-    for key in recipe.model.args:
+    args = {}
+    for key, value in recipe.model.args.items():
         if key not in accepted:
             raise RecipeError(
                 f"unknown key model.args.{key} for model {name!r}; valid: {', '.join(accepted)}"
             )
+        tp = _annotation(params[key])
+        args[key] = value if tp is None else coerce(value, tp, f"model.args.{key}")
+    return args
+
+
+def check_baseline_backbone(recipe: Recipe) -> None:
+    """Baselines start fresh or from a local file, and train fully or as a frozen probe (the head
+    only, through the Trainer); LoRA is for the pretrained backbones."""
+    mode, name, path = recipe.backbone.mode, recipe.model.name, recipe.backbone.path
+    if path is not None and not Path(path).exists():
+        raise RecipeError(f"backbone.path: {path} does not exist; a baseline starts from a local Won et "
+                          "al. .pth file or an exported model folder (backbone.path=null: from scratch)")
+    if mode == "lora":
+        raise RecipeError(f"backbone.mode: lora applies to the pretrained backbones (mert, ast, wav2vec2, "
+                          f"hubert), not to baseline {name!r}; use full or probe")
+    if mode == "probe" and recipe.probe.layers != "last":
+        raise RecipeError(f"probe.layers: baseline {name!r} is probed on its embedding only; "
+                          "the layer sweep is for the pretrained backbones (use probe.layers=last)")
 
 
 def build_model(recipe: Recipe, label_names: list[str], multi_label: bool) -> ModelBundle:
     """Build the recipe's model for a task with these labels."""
-    check_model_args(recipe)
-    args = dict(recipe.model.args)
+    args = check_model_args(recipe)
     builder = model_builders()[recipe.model.name]
     params = inspect.signature(builder).parameters
     if recipe.data.sample_rate is not None:
@@ -83,18 +122,20 @@ def load_model(path: str | Path) -> ModelBundle:
                        sample_rate=int(extractor.sampling_rate))
 
 
-def adapter_only(model):
-    """The LoRA adapters and heads alone as a peft model (for `export --adapter-only`), or None
-    when the model has no adapters or carries layer weights an adapter cannot hold."""
-    from finetune.backbones.lora import adapter_model, lora_layers
+def adapter_only(model, folder: str | Path) -> bool:
+    """Write the LoRA adapters, heads and layer weights alone into `folder` (for `export
+    --adapter-only`; loaded with `finetune.backbones.lora.load_adapter`); False when the model
+    has no adapters."""
+    from finetune.backbones.lora import lora_layers, save_adapter
 
-    if not lora_layers(model) or getattr(model.config, "use_weighted_layer_sum", False):
-        return None
-    return adapter_model(model)
+    if not lora_layers(model):
+        return False
+    save_adapter(model, folder)
+    return True
 
 
-def export_model(model, recipe: Recipe):
-    """The model as it is saved into the run folder: LoRA adapters merged when the recipe says so."""
+def export_model(model):
+    """The model as it is saved into the run folder's model/: LoRA adapters merged."""
     from finetune.backbones.lora import export_ready
 
-    return export_ready(model, recipe.lora)
+    return export_ready(model)

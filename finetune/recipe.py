@@ -75,7 +75,8 @@ class LoraConfig:
     alpha: int = option(16, "LoRA scaling numerator")
     dropout: float = option(0.1, "dropout on the LoRA path")
     target_modules: list[str] | None = option(None, "module names; null = the backbone's defaults")
-    merge_on_export: bool = option(True, "merge adapters into the weights when exporting")
+    merge_on_export: bool = option(True, "false: the end-of-run Hub push uploads the LoRA adapter (RUN/adapter) "
+                                   "instead of the merged model; RUN/model is always merged")
 
 
 @dataclass(frozen=True)
@@ -164,7 +165,7 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp)).replace("NoneType", "null")
 
 
-def _coerce(value: Any, tp: Any, key: str) -> Any:
+def coerce(value: Any, tp: Any, key: str) -> Any:
     """Return `value` converted to the annotated type `tp`, or raise RecipeError naming `key`."""
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
@@ -175,7 +176,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             if option_tp is type(None):
                 continue
             try:
-                return _coerce(value, option_tp, key)
+                return coerce(value, option_tp, key)
             except RecipeError:
                 continue
         raise RecipeError(f"{key}: expected {' or '.join(_type_name(o) for o in options)}, got {value!r}")
@@ -185,7 +186,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, list):
             raise RecipeError(f"{key}: expected a list, got {value!r}")
-        return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+        return [coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
     if tp is dict:
         if not isinstance(value, dict):
             raise RecipeError(f"{key}: expected a mapping, got {value!r}")
@@ -232,7 +233,7 @@ def _build(cls: type, values: dict, prefix: str) -> Any:
         if dataclasses.is_dataclass(tp):
             kwargs[name] = _build(tp, value or {}, key + ".")
             continue
-        value = _coerce(value, tp, key)
+        value = coerce(value, tp, key)
         choices = fields[name].metadata.get("choices")
         if choices and value not in choices:
             raise RecipeError(f"{key}: {value!r} is not one of {', '.join(map(str, choices))}")
@@ -245,6 +246,10 @@ def _check_ranges(recipe: Recipe) -> None:
         raise RecipeError("train.max_steps: a streamed dataset has no length; set train.max_steps > 0")
     if not 0.0 <= recipe.train.warmup_ratio < 1.0:
         raise RecipeError(f"train.warmup_ratio: {recipe.train.warmup_ratio} is not in [0, 1)")
+    train = recipe.train
+    if train.eval_steps and train.save_steps and train.save_steps % train.eval_steps:
+        raise RecipeError(f"train.save_steps: {train.save_steps} must be a multiple of train.eval_steps "
+                          f"({train.eval_steps}), so that the best checkpoint can be kept")
     layer = recipe.backbone.layer
     if layer not in ("last", "weighted") and not layer.lstrip("-").isdigit():
         raise RecipeError(f"backbone.layer: {layer!r} is not last, weighted or a layer index")

@@ -16,6 +16,7 @@ from accelerate.utils import broadcast_object_list
 
 from finetune import hub, report
 from finetune.augment import augment_waveform
+from finetune.backbones import FAMILIES
 from finetune.clips import AudioCache, CropReader, EvalWindows, StreamCrops, TrainCrops, task_of, track_table
 from finetune.data import DATASET_BUILDERS, load_dataset
 from finetune.data.headers import cache_dir
@@ -115,6 +116,14 @@ def training_set(recipe: Recipe, split, reader: CropReader):
     return TrainCrops(paths, targets, reader, seed=recipe.seed)
 
 
+def track_predictions(split, track_index: np.ndarray, paths: list[str], probs: np.ndarray,
+                      labels: np.ndarray, label_names: list[str]) -> TrackPredictions:
+    """A split's track-level predictions from `evaluate_windows` (rows: the tracks that have
+    windows, in track order) with each track's id and path."""
+    tracks, ids = np.unique(track_index), split["id"]
+    return TrackPredictions([ids[t] for t in tracks], [paths[t] for t in tracks], probs, labels, label_names)
+
+
 def run(recipe: Recipe) -> Path:
     """Train and evaluate `recipe`; return the run folder."""
     check_recipe(recipe)
@@ -127,7 +136,7 @@ def run(recipe: Recipe) -> Path:
         dataset = limit_tracks(dataset, recipe.data.max_tracks, recipe.seed)
     label_names, multi_label = task_of(dataset["train"])
     bundle = build_model(recipe, label_names, multi_label)
-    if recipe.backbone.mode == "probe":
+    if recipe.backbone.mode == "probe" and recipe.model.name in FAMILIES:  # baselines probe below
         from finetune.backbones.probe import run_probe
 
         return run_probe(recipe, dataset, bundle, run_dir)
@@ -165,20 +174,19 @@ def run(recipe: Recipe) -> Path:
                                                         label_names, multi_label, recipe.eval.aggregate)
         metrics["skipped_files"] = windows.skipped
         results[split] = metrics
-        tracks, ids = np.unique(track_index), dataset[split]["id"]
-        predictions[split] = TrackPredictions([ids[t] for t in tracks], [windows.paths[t] for t in tracks],
-                                              probs, track_labels, label_names)
+        predictions[split] = track_predictions(dataset[split], track_index, windows.paths, probs,
+                                               track_labels, label_names)
     if trainer.is_world_process_zero():
         write_run_folder(run_dir, recipe, trainer.model, bundle, results, trainer.state.log_history,
                          predictions)
-        if recipe.hub.push_to_hub:
-            push_run(run_dir, recipe)
     return run_dir
 
 
 def push_run(run_dir: Path, recipe: Recipe) -> None:
-    """Export into RUN/hub_export and upload; a failed upload is reported, the run is kept."""
-    folder = hub.export(run_dir, run_dir / "hub_export")
+    """Export into RUN/hub_export and upload (the LoRA adapter alone when lora.merge_on_export=false);
+    a failed upload is reported, the run is kept."""
+    adapter = not recipe.lora.merge_on_export and (run_dir / "adapter").is_dir()
+    folder = hub.export(run_dir, run_dir / "hub_export", adapter_only=adapter)
     try:
         logger.info("pushed to %s", hub.push_to_hub(folder, recipe.hub.repo_id, recipe.hub.private))
     except hub.HubError as err:
@@ -187,19 +195,23 @@ def push_run(run_dir: Path, recipe: Recipe) -> None:
 
 def write_run_folder(run_dir: Path, recipe: Recipe, model, bundle, results: dict,
                      log_history: list[dict], predictions: dict | None = None) -> None:
-    """recipe.yaml, metrics.json, predictions/<split>.npz, the trained model and the reports."""
+    """recipe.yaml, metrics.json, predictions/<split>.npz, the trained model (LoRA merged) with its
+    model card, the LoRA adapter alone in adapter/, the reports; then the upload if the recipe asks."""
     run_dir.mkdir(parents=True, exist_ok=True)
     for split, tracks in (predictions or {}).items():
         tracks.save(run_dir / "predictions" / f"{split}.npz")
-    adapter = adapter_only(model) if recipe.lora.merge_on_export else None
-    if adapter is not None:  # LoRA runs keep the adapters alone too, for `export --adapter-only`
-        adapter.save_pretrained(str(run_dir / "adapter"))
-    model = export_model(model, recipe)
+    test = results.get("test", {})
+    if adapter_only(model, run_dir / "adapter"):  # LoRA runs, for `export --adapter-only`
+        hub.write_card(run_dir / "adapter", recipe, test, adapter=True)
+    model = export_model(model)
     model.config.clip_seconds = recipe.data.clip_seconds  # the window predict() uses
     (run_dir / "recipe.yaml").write_text(recipe.to_yaml())
     (run_dir / "metrics.json").write_text(json.dumps(results, indent=2))
     (run_dir / "log_history.json").write_text(json.dumps(log_history, indent=2))
     model.save_pretrained(str(run_dir / "model"))
     bundle.feature_extractor.save_pretrained(str(run_dir / "model"))
+    hub.write_card(run_dir / "model", recipe, test)
     report.write_reports(run_dir, recipe, results, log_history)
     logger.info("run folder: %s", run_dir)
+    if recipe.hub.push_to_hub:
+        push_run(run_dir, recipe)

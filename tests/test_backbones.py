@@ -1,19 +1,23 @@
 """Pretrained backbones on tiny random checkpoints: loading, layers, pooling, modes, LoRA, AST."""
 
 import json
+import os
 
 import numpy as np
 import pytest
 import torch
 from backbone_fixtures import one_torch_thread, tiny_backbones  # noqa: F401  fixtures
 from backbone_fixtures import SPEECH_SIZE, build_tiny, save_mert_format
+from data_fixtures import write_audio
 from safetensors.torch import load_file
 from transformers import (ASTForAudioClassification, HubertConfig, HubertForSequenceClassification,
                           HubertModel, Wav2Vec2ForSequenceClassification, pipeline)
 
 from finetune.backbones import BACKBONE_BUILDERS, FAMILIES
 from finetune.backbones.common import read_config
-from finetune.backbones.lora import export_ready, lora_layers
+from finetune.backbones.probe import windows_key
+from finetune.backbones.lora import OWN_PARAMETERS_FILE, export_ready, load_adapter, lora_layers, save_adapter
+from finetune.clips import EvalWindows
 from finetune.models import load_model
 from finetune.recipe import BackboneConfig, LoraConfig
 
@@ -250,7 +254,7 @@ def test_lora_export_merges_into_a_plain_model_that_loads_with_equal_logits(tiny
     inputs = batch(bundle)
     lora_step(bundle.model, inputs)  # adapters move off their zero start
     expected = logits(bundle.model, inputs)
-    merged = export_ready(bundle.model, LoraConfig())
+    merged = export_ready(bundle.model)
     assert type(merged) is NATIVE[name] and not lora_layers(merged)
     assert lora_layers(bundle.model), "the trained model itself is left as it was"
     merged.save_pretrained(tmp_path / "model")
@@ -261,27 +265,37 @@ def test_lora_export_merges_into_a_plain_model_that_loads_with_equal_logits(tiny
     assert torch.allclose(logits(loaded.model, inputs), expected, atol=1e-5)
 
 
-def test_unmerged_export_is_a_peft_adapter_with_the_trained_head(tiny_backbones, tmp_path):
+@pytest.mark.parametrize("name,layer", [("wav2vec2", "1"), ("mert", "weighted"), ("ast", "weighted")])
+def test_adapter_folder_loads_back_with_the_trained_head_and_layer_weights(tiny_backbones, tmp_path,
+                                                                          name, layer):
     from peft import PeftModel
 
-    bundle = build_tiny(tiny_backbones, "wav2vec2", mode="lora", layer="1")
+    bundle = build_tiny(tiny_backbones, name, mode="lora", layer=layer)
     inputs = batch(bundle)
     lora_step(bundle.model, inputs)
+    weighted = layer == "weighted"
+    if weighted:  # far from the equal weights a fresh base starts with
+        with torch.no_grad():
+            bundle.model.layer_weights.copy_(torch.tensor([3.0, -2.0, 0.5]))
     expected = logits(bundle.model, inputs)
-    export_ready(bundle.model, LoraConfig(merge_on_export=False)).save_pretrained(tmp_path / "adapter")
-    files = {p.name for p in (tmp_path / "adapter").iterdir()}
+    folder = save_adapter(bundle.model, tmp_path / "adapter")
+    files = {p.name for p in folder.iterdir()}
     assert {"adapter_config.json", "adapter_model.safetensors"} <= files
-    base = build_tiny(tiny_backbones, "wav2vec2", layer="1").model  # pretrained backbone, new random head
-    restored = PeftModel.from_pretrained(base, tmp_path / "adapter")
-    assert torch.allclose(logits(restored, inputs), expected, atol=1e-5)
-    weighted = build_tiny(tiny_backbones, "wav2vec2", mode="lora", layer="weighted").model
-    with pytest.raises(ValueError, match="layer_weights"):
-        export_ready(weighted, LoraConfig(merge_on_export=False))
+    assert (OWN_PARAMETERS_FILE in files) == weighted
+
+    def fresh():  # the pretrained backbone with a new random head, as a user rebuilds it
+        return build_tiny(tiny_backbones, name, layer=layer).model
+
+    error = (logits(load_adapter(fresh(), folder), inputs) - expected).abs().max()
+    assert error < 1e-5
+    if weighted:  # peft alone leaves the layer weights at their start
+        plain = logits(PeftModel.from_pretrained(fresh(), folder), inputs)
+        assert (plain - expected).abs().max() > 100 * error
 
 
 def test_merged_export_runs_in_a_transformers_pipeline(tiny_backbones, tmp_path):
     bundle = build_tiny(tiny_backbones, "mert", mode="lora")
-    export_ready(bundle.model, LoraConfig()).save_pretrained(tmp_path / "model")
+    export_ready(bundle.model).save_pretrained(tmp_path / "model")
     bundle.feature_extractor.save_pretrained(tmp_path / "model")
     classify = pipeline("audio-classification", model=str(tmp_path / "model"))
     scores = classify(np.zeros(24000, dtype=np.float32) + 0.01, top_k=3)
@@ -324,3 +338,18 @@ def test_probe_layers_parse_last_all_and_indices():
     for bad in ("weighted", "3,x", ""):
         with pytest.raises(ValueError):
             probe_layers(bad, 12)
+
+
+def test_probe_cache_key_follows_a_file_rewritten_in_place(tmp_path):
+    path = tmp_path / "clip.wav"
+    write_audio(path, seconds=2.0, sample_rate=16000, seed=0)
+
+    def key() -> str:
+        return windows_key(EvalWindows([str(path)], np.zeros(1), 16000, 1.0))
+
+    first = key()
+    assert key() == first  # the same file, the same key
+    stamp = os.stat(path)
+    write_audio(path, seconds=2.0, sample_rate=16000, seed=1)  # same length and size, new audio
+    os.utime(path, ns=(stamp.st_atime_ns, stamp.st_mtime_ns + 1_000_000_000))
+    assert os.stat(path).st_size == stamp.st_size and key() != first

@@ -12,13 +12,15 @@ from transformers import ASTModel, HubertModel, Wav2Vec2Model
 
 from finetune.cli import main
 from finetune.data.gtzan import GENRES
+from finetune.evaluation import TrackPredictions
 from finetune.models import load_model
 
 RECIPES = {"mert": "mert_gtzan", "ast": "ast_gtzan", "wav2vec2": "wav2vec2_gtzan", "hubert": "hubert_gtzan"}
 NATIVE = {"mert": "HubertForSequenceClassification", "hubert": "HubertForSequenceClassification",
           "wav2vec2": "Wav2Vec2ForSequenceClassification", "ast": "ASTForAudioClassification"}
 RUN_FILES = ("recipe.yaml", "metrics.json", "report.md", "report.html", "model/config.json",
-             "model/model.safetensors", "model/preprocessor_config.json")
+             "model/model.safetensors", "model/preprocessor_config.json", "model/README.md",
+             "predictions/validation.npz", "predictions/test.npz")
 
 
 def run(name: str, mode: str, checkpoint, data_root, out, *extra) -> int:
@@ -73,7 +75,7 @@ def count_backbone_forwards() -> tuple[list, object]:
 
 
 def test_probe_caches_embeddings_once_and_sweeps_every_layer(tiny_backbones, tiny_gtzan, finetune_cache,
-                                                             tmp_path):
+                                                             tmp_path, caplog):
     sweep = ("probe.layers=all", "data.eval_hop_seconds=0.5", "probe.epochs=3")  # windows no other run uses
     calls, handle = count_backbone_forwards()
     try:
@@ -81,7 +83,8 @@ def test_probe_caches_embeddings_once_and_sweeps_every_layer(tiny_backbones, tin
         first_calls = len(calls)
         cached = {p: p.stat().st_mtime_ns for p in (finetune_cache / "embeddings").rglob("*.npy")}
         calls.clear()
-        assert run("mert", "probe", tiny_backbones["mert"], tiny_gtzan, tmp_path / "second", *sweep) == 0
+        assert run("mert", "probe", tiny_backbones["mert"], tiny_gtzan, tmp_path / "second", *sweep,
+                   "hub.push_to_hub=true", "hub.repo_id=someone/probe") == 0
     finally:
         handle.remove()
     assert first_calls > 0 and calls == [], "the second run reads the cache: no backbone forward pass"
@@ -97,3 +100,10 @@ def test_probe_caches_embeddings_once_and_sweeps_every_layer(tiny_backbones, tin
     exported = load_model(tmp_path / "first" / "model")
     assert type(exported.model).__name__ == "HubertForSequenceClassification"
     assert exported.model.config.num_hidden_layers == best  # the backbone cut after the best layer
+    test = TrackPredictions.load(tmp_path / "first" / "predictions" / "test.npz")
+    assert len(test.ids) == len(GENRES) and test.probs.shape == (len(GENRES), len(GENRES))  # 1 test track each
+    assert test.label_names == list(GENRES) and np.allclose(test.probs.sum(axis=1), 1.0, atol=1e-5)
+    assert np.mean(test.probs.argmax(axis=1) == test.labels) == pytest.approx(metrics["test"]["accuracy"])
+    # the second run was asked to push: exported to RUN/hub_export; the offline upload fails, logged
+    assert (tmp_path / "second" / "hub_export" / "model.safetensors").is_file()
+    assert "could not push" in caplog.text and "someone/probe" in caplog.text

@@ -41,3 +41,24 @@ def test_recipe_two_steps(name, tmp_path, synthetic_root, mtat_root, request):
     config = json.loads((run_dir / "model" / "config.json").read_text())
     assert config["problem_type"] == ("multi_label_classification" if recipe.data.name == "mtat"
                                       else "single_label_classification")
+
+
+def test_pretrained_tagger_as_a_frozen_probe_trains_only_its_head(tmp_path, synthetic_root, realdata):
+    """`backbone.mode=probe` on a baseline: the MTAT MusiCNN's weights and batch-norm statistics stay
+    as imported, only the new genre head moves."""
+    from safetensors.torch import load_file
+
+    from baselines import MODEL_CLASSES, import_won_checkpoint
+
+    pth = realdata / "pretrained" / "sota-music-tagging-models" / "mtat" / "musicnn" / "best_model.pth"
+    run_dir = tmp_path / "run"
+    assert main(["--recipe", "musicnn_pretrained_gtzan", "backbone.mode=probe", f"backbone.path={pth}",
+                 "data.name=synthetic", "data.split_scheme=random", f"data.root={synthetic_root}",
+                 "train.max_steps=3", "train.batch_size=4", "train.lr=0.01", "data.num_workers=0",
+                 "data.clip_seconds=3.0", "data.max_tracks=12", f"output_dir={run_dir}"]) == 0
+    trained = load_file(run_dir / "model" / "model.safetensors")
+    imported = import_won_checkpoint(MODEL_CLASSES["musicnn"], pth).state_dict()
+    for key, value in imported.items():
+        if not key.startswith("classifier."):
+            assert (trained[key] == value).all(), f"{key} moved in a frozen probe"
+    assert trained["classifier.weight"].shape[0] == 5, "a fresh head for the generated genres"

@@ -7,7 +7,6 @@ import pytest
 import yaml
 
 from finetune import recipe as recipes
-from finetune.models import check_model_args
 from finetune.run import check_recipe
 
 REQUIRED_KEYS = ["output_dir", "seed", "data.name", "data.root", "train.epochs", "train.max_steps",
@@ -34,10 +33,14 @@ def flat_keys(values, prefix=""):
 
 
 @pytest.mark.parametrize("name", list(recipes.packaged_recipes()))
-def test_every_packaged_recipe_resolves_and_fits_its_builders(name):
+def test_every_packaged_recipe_resolves_and_fits_its_builders(name, tmp_path):
     recipe = recipes.load(name)
     assert recipe.name == name
-    check_model_args(recipe)
+    overrides = [f"data.root={tmp_path}"]
+    if recipe.backbone.path and recipe.backbone.path.endswith(".pth"):  # the user's copy of the weights
+        (tmp_path / "best_model.pth").touch()
+        overrides.append(f"backbone.path={tmp_path / 'best_model.pth'}")
+    check_recipe(recipes.load(name, overrides))  # data options and model args, before any data
     path = recipes.packaged_recipes()[name]
     assert path.read_text().startswith("#"), "a recipe opens with a comment saying what it trains"
     assert recipes.first_line_comment(path)
@@ -88,11 +91,16 @@ def test_recipe_round_trips_through_yaml(tmp_path):
         ("data.tags=50", "data.tags does not apply to dataset 'synthetic'"),
         ("backbone.layer=middle", "backbone.layer"),
         ("train.lr", "is not key=value"),
+        ("model.args.n_mels=abc", "model.args.n_mels: expected an integer"),
+        ("model.args.f_max=loud", "model.args.f_max: expected float or null"),
+        ("backbone.mode=lora", "lora applies to the pretrained backbones"),
+        ("backbone.path=/no/such/best_model.pth", "backbone.path: /no/such/best_model.pth does not exist"),
+        ("train.save_steps=3 train.eval_steps=2", "train.save_steps: 3 must be a multiple of train.eval_steps"),
     ],
 )
 def test_bad_overrides_fail_naming_the_key(override, message):
     with pytest.raises(recipes.RecipeError) as err:
-        check_recipe(recipes.load("demo", [override]))
+        check_recipe(recipes.load("demo", override.split(" ")))
     assert message in str(err.value)
 
 

@@ -4,15 +4,21 @@ The adapters go into the backbone only (`model.base_model`), with `peft.inject_a
 so the model stays the native class: the head, the projector and `layer_weights` are ordinary
 trainable parameters (peft would neither train nor save `layer_weights`), and the Trainer's
 checkpoints hold every weight, adapters included. `export_ready` merges the adapters into the
-base weights, giving back a plain transformers model (or, on request, a peft adapter folder).
+base weights, giving back a plain transformers model; `save_adapter` writes a peft adapter folder
+(adapters + heads) with the model's own parameters beside it (`layer_weights`, which peft cannot
+hold), and `load_adapter` reads one back.
 """
 
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import torch
 from torch import nn
+
+# The model's own parameters (not in any submodule, e.g. `layer_weights`), saved beside the adapter.
+OWN_PARAMETERS_FILE = "own_parameters.safetensors"
 
 
 def add_lora(model: nn.Module, lora, default_targets: tuple[str, ...]) -> nn.Module:
@@ -56,12 +62,10 @@ def replace_lora(model: nn.Module, merge: bool) -> nn.Module:
 def adapter_model(model: nn.Module):
     """A peft `PeftModel` with `model`'s trained adapters and head (`modules_to_save`): its
     `save_pretrained` writes an adapter folder, loaded with `PeftModel.from_pretrained(base, folder)`
-    where `base` is the backbone built for the same labels (e.g. by its builder in full mode)."""
+    where `base` is the backbone built for the same labels (e.g. by its builder in full mode).
+    Parameters of the model itself (`layer_weights`) are not in it: see `save_adapter`."""
     from peft import LoraConfig, get_peft_model
 
-    if getattr(model.config, "use_weighted_layer_sum", False):
-        raise ValueError("a peft adapter cannot carry layer_weights: with backbone.layer=weighted "
-                         "keep lora.merge_on_export=true")
     trained = dict(lora_layers(model))
     injected = model.base_model.peft_config["default"]  # rank, alpha, dropout the adapters have
     base = replace_lora(copy.deepcopy(model), merge=False)
@@ -78,12 +82,41 @@ def adapter_model(model: nn.Module):
     return wrapped
 
 
-def export_ready(model, lora):
+def own_parameters(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Parameters held by the model itself, outside every submodule (e.g. `layer_weights`)."""
+    return {name: p.detach().cpu().contiguous() for name, p in model.named_parameters(recurse=False)}
+
+
+def save_adapter(model: nn.Module, folder: str | Path) -> Path:
+    """Write `model`'s adapters and heads as a peft adapter folder, plus its own parameters
+    (`layer_weights`) in OWN_PARAMETERS_FILE when it has any; read back with `load_adapter`."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    adapter_model(model).save_pretrained(str(folder))
+    own = own_parameters(model)
+    if own:
+        save_file(own, str(folder / OWN_PARAMETERS_FILE), metadata={"format": "pt"})
+    return folder
+
+
+def load_adapter(base: nn.Module, folder: str | Path):
+    """`PeftModel.from_pretrained(base, folder)` with the folder's own parameters (`layer_weights`)
+    loaded into `base` first; `base` is the model built for the same labels and layers."""
+    from peft import PeftModel
+    from safetensors.torch import load_file
+
+    own = Path(folder) / OWN_PARAMETERS_FILE
+    if own.is_file():
+        with torch.no_grad():
+            for name, tensor in load_file(str(own)).items():
+                getattr(base, name).copy_(tensor)
+    return PeftModel.from_pretrained(base, str(folder))
+
+
+def export_ready(model):
     """What a run saves as its model: with LoRA adapters, a copy with them merged into the weights
-    (a plain transformers model) or, when not `lora.merge_on_export`, a peft adapter model;
-    without adapters, the model itself."""
+    (a plain transformers model); without adapters, the model itself."""
     if not lora_layers(model):
         return model
-    if not lora.merge_on_export:
-        return adapter_model(model)
     return replace_lora(copy.deepcopy(model), merge=True)

@@ -3,9 +3,10 @@
 Every window of every split goes through the backbone once; the time-pooled output of each layer
 is stored as a float32 `.npy` of shape (L+1, W, D) under
 `cache_dir()/embeddings/<model>-<hash of weights, config, extractor>/<data>-<split>-<hash of the
-windows>.npy` (the windows' hash covers the audio paths, so the data root, split and scheme, the
-sample rate, the window length and hop). A second run with the same model and data reads these
-files and runs no backbone forward pass. A probe (the model's own head: linear layers on the
+windows>.npy` (the windows' hash covers the audio paths, so the data root, split and scheme; each
+file's size and modification time, so a file rewritten in place is embedded again; the sample
+rate, the window length and hop). A second run with the same model and data reads these files
+and runs no backbone forward pass. A probe (the model's own head: linear layers on the
 pooled embedding) then trains on the cache for each layer in `probe.layers`, keeps its best
 validation epoch, and the layer with the best validation score is exported: the backbone cut
 after that layer plus the trained head, a native transformers model.
@@ -50,6 +51,7 @@ class Embedded:
     track_index: np.ndarray  # (W,)
     targets: np.ndarray  # (W,) int64 or (W, C) float32
     skipped: list[str]
+    paths: list[str]  # every track's audio file; `track_index` points into it
 
     def layer(self, index: int, device: torch.device | str = "cpu") -> torch.Tensor:
         """(W, D) embeddings of one layer, copied out of the memory map."""
@@ -87,8 +89,20 @@ def model_key(model: nn.Module, extractor, path: str) -> str:
     return f"{slug}-{h.hexdigest()}"
 
 
+def file_stamp(path: str) -> tuple[int, int] | None:
+    """(size, modification time in ns) of a file, None when it cannot be read."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_size, stat.st_mtime_ns
+
+
 def windows_key(windows: EvalWindows) -> str:
-    return _digest(windows.sample_rate, windows.clip_samples, windows.paths, windows.windows, windows.skipped)
+    """Hash of the windows and of every file's path, size and modification time."""
+    stamps = [file_stamp(path) for path in windows.paths]
+    return _digest(windows.sample_rate, windows.clip_samples, windows.paths, stamps, windows.windows,
+                   windows.skipped)
 
 
 def compute_embeddings(model: nn.Module, family: Family, windows: EvalWindows, collator,
@@ -132,7 +146,8 @@ def embed_split(recipe, split, name: str, bundle, family: Family, folder: Path) 
         compute_embeddings(bundle.model, family, windows, collator, target,
                            recipe.train.eval_batch_size or recipe.train.batch_size, workers)
     track_index = np.array([track for track, _ in windows.windows], dtype=np.int64)
-    return Embedded(np.load(target, mmap_mode="r"), track_index, targets[track_index], windows.skipped)
+    return Embedded(np.load(target, mmap_mode="r"), track_index, targets[track_index], windows.skipped,
+                    windows.paths)
 
 
 def head_modules(model: nn.Module) -> nn.ModuleDict:
@@ -142,16 +157,17 @@ def head_modules(model: nn.Module) -> nn.ModuleDict:
 
 
 def evaluate_head(head: nn.Module, family: Family, data: Embedded, layer: int,
-                  task: dict) -> tuple[dict, float]:
-    """Track-level metrics and mean loss of the probe on one split's windows."""
+                  task: dict) -> tuple[dict, float, np.ndarray, np.ndarray]:
+    """Track-level metrics, mean loss, track probabilities (N, C) and track labels of the probe on
+    one split's windows."""
     device = next(head.parameters()).device
     with torch.no_grad():
         logits = family.head(head.eval(), data.layer(layer, device)).float().cpu()  # (W, C)
         loss = task_loss(logits, torch.as_tensor(data.targets), task["multi_label"]).item()
-    metrics, _, _ = evaluate_windows(logits.numpy(), data.targets, data.track_index, task["label_names"],
-                                     task["multi_label"], task["aggregate"])
+    metrics, probs, labels = evaluate_windows(logits.numpy(), data.targets, data.track_index,
+                                              task["label_names"], task["multi_label"], task["aggregate"])
     metrics["skipped_files"] = data.skipped
-    return metrics, loss
+    return metrics, loss, probs, labels
 
 
 def train_probe(recipe, family: Family, model: nn.Module, data: dict[str, Embedded], layer: int,
@@ -178,7 +194,7 @@ def train_probe(recipe, family: Family, model: nn.Module, data: dict[str, Embedd
             step += 1
             if 0 < max_steps <= step:
                 break
-        metrics, val_loss = evaluate_head(head, family, data["validation"], layer, task)
+        metrics, val_loss, _, _ = evaluate_head(head, family, data["validation"], layer, task)
         score = metrics[task["metric"]]
         log.append({"epoch": epoch, "step": step, "loss": float(np.mean(losses))})
         log.append({"epoch": epoch, "step": step, "eval_loss": val_loss,
@@ -202,8 +218,9 @@ def probe_model(model: nn.Module, family: Family, layer: int, head: nn.ModuleDic
 
 
 def run_probe(recipe, dataset, bundle, run_dir: Path) -> Path:
-    """Probe every requested layer of the frozen backbone; write the run folder of the best."""
-    from finetune.run import write_run_folder  # run.py sits above this module
+    """Probe every requested layer of the frozen backbone; write the run folder of the best (and
+    push it when the recipe asks)."""
+    from finetune.run import track_predictions, write_run_folder  # run.py sits above this module
 
     family = FAMILIES[recipe.model.name]
     model = bundle.model.eval().to("cuda" if torch.cuda.is_available() else "cpu")
@@ -223,10 +240,13 @@ def run_probe(recipe, dataset, bundle, run_dir: Path) -> Path:
     logger.info("probe: validation %s by layer: %s; best layer %d", task["metric"],
                 ", ".join(f"{k}: {v:.4f}" for k, v in scores.items()), best)
     head, _, log_history = trained[best]
-    results = {name: evaluate_head(head, family, data[name], best, task)[0]
-               for name in ("validation", "test")}
+    results, predictions = {}, {}
+    for name in ("validation", "test"):
+        results[name], _, probs, labels = evaluate_head(head, family, data[name], best, task)
+        predictions[name] = track_predictions(dataset[name], data[name].track_index, data[name].paths,
+                                              probs, labels, label_names)
     results["validation"]["probe_layer"] = best
     results["validation"]["probe_layer_scores"] = {str(k): v for k, v in scores.items()}
     write_run_folder(run_dir, recipe, probe_model(model, family, best, head), bundle, results,
-                     log_history)
+                     log_history, predictions)
     return run_dir

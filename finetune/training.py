@@ -52,6 +52,18 @@ class FinetuneTrainer(Trainer):
         # Our loss is a batch mean: let the Trainer scale it for gradient accumulation.
         self.model_accepts_loss_kwargs = False
 
+    def get_train_dataloader(self):
+        """Training drops an epoch's last partial batch when there is more than one batch: a lone
+        remainder track would break batch norm, and the next epoch draws fresh crops anyway.
+        Evaluation keeps every window (the setting is restored before its loaders are built)."""
+        keep = self.args.dataloader_drop_last
+        sized = hasattr(self.train_dataset, "__len__")
+        self.args.dataloader_drop_last = keep or (sized and len(self.train_dataset) > self._train_batch_size)
+        try:
+            return super().get_train_dataloader()
+        finally:
+            self.args.dataloader_drop_last = keep
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         inputs = dict(inputs)
         targets = inputs.pop("labels")

@@ -17,7 +17,7 @@ import torch
 from datasets import Dataset as HFDataset
 from tqdm.auto import tqdm
 
-from finetune.data.audio import AudioReadError, audio_duration, read_window
+from finetune.data.audio import AudioReadError, audio_duration, os_cause, read_window
 
 logger = logging.getLogger("finetune.data")
 
@@ -42,9 +42,10 @@ def track_table(split: HFDataset) -> tuple[list[str], np.ndarray]:
 
 
 def fit_length(y: np.ndarray, length: int) -> np.ndarray:
-    """Loop a short clip (no silent zero padding, which shifts group-norm statistics) or cut."""
+    """Loop a short clip (no silent zero padding, which shifts group-norm statistics) or cut.
+    An empty clip is an error: a window of silence must never stand in for missing audio."""
     if len(y) == 0:
-        return np.zeros(length, dtype=np.float32)
+        raise ValueError("cannot fit an empty clip to a window: no audio was read")
     if len(y) < length:
         y = np.tile(y, math.ceil(length / len(y)))
     return y[:length]
@@ -69,7 +70,7 @@ class AudioCache:
         try:
             stat = os.stat(path)
         except OSError as err:
-            raise AudioReadError(path, f"cannot open: {err.strerror}") from err
+            raise AudioReadError(path, f"cannot open: {os_cause(err)}") from err
         key = f"{os.path.abspath(path)}|{stat.st_size}|{stat.st_mtime_ns}|{self.sample_rate}"
         return self.folder / f"{hashlib.sha1(key.encode()).hexdigest()}.npy"
 
@@ -197,8 +198,10 @@ class StreamCrops(SharedEpoch, torch.utils.data.IterableDataset):
 
 
 class EvalWindows(torch.utils.data.Dataset):
-    """Every track cut into `clip_seconds` windows (last one aligned to the end); unreadable
-    tracks are left out and listed in `skipped`."""
+    """Every track cut into `clip_seconds` windows (last one aligned to the end). Tracks whose
+    header is unreadable are left out and listed in `skipped`. A window that fails to read comes
+    back with `track_index` -1 - track: evaluation drops every window of that track
+    (`finetune.evaluation.readable_windows`) and `skipped_files` names it."""
 
     def __init__(self, paths, targets, sample_rate: int, clip_seconds: float,
                  hop_seconds: float | None = None, description: str = "indexing windows"):
@@ -225,10 +228,19 @@ class EvalWindows(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict:
         track, start = self.windows[index]
+        item = {"labels": self.targets[track], "track_index": track}
         try:
-            y = read_window(self.paths[track], self.sample_rate, start, self.clip_seconds)
-        except AudioReadError as err:  # the header read but the body did not: score silence
-            logger.warning("unreadable window in evaluation, scored as silence: %s", err)
-            y = np.zeros(0, dtype=np.float32)
-        return {"input_values": fit_length(y, self.clip_samples).astype(np.float32),
-                "labels": self.targets[track], "track_index": track}
+            y = read_window(self.paths[track], self.sample_rate, start, self.clip_seconds)  # (T,)
+            item["input_values"] = fit_length(y, self.clip_samples).astype(np.float32)
+        except AudioReadError as err:  # the header read but the body did not: mark the track
+            logger.warning("leaving a track out of evaluation: %s", err)
+            # a placeholder of the right shape for the batch; evaluation discards it
+            item.update(input_values=np.zeros(self.clip_samples, dtype=np.float32), track_index=-1 - track)
+        return item
+
+    def skipped_files(self, track_index: np.ndarray) -> list[str]:
+        """What was left out of an evaluation whose windows came back with `track_index` (W,):
+        the unreadable headers, then the tracks with a window marked unreadable."""
+        failed = np.unique(-1 - track_index[track_index < 0])
+        return self.skipped + [str(AudioReadError(self.paths[t], "a window could not be read, "
+                                                  "see the warnings")) for t in failed]

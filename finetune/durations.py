@@ -69,7 +69,8 @@ def duration_study(model: RunModel, split, full: TrackPredictions, durations: li
                     tracks.append(track)
             plan[d, mode] = (np.asarray(rows), np.asarray(tracks))
     windows = Excerpts(paths, list(unique), model.sample_rate, clip)
-    window_probs, _ = model.score(windows, f"scoring {len(durations)} durations")  # (U, C)
+    window_probs, scored = model.score(windows, f"scoring {len(durations)} durations")  # (U, C), (U,)
+    unreadable = set((-1 - scored[scored < 0]).tolist())  # tracks left out at every duration
     keys = headline(model.multi_label)
     result = {"rows": [], "seed": seed, "durations": durations,
               "full": {k: track_metrics(full.probs, full.labels, full.label_names)[k] for k in keys},
@@ -78,6 +79,8 @@ def duration_study(model: RunModel, split, full: TrackPredictions, durations: li
         row = {"duration": d, "seconds": float(np.mean([min(d, length) for length in lengths.values()]))}
         for mode in MODES:
             rows, tracks = plan[d, mode]
+            keep = ~np.isin(tracks, list(unreadable))
+            rows, tracks = rows[keep], tracks[keep]
             probs = aggregate_tracks(window_probs[rows], tracks, model.recipe.eval.aggregate)
             metrics = track_metrics(probs, targets[np.unique(tracks)], model.label_names)
             row[mode] = {k: metrics[k] for k in keys}

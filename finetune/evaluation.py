@@ -110,6 +110,12 @@ def precision_recall_at_k(probs: np.ndarray, targets: np.ndarray, k: int) -> tup
     return float(np.mean(hits / k)), recall
 
 
+def readable_windows(track_index: np.ndarray) -> np.ndarray:
+    """(W,) bool: False for every window of a track that has a window that could not be read
+    (`finetune.clips.EvalWindows` marks those with track index -1 - track)."""
+    return (track_index >= 0) & ~np.isin(track_index, -1 - track_index[track_index < 0])
+
+
 def evaluate_windows(
     window_logits: np.ndarray,
     window_labels: np.ndarray,
@@ -118,7 +124,10 @@ def evaluate_windows(
     multi_label: bool,
     aggregate: str = "mean",
 ) -> tuple[dict, np.ndarray, np.ndarray]:
-    """Window logits (W, C) -> (metrics, track probabilities (N, C), track labels)."""
+    """Window logits (W, C) -> (metrics, track probabilities (N, C), track labels); tracks with an
+    unreadable window are left out."""
+    keep = readable_windows(track_index)
+    window_logits, window_labels, track_index = window_logits[keep], window_labels[keep], track_index[keep]
     probs = aggregate_tracks(window_probabilities(window_logits, multi_label), track_index, aggregate)
     labels = aggregate_tracks(window_labels.reshape(len(window_labels), -1), track_index, "max")
     if not multi_label:

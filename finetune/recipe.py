@@ -126,6 +126,8 @@ class TrainConfig:
 @dataclass(frozen=True)
 class EvalConfig:
     aggregate: str = choice("mean", "mean", "max", doc="window -> track aggregation")
+    durations: list[float] | None = option(None, "after training, re-score the test set cut to these "
+                                           "lengths in seconds (the duration study); null = off")
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from finetune.backbones import FAMILIES
 from finetune.clips import AudioCache, CropReader, EvalWindows, StreamCrops, TrainCrops, task_of, track_table
 from finetune.data import DATASET_BUILDERS, load_dataset
 from finetune.data.headers import cache_dir
-from finetune.evaluation import TrackPredictions, evaluate_windows
+from finetune.evaluation import TrackPredictions, evaluate_windows, readable_windows
 from finetune.models import adapter_only, build_model, check_model_args, export_model
 from finetune.recipe import Recipe, RecipeError
 from finetune.training import (AudioCollator, FinetuneTrainer, callbacks, default_workers,
@@ -118,9 +118,9 @@ def training_set(recipe: Recipe, split, reader: CropReader):
 
 def track_predictions(split, track_index: np.ndarray, paths: list[str], probs: np.ndarray,
                       labels: np.ndarray, label_names: list[str]) -> TrackPredictions:
-    """A split's track-level predictions from `evaluate_windows` (rows: the tracks that have
-    windows, in track order) with each track's id and path."""
-    tracks, ids = np.unique(track_index), split["id"]
+    """A split's track-level predictions from `evaluate_windows` (rows: the tracks whose windows
+    all read, in track order) with each track's id and path."""
+    tracks, ids = np.unique(track_index[readable_windows(track_index)]), split["id"]
     return TrackPredictions([ids[t] for t in tracks], [paths[t] for t in tracks], probs, labels, label_names)
 
 
@@ -172,13 +172,13 @@ def run(recipe: Recipe) -> Path:
         labels, track_index = prediction.label_ids
         metrics, probs, track_labels = evaluate_windows(prediction.predictions, labels, track_index,
                                                         label_names, multi_label, recipe.eval.aggregate)
-        metrics["skipped_files"] = windows.skipped
+        metrics["skipped_files"] = windows.skipped_files(track_index)
         results[split] = metrics
         predictions[split] = track_predictions(dataset[split], track_index, windows.paths, probs,
                                                track_labels, label_names)
     if trainer.is_world_process_zero():
         write_run_folder(run_dir, recipe, trainer.model, bundle, results, trainer.state.log_history,
-                         predictions)
+                         predictions, dataset)
     return run_dir
 
 
@@ -194,9 +194,10 @@ def push_run(run_dir: Path, recipe: Recipe) -> None:
 
 
 def write_run_folder(run_dir: Path, recipe: Recipe, model, bundle, results: dict,
-                     log_history: list[dict], predictions: dict | None = None) -> None:
+                     log_history: list[dict], predictions: dict | None = None, dataset=None) -> None:
     """recipe.yaml, metrics.json, predictions/<split>.npz, the trained model (LoRA merged) with its
-    model card, the LoRA adapter alone in adapter/, the reports; then the upload if the recipe asks."""
+    model card, the LoRA adapter alone in adapter/, the end-of-run studies of the test predictions
+    (with the run's `dataset`), the reports; then the upload if the recipe asks."""
     run_dir.mkdir(parents=True, exist_ok=True)
     for split, tracks in (predictions or {}).items():
         tracks.save(run_dir / "predictions" / f"{split}.npz")
@@ -211,6 +212,10 @@ def write_run_folder(run_dir: Path, recipe: Recipe, model, bundle, results: dict
     model.save_pretrained(str(run_dir / "model"))
     bundle.feature_extractor.save_pretrained(str(run_dir / "model"))
     hub.write_card(run_dir / "model", recipe, test)
+    if dataset is not None and "test" in (predictions or {}):
+        from finetune.studies import end_of_run  # studies score through run folders: above this module
+
+        end_of_run(run_dir, dataset, predictions["test"], recipe.eval.durations, recipe.seed)
     report.write_reports(run_dir, recipe, results, log_history)
     logger.info("run folder: %s", run_dir)
     if recipe.hub.push_to_hub:

@@ -16,7 +16,7 @@ from finetune import recipe as recipes
 from finetune.clips import EvalWindows, fit_length, task_of, track_table
 from finetune.data import load_dataset
 from finetune.data.audio import AudioReadError, read_window
-from finetune.evaluation import TrackPredictions, aggregate_tracks, window_probabilities
+from finetune.evaluation import TrackPredictions, aggregate_tracks, readable_windows, window_probabilities
 from finetune.models import ModelBundle, load_model
 from finetune.run import dataset_arguments
 from finetune.training import default_workers
@@ -79,6 +79,8 @@ class RunModel:
         windows = EvalWindows(paths, targets, self.sample_rate, self.clip_seconds, self.hop_seconds,
                               description=f"indexing {description} windows")
         window_probs, track_index = self.score(windows, f"scoring {description}")
+        keep = readable_windows(track_index)
+        window_probs, track_index = window_probs[keep], track_index[keep]
         tracks = np.unique(track_index)
         probs = aggregate_tracks(window_probs, track_index, self.recipe.eval.aggregate)
         ids = split_data["id"]
@@ -88,7 +90,8 @@ class RunModel:
 
 class Excerpts(torch.utils.data.Dataset):
     """Explicit windows (track, start, seconds) of audio files, each looped or cut to the
-    model's clip length (as evaluation treats a short track)."""
+    model's clip length (as evaluation treats a short track); an unreadable one is marked as
+    `EvalWindows` marks it (track index -1 - track, a placeholder to discard)."""
 
     def __init__(self, paths: list[str], windows: list[tuple[int, float, float]], sample_rate: int,
                  clip_seconds: float):
@@ -102,6 +105,6 @@ class Excerpts(torch.utils.data.Dataset):
         track, start, seconds = self.windows[index]
         try:
             y = read_window(self.paths[track], self.sample_rate, start, seconds)  # (T,)
-        except AudioReadError:  # as EvalWindows: a body that fails to decode scores as silence
-            y = np.zeros(0, dtype=np.float32)
+        except AudioReadError:
+            return {"input_values": np.zeros(self.clip_samples, np.float32), "track_index": -1 - track}
         return {"input_values": fit_length(y, self.clip_samples), "track_index": track}

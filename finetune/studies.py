@@ -12,8 +12,20 @@ from pathlib import Path
 
 from finetune import crossdataset, durations as duration_study, mistakes, rare, report
 from finetune.genre_maps import load_mapping
+from finetune.evaluation import TrackPredictions
 from finetune.report import Section
 from finetune.scoring import RunModel
+
+
+def end_of_run(run_dir: Path, dataset, test: TrackPredictions, durations: list[float] | None,
+               seed: int = 0) -> None:
+    """The studies every run's report carries: rare classes, the most confident mistakes (their
+    saliency maps come with `evaluate`), and the duration study when the recipe lists durations."""
+    rare.save(run_dir, rare.rare_class_study(test, rare.training_counts(dataset["train"])))
+    mistakes.save(run_dir, test, model=None, explain=0)
+    if durations:
+        result = duration_study.duration_study(RunModel(run_dir), dataset["test"], test, durations, seed)
+        duration_study.save(run_dir, result)
 
 
 def evaluate(run_dir: str | Path, durations: list[float] | None = None, on: str | None = None,

@@ -62,7 +62,11 @@ def test_demo_two_steps_writes_the_run_folder(demo_run):
             assert 0.0 <= metrics[split][key] <= 1.0
     assert metrics["test"]["num_tracks"] == 30
     html = (run_dir / "report.html").read_text()
-    assert html.count("data:image/png;base64,") >= 2, "learning curves and confusion matrix embedded"
+    assert html.count("data:image/png;base64,") >= 4, "learning curves, confusion matrix, rare classes, durations"
+    for study in ("rare_classes", "mistakes", "durations"):  # every run's report carries these studies
+        assert (run_dir / "studies" / f"{study}.json").is_file(), study
+    durations = json.loads((run_dir / "studies" / "durations.json").read_text())["data"]
+    assert [row["duration"] for row in durations["rows"]] == [1.0, 3.0, 10.0], "the recipe's eval.durations"
     assert recipes.load(str(run_dir / "recipe.yaml")).train.max_steps == 2
     assert load_file(run_dir / "model" / "model.safetensors")
 

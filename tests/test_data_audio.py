@@ -1,12 +1,15 @@
 """Audio I/O: windowed reads against full decodes, formats, channels, rates, and clear errors."""
 
+import shutil
+
 import numpy as np
 import pytest
 import soundfile as sf
 import soxr
 
 from data_fixtures import write_audio
-from finetune.data.audio import AudioReadError, audio_duration, read_window
+from finetune.clips import CropReader, EvalWindows, fit_length
+from finetune.data.audio import AudioReadError, audio_duration, read_window, read_windows
 
 MTAT_CLIP = "mtat/audio/joram-moments_of_clarity-08-solipsism-59-88.mp3"
 FMA_CLIP = "fma/fma_small/000/000002.mp3"
@@ -89,6 +92,44 @@ def test_nan_samples_are_an_error(tmp_path):
         read_window(path, 8000)
 
 
+def truncated_mp3(tmp_path):
+    """An MP3 whose header declares 3.0 s with only the first third of its bytes (~0.9 s)."""
+    whole = tmp_path / "whole.mp3"
+    write_audio(whole, seconds=3.0, sample_rate=22050)
+    cut = tmp_path / "cut.mp3"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 3])
+    return cut
+
+
+def test_truncated_mp3_is_an_error_not_a_short_window(tmp_path):
+    path = truncated_mp3(tmp_path)
+    assert audio_duration(path) == 3.0  # the header alone cannot tell
+    assert read_window(path, 22050, start=0.1, duration=0.5).shape == (11025,)  # audio that exists
+    message = r"shorter than its header declares \(truncated\?\)"
+    for start, duration in ((0.0, 2.0), (1.5, 1.0), (0.0, None)):
+        with pytest.raises(AudioReadError, match=message) as info:
+            read_window(path, 22050, start, duration)
+        assert str(path) in str(info.value)
+    with pytest.raises(AudioReadError, match="truncated"):
+        list(read_windows(path, 22050, [0.0, 1.0], 1.0))
+
+
+def test_a_truncated_file_never_becomes_a_silent_crop_or_window(tmp_path):
+    good, cut = tmp_path / "good.mp3", truncated_mp3(tmp_path)
+    write_audio(good, seconds=3.0, sample_rate=22050)
+    with pytest.raises(AudioReadError, match="truncated"):
+        CropReader(22050, 2.0).crop(str(cut), np.random.default_rng(0))
+    with pytest.raises(ValueError, match="empty clip"):
+        fit_length(np.zeros(0, dtype=np.float32), 100)
+    windows = EvalWindows([str(good), str(cut)], np.array([0, 1]), 22050, 2.0)
+    items = [windows[i] for i in range(len(windows))]
+    assert [item["track_index"] for item in items] == [0, 0, -2, -2]  # -1 - track: unreadable
+    assert all(item["input_values"].shape == (44100,) for item in items)
+    assert [item["labels"] for item in items] == [0, 0, 1, 1]
+    skipped = windows.skipped_files(np.array([item["track_index"] for item in items]))
+    assert len(skipped) == 1 and str(cut) in skipped[0] and str(good) not in skipped[0]
+
+
 def test_real_fma_mp3_decodes(realdata):
     path = realdata / FMA_CLIP
     info = sf.info(path)
@@ -101,11 +142,14 @@ def test_real_fma_mp3_decodes(realdata):
     assert read_window(path, 16000, start=10.0, duration=5.0).shape == (80_000,)
 
 
-def test_real_mtat_mp3_windows_and_quiet_decoder(realdata, capfd):
-    path = realdata / MTAT_CLIP
+@pytest.mark.parametrize("name", ["clip.mp3", "clip.wav"])  # libsndfile sniffs MP3 bytes in a .wav
+def test_real_mtat_mp3_windows_and_quiet_decoder(realdata, tmp_path, capfd, name):
+    path = tmp_path / name
+    shutil.copy(realdata / MTAT_CLIP, path)
     full, rate = full_decode(path)
     assert rate == 16000 and len(full) == 465_984  # 29.1 s; the header's estimate is 29.27 s
     assert audio_duration(path) == pytest.approx(29.27, abs=0.01)
+    assert read_window(path, 16000).shape == (465_984,)  # an estimated length is not truncation
     for start in (0.74, 1.11, 2.22, 3.7, 28.9):  # the first four make libmpg123 print notes
         window = read_window(path, 16000, start=start, duration=3.0)
         first = int(start * 16000)
@@ -122,8 +166,6 @@ def test_real_gtzan_wav_window_is_exact(realdata):
 
 
 def test_read_windows_through_one_handle_equals_separate_reads(tmp_path):
-    from finetune.data.audio import read_windows
-
     for suffix in (".wav", ".mp3"):
         path = tmp_path / f"long{suffix}"
         write_audio(path, seconds=7.0, sample_rate=22050, channels=2)

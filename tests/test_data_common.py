@@ -2,6 +2,7 @@
 
 import inspect
 import json
+import os
 
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ import soundfile as sf
 from datasets import Audio
 
 from data_fixtures import write_annotations, write_audio
+from test_data_fma import fma_root  # noqa: F401  (a fixture, used by name)
 from finetune.data import DATASET_BUILDERS, DATASET_OPTIONS, gtzan, load_dataset, mtat, synthetic
 from finetune.data.headers import scan_files
 
@@ -39,16 +41,31 @@ def test_unknown_names_and_options_name_the_choices(tmp_path):
         load_dataset("gtzan", tmp_path, subset="small")
 
 
-def test_building_reads_headers_only(tmp_path, monkeypatch):
-    genres = small_gtzan(tmp_path)
+@pytest.mark.parametrize("name, options, headers_read, rows", [
+    ("gtzan", {"split_scheme": "random", "genres": list(gtzan.GENRES[:2])}, 6, 6),
+    ("mtat", {"tags": 2, "split_scheme": "pons"}, 64, 64),  # MP3s
+    ("fma", {}, 5, 4),  # MP3s, one of them unreadable
+])
+def test_building_reads_headers_only(name, options, headers_read, rows, tmp_path, monkeypatch, request):
+    if name == "gtzan":
+        small_gtzan(tmp_path)
+        root = tmp_path
+    else:
+        root = request.getfixturevalue(f"{name}_root")
+    monkeypatch.setenv("FINETUNE_CACHE", str(tmp_path / "cache"))  # no header cached before
 
     def no_decoding(*args, **kwargs):
         raise AssertionError("an index build decoded audio")
 
-    monkeypatch.setattr(sf.SoundFile, "read", no_decoding)
+    for method in ("read", "seek", "blocks", "buffer_read"):
+        monkeypatch.setattr(sf.SoundFile, method, no_decoding)
     monkeypatch.setattr(sf, "read", no_decoding)
-    data = load_dataset("gtzan", tmp_path, split_scheme="random", genres=genres)
-    assert sum(len(s) for s in data.values()) == 6
+    monkeypatch.setattr(sf, "blocks", no_decoding)
+    headers = []
+    real_info = sf.info
+    monkeypatch.setattr(sf, "info", lambda path, *a: headers.append(path) or real_info(path, *a))
+    data = load_dataset(name, root, **options)
+    assert len(headers) == headers_read and sum(len(s) for s in data.values()) == rows
     assert isinstance(data["train"].features["audio"], Audio) and not data["train"].features["audio"].decode
 
 
@@ -72,6 +89,33 @@ def test_header_cache_is_json_and_rechecks_changed_files(tmp_path, monkeypatch):
     write_audio(root / "b.wav", seconds=0.5)
     assert scan_files(str(root), ["a.wav", "b.wav"]).durations == {"a.wav": 0.2, "b.wav": 0.5}
     assert calls[3:] == [str(root / "b.wav")]
+
+
+def test_files_denied_to_us_are_unreadable_not_missing(tmp_path, monkeypatch):
+    for name in ("a.wav", "hidden/b.wav", "locked.wav"):
+        write_audio(tmp_path / name)
+    real_stat, real_access, real_info = os.stat, os.access, sf.info
+    hidden, locked = str(tmp_path / "hidden" / "b.wav"), str(tmp_path / "locked.wav")
+
+    def stat(path, *args, **kwargs):  # as if the folder "hidden" may not be searched
+        if str(path) == hidden:
+            raise PermissionError(13, "Permission denied", path)
+        return real_stat(path, *args, **kwargs)
+
+    def info(path, *args):  # libsndfile's answer when open() is refused
+        if str(path) == locked:
+            raise sf.LibsndfileError(2, f"Error opening {path!r}: ")
+        return real_info(path, *args)
+
+    monkeypatch.setattr(os, "stat", stat)
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: str(path) != locked and real_access(path, mode))
+    monkeypatch.setattr(sf, "info", info)
+    scan = scan_files(str(tmp_path), ["a.wav", "hidden/b.wav", "locked.wav", "gone.wav"])
+    assert scan.durations == {"a.wav": 0.2} and scan.missing == ["gone.wav"]
+    assert scan.unreadable == {"hidden/b.wav": "permission denied", "locked.wav": "permission denied"}
+    monkeypatch.undo()  # access granted (chmod leaves size and mtime as they were)
+    assert set(scan_files(str(tmp_path), ["a.wav", "hidden/b.wav", "locked.wav"]).durations) == {
+        "a.wav", "hidden/b.wav", "locked.wav"}
 
 
 def test_unwritable_cache_only_warns(tmp_path, monkeypatch, caplog):

@@ -2,6 +2,8 @@
 
 import io
 import logging
+import os
+import re
 
 import pytest
 import soundfile as sf
@@ -79,6 +81,26 @@ def test_no_gtzan_folders_is_a_clear_error(tmp_path):
         gtzan.build(tmp_path)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         gtzan.build(tmp_path / "nowhere")
+
+
+def test_unreadable_folders_are_clear_errors(tmp_path, monkeypatch):
+    folder = make_gtzan(tmp_path, count=2)
+    real_access, real_listdir = os.access, os.listdir
+    monkeypatch.setattr(os, "access", lambda path, mode: path != str(tmp_path) and real_access(path, mode))
+    message = f"gtzan: permission denied reading the dataset folder {re.escape(str(tmp_path))}$"
+    with pytest.raises(PermissionError, match=message):
+        gtzan.build(tmp_path)
+    monkeypatch.setattr(os, "access", real_access)
+    denied = str(folder / "jazz")
+
+    def listdir(path):  # as if the jazz folder may not be read
+        if str(path) == denied:
+            raise PermissionError(13, "Permission denied", path)
+        return real_listdir(path)
+
+    monkeypatch.setattr(os, "listdir", listdir)
+    with pytest.raises(PermissionError, match=f"gtzan: permission denied reading the folder {re.escape(denied)}$"):
+        gtzan.build(tmp_path, split_scheme="random")
 
 
 def test_random_split_with_custom_genres(tmp_path):

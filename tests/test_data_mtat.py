@@ -76,11 +76,11 @@ def real_mtat(realdata, tmp_path_factory):
             (root / path).write_bytes(b"")
         else:
             os.symlink(clip, root / path)
-    return root, index, labels, won
+    return root, index, labels, won, train_rows
 
 
 def test_standard_top50_reproduces_won_et_al(real_mtat, realdata):
-    root, index, labels, won = real_mtat
+    root, index, labels, won, train_rows = real_mtat
     data = mtat.build(root)
     names = data["train"].features["labels"].feature.names
     assert set(names) == set(labels)
@@ -91,6 +91,8 @@ def test_standard_top50_reproduces_won_et_al(real_mtat, realdata):
                 for i, a in zip(data[split]["id"], data[split]["audio"])}
         assert ours == published and len(ours) == {"validation": 1529, "test": 4332}[split]
     assert len(data["train"]) == 15_247
+    # train.txt (rows of annotations_final.csv) is the train list of the same standard split
+    assert sorted(row_of[i] for i in data["train"]["id"]) == sorted(train_rows)
     assert all(data["test"]["labels"]) and all(data["validation"]["labels"])  # >= 1 tag each
     table = mtat.read_annotations(root / mtat.ANNOTATIONS)
     counts = table.tags.sum(axis=0)[[table.tag_names.index(n) for n in names]]

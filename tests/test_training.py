@@ -70,7 +70,7 @@ def write_bad_corpus(root):
     sf.write(bad / "blues.00014.wav", 0.1 * rng.standard_normal((sr * 3, 8)), sr)    # 8 channels
     sf.write(bad / "blues.00015.wav", 0.1 * rng.standard_normal(96000 * 3), 96000)   # 96 kHz
     nan = 0.1 * rng.standard_normal(sr * 3).astype(np.float32)
-    nan[1000:1100] = np.nan
+    nan[sr + sr // 2:][:100] = np.nan  # at 1.5 s: inside every 2 s crop and window
     sf.write(bad / "blues.00016.wav", nan, sr, subtype="FLOAT")                  # float with NaN
     mp3 = root / "tmp.mp3"
     sf.write(mp3, 0.1 * rng.standard_normal(sr * 3), sr, format="MP3")
@@ -79,25 +79,65 @@ def write_bad_corpus(root):
     mp3.unlink()
 
 
-def test_bad_input_corpus_never_crashes_or_mislabels(tmp_path, caplog):
+def test_bad_input_corpus_never_crashes_or_mislabels(tmp_path, caplog, capfd):
+    import logging
+
+    from finetune.clips import window_starts
+    from finetune.data.audio import audio_duration, read_window
+    from finetune.evaluation import TrackPredictions
+
     root = tmp_path / "gtzan"
     write_bad_corpus(root)
-    dataset = load_dataset("gtzan", str(root), split_scheme="random", seed=0)
-    kept = {row["id"].rsplit("/", 1)[-1] for split in dataset.values() for row in split}
-    assert not {"blues.00010", "blues.00011"} & kept, "zero-byte and non-audio files are dropped"
-    assert {"blues.00012", "blues.00013", "blues.00014", "blues.00015"} <= kept
+    with caplog.at_level(logging.WARNING, logger="finetune.data"):
+        dataset = load_dataset("gtzan", str(root), split_scheme="random", seed=0)
+    split_of = {row["id"].rsplit("/", 1)[-1]: name for name, split in dataset.items() for row in split}
+    assert not {"blues.00010", "blues.00011"} & set(split_of), "zero-byte and non-audio files are dropped"
+    assert "blues.00010.wav (empty file (0 bytes))" in caplog.text
+    assert "blues.00011.wav (not readable as audio" in caplog.text
+    # silence, 0.05 s, 8 channels, 96 kHz, NaN, MP3 bytes in a .wav, truncated MP3: headers read
+    assert {f"blues.{n:05d}" for n in range(12, 19)} <= set(split_of)
     names = dataset["train"].features["label"].names
     for split in dataset.values():
         for row in split:
             assert names[row["label"]] == row["id"].rsplit("/", 1)[-1].split(".")[0], "label follows the folder"
+
+    wrong = root / "genres" / "blues" / "blues.00017.wav"  # libsndfile sniffs the MP3 inside
+    capfd.readouterr()
+    starts = np.arange(0.0, 2.5, 0.05)
+    assert all(read_window(wrong, 22050, start, 0.5).shape == (11025,) for start in starts)
+    assert "part2_3_length" not in capfd.readouterr().err, "libmpg123 kept quiet whatever the suffix"
+    for start in starts:  # the same reads without the quiet decoder do print its notes
+        with sf.SoundFile(wrong) as f:
+            f.seek(int(start * 22050))
+            f.read(11025)
+    assert "part2_3_length" in capfd.readouterr().err
+
     run_dir = tmp_path / "run"
     recipe = tmp_path / "bad.yaml"
     recipe.write_text("# bad input corpus\ndata:\n  name: gtzan\n  split_scheme: random\n"
                       "  clip_seconds: 2.0\nmodel:\n  name: simple_cnn\n  args:\n    n_mels: 32\n")
+    caplog.clear()
     assert main(["--recipe", str(recipe), f"data.root={root}", f"output_dir={run_dir}",
                  "train.epochs=1", "train.batch_size=8", "data.num_workers=0"]) == 0
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["test"]["num_tracks"] >= 2
+    scored = {split: TrackPredictions.load(run_dir / "predictions" / f"{split}.npz")
+              for split in ("validation", "test")}
+    failing = {"blues.00016": "NaN or infinite samples", "blues.00018": "shorter than its header declares"}
+    assert {"validation", "test"} & {split_of[name] for name in failing}, "the fixture covers evaluation"
+    for name, cause in failing.items():  # unreadable windows: the whole file is left out or skipped
+        split = split_of[name]
+        assert any(name in r.getMessage() and cause in r.getMessage() for r in caplog.records), name
+        if split != "train":
+            assert [f for f in metrics[split]["skipped_files"] if name in f], (name, split)
+            assert not [i for i in scored[split].ids if name in i], (name, split)
+    for split, tracks in scored.items():
+        expected = {i for i, s in split_of.items() if s == split}
+        left_out = {i for i in expected if any(i in f for f in metrics[split]["skipped_files"])}
+        assert {i.rsplit("/", 1)[-1] for i in tracks.ids} == expected - left_out
+        assert metrics[split]["num_tracks"] == len(expected - left_out) >= 2
+        for path in tracks.paths:  # no scored track has a window that could not be read
+            for start in window_starts(audio_duration(path), 2.0, 2.0):
+                assert len(read_window(path, 16000, start, 2.0)) > 0
 
 
 def test_bad_metadata_gets_clear_errors(tmp_path):

@@ -34,20 +34,22 @@ from finetune.backbones.common import Family, keep_layers
 from finetune.backbones.heads import resolve_layer
 from finetune.clips import EvalWindows, task_of, track_table
 from finetune.data.headers import cache_dir
-from finetune.evaluation import evaluate_windows, scalar_metrics
+from finetune.evaluation import evaluate_windows, readable_windows, scalar_metrics
 from finetune.training import AudioCollator, default_metric, default_workers, task_loss
 
 logger = logging.getLogger("finetune")
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the windows' track index is cached beside the embeddings
 LABEL_KEYS = ("id2label", "label2id", "num_labels", "problem_type", "_name_or_path")
 
 
 @dataclass
 class Embedded:
-    """One split's cached embeddings (L+1, W, D) with each window's track and target."""
+    """One split's cached embeddings (L+1, W_all, D), of which the W windows of `rows` (the tracks
+    whose every window read) are used, with each used window's track and target."""
 
     features: np.ndarray  # memory-mapped
+    rows: np.ndarray  # (W,) used rows of `features`
     track_index: np.ndarray  # (W,)
     targets: np.ndarray  # (W,) int64 or (W, C) float32
     skipped: list[str]
@@ -55,7 +57,7 @@ class Embedded:
 
     def layer(self, index: int, device: torch.device | str = "cpu") -> torch.Tensor:
         """(W, D) embeddings of one layer, copied out of the memory map."""
-        return torch.from_numpy(np.array(self.features[index])).to(device)
+        return torch.from_numpy(np.asarray(self.features[index])[self.rows]).to(device)
 
 
 def probe_layers(spec: str, num_layers: int) -> list[int]:
@@ -107,14 +109,15 @@ def windows_key(windows: EvalWindows) -> str:
 
 def compute_embeddings(model: nn.Module, family: Family, windows: EvalWindows, collator,
                        target: Path, batch_size: int, workers: int) -> None:
-    """Write every window's per-layer embeddings to `target` (L+1, W, D), atomically."""
+    """Write every window's per-layer embeddings to `target` (L+1, W, D) and each window's track
+    index as the windows came back (-1 - track: unreadable) to `tracks_file(target)`, atomically."""
     if not len(windows):
         raise ValueError(f"probe: no readable audio to embed for {target.stem}")
     device = next(model.parameters()).device
     loader = torch.utils.data.DataLoader(windows, batch_size=batch_size, num_workers=workers,
                                          collate_fn=collator)
     partial = target.with_name(target.name + ".partial")
-    out, row = None, 0
+    out, row, tracks = None, 0, []
     with torch.no_grad():
         for batch in tqdm(loader, desc=f"embedding {target.stem}", leave=False):
             mask = batch.get("attention_mask")
@@ -125,9 +128,16 @@ def compute_embeddings(model: nn.Module, family: Family, windows: EvalWindows, c
                 out = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32, shape=shape)
             out[:, row:row + len(features)] = features.transpose(0, 1).float().cpu().numpy()
             row += len(features)
+            tracks.append(batch["track_index"].numpy())
     out.flush()
     del out
+    np.save(tracks_file(target), np.concatenate(tracks))
     os.replace(partial, target)
+
+
+def tracks_file(target: Path) -> Path:
+    """Where the track index of the windows embedded into `target` is kept."""
+    return target.with_name(target.stem + "-tracks.npy")
 
 
 def embed_split(recipe, split, name: str, bundle, family: Family, folder: Path) -> Embedded:
@@ -145,9 +155,11 @@ def embed_split(recipe, split, name: str, bundle, family: Family, folder: Path) 
         collator = AudioCollator(bundle.feature_extractor, bundle.sample_rate)
         compute_embeddings(bundle.model, family, windows, collator, target,
                            recipe.train.eval_batch_size or recipe.train.batch_size, workers)
-    track_index = np.array([track for track, _ in windows.windows], dtype=np.int64)
-    return Embedded(np.load(target, mmap_mode="r"), track_index, targets[track_index], windows.skipped,
-                    windows.paths)
+    marked = np.load(tracks_file(target))  # (W_all,)
+    rows = np.flatnonzero(readable_windows(marked))
+    track_index = marked[rows]
+    return Embedded(np.load(target, mmap_mode="r"), rows, track_index, targets[track_index],
+                    windows.skipped_files(marked), windows.paths)
 
 
 def head_modules(model: nn.Module) -> nn.ModuleDict:
@@ -248,5 +260,5 @@ def run_probe(recipe, dataset, bundle, run_dir: Path) -> Path:
     results["validation"]["probe_layer"] = best
     results["validation"]["probe_layer_scores"] = {str(k): v for k, v in scores.items()}
     write_run_folder(run_dir, recipe, probe_model(model, family, best, head), bundle, results,
-                     log_history, predictions)
+                     log_history, predictions, dataset)
     return run_dir

@@ -36,7 +36,7 @@ def dataset_root(dataset: str, root: str | Path) -> str:
     if not os.path.isdir(path):
         raise FileNotFoundError(f"{dataset}: dataset folder {path} does not exist")
     if not os.access(path, os.R_OK | os.X_OK):
-        raise PermissionError(f"{dataset}: dataset folder {path} is not readable")
+        raise PermissionError(f"{dataset}: permission denied reading the dataset folder {path}")
     return path
 
 

@@ -55,10 +55,22 @@ def random_split(ids: Sequence[str], genres: Sequence[str], seed: int) -> dict[s
     return split_ids
 
 
+def _listing(folder: str) -> list[str]:
+    """Names in `folder`, [] when it is absent; a folder that may not be read is an error naming it."""
+    try:
+        return os.listdir(folder)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    except PermissionError as err:
+        raise PermissionError(f"gtzan: permission denied reading the folder {folder}") from err
+
+
 def _audio_folder(root: str, genres: Sequence[str]) -> str:
     """The first layout folder that holds at least one genre folder."""
     for layout in LAYOUTS:
-        if any(os.path.isdir(os.path.join(root, layout, genre)) for genre in genres):
+        folder = os.path.join(root, layout)
+        names = set(_listing(folder))
+        if any(genre in names and os.path.isdir(os.path.join(folder, genre)) for genre in genres):
             return layout
     raise FileNotFoundError(
         f"gtzan: no genre folders ({', '.join(genres[:3])}, ...) under {root}, "
@@ -69,9 +81,7 @@ def _discover(root: str, folder: str, genres: Sequence[str]) -> dict[str, str]:
     """Clip id ("<genre>/<file stem>") -> path relative to the root, for the audio files present."""
     found = {}
     for genre in genres:
-        genre_dir = os.path.join(root, folder, genre)
-        names = os.listdir(genre_dir) if os.path.isdir(genre_dir) else []
-        for name in sorted(names):
+        for name in sorted(_listing(os.path.join(root, folder, genre))):
             stem, ext = os.path.splitext(name)
             if not name.startswith(".") and ext.lower() in AUDIO_EXTENSIONS:
                 found[f"{genre}/{stem}"] = posixpath.join(folder, genre, name)

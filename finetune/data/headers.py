@@ -19,11 +19,13 @@ from typing import Sequence
 
 from tqdm.auto import tqdm
 
-from finetune.data.audio import AudioReadError, audio_duration
+from finetune.data.audio import AudioReadError, audio_duration, os_cause
 
 logger = logging.getLogger("finetune.data")
 
 CACHE_VERSION = 1
+# causes that say more about this moment than about the file (chmod keeps size and mtime): not cached
+UNCACHED_CAUSES = ("permission denied", "file not found")
 
 
 @dataclass
@@ -87,8 +89,11 @@ def scan_files(root: str, relpaths: Sequence[str]) -> Scan:
     for rel in relpaths:
         try:
             stat = os.stat(os.path.join(root, rel))
-        except OSError:
+        except (FileNotFoundError, NotADirectoryError):
             scan.missing.append(rel)
+            continue
+        except OSError as err:  # e.g. a folder on the way that may not be searched
+            scan.unreadable[rel] = os_cause(err)
             continue
         present.append(rel)
         key = [stat.st_size, stat.st_mtime_ns]
@@ -105,7 +110,8 @@ def scan_files(root: str, relpaths: Sequence[str]) -> Scan:
                 for rel, result in zip(chunk, results):
                     cached[rel][2:] = result
                 bar.update(len(chunk))
-        _save(cache_file, root, cached)
+        _save(cache_file, root, {rel: entry for rel, entry in cached.items()
+                                 if entry[3] not in UNCACHED_CAUSES})
     for rel in present:
         duration, error = cached[rel][2:]
         if error is None:

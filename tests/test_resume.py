@@ -18,6 +18,12 @@ def command(run_dir, synthetic_root, *extra):
             "data.num_workers=0", *extra]
 
 
+def snapshot(folder):
+    """Every file of a checkpoint with its modification time and size."""
+    return {p.relative_to(folder).as_posix(): (p.stat().st_mtime_ns, p.stat().st_size)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
 def test_killed_run_resumes_to_the_same_metrics(tmp_path, synthetic_root):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     straight = tmp_path / "straight"
@@ -35,12 +41,19 @@ def test_killed_run_resumes_to_the_same_metrics(tmp_path, synthetic_root):
     process.wait()
     assert not (killed / "metrics.json").exists(), "killed before the end"
 
+    kept = {name: snapshot(killed / name) for name in ("checkpoint-2", "checkpoint-4")}
+
     resumed = subprocess.run(command(killed, synthetic_root, "train.resume=true"),
                              capture_output=True, text=True, env=env)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    for name, before in kept.items():
+        assert snapshot(killed / name) == before, f"{name} was rewritten: training restarted from scratch"
+    # The Trainer prints one dict per logging step; a resumed process logs steps 5..8 only.
+    logged = [line for line in resumed.stdout.splitlines() if line.startswith("{'loss'")]
+    assert len(logged) == 4, f"the resumed process trained {len(logged)} steps, not 5..8:\n" + "\n".join(logged)
     history = json.loads((killed / "log_history.json").read_text())
-    assert min(e["step"] for e in history if "loss" in e) > 4 or any(
-        e.get("step") == 8 for e in history), "training continued to step 8"
+    assert sorted(e["step"] for e in history if "loss" in e) == list(range(1, 9)), \
+        "one loss per step 1..8: steps 1-4 from the checkpoint, 5-8 from the resumed process"
     expected = json.loads((straight / "metrics.json").read_text())
     got = json.loads((killed / "metrics.json").read_text())
     for split in ("validation", "test"):

@@ -32,7 +32,7 @@ def launcher(name: str, port: int) -> list[str]:
 
 @pytest.mark.parametrize("name", ["torchrun", "accelerate"])
 def test_two_processes_train_as_one_job_and_write_one_run_folder(tmp_path, synthetic_root, name):
-    # info verbosity makes the Trainer (rank 0) print its "***** Running training *****" summary.
+    # info verbosity makes the Trainer print its training summary (with the total batch size).
     # No visible GPU: two ranks on one GPU would fail in NCCL; this test is about CPU processes.
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TRANSFORMERS_VERBOSITY": "info",
            "CUDA_VISIBLE_DEVICES": ""}
@@ -48,8 +48,6 @@ def test_two_processes_train_as_one_job_and_write_one_run_folder(tmp_path, synth
     summaries = [line for line in output.splitlines() if "Total train batch size" in line]
     assert summaries and all(line.rstrip().endswith(f"= {2 * PER_DEVICE_BATCH}") for line in summaries), (
         "the Trainer must see a world of 2 processes:\n" + "\n".join(summaries))
-    assert sum("***** Running training *****" in line for line in output.splitlines()) == 1, \
-        "one training job (rank 0 reports it), not two"
     runs = list((tmp_path / "runs").iterdir())
     assert len(runs) == 1, f"both processes must agree on one run folder, got {runs}"
     metrics = json.loads((runs[0] / "metrics.json").read_text())

@@ -32,11 +32,16 @@ def task_of(split: HFDataset) -> tuple[list[str], bool]:
 def track_table(split: HFDataset) -> tuple[list[str], np.ndarray]:
     """Audio paths and targets: (N,) int labels, or (N, C) float32 multi-hot for tagging."""
     label_names, multi_label = task_of(split)
-    paths = [audio["path"] for audio in split["audio"]]  # Audio(decode=False) rows
+    target = "labels" if multi_label else "label"
+    if isinstance(split, HFDataset):
+        paths, column = [audio["path"] for audio in split["audio"]], split[target]  # Audio(decode=False)
+    else:  # a streamed split (data.streaming=true): one pass over its metadata rows, no audio read
+        rows = [(row["audio"]["path"], row[target]) for row in split]
+        paths, column = [path for path, _ in rows], [value for _, value in rows]
     if not multi_label:
-        return paths, np.asarray(split["label"], dtype=np.int64)
-    targets = np.zeros((len(split), len(label_names)), dtype=np.float32)  # (N, C)
-    for row, tags in enumerate(split["labels"]):
+        return paths, np.asarray(column, dtype=np.int64)
+    targets = np.zeros((len(paths), len(label_names)), dtype=np.float32)  # (N, C)
+    for row, tags in enumerate(column):
         targets[row, tags] = 1.0
     return paths, targets
 
@@ -168,13 +173,20 @@ class TrainCrops(SharedEpoch, torch.utils.data.Dataset):
 
 class StreamCrops(SharedEpoch, torch.utils.data.IterableDataset):
     """Random crops from a streamed split (`datasets.IterableDataset`), for corpora too large to
-    index in memory (`data.streaming=true`). Shuffled with a buffer, reseeded every epoch."""
+    index in memory (`data.streaming=true`). Shuffled with a buffer, reseeded every epoch.
+
+    The files of a streamed split were not checked when it was built: a file that is missing or
+    unreadable is skipped (its row, label included, is dropped, never replaced), warned about once,
+    and counted in `skipped` (path -> cause); each pass over the stream ends with a summary on the
+    `finetune.data` logger. A pass in which no file could be read is an error, not an endless loop.
+    """
 
     def __init__(self, stream, num_labels: int, multi_label: bool, reader: CropReader,
                  seed: int = 0, buffer_size: int = 1000):
         super().__init__()
         self.stream, self.reader, self.seed, self.buffer_size = stream, reader, seed, buffer_size
         self.num_labels, self.multi_label = num_labels, multi_label
+        self.skipped: dict[str, str] = {}  # in this process (each DataLoader worker has its own)
 
     def _target(self, row: dict):
         if not self.multi_label:
@@ -183,18 +195,38 @@ class StreamCrops(SharedEpoch, torch.utils.data.IterableDataset):
         target[row["labels"]] = 1.0
         return target
 
+    def _summary(self, rows: int, skipped: dict[str, str]) -> None:
+        if skipped:
+            shown = "; ".join(f"{path} ({cause})" for path, cause in list(skipped.items())[:3])
+            more = f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+            logger.warning("streamed training data: skipped %d missing or unreadable file(s) of %d "
+                           "row(s) read in epoch %d: %s%s", len(skipped), rows, self.epoch, shown, more)
+
     def __iter__(self):
         stream = self.stream.shuffle(seed=self.seed, buffer_size=self.buffer_size)
         stream.set_epoch(self.epoch)
-        for position, row in enumerate(stream):
-            path = row["audio"]["path"]
-            rng = np.random.default_rng([self.seed, self.epoch, position])
-            try:
-                y = self.reader.crop(path, rng)  # (T,)
-            except AudioReadError as err:
-                logger.warning("skipping unreadable training file: %s", err)
-                continue
-            yield {"input_values": y, "labels": self._target(row), "track_index": -1}
+        rows, yielded, skipped = 0, 0, {}
+        try:
+            for position, row in enumerate(stream):
+                rows += 1
+                path = row["audio"]["path"]
+                rng = np.random.default_rng([self.seed, self.epoch, position])
+                try:
+                    y = self.reader.crop(path, rng)  # (T,)
+                except AudioReadError as err:
+                    skipped[path] = err.cause
+                    if path not in self.skipped:
+                        self.skipped[path] = err.cause
+                        logger.warning("skipping unreadable training file: %s", err)
+                    continue
+                yielded += 1
+                yield {"input_values": y, "labels": self._target(row), "track_index": -1}
+        finally:  # also when the Trainer stops mid-pass at max_steps
+            self._summary(rows, skipped)
+        worker = torch.utils.data.get_worker_info()
+        if rows and not yielded and (worker is None or worker.num_workers == 1):
+            raise RuntimeError(f"no training file could be read: all {rows} streamed file(s) were "
+                               f"missing or unreadable, e.g. {next(iter(skipped))}")
 
 
 class EvalWindows(torch.utils.data.Dataset):

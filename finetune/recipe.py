@@ -51,7 +51,7 @@ class DataConfig:
     persistent_workers: bool = option(True, "keep DataLoader workers alive between epochs")
     audio_cache: bool = option(False, "decode training audio once into an int16 cache at the model's rate (fast, uses disk)")
     max_tracks: int | None = option(None, "use at most N tracks per split (seeded sample), for quick checks")
-    streaming: bool = option(False, "stream the training split instead of indexing it (needs train.max_steps)")
+    streaming: bool = option(False, "stream the training split from its metadata, no header scan (needs train.max_steps)")
 
 
 @dataclass(frozen=True)
@@ -246,6 +246,9 @@ def _build(cls: type, values: dict, prefix: str) -> Any:
 def _check_ranges(recipe: Recipe) -> None:
     if recipe.data.streaming and recipe.train.max_steps <= 0:
         raise RecipeError("train.max_steps: a streamed dataset has no length; set train.max_steps > 0")
+    if recipe.data.streaming and recipe.backbone.mode == "probe":
+        raise RecipeError("data.streaming: the probe embeds every training window once into its cache; "
+                          "use the indexed training split (data.streaming=false)")
     if not 0.0 <= recipe.train.warmup_ratio < 1.0:
         raise RecipeError(f"train.warmup_ratio: {recipe.train.warmup_ratio} is not in [0, 1)")
     train = recipe.train

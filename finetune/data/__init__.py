@@ -2,7 +2,8 @@
 
 Columns: `id`, `audio` (Audio(decode=False) holding the absolute path), `label` (ClassLabel) or
 `labels` (list of tag indices), `duration` (seconds, from the header). Decode with
-`finetune.data.audio.read_window`.
+`finetune.data.audio.read_window`. Every builder takes `streaming`: True makes the train split a
+`datasets.IterableDataset` of the metadata rows, built without opening its files (`duration` None).
 """
 
 from __future__ import annotations

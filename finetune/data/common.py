@@ -1,5 +1,10 @@
 """What every dataset builder shares: the clip record, option checks, drop reports, and turning
-split lists into a `datasets.DatasetDict` after dropping missing, known-bad and unreadable files."""
+split lists into a `datasets.DatasetDict` after dropping missing, known-bad and unreadable files.
+
+With `streaming=True` the training split is a `datasets.IterableDataset` generated lazily from the
+metadata rows (same columns and features, `duration` None): no training file is opened while
+building; a training file that turns out missing or unreadable is skipped and counted when it is
+read (`finetune.clips.StreamCrops`). Validation and test stay indexed (evaluation needs lengths)."""
 
 from __future__ import annotations
 
@@ -10,7 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from datasets import Audio, ClassLabel, Dataset, DatasetDict, Features, Sequence as ListOf, Value
+import numpy as np
+import pyarrow as pa
+
+from datasets import (Audio, ClassLabel, Dataset, DatasetDict, DatasetInfo, Features, IterableDataset,
+                      Sequence as ListOf, Value)
+from datasets.iterable_dataset import ArrowExamplesIterable
 
 from finetune.data.headers import scan_files
 
@@ -80,13 +90,58 @@ def _features(label_names: Sequence[str], multi_label: bool) -> Features:
                      "duration": Value("float64")})
 
 
+STREAM_SHARDS = 1024  # most shards of a streamed split (DataLoader workers split the shards)
+
+
+def _tables(shards: Sequence[Sequence[dict]], schema):
+    """One Arrow table per shard, built only when the stream reaches it."""
+    for index, shard in enumerate(shards):
+        yield index, pa.Table.from_pylist(list(shard), schema=schema)
+
+
+def iterable_split(rows: Sequence[dict], features: Features) -> IterableDataset:
+    """A `datasets.IterableDataset` of metadata `rows` (dicts with `audio` as a path string) with
+    `features` (`audio`: Audio(decode=False)).
+
+    datasets 5.2 trap: `IterableDataset.from_generator(..., features=<Audio>)` (or a later
+    `cast_column`) encodes every example through `Audio.encode_example`, which imports torchcodec
+    even for a plain path. Shards of Arrow tables are cast as tables instead (like
+    `Dataset.cast_column`), which needs no torchcodec. Rows are dealt round-robin into up to
+    STREAM_SHARDS shards, so each shard spans the whole metadata order (a list sorted by class still
+    mixes) and shard shuffling permutes them; DataLoader workers split the shards."""
+    count = max(1, min(STREAM_SHARDS, len(rows)))
+    shards = [list(rows[i::count]) for i in range(count)]
+    schema = Features({**features, "audio": Value("string")}).arrow_schema
+    tables = ArrowExamplesIterable(_tables, {"shards": shards, "schema": schema})
+    return IterableDataset(tables, info=DatasetInfo(features=Features(
+        {**features, "audio": Audio(decode=False)})))
+
+
+def sample_stream(split: IterableDataset, count: int, seed: int) -> IterableDataset:
+    """A seeded uniform sample of at most `count` rows of a streamed split, by reservoir sampling
+    over its metadata rows (no audio read), in stream order, streamed with the same features."""
+    rng, chosen = np.random.default_rng(seed), []  # (position, row)
+    for position, row in enumerate(split):
+        slot = position if position < count else int(rng.integers(position + 1))
+        if slot >= count:
+            continue
+        entry = (position, {**row, "audio": row["audio"]["path"]})
+        if position < count:
+            chosen.append(entry)
+        else:
+            chosen[slot] = entry
+    return iterable_split([row for _, row in sorted(chosen, key=lambda e: e[0])], split.features)
+
+
 def assemble(dataset: str, root: str, splits: Mapping[str, Sequence[Clip]],
              label_names: Sequence[str], multi_label: bool, allow_missing: bool,
-             known_bad: Mapping[str, str] | None = None) -> DatasetDict:
+             known_bad: Mapping[str, str] | None = None, streaming: bool = False) -> DatasetDict:
     """DatasetDict of `splits` (train/validation/test) under the absolute `root`.
 
     Known-bad clips (id -> reason) and unreadable files are dropped and reported; files that are
-    missing are an error with a count and examples unless `allow_missing`.
+    missing are an error with a count and examples unless `allow_missing`. With `streaming` the
+    train split is an IterableDataset of its metadata rows and its files are not checked here
+    (`allow_missing` then only concerns validation and test): they are checked as they are read.
     """
     known_bad = known_bad or {}
     ids = Counter(c.id for clips in splits.values() for c in clips)
@@ -100,7 +155,8 @@ def assemble(dataset: str, root: str, splits: Mapping[str, Sequence[Clip]],
     report(dataset, "known-bad files", {c.path: known_bad[c.id] for clips in splits.values()
                                        for c in clips if c.id in known_bad}, logging.INFO)
     splits = {name: [c for c in clips if c.id not in known_bad] for name, clips in splits.items()}
-    every = [c.path for clips in splits.values() for c in clips]
+    indexed = [name for name in SPLITS if not (streaming and name == "train")]
+    every = [c.path for name in indexed for c in splits[name]]
     scan = scan_files(root, every)
     if scan.missing and not allow_missing:
         raise FileNotFoundError(
@@ -109,12 +165,17 @@ def assemble(dataset: str, root: str, splits: Mapping[str, Sequence[Clip]],
             f"(data.allow_missing=true) to use the files that are there")
     report(dataset, "missing files", scan.missing)
     report(dataset, "unreadable files", scan.unreadable)
-    if not scan.durations:
+    if not scan.durations and not (streaming and splits["train"]):
         raise FileNotFoundError(f"{dataset}: no readable audio files under {root}")
     features = _features(label_names, multi_label)
     target = "labels" if multi_label else "label"
     result = {}
-    for name in SPLITS:
+    if streaming:
+        result["train"] = iterable_split(
+            [{"id": c.id, "audio": os.path.join(root, c.path),
+              target: list(c.target) if multi_label else c.target, "duration": None}
+             for c in splits["train"]], features)
+    for name in indexed:
         kept = [c for c in splits[name] if c.path in scan.durations]
         columns = {"id": [c.id for c in kept],
                    "audio": [os.path.join(root, c.path) for c in kept],
@@ -125,4 +186,4 @@ def assemble(dataset: str, root: str, splits: Mapping[str, Sequence[Clip]],
         # cast last, which works without torchcodec
         table = Dataset.from_dict(columns).cast(features) if kept else Dataset.from_dict(columns, features=features)
         result[name] = table.cast_column("audio", Audio(decode=False))
-    return DatasetDict(result)
+    return DatasetDict({name: result[name] for name in SPLITS})

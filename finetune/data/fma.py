@@ -68,7 +68,7 @@ def _targets(tracks: pd.DataFrame, task: str, genres_csv: Path) -> tuple[list, l
 
 
 def build(root: str | Path, subset: str = "small", task: str = "genre_top",
-          allow_missing: bool = False) -> DatasetDict:
+          allow_missing: bool = False, streaming: bool = False) -> DatasetDict:
     """FMA as a DatasetDict: `label` (genre_top) or `labels` (genres_all) over genre titles."""
     root = dataset_root("fma", root)
     check_choice("subset", subset, SUBSETS)
@@ -93,4 +93,4 @@ def build(root: str | Path, subset: str = "small", task: str = "genre_top",
         splits[SET_SPLITS[set_split]].append(Clip(clip_id, path, target))
     report("fma", f"tracks without {task}", unlabelled, logging.INFO)
     return assemble("fma", root, splits, names, multi_label=task == "genres_all",
-                    allow_missing=allow_missing, known_bad=KNOWN_BAD)
+                    allow_missing=allow_missing, known_bad=KNOWN_BAD, streaming=streaming)

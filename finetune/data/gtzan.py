@@ -89,8 +89,10 @@ def _discover(root: str, folder: str, genres: Sequence[str]) -> dict[str, str]:
 
 
 def build(root: str | Path, split_scheme: str = "fault_filtered", seed: int = 0,
-          allow_missing: bool = False, genres: Sequence[str] | None = None) -> DatasetDict:
-    """GTZAN as a DatasetDict (`label`: ClassLabel over `genres`, default the 10 GTZAN genres)."""
+          allow_missing: bool = False, genres: Sequence[str] | None = None,
+          streaming: bool = False) -> DatasetDict:
+    """GTZAN as a DatasetDict (`label`: ClassLabel over `genres`, default the 10 GTZAN genres);
+    `streaming`: the train split is streamed (`finetune.data.common.assemble`)."""
     root = dataset_root("gtzan", root)
     check_choice("split_scheme", split_scheme, SPLIT_SCHEMES)
     names = list(GENRES if genres is None else genres)
@@ -108,4 +110,5 @@ def build(root: str | Path, split_scheme: str = "fault_filtered", seed: int = 0,
     ext = next((os.path.splitext(p)[1] for p in found.values()), ".wav")  # to name missing files
     splits = {split: [Clip(i, found.get(i, posixpath.join(folder, i + ext)), names.index(i.split("/")[0]))
                       for i in ids] for split, ids in split_ids.items()}
-    return assemble("gtzan", root, splits, names, multi_label=False, allow_missing=allow_missing)
+    return assemble("gtzan", root, splits, names, multi_label=False, allow_missing=allow_missing,
+                    streaming=streaming)

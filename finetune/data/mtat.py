@@ -58,7 +58,7 @@ def top_tags(tags: np.ndarray, count: int) -> list[int]:
 
 
 def build(root: str | Path, tags: int = 50, split_scheme: str = "standard",
-          allow_missing: bool = False) -> DatasetDict:
+          allow_missing: bool = False, streaming: bool = False) -> DatasetDict:
     """MTAT as a DatasetDict (`labels`: indices into the top-`tags` tags, most frequent first)."""
     root = dataset_root("mtat", root)
     check_choice("split_scheme", split_scheme, SPLIT_SCHEMES)
@@ -79,4 +79,4 @@ def build(root: str | Path, tags: int = 50, split_scheme: str = "standard",
         if target or split_scheme == "pons":
             splits[split].append(Clip(clip_id, path, target))
     return assemble("mtat", root, splits, [table.tag_names[c] for c in columns], multi_label=True,
-                    allow_missing=allow_missing, known_bad=KNOWN_BAD)
+                    allow_missing=allow_missing, known_bad=KNOWN_BAD, streaming=streaming)

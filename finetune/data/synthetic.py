@@ -124,8 +124,9 @@ def generate(root: str | Path) -> Path:
     return root
 
 
-def build(root: str | Path, split_scheme: str = "random", seed: int = 0):
+def build(root: str | Path, split_scheme: str = "random", seed: int = 0, streaming: bool = False):
     """Generate (once) and load through the GTZAN loader with a seeded stratified split."""
     from finetune.data import gtzan
 
-    return gtzan.build(generate(root), split_scheme=split_scheme, seed=seed, genres=CLASSES)
+    return gtzan.build(generate(root), split_scheme=split_scheme, seed=seed, genres=CLASSES,
+                       streaming=streaming)

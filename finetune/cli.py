@@ -108,12 +108,22 @@ def predict(argv: list[str]) -> int:
         prog="python -m finetune predict",
         description="Score audio files of any length (read in windows, averaged per file). "
         "Prints one JSON line per file: file, duration, labels [{label, score}], "
-        "and with --per-window the window timeline.")
+        "and with --per-window the window timeline. Which labels: genres (single-label): the "
+        "--top-k best (default 5). Tagging, in order of precedence: --threshold X prints every tag "
+        "scoring >= X; otherwise every tag scoring >= its own threshold (tuned per tag for F1 on "
+        "the validation split at the end of the run, stored as config.tag_thresholds; 0.5 for a "
+        "tag with no validation positives); a model saved without tuned thresholds prints the top "
+        "5. With either threshold, --top-k K then keeps only the best K of the tags that pass "
+        "(--threshold 0 --top-k K: plain top K). Labels are sorted by score; a tagging result can "
+        "be empty.")
     parser.add_argument("--model", required=True, help="a run folder or a model folder")
     parser.add_argument("inputs", nargs="+", help="audio files or folders (searched recursively)")
-    parser.add_argument("--top-k", type=int, default=5, help="labels to print (default 5)")
+    parser.add_argument("--top-k", type=int, default=None,
+                        help="genres: labels to print (default 5); tagging: at most this many of "
+                        "the tags at/above their threshold (default: all of them)")
     parser.add_argument("--threshold", type=float, default=None,
-                        help="tagging: print every tag scoring at least this instead of the top k")
+                        help="tagging: one threshold for every tag, overriding the tuned per-tag "
+                        "thresholds; ignored for genres")
     parser.add_argument("--per-window", action="store_true", help="add each window's scores")
     parser.add_argument("--batch-size", type=int, default=16, help="windows scored per batch")
     args = parser.parse_args(argv)

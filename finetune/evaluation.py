@@ -110,6 +110,41 @@ def precision_recall_at_k(probs: np.ndarray, targets: np.ndarray, k: int) -> tup
     return float(np.mean(hits / k)), recall
 
 
+DEFAULT_TAG_THRESHOLD = 0.5  # a tag with no positive validation track keeps this threshold
+
+
+def tune_thresholds(probs: np.ndarray, targets: np.ndarray,
+                    fallback: float = DEFAULT_TAG_THRESHOLD) -> np.ndarray:
+    """One decision threshold per tag from track probabilities (N, C) and multi-hot targets (N, C):
+    the threshold maximising that tag's F1 when a tag is predicted for scores >= threshold.
+
+    Candidates are the tag's distinct scores; among equally good ones the highest wins (fewest
+    predicted positives). The returned threshold is the midpoint between the best candidate and
+    the next lower distinct score (the candidate itself when it is the lowest score), so the
+    validation decisions stay the same while unseen scores get a margin on both sides. A tag
+    with no positive track has no F1 to maximise and gets `fallback` (0.5 by default). Returns
+    (C,) floats in [0, 1] for probabilities in [0, 1].
+    """
+    probs, targets = np.asarray(probs, dtype=np.float64), np.asarray(targets) > 0
+    if probs.shape != targets.shape or probs.ndim != 2:
+        raise ValueError(f"probs {probs.shape} and targets {targets.shape} must both be (N, C)")
+    thresholds = np.full(probs.shape[1], float(fallback))
+    for c in range(probs.shape[1]):
+        positives = int(targets[:, c].sum())
+        if positives == 0:
+            continue
+        order = np.argsort(-probs[:, c], kind="stable")
+        scores, hits = probs[order, c], targets[order, c]
+        tp = np.cumsum(hits)  # true positives when predicting the i+1 top-scored tracks
+        last = np.r_[scores[1:] != scores[:-1], True]  # last row of each distinct score: ties go together
+        tp, predicted, candidates = tp[last], np.flatnonzero(last) + 1, scores[last]
+        f1 = 2 * tp / (predicted + positives)
+        best = int(np.argmax(f1))  # first maximum: the highest threshold
+        below = candidates[best + 1] if best + 1 < len(candidates) else candidates[best]
+        thresholds[c] = (candidates[best] + below) / 2
+    return thresholds
+
+
 def readable_windows(track_index: np.ndarray) -> np.ndarray:
     """(W,) bool: False for every window of a track that has a window that could not be read
     (`finetune.clips.EvalWindows` marks those with track index -1 - track)."""

@@ -43,6 +43,16 @@ def model_index(recipe: Recipe, metrics: dict, task: str) -> list[dict]:
     }]}]
 
 
+def threshold_line(config: dict) -> str:
+    """The card's note on a tagging model's tuned per-tag thresholds (empty without them)."""
+    values = config.get("tag_thresholds")
+    if not values:
+        return ""
+    return (f"\n- decision thresholds: one per tag in `config.json` `tag_thresholds` (aligned with "
+            f"id2label; range {min(values):.3f}-{max(values):.3f}), each maximising that tag's F1 on "
+            f"the validation split (0.5 for tags without validation positives)")
+
+
 def model_card(recipe: Recipe, metrics: dict, config: dict) -> str:
     """README.md for the Hub: YAML metadata, then recipe, data, split, results and limits."""
     native = is_native(config)
@@ -76,7 +86,7 @@ Trained with the finetune toolkit's recipe `{recipe.name}`
 ## Data
 - dataset: {recipe.data.name}, split: {recipe.data.split_scheme or "standard"}
 - {"multi-label tagging" if multi else "single-label classification"} over {len(labels)} labels: {", ".join(labels[:20])}{" ..." if len(labels) > 20 else ""}
-- input: {recipe.data.clip_seconds} s windows; a track's score is the mean over its windows
+- input: {recipe.data.clip_seconds} s windows; a track's score is the mean over its windows{threshold_line(config)}
 
 ## Results (test split, track level)
 

@@ -17,6 +17,19 @@ from finetune.evaluation import window_probabilities
 from finetune.models import ModelBundle, load_model
 
 DEFAULT_CLIP_SECONDS = 5.0
+DEFAULT_TOP_K = 5  # labels reported when no threshold applies
+
+
+def tag_thresholds(config) -> np.ndarray | None:
+    """A tagging model's tuned per-tag thresholds (`config.tag_thresholds`, aligned with
+    id2label), or None when it was saved without them."""
+    values = getattr(config, "tag_thresholds", None)
+    if values is None:
+        return None
+    values = np.asarray(values, dtype=np.float64)
+    if values.shape != (config.num_labels,):
+        raise ValueError(f"config.tag_thresholds has {values.size} values for {config.num_labels} labels")
+    return values
 
 
 def model_folder(path: str | Path) -> Path:
@@ -52,6 +65,7 @@ class Predictor:
         config = self.model.config
         self.multi_label = config.problem_type == "multi_label_classification"
         self.label_names = [config.id2label[i] for i in range(config.num_labels)]
+        self.tag_thresholds = tag_thresholds(config) if self.multi_label else None
 
     @classmethod
     def from_pretrained(cls, path: str | Path, **kwargs) -> "Predictor":
@@ -105,16 +119,31 @@ class Predictor:
             scores.append(self._score(batch))
         return duration, starts, window_probabilities(np.concatenate(scores), self.multi_label)
 
-    def predict(self, source, sr: int | None = None, top_k: int = 5, threshold: float | None = None,
-                per_window: bool = False) -> dict:
-        """Scores for a file path or an array (mono (T,) or (T, channels), with `sr`)."""
-        duration, starts, probs = self.window_scores(source, sr)
-        track = probs.mean(axis=0)  # (C,)
-        order = np.argsort(-track)
+    def selected(self, track: np.ndarray, top_k: int | None = None,
+                 threshold: float | None = None) -> list[int]:
+        """Label indices to report for track scores (C,), best first (see `predict`)."""
+        order = [int(i) for i in np.argsort(-track, kind="stable")]
         if self.multi_label and threshold is not None:
             order = [i for i in order if track[i] >= threshold]
-        else:
-            order = order[:top_k]
+        elif self.multi_label and self.tag_thresholds is not None:
+            order = [i for i in order if track[i] >= self.tag_thresholds[i]]
+        elif top_k is None:
+            top_k = DEFAULT_TOP_K
+        return order if top_k is None else order[:top_k]
+
+    def predict(self, source, sr: int | None = None, top_k: int | None = None,
+                threshold: float | None = None, per_window: bool = False) -> dict:
+        """Scores for a file path or an array (mono (T,) or (T, channels), with `sr`).
+
+        Which labels come back: genres (single-label): the `top_k` best (5 when None). Tagging:
+        every tag scoring at or above `threshold` when given (one value for all tags), else at or
+        above its own tuned threshold (`config.tag_thresholds`, tuned on the validation split at
+        the end of the run); `top_k`, when given, then keeps only the best k of those. A tagging
+        model saved without tuned thresholds and called without `threshold` gives the top k
+        (5 when None). Labels are ordered by score; a tagging result may be empty."""
+        duration, starts, probs = self.window_scores(source, sr)
+        track = probs.mean(axis=0)  # (C,)
+        order = self.selected(track, top_k, threshold)
         result = {
             "file": str(source) if isinstance(source, (str, Path)) else None,
             "duration": round(float(duration), 3),

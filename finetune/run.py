@@ -23,8 +23,7 @@ from finetune.data.headers import cache_dir
 from finetune.evaluation import TrackPredictions, evaluate_windows, readable_windows
 from finetune.models import adapter_only, build_model, check_model_args, export_model
 from finetune.recipe import Recipe, RecipeError
-from finetune.training import (AudioCollator, FinetuneTrainer, callbacks, default_workers,
-                               metrics_function, training_arguments)
+from finetune.training import AudioCollator, FinetuneTrainer, callbacks, metrics_function, training_arguments
 
 logger = logging.getLogger("finetune")
 
@@ -54,6 +53,8 @@ def dataset_arguments(recipe: Recipe) -> dict:
         args[key] = value
     if "seed" in params:
         args["seed"] = recipe.seed
+    if data.streaming:  # every builder takes it (finetune.data.common.assemble streams the train split)
+        args["streaming"] = True
     return args
 
 
@@ -89,9 +90,19 @@ def last_checkpoint(run_dir: Path) -> str | None:
 
 
 def limit_tracks(dataset, count: int, seed: int):
-    """At most `count` tracks per split, a seeded random sample."""
-    return type(dataset)({name: split.shuffle(seed=seed).select(range(min(count, len(split))))
-                          for name, split in dataset.items()})
+    """At most `count` tracks per split, a seeded random sample. A streamed split is sampled by one
+    pass over its metadata rows (reservoir sampling, no audio read), so the sample is the same
+    every epoch and for every process, then streamed again."""
+    from datasets import IterableDataset
+
+    from finetune.data.common import sample_stream
+
+    def limit(split):
+        if isinstance(split, IterableDataset):
+            return sample_stream(split, count, seed)
+        return split.shuffle(seed=seed).select(range(min(count, len(split))))
+
+    return type(dataset)({name: limit(split) for name, split in dataset.items()})
 
 
 def augmenter(recipe: Recipe, sample_rate: int):
@@ -106,12 +117,18 @@ def augmenter(recipe: Recipe, sample_rate: int):
 
 
 def training_set(recipe: Recipe, split, reader: CropReader):
-    """Random crops of the training split: indexed, or streamed with `data.streaming=true`."""
+    """Random crops of the training split: indexed, or streamed with `data.streaming=true`.
+
+    A streamed split is the builder's `datasets.IterableDataset` (no file opened while building);
+    its shards are divided among DataLoader workers. Under torchrun / accelerate the Trainer hands
+    the DataLoader of this torch IterableDataset to accelerate, which dispatches batches
+    (`dispatch_batches` defaults to True for an IterableDataset): rank 0 iterates the stream and
+    sends each process its own slice of every global batch, so processes never see the same crop.
+    The stream is therefore NOT split per node here (`split_dataset_by_node` together with
+    dispatching would silently train on rank 0's shard only)."""
     if recipe.data.streaming:
         label_names, multi_label = task_of(split)
-        workers = recipe.data.num_workers if recipe.data.num_workers is not None else default_workers()
-        stream = split.to_iterable_dataset(num_shards=max(1, workers))
-        return StreamCrops(stream, len(label_names), multi_label, reader, seed=recipe.seed)
+        return StreamCrops(split, len(label_names), multi_label, reader, seed=recipe.seed)
     paths, targets = track_table(split)
     return TrainCrops(paths, targets, reader, seed=recipe.seed)
 
@@ -206,6 +223,11 @@ def write_run_folder(run_dir: Path, recipe: Recipe, model, bundle, results: dict
         hub.write_card(run_dir / "adapter", recipe, test, adapter=True)
     model = export_model(model)
     model.config.clip_seconds = recipe.data.clip_seconds  # the window predict() uses
+    validation = (predictions or {}).get("validation")
+    if validation is not None and validation.multi_label and validation.labels.shape == validation.probs.shape:
+        from finetune.evaluation import tune_thresholds  # per-tag F1 thresholds: predict()'s default
+
+        model.config.tag_thresholds = [float(t) for t in tune_thresholds(validation.probs, validation.labels)]
     (run_dir / "recipe.yaml").write_text(recipe.to_yaml())
     (run_dir / "metrics.json").write_text(json.dumps(results, indent=2))
     (run_dir / "log_history.json").write_text(json.dumps(log_history, indent=2))

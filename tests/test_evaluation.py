@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from finetune.evaluation import aggregate_tracks, evaluate_windows, tagging_metrics
+from finetune.evaluation import aggregate_tracks, evaluate_windows, tagging_metrics, tune_thresholds
 
 
 def read_scores(path):
@@ -71,3 +71,38 @@ def test_max_aggregation():
     assert aggregate_tracks(values, np.array([3, 3, 7]), "max").ravel().tolist() == [0.9, 0.4]
     with pytest.raises(ValueError, match="mean or max"):
         aggregate_tracks(values, np.array([0, 0, 1]), "median")
+
+
+def test_tuned_thresholds_on_a_hand_made_example():
+    probs = np.array([
+        # a: F1 1.0 at 0.8   b: best: all   c: none   d: tie 0.6   e: F1 tie 0.9 / 0.2
+        [0.9, 0.7, 0.3, 0.6, 0.9],
+        [0.8, 0.6, 0.2, 0.6, 0.8],
+        [0.3, 0.4, 0.1, 0.1, 0.7],
+        [0.1, 0.2, 0.4, 0.1, 0.2],
+    ])
+    targets = np.array([
+        [1, 0, 0, 1, 1],
+        [1, 0, 0, 0, 0],
+        [0, 1, 0, 0, 0],
+        [0, 1, 0, 0, 1],
+    ])
+    thresholds = tune_thresholds(probs, targets)
+    # a: midpoint of 0.8 and 0.3; b: negatives outscore both positives, best F1 predicts all (the
+    # lowest score); c: no positives -> fallback 0.5; d: the tied 0.6s go in together (never 0.6
+    # itself, which splitting the tie would give); e: F1 2/3 at 0.9 and at 0.2, the higher wins.
+    np.testing.assert_allclose(thresholds, [0.55, 0.2, 0.5, 0.35, 0.85])
+    assert tune_thresholds(probs, targets, fallback=0.25)[2] == 0.25
+    with pytest.raises(ValueError, match="must both be"):
+        tune_thresholds(probs, targets[:, :3])
+
+
+def test_tuned_thresholds_reach_the_best_f1_of_every_tag():
+    rng = np.random.default_rng(3)
+    targets = (rng.random((80, 6)) < 0.3).astype(int)
+    probs = np.clip(0.35 * targets + rng.random((80, 6)) * 0.7, 0, 1).round(2)  # rounding makes ties
+    thresholds = tune_thresholds(probs, targets)
+    assert ((0 <= thresholds) & (thresholds <= 1)).all()
+    for c in range(6):
+        best = max(skm.f1_score(targets[:, c], probs[:, c] >= t) for t in np.unique(probs[:, c]))
+        assert skm.f1_score(targets[:, c], probs[:, c] >= thresholds[c]) == pytest.approx(best)

@@ -154,3 +154,63 @@ def test_push_uploads_the_export_and_fails_clearly_offline(demo_run, tmp_path):
     with pytest.raises(hub.HubError, match="intact"):
         hub.push_to_hub(folder, "someone/demo", api=FolderApi(tmp_path / "hub2", fail=True))
     assert (folder / "model.safetensors").is_file()
+
+
+@pytest.fixture(scope="module")
+def mtat_run(mtat_root, tmp_path_factory):
+    """A 2-step multi-label run on the MTAT-format fixture through the real entry point."""
+    from finetune.cli import main
+
+    run_dir = tmp_path_factory.mktemp("mtat-run") / "run"
+    assert main(["--recipe", "demo", "data.name=mtat", "data.split_scheme=standard", f"data.root={mtat_root}", "data.tags=7",
+                 "train.max_steps=2", "train.batch_size=4", "data.num_workers=0", "data.max_tracks=12",
+                 f"output_dir={run_dir}"]) == 0
+    return run_dir
+
+
+def cli_labels(capsys, *argv):
+    from finetune.cli import main
+
+    capsys.readouterr()
+    assert main(["predict", *argv]) == 0
+    return [[l["label"] for l in json.loads(line)["labels"]] for line in capsys.readouterr().out.splitlines()]
+
+
+def test_tagging_run_tunes_and_predict_applies_per_tag_thresholds(mtat_run, mtat_root, capsys):
+    from finetune.evaluation import TrackPredictions, tune_thresholds
+
+    config = json.loads((mtat_run / "model" / "config.json").read_text())
+    thresholds = config["tag_thresholds"]
+    assert len(thresholds) == len(config["id2label"]) == 7
+    assert all(0.0 <= t <= 1.0 for t in thresholds)
+    validation = TrackPredictions.load(mtat_run / "predictions" / "validation.npz")
+    np.testing.assert_allclose(thresholds, tune_thresholds(validation.probs, validation.labels), rtol=1e-12)
+    assert "tag_thresholds" in (mtat_run / "model" / "README.md").read_text()
+
+    predictor = Predictor.from_pretrained(mtat_run)
+    np.testing.assert_allclose(predictor.tag_thresholds, thresholds)
+    path = sorted(mtat_root.rglob("*.mp3"))[0]
+    track = predictor.window_scores(path)[2].mean(axis=0)
+    passing = {n for n, s, t in zip(predictor.label_names, track, thresholds) if s >= t}
+    assert {l["label"] for l in predictor.predict(path)["labels"]} == passing
+    # Thresholds straddling this file's scores: alternate tags just below / just above theirs.
+    predictor.tag_thresholds = track + np.where(np.arange(7) % 2 == 0, -1e-6, 1e-6)
+    result = predictor.predict(path)["labels"]
+    assert [l["label"] for l in result] == [predictor.label_names[i] for i in np.argsort(-track) if i % 2 == 0]
+    assert len(predictor.predict(path, top_k=2)["labels"]) == 2  # top-k caps the tags that pass
+    median = float(np.median(track))
+    assert {l["label"] for l in predictor.predict(path, threshold=median)["labels"]} == {
+        n for n, s in zip(predictor.label_names, track) if s >= median}
+
+    # The CLI: per-tag thresholds by default, --threshold overrides them, --top-k caps.
+    assert set(cli_labels(capsys, "--model", str(mtat_run), str(path))[0]) == passing
+    assert len(cli_labels(capsys, "--model", str(mtat_run), str(path), "--threshold", "0")[0]) == 7
+    assert cli_labels(capsys, "--model", str(mtat_run), str(path), "--threshold", "1.01")[0] == []
+    assert len(cli_labels(capsys, "--model", str(mtat_run), str(path), "--threshold", "0",
+                          "--top-k", "3")[0]) == 3
+
+
+def test_genre_models_have_no_tag_thresholds_and_stay_top_k(demo_run, predictor):
+    assert "tag_thresholds" not in json.loads((demo_run / "model" / "config.json").read_text())
+    assert predictor.tag_thresholds is None
+    assert len(predictor.predict(tone(3.0), sr=44_100, threshold=0.0)["labels"]) == 5  # threshold: tagging only

@@ -229,6 +229,17 @@ class StreamCrops(SharedEpoch, torch.utils.data.IterableDataset):
                                f"missing or unreadable, e.g. {next(iter(skipped))}")
 
 
+def unreadable_window(track: int, clip_samples: int) -> dict:
+    """The item of a window that could not be read: a silent placeholder of the batch's shape, its
+    track marked -1 - track so that evaluation drops every window of that track."""
+    return {"input_values": np.zeros(clip_samples, dtype=np.float32), "track_index": -1 - track}
+
+
+def unreadable_tracks(track_index: np.ndarray) -> np.ndarray:
+    """The tracks marked unreadable (by `unreadable_window`) in a window track index (W,)."""
+    return np.unique(-1 - track_index[track_index < 0])
+
+
 class EvalWindows(torch.utils.data.Dataset):
     """Every track cut into `clip_seconds` windows (last one aligned to the end). Tracks whose
     header is unreadable are left out and listed in `skipped`. A window that fails to read comes
@@ -266,13 +277,11 @@ class EvalWindows(torch.utils.data.Dataset):
             item["input_values"] = fit_length(y, self.clip_samples).astype(np.float32)
         except AudioReadError as err:  # the header read but the body did not: mark the track
             logger.warning("leaving a track out of evaluation: %s", err)
-            # a placeholder of the right shape for the batch; evaluation discards it
-            item.update(input_values=np.zeros(self.clip_samples, dtype=np.float32), track_index=-1 - track)
+            item.update(unreadable_window(track, self.clip_samples))
         return item
 
     def skipped_files(self, track_index: np.ndarray) -> list[str]:
         """What was left out of an evaluation whose windows came back with `track_index` (W,):
         the unreadable headers, then the tracks with a window marked unreadable."""
-        failed = np.unique(-1 - track_index[track_index < 0])
         return self.skipped + [str(AudioReadError(self.paths[t], "a window could not be read, "
-                                                  "see the warnings")) for t in failed]
+                                                  "see the warnings")) for t in unreadable_tracks(track_index)]

@@ -14,7 +14,7 @@ import logging
 import matplotlib.pyplot as plt
 import numpy as np
 
-from finetune.clips import track_table, window_starts
+from finetune.clips import track_table, unreadable_tracks, window_starts
 from finetune.data.audio import AudioReadError, audio_duration
 from finetune.evaluation import TrackPredictions, aggregate_tracks, track_metrics
 from finetune.report import Section, fmt, save_figure, save_study
@@ -70,7 +70,7 @@ def duration_study(model: RunModel, split, full: TrackPredictions, durations: li
             plan[d, mode] = (np.asarray(rows), np.asarray(tracks))
     windows = Excerpts(paths, list(unique), model.sample_rate, clip)
     window_probs, scored = model.score(windows, f"scoring {len(durations)} durations")  # (U, C), (U,)
-    unreadable = set((-1 - scored[scored < 0]).tolist())  # tracks left out at every duration
+    unreadable = unreadable_tracks(scored)  # tracks left out at every duration
     keys = headline(model.multi_label)
     result = {"rows": [], "seed": seed, "durations": durations,
               "full": {k: track_metrics(full.probs, full.labels, full.label_names)[k] for k in keys},
@@ -79,7 +79,7 @@ def duration_study(model: RunModel, split, full: TrackPredictions, durations: li
         row = {"duration": d, "seconds": float(np.mean([min(d, length) for length in lengths.values()]))}
         for mode in MODES:
             rows, tracks = plan[d, mode]
-            keep = ~np.isin(tracks, list(unreadable))
+            keep = ~np.isin(tracks, unreadable)
             rows, tracks = rows[keep], tracks[keep]
             probs = aggregate_tracks(window_probs[rows], tracks, model.recipe.eval.aggregate)
             metrics = track_metrics(probs, targets[np.unique(tracks)], model.label_names)

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 from sklearn import metrics as skm
 
+from finetune.clips import unreadable_tracks
+
 TOP_K = (3, 5)  # top-k accuracy for genres, reported when there are more than k classes
 AT_K = (3, 5, 10)  # precision@k / recall@k for tags, reported when there are more than k tags
 
@@ -147,8 +149,8 @@ def tune_thresholds(probs: np.ndarray, targets: np.ndarray,
 
 def readable_windows(track_index: np.ndarray) -> np.ndarray:
     """(W,) bool: False for every window of a track that has a window that could not be read
-    (`finetune.clips.EvalWindows` marks those with track index -1 - track)."""
-    return (track_index >= 0) & ~np.isin(track_index, -1 - track_index[track_index < 0])
+    (marked by `finetune.clips.unreadable_window`)."""
+    return (track_index >= 0) & ~np.isin(track_index, unreadable_tracks(track_index))
 
 
 def evaluate_windows(

@@ -13,7 +13,7 @@ import torch
 from tqdm.auto import tqdm
 
 from finetune import recipe as recipes
-from finetune.clips import EvalWindows, fit_length, task_of, track_table
+from finetune.clips import EvalWindows, fit_length, task_of, track_table, unreadable_window
 from finetune.data import load_dataset
 from finetune.data.audio import AudioReadError, read_window
 from finetune.evaluation import TrackPredictions, aggregate_tracks, readable_windows, window_probabilities
@@ -91,7 +91,7 @@ class RunModel:
 class Excerpts(torch.utils.data.Dataset):
     """Explicit windows (track, start, seconds) of audio files, each looped or cut to the
     model's clip length (as evaluation treats a short track); an unreadable one is marked as
-    `EvalWindows` marks it (track index -1 - track, a placeholder to discard)."""
+    `EvalWindows` marks it (`finetune.clips.unreadable_window`)."""
 
     def __init__(self, paths: list[str], windows: list[tuple[int, float, float]], sample_rate: int,
                  clip_seconds: float):
@@ -106,5 +106,5 @@ class Excerpts(torch.utils.data.Dataset):
         try:
             y = read_window(self.paths[track], self.sample_rate, start, seconds)  # (T,)
         except AudioReadError:
-            return {"input_values": np.zeros(self.clip_samples, np.float32), "track_index": -1 - track}
+            return unreadable_window(track, self.clip_samples)
         return {"input_values": fit_length(y, self.clip_samples), "track_index": track}

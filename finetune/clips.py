@@ -1,6 +1,7 @@
 """Tracks as torch Datasets: random training crops and whole-track evaluation windows.
 
-Both decode only the window they need (`read_window` seeks), at the model's sample rate. A file
+Both decode only the window they need (`read_window` seeks), at the model's sample rate; training
+crops come from an `AudioCache` instead when the split is small enough (`training_cache`). A file
 that fails to read is skipped and reported, never a crash mid-epoch.
 """
 
@@ -10,6 +11,7 @@ import hashlib
 import logging
 import math
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -90,6 +92,27 @@ class AudioCache:
                 np.save(f, (np.clip(y, -1.0, 1.0 - 2**-15) * 32768).astype(np.int16))
             os.replace(partial, entry)
         return np.load(entry, mmap_mode="r")
+
+
+def training_cache(setting: bool | None, seconds: float | None, folder: str | Path, sample_rate: int,
+                   max_gib: float) -> AudioCache | None:
+    """The training split's `AudioCache`, or None for windowed reads. `setting` true / false forces
+    it; None (auto) turns it on when the split's audio at `sample_rate` (`seconds` in all; None
+    when unknown, as when streaming) fits in `max_gib` and in half the free disk: GTZAN yes,
+    MTAT and FMA no. Crops then cost a memory-mapped slice instead of decode + resample."""
+    if setting is not None:
+        return AudioCache(folder, sample_rate) if setting else None
+    if seconds is None:
+        logger.info("data.audio_cache: off (training durations unknown while streaming)")
+        return None
+    size = seconds * sample_rate * 2  # int16 mono
+    existing = next(p for p in (Path(folder), *Path(folder).absolute().parents) if p.exists())
+    free = shutil.disk_usage(existing).free
+    fits = size <= max_gib * 2**30 and 2 * size <= free
+    logger.info("data.audio_cache: %s (training audio at %d Hz: %.2f GiB; limit "
+                "data.audio_cache_max_gib=%g, %.1f GiB free in %s)", "on" if fits else "off",
+                sample_rate, size / 2**30, max_gib, free / 2**30, existing)
+    return AudioCache(folder, sample_rate) if fits else None
 
 
 class CropReader:

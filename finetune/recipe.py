@@ -49,7 +49,9 @@ class DataConfig:
     num_workers: int | None = option(None, "DataLoader workers; null = from the core count")
     pin_memory: bool | None = option(None, "pinned host memory; null = on when a GPU is used")
     persistent_workers: bool = option(True, "keep DataLoader workers alive between epochs")
-    audio_cache: bool = option(False, "decode training audio once into an int16 cache at the model's rate (fast, uses disk)")
+    audio_cache: bool | None = option(None, "decode training audio once into an int16 cache at the model's rate "
+                                      "(fast, uses disk); null = on when it fits in data.audio_cache_max_gib")
+    audio_cache_max_gib: float = option(4.0, "largest training split data.audio_cache=null caches (GTZAN: ~1 GiB)")
     max_tracks: int | None = option(None, "use at most N tracks per split (seeded sample), for quick checks")
     streaming: bool = option(False, "stream the training split from its metadata, no header scan (needs train.max_steps)")
 
@@ -249,6 +251,9 @@ def _check_ranges(recipe: Recipe) -> None:
     if recipe.data.streaming and recipe.backbone.mode == "probe":
         raise RecipeError("data.streaming: the probe embeds every training window once into its cache; "
                           "use the indexed training split (data.streaming=false)")
+    if recipe.data.audio_cache_max_gib < 0:
+        raise RecipeError(f"data.audio_cache_max_gib: {recipe.data.audio_cache_max_gib} is negative "
+                          f"(0 keeps the automatic audio cache off)")
     if not 0.0 <= recipe.train.warmup_ratio < 1.0:
         raise RecipeError(f"train.warmup_ratio: {recipe.train.warmup_ratio} is not in [0, 1)")
     train = recipe.train

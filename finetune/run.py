@@ -17,7 +17,8 @@ from accelerate.utils import broadcast_object_list
 from finetune import hub, report
 from finetune.augment import augment_waveform
 from finetune.backbones import FAMILIES
-from finetune.clips import AudioCache, CropReader, EvalWindows, StreamCrops, TrainCrops, task_of, track_table
+from finetune.clips import (CropReader, EvalWindows, StreamCrops, TrainCrops, task_of, track_table,
+                            training_cache)
 from finetune.data import DATASET_BUILDERS, load_dataset
 from finetune.data.headers import cache_dir
 from finetune.evaluation import TrackPredictions, evaluate_windows, readable_windows
@@ -133,6 +134,11 @@ def training_set(recipe: Recipe, split, reader: CropReader):
     return TrainCrops(paths, targets, reader, seed=recipe.seed)
 
 
+def training_seconds(recipe: Recipe, split) -> float | None:
+    """Total duration of the training split from its index; None while streaming (not indexed)."""
+    return None if recipe.data.streaming else float(np.sum(split["duration"]))
+
+
 def track_predictions(split, track_index: np.ndarray, paths: list[str], probs: np.ndarray,
                       labels: np.ndarray, label_names: list[str]) -> TrackPredictions:
     """A split's track-level predictions from `evaluate_windows` (rows: the tracks whose windows
@@ -159,7 +165,8 @@ def run(recipe: Recipe) -> Path:
         return run_probe(recipe, dataset, bundle, run_dir)
     rate, clip = bundle.sample_rate, recipe.data.clip_seconds
 
-    cache = AudioCache(cache_dir() / "audio" / str(rate), rate) if recipe.data.audio_cache else None
+    cache = training_cache(recipe.data.audio_cache, training_seconds(recipe, dataset["train"]),
+                           cache_dir() / "audio" / str(rate), rate, recipe.data.audio_cache_max_gib)
     reader = CropReader(rate, clip, augmenter(recipe, rate), cache)
     train_set = training_set(recipe, dataset["train"], reader)
     eval_sets = {

@@ -97,6 +97,8 @@ def test_recipe_round_trips_through_yaml(tmp_path):
         ("backbone.path=/no/such/best_model.pth", "backbone.path: /no/such/best_model.pth does not exist"),
         ("train.save_steps=3 train.eval_steps=2", "train.save_steps: 3 must be a multiple of train.eval_steps"),
         ("data.streaming=true train.max_steps=5 backbone.mode=probe", "data.streaming: the probe embeds"),
+        ("data.audio_cache=maybe", "data.audio_cache: expected bool or null"),
+        ("data.audio_cache_max_gib=-1", "data.audio_cache_max_gib: -1.0 is negative"),
     ],
 )
 def test_bad_overrides_fail_naming_the_key(override, message):

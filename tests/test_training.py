@@ -185,3 +185,50 @@ def test_audio_cache_decodes_once_and_crops_like_the_full_decode(tmp_path, synth
     np.testing.assert_allclose(crop, full[first:first + 32000], atol=2 / 32768)
     with pytest.raises(AudioReadError, match="missing.wav"):
         reader.crop(str(tmp_path / "missing.wav"), np.random.default_rng(0))
+
+
+def test_audio_cache_auto_follows_the_split_size_and_the_free_disk(tmp_path):
+    import shutil
+
+    from finetune.clips import AudioCache, training_cache
+
+    def cache(setting, seconds, max_gib=4.0):
+        return training_cache(setting, seconds, tmp_path / "audio", 16000, max_gib)
+
+    gtzan, mtat = 443 * 30.0, 15_244 * 29.1  # training seconds of the standard splits
+    assert isinstance(cache(None, gtzan), AudioCache) and cache(None, mtat) is None
+    assert cache(None, gtzan, max_gib=0.1) is None, "the limit is data.audio_cache_max_gib"
+    assert cache(None, None) is None, "streaming: durations unknown"
+    assert isinstance(cache(True, mtat), AudioCache) and cache(False, 1.0) is None
+    free_seconds = shutil.disk_usage(tmp_path).free / (16000 * 2)
+    assert cache(None, free_seconds, max_gib=1e9) is None, "never more than half the free disk"
+    assert not (tmp_path / "audio").exists(), "deciding creates nothing"
+
+
+def test_default_run_caches_a_small_training_split(tmp_path, caplog):
+    import logging
+
+    from finetune.clips import AudioCache, track_table
+    from finetune.data.headers import cache_dir
+
+    root, sr, rng = tmp_path / "gtzan", 22050, np.random.default_rng(0)
+    for genre in ("blues", "metal"):
+        (root / "genres" / genre).mkdir(parents=True)
+        for i in range(6):
+            sf.write(root / "genres" / genre / f"{genre}.{i:05d}.wav", 0.1 * rng.standard_normal(sr * 3), sr)
+    recipe = tmp_path / "small.yaml"
+    recipe.write_text("# small\ndata:\n  name: gtzan\n  split_scheme: random\n  clip_seconds: 1.0\n"
+                      "model:\n  name: simple_cnn\n  args:\n    n_mels: 32\n")
+    args = ["--recipe", str(recipe), f"data.root={root}", "train.epochs=1", "train.batch_size=2",
+            "data.num_workers=0"]
+    paths, _ = track_table(load_dataset("gtzan", str(root), split_scheme="random", seed=0)["train"])
+    cache = AudioCache(cache_dir() / "audio" / "16000", 16000)
+    with caplog.at_level(logging.INFO, logger="finetune.data"):
+        assert main(args + [f"output_dir={tmp_path / 'off'}", "data.audio_cache_max_gib=0"]) == 0
+        assert "data.audio_cache: off" in caplog.text
+        assert not any(cache.entry(path).is_file() for path in paths)
+        caplog.clear()
+        assert main(args + [f"output_dir={tmp_path / 'on'}"]) == 0
+        assert "data.audio_cache: on" in caplog.text
+    assert len(paths) >= 4 and all(cache.entry(path).is_file() for path in paths), \
+        "every training file was read through the cache"

@@ -59,7 +59,7 @@ class Result:
     toolkit: float
     bare: float
     unit: str
-    target: float
+    target: float | None  # None: an informational case, no target
     higher_is_better: bool  # True for throughputs (ratio >= target), False for times (<=)
     note: str = ""
 
@@ -68,19 +68,21 @@ class Result:
         return self.toolkit / self.bare
 
     @property
-    def met(self) -> bool:
-        return self.ratio >= self.target if self.higher_is_better else self.ratio <= self.target
+    def verdict(self) -> str:
+        if self.target is None:
+            return "info"
+        met = self.ratio >= self.target if self.higher_is_better else self.ratio <= self.target
+        return "met" if met else "MISSED"
 
     @property
     def target_text(self) -> str:
-        return f"{'>=' if self.higher_is_better else '<='} {self.target:g}x"
+        return "none" if self.target is None else f"{'>=' if self.higher_is_better else '<='} {self.target:g}x"
 
     def line(self) -> str:
-        verdict = "met" if self.met else "MISSED"
         note = f"; {self.note}" if self.note else ""
         return (f"[{self.bench}] {self.case}: toolkit {figure(self.toolkit)} {self.unit}, bare "
                 f"{figure(self.bare)} {self.unit} -> {self.ratio:.2f}x (target {self.target_text}) "
-                f"{verdict}{note}")
+                f"{self.verdict}{note}")
 
 
 def table(results: Sequence[Result]) -> str:
@@ -88,5 +90,5 @@ def table(results: Sequence[Result]) -> str:
     rows = ["| benchmark | case | toolkit | bare | unit | ratio | target | |",
             "|---|---|---|---|---|---|---|---|"]
     rows += [f"| {r.bench} | {r.case} | {figure(r.toolkit)} | {figure(r.bare)} | {r.unit} | "
-             f"{r.ratio:.2f}x | {r.target_text} | {'met' if r.met else 'MISSED'} |" for r in results]
+             f"{r.ratio:.2f}x | {r.target_text} | {r.verdict} |" for r in results]
     return "\n".join(rows)

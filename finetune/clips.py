@@ -7,6 +7,7 @@ that fails to read is skipped and reported, never a crash mid-epoch.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import math
@@ -72,6 +73,7 @@ class AudioCache:
 
     def __init__(self, folder: str | Path, sample_rate: int):
         self.folder, self.sample_rate = Path(folder), sample_rate
+        self.unwritable: str | None = None  # why an entry could not be written, once one could not
 
     def entry(self, path: str) -> Path:
         try:
@@ -82,15 +84,27 @@ class AudioCache:
         return self.folder / f"{hashlib.sha1(key.encode()).hexdigest()}.npy"
 
     def load(self, path: str) -> np.ndarray:
-        """(T,) int16 memory map of the whole track, decoded on first use."""
+        """(T,) int16 memory map of the whole track, decoded on first use. When the entry cannot
+        be written (disk full, read-only folder) the decoded track is returned from memory and
+        `unwritable` says why, once, in a warning."""
         entry = self.entry(path)
-        if not entry.is_file():
-            y = read_window(path, self.sample_rate)  # (T,) float32
+        if entry.is_file():
+            return np.load(entry, mmap_mode="r")
+        track = (np.clip(read_window(path, self.sample_rate), -1.0, 1.0 - 2**-15) * 32768).astype(np.int16)
+        partial = entry.with_suffix(f".{os.getpid()}.tmp")
+        try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            partial = entry.with_suffix(f".{os.getpid()}.tmp")
             with open(partial, "wb") as f:  # written whole then renamed: workers may race
-                np.save(f, (np.clip(y, -1.0, 1.0 - 2**-15) * 32768).astype(np.int16))
+                np.save(f, track)
             os.replace(partial, entry)
+        except OSError as err:
+            with contextlib.suppress(OSError):  # the folder itself may be what failed
+                partial.unlink()
+            if self.unwritable is None:
+                self.unwritable = os_cause(err)
+                logger.warning("audio cache %s cannot be written (%s): reading windows from the "
+                               "audio files instead", self.folder, self.unwritable)
+            return track
         return np.load(entry, mmap_mode="r")
 
 
@@ -132,7 +146,7 @@ class CropReader:
         return float(rng.uniform(0.0, slack)) if slack > 0 else 0.0
 
     def _read(self, path: str, rng: np.random.Generator) -> np.ndarray:
-        if self.cache is not None:
+        if self.cache is not None and self.cache.unwritable is None:
             track = self.cache.load(path)  # (T,) int16
             first = int(round(self._start(len(track) / self.sample_rate, rng) * self.sample_rate))
             return track[first:first + self.clip_samples].astype(np.float32) / 32768

@@ -232,3 +232,24 @@ def test_default_run_caches_a_small_training_split(tmp_path, caplog):
         assert "data.audio_cache: on" in caplog.text
     assert len(paths) >= 4 and all(cache.entry(path).is_file() for path in paths), \
         "every training file was read through the cache"
+
+
+def test_an_unwritable_audio_cache_falls_back_to_windows_with_one_warning(tmp_path, synthetic_root, caplog):
+    import logging
+
+    from finetune.clips import AudioCache, CropReader
+    from finetune.data.audio import audio_duration, read_window
+
+    (tmp_path / "not-a-folder").write_text("x")  # the cache folder's parent is a file
+    cache = AudioCache(tmp_path / "not-a-folder" / "audio", 16000)
+    reader = CropReader(16000, 2.0, cache=cache)
+    paths = sorted(str(p) for p in (synthetic_root / "genres" / "buzz").glob("*.wav"))[:3]
+    with caplog.at_level(logging.WARNING, logger="finetune.data"):
+        crops = [reader.crop(path, np.random.default_rng([0, 0, i])) for i, path in enumerate(paths)]
+    assert cache.unwritable and caplog.text.count("cannot be written") == 1
+    first = read_window(paths[0], 16000)  # the first crop came from the decoded track in memory
+    start = int(round(np.random.default_rng([0, 0, 0]).uniform(0.0, len(first) / 16000 - 2.0) * 16000))
+    np.testing.assert_allclose(crops[0], first[start:start + 32000], atol=2 / 32768)
+    for i in (1, 2):  # later crops are windows read from the files: not int16-quantised
+        start = np.random.default_rng([0, 0, i]).uniform(0.0, audio_duration(paths[i]) - 2.0)
+        np.testing.assert_array_equal(crops[i], read_window(paths[i], 16000, start, 2.0))

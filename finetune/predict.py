@@ -1,11 +1,15 @@
 """Inference on audio of any length: read in windows, score in batches, average per file.
 
-Windows are read one at a time (soundfile seek), so memory stays flat however long the file is.
+Windows are read one at a time (soundfile seek), so memory stays flat however long the file is;
+the next batch is read and featurised in a thread while the model scores this one.
 """
 
 from __future__ import annotations
 
+import itertools
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Iterator, TypeVar
 
 import numpy as np
 import soxr
@@ -18,6 +22,18 @@ from finetune.models import ModelBundle, load_model
 
 DEFAULT_CLIP_SECONDS = 5.0
 DEFAULT_TOP_K = 5  # labels reported when no threshold applies
+
+T = TypeVar("T")
+
+
+def read_ahead(items: Iterator[T]) -> Iterator[T]:
+    """The items of `items`, each one produced in a worker thread while the caller works on the
+    one before (decoding releases the GIL, so reading overlaps the model). Errors come in order."""
+    with ThreadPoolExecutor(1, thread_name_prefix="read-ahead") as pool:
+        pending = pool.submit(next, items, None)
+        while (item := pending.result()) is not None:
+            pending = pool.submit(next, items, None)
+            yield item
 
 
 def tag_thresholds(config) -> np.ndarray | None:
@@ -98,25 +114,25 @@ class Predictor:
         starts = window_starts(duration, clip, hop)
         return duration, ((s, fit_length(y[int(s * self.sample_rate):][:size], size)) for s in starts)
 
+    def _batches(self, windows) -> Iterator[tuple[list[float], dict]]:
+        """(starts, model inputs) per batch of `batch_size` windows."""
+        while batch := list(itertools.islice(windows, self.batch_size)):
+            starts, waveforms = zip(*batch)
+            yield list(starts), self.bundle.feature_extractor(list(waveforms), sampling_rate=self.sample_rate,
+                                                              return_tensors="pt")
+
     @torch.no_grad()
-    def _score(self, waveforms: list[np.ndarray]) -> np.ndarray:
-        inputs = self.bundle.feature_extractor(waveforms, sampling_rate=self.sample_rate,
-                                               return_tensors="pt")
+    def _score(self, inputs: dict) -> np.ndarray:
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
         return self.model(**inputs).logits.float().cpu().numpy()  # (B, C)
 
     def window_scores(self, source, sr: int | None = None) -> tuple[float, list[float], np.ndarray]:
         """(duration, window starts, window probabilities (W, C))."""
         duration, windows = self._windows(source, sr)
-        starts, scores, batch = [], [], []
-        for start, y in windows:
-            starts.append(start)
-            batch.append(y)
-            if len(batch) == self.batch_size:
-                scores.append(self._score(batch))
-                batch = []
-        if batch:
-            scores.append(self._score(batch))
+        starts, scores = [], []
+        for batch_starts, inputs in read_ahead(self._batches(windows)):
+            starts += batch_starts
+            scores.append(self._score(inputs))
         return duration, starts, window_probabilities(np.concatenate(scores), self.multi_label)
 
     def selected(self, track: np.ndarray, top_k: int | None = None,

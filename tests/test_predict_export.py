@@ -214,3 +214,26 @@ def test_genre_models_have_no_tag_thresholds_and_stay_top_k(demo_run, predictor)
     assert "tag_thresholds" not in json.loads((demo_run / "model" / "config.json").read_text())
     assert predictor.tag_thresholds is None
     assert len(predictor.predict(tone(3.0), sr=44_100, threshold=0.0)["labels"]) == 5  # threshold: tagging only
+
+
+def test_read_ahead_produces_the_next_batch_while_the_caller_works():
+    import threading
+
+    from finetune.data.audio import AudioReadError
+    from finetune.predict import read_ahead
+
+    started = [threading.Event() for _ in range(3)]
+
+    def batches():
+        for i in range(3):
+            started[i].set()
+            yield i
+        raise AudioReadError("long.mp3", "truncated")
+
+    got = []
+    with pytest.raises(AudioReadError, match="long.mp3"):
+        for i in read_ahead(batches()):
+            if i < 2:  # a sequential loop would only start the next batch after this one
+                assert started[i + 1].wait(timeout=10), "the next batch is read while this one is used"
+            got.append(i)
+    assert got == [0, 1, 2], "in order, and the error comes after the batches before it"

@@ -8,8 +8,9 @@ hard links to one 30 s MP3 in `fma_large/NNN/NNNNNN.mp3`, so the build is the fu
 parse, split and label mapping, a header read of every file, Arrow tables), no `allow_missing`.
 The header reads hit the page cache (one inode): cold-disk latency is not measured. Each
 measurement runs in a fresh process so its peak RSS (Linux VmHWM) is its own; the warm build and
-the bare parse alternate for a few rounds (medians). Target (ours; issue 8 sets none): a build
-with the header cache warm costs at most twice the bare parse.
+the bare parse alternate for a few rounds (medians). No target (issue 8 asks for seconds and peak
+memory): the ratio is informational, since the build stats every file (106,574 stats, about 0.5 s
+alone) and builds Arrow tables, which the bare parse does not.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ import numpy as np
 from bench.media import FMA_MP3, copies, write_tone
 from bench.timing import Result, alternate, median, timed
 
-TARGET = 2.0
 TRACKS = {False: 106_574, True: 2_000}  # FMA-large's track count
 ROUNDS = {False: 3, True: 1}
 TOP_GENRES = ["Blues", "Classical", "Country", "Easy Listening", "Electronic", "Experimental", "Folk",
@@ -124,7 +124,7 @@ def run(quick: bool) -> list[Result]:
     elapsed = {kind: median([s for s, _ in measured]) for kind, measured in runs.items()}
     peak = {kind: max(p for _, p in measured) / 2**20 for kind, measured in runs.items()}
     return [Result("index", f"FMA large, {count:,} tracks, tracks.csv {megabytes:.0f} MiB, "
-                   "header cache warm", elapsed["toolkit"], elapsed["bare"], "s", TARGET,
+                   "header cache warm", elapsed["toolkit"], elapsed["bare"], "s", None,
                    higher_is_better=False,
                    note=f"first build (reads every file's header) {first:.1f} s; peak RSS growth: "
                         f"toolkit {peak['toolkit']:,.0f} MiB (first build {first_peak / 2**20:,.0f}), "

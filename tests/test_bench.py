@@ -12,7 +12,7 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = ("data", "step", "inference", "probe", "index")
 RATIO_LINE = re.compile(r"^\[(\w+)\] .+: toolkit \S+ \S+, bare \S+ \S+ -> \d+\.\d\dx "
-                        r"\(target [<>]= [\d.]+x\) (met|MISSED)")
+                        r"\((target [<>]= [\d.]+x\) (met|MISSED)|target none\) info)")
 
 
 def run_bench(*args: str) -> subprocess.CompletedProcess:

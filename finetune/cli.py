@@ -278,7 +278,9 @@ COMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    replica = int(os.environ.get("RANK", "0")) > 0  # under torchrun / accelerate launch
+    logging.basicConfig(level=logging.WARNING if replica else logging.INFO,  # progress once per job
+                        format="%(levelname)s %(name)s: %(message)s")
     if argv and argv[0] in COMMANDS:
         return COMMANDS[argv[0]](argv[1:])
     if argv and argv[0] == "train":

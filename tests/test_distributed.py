@@ -48,6 +48,7 @@ def test_two_processes_train_as_one_job_and_write_one_run_folder(tmp_path, synth
     summaries = [line for line in output.splitlines() if "Total train batch size" in line]
     assert summaries and all(line.rstrip().endswith(f"= {2 * PER_DEVICE_BATCH}") for line in summaries), (
         "the Trainer must see a world of 2 processes:\n" + "\n".join(summaries))
+    assert output.count("data.audio_cache: on") == 1, "the toolkit's progress is logged by rank 0 only"
     runs = list((tmp_path / "runs").iterdir())
     assert len(runs) == 1, f"both processes must agree on one run folder, got {runs}"
     metrics = json.loads((runs[0] / "metrics.json").read_text())

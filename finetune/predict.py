@@ -27,8 +27,9 @@ T = TypeVar("T")
 
 
 def read_ahead(items: Iterator[T]) -> Iterator[T]:
-    """The items of `items`, each one produced in a worker thread while the caller works on the
-    one before (decoding releases the GIL, so reading overlaps the model). Errors come in order."""
+    """The items of `items` (never None), each one produced in a worker thread while the caller
+    works on the one before (decoding releases the GIL, so reading overlaps the model). Errors
+    come in order."""
     with ThreadPoolExecutor(1, thread_name_prefix="read-ahead") as pool:
         pending = pool.submit(next, items, None)
         while (item := pending.result()) is not None:

@@ -140,7 +140,7 @@ def test_export_writes_a_hub_ready_folder_with_a_card(demo_run, tmp_path):
     values = {m["type"]: m["value"] for m in meta["model-index"][0]["results"][0]["metrics"]}
     assert values["accuracy"] == pytest.approx(test_accuracy, abs=1e-4)
     config = json.loads((folder / "config.json").read_text())
-    assert sorted(config["id2label"].values()) == ["bells", "buzz", "drone", "pluck", "pulse"]
+    assert sorted(config["id2label"].values()) == ["bells", "buzz", "drone", "harp", "pluck", "pulse"]
     assert Predictor.from_pretrained(folder).predict(tone(3.0), sr=44_100)["labels"]
 
 

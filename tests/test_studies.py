@@ -18,9 +18,9 @@ from finetune.studies import evaluate
 
 @pytest.fixture(scope="module")
 def trained_run(synthetic_root, tmp_path_factory):
-    """Six steps of the demo recipe: well above chance on the generated test split."""
+    """Fifteen steps of the demo recipe: well above chance on the generated test split."""
     run_dir = tmp_path_factory.mktemp("trained") / "run"
-    assert main(["--recipe", "demo", "train.max_steps=6", "train.batch_size=16", "train.lr=0.003",
+    assert main(["--recipe", "demo", "train.max_steps=15", "train.batch_size=16", "train.lr=0.003",
                  f"data.root={synthetic_root}", f"output_dir={run_dir}", "data.num_workers=0"]) == 0
     return run_dir
 
@@ -48,7 +48,7 @@ def test_duration_study_has_a_row_per_duration_and_stays_above_chance(evaluated_
     metrics = json.loads((evaluated_run / "metrics.json").read_text())["test"]
     assert study["full"]["accuracy"] == pytest.approx(metrics["accuracy"])
     chance = study["chance"]["accuracy"]
-    assert chance == pytest.approx(0.2) and study["full"]["accuracy"] > 0.6
+    assert chance == pytest.approx(1 / 6) and study["full"]["accuracy"] > 0.6
     longest = study["rows"][-1]
     assert longest["seconds"] == pytest.approx(8.0), "10 s keeps the whole 8 s track"
     assert longest["start"]["accuracy"] == pytest.approx(study["full"]["accuracy"])
@@ -65,7 +65,8 @@ def test_study_sections_reach_both_reports(evaluated_run):
     html = (evaluated_run / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 4  # curves, confusion, durations, rare classes
     rare = json.loads((evaluated_run / "studies" / "rare_classes.json").read_text())["data"]
-    assert [c["train"] for c in rare["classes"]] == [28] * 5 and rare["spearman"] is None
+    # bells buzz drone harp pluck pulse: 70% of 25 35 45 15 20 60 generated tracks
+    assert [c["train"] for c in rare["classes"]] == [17, 25, 31, 11, 14, 42] and -1 <= rare["spearman"] <= 1
     mistakes = json.loads((evaluated_run / "studies" / "mistakes.json").read_text())["data"]["mistakes"]
     assert all(m["true"] != m["predicted"] for m in mistakes)
     assert len(list((evaluated_run / "studies" / "saliency").glob("*.png"))) == min(1, len(mistakes))
@@ -81,7 +82,7 @@ def test_evaluate_on_another_dataset_through_a_mapping(trained_run, synthetic_ro
             shutil.copy(synthetic_root / "genres" / source / f"{source}.{i:05d}.wav",
                         tmp_path / "gtzan" / genre / f"{genre}.{i:05d}.wav")
     mapping = tmp_path / "map.yaml"
-    mapping.write_text("bells: classical\nbuzz: rock\npulse: hiphop\ndrone: null\npluck: country\n")
+    mapping.write_text("bells: classical\nbuzz: rock\npulse: hiphop\ndrone: null\npluck: country\nharp: country\n")
     run_dir = tmp_path / "run"
     shutil.copytree(trained_run, run_dir)
     assert main(["evaluate", str(run_dir), "--on", "gtzan", f"data.root={tmp_path / 'gtzan'}",
@@ -98,8 +99,8 @@ def test_evaluate_on_another_dataset_through_a_mapping(trained_run, synthetic_ro
     assert "no packaged genre mapping from synthetic to fma" in capsys.readouterr().err
 
 
-def test_saliency_is_zero_where_the_audio_is_silent(demo_run):
-    model = RunModel(demo_run)
+def test_saliency_is_zero_where_the_audio_is_silent(trained_run):
+    model = RunModel(trained_run)  # the 2-step demo run can be certain of one class on a tone: nothing to occlude
     rate = model.sample_rate
     t = np.arange(4 * rate) / rate
     y = np.where(t < 2.0, 0.5 * np.sin(2 * np.pi * 440 * t) * np.sin(2 * np.pi * 3 * t), 0.0).astype(np.float32)

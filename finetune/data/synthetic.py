@@ -1,7 +1,13 @@
 """A generated, music-like genre dataset for the offline demo and the tests.
 
-Five classes that differ in timbre, rhythm and pitch content, written as WAV files in GTZAN's
+Six classes that differ in timbre, rhythm and pitch content, written as WAV files in GTZAN's
 folder layout (`genres/<class>/<class>.000NN.wav`) so they go through the real GTZAN loader.
+Made hard enough for the demo's studies to show something:
+- imbalanced classes, 60 tracks down to 15 (the rare-class study);
+- one harder pair: harp and pluck share a timbre and differ only in register and note rate, whose
+  ranges overlap (the confusion); they are the two rarest classes, harp the rarer;
+- each instrument plays in phrases between rests that hold only the noise floor, starting with a
+  rest, so a 1 s excerpt often holds nothing to classify and a 3 s one little (the duration study).
 Generated once per folder; a marker file records what was generated.
 """
 
@@ -16,9 +22,10 @@ from tqdm.auto import tqdm
 
 SAMPLE_RATE = 22_050  # GTZAN's rate, so the demo resamples like real data
 SECONDS = 8.0
-TRACKS_PER_CLASS = 40
-GENERATOR_VERSION = 1
+TRACKS_PER_CLASS = {"pulse": 60, "drone": 45, "buzz": 35, "bells": 25, "pluck": 20, "harp": 15}
+GENERATOR_VERSION = 2
 DATA_SEED = 1234  # the data is the same for every recipe seed; the split follows the recipe seed
+FADE = 0.05  # seconds of fade in and out of each phrase
 
 
 def _harmonics(freq: np.ndarray, t: np.ndarray, count: int, rolloff: float) -> np.ndarray:
@@ -60,17 +67,27 @@ def pulse(rng, t):
     return kick + hat
 
 
-def pluck(rng, t):
-    """Plucked-string notes from a pentatonic scale, mid register."""
-    base = rng.uniform(200, 330)
+def _plucked(rng, t, base_range, rate_range) -> np.ndarray:
+    """Plucked-string notes from a pentatonic scale on a base pitch drawn from `base_range` (Hz)."""
+    base = rng.uniform(*base_range)
     scale = base * 2 ** (np.array([0, 2, 4, 7, 9, 12, 14]) / 12)
-    return _notes(rng, t, (2, 5), (0.3, 0.8), lambda r, lt: _harmonics(
+    return _notes(rng, t, rate_range, (0.3, 0.8), lambda r, lt: _harmonics(
         np.full_like(lt, r.choice(scale)), lt, 8, 1.0) * np.exp(-lt / r.uniform(0.08, 0.25)))
+
+
+def pluck(rng, t):
+    """Plucked-string notes, mid register, 2.5-5 notes a second."""
+    return _plucked(rng, t, (200, 300), (2.5, 5.0))
+
+
+def harp(rng, t):
+    """Pluck's timbre and scale, a little lower and slower: both ranges overlap pluck's."""
+    return _plucked(rng, t, (170, 260), (1.8, 4.0))
 
 
 def buzz(rng, t):
     """Bright sawtooth lead with vibrato, long notes, high register."""
-    base = rng.uniform(400, 700)
+    base = rng.uniform(500, 800)
     scale = base * 2 ** (np.array([0, 3, 5, 7, 10, 12]) / 12)
 
     def note(r, lt):
@@ -92,17 +109,29 @@ def bells(rng, t):
     return _notes(rng, t, (0.7, 1.4), (1.0, 2.0), note)
 
 
-GENERATORS = {"bells": bells, "buzz": buzz, "drone": drone, "pluck": pluck, "pulse": pulse}
+GENERATORS = {"bells": bells, "buzz": buzz, "drone": drone, "harp": harp, "pluck": pluck, "pulse": pulse}
 CLASSES = sorted(GENERATORS)
 
 
+def phrases(rng, t) -> np.ndarray:
+    """Gain (T,): phrases of 1-2 s between rests of 2-4 s, after an opening rest of 0.5-3 s."""
+    times, gains = [0.0], [0.0]
+    start = rng.uniform(0.5, 3.0)
+    while start < SECONDS:
+        end = start + rng.uniform(1.0, 2.0)
+        times += [start, start + FADE, end, end + FADE]
+        gains += [0.0, 1.0, 1.0, 0.0]
+        start = end + FADE + rng.uniform(2.0, 4.0)
+    return np.interp(t, times, gains)
+
+
 def make_track(name: str, rng: np.random.Generator) -> np.ndarray:
-    """One track of class `name`: (T,) float32 with background noise and random level."""
+    """One track of class `name`: (T,) float32, phrases over a noise floor, at a random level.
+    The floor is set against the peak, not the class's loudness, so a rest says nothing of the class."""
     t = np.arange(int(SECONDS * SAMPLE_RATE)) / SAMPLE_RATE  # (T,)
-    y = GENERATORS[name](rng, t)
+    y = GENERATORS[name](rng, t) * phrases(rng, t)
     y = y / (np.abs(y).max() + 1e-9)
-    noise_db = rng.uniform(15, 35)
-    y = y + rng.standard_normal(len(y)) * 10 ** (-noise_db / 20) * y.std()
+    y = y + rng.standard_normal(len(y)) * 10 ** (-rng.uniform(30, 45) / 20)
     return (y / np.abs(y).max() * rng.uniform(0.3, 0.9)).astype(np.float32)
 
 
@@ -110,12 +139,15 @@ def generate(root: str | Path) -> Path:
     """Write the dataset under `root` unless the marker says it is already there."""
     root = Path(root)
     marker = root / "finetune_synthetic.json"
-    spec = {"version": GENERATOR_VERSION, "classes": CLASSES, "tracks_per_class": TRACKS_PER_CLASS,
+    spec = {"version": GENERATOR_VERSION, "tracks_per_class": {name: TRACKS_PER_CLASS[name] for name in CLASSES},
             "seconds": SECONDS, "sample_rate": SAMPLE_RATE, "seed": DATA_SEED}
-    if marker.is_file() and json.loads(marker.read_text()) == spec:
-        return root
+    if marker.is_file():
+        if json.loads(marker.read_text()) == spec:
+            return root
+        for stale in root.glob("genres/*/*.wav"):  # an older generation's: not all are rewritten
+            stale.unlink()
     rng = np.random.default_rng(DATA_SEED)
-    jobs = [(name, i) for name in CLASSES for i in range(TRACKS_PER_CLASS)]
+    jobs = [(name, i) for name in CLASSES for i in range(TRACKS_PER_CLASS[name])]
     for name, i in tqdm(jobs, desc="generating synthetic dataset", leave=False):
         folder = root / "genres" / name
         folder.mkdir(parents=True, exist_ok=True)

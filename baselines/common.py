@@ -69,6 +69,7 @@ class BaselinePreTrainedModel(PreTrainedModel):
     config_class = BaselineConfig
     main_input_name = "input_values"
     base_model_prefix = "baseline"
+    head_module_names = ("classifier",)  # what a probe fits and a fine-tune's head learning rate covers
     won_renames: tuple[tuple[str, str], ...] = ()
 
     def __init__(self, config: BaselineConfig):
@@ -88,20 +89,19 @@ class BaselinePreTrainedModel(PreTrainedModel):
     def embed(self, input_values: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def freeze_embedding(self) -> None:
-        """A frozen probe: only the classifier trains; the rest stays in eval mode (batch-norm
-        statistics and dropout included), so the probe sees the features the model will serve."""
-        for name, param in self.named_parameters():
-            param.requires_grad = name.startswith("classifier.")
-        self.embedding_frozen = True
+    def freeze_batch_norm(self) -> None:
+        """Keep every batch norm in eval mode from now on, training included: its statistics stay
+        the pretrained ones, so a small fine-tuning set's batches do not shift the features the
+        head was fitted on (`train.freeze_batch_norm`)."""
+        self.batch_norm_frozen = True
         self.train(self.training)
 
     def train(self, mode: bool = True):
         super().train(mode)
-        if getattr(self, "embedding_frozen", False):
-            for child in self.children():
-                if child is not self.classifier:
-                    child.eval()
+        if getattr(self, "batch_norm_frozen", False):
+            for module in self.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
         return self
 
     def forward(
@@ -135,6 +135,17 @@ class SpectrogramModel(BaselinePreTrainedModel):
     def __init__(self, config: SpectrogramConfig):
         super().__init__(config)
         self.frontend = SpectrogramFrontend(config)
+
+
+def probe_features(model: BaselinePreTrainedModel, input_values: torch.Tensor,
+                   attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """The embedding the classifier reads, as the probe caches it: (B, T) -> (B, 1, D) (one layer)."""
+    return model.embed(input_values).unsqueeze(1)
+
+
+def probe_head(modules: nn.Module, pooled: torch.Tensor) -> torch.Tensor:
+    """The classifier on embeddings (B, D) -> logits (B, C) (dropout is off outside training)."""
+    return modules.classifier(pooled)
 
 
 def apply_labels(config: PreTrainedConfig, label_names: list[str], multi_label: bool) -> None:

@@ -94,8 +94,6 @@ def build_baseline(model_class: type[BaselinePreTrainedModel], args: dict):
     apply_labels(config, label_names, multi_label)
     model = start_model(model_class, config, getattr(backbone, "path", None))
     model.set_labels(label_names, multi_label)
-    if getattr(backbone, "mode", "full") == "probe":
-        model.freeze_embedding()
     sample_rate = model.config.sample_rate
     feature_extractor = Wav2Vec2FeatureExtractor(
         feature_size=1,

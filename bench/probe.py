@@ -3,9 +3,10 @@
 The frozen-backbone epoch is the toolkit's own pass of the frozen backbone over every training
 window (`embed_split` with an empty cache: DataLoader, forward with all hidden states, cache write);
 an epoch of training a head on a frozen backbone costs at least that forward. The sweep is what
-`backbone.mode=probe` does next: read the cached train and validation embeddings and train a probe
-on each of the 13 layer outputs (embeddings + 12 layers) for `probe.epochs` epochs, validating every
-epoch. Target (ours; issue 8 sets none): the whole sweep costs less than one backbone epoch.
+`backbone.mode=probe` does next: read the cached train and validation embeddings and fit a head on
+each of the 13 layer outputs (embeddings + 12 layers) by L-BFGS for every penalty of
+`probe.weight_decays`, scoring each on validation. Target (ours; issue 8 sets none): the whole sweep
+costs less than one backbone epoch.
 """
 
 from __future__ import annotations
@@ -17,9 +18,7 @@ from pathlib import Path
 from bench.media import GTZAN_WAV, labelled_splits, track_files
 from bench.models import BASE_SPEECH, LABELS, TINY_SPEECH_12, speech_backbone
 from bench.timing import Result, seconds, timed
-from finetune.backbones import FAMILIES
-from finetune.backbones.probe import embed_split, probe_layers, train_probe
-from finetune.training import default_metric
+from finetune.probe import embed_split, embedder_for, fit_head, head_modules, probe_layers, task_settings
 
 TARGET = 1.0
 
@@ -30,13 +29,12 @@ class Size:
     model_name: str
     train_tracks: int
     track_seconds: float
-    probe_epochs: int
+    max_iter: int  # L-BFGS iterations per penalty, at most
 
 
 SIZES = {False: Size(BASE_SPEECH, "HuBERT-base size (MERT-v1-95M architecture), random weights",
-                     train_tracks=4, track_seconds=20.0, probe_epochs=30),
-         True: Size(TINY_SPEECH_12, "tiny 12-layer HuBERT", train_tracks=2, track_seconds=4.0,
-                    probe_epochs=2)}
+                     train_tracks=4, track_seconds=20.0, max_iter=500),
+         True: Size(TINY_SPEECH_12, "tiny 12-layer HuBERT", train_tracks=2, track_seconds=4.0, max_iter=5)}
 CLIP_SECONDS = 5.0
 
 
@@ -50,26 +48,26 @@ def run(quick: bool) -> list[Result]:
         dataset = labelled_splits(root, files, LABELS)
         recipe, bundle = speech_backbone(
             root / "backbone", size.model, "probe", data={"clip_seconds": CLIP_SECONDS},
-            probe={"layers": "all", "epochs": size.probe_epochs})
-        family, model = FAMILIES["hubert"], bundle.model.eval()
-        task = {"label_names": LABELS, "multi_label": False, "aggregate": recipe.eval.aggregate,
-                "metric": default_metric(recipe, False)}
+            probe={"layers": "all", "max_iter": size.max_iter})
+        model = bundle.model.eval()
+        embedder, task = embedder_for("hubert", model), task_settings(recipe, dataset["train"])
         cache = root / "embeddings"
-        cache.mkdir()
 
         def embedded(name: str):
-            return embed_split(recipe, dataset[name], name, bundle, family, cache)
+            return embed_split(recipe, dataset[name], name, bundle, embedder, cache)
 
         train, epoch = timed(lambda: embedded("train"))
         embedded("validation")
-        layers = probe_layers(recipe.probe.layers, model.config.num_hidden_layers)
+        layers = probe_layers(recipe.probe.layers, embedder.num_layers)
 
         def sweep() -> None:
             data = {name: embedded(name) for name in ("train", "validation")}
             for layer in layers:
-                train_probe(recipe, family, model, data, layer, task)
+                fit_head(head_modules(model), embedder, data["train"].layer(layer), data["train"],
+                         data["validation"].layer(layer), data["validation"], task, recipe.probe.weight_decays,
+                         recipe.probe.max_iter)
 
         sweep_seconds = seconds(sweep)
-    return [Result("probe", f"{len(layers)}-layer sweep x {size.probe_epochs} epochs vs one frozen epoch, "
+    return [Result("probe", f"{len(layers)}-layer sweep x {len(recipe.probe.weight_decays)} penalties vs one frozen epoch, "
                    f"{size.model_name}, {len(train.track_index)} train windows of {CLIP_SECONDS:g} s",
                    sweep_seconds, epoch, "s", TARGET, higher_is_better=False)]

@@ -22,7 +22,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
-from bench import data, index, inference, probe, step  # noqa: E402
+from bench import data, index, inference, probe, quality, step  # noqa: E402
 from bench.timing import table  # noqa: E402
 
 BENCHMARKS = {
@@ -31,6 +31,7 @@ BENCHMARKS = {
     "inference": inference.run,
     "probe": probe.run,
     "index": index.run,
+    "quality": quality.run,
 }
 
 

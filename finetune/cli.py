@@ -17,7 +17,8 @@ USAGE = """python -m finetune --recipe NAME_OR_YAML [--dry-run] [key=value ...]
        python -m finetune export RUN --to DIR [--adapter-only] [--push-to-hub USER/NAME [--private]]
        python -m finetune evaluate RUN [--durations 1,3,5,10,30] [--on DATASET [data.key=value ...]]
        python -m finetune explain RUN FILE [--out PATH]
-       python -m finetune compare RUN RUN [RUN ...] [--out DIR]"""
+       python -m finetune compare RUN RUN [RUN ...] [--out DIR]
+       python -m finetune cv --recipe NAME_OR_YAML [--folds K] [--seeds 0,1,2] [--out DIR] [key=value ...]"""
 
 DESCRIPTION = """Fine-tune pretrained audio models (AST, MERT, wav2vec2/HuBERT) and train from-scratch
 baselines for music genre classification and tagging, all through one transformers Trainer.
@@ -34,7 +35,8 @@ commands:
   evaluate   studies of a trained run added to its report: rare classes, most confidently wrong
              tracks with saliency maps, input duration (--durations), another dataset (--on)
   explain    occlusion saliency map of a file over the log-mel plane, saved as PNG
-  compare    one table and plot across runs tested on the same split
+  compare    one table and plot across runs tested on the same split, paired tests against the first
+  cv         a recipe on every cross-validation fold and seed: per-run table, mean ± std, pooled scores
 
 examples:
   python -m finetune --recipe demo
@@ -264,6 +266,50 @@ def compare(argv: list[str]) -> int:
     return 0
 
 
+def fold_count(text: str) -> int:
+    try:
+        folds = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of folds") from None
+    if folds < 3:
+        raise argparse.ArgumentTypeError(f"{folds} folds: give at least 3 (one tests, the next validates, "
+                                         "the rest train)")
+    return folds
+
+
+def seed_list(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of seeds, e.g. 0,1,2") from None
+
+
+def cv(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m finetune cv",
+        description="Run a recipe on every fold (the splits pooled into K label-stratified folds) and seed, "
+        "one run folder each (OUT/fold{i}-seed{s}); OUT/summary.md and summary.json: per-run test scores, mean "
+        "± sample std (ddof=1), each seed's test predictions pooled over the folds with a bootstrap interval.")
+    parser.add_argument("--recipe", required=True, help="a packaged recipe name or a path to a YAML file")
+    parser.add_argument("--folds", type=fold_count, metavar="K",
+                        help="number of folds, at least 3 (default: no folds, the dataset's own split)")
+    parser.add_argument("--seeds", type=seed_list, default="0", metavar="S,S,...",
+                        help="comma-separated seeds, each run on every fold (default 0)")
+    parser.add_argument("--out", help="folder to write (default runs/<recipe>-cv-<timestamp>)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="dotted overrides for every run, e.g. train.max_steps=200")
+    args = parser.parse_intermixed_args(argv)
+    from finetune.cv import cross_validate
+
+    try:
+        out, markdown = cross_validate(args.recipe, args.overrides, args.folds, args.seeds, args.out)
+    except recipes.RecipeError as err:
+        return failed(err)
+    print(markdown, end="")
+    print(f"summary: {out / 'summary.md'}")
+    return 0
+
+
 COMMANDS = {
     "recipes": lambda argv: list_recipes(),
     "models": lambda argv: list_models(),
@@ -272,6 +318,7 @@ COMMANDS = {
     "evaluate": evaluate,
     "explain": explain,
     "compare": compare,
+    "cv": cv,
 }
 
 

@@ -178,26 +178,37 @@ class SharedEpoch:
         return int(self._epoch[0])
 
 
-class TrainCrops(SharedEpoch, torch.utils.data.Dataset):
-    """One random crop per track per epoch.
+def crops_per_track(durations, clip_seconds: float, setting: int | None = None) -> np.ndarray:
+    """(N,) random crops drawn from each training track per epoch: `setting` for every track, or
+    (null) the track's duration over the crop length, at least one, so that an epoch covers the
+    training audio about once whatever the number of tracks (a 30 s track, 3 s crops: 10)."""
+    if setting is not None:
+        return np.full(len(durations), int(setting), dtype=np.int64)
+    return np.maximum(1, np.round(np.asarray(durations, dtype=np.float64) / clip_seconds)).astype(np.int64)
 
-    The crop (and augmentation) randomness is a function of (seed, epoch, track) only, so a run
+
+class TrainCrops(SharedEpoch, torch.utils.data.Dataset):
+    """`crops[t]` random crops of each track t per epoch (one each by default).
+
+    The crop (and augmentation) randomness is a function of (seed, epoch, item) only, so a run
     resumed from a checkpoint draws the same crops as an uninterrupted one. Unreadable files are
     skipped (the next track stands in) and reported once.
     """
 
-    def __init__(self, paths, targets, reader: CropReader, seed: int = 0):
+    def __init__(self, paths, targets, reader: CropReader, seed: int = 0, crops: np.ndarray | None = None):
         super().__init__()
         self.paths, self.targets, self.reader, self.seed = paths, targets, reader, seed
+        counts = np.ones(len(paths), dtype=np.int64) if crops is None else np.asarray(crops)
+        self.tracks = np.repeat(np.arange(len(paths)), counts)  # (items,) the track of each item
         self._reported: set[int] = set()
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return len(self.tracks)
 
     def __getitem__(self, index: int) -> dict:
         rng = np.random.default_rng([self.seed, self.epoch, index])
         for attempt in range(len(self.paths)):
-            current = (index + attempt) % len(self.paths)
+            current = (int(self.tracks[index]) + attempt) % len(self.paths)
             try:
                 y = self.reader.crop(self.paths[current], rng)  # (T,)
                 return {"input_values": y, "labels": self.targets[current], "track_index": current}
@@ -210,7 +221,8 @@ class TrainCrops(SharedEpoch, torch.utils.data.Dataset):
 
 class StreamCrops(SharedEpoch, torch.utils.data.IterableDataset):
     """Random crops from a streamed split (`datasets.IterableDataset`), for corpora too large to
-    index in memory (`data.streaming=true`). Shuffled with a buffer, reseeded every epoch.
+    index in memory (`data.streaming=true`). Shuffled with a buffer, reseeded every epoch;
+    `crops_per_row` crops of each row in turn (durations are unknown before the files are read).
 
     The files of a streamed split were not checked when it was built: a file that is missing or
     unreadable is skipped (its row, label included, is dropped, never replaced), warned about once,
@@ -219,9 +231,10 @@ class StreamCrops(SharedEpoch, torch.utils.data.IterableDataset):
     """
 
     def __init__(self, stream, num_labels: int, multi_label: bool, reader: CropReader,
-                 seed: int = 0, buffer_size: int = 1000):
+                 seed: int = 0, buffer_size: int = 1000, crops_per_row: int = 1):
         super().__init__()
         self.stream, self.reader, self.seed, self.buffer_size = stream, reader, seed, buffer_size
+        self.crops_per_row = crops_per_row
         self.num_labels, self.multi_label = num_labels, multi_label
         self.skipped: dict[str, str] = {}  # in this process (each DataLoader worker has its own)
 
@@ -249,7 +262,7 @@ class StreamCrops(SharedEpoch, torch.utils.data.IterableDataset):
                 path = row["audio"]["path"]
                 rng = np.random.default_rng([self.seed, self.epoch, position])
                 try:
-                    y = self.reader.crop(path, rng)  # (T,)
+                    crops = [self.reader.crop(path, rng) for _ in range(self.crops_per_row)]  # (T,) each
                 except AudioReadError as err:
                     skipped[path] = err.cause
                     if path not in self.skipped:
@@ -257,7 +270,8 @@ class StreamCrops(SharedEpoch, torch.utils.data.IterableDataset):
                         logger.warning("skipping unreadable training file: %s", err)
                     continue
                 yielded += 1
-                yield {"input_values": y, "labels": self._target(row), "track_index": -1}
+                for y in crops:
+                    yield {"input_values": y, "labels": self._target(row), "track_index": -1}
         finally:  # also when the Trainer stops mid-pass at max_steps
             self._summary(rows, skipped)
         worker = torch.utils.data.get_worker_info()

@@ -1,4 +1,5 @@
-"""`python -m finetune compare RUN RUN ...`: one table and one plot of several runs' test scores.
+"""`python -m finetune compare RUN RUN ...`: one table and one plot of several runs' test scores, and
+a paired test of each run against the first on the same test tracks (`finetune.paired`).
 
 Runs are compared only on the same test set: same dataset, split scheme and options (and seed when
 the split is random), same classes and the same number of test tracks. Anything else is refused,
@@ -17,6 +18,7 @@ import numpy as np
 from finetune import recipe as recipes
 from finetune.bootstrap import split_intervals
 from finetune.evaluation import TrackPredictions
+from finetune.paired import paired_test
 from finetune.published import split_key
 from finetune.report import Section, fmt, fmt_interval, render_markdown, save_figure
 
@@ -43,7 +45,7 @@ def load_run(run_dir: Path) -> dict:
     predictions_file = run_dir / "predictions" / "test.npz"
     predictions = TrackPredictions.load(predictions_file) if predictions_file.is_file() else None
     return {"name": f"{run_dir.parent.name}/{run_dir.name}", "recipe": recipe, "test": test, "signature": signature,
-            "intervals": split_intervals(test, predictions)}
+            "intervals": split_intervals(test, predictions), "predictions": predictions}
 
 
 def check_comparable(runs: list[dict]) -> None:
@@ -75,6 +77,32 @@ def comparison_figure(runs: list[dict], keys: tuple[str, ...]):
     return fig
 
 
+def paired_section(runs: list[dict]) -> tuple[Section, list[dict | None]]:
+    """Each later run against the first on the same tracks (`finetune.paired`), and the results
+    by run (None for the first, and for all when a run has no predictions/test.npz)."""
+    first = runs[0]
+    title = f"Paired tests against {first['name']}"
+    missing = [r["name"] for r in runs if r["predictions"] is None]
+    if missing:
+        note = (f"the paired test needs every run's predictions/test.npz (`python -m finetune evaluate RUN` "
+                f"writes it); missing in: {', '.join(missing)}")
+        return Section(title, text=[note]), [None] * len(runs)
+    results = [None] + [paired_test(r["predictions"], first["predictions"]) for r in runs[1:]]
+    genres = not first["predictions"].multi_label
+    header = ["run", "metric", "difference", "95% interval", "bootstrap p"]
+    table = [header + (["McNemar p", "b / c"] if genres else [])]
+    for run, result in zip(runs[1:], results[1:]):
+        row = [run["name"], result["metric"], f"{result['difference']:+.4f}", fmt_interval(result["interval"]),
+               f"{result['bootstrap_p']:.3g}"]
+        table.append(row + ([f"{result['mcnemar_p']:.3g}", f"{result['b']} / {result['c']}"] if genres else []))
+    text = [f"difference = run - {first['name']} on the same {results[1]['tracks']} test tracks; interval and p "
+            f"from {results[1]['resamples']} paired bootstrap resamples of the tracks"]
+    if genres:
+        text.append("McNemar: exact two-sided binomial test on b (tracks only the run gets right) and "
+                    "c (tracks only the first run gets right)")
+    return Section(title, text=text, tables=[table]), results
+
+
 def compare(run_dirs: list[str | Path], out: str | Path | None = None) -> tuple[Path, str]:
     """Write compare.md, compare.png and compare.json into `out`; return (folder, markdown)."""
     if len(run_dirs) < 2:
@@ -94,9 +122,11 @@ def compare(run_dirs: list[str | Path], out: str | Path | None = None) -> tuple[
     save_figure(comparison_figure(runs, keys), out / "compare.png")
     section = Section(f"Test split: {runs[0]['signature']['dataset and split']}", tables=[table],
                       images=["compare.png"])
-    markdown = render_markdown("finetune comparison", [section])
+    paired, paired_results = paired_section(runs)
+    markdown = render_markdown("finetune comparison", [section, paired])
     (out / "compare.md").write_text(markdown)
     (out / "compare.json").write_text(json.dumps(
-        [{"run": str(d), "test": {k: r["test"].get(k) for k in keys}, "intervals": r["intervals"]}
-         for d, r in zip(run_dirs, runs)], indent=2))
+        [{"run": str(d), "test": {k: r["test"].get(k) for k in keys}, "intervals": r["intervals"],
+          "paired_test_against_first": result}
+         for d, r, result in zip(run_dirs, runs, paired_results)], indent=2))
     return out, markdown

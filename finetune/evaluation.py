@@ -184,6 +184,15 @@ def scalar_metrics(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
 
 
+def track_predictions(ids: list[str], paths: list[str], track_index: np.ndarray, probs: np.ndarray,
+                      labels: np.ndarray, label_names: list[str]) -> "TrackPredictions":
+    """A split's track-level predictions from `evaluate_windows` (its rows: the tracks whose
+    windows all read, in track order), with each track's id and path from the split's `ids` and
+    `paths` (indexed by the windows' `track_index` (W,))."""
+    tracks = np.unique(track_index[readable_windows(track_index)])
+    return TrackPredictions([ids[t] for t in tracks], [paths[t] for t in tracks], probs, labels, label_names)
+
+
 @dataclass
 class TrackPredictions:
     """Track-level scores of one split, in the order of `ids`."""

@@ -58,6 +58,8 @@ def check_model_args(recipe: Recipe) -> dict:
         raise RecipeError(f"model.name: {name!r} is not one of {', '.join(sorted(builders))}")
     if name in BASELINE_BUILDERS:
         check_baseline_backbone(recipe)
+    elif recipe.train.freeze_batch_norm:
+        raise RecipeError(f"train.freeze_batch_norm: model {name!r} has no batch norm (it is for the baselines)")
     params = inspect.signature(builders[name]).parameters
     accepted = [p for p in params if p not in TOOLKIT_ARGS]
     args = {}
@@ -72,8 +74,8 @@ def check_model_args(recipe: Recipe) -> dict:
 
 
 def check_baseline_backbone(recipe: Recipe) -> None:
-    """Baselines start fresh or from a local file, and train fully or as a frozen probe (the head
-    only, through the Trainer); LoRA is for the pretrained backbones."""
+    """Baselines start fresh or from a local file, and train fully or as a frozen probe (a head
+    fitted on their cached embeddings); LoRA and layer-wise decay are for the pretrained backbones."""
     mode, name, path = recipe.backbone.mode, recipe.model.name, recipe.backbone.path
     if path is not None and not Path(path).exists():
         raise RecipeError(f"backbone.path: {path} does not exist; a baseline starts from a local Won et "
@@ -81,6 +83,12 @@ def check_baseline_backbone(recipe: Recipe) -> None:
     if mode == "lora":
         raise RecipeError(f"backbone.mode: lora applies to the pretrained backbones (mert, ast, wav2vec2, "
                           f"hubert), not to baseline {name!r}; use full or probe")
+    if recipe.backbone.head_init == "probe" and path is None:
+        raise RecipeError(f"backbone.head_init=probe: baseline {name!r} starts from scratch here; it needs "
+                          "pretrained weights (backbone.path=<Won et al. .pth or exported folder>)")
+    if recipe.train.layer_decay != 1:
+        raise RecipeError(f"train.layer_decay: layer-wise decay is for the pretrained transformer backbones "
+                          f"(mert, ast, wav2vec2, hubert), not baseline {name!r}; use train.head_lr")
     if mode == "probe" and recipe.probe.layers != "last":
         raise RecipeError(f"probe.layers: baseline {name!r} is probed on its embedding only; "
                           "the layer sweep is for the pretrained backbones (use probe.layers=last)")
@@ -105,6 +113,16 @@ def build_model(recipe: Recipe, label_names: list[str], multi_label: bool) -> Mo
         backbone=recipe.backbone,
         **args,
     )
+
+
+def head_names(model) -> list[str]:
+    """The model's top-level modules that map pooled embeddings to logits (new for each task): a
+    baseline's `head_module_names`, else every child beside the backbone (projector, classifier,
+    pooler)."""
+    names = getattr(model, "head_module_names", None)
+    if names is not None:
+        return list(names)
+    return [name for name, _ in model.named_children() if name != model.base_model_prefix]
 
 
 def load_model(path: str | Path) -> ModelBundle:

@@ -45,6 +45,8 @@ def split_key(recipe) -> str:
         key += f"/top{options['tags']}"
     if data.name == "fma":
         key += f"/{options['subset']}-{options['task']}"
+    if data.folds:  # a cross-validation fold is a split of its own; no published figure matches it
+        key += f"/fold{data.fold}of{data.folds}"
     return key
 
 

@@ -45,6 +45,8 @@ class DataConfig:
     task: str | None = option(None, "fma: genre_top | genres_all")
     sample_rate: int | None = option(None, "audio rate fed to the model; null = the model's own")
     clip_seconds: float = option(5.0, "training crop length; evaluation windows have this length too")
+    crops_per_track: int | None = option(None, "random crops drawn from each training track per epoch; null = "
+                                         "the track's duration over data.clip_seconds (30 s, 3 s crops: 10)")
     eval_hop_seconds: float | None = option(None, "hop between evaluation windows; null = clip_seconds")
     num_workers: int | None = option(None, "DataLoader workers; null = from the core count")
     pin_memory: bool | None = option(None, "pinned host memory; null = on when a GPU is used")
@@ -53,6 +55,9 @@ class DataConfig:
                                       "(fast, uses disk); null = on when it fits in data.audio_cache_max_gib")
     audio_cache_max_gib: float = option(4.0, "largest training split data.audio_cache=null caches (GTZAN's: 0.4 GiB at 16 kHz)")
     max_tracks: int | None = option(None, "use at most N tracks per split (seeded sample), for quick checks")
+    folds: int | None = option(None, "K-fold cross-validation: pool the splits into K label-stratified folds; "
+                               "null = the dataset's own splits")
+    fold: int = option(0, "with data.folds: the test fold (0..K-1); validation is the next fold, training the rest")
     streaming: bool = option(False, "stream the training split from its metadata, no header scan (needs train.max_steps)")
 
 
@@ -69,6 +74,9 @@ class BackboneConfig:
     layer: str = option("last", "representation: last | weighted | <layer index>")
     pooling: str = choice("mean", "mean", "attention", doc="pooling over time")
     freeze_feature_encoder: bool = option(True, "keep the convolutional feature encoder frozen")
+    head_init: str = choice("random", "random", "probe",
+                            doc="probe: fit the new head on frozen embeddings before fine-tuning "
+                            "(linear probe then fine-tune, Kumar et al. 2022)")
 
 
 @dataclass(frozen=True)
@@ -84,8 +92,10 @@ class LoraConfig:
 @dataclass(frozen=True)
 class ProbeConfig:
     layers: str = option("last", "layers to probe: last | all | comma-separated indices")
-    epochs: int = option(30, "probe training epochs over the cached embeddings")
-    lr: float = option(1e-3, "probe learning rate")
+    weight_decays: list[float] = option(doc="L2 penalties tried for the head (full-batch L-BFGS to convergence); "
+                                        "the best on validation is kept",
+                                        default_factory=lambda: [1e-4, 1e-3, 1e-2, 1e-1, 1.0])
+    max_iter: int = option(500, "L-BFGS iterations per penalty, at most")
 
 
 @dataclass(frozen=True)
@@ -104,7 +114,11 @@ class TrainConfig:
     max_steps: int = option(-1, "stop after this many optimiser steps; -1 = use epochs")
     batch_size: int = option(16, "per-device training batch size")
     eval_batch_size: int | None = option(None, "per-device evaluation batch size; null = batch_size")
-    lr: float = option(1e-3, "peak learning rate")
+    lr: float = option(1e-3, "peak learning rate (of the pretrained body when train.head_lr is set)")
+    head_lr: float | None = option(None, "peak learning rate of the new head (classifier, projector, layer "
+                                   "weights); null = train.lr")
+    layer_decay: float = option(1.0, "layer-wise learning-rate decay of pretrained transformer layers: layer k "
+                                "of L trains at lr x decay^(L-k), the embeddings at decay^(L+1); 1 = off")
     weight_decay: float = option(0.0, "AdamW weight decay")
     warmup_ratio: float = option(0.0, "fraction of steps for linear warm-up")
     scheduler: str = choice(
@@ -113,11 +127,16 @@ class TrainConfig:
     )
     plateau_patience: int = option(2, "reduce_lr_on_plateau: evaluations without improvement")
     plateau_factor: float = option(0.5, "reduce_lr_on_plateau: multiplier on the learning rate")
+    freeze_batch_norm: bool | None = option(None, "keep batch-norm statistics at their pretrained values while "
+                                            "fine-tuning a baseline; null = on when backbone.path is set")
     grad_accum: int = option(1, "gradient accumulation steps")
     max_grad_norm: float = option(1.0, "gradient clipping norm")
     precision: str = choice("fp32", "fp32", "fp16", "bf16", doc="mixed precision")
-    metric: str | None = option(None, "validation metric for best model; null = accuracy / roc_auc_macro")
-    early_stopping_patience: int | None = option(None, "evaluations without improvement; null = off")
+    metric: str | None = option(None, "validation metric that picks the best checkpoint and drives early "
+                                "stopping; null = loss (lower is better); or accuracy, macro_f1, roc_auc_macro ...")
+    early_stopping_patience: int | None = option(None, "evaluations without improvement, counted once "
+                                                 "train.early_stopping_min_steps are done; null = off")
+    early_stopping_min_steps: int = option(200, "optimizer steps before early stopping may count an evaluation")
     eval_steps: int | None = option(None, "evaluate every N steps; null = every epoch")
     save_steps: int | None = option(None, "checkpoint every N steps; null = every epoch")
     save_total_limit: int = option(2, "checkpoints kept")
@@ -260,6 +279,31 @@ def _check_ranges(recipe: Recipe) -> None:
     if train.eval_steps and train.save_steps and train.save_steps % train.eval_steps:
         raise RecipeError(f"train.save_steps: {train.save_steps} must be a multiple of train.eval_steps "
                           f"({train.eval_steps}), so that the best checkpoint can be kept")
+    data = recipe.data
+    if data.crops_per_track is not None and data.crops_per_track < 1:
+        raise RecipeError(f"data.crops_per_track: {data.crops_per_track} must be at least 1 (null: from durations)")
+    if data.folds is not None:
+        if data.folds < 3:
+            raise RecipeError(f"data.folds: {data.folds} must be at least 3 (one fold tests, the next validates, "
+                              "the rest train); null: the dataset's own splits")
+        if not 0 <= data.fold < data.folds:
+            raise RecipeError(f"data.fold: {data.fold} is not a fold of data.folds={data.folds} (0..{data.folds - 1})")
+        if data.streaming:
+            raise RecipeError("data.folds: cross-validation pools indexed splits; use data.streaming=false")
+    probe = recipe.probe
+    if not probe.weight_decays or min(probe.weight_decays) < 0:
+        raise RecipeError(f"probe.weight_decays: {probe.weight_decays} must list penalties >= 0")
+    if probe.max_iter < 1:
+        raise RecipeError(f"probe.max_iter: {probe.max_iter} must be at least 1")
+    if train.head_lr is not None and train.head_lr <= 0:
+        raise RecipeError(f"train.head_lr: {train.head_lr} must be positive (null: train.lr)")
+    if not 0 < train.layer_decay <= 1:
+        raise RecipeError(f"train.layer_decay: {train.layer_decay} is not in (0, 1] (1: off)")
+    if train.early_stopping_min_steps < 0:
+        raise RecipeError(f"train.early_stopping_min_steps: {train.early_stopping_min_steps} is negative")
+    if recipe.backbone.head_init == "probe" and recipe.backbone.pooling != "mean":
+        raise RecipeError("backbone.head_init=probe fits the head on mean-pooled embeddings: "
+                          "use backbone.pooling=mean")
     layer = recipe.backbone.layer
     if layer not in ("last", "weighted") and not layer.lstrip("-").isdigit():
         raise RecipeError(f"backbone.layer: {layer!r} is not last, weighted or a layer index")

@@ -136,9 +136,25 @@ def per_tag_plot(per_tag: dict):
     return fig
 
 
+def regularisation_path(log_history: list[dict], metric: str):
+    """A probe's validation score against the L2 penalty, one line per layer."""
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for layer in sorted({e["layer"] for e in log_history}):
+        points = sorted((e["weight_decay"], e[f"eval_{metric}"]) for e in log_history if e["layer"] == layer)
+        ax.plot(*zip(*points), marker=".", label=f"layer {layer}")
+    ax.set(xscale="log", xlabel="weight decay (L2 penalty)", ylabel=f"validation {metric}",
+           title="Probe: validation score by penalty")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def figures(results: dict, log_history: list[dict]) -> dict:
-    """name -> matplotlib figure, for whatever this run has."""
-    figs = {"learning_curves": learning_curves(log_history)}
+    """name -> matplotlib figure, for whatever this run has: learning curves for a trained run, the
+    regularisation path for a probe."""
+    probe_metric = results.get("validation", {}).get("probe_metric")
+    figs = ({"probe_path": regularisation_path(log_history, probe_metric)} if probe_metric
+            else {"learning_curves": learning_curves(log_history)})
     test = results.get("test", {})
     if "confusion_matrix" in test:
         figs["confusion_matrix"] = confusion_matrix_plot(test["confusion_matrix"], list(test["per_class"]))
@@ -210,10 +226,13 @@ def run_sections(run_dir: Path, recipe, results: dict, log_history: list[dict]) 
         sections.append(Section("Published results on this split", tables=[published]))
     layer_scores = results.get("validation", {}).get("probe_layer_scores")
     if layer_scores:
+        validation = results["validation"]
         sections.append(Section(
             "Probe layer sweep (validation)",
-            text=[f"Best layer: {results['validation']['probe_layer']} (exported as the model)."],
-            tables=[[["layer", "score"]] + [[layer, fmt(score)] for layer, score in layer_scores.items()]]))
+            text=[f"Best layer: {validation['probe_layer']} (exported as the model), L2 penalty "
+                  f"{validation.get('probe_weight_decay', 'n/a')}."],
+            tables=[[["layer", f"validation {validation.get('probe_metric', 'score')}"]]
+                    + [[layer, fmt(score)] for layer, score in layer_scores.items()]]))
     per_class = Section("Test per class", tables=[class_table(test)])
     if test.get("tags_without_positives"):
         per_class.text.append("Tags with no positive (or no negative) test track, left out of the means: "

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import inspect
 import json
 import logging
 import time
@@ -17,47 +16,18 @@ from accelerate.utils import broadcast_object_list
 from finetune import hub, report
 from finetune.augment import augment_waveform
 from finetune.backbones import FAMILIES
-from finetune.clips import (CropReader, EvalWindows, StreamCrops, TrainCrops, task_of, track_table,
-                            training_cache)
-from finetune.data import DATASET_BUILDERS, load_dataset
+from finetune.clips import (CropReader, EvalWindows, StreamCrops, TrainCrops, crops_per_track, task_of,
+                            track_table, training_cache)
+from finetune.data.recipe_data import dataset_arguments, recipe_dataset
 from finetune.data.headers import cache_dir
-from finetune.evaluation import TrackPredictions, evaluate_windows, readable_windows
-from finetune.models import adapter_only, build_model, check_model_args, export_model
+from finetune.evaluation import evaluate_windows, track_predictions
+from finetune.models import adapter_only, build_model, check_model_args, export_model, head_names
+from finetune.probe import probe_head_init, run_probe
 from finetune.recipe import Recipe, RecipeError
-from finetune.training import AudioCollator, FinetuneTrainer, callbacks, metrics_function, training_arguments
+from finetune.training import (AudioCollator, FinetuneTrainer, callbacks, metrics_function, parameter_learning_rates,
+                               train_from_start_point, training_arguments)
 
 logger = logging.getLogger("finetune")
-
-# Recipe `data.*` keys handed to a dataset builder when set (null = the builder's default).
-DATASET_OPTION_KEYS = ("split_scheme", "allow_missing", "tags", "subset", "task")
-
-
-def dataset_arguments(recipe: Recipe) -> dict:
-    """Keyword arguments for the recipe's dataset builder; a set key it does not take is an error."""
-    data = recipe.data
-    builder = DATASET_BUILDERS[data.name]
-    params = inspect.signature(builder).parameters
-    root = data.root
-    if root is None:
-        if data.name != "synthetic":
-            raise RecipeError(f"data.root: set it to your {data.name} folder (data.root=/path/to/{data.name})")
-        root = str(cache_dir() / "synthetic")
-    args = {"root": root}
-    for key in DATASET_OPTION_KEYS:
-        value = getattr(data, key)
-        if value is None:
-            continue
-        if key not in params:
-            valid = [p for p in params if p in DATASET_OPTION_KEYS]
-            raise RecipeError(f"data.{key} does not apply to dataset {data.name!r}; "
-                              f"its options: {', '.join('data.' + v for v in valid) or 'none'}")
-        args[key] = value
-    if "seed" in params:
-        args["seed"] = recipe.seed
-    if data.streaming:  # every builder takes it (finetune.data.common.assemble streams the train split)
-        args["streaming"] = True
-    return args
-
 
 def check_recipe(recipe: Recipe) -> None:
     """Every check that needs no data or weights: run before `--dry-run` prints and before a run."""
@@ -90,22 +60,6 @@ def last_checkpoint(run_dir: Path) -> str | None:
     return str(complete[-1]) if complete else None
 
 
-def limit_tracks(dataset, count: int, seed: int):
-    """At most `count` tracks per split, a seeded random sample. A streamed split is sampled by one
-    pass over its metadata rows (reservoir sampling, no audio read), so the sample is the same
-    every epoch and for every process, then streamed again."""
-    from datasets import IterableDataset
-
-    from finetune.data.common import sample_stream
-
-    def limit(split):
-        if isinstance(split, IterableDataset):
-            return sample_stream(split, count, seed)
-        return split.shuffle(seed=seed).select(range(min(count, len(split))))
-
-    return type(dataset)({name: limit(split) for name, split in dataset.items()})
-
-
 def augmenter(recipe: Recipe, sample_rate: int):
     """The recipe's waveform augmentation as a picklable callable (y, rng=...), or None when off."""
     aug = recipe.augment
@@ -129,22 +83,47 @@ def training_set(recipe: Recipe, split, reader: CropReader):
     dispatching would silently train on rank 0's shard only)."""
     if recipe.data.streaming:
         label_names, multi_label = task_of(split)
-        return StreamCrops(split, len(label_names), multi_label, reader, seed=recipe.seed)
+        return StreamCrops(split, len(label_names), multi_label, reader, seed=recipe.seed,
+                           crops_per_row=recipe.data.crops_per_track or 1)
     paths, targets = track_table(split)
-    return TrainCrops(paths, targets, reader, seed=recipe.seed)
+    crops = crops_per_track(split["duration"], recipe.data.clip_seconds, recipe.data.crops_per_track)
+    return TrainCrops(paths, targets, reader, seed=recipe.seed, crops=crops)
+
+
+FEW_STEPS = 300  # fewer optimizer steps than this: warn that the run may stop before it converges
+
+
+def planned_steps(recipe: Recipe, train_set, processes: int) -> int:
+    """Optimizer steps the run will take (before any early stop)."""
+    if recipe.train.max_steps > 0:
+        return recipe.train.max_steps
+    per_step = recipe.train.batch_size * recipe.train.grad_accum * processes
+    batches = len(train_set) // per_step if len(train_set) > per_step else 1  # the last partial batch is dropped
+    return int(batches * recipe.train.epochs)
+
+
+def warn_if_few_steps(recipe: Recipe, train_set, processes: int) -> None:
+    steps = planned_steps(recipe, train_set, processes)
+    logger.info("training: %d crops of %g s per epoch, %d optimizer steps in all", len(train_set),
+                recipe.data.clip_seconds, steps)
+    if steps < FEW_STEPS and recipe.train.max_steps <= 0:
+        logger.warning("this run trains for only %d optimizer steps (%d crops an epoch, batch %d, %g epochs): "
+                       "too few to converge; raise train.epochs or data.crops_per_track, or lower "
+                       "train.batch_size", steps, len(train_set), recipe.train.batch_size, recipe.train.epochs)
+
+
+def learning_rates(recipe: Recipe, model) -> dict[str, float]:
+    """Each parameter's peak learning rate (train.head_lr for the head, train.layer_decay by layer)."""
+    train = recipe.train
+    family = FAMILIES.get(recipe.model.name)
+    head_lr = train.lr if train.head_lr is None else train.head_lr
+    return parameter_learning_rates(model, head_names(model), family.layers if family else None, train.lr,
+                                    head_lr, train.layer_decay)
 
 
 def training_seconds(recipe: Recipe, split) -> float | None:
     """Total duration of the training split from its index; None while streaming (not indexed)."""
     return None if recipe.data.streaming else float(np.sum(split["duration"]))
-
-
-def track_predictions(split, track_index: np.ndarray, paths: list[str], probs: np.ndarray,
-                      labels: np.ndarray, label_names: list[str]) -> TrackPredictions:
-    """A split's track-level predictions from `evaluate_windows` (rows: the tracks whose windows
-    all read, in track order) with each track's id and path."""
-    tracks, ids = np.unique(track_index[readable_windows(track_index)]), split["id"]
-    return TrackPredictions([ids[t] for t in tracks], [paths[t] for t in tracks], probs, labels, label_names)
 
 
 def run(recipe: Recipe) -> Path:
@@ -154,21 +133,33 @@ def run(recipe: Recipe) -> Path:
     run_dir = run_dir_for(recipe)
     transformers.set_seed(recipe.seed)
     with PartialState().main_process_first():  # one process generates / indexes, the rest read
-        dataset = load_dataset(recipe.data.name, **dataset_arguments(recipe))
-    if recipe.data.max_tracks:
-        dataset = limit_tracks(dataset, recipe.data.max_tracks, recipe.seed)
+        dataset = recipe_dataset(recipe)
     label_names, multi_label = task_of(dataset["train"])
     bundle = build_model(recipe, label_names, multi_label)
-    if recipe.backbone.mode == "probe" and recipe.model.name in FAMILIES:  # baselines probe below
-        from finetune.backbones.probe import run_probe
-
-        return run_probe(recipe, dataset, bundle, run_dir)
+    if recipe.backbone.mode == "probe":
+        with PartialState().main_process_first():  # one process embeds into the cache, the rest read it
+            outcome = run_probe(recipe, dataset, bundle)
+        if PartialState().is_main_process:
+            write_run_folder(run_dir, recipe, outcome.model, bundle, outcome.results, outcome.log_history,
+                             outcome.predictions, dataset)
+        return run_dir
+    checkpoint = last_checkpoint(run_dir) if recipe.train.resume else None
+    if recipe.train.resume and checkpoint is None:
+        logger.warning("train.resume=true but %s has no checkpoint: starting from scratch", run_dir)
+    if recipe.backbone.head_init == "probe" and checkpoint is None:  # a resumed run's head is in its checkpoint
+        with PartialState().main_process_first():
+            probe_head_init(recipe, dataset, bundle)
+    freeze = recipe.train.freeze_batch_norm
+    if freeze or (freeze is None and recipe.backbone.path and hasattr(bundle.model, "freeze_batch_norm")):
+        bundle.model.freeze_batch_norm()
     rate, clip = bundle.sample_rate, recipe.data.clip_seconds
 
     cache = training_cache(recipe.data.audio_cache, training_seconds(recipe, dataset["train"]),
                            cache_dir() / "audio" / str(rate), rate, recipe.data.audio_cache_max_gib)
     reader = CropReader(rate, clip, augmenter(recipe, rate), cache)
     train_set = training_set(recipe, dataset["train"], reader)
+    if not recipe.data.streaming:
+        warn_if_few_steps(recipe, train_set, PartialState().num_processes)
     eval_sets = {
         split: EvalWindows(*track_table(dataset[split]), rate, clip, recipe.data.eval_hop_seconds,
                            description=f"indexing {split} windows")
@@ -184,11 +175,13 @@ def run(recipe: Recipe) -> Path:
         callbacks=callbacks(recipe, train_set),
         multi_label=multi_label,
         mixup_alpha=recipe.augment.mixup_alpha,
+        learning_rates=learning_rates(recipe, bundle.model),
     )
-    checkpoint = last_checkpoint(run_dir) if recipe.train.resume else None
-    if recipe.train.resume and checkpoint is None:
-        logger.warning("train.resume=true but %s has no checkpoint: starting from scratch", run_dir)
-    trainer.train(resume_from_checkpoint=checkpoint)
+    start = None
+    if recipe.backbone.head_init == "probe":
+        start = train_from_start_point(trainer, checkpoint)
+    else:
+        trainer.train(resume_from_checkpoint=checkpoint)
 
     results, predictions = {}, {}
     for split, windows in eval_sets.items():
@@ -198,8 +191,12 @@ def run(recipe: Recipe) -> Path:
                                                         label_names, multi_label, recipe.eval.aggregate)
         metrics["skipped_files"] = windows.skipped_files(track_index)
         results[split] = metrics
-        predictions[split] = track_predictions(dataset[split], track_index, windows.paths, probs,
+        predictions[split] = track_predictions(dataset[split]["id"], windows.paths, track_index, probs,
                                                track_labels, label_names)
+    if start is not None:  # the linear-probed starting point: its validation scores, and whether it was kept
+        timing = ("runtime", "samples_per_second", "steps_per_second", "model_preparation_time", "epoch")
+        results["validation"]["start_point"] = {key.removeprefix("eval_"): value for key, value in start.items()
+                                                if key.removeprefix("eval_") not in timing}
     if trainer.is_world_process_zero():
         write_run_folder(run_dir, recipe, trainer.model, bundle, results, trainer.state.log_history,
                          predictions, dataset)

@@ -14,11 +14,10 @@ from tqdm.auto import tqdm
 
 from finetune import recipe as recipes
 from finetune.clips import EvalWindows, fit_length, task_of, track_table, unreadable_window
-from finetune.data import load_dataset
+from finetune.data.recipe_data import recipe_dataset
 from finetune.data.audio import AudioReadError, read_window
 from finetune.evaluation import TrackPredictions, aggregate_tracks, readable_windows, window_probabilities
 from finetune.models import ModelBundle, load_model
-from finetune.run import dataset_arguments
 from finetune.training import default_workers
 
 
@@ -71,7 +70,7 @@ class RunModel:
     def dataset(self, recipe=None):
         """The run's DatasetDict, or the one `recipe` describes."""
         recipe = recipe or self.recipe
-        return load_dataset(recipe.data.name, **dataset_arguments(recipe))
+        return recipe_dataset(recipe)
 
     def predictions(self, split_data, description: str) -> TrackPredictions:
         """Track-level predictions on a dataset split, windowed as the run evaluated."""

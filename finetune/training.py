@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
+from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from finetune.augment import mixup
 from finetune.evaluation import evaluate_windows, scalar_metrics
 from finetune.recipe import Recipe
+
+logger = logging.getLogger("finetune")
 
 LABEL_KEYS = ["labels", "track_index"]  # gathered by the Trainer next to the logits
 
@@ -45,12 +48,32 @@ class AudioCollator:
 class FinetuneTrainer(Trainer):
     """Trainer whose loss follows the task, not the model class."""
 
-    def __init__(self, *args, multi_label: bool, mixup_alpha: float = 0.0, **kwargs):
+    def __init__(self, *args, multi_label: bool, mixup_alpha: float = 0.0,
+                 learning_rates: dict[str, float] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.multi_label = multi_label
         self.mixup_alpha = mixup_alpha
+        self.learning_rates = learning_rates or {}  # parameter name -> peak learning rate (args' when absent)
         # Our loss is a batch mean: let the Trainer scale it for gradient accumulation.
         self.model_accepts_loss_kwargs = False
+
+    def create_optimizer(self, model=None):
+        """The Trainer's optimizer with one parameter group per (peak learning rate, weight decay
+        or not): discriminative learning rates for head and body, layer-wise decay. The schedule
+        scales every group alike."""
+        if self.optimizer is None and self.learning_rates:
+            model = self.model if model is None else model
+            decay = set(self.get_decay_parameter_names(model))
+            groups: dict[tuple[float, bool], list] = {}
+            for name, param in model.named_parameters():
+                if param.requires_grad:
+                    rate = self.learning_rates.get(name, self.args.learning_rate)
+                    groups.setdefault((rate, name in decay), []).append(param)
+            optimizer_cls, kwargs = self.get_optimizer_cls_and_kwargs(self.args, model)
+            self.optimizer = optimizer_cls(
+                [{"params": params, "lr": rate, "weight_decay": self.args.weight_decay if decays else 0.0}
+                 for (rate, decays), params in groups.items()], **kwargs)
+        return super().create_optimizer(model)
 
     def get_train_dataloader(self):
         """Training drops an epoch's last partial batch when there is more than one batch: a lone
@@ -79,6 +102,52 @@ class FinetuneTrainer(Trainer):
         return (loss, outputs) if return_outputs else loss
 
 
+def parameter_learning_rates(model, heads: list[str], layers: str | None, lr: float, head_lr: float,
+                             layer_decay: float) -> dict[str, float]:
+    """Parameter name -> peak learning rate: `head_lr` for the head (the top-level modules `heads`
+    and the model's own parameters, such as `layer_weights`), `lr` for the body; with `layer_decay`
+    < 1 and `layers` (the backbone's layer list, relative to the base model), transformer layer k of
+    L at lr x layer_decay^(L-1-k), the rest of the backbone (embeddings, feature encoder) at
+    lr x layer_decay^L."""
+    own = {name for name, _ in model.named_parameters(recurse=False)}
+    heads = tuple(f"{name}." for name in heads)
+    prefix = f"{model.base_model_prefix}.{layers}." if layers and layer_decay != 1 else None
+    count = model.config.num_hidden_layers if prefix else 0
+    rates = {}
+    for name, _ in model.named_parameters():
+        if name in own or name.startswith(heads):
+            rates[name] = head_lr
+        elif prefix is None:
+            rates[name] = lr
+        elif name.startswith(prefix):
+            rates[name] = lr * layer_decay ** (count - 1 - int(name[len(prefix):].split(".")[0]))
+        else:
+            rates[name] = lr * layer_decay ** count
+    return rates
+
+
+def train_from_start_point(trainer: Trainer, resume_from_checkpoint: str | None = None) -> dict | None:
+    """Train with the starting point as a candidate for the best model (linear probe then
+    fine-tune: the pretrained body with its fitted head). The start is evaluated first and kept when
+    no checkpoint beats its validation score, so fine-tuning never ends worse on validation than the
+    probe it began from. Returns the start's validation metrics (logged at step 0), None when resuming."""
+    if resume_from_checkpoint:
+        trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+        return None
+    start = trainer.evaluate()  # eval_* of the starting point
+    state = {name: tensor.detach().cpu().clone() for name, tensor in trainer.model.state_dict().items()}
+    trainer.train()
+    key = f"eval_{trainer.args.metric_for_best_model}".replace("eval_eval_", "eval_")
+    best, first = trainer.state.best_metric, start.get(key)
+    if first is not None and (best is None or (first > best if trainer.args.greater_is_better else first < best)):
+        logger.info("fine-tuning did not beat its starting point on validation %s (%.4f vs %s): keeping the start",
+                    key.removeprefix("eval_"), first, "none" if best is None else f"{best:.4f}")
+        trainer.model.load_state_dict(state)
+        start["kept_start"] = True
+    trainer.state.log_history.insert(0, {**start, "step": 0})
+    return start
+
+
 def metrics_function(label_names: list[str], multi_label: bool, aggregate: str):
     """compute_metrics for the Trainer: windows -> tracks -> scalar metrics."""
 
@@ -91,8 +160,12 @@ def metrics_function(label_names: list[str], multi_label: bool, aggregate: str):
     return compute
 
 
-def default_metric(recipe: Recipe, multi_label: bool) -> str:
-    return recipe.train.metric or ("roc_auc_macro" if multi_label else "accuracy")
+def selection(recipe: Recipe) -> tuple[str, bool]:
+    """(validation metric that picks the best checkpoint and drives early stopping, greater is
+    better): `train.metric`, by default the validation loss, which keeps falling where the accuracy
+    of a few validation tracks has long plateaued."""
+    metric = recipe.train.metric or "loss"
+    return metric, metric != "loss"
 
 
 def default_workers() -> int:
@@ -105,7 +178,7 @@ def training_arguments(recipe: Recipe, run_dir: Path, multi_label: bool) -> Trai
     train = recipe.train
     # Checkpoints and evaluations share one rhythm so the best checkpoint can be restored.
     strategy = "steps" if (train.eval_steps or train.save_steps) else "epoch"
-    metric = default_metric(recipe, multi_label)
+    metric, greater_is_better = selection(recipe)
     plateau = train.scheduler == "reduce_lr_on_plateau"
     workers = recipe.data.num_workers if recipe.data.num_workers is not None else default_workers()
     has_tensorboard = importlib.util.find_spec("tensorboard") is not None
@@ -121,7 +194,8 @@ def training_arguments(recipe: Recipe, run_dir: Path, multi_label: bool) -> Trai
         warmup_steps=train.warmup_ratio,  # transformers 5 reads a value below 1 as a ratio
         lr_scheduler_type=train.scheduler,
         lr_scheduler_kwargs=(
-            {"mode": "max", "patience": train.plateau_patience, "factor": train.plateau_factor}
+            {"mode": "max" if greater_is_better else "min", "patience": train.plateau_patience,
+             "factor": train.plateau_factor}
             if plateau else {}
         ),
         gradient_accumulation_steps=train.grad_accum,
@@ -135,7 +209,7 @@ def training_arguments(recipe: Recipe, run_dir: Path, multi_label: bool) -> Trai
         save_total_limit=train.save_total_limit,
         load_best_model_at_end=True,
         metric_for_best_model=metric,
-        greater_is_better=True,
+        greater_is_better=greater_is_better,
         logging_strategy="steps",
         logging_steps=train.logging_steps,
         logging_first_step=True,
@@ -166,9 +240,40 @@ class EpochToDataset(TrainerCallback):
         self.train_set.set_epoch(int(state.epoch + 1e-6))
 
 
+class EarlyStopping(TrainerCallback):
+    """Stops training after `patience` evaluations without a better validation score, counting
+    only evaluations after `min_steps` optimizer steps: a small validation set's plateau early
+    in training is noise, not convergence."""
+
+    def __init__(self, metric: str, greater_is_better: bool, patience: int, min_steps: int):
+        self.key = metric if metric.startswith("eval_") else f"eval_{metric}"
+        self.greater, self.patience, self.min_steps = greater_is_better, patience, min_steps
+        self.best: float | None = None
+        self.best_step = 0
+        self.waited = 0
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        value = (metrics or {}).get(self.key)
+        if value is None or value != value:  # absent or NaN: nothing to compare
+            return
+        if self.best is None or (value > self.best if self.greater else value < self.best):
+            self.best, self.best_step, self.waited = value, state.global_step, 0
+            return
+        if state.global_step < self.min_steps:
+            return
+        self.waited += 1
+        if self.waited >= self.patience:
+            logger.info("early stopping at step %d: validation %s has not improved for %d evaluations "
+                        "(best %.4f at step %d)", state.global_step, self.key.removeprefix("eval_"),
+                        self.waited, self.best, self.best_step)
+            control.should_training_stop = True
+
+
 def callbacks(recipe: Recipe, train_set) -> list:
     """The run's callbacks: the epoch to the training set, early stopping when asked."""
     found = [EpochToDataset(train_set)]
     if recipe.train.early_stopping_patience:
-        found.append(EarlyStoppingCallback(early_stopping_patience=recipe.train.early_stopping_patience))
+        metric, greater = selection(recipe)
+        found.append(EarlyStopping(metric, greater, recipe.train.early_stopping_patience,
+                                   recipe.train.early_stopping_min_steps))
     return found

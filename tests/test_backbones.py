@@ -15,10 +15,9 @@ from transformers import (ASTForAudioClassification, HubertConfig, HubertForSequ
 
 from finetune.backbones import BACKBONE_BUILDERS, FAMILIES
 from finetune.backbones.common import read_config
-from finetune.backbones.probe import windows_key
 from finetune.backbones.lora import OWN_PARAMETERS_FILE, export_ready, load_adapter, lora_layers, save_adapter
-from finetune.clips import EvalWindows
 from finetune.models import load_model
+from finetune.probe import probe_layers, track_file
 from finetune.recipe import BackboneConfig, LoraConfig
 
 NATIVE = {"mert": HubertForSequenceClassification, "hubert": HubertForSequenceClassification,
@@ -330,8 +329,6 @@ def test_ast_max_length_interpolates_positions_instead_of_zeroing_them(tiny_back
 
 
 def test_probe_layers_parse_last_all_and_indices():
-    from finetune.backbones.probe import probe_layers
-
     assert probe_layers("last", 12) == [12]
     assert probe_layers("all", 2) == [0, 1, 2]
     assert probe_layers("6, 3,-1", 12) == [3, 6, 12]
@@ -345,7 +342,7 @@ def test_probe_cache_key_follows_a_file_rewritten_in_place(tmp_path):
     write_audio(path, seconds=2.0, sample_rate=16000, seed=0)
 
     def key() -> str:
-        return windows_key(EvalWindows([str(path)], np.zeros(1), 16000, 1.0))
+        return track_file(tmp_path / "cache", str(path)).name
 
     first = key()
     assert key() == first  # the same file, the same key

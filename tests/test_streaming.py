@@ -17,7 +17,7 @@ from finetune.clips import StreamCrops
 from finetune.data import load_dataset
 from finetune.data.audio import AudioReadError
 from finetune.data.common import Clip, assemble
-from finetune.run import limit_tracks
+from finetune.data.recipe_data import limit_tracks
 
 
 OPTIONS = {"synthetic": {}, "mtat": {"tags": 7}}  # the mtat_root fixture has 7 tags

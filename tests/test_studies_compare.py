@@ -23,11 +23,12 @@ def test_compare_writes_one_table_and_plot(demo_run, tmp_path, capsys):
     a = copy_run(demo_run, tmp_path / "runs" / "cnn")
     b = copy_run(demo_run, tmp_path / "runs" / "cnn_lr", "train.lr=0.01")
     assert main(["compare", str(a), str(b), "--out", str(tmp_path / "cmp")]) == 0
-    printed = capsys.readouterr().out
-    rows = [line for line in printed.splitlines() if line.startswith("| runs/cnn")]
+    scores, paired = capsys.readouterr().out.split("## Paired tests against runs/cnn")
+    rows = [line for line in scores.splitlines() if line.startswith("| runs/cnn")]
     assert len(rows) == 2 and "simple_cnn" in rows[0]
     assert "[" in rows[0], "accuracy with its bootstrap interval"
-    assert (tmp_path / "cmp" / "compare.md").read_text().count("| runs/cnn") == 2
+    assert "| runs/cnn_lr | accuracy | +0.0000 |" in paired, "the same predictions: no difference"
+    assert (tmp_path / "cmp" / "compare.md").read_text().count("| runs/cnn") == 3
     assert matplotlib.image.imread(tmp_path / "cmp" / "compare.png").ndim == 3
 
 

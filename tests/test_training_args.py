@@ -15,11 +15,15 @@ def arguments(tmp_path, *overrides, multi_label=False):
     return training_arguments(recipes.load("demo", list(overrides)), tmp_path / "run", multi_label)
 
 
-def test_plateau_scheduler_gets_mode_max_patience_and_factor(tmp_path):
-    args = arguments(tmp_path, "train.scheduler=reduce_lr_on_plateau", "train.plateau_patience=3",
-                     "train.plateau_factor=0.25")
+def test_plateau_scheduler_follows_the_selection_metric(tmp_path):
+    plateau = ("train.scheduler=reduce_lr_on_plateau", "train.plateau_patience=3", "train.plateau_factor=0.25")
+    args = arguments(tmp_path, *plateau)
     assert args.lr_scheduler_type == "reduce_lr_on_plateau"
-    # mode max: the validation metric (accuracy) is better when higher, unlike a loss.
+    # by default the validation loss decides: lower is better, mode min
+    assert args.lr_scheduler_kwargs == {"mode": "min", "patience": 3, "factor": 0.25}
+    assert args.metric_for_best_model == "loss" and not args.greater_is_better
+    # accuracy is better when higher: mode max
+    args = arguments(tmp_path, *plateau, "train.metric=accuracy")
     assert args.lr_scheduler_kwargs == {"mode": "max", "patience": 3, "factor": 0.25}
     assert args.metric_for_best_model == "accuracy" and args.greater_is_better
 
@@ -64,8 +68,11 @@ def test_evaluation_and_checkpoints_follow_one_rhythm(tmp_path):
 
 
 def test_metric_for_best_model(tmp_path):
-    assert arguments(tmp_path, multi_label=True).metric_for_best_model == "roc_auc_macro"
-    assert arguments(tmp_path, "train.metric=macro_f1").metric_for_best_model == "macro_f1"
+    for multi_label in (False, True):  # the validation loss, for genres and tags alike
+        args = arguments(tmp_path, multi_label=multi_label)
+        assert args.metric_for_best_model == "loss" and not args.greater_is_better
+    args = arguments(tmp_path, "train.metric=macro_f1")
+    assert args.metric_for_best_model == "macro_f1" and args.greater_is_better
 
 
 def test_dataloader_workers_pinning_and_persistence(tmp_path):
@@ -100,7 +107,8 @@ def evaluations(history):
 def test_early_stopping_ends_a_run_that_cannot_improve(tmp_path, synthetic_root):
     # lr 0: the weights never change (only batch-norm statistics drift), so the accuracy stalls.
     history = short_run(tmp_path, synthetic_root, "train.max_steps=10", "train.lr=0",
-                        "train.early_stopping_patience=1")
+                        "train.early_stopping_patience=1", "train.early_stopping_min_steps=0",
+                        "train.metric=accuracy")
     evals = evaluations(history)
     best, expected_stop = None, None
     for step, accuracy in evals:  # patience 1: the first evaluation that does not beat the best
@@ -119,7 +127,7 @@ def test_plateau_halves_the_learning_rate_after_an_evaluation_without_improvemen
     history = short_run(tmp_path, synthetic_root, "train.max_steps=6", f"train.lr={lr}",
                         "train.logging_steps=1", "train.scheduler=reduce_lr_on_plateau",
                         "train.plateau_patience=0", "train.plateau_factor=0.5",
-                        "train.early_stopping_patience=null")
+                        "train.early_stopping_patience=null", "train.metric=accuracy")
     logged = {e["step"]: e["learning_rate"] for e in history if "learning_rate" in e}
     evals = evaluations(history)
     # The expected schedule from the run's own evaluations: torch's ReduceLROnPlateau (mode max,
@@ -135,3 +143,20 @@ def test_plateau_halves_the_learning_rate_after_an_evaluation_without_improvemen
     assert current < lr, f"no evaluation without improvement in this run, nothing to check: {evals}"
     for step, rate in sorted(logged.items()):
         assert rate == pytest.approx(expected[step], rel=1e-6), (step, logged, evals)
+
+
+def test_early_stopping_counts_no_evaluation_before_its_minimum_steps(tmp_path, synthetic_root):
+    """The same stalled run (lr 0) with patience 1 but 6 steps before anything counts: it goes on to
+    the first evaluation after step 6 that does not beat the best, never stopping earlier."""
+    history = short_run(tmp_path, synthetic_root, "train.max_steps=10", "train.lr=0",
+                        "train.early_stopping_patience=1", "train.early_stopping_min_steps=6",
+                        "train.metric=accuracy")
+    evals = evaluations(history)
+    best, expected_stop = None, 10
+    for step, accuracy in evals:
+        if best is not None and accuracy <= best and step >= 6:
+            expected_stop = step
+            break
+        best = accuracy if best is None else max(best, accuracy)
+    assert max(e["step"] for e in history) == expected_stop, evals
+    assert expected_stop >= 6

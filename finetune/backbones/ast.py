@@ -103,7 +103,7 @@ AST = Family(
     native_class=ASTForAudioClassification, pooled_class=ASTPooledForAudioClassification,
     native_weighted=False, extractor_class=ASTFeatureExtractor, default_extractor=ASTFeatureExtractor,
     sample_rate=16000, layers="layers", lora_targets=LORA_TARGETS,
-    layer_features=ast_layer_features, head=ast_head,
+    layer_features=ast_layer_features, head=ast_head, head_input=None,  # the head opens with a LayerNorm
 )
 
 

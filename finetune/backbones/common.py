@@ -44,6 +44,7 @@ class Family:
     lora_targets: tuple[str, ...]  # default `lora.target_modules`
     layer_features: Callable  # (model, input_values, attention_mask) -> (B, L+1, D) pooled per layer
     head: Callable  # (module holding the head modules, pooled (B, D)) -> logits (B, C)
+    head_input: str | None  # the head's first Linear (fed the pooled features), None if it starts otherwise
     translate: Callable[[dict], dict] = dict  # raw config.json -> a config this family reads
 
 

@@ -92,7 +92,7 @@ def speech_family(name: str, default_path: str, model_type: str, native_class: t
             feature_size=1, sampling_rate=sample_rate, padding_value=0.0, do_normalize=do_normalize,
             return_attention_mask=True),
         sample_rate=sample_rate, layers="encoder.layers", lora_targets=LORA_TARGETS,
-        layer_features=speech_layer_features, head=speech_head, translate=translate,
+        layer_features=speech_layer_features, head=speech_head, head_input="projector", translate=translate,
     )
 
 

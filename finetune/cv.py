@@ -1,0 +1,172 @@
+"""`python -m finetune cv`: one recipe trained on every cross-validation fold and seed, summarised.
+
+Each (fold, seed) is an ordinary run folder inside the cross-validation folder (`fold{i}-seed{s}`,
+or `seed{s}` on the dataset's own split), trained in this process one after the other. summary.md
+and summary.json hold each run's headline test scores, the mean and sample standard deviation
+(ddof=1) over the runs of every scalar metric, and each seed's test predictions pooled over the
+folds (predictions/test-seed{s}.npz, every track once) with the pooled headline metric and its
+95 % bootstrap interval. Like `run()`, this sits on top: nothing imports it but the command line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from finetune import recipe as recipes
+from finetune.bootstrap import HEADLINE, RESAMPLES, headline_interval
+from finetune.compare import KEYS
+from finetune.evaluation import TrackPredictions, scalar_metrics
+from finetune.report import Section, fmt, fmt_interval, render_markdown
+from finetune.run import check_recipe, run
+
+logger = logging.getLogger("finetune")
+
+SET_BY_CV = ("seed", "output_dir", "data.folds", "data.fold")  # from --seeds, --out and --folds
+STD_NOTE = "sample standard deviation (ddof=1) over the runs"
+
+
+@dataclass(frozen=True)
+class Job:
+    """One run of the cross-validation: its fold (None: the dataset's own split), seed and recipe."""
+
+    fold: int | None
+    seed: int
+    recipe: recipes.Recipe
+
+    @property
+    def label(self) -> str:
+        return f"seed {self.seed}" if self.fold is None else f"fold {self.fold}, seed {self.seed}"
+
+
+def folder_name(fold: int | None, seed: int) -> str:
+    return f"seed{seed}" if fold is None else f"fold{fold}-seed{seed}"
+
+
+def plan(name_or_path: str, overrides: list[str], folds: int | None, seeds: list[int], out: Path) -> list[Job]:
+    """Every (seed, fold) recipe, seeds outermost, each loaded and checked before anything trains."""
+    clash = [o for o in overrides if o.split("=", 1)[0] in SET_BY_CV]
+    if clash:
+        raise recipes.RecipeError(f"cv sets {', '.join(SET_BY_CV)} itself (from --seeds, --out, --folds): "
+                                  f"drop {' '.join(clash)}")
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise recipes.RecipeError(f"--seeds: give distinct seeds, not {seeds}")
+    jobs = []
+    for seed in seeds:
+        for fold in range(folds) if folds else [None]:
+            settings = [f"seed={seed}", f"output_dir={json.dumps(str(out / folder_name(fold, seed)))}",
+                        f"data.folds={folds or 'null'}", f"data.fold={fold or 0}"]
+            recipe = recipes.load(name_or_path, [*overrides, *settings])
+            check_recipe(recipe)
+            jobs.append(Job(fold, seed, recipe))
+    return jobs
+
+
+def pool(predictions: list[TrackPredictions]) -> TrackPredictions:
+    """The test predictions of disjoint runs (one per fold) as one split, in run order."""
+    first = predictions[0]
+    ids = [track for p in predictions for track in p.ids]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"pooled test predictions: {len(ids) - len(set(ids))} tracks tested more than once")
+    if any(p.label_names != first.label_names for p in predictions):
+        raise ValueError("pooled test predictions: the runs have different classes")
+    return TrackPredictions(ids, [path for p in predictions for path in p.paths],
+                            np.concatenate([p.probs for p in predictions]),  # (N, C)
+                            np.concatenate([p.labels for p in predictions]), first.label_names)
+
+
+def finite(value: float) -> float | None:
+    """JSON has no NaN: None instead."""
+    return None if np.isnan(value) else float(value)
+
+
+def mean_std(runs: list[dict], split: str) -> dict[str, dict]:
+    """{metric: {mean, std, runs}} of every scalar metric of `split` over the runs reporting it
+    (std with ddof=1; None from one run)."""
+    result = {}
+    for key in dict.fromkeys(k for r in runs for k in r[split]):
+        values = np.array([r[split][key] for r in runs if key in r[split]], dtype=np.float64)  # (R,)
+        std = finite(values.std(ddof=1)) if len(values) > 1 else None
+        result[key] = {"mean": finite(values.mean()), "std": std, "runs": len(values)}
+    return result
+
+
+def pooled_scores(out: Path, jobs: list[Job], run_dirs: list[Path]) -> list[dict]:
+    """Each seed's test predictions pooled over its runs, saved to out/predictions/test-seed{s}.npz,
+    with the pooled headline metric and its 95 % bootstrap interval."""
+    result = []
+    for seed in dict.fromkeys(job.seed for job in jobs):
+        tracks = pool([TrackPredictions.load(d / "predictions" / "test.npz")
+                       for job, d in zip(jobs, run_dirs) if job.seed == seed])
+        path = tracks.save(out / "predictions" / f"test-seed{seed}.npz")
+        value, interval = headline_interval(tracks, seed=seed)
+        result.append({"seed": seed, "file": path.relative_to(out).as_posix(), "tracks": len(tracks.ids),
+                       "metric": HEADLINE[tracks.multi_label], "value": value, "interval": interval,
+                       "resamples": RESAMPLES[tracks.multi_label]})
+    return result
+
+
+def summarise(out: Path, jobs: list[Job], run_dirs: list[Path]) -> dict:
+    """summary.json's content: the runs' scalar metrics, their mean and std, the pooled scores."""
+    metrics = [json.loads((run_dir / "metrics.json").read_text()) for run_dir in run_dirs]
+    runs = [{"fold": job.fold, "seed": job.seed, "run": os.path.relpath(run_dir, out),
+             **{split: scalar_metrics(m.get(split, {})) for split in ("test", "validation")}}
+            for job, run_dir, m in zip(jobs, run_dirs, metrics)]
+    first = jobs[0].recipe
+    multi_label = "per_tag" in metrics[0]["test"]
+    return {"recipe": first.name, "folds": first.data.folds, "seeds": list(dict.fromkeys(j.seed for j in jobs)),
+            "headline": list(KEYS[multi_label][:2]), "std": STD_NOTE, "runs": runs,
+            "mean_std": {split: mean_std(runs, split) for split in ("test", "validation")},
+            "pooled": pooled_scores(out, jobs, run_dirs)}
+
+
+def summary_markdown(summary: dict) -> str:
+    """summary.md: the runs, the mean ± std table, the pooled scores."""
+    keys = summary["headline"]
+    runs = [["fold", "seed", *keys, "run"]]
+    runs += [[fmt(r["fold"]), str(r["seed"]), *(fmt(r["test"].get(k)) for k in keys), f"[{r['run']}]({r['run']})"]
+             for r in summary["runs"]]
+    spread = [["metric", "test", "validation"]]
+    aggregate = summary["mean_std"]
+    for key in dict.fromkeys([*aggregate["test"], *aggregate["validation"]]):
+        cells = [aggregate[split].get(key) for split in ("test", "validation")]
+        spread.append([key, *(f"{fmt(c['mean'])} ± {fmt(c['std'])}" if c else "-" for c in cells)])
+    pooled = [["seed", "tracks", "metric", "pooled", "95% interval", "predictions"]]
+    pooled += [[str(p["seed"]), str(p["tracks"]), p["metric"], fmt(p["value"]), fmt_interval(p["interval"]), p["file"]]
+               for p in summary["pooled"]]
+    count = len(summary["runs"])
+    folds = f"{summary['folds']} folds" if summary["folds"] else "the dataset's own split"
+    sections = [
+        Section(f"Runs: {folds} x seeds {', '.join(map(str, summary['seeds']))}", tables=[runs]),
+        Section(f"Mean ± std over {count} runs", text=[f"std: {STD_NOTE}"], tables=[spread]),
+        Section("Pooled test predictions", text=[
+            "each seed's test predictions over all its runs, every track once; 95% bootstrap interval over "
+            f"tracks ({summary['pooled'][0]['resamples']} resamples)"], tables=[pooled]),
+    ]
+    return render_markdown(f"finetune cross-validation: {summary['recipe']}", sections)
+
+
+def cross_validate(recipe_name_or_path: str, overrides: list[str], folds: int | None, seeds: list[int],
+                   out: str | Path | None = None) -> tuple[Path, str]:
+    """Train and evaluate the recipe on every fold (None: the dataset's own split) with every
+    seed, in this process; write summary.json, summary.md and the pooled test predictions into
+    `out` (default runs/<recipe name>-cv-<timestamp>); return (out, summary markdown)."""
+    name = recipes.load(recipe_name_or_path, overrides).name
+    out = Path(out) if out else Path("runs") / f"{name}-cv-{time.strftime('%Y%m%d-%H%M%S')}"
+    jobs = plan(recipe_name_or_path, overrides, folds, seeds, out)
+    run_dirs = []
+    for number, job in enumerate(jobs, 1):
+        logger.info("run %d/%d: %s", number, len(jobs), job.label)
+        run_dirs.append(run(job.recipe))
+    summary = summarise(out, jobs, run_dirs)
+    markdown = summary_markdown(summary)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    (out / "summary.md").write_text(markdown)
+    logger.info("cross-validation summary: %s", out / "summary.md")
+    return out, markdown

@@ -1,0 +1,71 @@
+"""A recipe's dataset: the builder's arguments from `data.*`, cross-validation folds, track limits.
+
+Every path that needs a run's data (training, `evaluate`, the studies, cross-validation) builds it
+here, so they all see the same tracks.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+from datasets import DatasetDict, IterableDataset
+
+from finetune.data import DATASET_BUILDERS, load_dataset
+from finetune.data.common import sample_stream
+from finetune.data.folds import cross_validation_split
+from finetune.data.headers import cache_dir
+from finetune.recipe import Recipe, RecipeError
+
+# Recipe `data.*` keys handed to a dataset builder when set (null = the builder's default).
+DATASET_OPTION_KEYS = ("split_scheme", "allow_missing", "tags", "subset", "task")
+
+
+def dataset_arguments(recipe: Recipe) -> dict:
+    """Keyword arguments for the recipe's dataset builder; a set key it does not take is an error."""
+    data = recipe.data
+    builder = DATASET_BUILDERS[data.name]
+    params = inspect.signature(builder).parameters
+    root = data.root
+    if root is None:
+        if data.name != "synthetic":
+            raise RecipeError(f"data.root: set it to your {data.name} folder (data.root=/path/to/{data.name})")
+        root = str(cache_dir() / "synthetic")
+    args = {"root": root}
+    for key in DATASET_OPTION_KEYS:
+        value = getattr(data, key)
+        if value is None:
+            continue
+        if key not in params:
+            valid = [p for p in params if p in DATASET_OPTION_KEYS]
+            raise RecipeError(f"data.{key} does not apply to dataset {data.name!r}; "
+                              f"its options: {', '.join('data.' + v for v in valid) or 'none'}")
+        args[key] = value
+    if "seed" in params:
+        args["seed"] = recipe.seed
+    if data.streaming:  # every builder takes it (finetune.data.common.assemble streams the train split)
+        args["streaming"] = True
+    return args
+
+
+def limit_tracks(dataset: DatasetDict, count: int, seed: int) -> DatasetDict:
+    """At most `count` tracks per split, a seeded random sample. A streamed split is sampled by one
+    pass over its metadata rows (reservoir sampling, no audio read), so the sample is the same
+    every epoch and for every process, then streamed again."""
+
+    def limit(split):
+        if isinstance(split, IterableDataset):
+            return sample_stream(split, count, seed)
+        return split.shuffle(seed=seed).select(range(min(count, len(split))))
+
+    return type(dataset)({name: limit(split) for name, split in dataset.items()})
+
+
+def recipe_dataset(recipe: Recipe) -> DatasetDict:
+    """The recipe's DatasetDict: built, cut into its cross-validation fold (`data.folds`), then
+    limited to `data.max_tracks` per split."""
+    dataset = load_dataset(recipe.data.name, **dataset_arguments(recipe))
+    if recipe.data.folds:
+        dataset = cross_validation_split(dataset, recipe.data.folds, recipe.data.fold)
+    if recipe.data.max_tracks:
+        dataset = limit_tracks(dataset, recipe.data.max_tracks, recipe.seed)
+    return dataset

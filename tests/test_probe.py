@@ -1,0 +1,139 @@
+"""The probe for every model: a head fitted to convergence on cached embeddings, and the linear
+probe that fine-tuning starts from (LP-FT), on tiny data and on the real GTZAN clips."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from sklearn.linear_model import LogisticRegression
+from torch import nn
+
+from baselines.loading import import_won_checkpoint
+from baselines.musicnn import MusicnnModel
+from finetune.cli import main
+from finetune.evaluation import TrackPredictions
+from finetune.predict import Predictor
+from finetune.probe import Embedder, Embedded, fit_head, fold_standardisation, standardiser
+
+MUSICNN = "pretrained/sota-music-tagging-models/mtat/musicnn/best_model.pth"
+
+
+def linear_embedder() -> Embedder:
+    return Embedder(layer_features=None, head=lambda modules, x: modules.classifier(x), head_input="classifier",
+                    num_layers=0, cut=lambda model, layer: model)
+
+
+def blobs(rng, count: int, classes: int = 3, dims: int = 6) -> tuple[np.ndarray, np.ndarray]:
+    """Overlapping Gaussian classes on features of very different scales: (N, D), (N,)."""
+    labels = rng.integers(0, classes, count)
+    centres = rng.normal(0, 1.0, (classes, dims))
+    x = centres[labels] + rng.normal(0, 1.5, (count, dims))
+    return (x * np.logspace(-2, 2, dims)).astype(np.float32), labels  # scales 0.01 .. 100
+
+
+def embedded(labels: np.ndarray) -> Embedded:
+    """Split metadata for `fit_head`: one window per track."""
+    return Embedded(files=[], track_index=np.arange(len(labels)), targets=labels.astype(np.int64),
+                    paths=[f"t{i}" for i in range(len(labels))])
+
+
+def task(metric="loss"):
+    return {"label_names": ["a", "b", "c"], "multi_label": False, "aggregate": "mean", "metric": metric,
+            "greater_is_better": metric != "loss"}
+
+
+def test_the_fitted_head_is_scikit_learns_logistic_regression():
+    """L-BFGS to convergence on the mean cross-entropy + wd/2 |W|^2 is multinomial logistic
+    regression with C = 1 / (wd N) on standardised features, whatever the features' scales."""
+    rng = np.random.default_rng(0)
+    x, y = blobs(rng, 300)
+    vx, vy = blobs(np.random.default_rng(1), 90)
+    decay = 0.01
+    initial = nn.ModuleDict({"classifier": nn.Linear(6, 3)})
+    fit = fit_head(initial, linear_embedder(), torch.from_numpy(x), embedded(y), torch.from_numpy(vx),
+                   embedded(vy), task(), [decay], max_iter=500)
+    mean, std = x.mean(axis=0), x.std(axis=0, ddof=1)
+    reference = LogisticRegression(C=1 / (decay * len(x)), max_iter=10_000, tol=1e-10).fit((x - mean) / std, y)
+    with torch.no_grad():
+        ours = fit.head["classifier"](torch.from_numpy(vx)).softmax(dim=1).numpy()  # raw inputs: scaling folded in
+    np.testing.assert_allclose(ours, reference.predict_proba((vx - mean) / std), atol=2e-3)
+
+
+def test_the_penalty_is_chosen_on_validation():
+    rng = np.random.default_rng(2)
+    x, y = blobs(rng, 40)  # few tracks, many penalties: the weakest one overfits
+    vx, vy = blobs(np.random.default_rng(3), 300)
+    fits = {}
+    for decays in ([1e-4], [1.0], [1e-4, 1e-2, 1.0]):
+        fits[tuple(decays)] = fit_head(nn.ModuleDict({"classifier": nn.Linear(6, 3)}), linear_embedder(),
+                                       torch.from_numpy(x), embedded(y), torch.from_numpy(vx), embedded(vy),
+                                       task(), decays, max_iter=300)
+    sweep = fits[(1e-4, 1e-2, 1.0)]
+    assert [entry["weight_decay"] for entry in sweep.log] == [1.0, 1e-2, 1e-4]  # strongest first
+    assert sweep.score == min(entry["eval_loss"] for entry in sweep.log)
+    assert sweep.weight_decay == min(sweep.log, key=lambda e: e["eval_loss"])["weight_decay"]
+    assert sweep.score <= min(fits[(1e-4,)].score, fits[(1.0,)].score) + 1e-4  # warm starts converge alike
+
+
+def test_folding_the_standardisation_leaves_the_outputs_unchanged():
+    x = torch.randn(50, 4) * torch.tensor([0.1, 1.0, 10.0, 100.0]) + 3.0
+    mean, std = standardiser(x)
+    linear = nn.Linear(4, 2)
+    before = linear((x - mean) / std)
+    fold_standardisation(linear, mean, std)
+    torch.testing.assert_close(linear(x), before, rtol=1e-4, atol=1e-4)
+
+
+def probe_args(realdata, run_dir, *overrides):
+    return ["--recipe", "musicnn_pretrained_gtzan", f"data.root={realdata / 'gtzan'}", "data.split_scheme=random",
+            "data.folds=4", "data.fold=1", f"backbone.path={realdata / MUSICNN}", "data.num_workers=0",
+            f"output_dir={run_dir}", *overrides]
+
+
+@pytest.fixture(scope="module")
+def real_probe(realdata, tmp_path_factory):
+    """Won et al.'s MusiCNN probed on one fold of the real GTZAN clips (20 / 10 / 10 tracks)."""
+    run_dir = tmp_path_factory.mktemp("probe") / "run"
+    assert main(probe_args(realdata, run_dir, "backbone.mode=probe")) == 0
+    return run_dir
+
+
+def test_a_baseline_probe_exports_a_model_that_predicts_its_own_test_scores(real_probe):
+    """The probe scores cached window embeddings; the exported model, run by `predict` on each test
+    file, gives the same track scores: the cache, the fitted head and the export agree."""
+    metrics = json.loads((real_probe / "metrics.json").read_text())
+    assert metrics["validation"]["probe_metric"] == "loss"
+    assert metrics["validation"]["probe_weight_decay"] in (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+    test = TrackPredictions.load(real_probe / "predictions" / "test.npz")
+    assert len(test.ids) == 10
+    predictor = Predictor.from_pretrained(real_probe)
+    for path, probs in zip(test.paths, test.probs):
+        scores = {entry["label"]: entry["score"] for entry in predictor.predict(path, top_k=10)["labels"]}
+        np.testing.assert_allclose([scores[name] for name in test.label_names], probs, atol=1e-4)
+    assert metrics["test"]["accuracy"] > 0.3  # chance: 0.1
+
+
+def test_fine_tuning_starts_from_the_probe_and_keeps_the_pretrained_statistics(real_probe, realdata, tmp_path):
+    """LP-FT: the head is fitted exactly as the probe fits it (the Trainer's step-0 validation loss
+    is the probe's), batch-norm statistics stay the pretrained ones, and a fine-tune that only makes
+    validation worse (a head learning rate of 5) ends with the probe's model."""
+    run_dir = tmp_path / "lpft"
+    assert main(probe_args(realdata, run_dir, "train.max_steps=2", "train.batch_size=8", "train.head_lr=5", "train.warmup_ratio=0",
+                           "train.eval_steps=1", "train.save_steps=1")) == 0
+    probe = json.loads((real_probe / "metrics.json").read_text())["validation"]
+    tuned = json.loads((run_dir / "metrics.json").read_text())["validation"]
+    history = json.loads((run_dir / "log_history.json").read_text())
+    assert history[0]["step"] == 0 and history[0]["eval_loss"] == pytest.approx(probe["loss"], abs=1e-4)
+    assert tuned["start_point"]["loss"] == pytest.approx(probe["loss"], abs=1e-4)
+    later = [e["eval_loss"] for e in history if "eval_loss" in e and e["step"] > 0]
+    assert later and min(later) > probe["loss"] and tuned["start_point"]["kept_start"]
+    probe_scores = TrackPredictions.load(real_probe / "predictions" / "test.npz").probs
+    np.testing.assert_allclose(TrackPredictions.load(run_dir / "predictions" / "test.npz").probs, probe_scores,
+                               atol=1e-4)
+    pretrained = import_won_checkpoint(MusicnnModel, realdata / MUSICNN).state_dict()
+    trained = load_file(str(run_dir / "checkpoint-2" / "model.safetensors"))  # after 2 training steps
+    stats = [k for k in pretrained if k.endswith(("running_mean", "running_var"))]
+    assert stats and all(torch.equal(trained[k], pretrained[k]) for k in stats)
+    assert not torch.equal(trained["timbral.0.conv.weight"], pretrained["timbral.0.conv.weight"])  # it did train

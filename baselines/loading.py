@@ -13,8 +13,8 @@ from transformers import PreTrainedConfig, Wav2Vec2FeatureExtractor
 
 from baselines.common import BaselineConfig, BaselinePreTrainedModel, apply_labels
 from baselines.mtat_tags import MTAT_TAGS
+from finetune.bundle import EVERY_BUILDER_ARGS, ModelBundle
 
-TOOLKIT_ARGS = ("num_labels", "label_names", "multi_label", "backbone")
 WON_FRONTEND_RENAMES = (
     ("spec.spectrogram.", "frontend.logmel."),
     ("spec.mel_scale.", "frontend.logmel."),
@@ -83,8 +83,6 @@ def build_baseline(model_class: type[BaselinePreTrainedModel], args: dict):
     ``.pth`` file they must describe Won et al.'s architecture. The head is then reordered or
     replaced to match ``label_names``.
     """
-    from finetune.models import ModelBundle  # imported here: finetune.models imports baselines
-
     fields = {k: list(v) if isinstance(v, tuple) else v for k, v in args.items()}
     num_labels, label_names = fields.pop("num_labels"), list(fields.pop("label_names"))
     multi_label, backbone = fields.pop("multi_label"), fields.pop("backbone")
@@ -117,7 +115,7 @@ def make_builder(model_class: type[BaselinePreTrainedModel]):
     positional = inspect.Parameter.POSITIONAL_OR_KEYWORD
     keyword = inspect.Parameter.KEYWORD_ONLY
     signature = inspect.Signature(
-        [inspect.Parameter(name, positional) for name in TOOLKIT_ARGS]
+        [inspect.Parameter(name, positional) for name in EVERY_BUILDER_ARGS]
         + [
             inspect.Parameter(field.name, keyword, default=field.default, annotation=field.type)
             for field in dataclasses.fields(config_class)

@@ -16,7 +16,7 @@ import torch
 from bench.media import FMA_MP3, write_tone
 from bench.models import baseline_cnn
 from bench.timing import Result, alternate, median, once
-from finetune.clips import fit_length, window_starts
+from finetune.clips import Windowing, fit_length, window_starts
 from finetune.data.audio import audio_duration, read_window
 from finetune.predict import Predictor
 
@@ -46,7 +46,7 @@ def windows_in_memory(path: Path, rate: int, clip_seconds: float) -> torch.Tenso
 def run(quick: bool) -> list[Result]:
     size = SIZES[quick]
     _, bundle = baseline_cnn()
-    predictor = Predictor(bundle, size.clip_seconds, batch_size=BATCH, device="cpu")
+    predictor = Predictor(bundle, Windowing(size.clip_seconds), batch_size=BATCH, device="cpu")
     with tempfile.TemporaryDirectory() as tmp:
         path = write_tone(Path(tmp) / "long.mp3", size.file_seconds, FMA_MP3)
         windows = windows_in_memory(path, bundle.sample_rate, size.clip_seconds)

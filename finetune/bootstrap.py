@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 from scipy.stats import rankdata
-from tqdm.auto import tqdm
+from finetune.console import progress
 
 from finetune.evaluation import TrackPredictions
 
@@ -90,7 +90,7 @@ def bootstrap_draws(score: Callable[..., dict], arrays: tuple[np.ndarray, ...], 
     rng = np.random.default_rng(seed)
     count = len(arrays[0])
     draws: dict[str, list[float]] = {}
-    for _ in tqdm(range(resamples), desc="bootstrap over tracks", leave=False, delay=1.0):
+    for _ in progress(range(resamples), "bootstrap over tracks", unit="resamples"):
         rows = rng.integers(0, count, count)
         for key, value in score(*(a[rows] for a in arrays)).items():
             draws.setdefault(key, []).append(value)

@@ -44,7 +44,16 @@ examples:
   python -m finetune --recipe my_recipe.yaml --dry-run
   python -m finetune evaluate runs/cnn_gtzan-X --durations 1,3,5,10,30
   python -m finetune evaluate runs/cnn_gtzan-X --on fma data.root=/data/fma
+
+A mistake (a recipe key, a data or model folder) prints one line `error: ...` and exits with
+status 2; add --debug (or set FINETUNE_DEBUG=1) for the traceback. Progress bars show on a
+terminal; elsewhere (CI logs, nohup) progress is logged as plain lines.
 """
+
+
+def command_parser(command: str, description: str) -> argparse.ArgumentParser:
+    """The parser of `python -m finetune <command>`."""
+    return argparse.ArgumentParser(prog=f"python -m finetune {command}", description=description)
 
 
 def train_parser() -> argparse.ArgumentParser:
@@ -80,35 +89,27 @@ def list_models() -> int:
     return 0
 
 
-def failed(err: Exception) -> int:
-    """Print a command's error for the user; exit status 2."""
-    print(f"error: {err}", file=sys.stderr)
-    return 2
-
-
 def train(argv: list[str]) -> int:
     args = train_parser().parse_args(argv)
-    try:
-        recipe = recipes.load(args.recipe, args.overrides)
-        from finetune.run import check_recipe
+    from finetune.run import check_recipe, run
 
-        check_recipe(recipe)
-    except recipes.RecipeError as err:
-        return failed(err)
+    recipe = recipes.load(args.recipe, args.overrides)
+    check_recipe(recipe)
     if args.dry_run:
         print(recipe.to_yaml(), end="")
         return 0
-    from finetune.run import run
-
     run_dir = run(recipe)
-    print(f"run folder: {run_dir}")
+    if int(os.environ.get("RANK", "0")) == 0:  # under a launcher, the main process reports
+        from finetune.report import run_summary
+
+        print(run_summary(run_dir, recipe, json.loads((run_dir / "metrics.json").read_text())))
     return 0
 
 
 def predict(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m finetune predict",
-        description="Score audio files of any length (read in windows, averaged per file). "
+    parser = command_parser(
+        "predict",
+        "Score audio files of any length (read in windows, averaged per file). "
         "Prints one JSON line per file: file, duration, labels [{label, score}], "
         "and with --per-window the window timeline. Which labels: genres (single-label): the "
         "--top-k best (default 5). Tagging, in order of precedence: --threshold X prints every tag "
@@ -146,9 +147,9 @@ def predict(argv: list[str]) -> int:
 
 
 def export(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m finetune export",
-        description="Write a Hub-ready folder from a run: safetensors weights, config.json with "
+    parser = command_parser(
+        "export",
+        "Write a Hub-ready folder from a run: safetensors weights, config.json with "
         "id2label, preprocessor_config.json, recipe.yaml and a model card README.md; "
         "optionally upload it (token from HF_TOKEN or `hf auth login`).")
     parser.add_argument("run", help="a run folder")
@@ -161,10 +162,7 @@ def export(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     from finetune import hub
 
-    try:
-        folder = hub.export(args.run, args.to, adapter_only=args.adapter_only)
-    except FileNotFoundError as err:
-        return failed(err)
+    folder = hub.export(args.run, args.to, adapter_only=args.adapter_only)
     print(f"exported: {folder}")
     if args.push_to_hub:
         try:
@@ -186,12 +184,12 @@ def seconds_list(text: str) -> list[float]:
 
 
 def evaluate(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m finetune evaluate",
-        description="Studies of a trained run, each saved under RUN/studies/ and added to its report: "
+    parser = command_parser(
+        "evaluate",
+        "Studies of a trained run, each saved under RUN/studies/ and added to its report: "
         "test predictions (RUN/predictions/test.npz, for bootstrap intervals), rare classes, the most "
         "confidently wrong tracks with saliency maps; --durations adds the input-length study; --on "
-        "scores the run on another dataset through a genre mapping instead (finetune/genre_maps.py).")
+        "scores the run on another dataset through a genre mapping instead (finetune/studies/genre_maps.py).")
     parser.add_argument("run", help="a run folder")
     parser.add_argument("overrides", nargs="*", metavar="data.key=value",
                         help="with --on: the other dataset's settings, e.g. data.root=/data/fma")
@@ -208,22 +206,20 @@ def evaluate(argv: list[str]) -> int:
                         help="saliency maps for the N most confidently wrong tracks (default 3; 0: none)")
     parser.add_argument("--batch-size", type=int, help="windows scored per batch (default: the recipe's)")
     args = parser.parse_intermixed_args(argv)
+    from finetune.report import console_text
     from finetune.studies import evaluate as run_studies
 
-    try:
-        sections = run_studies(args.run, args.durations, args.on, args.overrides, args.mapping, args.split,
-                               args.explain, args.seed, args.batch_size)
-    except (ValueError, FileNotFoundError) as err:  # RecipeError, AudioReadError are ValueErrors
-        return failed(err)
-    print("added to the report: " + ", ".join(s.title for s in sections))
+    sections = run_studies(args.run, args.durations, args.on, args.overrides, args.mapping, args.split,
+                           args.explain, args.seed, args.batch_size)
+    print(console_text(sections))
     print(f"report: {args.run}/report.html")
     return 0
 
 
 def explain(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m finetune explain",
-        description="Occlusion saliency of an audio file for the predicted (or given) label: bands of "
+    parser = command_parser(
+        "explain",
+        "Occlusion saliency of an audio file for the predicted (or given) label: bands of "
         "the log-mel plane times short segments are removed in the STFT, the audio is re-synthesised "
         "and re-scored; the drop in probability is drawn under the log-mel spectrogram (PNG).")
     parser.add_argument("run", help="a run folder")
@@ -235,32 +231,26 @@ def explain(argv: list[str]) -> int:
     parser.add_argument("--bands", type=int, default=16, help="mel bands occluded one at a time (default 16)")
     parser.add_argument("--segment-seconds", type=float, default=0.5, help="occluded segment length (default 0.5)")
     args = parser.parse_args(argv)
-    from finetune.explain import explain_file
+    from finetune.studies.explain import explain_file
 
-    try:
-        out, saliency = explain_file(args.run, args.file, args.out, args.start, args.duration, args.label,
-                                     args.bands, args.segment_seconds)
-    except (ValueError, FileNotFoundError) as err:
-        return failed(err)
+    out, saliency = explain_file(args.run, args.file, args.out, args.start, args.duration, args.label,
+                                 args.bands, args.segment_seconds)
     print(json.dumps({"file": args.file, "label": saliency.label, "score": round(saliency.score, 5),
                       "image": str(out)}))
     return 0
 
 
 def compare(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m finetune compare",
-        description="One table (compare.md) and one plot (compare.png) of the test scores of several "
+    parser = command_parser(
+        "compare",
+        "One table (compare.md) and one plot (compare.png) of the test scores of several "
         "runs, with bootstrap intervals; refuses runs tested on different datasets or splits.")
     parser.add_argument("runs", nargs="+", help="run folders")
     parser.add_argument("--out", help="folder to write (default <first run's parent>/compare-<timestamp>)")
     args = parser.parse_args(argv)
-    from finetune.compare import compare as compare_runs
+    from finetune.studies.compare import compare as compare_runs
 
-    try:
-        out, markdown = compare_runs(args.runs, args.out)
-    except (ValueError, FileNotFoundError) as err:  # ComparisonError is a ValueError
-        return failed(err)
+    out, markdown = compare_runs(args.runs, args.out)
     print(markdown, end="")
     print(f"written: {out}")
     return 0
@@ -285,9 +275,9 @@ def seed_list(text: str) -> list[int]:
 
 
 def cv(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m finetune cv",
-        description="Run a recipe on every fold (the splits pooled into K label-stratified folds) and seed, "
+    parser = command_parser(
+        "cv",
+        "Run a recipe on every fold (the splits pooled into K label-stratified folds) and seed, "
         "one run folder each (OUT/fold{i}-seed{s}); OUT/summary.md and summary.json: per-run test scores, mean "
         "± sample std (ddof=1), each seed's test predictions pooled over the folds with a bootstrap interval.")
     parser.add_argument("--recipe", required=True, help="a packaged recipe name or a path to a YAML file")
@@ -301,10 +291,7 @@ def cv(argv: list[str]) -> int:
     args = parser.parse_intermixed_args(argv)
     from finetune.cv import cross_validate
 
-    try:
-        out, markdown = cross_validate(args.recipe, args.overrides, args.folds, args.seeds, args.out)
-    except recipes.RecipeError as err:
-        return failed(err)
+    out, markdown = cross_validate(args.recipe, args.overrides, args.folds, args.seeds, args.out)
     print(markdown, end="")
     print(f"summary: {out / 'summary.md'}")
     return 0
@@ -322,14 +309,62 @@ COMMANDS = {
 }
 
 
+# A user's mistake, reported in one line: recipe keys (RecipeError), unreadable audio (AudioReadError)
+# and refused comparisons are ValueErrors; missing or unreadable data and model folders are OSErrors.
+USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
+
+
+class ConsoleFormatter(logging.Formatter):
+    """Progress lines as they are; warnings and errors prefixed with their level."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        return message if record.levelno < logging.WARNING else f"{record.levelname.lower()}: {message}"
+
+
+# The libraries underneath read these when first imported: no bars or chatter of theirs.
+QUIET_LIBRARIES = {"HF_DATASETS_DISABLE_PROGRESS_BARS": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+                   "DATASETS_VERBOSITY": "error", "TRANSFORMERS_VERBOSITY": "error",
+                   "TOKENIZERS_PARALLELISM": "false"}
+
+
+def configure_output(replica: bool) -> None:
+    """One process's console: our progress once per job (rank 0 logs INFO, replicas warnings only),
+    no raw progress bars or chatter from the libraries underneath (already imported ones included)."""
+    for name, value in QUIET_LIBRARIES.items():
+        os.environ.setdefault(name, value)
+    if "transformers" in sys.modules:
+        sys.modules["transformers"].logging.disable_progress_bar()
+        sys.modules["transformers"].logging.set_verbosity_error()
+    if "datasets" in sys.modules:
+        sys.modules["datasets"].disable_progress_bars()
+        sys.modules["datasets"].logging.set_verbosity_error()
+    toolkit = logging.getLogger("finetune")  # finetune.data etc. propagate to it; the root stays the user's
+    for handler in [h for h in toolkit.handlers if isinstance(h.formatter, ConsoleFormatter)]:
+        toolkit.removeHandler(handler)  # main() called again in one process: one handler, the current stderr
+    handler = logging.StreamHandler()
+    handler.setFormatter(ConsoleFormatter())
+    toolkit.addHandler(handler)
+    toolkit.setLevel(logging.WARNING if replica else logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """`python -m finetune ...`: run a command; a user's mistake prints one line and exits 2."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    replica = int(os.environ.get("RANK", "0")) > 0  # under torchrun / accelerate launch
-    logging.basicConfig(level=logging.WARNING if replica else logging.INFO,  # progress once per job
-                        format="%(levelname)s %(name)s: %(message)s")
+    debug = "--debug" in argv or os.environ.get("FINETUNE_DEBUG", "") not in ("", "0")
+    argv = [arg for arg in argv if arg != "--debug"]
+    configure_output(replica=int(os.environ.get("RANK", "0")) > 0)  # under torchrun / accelerate launch
     if argv and argv[0] in COMMANDS:
-        return COMMANDS[argv[0]](argv[1:])
-    if argv and argv[0] == "train":
-        argv = argv[1:]
-    return train(argv)
+        command, argv = COMMANDS[argv[0]], argv[1:]
+    else:
+        command, argv = train, argv[1:] if argv and argv[0] == "train" else argv
+    try:
+        return command(argv)
+    except USER_ERRORS as err:
+        if debug:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -13,13 +13,14 @@ import logging
 import math
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from datasets import Dataset as HFDataset
-from tqdm.auto import tqdm
 
+from finetune.console import progress
 from finetune.data.audio import AudioReadError, audio_duration, os_cause, read_window
 
 logger = logging.getLogger("finetune.data")
@@ -64,6 +65,42 @@ def window_starts(duration: float, clip_seconds: float, hop_seconds: float) -> l
     last = max(0.0, duration - clip_seconds)
     count = max(1, math.ceil(last / hop_seconds - 1e-9) + 1)
     return [min(i * hop_seconds, last) for i in range(count)]
+
+
+@dataclass(frozen=True)
+class Windowing:
+    """How every path scores a track: windows of `clip_seconds` every `hop_seconds` (None: end to
+    end), the last ending at the track's end, a track shorter than a window looped to its length;
+    window probabilities combined per track by `aggregate` (mean | max,
+    `finetune.evaluation.aggregate_tracks`). Training evaluation, `evaluate` and its studies, the
+    probe and `predict` all take their windows from here; a trained model keeps it in its config."""
+
+    clip_seconds: float
+    hop_seconds: float | None = None
+    aggregate: str = "mean"
+
+    @property
+    def hop(self) -> float:
+        return self.hop_seconds or self.clip_seconds
+
+    def starts(self, duration: float) -> list[float]:
+        return window_starts(duration, self.clip_seconds, self.hop)
+
+    def samples(self, sample_rate: int) -> int:
+        return int(round(self.clip_seconds * sample_rate))
+
+    @classmethod
+    def of_recipe(cls, recipe) -> "Windowing":
+        return cls(recipe.data.clip_seconds, recipe.data.eval_hop_seconds, recipe.eval.aggregate)
+
+    @classmethod
+    def of_config(cls, config, default_clip_seconds: float) -> "Windowing":
+        """A saved model's windowing (`clip_seconds`, `hop_seconds`, `aggregate` in its config)."""
+        clip = getattr(config, "clip_seconds", None) or default_clip_seconds
+        return cls(float(clip), getattr(config, "hop_seconds", None), getattr(config, "aggregate", None) or "mean")
+
+    def save_to(self, config) -> None:
+        config.clip_seconds, config.hop_seconds, config.aggregate = self.clip_seconds, self.hop, self.aggregate
 
 
 class AudioCache:
@@ -292,26 +329,25 @@ def unreadable_tracks(track_index: np.ndarray) -> np.ndarray:
 
 
 class EvalWindows(torch.utils.data.Dataset):
-    """Every track cut into `clip_seconds` windows (last one aligned to the end). Tracks whose
-    header is unreadable are left out and listed in `skipped`. A window that fails to read comes
-    back with `track_index` -1 - track: evaluation drops every window of that track
-    (`finetune.evaluation.readable_windows`) and `skipped_files` names it."""
+    """Every track cut into the windows of `windowing`. Tracks whose header is unreadable are left
+    out and listed in `skipped`. A window that fails to read comes back with `track_index`
+    -1 - track: evaluation drops every window of that track (`finetune.evaluation.readable_windows`)
+    and `skipped_files` names it."""
 
-    def __init__(self, paths, targets, sample_rate: int, clip_seconds: float,
-                 hop_seconds: float | None = None, description: str = "indexing windows"):
+    def __init__(self, paths, targets, sample_rate: int, windowing: Windowing,
+                 description: str = "indexing windows"):
         self.paths, self.targets, self.sample_rate = paths, targets, sample_rate
-        self.clip_seconds = clip_seconds
-        self.clip_samples = int(round(clip_seconds * sample_rate))
-        hop = hop_seconds or clip_seconds
+        self.clip_seconds = windowing.clip_seconds
+        self.clip_samples = windowing.samples(sample_rate)
         self.skipped: list[str] = []
         windows = []
-        for track, path in enumerate(tqdm(paths, desc=description, leave=False, disable=len(paths) < 200)):
+        for track, path in enumerate(progress(paths, description, unit="tracks")):
             try:
                 duration = audio_duration(path)
             except AudioReadError as err:
                 self.skipped.append(str(err))
                 continue
-            windows += [(track, start) for start in window_starts(duration, clip_seconds, hop)]
+            windows += [(track, start) for start in windowing.starts(duration)]
         if self.skipped:
             logger.warning("left %d unreadable file(s) out of evaluation, e.g. %s",
                            len(self.skipped), self.skipped[0])

@@ -21,7 +21,7 @@ import numpy as np
 
 from finetune import recipe as recipes
 from finetune.bootstrap import HEADLINE, RESAMPLES, headline_interval
-from finetune.compare import KEYS
+from finetune.studies.compare import KEYS
 from finetune.evaluation import TrackPredictions, scalar_metrics
 from finetune.report import Section, fmt, fmt_interval, render_markdown
 from finetune.run import check_recipe, run

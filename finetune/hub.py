@@ -13,6 +13,12 @@ from finetune.recipe import Recipe, load
 
 HUB_LIBRARY = {True: "transformers", False: "finetune"}  # native transformers class or ours
 DATASET_IDS = {"gtzan": "marsyas/gtzan", "mtat": "MagnaTagATune", "fma": "FMA", "synthetic": "synthetic"}
+DATASET_NAMES = {"gtzan": "GTZAN", "mtat": "MagnaTagATune", "fma": "the Free Music Archive", "synthetic": "generated audio"}
+# Licences of the pretrained weights the packaged recipes start from (Hub id prefix -> SPDX-like id).
+BASE_LICENSES = {"m-a-p/MERT": "cc-by-nc-4.0", "MIT/ast": "bsd-3-clause", "facebook/wav2vec2": "apache-2.0",
+                 "facebook/hubert": "apache-2.0"}
+WON_LICENSE = "mit"  # Won et al.'s sota-music-tagging-models weights
+TOOLKIT_LICENSE = "mit"  # a model trained from scratch by this toolkit
 CARD_METRICS = {"accuracy": "Accuracy", "macro_f1": "Macro F1", "roc_auc_macro": "ROC-AUC (macro)",
                 "pr_auc_macro": "PR-AUC (macro)"}
 
@@ -53,14 +59,51 @@ def threshold_line(config: dict) -> str:
             f"the validation split (0.5 for tags without validation positives)")
 
 
+def hub_base_model(recipe: Recipe) -> str | None:
+    """The pretrained weights as a Hub id (`org/name`), None for a local path or from scratch."""
+    path = recipe.backbone.path
+    if not path or Path(path).exists() or path.endswith((".pth", ".pt")) or path.count("/") != 1:
+        return None
+    return path
+
+
+def license_of(recipe: Recipe) -> str:
+    """The licence that governs the weights: the pretrained checkpoint's, or the toolkit's."""
+    path = recipe.backbone.path
+    if not path:
+        return TOOLKIT_LICENSE
+    if path.endswith((".pth", ".pt")):
+        return WON_LICENSE
+    return next((value for prefix, value in BASE_LICENSES.items() if path.startswith(prefix)), "other")
+
+
+def what_was_trained(recipe: Recipe, multi_label: bool, labels: int) -> str:
+    """One sentence from the resolved recipe: the model, how it trained, on which data and task."""
+    data, backbone = recipe.data, recipe.backbone
+    how = {"full": "fine-tuned (every weight)", "lora": f"fine-tuned with LoRA adapters (rank {recipe.lora.r})",
+           "probe": "kept frozen, with a head fitted on its embeddings (probe)"}[backbone.mode]
+    if backbone.head_init == "probe" and backbone.mode != "probe":
+        how = f"{how}, starting from a head fitted by a linear probe"
+    model = f"`{recipe.model.name}` from {backbone.path}, {how}," if backbone.path else \
+        f"`{recipe.model.name}` trained from scratch"
+    dataset = DATASET_NAMES[data.name] + (f" {data.subset}" if data.subset else "")
+    split = f"{data.folds}-fold cross-validation, fold {data.fold}" if data.folds else f"split {data.split_scheme or 'standard'}"
+    task = f"music tagging ({labels} tags)" if multi_label else f"music genre classification ({labels} genres)"
+    return f"{model} for {task} on {dataset} ({split})."
+
+
 def model_card(recipe: Recipe, metrics: dict, config: dict) -> str:
-    """README.md for the Hub: YAML metadata, then recipe, data, split, results and limits."""
+    """README.md for the Hub: YAML metadata, then what was trained (from the resolved recipe), data,
+    results, usage and limits."""
     native = is_native(config)
     labels = [config["id2label"][k] for k in sorted(config["id2label"], key=int)]
     multi = config.get("problem_type") == "multi_label_classification"
     task = "audio-classification"
+    base = hub_base_model(recipe)
     meta = {
         "library_name": HUB_LIBRARY[native],
+        "license": license_of(recipe),
+        **({"base_model": base} if base else {}),
         "pipeline_tag": task,
         "tags": ["audio", "music", "music-tagging" if multi else "music-genre-classification",
                  "finetune", recipe.model.name],
@@ -68,25 +111,33 @@ def model_card(recipe: Recipe, metrics: dict, config: dict) -> str:
         "metrics": [k for k in CARD_METRICS if k in metrics],
         "model-index": model_index(recipe, metrics, task),
     }
+    clip, hop = config.get("clip_seconds", recipe.data.clip_seconds), config.get("hop_seconds")
+    windows = f"{clip:g} s windows every {hop or clip:g} s, {config.get('aggregate', 'mean')} over the windows"
+    toolkit = ("```python\nfrom finetune.predict import Predictor  # pip install music-finetune\n\n"
+               'Predictor.from_pretrained("PATH").predict("song.mp3")\n```\n\n'
+               f"`Predictor` and `python -m finetune predict` score a file as the results below were "
+               f"computed: {windows}.")
     if native:
         usage = ('```python\nfrom transformers import pipeline\n\n'
                  'classifier = pipeline("audio-classification", model="PATH_OR_REPO")\n'
-                 'classifier("song.mp3")\n```')
+                 'classifier("song.mp3")\n```\n\n'
+                 "`transformers.pipeline` scores a file in one pass of its feature extractor (which pads "
+                 "or cuts it to the model's input); with the finetune toolkit it is scored in the run's "
+                 f"windows instead:\n\n{toolkit}")
     else:
-        usage = ("This model is one of finetune's baselines; load it with the toolkit:\n\n"
-                 "```python\nfrom finetune.predict import Predictor\n\n"
-                 'Predictor.from_pretrained("PATH").predict("song.mp3")\n```')
+        usage = f"This model is one of finetune's baselines (model type `{config.get('model_type')}`); load it with the toolkit:\n\n{toolkit}"
     body = f"""# {recipe.name}
 
-{recipe.description}
+{what_was_trained(recipe, multi, len(labels))}
 
-Trained with the finetune toolkit's recipe `{recipe.name}`
-(`python -m finetune --recipe {recipe.name}`); the resolved recipe is in `recipe.yaml`.
+Trained with the finetune toolkit's recipe `{recipe.name}`; the resolved recipe is in
+`recipe.yaml` (`python -m finetune --recipe recipe.yaml` runs it again). Licence of the weights:
+{license_of(recipe)} (the pretrained checkpoint's where there is one); the training data keeps its own terms.
 
 ## Data
-- dataset: {recipe.data.name}, split: {recipe.data.split_scheme or "standard"}
+- dataset: {DATASET_NAMES[recipe.data.name]} (`data.name={recipe.data.name}`), split: {recipe.data.split_scheme or "standard"}
 - {"multi-label tagging" if multi else "single-label classification"} over {len(labels)} labels: {", ".join(labels[:20])}{" ..." if len(labels) > 20 else ""}
-- input: {recipe.data.clip_seconds} s windows; a track's score is the mean over its windows{threshold_line(config)}
+- input: {windows}{threshold_line(config)}
 
 ## Results (test split, track level)
 

@@ -3,32 +3,23 @@
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
+from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
+
+from baselines import BASELINE_BUILDERS  # importing registers the baseline classes with the Auto classes
+from finetune.backbones import BACKBONE_BUILDERS  # ... and the finetune_* backbone subclasses
+from finetune.backbones.lora import export_ready, lora_layers, save_adapter
+from finetune.bundle import TOOLKIT_ARGS, ModelBundle
 from finetune.recipe import Recipe, RecipeError, coerce
 
-# Builder parameters filled by the toolkit, never by `model.args`; `lora` and `probe` only go to
-# builders that declare them.
-TOOLKIT_ARGS = ("num_labels", "label_names", "multi_label", "backbone", "lora", "probe")
-
-
-@dataclass
-class ModelBundle:
-    """A model with the feature extractor that turns waveforms at `sample_rate` into its inputs."""
-
-    model: Any  # transformers.PreTrainedModel
-    feature_extractor: Any  # transformers feature extractor
-    sample_rate: int
+MODEL_BUILDERS: dict[str, Callable[..., ModelBundle]] = {**BASELINE_BUILDERS, **BACKBONE_BUILDERS}
 
 
 def model_builders() -> dict[str, Callable[..., ModelBundle]]:
     """Every model name a recipe can use -> its builder."""
-    from baselines import BASELINE_BUILDERS
-    from finetune.backbones import BACKBONE_BUILDERS
-
-    return {**BASELINE_BUILDERS, **BACKBONE_BUILDERS}
+    return MODEL_BUILDERS
 
 
 # Names a builder's string annotations may use (baseline configs postpone their annotations).
@@ -50,8 +41,6 @@ def check_model_args(recipe: Recipe) -> dict:
     Fails fast, naming the key, when `model.name` is unknown, an argument is not the builder's,
     a value has the wrong type, or `backbone.mode` does not apply to the model.
     """
-    from baselines import BASELINE_BUILDERS
-
     builders = model_builders()
     name = recipe.model.name
     if name not in builders:
@@ -127,10 +116,6 @@ def head_names(model) -> list[str]:
 
 def load_model(path: str | Path) -> ModelBundle:
     """Load a saved model folder (ours or a transformers audio classifier) with its extractor."""
-    import baselines  # noqa: F401  registers the baseline classes with the Auto classes
-    import finetune.backbones  # noqa: F401  registers the attention-pooling / AST subclasses
-    from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
-
     path = Path(path)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path} is not a model folder (no config.json)")
@@ -144,8 +129,6 @@ def adapter_only(model, folder: str | Path) -> bool:
     """Write the LoRA adapters, heads and layer weights alone into `folder` (for `export
     --adapter-only`; loaded with `finetune.backbones.lora.load_adapter`); False when the model
     has no adapters."""
-    from finetune.backbones.lora import lora_layers, save_adapter
-
     if not lora_layers(model):
         return False
     save_adapter(model, folder)
@@ -154,6 +137,4 @@ def adapter_only(model, folder: str | Path) -> bool:
 
 def export_model(model):
     """The model as it is saved into the run folder's model/: LoRA adapters merged."""
-    from finetune.backbones.lora import export_ready
-
     return export_ready(model)

@@ -15,10 +15,11 @@ import numpy as np
 import soxr
 import torch
 
-from finetune.clips import fit_length, window_starts
+from finetune.bundle import ModelBundle
+from finetune.clips import Windowing, fit_length
 from finetune.data.audio import AUDIO_EXTENSIONS, audio_duration, read_windows, to_mono
-from finetune.evaluation import window_probabilities
-from finetune.models import ModelBundle, load_model
+from finetune.evaluation import aggregate_tracks, window_probabilities
+from finetune.models import load_model
 
 DEFAULT_CLIP_SECONDS = 5.0
 DEFAULT_TOP_K = 5  # labels reported when no threshold applies
@@ -71,14 +72,16 @@ def audio_files(inputs: list[str | Path]) -> list[Path]:
 
 
 class Predictor:
-    """Scores audio files or arrays with a trained model."""
+    """Scores audio files or arrays with a trained model, in the windows the run evaluated with
+    (`Windowing`: length, hop, aggregation), so a test file's scores here equal its row of the
+    run's predictions/test.npz."""
 
-    def __init__(self, bundle: ModelBundle, clip_seconds: float, batch_size: int = 16,
+    def __init__(self, bundle: ModelBundle, windowing: Windowing, batch_size: int = 16,
                  device: str | None = None):
         self.bundle = bundle
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.model = bundle.model.to(self.device).eval()
-        self.clip_seconds, self.batch_size = clip_seconds, batch_size
+        self.windowing, self.batch_size = windowing, batch_size
         config = self.model.config
         self.multi_label = config.problem_type == "multi_label_classification"
         self.label_names = [config.id2label[i] for i in range(config.num_labels)]
@@ -86,10 +89,9 @@ class Predictor:
 
     @classmethod
     def from_pretrained(cls, path: str | Path, **kwargs) -> "Predictor":
-        """Load from a run folder or model folder; the window length is the one trained with."""
+        """Load from a run folder or model folder; the windows are the ones it was evaluated with."""
         bundle = load_model(model_folder(path))
-        clip = getattr(bundle.model.config, "clip_seconds", None) or DEFAULT_CLIP_SECONDS
-        return cls(bundle, float(clip), **kwargs)
+        return cls(bundle, Windowing.of_config(bundle.model.config, DEFAULT_CLIP_SECONDS), **kwargs)
 
     @property
     def sample_rate(self) -> int:
@@ -97,11 +99,11 @@ class Predictor:
 
     def _windows(self, source, sr: int | None):
         """(duration, iterator of (start, waveform (T,))) for a path or an array."""
-        clip, hop = self.clip_seconds, self.clip_seconds
-        size = int(round(clip * self.sample_rate))
+        clip = self.windowing.clip_seconds
+        size = self.windowing.samples(self.sample_rate)
         if isinstance(source, (str, Path)):
             duration = audio_duration(source)
-            starts = window_starts(duration, clip, hop)
+            starts = self.windowing.starts(duration)
             windows = read_windows(source, self.sample_rate, starts, clip)
             return duration, ((s, fit_length(y, size)) for s, y in zip(starts, windows))
         if sr is None:
@@ -112,7 +114,7 @@ class Predictor:
         if sr != self.sample_rate:
             y = soxr.resample(y, sr, self.sample_rate)
         duration = len(y) / self.sample_rate
-        starts = window_starts(duration, clip, hop)
+        starts = self.windowing.starts(duration)
         return duration, ((s, fit_length(y[int(s * self.sample_rate):][:size], size)) for s in starts)
 
     def _batches(self, windows) -> Iterator[tuple[list[float], dict]]:
@@ -126,6 +128,16 @@ class Predictor:
     def _score(self, inputs: dict) -> np.ndarray:
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
         return self.model(**inputs).logits.float().cpu().numpy()  # (B, C)
+
+    def probabilities(self, waveforms: list[np.ndarray]) -> np.ndarray:
+        """Waveforms at `sample_rate`, each (T,) -> probabilities (B, C)."""
+        inputs = self.bundle.feature_extractor(waveforms, sampling_rate=self.sample_rate, return_tensors="pt")
+        return window_probabilities(self._score(inputs), self.multi_label)
+
+    def track_scores(self, window_probs: np.ndarray) -> np.ndarray:
+        """One track's window probabilities (W, C) -> its scores (C,), aggregated as evaluation does."""
+        return aggregate_tracks(window_probs, np.zeros(len(window_probs), dtype=np.int64),
+                                self.windowing.aggregate)[0]
 
     def window_scores(self, source, sr: int | None = None) -> tuple[float, list[float], np.ndarray]:
         """(duration, window starts, window probabilities (W, C))."""
@@ -159,7 +171,7 @@ class Predictor:
         model saved without tuned thresholds and called without `threshold` gives the top k
         (5 when None). Labels are ordered by score; a tagging result may be empty."""
         duration, starts, probs = self.window_scores(source, sr)
-        track = probs.mean(axis=0)  # (C,)
+        track = self.track_scores(probs)  # (C,)
         order = self.selected(track, top_k, threshold)
         result = {
             "file": str(source) if isinstance(source, (str, Path)) else None,

@@ -34,13 +34,13 @@ from typing import Callable
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from baselines.common import probe_features, probe_head
 from finetune.backbones import FAMILIES
 from finetune.backbones.common import keep_layers
 from finetune.backbones.heads import resolve_layer
-from finetune.clips import EvalWindows, task_of, track_table
+from finetune.clips import EvalWindows, Windowing, task_of, track_table
+from finetune.console import progress
 from finetune.data.headers import cache_dir
 from finetune.evaluation import TrackPredictions, evaluate_windows, scalar_metrics
 from finetune.models import ModelBundle, head_names
@@ -171,7 +171,7 @@ def compute_embeddings(model: nn.Module, embedder: Embedder, windows: EvalWindow
     pending: dict[int, list[np.ndarray]] = defaultdict(list)
     failed: set[int] = set()
     with torch.no_grad():
-        for batch in tqdm(loader, desc="embedding windows", leave=False):
+        for batch in progress(loader, "embedding windows", unit="batches"):
             mask = batch.get("attention_mask")
             features = embedder.layer_features(model, batch["input_values"].to(device),
                                                None if mask is None else mask.to(device))  # (B, L+1, D)
@@ -195,16 +195,17 @@ def compute_embeddings(model: nn.Module, embedder: Embedder, windows: EvalWindow
 def embed_split(recipe, split, name: str, bundle: ModelBundle, embedder: Embedder, folder: Path) -> Embedded:
     """A split's embeddings from the cache; the tracks not cached yet are embedded first."""
     paths, targets = track_table(split)
-    hop = None if name == "train" else recipe.data.eval_hop_seconds  # training tracks: no overlap
-    clip = recipe.data.clip_seconds
-    windows_folder = folder / f"{bundle.sample_rate}Hz-{clip:g}s-hop{hop or clip:g}s"
+    windowing = Windowing.of_recipe(recipe)
+    if name == "train":  # training tracks: windows end to end
+        windowing = Windowing(windowing.clip_seconds, None, windowing.aggregate)
+    windows_folder = folder / f"{bundle.sample_rate}Hz-{windowing.clip_seconds:g}s-hop{windowing.hop:g}s"
     windows_folder.mkdir(parents=True, exist_ok=True)
     files = [track_file(windows_folder, path) for path in paths]
     todo = [t for t, f in enumerate(files)
             if f is not None and not f.is_file() and not unreadable_mark(f).is_file()]
     if todo:
         logger.info("probe: embedding %d %s track(s) into %s", len(todo), name, windows_folder)
-        windows = EvalWindows([paths[t] for t in todo], targets[todo], bundle.sample_rate, clip, hop,
+        windows = EvalWindows([paths[t] for t in todo], targets[todo], bundle.sample_rate, windowing,
                               description=f"indexing {name} windows")
         workers = recipe.data.num_workers if recipe.data.num_workers is not None else default_workers()
         compute_embeddings(bundle.model, embedder, windows, AudioCollator(bundle.feature_extractor, bundle.sample_rate),
@@ -331,7 +332,7 @@ def rank(score: float, task: dict) -> tuple[bool, float]:
 def task_settings(recipe, split) -> dict:
     label_names, multi_label = task_of(split)
     metric, greater = selection(recipe)
-    return {"label_names": label_names, "multi_label": multi_label, "aggregate": recipe.eval.aggregate,
+    return {"label_names": label_names, "multi_label": multi_label, "aggregate": Windowing.of_recipe(recipe).aggregate,
             "metric": metric, "greater_is_better": greater}
 
 

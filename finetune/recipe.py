@@ -7,6 +7,7 @@ name the key and what would be valid, raised before anything heavy runs.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -27,11 +28,29 @@ def choice(default: Any, *choices: Any, doc: str = "") -> Any:
     return field(default=default, metadata={"choices": choices, "doc": doc})
 
 
-def option(default: Any = None, doc: str = "", default_factory: Any = None) -> Any:
-    """A documented field."""
+def option(default: Any = None, doc: str = "", default_factory: Any = None, **bounds: float) -> Any:
+    """A documented field; `bounds` (ge, gt, le, lt) are the range a number (or each number of a
+    list) must lie in, checked when the recipe is loaded."""
+    metadata = {"doc": doc, "bounds": bounds}
     if default_factory is not None:
-        return field(default_factory=default_factory, metadata={"doc": doc})
-    return field(default=default, metadata={"doc": doc})
+        return field(default_factory=default_factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+BOUND_TEXT = {"ge": "at least", "gt": "greater than", "le": "at most", "lt": "less than"}
+BOUND_TEST = {"ge": lambda v, b: v >= b, "gt": lambda v, b: v > b, "le": lambda v, b: v <= b,
+              "lt": lambda v, b: v < b}
+
+
+def check_bounds(key: str, value: Any, bounds: dict) -> None:
+    """Raise RecipeError naming `key` when a number of `value` lies outside `bounds`."""
+    for number in value if isinstance(value, list) else [value]:
+        if number is None:
+            continue
+        for kind, bound in bounds.items():
+            if not BOUND_TEST[kind](number, bound):
+                rule = " and ".join(f"{BOUND_TEXT[k]} {b:g}" for k, b in bounds.items())
+                raise RecipeError(f"{key}: {number!r} is out of range; it must be {rule}")
 
 
 @dataclass(frozen=True)
@@ -43,21 +62,24 @@ class DataConfig:
     tags: int | None = option(None, "mtat: number of top tags (50, or 188 for all)")
     subset: str | None = option(None, "fma: small | medium | large")
     task: str | None = option(None, "fma: genre_top | genres_all")
-    sample_rate: int | None = option(None, "audio rate fed to the model; null = the model's own")
-    clip_seconds: float = option(5.0, "training crop length; evaluation windows have this length too")
+    sample_rate: int | None = option(None, "audio rate fed to the model; null = the model's own", gt=0)
+    clip_seconds: float = option(5.0, "training crop length; evaluation windows have this length too", gt=0)
     crops_per_track: int | None = option(None, "random crops drawn from each training track per epoch; null = "
-                                         "the track's duration over data.clip_seconds (30 s, 3 s crops: 10)")
-    eval_hop_seconds: float | None = option(None, "hop between evaluation windows; null = clip_seconds")
-    num_workers: int | None = option(None, "DataLoader workers; null = from the core count")
+                                         "the track's duration over data.clip_seconds (30 s, 3 s crops: 10)", ge=1)
+    eval_hop_seconds: float | None = option(None, "hop between evaluation windows; null = clip_seconds", gt=0)
+    num_workers: int | None = option(None, "DataLoader workers; null = from the core count", ge=0)
     pin_memory: bool | None = option(None, "pinned host memory; null = on when a GPU is used")
     persistent_workers: bool = option(True, "keep DataLoader workers alive between epochs")
     audio_cache: bool | None = option(None, "decode training audio once into an int16 cache at the model's rate "
                                       "(fast, uses disk); null = on when it fits in data.audio_cache_max_gib")
-    audio_cache_max_gib: float = option(4.0, "largest training split data.audio_cache=null caches (GTZAN's: 0.4 GiB at 16 kHz)")
-    max_tracks: int | None = option(None, "use at most N tracks per split (seeded sample), for quick checks")
-    folds: int | None = option(None, "K-fold cross-validation: pool the splits into K label-stratified folds; "
-                               "null = the dataset's own splits")
-    fold: int = option(0, "with data.folds: the test fold (0..K-1); validation is the next fold, training the rest")
+    audio_cache_max_gib: float = option(4.0, "largest training split data.audio_cache=null caches (GTZAN's: 0.4 GiB "
+                                        "at 16 kHz); 0 keeps the automatic cache off", ge=0)
+    max_tracks: int | None = option(None, "use at most N tracks per split (seeded sample), for quick checks", ge=1)
+    folds: int | None = option(None, "K-fold cross-validation: pool the splits into K label-stratified folds "
+                               "(at least 3: one tests, the next validates, the rest train); null = the "
+                               "dataset's own splits", ge=3)
+    fold: int = option(0, "with data.folds: the test fold (0..K-1); validation is the next fold, training the rest",
+                       ge=0)
     streaming: bool = option(False, "stream the training split from its metadata, no header scan (needs train.max_steps)")
 
 
@@ -81,9 +103,9 @@ class BackboneConfig:
 
 @dataclass(frozen=True)
 class LoraConfig:
-    r: int = option(8, "LoRA rank")
-    alpha: int = option(16, "LoRA scaling numerator")
-    dropout: float = option(0.1, "dropout on the LoRA path")
+    r: int = option(8, "LoRA rank", ge=1)
+    alpha: int = option(16, "LoRA scaling numerator", gt=0)
+    dropout: float = option(0.1, "dropout on the LoRA path", ge=0, lt=1)
     target_modules: list[str] | None = option(None, "module names; null = the backbone's defaults")
     merge_on_export: bool = option(True, "false: the end-of-run Hub push uploads the LoRA adapter (RUN/adapter) "
                                    "instead of the merged model; RUN/model is always merged")
@@ -94,53 +116,55 @@ class ProbeConfig:
     layers: str = option("last", "layers to probe: last | all | comma-separated indices")
     weight_decays: list[float] = option(doc="L2 penalties tried for the head (full-batch L-BFGS to convergence); "
                                         "the best on validation is kept",
-                                        default_factory=lambda: [1e-4, 1e-3, 1e-2, 1e-1, 1.0])
-    max_iter: int = option(500, "L-BFGS iterations per penalty, at most")
+                                        default_factory=lambda: [1e-4, 1e-3, 1e-2, 1e-1, 1.0], ge=0)
+    max_iter: int = option(500, "L-BFGS iterations per penalty, at most", ge=1)
 
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    probability: float = option(0.0, "chance that each waveform augmentation is applied")
-    gain_db: float = option(0.0, "random gain in [-gain_db, +gain_db]")
+    probability: float = option(0.0, "chance that each waveform augmentation is applied", ge=0, le=1)
+    gain_db: float = option(0.0, "random gain in [-gain_db, +gain_db]", ge=0)
     noise_snr_db: float | None = option(None, "additive white noise at this SNR; null = off")
-    time_stretch: float | None = option(None, "max relative stretch (0.1 = 0.9x..1.1x); null = off")
-    pitch_shift: float | None = option(None, "max pitch shift in semitones; null = off")
-    mixup_alpha: float = option(0.0, "mixup Beta(alpha, alpha); 0 = off")
+    time_stretch: float | None = option(None, "max relative stretch (0.1 = 0.9x..1.1x); null = off", ge=0, lt=1)
+    pitch_shift: float | None = option(None, "max pitch shift in semitones; null = off", ge=0)
+    mixup_alpha: float = option(0.0, "mixup Beta(alpha, alpha); 0 = off", ge=0)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: float = option(10.0, "training epochs (ignored when max_steps > 0)")
-    max_steps: int = option(-1, "stop after this many optimiser steps; -1 = use epochs")
-    batch_size: int = option(16, "per-device training batch size")
-    eval_batch_size: int | None = option(None, "per-device evaluation batch size; null = batch_size")
-    lr: float = option(1e-3, "peak learning rate (of the pretrained body when train.head_lr is set)")
+    epochs: float = option(10.0, "training epochs (ignored when max_steps > 0)", gt=0)
+    max_steps: int = option(-1, "stop after this many optimiser steps; -1 = use epochs", ge=-1)
+    batch_size: int = option(16, "per-device training batch size", ge=1)
+    eval_batch_size: int | None = option(None, "per-device evaluation batch size; null = batch_size", ge=1)
+    lr: float = option(1e-3, "peak learning rate (of the pretrained body when train.head_lr is set)", ge=0)
     head_lr: float | None = option(None, "peak learning rate of the new head (classifier, projector, layer "
-                                   "weights); null = train.lr")
+                                   "weights); null = train.lr", gt=0)
     layer_decay: float = option(1.0, "layer-wise learning-rate decay of pretrained transformer layers: layer k "
-                                "of L trains at lr x decay^(L-k), the embeddings at decay^(L+1); 1 = off")
-    weight_decay: float = option(0.0, "AdamW weight decay")
-    warmup_ratio: float = option(0.0, "fraction of steps for linear warm-up")
+                                "of L (1 = the top) trains at lr x decay^(L-k), the embeddings at lr x decay^L; "
+                                "1 = off", gt=0, le=1)
+    weight_decay: float = option(0.0, "AdamW weight decay", ge=0)
+    warmup_ratio: float = option(0.0, "fraction of steps for linear warm-up", ge=0, lt=1)
     scheduler: str = choice(
         "linear", "linear", "cosine", "constant", "constant_with_warmup", "reduce_lr_on_plateau",
         doc="learning-rate schedule",
     )
-    plateau_patience: int = option(2, "reduce_lr_on_plateau: evaluations without improvement")
-    plateau_factor: float = option(0.5, "reduce_lr_on_plateau: multiplier on the learning rate")
+    plateau_patience: int = option(2, "reduce_lr_on_plateau: evaluations without improvement", ge=0)
+    plateau_factor: float = option(0.5, "reduce_lr_on_plateau: multiplier on the learning rate", gt=0, lt=1)
     freeze_batch_norm: bool | None = option(None, "keep batch-norm statistics at their pretrained values while "
                                             "fine-tuning a baseline; null = on when backbone.path is set")
-    grad_accum: int = option(1, "gradient accumulation steps")
-    max_grad_norm: float = option(1.0, "gradient clipping norm")
+    grad_accum: int = option(1, "gradient accumulation steps", ge=1)
+    max_grad_norm: float = option(1.0, "gradient clipping norm", gt=0)
     precision: str = choice("fp32", "fp32", "fp16", "bf16", doc="mixed precision")
     metric: str | None = option(None, "validation metric that picks the best checkpoint and drives early "
                                 "stopping; null = loss (lower is better); or accuracy, macro_f1, roc_auc_macro ...")
     early_stopping_patience: int | None = option(None, "evaluations without improvement, counted once "
-                                                 "train.early_stopping_min_steps are done; null = off")
-    early_stopping_min_steps: int = option(200, "optimizer steps before early stopping may count an evaluation")
-    eval_steps: int | None = option(None, "evaluate every N steps; null = every epoch")
-    save_steps: int | None = option(None, "checkpoint every N steps; null = every epoch")
-    save_total_limit: int = option(2, "checkpoints kept")
-    logging_steps: int = option(10, "log training loss every N steps")
+                                                 "train.early_stopping_min_steps are done; null = off", ge=1)
+    early_stopping_min_steps: int = option(200, "optimizer steps before early stopping may count an evaluation",
+                                           ge=0)
+    eval_steps: int | None = option(None, "evaluate every N steps; null = every epoch", ge=1)
+    save_steps: int | None = option(None, "checkpoint every N steps; null = every epoch", ge=1)
+    save_total_limit: int = option(2, "checkpoints kept", ge=1)
+    logging_steps: int = option(10, "log training loss every N steps", ge=1)
     resume: bool = option(False, "continue from the last checkpoint in output_dir")
 
 
@@ -148,7 +172,7 @@ class TrainConfig:
 class EvalConfig:
     aggregate: str = choice("mean", "mean", "max", doc="window -> track aggregation")
     durations: list[float] | None = option(None, "after training, re-score the test set cut to these "
-                                           "lengths in seconds (the duration study); null = off")
+                                           "lengths in seconds (the duration study); null = off", gt=0)
 
 
 @dataclass(frozen=True)
@@ -163,7 +187,7 @@ class Recipe:
     name: str = option("custom", "recipe name (used in the run folder name)")
     description: str = option("", "one line: what this recipe trains")
     output_dir: str | None = option(None, "run folder; null = runs/<name>-<timestamp>")
-    seed: int = option(0, "seed for everything random")
+    seed: int = option(0, "seed for everything random", ge=0)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
@@ -207,6 +231,8 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
         (item_tp,) = typing.get_args(tp)
         if isinstance(value, str):  # `a,b,c` from the command line
             value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, dict)):  # one value for a list of one
+            value = [value]
         if not isinstance(value, list):
             raise RecipeError(f"{key}: expected a list, got {value!r}")
         return [coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
@@ -238,6 +264,30 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
     raise RecipeError(f"{key}: unsupported type {tp}")
 
 
+def dotted_keys(cls: type = None, prefix: str = "") -> list[str]:
+    """Every recipe key as a dotted name (`train.max_steps`)."""
+    cls = cls or Recipe
+    hints = typing.get_type_hints(cls)
+    keys = []
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            keys += dotted_keys(hints[f.name], f"{prefix}{f.name}.")
+        else:
+            keys.append(prefix + f.name)
+    return keys
+
+
+def suggestion(key: str, here: list[str], prefix: str) -> str:
+    """': did you mean X?' for a mistyped key: the closest spelling among the keys `here` (in the
+    section `prefix`), else the same or a close name in another section; '' when nothing is close."""
+    leaf = key.rpartition(".")[2]
+    close = [prefix + k for k in difflib.get_close_matches(leaf, here, n=1, cutoff=0.7)]
+    keys = dotted_keys()
+    close = close or [k for k in keys if k.rpartition(".")[2] == leaf][:1]
+    close = close or difflib.get_close_matches(key, keys, n=1, cutoff=0.75)
+    return f": did you mean {close[0]}?" if close else ""
+
+
 def _build(cls: type, values: dict, prefix: str) -> Any:
     """Build dataclass `cls` from a mapping, checking keys, types and choices."""
     if not isinstance(values, dict):
@@ -246,9 +296,8 @@ def _build(cls: type, values: dict, prefix: str) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = [k for k in values if k not in fields]
     if unknown:
-        raise RecipeError(
-            f"unknown key {prefix}{unknown[0]}; valid keys here: {', '.join(fields)}"
-        )
+        raise RecipeError(f"unknown key {prefix}{unknown[0]}{suggestion(prefix + unknown[0], fields, prefix)} "
+                          f"(valid keys here: {', '.join(fields)})")
     kwargs = {}
     for name, value in values.items():
         key = prefix + name
@@ -257,6 +306,7 @@ def _build(cls: type, values: dict, prefix: str) -> Any:
             kwargs[name] = _build(tp, value or {}, key + ".")
             continue
         value = coerce(value, tp, key)
+        check_bounds(key, value, fields[name].metadata.get("bounds", {}))
         choices = fields[name].metadata.get("choices")
         if choices and value not in choices:
             raise RecipeError(f"{key}: {value!r} is not one of {', '.join(map(str, choices))}")
@@ -265,42 +315,24 @@ def _build(cls: type, values: dict, prefix: str) -> Any:
 
 
 def _check_ranges(recipe: Recipe) -> None:
+    """Checks across keys (each key's own range is checked by `check_bounds` as it is read)."""
     if recipe.data.streaming and recipe.train.max_steps <= 0:
         raise RecipeError("train.max_steps: a streamed dataset has no length; set train.max_steps > 0")
     if recipe.data.streaming and recipe.backbone.mode == "probe":
         raise RecipeError("data.streaming: the probe embeds every training window once into its cache; "
                           "use the indexed training split (data.streaming=false)")
-    if recipe.data.audio_cache_max_gib < 0:
-        raise RecipeError(f"data.audio_cache_max_gib: {recipe.data.audio_cache_max_gib} is negative "
-                          f"(0 keeps the automatic audio cache off)")
-    if not 0.0 <= recipe.train.warmup_ratio < 1.0:
-        raise RecipeError(f"train.warmup_ratio: {recipe.train.warmup_ratio} is not in [0, 1)")
     train = recipe.train
     if train.eval_steps and train.save_steps and train.save_steps % train.eval_steps:
         raise RecipeError(f"train.save_steps: {train.save_steps} must be a multiple of train.eval_steps "
                           f"({train.eval_steps}), so that the best checkpoint can be kept")
     data = recipe.data
-    if data.crops_per_track is not None and data.crops_per_track < 1:
-        raise RecipeError(f"data.crops_per_track: {data.crops_per_track} must be at least 1 (null: from durations)")
     if data.folds is not None:
-        if data.folds < 3:
-            raise RecipeError(f"data.folds: {data.folds} must be at least 3 (one fold tests, the next validates, "
-                              "the rest train); null: the dataset's own splits")
         if not 0 <= data.fold < data.folds:
             raise RecipeError(f"data.fold: {data.fold} is not a fold of data.folds={data.folds} (0..{data.folds - 1})")
         if data.streaming:
             raise RecipeError("data.folds: cross-validation pools indexed splits; use data.streaming=false")
-    probe = recipe.probe
-    if not probe.weight_decays or min(probe.weight_decays) < 0:
-        raise RecipeError(f"probe.weight_decays: {probe.weight_decays} must list penalties >= 0")
-    if probe.max_iter < 1:
-        raise RecipeError(f"probe.max_iter: {probe.max_iter} must be at least 1")
-    if train.head_lr is not None and train.head_lr <= 0:
-        raise RecipeError(f"train.head_lr: {train.head_lr} must be positive (null: train.lr)")
-    if not 0 < train.layer_decay <= 1:
-        raise RecipeError(f"train.layer_decay: {train.layer_decay} is not in (0, 1] (1: off)")
-    if train.early_stopping_min_steps < 0:
-        raise RecipeError(f"train.early_stopping_min_steps: {train.early_stopping_min_steps} is negative")
+    if not recipe.probe.weight_decays:
+        raise RecipeError("probe.weight_decays: list at least one penalty (e.g. 0.01)")
     if recipe.backbone.head_init == "probe" and recipe.backbone.pooling != "mean":
         raise RecipeError("backbone.head_init=probe fits the head on mean-pooled embeddings: "
                           "use backbone.pooling=mean")

@@ -26,7 +26,7 @@ from finetune.bootstrap import split_intervals  # noqa: E402
 from finetune.evaluation import TrackPredictions  # noqa: E402
 from finetune.published import published_for  # noqa: E402
 
-HEADLINE_KEYS = ("accuracy", "macro_f1", "macro_precision", "macro_recall", "top3_accuracy", "top5_accuracy",
+HEADLINE_KEYS = ("loss", "accuracy", "macro_f1", "macro_precision", "macro_recall", "top3_accuracy", "top5_accuracy",
                  "roc_auc_macro", "pr_auc_macro", "roc_auc_micro", "pr_auc_micro", "precision_at_3",
                  "recall_at_3", "precision_at_5", "recall_at_5", "precision_at_10", "recall_at_10", "num_tracks")
 STUDY_ORDER = ("durations", "rare_classes", "mistakes")  # then cross-dataset studies, by name
@@ -216,7 +216,7 @@ def run_sections(run_dir: Path, recipe, results: dict, log_history: list[dict]) 
     test = results.get("test", {})
     predictions_file = run_dir / "predictions" / "test.npz"
     predictions = TrackPredictions.load(predictions_file) if predictions_file.is_file() else None
-    intervals = split_intervals(test, predictions) if test else {}
+    intervals = test.get("intervals") or (split_intervals(test, predictions) if test else {})
     metrics = Section("Metrics (track level)", tables=[metrics_table(results, intervals)])
     if test and not intervals:
         metrics.text.append("Intervals need track predictions: run `python -m finetune evaluate RUN`.")
@@ -295,6 +295,35 @@ img {{ max-width: 100%; }} figure {{ margin: 1em 0; }}
 {''.join(body)}
 </body></html>
 """
+
+
+def run_summary(run_dir: Path, recipe, results: dict) -> str:
+    """What a finished run prints: the selection metric and the headline metric on validation and
+    test (with 95 % bootstrap intervals where the run has them), the tracks scored, the report."""
+    headline = "roc_auc_macro" if "roc_auc_macro" in results.get("test", {}) else "accuracy"
+    keys = list(dict.fromkeys([recipe.train.metric or "loss", headline]))
+    lines = [f"{recipe.name}: {run_dir}"]
+    for split in ("validation", "test"):
+        metrics = results.get(split)
+        if not metrics:
+            continue
+        intervals = metrics.get("intervals", {})
+        parts = [f"{key} {fmt(metrics[key])}" + (" (95% CI {:.3f}-{:.3f})".format(*intervals[key])
+                                                 if key in intervals else "")
+                 for key in keys if key in metrics]
+        lines.append(f"  {split:<10}  {', '.join(parts)}; {metrics.get('num_tracks', '?')} tracks")
+    lines.append(f"  report: {Path(run_dir) / 'report.html'}")
+    return "\n".join(lines)
+
+
+def console_text(sections: list[Section]) -> str:
+    """Sections as plain text for the terminal: titles, lines, tables (images left out)."""
+    blocks = []
+    for section in sections:
+        blocks.append(section.title)
+        blocks += [f"  {line}" for line in section.text]
+        blocks += [_markdown_table(table) for table in section.tables]
+    return "\n".join(blocks)
 
 
 def write_reports(run_dir: Path, recipe, results: dict, log_history: list[dict]) -> None:

@@ -15,15 +15,17 @@ from accelerate.utils import broadcast_object_list
 
 from finetune import hub, report
 from finetune.augment import augment_waveform
+from finetune.bootstrap import split_intervals
 from finetune.backbones import FAMILIES
-from finetune.clips import (CropReader, EvalWindows, StreamCrops, TrainCrops, crops_per_track, task_of,
-                            track_table, training_cache)
+from finetune.clips import (CropReader, EvalWindows, StreamCrops, TrainCrops, Windowing, crops_per_track,
+                            task_of, track_table, training_cache)
 from finetune.data.recipe_data import dataset_arguments, recipe_dataset
 from finetune.data.headers import cache_dir
-from finetune.evaluation import evaluate_windows, track_predictions
+from finetune.evaluation import evaluate_windows, track_predictions, tune_thresholds
 from finetune.models import adapter_only, build_model, check_model_args, export_model, head_names
 from finetune.probe import probe_head_init, run_probe
 from finetune.recipe import Recipe, RecipeError
+from finetune.studies import end_of_run
 from finetune.training import (AudioCollator, FinetuneTrainer, callbacks, metrics_function, parameter_learning_rates,
                                train_from_start_point, training_arguments)
 
@@ -160,9 +162,9 @@ def run(recipe: Recipe) -> Path:
     train_set = training_set(recipe, dataset["train"], reader)
     if not recipe.data.streaming:
         warn_if_few_steps(recipe, train_set, PartialState().num_processes)
+    windowing = Windowing.of_recipe(recipe)
     eval_sets = {
-        split: EvalWindows(*track_table(dataset[split]), rate, clip, recipe.data.eval_hop_seconds,
-                           description=f"indexing {split} windows")
+        split: EvalWindows(*track_table(dataset[split]), rate, windowing, description=f"indexing {split} windows")
         for split in ("validation", "test") if split in dataset
     }
     trainer = FinetuneTrainer(
@@ -171,7 +173,7 @@ def run(recipe: Recipe) -> Path:
         train_dataset=train_set,
         eval_dataset=eval_sets["validation"],  # model selection never sees the test split
         data_collator=AudioCollator(bundle.feature_extractor, rate),
-        compute_metrics=metrics_function(label_names, multi_label, recipe.eval.aggregate),
+        compute_metrics=metrics_function(label_names, multi_label, windowing.aggregate),
         callbacks=callbacks(recipe, train_set),
         multi_label=multi_label,
         mixup_alpha=recipe.augment.mixup_alpha,
@@ -188,7 +190,8 @@ def run(recipe: Recipe) -> Path:
         prediction = trainer.predict(windows, metric_key_prefix=split)
         labels, track_index = prediction.label_ids
         metrics, probs, track_labels = evaluate_windows(prediction.predictions, labels, track_index,
-                                                        label_names, multi_label, recipe.eval.aggregate)
+                                                        label_names, multi_label, windowing.aggregate)
+        metrics["loss"] = prediction.metrics.get(f"{split}_loss")
         metrics["skipped_files"] = windows.skipped_files(track_index)
         results[split] = metrics
         predictions[split] = track_predictions(dataset[split]["id"], windows.paths, track_index, probs,
@@ -226,12 +229,12 @@ def write_run_folder(run_dir: Path, recipe: Recipe, model, bundle, results: dict
     if adapter_only(model, run_dir / "adapter"):  # LoRA runs, for `export --adapter-only`
         hub.write_card(run_dir / "adapter", recipe, test, adapter=True)
     model = export_model(model)
-    model.config.clip_seconds = recipe.data.clip_seconds  # the window predict() uses
+    Windowing.of_recipe(recipe).save_to(model.config)  # the windows predict() scores
     validation = (predictions or {}).get("validation")
     if validation is not None and validation.multi_label and validation.labels.shape == validation.probs.shape:
-        from finetune.evaluation import tune_thresholds  # per-tag F1 thresholds: predict()'s default
-
         model.config.tag_thresholds = [float(t) for t in tune_thresholds(validation.probs, validation.labels)]
+    for split, metrics in results.items():  # 95 % bootstrap intervals over tracks, for the report and summary
+        metrics["intervals"] = split_intervals(metrics, (predictions or {}).get(split))
     (run_dir / "recipe.yaml").write_text(recipe.to_yaml())
     (run_dir / "metrics.json").write_text(json.dumps(results, indent=2))
     (run_dir / "log_history.json").write_text(json.dumps(log_history, indent=2))
@@ -239,10 +242,7 @@ def write_run_folder(run_dir: Path, recipe: Recipe, model, bundle, results: dict
     bundle.feature_extractor.save_pretrained(str(run_dir / "model"))
     hub.write_card(run_dir / "model", recipe, test)
     if dataset is not None and "test" in (predictions or {}):
-        from finetune.studies import end_of_run  # studies score through run folders: above this module
-
         end_of_run(run_dir, dataset, predictions["test"], recipe.eval.durations, recipe.seed)
     report.write_reports(run_dir, recipe, results, log_history)
-    logger.info("run folder: %s", run_dir)
     if recipe.hub.push_to_hub:
         push_run(run_dir, recipe)

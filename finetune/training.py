@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
 from finetune.augment import mixup
+from finetune.console import TrainingProgress
 from finetune.evaluation import evaluate_windows, scalar_metrics
 from finetune.recipe import Recipe
 
@@ -54,6 +55,8 @@ class FinetuneTrainer(Trainer):
         self.multi_label = multi_label
         self.mixup_alpha = mixup_alpha
         self.learning_rates = learning_rates or {}  # parameter name -> peak learning rate (args' when absent)
+        self.remove_callback(PrinterCallback)  # raw log dictionaries: our own progress instead
+        self.add_callback(TrainingProgress())
         # Our loss is a batch mean: let the Trainer scale it for gradient accumulation.
         self.model_accepts_loss_kwargs = False
 
@@ -222,7 +225,7 @@ def training_arguments(recipe: Recipe, run_dir: Path, multi_label: bool) -> Trai
                                else recipe.data.pin_memory),
         use_cpu=not torch.cuda.is_available(),
         ddp_find_unused_parameters=False,
-        disable_tqdm=False,
+        disable_tqdm=True,  # no nested bars: finetune.console.TrainingProgress shows the progress
     )
 
 

@@ -92,3 +92,62 @@ def test_models_lists_every_model_with_its_args(capsys):
     for name in model_builders():
         assert f"\n{name} " in "\n" + out
     assert "model.args: " in out and "n_mels" in out
+
+
+def one_line_error(capsys, *argv) -> str:
+    """Run the command line expecting a user's mistake: exit status 2, one line `error: ...`."""
+    assert main(list(argv)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    return err[0]
+
+
+def test_mistakes_get_one_line_and_status_2(tmp_path, capsys):
+    (tmp_path / "not_gtzan").mkdir()
+    (tmp_path / "not_gtzan" / "notes.txt").write_text("hello")
+    assert "does not exist" in one_line_error(capsys, "--recipe", "cnn_gtzan", f"data.root={tmp_path / 'nope'}")
+    assert "no genre folders" in one_line_error(capsys, "--recipe", "cnn_gtzan", f"data.root={tmp_path / 'not_gtzan'}")
+    assert "is a file" in one_line_error(capsys, "--recipe", "cnn_gtzan",
+                                        f"data.root={tmp_path / 'not_gtzan' / 'notes.txt'}")
+    (tmp_path / "mtat").mkdir()
+    (tmp_path / "mtat" / "annotations_final.csv").write_text("not,a,tab,separated,header\n")
+    (tmp_path / "mtat" / "0").mkdir()
+    assert "annotations_final.csv" in one_line_error(capsys, "--recipe", "fcn_mtat", f"data.root={tmp_path / 'mtat'}")
+    assert "runs/nope" in one_line_error(capsys, "predict", "--model", "runs/nope", "song.wav")
+    assert "not a run folder" in one_line_error(capsys, "evaluate", str(tmp_path))
+    assert "did you mean train.max_steps" in one_line_error(capsys, "--recipe", "demo", "train.max_step=3")
+    assert "train.batch_size" in one_line_error(capsys, "--recipe", "demo", "--dry-run", "train.batch_size=0")
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    result = run_cli("--recipe", "cnn_gtzan", f"data.root={tmp_path / 'nope'}", "--debug")
+    assert result.returncode != 0 and "Traceback" in result.stderr and "FileNotFoundError" in result.stderr
+    plain = run_cli("--recipe", "cnn_gtzan", f"data.root={tmp_path / 'nope'}")
+    assert plain.returncode == 2 and "Traceback" not in plain.stderr
+
+
+def test_a_run_reports_progress_lines_and_ends_with_its_results(tmp_path, synthetic_root, capsys):
+    """Without a terminal (as under pytest, CI or nohup): plain log lines, no progress bars or raw
+    log dictionaries; the run ends with the validation and test results, their intervals, the report."""
+    run_dir = tmp_path / "run"
+    assert main(["--recipe", "demo", "train.max_steps=4", "train.batch_size=4", "train.eval_steps=2",
+                 "train.logging_steps=2", "data.max_tracks=8", "eval.durations=null", "data.num_workers=0",
+                 f"data.root={synthetic_root}", f"output_dir={run_dir}"]) == 0
+    out, err = capsys.readouterr()
+    assert "\r" not in err and "{'loss'" not in out + err and "it/s" not in err
+    assert "step 2/4: loss" in err and "step 2: validation loss" in err and "step 4: validation loss" in err
+    summary = out.strip().splitlines()
+    assert summary[0] == f"demo: {run_dir}"
+    assert summary[1].split()[0] == "validation" and "loss" in summary[1] and "95% CI" in summary[1]
+    assert summary[2].split()[0] == "test" and "accuracy" in summary[2] and "8 tracks" in summary[2]
+    assert summary[3] == f"  report: {run_dir / 'report.html'}"
+    assert out.count(str(run_dir)) == 2  # the folder is named once, then the report
+
+
+def test_evaluate_prints_each_study_table(demo_run, capsys):
+    assert main(["evaluate", str(demo_run), "--durations", "1,3", "--explain", "0"]) == 0
+    out = capsys.readouterr().out
+    for title in ("Rare classes", "Most confidently wrong test tracks", "Input duration"):
+        assert title in out, out
+    assert "| 1 (mean kept" in out and "| whole track |" in out  # the duration table's rows
+    assert f"report: {demo_run}/report.html" in out

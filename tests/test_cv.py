@@ -13,7 +13,7 @@ import pytest
 from finetune.bootstrap import headline_score
 from finetune.cli import main
 from finetune.evaluation import TrackPredictions
-from finetune.paired import paired_test
+from finetune.studies.paired import paired_test
 
 FOLDS, SEEDS, PER_SPLIT = 3, (0, 1), 5
 

@@ -8,7 +8,7 @@ import soundfile as sf
 import soxr
 
 from data_fixtures import write_audio
-from finetune.clips import CropReader, EvalWindows, fit_length
+from finetune.clips import CropReader, EvalWindows, Windowing, fit_length
 from finetune.data.audio import AudioReadError, audio_duration, read_window, read_windows
 
 MTAT_CLIP = "mtat/audio/joram-moments_of_clarity-08-solipsism-59-88.mp3"
@@ -121,7 +121,7 @@ def test_a_truncated_file_never_becomes_a_silent_crop_or_window(tmp_path):
         CropReader(22050, 2.0).crop(str(cut), np.random.default_rng(0))
     with pytest.raises(ValueError, match="empty clip"):
         fit_length(np.zeros(0, dtype=np.float32), 100)
-    windows = EvalWindows([str(good), str(cut)], np.array([0, 1]), 22050, 2.0)
+    windows = EvalWindows([str(good), str(cut)], np.array([0, 1]), 22050, Windowing(2.0))
     items = [windows[i] for i in range(len(windows))]
     assert [item["track_index"] for item in items] == [0, 0, -2, -2]  # -1 - track: unreadable
     assert all(item["input_values"].shape == (44100,) for item in items)

@@ -130,6 +130,7 @@ def test_paths_escaping_the_root_are_rejected(tmp_path):
     write_audio(tmp_path.parent / f"{tmp_path.name}-outside.mp3", format="MP3")
     write_annotations(tmp_path / mtat.ANNOTATIONS, ["1"], [f"c/../../{tmp_path.name}-outside.mp3"],
                       ["a"], np.array([[1]]))
+    (tmp_path / "c").mkdir()
     with pytest.raises(ValueError, match=r"path 'c/\.\./\.\./.*' of clip 1 is not inside the dataset folder"):
         mtat.build(tmp_path, tags=1)
 

@@ -5,6 +5,7 @@ import csv
 import json
 import logging
 import os
+import re
 
 import numpy as np
 import pytest
@@ -166,8 +167,35 @@ def test_bad_options_and_metadata_are_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="'standard', 'pons'"):
         mtat.build(tmp_path, tags=1, split_scheme="lee")
     small_mtat(tmp_path, ["g/a.mp3"], [[1, 0, 0, 0]])
+    (tmp_path / "c").mkdir()
     with pytest.raises(ValueError, match="outside the folders 0..f"):
         mtat.build(tmp_path, tags=1)
     (tmp_path / mtat.ANNOTATIONS).write_text("id,tags\n1,a\n")
     with pytest.raises(ValueError, match="annotations_final.csv: expected a tab-separated header"):
         mtat.build(tmp_path)
+
+
+@pytest.mark.parametrize("folder", ["", "audio"])
+def test_flat_and_original_layouts_load_the_same(folder, tmp_path):
+    """The mp3 folders 0..f beside the csv, or in audio/ beside it (the original layout)."""
+    paths = ["0/x-0-29.mp3", "c/y-0-29.mp3", "f/z-0-29.mp3"]
+    small_mtat(tmp_path, paths, [[1, 0, 0, 0], [0, 1, 0, 0], [1, 1, 0, 0]])
+    audio = tmp_path / folder
+    for i, path in enumerate(paths):
+        write_audio(audio / path, seed=i, format="MP3")
+    data = mtat.build(tmp_path, tags=2)
+    assert {split: [(i, labels, os.path.relpath(a["path"], audio))
+                    for i, labels, a in zip(s["id"], s["labels"], s["audio"])]
+            for split, s in data.items()} == {
+        "train": [("1", [0], paths[0])], "validation": [("2", [1], paths[1])],
+        "test": [("3", [0, 1], paths[2])]}
+
+
+def test_csv_without_mp3_folders_is_one_error_naming_both_layouts(tmp_path):
+    small_mtat(tmp_path, ["0/a.mp3", "c/b.mp3"], [[1, 0, 0, 0]] * 2)
+    (tmp_path / "audio").mkdir()
+    message = (f"mtat: none of the mp3 folders 0..f is in {tmp_path} or {tmp_path / 'audio'}; data.root "
+               f"should be the folder holding annotations_final.csv beside the mp3 folders 0..f or "
+               f"beside an audio/ folder holding them")
+    with pytest.raises(FileNotFoundError, match=f"^{re.escape(message)}$"):
+        mtat.build(tmp_path, tags=1)

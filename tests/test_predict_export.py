@@ -53,7 +53,8 @@ def test_any_length_any_rate_any_channels(predictor, tmp_path):
         assert len(result["labels"]) == 3
         assert result["labels"][0]["score"] >= result["labels"][1]["score"]
         assert {l["label"] for l in result["labels"]} <= set(predictor.label_names)
-    assert len(result["windows"]) == 7  # 21 s in 3 s windows
+    assert len(result["windows"]) == 9  # 21 s in the demo's evaluation windows: 3 s every 2.5 s
+    assert [w["start"] for w in result["windows"]][-2:] == [17.5, 18.0]  # the last one ends at the end
     assert sum(result["windows"][0]["scores"].values()) == pytest.approx(1.0, abs=1e-4)
 
 

@@ -79,8 +79,11 @@ def test_recipe_round_trips_through_yaml(tmp_path):
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("train.lrr=1", "unknown key train.lrr; valid keys here: epochs"),
-        ("trian.lr=1", "unknown key trian"),
+        ("train.lrr=1", "unknown key train.lrr: did you mean train.lr? (valid keys here: epochs"),
+        ("trian.lr=1", "unknown key trian: did you mean train?"),
+        ("max_steps=3", "unknown key max_steps: did you mean train.max_steps?"),
+        ("data.splitscheme=random", "unknown key data.splitscheme: did you mean data.split_scheme?"),
+        ("train.zzz=1", "unknown key train.zzz (valid keys here"),
         ("train.batch_size=big", "train.batch_size: expected an integer"),
         ("train.resume=maybe", "train.resume: expected true or false"),
         ("train.lr=fast", "train.lr: expected a number"),
@@ -98,7 +101,20 @@ def test_recipe_round_trips_through_yaml(tmp_path):
         ("train.save_steps=3 train.eval_steps=2", "train.save_steps: 3 must be a multiple of train.eval_steps"),
         ("data.streaming=true train.max_steps=5 backbone.mode=probe", "data.streaming: the probe embeds"),
         ("data.audio_cache=maybe", "data.audio_cache: expected bool or null"),
-        ("data.audio_cache_max_gib=-1", "data.audio_cache_max_gib: -1.0 is negative"),
+        ("data.audio_cache_max_gib=-1", "data.audio_cache_max_gib: -1.0 is out of range; it must be at least 0"),
+        # values that cannot work are refused before anything runs
+        ("train.batch_size=0", "train.batch_size: 0 is out of range; it must be at least 1"),
+        ("data.clip_seconds=0", "data.clip_seconds: 0.0 is out of range; it must be greater than 0"),
+        ("train.epochs=-3", "train.epochs: -3.0 is out of range; it must be greater than 0"),
+        ("augment.time_stretch=-1", "augment.time_stretch: -1.0 is out of range; it must be at least 0"),
+        ("augment.probability=1.5", "augment.probability: 1.5 is out of range; it must be at least 0 and at most 1"),
+        ("lora.dropout=1", "lora.dropout: 1.0 is out of range; it must be at least 0 and less than 1"),
+        ("eval.durations=1,0", "eval.durations: 0.0 is out of range; it must be greater than 0"),
+        ("probe.weight_decays=0.1,-1", "probe.weight_decays: -1.0 is out of range"),
+        ("data.folds=2", "data.folds: 2 is out of range; it must be at least 3"),
+        ("data.folds=4 data.fold=4", "data.fold: 4 is not a fold of data.folds=4"),
+        ("train.layer_decay=1.5", "train.layer_decay: 1.5 is out of range; it must be greater than 0 and at most 1"),
+        ("train.head_lr=0", "train.head_lr: 0.0 is out of range; it must be greater than 0"),
     ],
 )
 def test_bad_overrides_fail_naming_the_key(override, message):

@@ -48,8 +48,8 @@ def test_killed_run_resumes_to_the_same_metrics(tmp_path, synthetic_root):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     for name, before in kept.items():
         assert snapshot(killed / name) == before, f"{name} was rewritten: training restarted from scratch"
-    # The Trainer prints one dict per logging step; a resumed process logs steps 5..8 only.
-    logged = [line for line in resumed.stdout.splitlines() if line.startswith("{'loss'")]
+    # One progress line per logged training step; a resumed process logs steps 5..8 only.
+    logged = [line for line in resumed.stderr.splitlines() if line.startswith("step ") and ": loss " in line]
     assert len(logged) == 4, f"the resumed process trained {len(logged)} steps, not 5..8:\n" + "\n".join(logged)
     history = json.loads((killed / "log_history.json").read_text())
     assert sorted(e["step"] for e in history if "loss" in e) == list(range(1, 9)), \

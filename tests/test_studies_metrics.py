@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from finetune import bootstrap, genre_maps, published, recipe as recipes
-from finetune.crossdataset import cross_metrics, resolve
+from finetune import bootstrap, published, recipe as recipes
+from finetune.studies import genre_maps
+from finetune.studies.crossdataset import cross_metrics, resolve
 from finetune.data import gtzan
 from finetune.evaluation import TrackPredictions, classification_metrics, tagging_metrics
-from finetune.mistakes import confident_mistakes
-from finetune.rare import rare_class_study
+from finetune.studies.mistakes import confident_mistakes
+from finetune.studies.rare import rare_class_study
 
 
 def test_column_roc_auc_and_ap_equal_sklearn_with_ties():

@@ -19,6 +19,7 @@ from transformers import PreTrainedConfig
 
 from finetune.backbones.heads import WEIGHTED, label_config, resolve_layer
 from finetune.backbones.lora import add_lora
+from finetune.bundle import ModelBundle
 
 logger = logging.getLogger("finetune")
 
@@ -135,8 +136,6 @@ def build_backbone(family: Family, num_labels: int, label_names: list[str], mult
                    backbone, lora, prepare: Callable | None = None):
     """The `ModelBundle` of `family` for a task; `prepare(model, extractor)` adjusts both
     (e.g. AST's input length) before the layers are cut and the trainable set is chosen."""
-    from finetune.models import ModelBundle  # here: finetune.models imports this package
-
     if num_labels != len(label_names):
         raise ValueError(f"num_labels={num_labels} but {len(label_names)} label names")
     check_modes(backbone)

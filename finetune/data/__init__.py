@@ -15,16 +15,14 @@ from datasets import DatasetDict
 
 from finetune.data import fma, gtzan, mtat, synthetic
 
-DATASET_BUILDERS = {
-    "gtzan": gtzan.build,
-    "mtat": mtat.build,
-    "fma": fma.build,
-    "synthetic": synthetic.build,
-}
+DATASET_MODULES = {"gtzan": gtzan, "mtat": mtat, "fma": fma, "synthetic": synthetic}
+DATASET_BUILDERS = {name: module.build for name, module in DATASET_MODULES.items()}
 
 # Options each builder accepts (its keyword arguments after `root`), for recipe validation.
 DATASET_OPTIONS = {name: tuple(inspect.signature(builder).parameters)[1:]
                    for name, builder in DATASET_BUILDERS.items()}
+# Each dataset's option -> allowed values (its OPTION_CHOICES), checked by recipes before a run.
+DATASET_CHOICES = {name: module.OPTION_CHOICES for name, module in DATASET_MODULES.items()}
 
 
 def load_dataset(name: str, root: str | Path, **options) -> DatasetDict:

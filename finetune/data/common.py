@@ -13,7 +13,7 @@ import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -64,6 +64,33 @@ def check_choice(option: str, value, choices: Sequence) -> None:
     if value not in choices:
         raise ValueError(f"{option}={value!r} is not valid; choose one of: "
                          f"{', '.join(repr(c) for c in choices)}")
+
+
+def check_options(option_choices: Mapping[str, Sequence], **values) -> None:
+    """`check_choice` for every option of a dataset's OPTION_CHOICES; `values` holds each one."""
+    for option, choices in option_choices.items():
+        check_choice(option, values[option], choices)
+
+
+def listing(dataset: str, folder: str) -> list[str]:
+    """Names in `folder`, [] when it is absent; a folder that may not be read is an error naming it."""
+    try:
+        return os.listdir(folder)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    except PermissionError as err:
+        raise PermissionError(f"{dataset}: permission denied reading the folder {folder}") from err
+
+
+def layout_folder(dataset: str, root: str, layouts: Sequence[str], names: Iterable[str]) -> str | None:
+    """The first of `layouts` (folders relative to `root`, "" the root itself) that holds a folder
+    named in `names`; None when none does."""
+    for layout in layouts:
+        folder = os.path.join(root, layout)
+        present = set(listing(dataset, folder))
+        if any(name in present and os.path.isdir(os.path.join(folder, name)) for name in names):
+            return layout
+    return None
 
 
 def report(dataset: str, what: str, items: Mapping[str, str] | Sequence[str],

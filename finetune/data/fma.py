@@ -17,11 +17,12 @@ from typing import NamedTuple
 import pandas as pd
 from datasets import DatasetDict
 
-from finetune.data.common import (SPLITS, Clip, assemble, check_choice, dataset_root, metadata_file,
+from finetune.data.common import (SPLITS, Clip, assemble, check_options, dataset_root, metadata_file,
                                   report)
 
 SUBSETS = ("small", "medium", "large")  # each contains the ones before it
 TASKS = ("genre_top", "genres_all")
+OPTION_CHOICES = {"subset": SUBSETS, "task": TASKS}  # checked by `build`, and by recipes before a run
 SET_SPLITS = {"training": "train", "validation": "validation", "test": "test"}
 COLUMNS = (("set", "split"), ("set", "subset"), ("track", "genre_top"), ("track", "genres_all"))
 # Tracks listed in fma_small whose files hold no audio (FMA issue tracker).
@@ -71,8 +72,7 @@ def build(root: str | Path, subset: str = "small", task: str = "genre_top",
           allow_missing: bool = False, streaming: bool = False) -> DatasetDict:
     """FMA as a DatasetDict: `label` (genre_top) or `labels` (genres_all) over genre titles."""
     root = dataset_root("fma", root)
-    check_choice("subset", subset, SUBSETS)
-    check_choice("task", task, TASKS)
+    check_options(OPTION_CHOICES, subset=subset, task=task)
     holds = "fma_metadata/ (tracks.csv, genres.csv) and fma_<subset>/"
     tracks = read_tracks(metadata_file("fma", root, "fma_metadata/tracks.csv", holds))
     rank = tracks[("set", "subset")].map({name: i for i, name in enumerate(SUBSETS)})

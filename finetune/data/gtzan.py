@@ -17,11 +17,13 @@ import numpy as np
 from datasets import DatasetDict
 
 from finetune.data.audio import AUDIO_EXTENSIONS
-from finetune.data.common import SPLITS, Clip, assemble, check_choice, dataset_root
+from finetune.data.common import (SPLITS, Clip, assemble, check_options, dataset_root, layout_folder,
+                                  listing)
 from finetune.data.gtzan_splits import FAULT_FILTERED, SPLIT_CODES, STRATIFIED
 
 GENRES = ("blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "pop", "reggae", "rock")
 SPLIT_SCHEMES = ("fault_filtered", "stratified", "random")
+OPTION_CHOICES = {"split_scheme": SPLIT_SCHEMES}  # checked by `build`, and by recipes before a run
 LAYOUTS = ("genres", "genres_original", "")  # audio folders tried in turn, relative to the root
 RANDOM_FRACTIONS = (0.70, 0.15, 0.15)  # train / validation / test
 
@@ -55,33 +57,11 @@ def random_split(ids: Sequence[str], genres: Sequence[str], seed: int) -> dict[s
     return split_ids
 
 
-def _listing(folder: str) -> list[str]:
-    """Names in `folder`, [] when it is absent; a folder that may not be read is an error naming it."""
-    try:
-        return os.listdir(folder)
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-    except PermissionError as err:
-        raise PermissionError(f"gtzan: permission denied reading the folder {folder}") from err
-
-
-def _audio_folder(root: str, genres: Sequence[str]) -> str:
-    """The first layout folder that holds at least one genre folder."""
-    for layout in LAYOUTS:
-        folder = os.path.join(root, layout)
-        names = set(_listing(folder))
-        if any(genre in names and os.path.isdir(os.path.join(folder, genre)) for genre in genres):
-            return layout
-    raise FileNotFoundError(
-        f"gtzan: no genre folders ({', '.join(genres[:3])}, ...) under {root}, "
-        f"{os.path.join(root, 'genres')} or {os.path.join(root, 'genres_original')}")
-
-
 def _discover(root: str, folder: str, genres: Sequence[str]) -> dict[str, str]:
     """Clip id ("<genre>/<file stem>") -> path relative to the root, for the audio files present."""
     found = {}
     for genre in genres:
-        for name in sorted(_listing(os.path.join(root, folder, genre))):
+        for name in sorted(listing("gtzan", os.path.join(root, folder, genre))):
             stem, ext = os.path.splitext(name)
             if not name.startswith(".") and ext.lower() in AUDIO_EXTENSIONS:
                 found[f"{genre}/{stem}"] = posixpath.join(folder, genre, name)
@@ -94,14 +74,18 @@ def build(root: str | Path, split_scheme: str = "fault_filtered", seed: int = 0,
     """GTZAN as a DatasetDict (`label`: ClassLabel over `genres`, default the 10 GTZAN genres);
     `streaming`: the train split is streamed (`finetune.data.common.assemble`)."""
     root = dataset_root("gtzan", root)
-    check_choice("split_scheme", split_scheme, SPLIT_SCHEMES)
+    check_options(OPTION_CHOICES, split_scheme=split_scheme)
     names = list(GENRES if genres is None else genres)
     if not names or len(set(names)) != len(names) or any("/" in g for g in names):
         raise ValueError(f"gtzan: genres must be distinct folder names, got {names}")
     if split_scheme != "random" and names != list(GENRES):
         raise ValueError(f"gtzan: split_scheme={split_scheme!r} lists the 10 GTZAN genres only; "
                          f"use split_scheme='random' with custom genres")
-    folder = _audio_folder(root, names)
+    folder = layout_folder("gtzan", root, LAYOUTS, names)
+    if folder is None:
+        raise FileNotFoundError(
+            f"gtzan: no genre folders ({', '.join(names[:3])}, ...) under {root}, "
+            f"{os.path.join(root, 'genres')} or {os.path.join(root, 'genres_original')}")
     found = _discover(root, folder, names)
     if split_scheme == "random":
         split_ids = random_split(list(found), names, seed)

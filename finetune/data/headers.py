@@ -17,8 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from tqdm.auto import tqdm
-
+from finetune.console import progress
 from finetune.data.audio import AudioReadError, audio_duration, os_cause
 
 logger = logging.getLogger("finetune.data")
@@ -103,13 +102,11 @@ def scan_files(root: str, relpaths: Sequence[str]) -> Scan:
     if todo:
         chunks = [todo[i:i + 256] for i in range(0, len(todo), 256)]  # few, cheap thread hand-offs
         workers = min(32, 4 * (os.cpu_count() or 1))  # header reads wait on the disk, not the CPU
-        with ThreadPoolExecutor(workers) as pool, tqdm(total=len(todo), desc="checking audio headers",
-                                                       leave=False, disable=len(todo) < 2000) as bar:
+        with ThreadPoolExecutor(workers) as pool:
             jobs = pool.map(_check, ([os.path.join(root, rel) for rel in chunk] for chunk in chunks))
-            for chunk, results in zip(chunks, jobs):
+            for chunk, results in progress(zip(chunks, jobs), "checking audio headers", len(chunks), "chunks"):
                 for rel, result in zip(chunk, results):
                     cached[rel][2:] = result
-                bar.update(len(chunk))
         _save(cache_file, root, {rel: entry for rel, entry in cached.items()
                                  if entry[3] not in UNCACHED_CAUSES})
     for rel in present:

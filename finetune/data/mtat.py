@@ -1,7 +1,8 @@
 """MagnaTagATune (Law et al. 2009): 25,863 clips of 29 s with 188 binary tags, multi-label.
 
 Files: `annotations_final.csv` (tab-separated, every field double-quoted; header `clip_id`,
-188 tag names, `mp3_path`) and the mp3 folders `0`..`f` under the same root. Tags: the top N by
+188 tag names, `mp3_path` such as `f/<name>.mp3`) and the mp3 folders `0`..`f`, beside it or in an
+`audio/` folder beside it (the original project's layout). Tags: the top N by
 frequency over all clips (ties broken by column order). Splits by folder: 0-b train, c validation,
 d-f test; `standard` keeps clips with at least one selected tag (Lee et al. 2017, Won et al. 2020:
 15,244 / 1,529 / 4,332 for the top 50), `pons` keeps every clip (Pons et al.).
@@ -10,16 +11,22 @@ d-f test; `standard` keeps clips with at least one selected tag (Lee et al. 2017
 from __future__ import annotations
 
 import csv
+import os
+import posixpath
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from datasets import DatasetDict
 
-from finetune.data.common import SPLITS, Clip, assemble, check_choice, dataset_root, metadata_file
+from finetune.data.common import (SPLITS, Clip, assemble, check_options, dataset_root, layout_folder,
+                                  metadata_file)
 
 ANNOTATIONS = "annotations_final.csv"
 SPLIT_SCHEMES = ("standard", "pons")
+OPTION_CHOICES = {"split_scheme": SPLIT_SCHEMES}  # checked by `build`, and by recipes before a run
+LAYOUTS = ("", "audio")  # folders tried in turn for the mp3 folders 0..f, relative to the root
+HOLDS = f"{ANNOTATIONS} beside the mp3 folders 0..f or beside an audio/ folder holding them"
 FOLDER_SPLITS = {**dict.fromkeys("0123456789ab", "train"), "c": "validation",
                  **dict.fromkeys("def", "test")}
 KNOWN_BAD = dict.fromkeys(("35644", "55753", "57881"), "empty mp3 in the MTAT release")
@@ -61,15 +68,19 @@ def build(root: str | Path, tags: int = 50, split_scheme: str = "standard",
           allow_missing: bool = False, streaming: bool = False) -> DatasetDict:
     """MTAT as a DatasetDict (`labels`: indices into the top-`tags` tags, most frequent first)."""
     root = dataset_root("mtat", root)
-    check_choice("split_scheme", split_scheme, SPLIT_SCHEMES)
-    table = read_annotations(metadata_file("mtat", root, ANNOTATIONS,
-                                           f"{ANNOTATIONS} and the mp3 folders 0..f"))
+    check_options(OPTION_CHOICES, split_scheme=split_scheme)
+    table = read_annotations(metadata_file("mtat", root, ANNOTATIONS, HOLDS))
     total = len(table.tag_names)
     if isinstance(tags, bool) or not isinstance(tags, int) or not 1 <= tags <= total:
         raise ValueError(f"mtat: tags={tags!r} is not valid; choose an integer from 1 to {total} "
                          f"(50: the standard top-50, {total}: all tags)")
     columns = top_tags(table.tags, tags)
     selected = table.tags[:, columns]  # (N, tags) bool
+    folder = layout_folder("mtat", root, LAYOUTS, FOLDER_SPLITS)
+    if folder is None:
+        raise FileNotFoundError(f"mtat: none of the mp3 folders 0..f is in {root} or "
+                                f"{os.path.join(root, 'audio')}; data.root should be the folder "
+                                f"holding {HOLDS}")
     splits = {split: [] for split in SPLITS}
     for clip_id, path, row in zip(table.clip_ids, table.paths, selected):
         split = FOLDER_SPLITS.get(path.split("/")[0])
@@ -77,6 +88,6 @@ def build(root: str | Path, tags: int = 50, split_scheme: str = "standard",
             raise ValueError(f"mtat: clip {clip_id} has mp3_path {path!r} outside the folders 0..f")
         target = tuple(np.flatnonzero(row).tolist())
         if target or split_scheme == "pons":
-            splits[split].append(Clip(clip_id, path, target))
+            splits[split].append(Clip(clip_id, posixpath.join(folder, path), target))
     return assemble("mtat", root, splits, [table.tag_names[c] for c in columns], multi_label=True,
                     allow_missing=allow_missing, known_bad=KNOWN_BAD, streaming=streaming)

@@ -10,7 +10,7 @@ import inspect
 
 from datasets import DatasetDict, IterableDataset
 
-from finetune.data import DATASET_BUILDERS, load_dataset
+from finetune.data import DATASET_BUILDERS, DATASET_CHOICES, load_dataset
 from finetune.data.common import sample_stream
 from finetune.data.folds import cross_validation_split
 from finetune.data.headers import cache_dir
@@ -21,10 +21,12 @@ DATASET_OPTION_KEYS = ("split_scheme", "allow_missing", "tags", "subset", "task"
 
 
 def dataset_arguments(recipe: Recipe) -> dict:
-    """Keyword arguments for the recipe's dataset builder; a set key it does not take is an error."""
+    """Keyword arguments for the recipe's dataset builder; a set key it does not take, or a value
+    outside the dataset's choices (`DATASET_CHOICES`), is an error."""
     data = recipe.data
     builder = DATASET_BUILDERS[data.name]
     params = inspect.signature(builder).parameters
+    choices = DATASET_CHOICES[data.name]
     root = data.root
     if root is None:
         if data.name != "synthetic":
@@ -39,6 +41,9 @@ def dataset_arguments(recipe: Recipe) -> dict:
             valid = [p for p in params if p in DATASET_OPTION_KEYS]
             raise RecipeError(f"data.{key} does not apply to dataset {data.name!r}; "
                               f"its options: {', '.join('data.' + v for v in valid) or 'none'}")
+        if key in choices and value not in choices[key]:
+            raise RecipeError(f"data.{key}: {value!r} is not a {key.replace('_', ' ')} of {data.name}; "
+                              f"choose one of {', '.join(choices[key])}")
         args[key] = value
     if "seed" in params:
         args["seed"] = recipe.seed

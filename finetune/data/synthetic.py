@@ -18,12 +18,17 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from tqdm.auto import tqdm
+
+from finetune.console import progress
+from finetune.data import gtzan
+from finetune.data.common import check_options
 
 SAMPLE_RATE = 22_050  # GTZAN's rate, so the demo resamples like real data
 SECONDS = 8.0
 TRACKS_PER_CLASS = {"pulse": 60, "drone": 45, "buzz": 35, "bells": 25, "pluck": 20, "harp": 15}
 GENERATOR_VERSION = 2
+# GTZAN's published lists name GTZAN's files: the generated classes only split at random
+OPTION_CHOICES = {"split_scheme": ("random",)}  # checked by `build`, and by recipes before a run
 DATA_SEED = 1234  # the data is the same for every recipe seed; the split follows the recipe seed
 FADE = 0.05  # seconds of fade in and out of each phrase
 
@@ -148,7 +153,7 @@ def generate(root: str | Path) -> Path:
             stale.unlink()
     rng = np.random.default_rng(DATA_SEED)
     jobs = [(name, i) for name in CLASSES for i in range(TRACKS_PER_CLASS[name])]
-    for name, i in tqdm(jobs, desc="generating synthetic dataset", leave=False):
+    for name, i in progress(jobs, "generating synthetic dataset", unit="tracks"):
         folder = root / "genres" / name
         folder.mkdir(parents=True, exist_ok=True)
         sf.write(folder / f"{name}.{i:05d}.wav", make_track(name, rng), SAMPLE_RATE, subtype="PCM_16")
@@ -158,7 +163,6 @@ def generate(root: str | Path) -> Path:
 
 def build(root: str | Path, split_scheme: str = "random", seed: int = 0, streaming: bool = False):
     """Generate (once) and load through the GTZAN loader with a seeded stratified split."""
-    from finetune.data import gtzan
-
+    check_options(OPTION_CHOICES, split_scheme=split_scheme)  # before generating
     return gtzan.build(generate(root), split_scheme=split_scheme, seed=seed, genres=CLASSES,
                        streaming=streaming)

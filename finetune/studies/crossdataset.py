@@ -1,7 +1,7 @@
 """Cross-dataset generalisation: a trained run scored on another dataset through a genre mapping.
 
 The model's track probabilities over its own classes become scores over the target classes that
-some source class maps to (`finetune.genre_maps`): summed for a genre model (probabilities of one
+some source class maps to (`finetune.studies.genre_maps`): summed for a genre model (probabilities of one
 softmax), the largest kept for a tagger. A genre model's probability mass on classes without a
 counterpart is a prediction too: "(no counterpart)", always wrong. Target tracks whose class has no
 source counterpart are left out and counted per class.
@@ -16,9 +16,9 @@ from sklearn import metrics as skm
 
 from finetune import recipe as recipes
 from finetune.evaluation import TrackPredictions, tagging_metrics
-from finetune.genre_maps import packaged_mapping
+from finetune.studies.genre_maps import packaged_mapping
 from finetune.report import Section, class_table, confusion_matrix_plot, fmt, save_figure, save_study
-from finetune.scoring import RunModel
+from finetune.studies.scoring import RunModel
 
 NO_COUNTERPART = "(no counterpart)"
 

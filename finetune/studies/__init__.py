@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from finetune import crossdataset, durations as duration_study, mistakes, rare, report
-from finetune.genre_maps import load_mapping
+from finetune import report
+from finetune.studies import crossdataset, durations as duration_study, mistakes, rare
+from finetune.studies.genre_maps import load_mapping
 from finetune.evaluation import TrackPredictions
 from finetune.report import Section
-from finetune.scoring import RunModel
+from finetune.studies.scoring import RunModel
 
 
 def end_of_run(run_dir: Path, dataset, test: TrackPredictions, durations: list[float] | None,

@@ -18,7 +18,7 @@ from finetune.clips import track_table, unreadable_tracks, window_starts
 from finetune.data.audio import AudioReadError, audio_duration
 from finetune.evaluation import TrackPredictions, aggregate_tracks, track_metrics
 from finetune.report import Section, fmt, save_figure, save_study
-from finetune.scoring import Excerpts, RunModel
+from finetune.studies.scoring import Excerpts, RunModel
 
 logger = logging.getLogger("finetune")
 MODES = ("start", "random")
@@ -81,7 +81,7 @@ def duration_study(model: RunModel, split, full: TrackPredictions, durations: li
             rows, tracks = plan[d, mode]
             keep = ~np.isin(tracks, unreadable)
             rows, tracks = rows[keep], tracks[keep]
-            probs = aggregate_tracks(window_probs[rows], tracks, model.recipe.eval.aggregate)
+            probs = aggregate_tracks(window_probs[rows], tracks, model.windowing.aggregate)
             metrics = track_metrics(probs, targets[np.unique(tracks)], model.label_names)
             row[mode] = {k: metrics[k] for k in keys}
         result["rows"].append(row)

@@ -9,12 +9,12 @@ from __future__ import annotations
 import re
 
 import numpy as np
-from tqdm.auto import tqdm
 
+from finetune.console import progress
 from finetune.evaluation import TrackPredictions
-from finetune.explain import explain_file
+from finetune.studies.explain import explain_file
 from finetune.report import Section, save_study
-from finetune.scoring import RunModel
+from finetune.studies.scoring import RunModel
 
 
 def confident_mistakes(predictions: TrackPredictions, count: int = 10) -> list[dict]:
@@ -56,7 +56,7 @@ def save(run_dir, predictions: TrackPredictions, model: RunModel, count: int = 1
     and the report section. saliency_grid: (mel bands, segment seconds)."""
     mistakes = confident_mistakes(predictions, count)
     images = []
-    for rank, mistake in enumerate(tqdm(mistakes[:explain], desc="explaining mistakes", leave=False), start=1):
+    for rank, mistake in enumerate(progress(mistakes[:explain], "explaining mistakes", unit="tracks"), start=1):
         name = re.sub(r"[^\w.-]+", "_", mistake["id"])
         out = run_dir / "studies" / "saliency" / f"{rank:02d}_{name}.png"
         explain_file(run_dir, mistake["path"], out, label=mistake["label"], bands=saliency_grid[0],

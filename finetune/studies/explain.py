@@ -20,13 +20,13 @@ import librosa
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from finetune.clips import fit_length, window_starts
+from finetune.console import progress
 from finetune.data.audio import read_window
 from finetune.features import LogMel
 from finetune.report import save_figure
-from finetune.scoring import RunModel
+from finetune.studies.scoring import RunModel
 
 N_FFT, HOP = 1024, 256
 MELS_PER_BAND = 4  # display resolution of the log-mel panel
@@ -65,7 +65,7 @@ def occlusion_saliency(model: RunModel, y: np.ndarray, target: int | None = None
 
     reference = resynthesise(spec)
     base = model.probabilities([fit_length(reference[s:s + clip], clip) for s in starts])  # (W, C)
-    target = int(base.mean(axis=0).argmax()) if target is None else target
+    target = int(model.track_scores(base).argmax()) if target is None else target
     change = np.zeros((bands, segments))  # mean over windows of (occluded - reference) probability
     pending: list[tuple[int, int, int, np.ndarray]] = []
 
@@ -76,7 +76,7 @@ def occlusion_saliency(model: RunModel, y: np.ndarray, target: int | None = None
         pending.clear()
 
     patches = [(b, s) for b in range(bands) for s in range(segments)]
-    for band, segment in tqdm(patches, desc="occlusion patches", leave=False):
+    for band, segment in progress(patches, "occlusion patches", unit="patches"):
         frames = np.flatnonzero(segment_of_frame == segment)
         if frames.size == 0:  # a last segment shorter than one hop
             continue

@@ -1,0 +1,24 @@
+"""What every model builder returns and the arguments the toolkit hands every builder.
+
+A leaf module (it imports nothing of ours), so the builders (baselines, pretrained backbones) and
+the registry above them (finetune.models) share one definition.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+# Builder parameters the toolkit fills, never `model.args`: every builder takes the first four;
+# `lora` and `probe` go only to builders that declare them.
+TOOLKIT_ARGS = ("num_labels", "label_names", "multi_label", "backbone", "lora", "probe")
+EVERY_BUILDER_ARGS = TOOLKIT_ARGS[:4]
+
+
+@dataclass
+class ModelBundle:
+    """A model with the feature extractor that turns waveforms at `sample_rate` into its inputs."""
+
+    model: Any  # transformers.PreTrainedModel
+    feature_extractor: Any  # transformers feature extractor
+    sample_rate: int

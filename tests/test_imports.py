@@ -1,0 +1,84 @@
+"""Imports flow one way: the graph of our modules' imports, those inside functions included, has
+no cycle (an import moved into a function to dodge a circle is a circle all the same)."""
+
+import ast
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("finetune", "baselines")
+
+
+def our_modules() -> dict[str, Path]:
+    """Dotted module name -> file, for every module of our packages."""
+    modules = {}
+    for package in PACKAGES:
+        for path in (PROJECT_ROOT / package).rglob("*.py"):
+            parts = path.relative_to(PROJECT_ROOT).with_suffix("").parts
+            modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return modules
+
+
+def imported(module: str, path: Path, modules: dict[str, Path]) -> set[str]:
+    """Our modules that `module` imports anywhere in its file (`from package import submodule`
+    counts as the submodule, `from module import name` as the module)."""
+
+    def ours(name: str) -> str | None:
+        while name and name not in modules:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {ours(alias.name) for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: from the module's package
+                package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+                for _ in range(node.level - 1):
+                    package = package.rpartition(".")[0]
+                base = f"{package}.{base}".strip(".")
+            found |= {ours(f"{base}.{alias.name}") if f"{base}.{alias.name}" in modules else ours(base)
+                      for alias in node.names}
+    return found - {None, module}
+
+
+def cycle_in(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle of the graph, or None (depth-first search with colours)."""
+    state, stack = {}, []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = "open"
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == "open":
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        state[node] = "done"
+        stack.pop()
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)):
+            return found
+    return None
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert cycle_in({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert cycle_in({"a": {"b", "c"}, "b": {"c"}, "c": set()}) is None
+
+
+def test_our_imports_have_no_cycle():
+    modules = our_modules()
+    assert {"finetune.run", "finetune.models", "finetune.bundle", "baselines.loading"} <= set(modules)
+    graph = {name: imported(name, path, modules) for name, path in modules.items()}
+    assert "finetune.bundle" in graph["baselines.loading"]  # the graph sees our imports
+    assert cycle_in(graph) is None, " -> ".join(cycle_in(graph))
+
+
+def test_the_shared_builder_pieces_import_nothing_of_ours():
+    modules = our_modules()
+    assert imported("finetune.bundle", modules["finetune.bundle"], modules) == set()
+    assert imported("finetune.recipe", modules["finetune.recipe"], modules) == set()

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 
 
 class RecipeError(ValueError):

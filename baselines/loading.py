@@ -1,4 +1,4 @@
-"""Builder glue: start a baseline fresh, from a saved folder or from Won et al.'s MTAT weights."""
+"""Builder glue: start a baseline fresh, from a saved folder or from Won et al.'s tagger weights."""
 
 from __future__ import annotations
 
@@ -12,8 +12,13 @@ import torch
 from transformers import PreTrainedConfig, Wav2Vec2FeatureExtractor
 
 from baselines.common import BaselineConfig, BaselinePreTrainedModel, apply_labels
+from baselines.msd_tags import MSD_TAGS
 from baselines.mtat_tags import MTAT_TAGS
 from finetune.bundle import EVERY_BUILDER_ARGS, ModelBundle
+from finetune.recipe import RecipeError
+
+# `backbone.tags` names -> the tags of a Won et al. checkpoint's output units, in order.
+WON_VOCABULARIES = {"mtat": MTAT_TAGS, "msd": MSD_TAGS}
 
 WON_FRONTEND_RENAMES = (
     ("spec.spectrogram.", "frontend.logmel."),
@@ -34,36 +39,66 @@ def rename_won_keys(state: dict, renames: tuple[tuple[str, str], ...]) -> dict:
     return out
 
 
+def is_won_checkpoint(path: str | Path | None) -> bool:
+    """True for a Won et al. weights file (``.pth`` / ``.pt``), which ``start_model`` imports."""
+    return path is not None and Path(path).suffix in (".pth", ".pt")
+
+
+def won_vocabulary(tags: str | None) -> list[str]:
+    """The tags of a Won et al. checkpoint's output units, in order, from ``backbone.tags``: mtat
+    (also when None), msd, or a file with one tag per line."""
+    if tags is None or tags in WON_VOCABULARIES:
+        return list(WON_VOCABULARIES[tags or "mtat"])
+    if not Path(tags).is_file():
+        raise RecipeError(f"backbone.tags: {tags!r} is not {', '.join(WON_VOCABULARIES)} or a file "
+                          "(one tag per line, in the checkpoint's output order)")
+    names = [line.strip() for line in Path(tags).read_text().splitlines() if line.strip()]
+    repeated = [name for i, name in enumerate(names) if name in names[:i]]
+    if repeated:
+        raise RecipeError(f"backbone.tags: {tags} lists {repeated[0]!r} more than once")
+    return names
+
+
 def import_won_checkpoint(
     model_class: type[BaselinePreTrainedModel],
     path: str | Path,
     config: BaselineConfig | None = None,
+    tags: str | None = None,
 ) -> BaselinePreTrainedModel:
-    """``model_class`` with the 50 MTAT tags and Won et al.'s ``best_model.pth`` loaded strictly.
+    """``model_class`` with Won et al.'s ``best_model.pth`` loaded strictly, labelled with its
+    head's vocabulary ``tags`` (``backbone.tags``: mtat, msd or a file; None = mtat).
 
     Every tensor, front end included, must map onto the model and every model tensor must come
-    from the file (``load_state_dict(strict=True)`` raises otherwise). ``config`` defaults to the
-    published architecture; the model is returned in eval mode.
+    from the file (``load_state_dict(strict=True)`` raises otherwise); the vocabulary must have one
+    tag per output unit. ``config`` defaults to the published architecture; the model is returned
+    in eval mode.
     """
     if not model_class.won_renames:
         raise ValueError(f"{model_class.__name__} has no Won et al. checkpoint to import")
+    vocabulary = won_vocabulary(tags)
+    state = rename_won_keys(torch.load(path, weights_only=True, map_location="cpu"), model_class.won_renames)
+    head = state.get("classifier.bias")
+    if head is not None and len(head) != len(vocabulary):
+        raise RecipeError(f"backbone.tags: {tags or 'mtat'} has {len(vocabulary)} tags but the head of {path} "
+                          f"has {len(head)} outputs; name the vocabulary the checkpoint was trained on")
     config = config if config is not None else model_class.config_class()
-    apply_labels(config, list(MTAT_TAGS), multi_label=True)
+    apply_labels(config, vocabulary, multi_label=True)
     model = model_class(config)
-    state = torch.load(path, weights_only=True, map_location="cpu")
-    model.load_state_dict(rename_won_keys(state, model_class.won_renames), strict=True)
+    model.load_state_dict(state, strict=True)
     return model.eval()
 
 
 def start_model(
-    model_class: type[BaselinePreTrainedModel], config: BaselineConfig, path: str | Path | None
+    model_class: type[BaselinePreTrainedModel], config: BaselineConfig, path: str | Path | None,
+    tags: str | None = None,
 ) -> BaselinePreTrainedModel:
-    """A fresh model (path None), a ``save_pretrained`` folder, or a Won et al. ``.pth`` file."""
+    """A fresh model (path None), a ``save_pretrained`` folder, or a Won et al. ``.pth`` file
+    (whose head's vocabulary is ``tags``)."""
     if path is None:
         return model_class(config)
     path = Path(path)
-    if path.suffix in (".pth", ".pt"):
-        return import_won_checkpoint(model_class, path, config)
+    if is_won_checkpoint(path):
+        return import_won_checkpoint(model_class, path, config, tags)
     if not (path / "config.json").is_file():
         raise ValueError(f"backbone.path {path} is neither a .pth file nor a saved model folder")
     saved_type = json.loads((path / "config.json").read_text())["model_type"]
@@ -80,8 +115,9 @@ def build_baseline(model_class: type[BaselinePreTrainedModel], args: dict):
     The toolkit arguments (``num_labels``, ``label_names``, ``multi_label``, ``backbone``) pick the
     labels and the starting point; every other argument is a field of the model's config. With
     ``backbone.path`` a saved folder, the saved architecture wins over those fields; with a
-    ``.pth`` file they must describe Won et al.'s architecture. The head is then reordered or
-    replaced to match ``label_names``.
+    ``.pth`` file they must describe Won et al.'s architecture, and ``backbone.tags`` names its
+    head's vocabulary (recorded for the model card in ``config.won_head``). The head is then
+    reordered or replaced to match ``label_names``.
     """
     fields = {k: list(v) if isinstance(v, tuple) else v for k, v in args.items()}
     num_labels, label_names = fields.pop("num_labels"), list(fields.pop("label_names"))
@@ -90,7 +126,11 @@ def build_baseline(model_class: type[BaselinePreTrainedModel], args: dict):
         raise ValueError(f"num_labels={num_labels} but {len(label_names)} label names")
     config = model_class.config_class(**fields)
     apply_labels(config, label_names, multi_label)
-    model = start_model(model_class, config, getattr(backbone, "path", None))
+    path, tags = getattr(backbone, "path", None), getattr(backbone, "tags", None)
+    model = start_model(model_class, config, path, tags)
+    if is_won_checkpoint(path):
+        same = sorted(model.config.id2label.values()) == sorted(label_names)
+        model.config.won_head = {"tags": tags or "mtat", "same_labels": same}
     model.set_labels(label_names, multi_label)
     sample_rate = model.config.sample_rate
     feature_extractor = Wav2Vec2FeatureExtractor(

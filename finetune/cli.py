@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import sys
+import warnings
 
 from finetune import recipe as recipes
 
@@ -130,18 +131,13 @@ def predict(argv: list[str]) -> int:
     parser.add_argument("--per-window", action="store_true", help="add each window's scores")
     parser.add_argument("--batch-size", type=int, default=16, help="windows scored per batch")
     args = parser.parse_args(argv)
-    from finetune.data.audio import AudioReadError
-    from finetune.predict import Predictor, audio_files
+    from finetune.predict import Predictor
 
     predictor = Predictor.from_pretrained(args.model, batch_size=args.batch_size)
     failed = 0
-    for path in audio_files(args.inputs):
-        try:
-            result = predictor.predict(path, top_k=args.top_k, threshold=args.threshold,
-                                       per_window=args.per_window)
-        except (AudioReadError, FileNotFoundError) as err:
-            failed += 1
-            result = {"file": str(path), "error": str(err)}
+    for result in predictor.predict_many(args.inputs, top_k=args.top_k, threshold=args.threshold,
+                                         per_window=args.per_window):
+        failed += "error" in result
         print(json.dumps(result), flush=True)
     return 1 if failed else 0
 
@@ -326,6 +322,8 @@ class ConsoleFormatter(logging.Formatter):
 QUIET_LIBRARIES = {"HF_DATASETS_DISABLE_PROGRESS_BARS": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
                    "DATASETS_VERBOSITY": "error", "TRANSFORMERS_VERBOSITY": "error",
                    "TOKENIZERS_PARALLELISM": "false"}
+# Warnings that library code raises on every call and that say nothing a user can act on.
+QUIET_WARNINGS = ("Support for mismatched key_padding_mask and attn_mask",)  # torch, from WavLM's attention
 
 
 def configure_output(replica: bool) -> None:
@@ -333,6 +331,8 @@ def configure_output(replica: bool) -> None:
     no raw progress bars or chatter from the libraries underneath (already imported ones included)."""
     for name, value in QUIET_LIBRARIES.items():
         os.environ.setdefault(name, value)
+    for message in QUIET_WARNINGS:
+        warnings.filterwarnings("ignore", message=message)
     if "transformers" in sys.modules:
         sys.modules["transformers"].logging.disable_progress_bar()
         sys.modules["transformers"].logging.set_verbosity_error()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import yaml
 
+from baselines.loading import is_won_checkpoint
 from finetune.backbones.lora import OWN_PARAMETERS_FILE
 from finetune.recipe import Recipe, load
 
@@ -18,6 +19,7 @@ DATASET_NAMES = {"gtzan": "GTZAN", "mtat": "MagnaTagATune", "fma": "the Free Mus
 BASE_LICENSES = {"m-a-p/MERT": "cc-by-nc-4.0", "MIT/ast": "bsd-3-clause", "facebook/wav2vec2": "apache-2.0",
                  "facebook/hubert": "apache-2.0"}
 WON_LICENSE = "mit"  # Won et al.'s sota-music-tagging-models weights
+WON_VOCABULARY_NAMES = {"mtat": "the MagnaTagATune top-50 tags", "msd": "the Million Song Dataset top-50 tags"}
 TOOLKIT_LICENSE = "mit"  # a model trained from scratch by this toolkit
 CARD_METRICS = {"accuracy": "Accuracy", "macro_f1": "Macro F1", "roc_auc_macro": "ROC-AUC (macro)",
                 "pr_auc_macro": "PR-AUC (macro)"}
@@ -37,13 +39,32 @@ def results_rows(metrics: dict) -> str:
     return "\n".join(f"| {name} | {metrics[key]:.4f} |" for key, name in CARD_METRICS.items() if key in metrics)
 
 
+def dataset_id(data) -> str:
+    """The card's dataset id: the named dataset's, a Hub dataset's own id (`data.path`), or the
+    basename of a local folder or dataset (never the user's full path)."""
+    if data.name in DATASET_IDS:
+        return DATASET_IDS[data.name]
+    source = data.path if data.name == "hub" else data.root
+    if data.name == "hub" and not Path(source).expanduser().exists():
+        return source  # a Hub id, e.g. user/name
+    return Path(source).expanduser().resolve().name
+
+
+def dataset_name(data) -> str:
+    """The dataset as the card's prose names it."""
+    if data.name in DATASET_NAMES:
+        return DATASET_NAMES[data.name] + (f" {data.subset}" if data.subset else "")
+    kind = "a folder of audio" if data.name == "folder" else "the dataset"
+    return f"{kind} `{dataset_id(data)}`"
+
+
 def model_index(recipe: Recipe, metrics: dict, task: str) -> list[dict]:
     """The card's `model-index` entry with the test results."""
     results = [{"type": key, "name": name, "value": round(float(metrics[key]), 4)}
                for key, name in CARD_METRICS.items() if key in metrics]
     return [{"name": recipe.name, "results": [{
         "task": {"type": task, "name": task.replace("-", " ")},
-        "dataset": {"type": DATASET_IDS[recipe.data.name], "name": recipe.data.name,
+        "dataset": {"type": dataset_id(recipe.data), "name": recipe.data.name,
                     "split": "test", "args": recipe.data.split_scheme or "standard"},
         "metrics": results,
     }]}]
@@ -86,10 +107,26 @@ def what_was_trained(recipe: Recipe, multi_label: bool, labels: int) -> str:
         how = f"{how}, starting from a head fitted by a linear probe"
     model = f"`{recipe.model.name}` from {backbone.path}, {how}," if backbone.path else \
         f"`{recipe.model.name}` trained from scratch"
-    dataset = DATASET_NAMES[data.name] + (f" {data.subset}" if data.subset else "")
+    dataset = dataset_name(data)
     split = f"{data.folds}-fold cross-validation, fold {data.fold}" if data.folds else f"split {data.split_scheme or 'standard'}"
     task = f"music tagging ({labels} tags)" if multi_label else f"music genre classification ({labels} genres)"
     return f"{model} for {task} on {dataset} ({split})."
+
+
+def won_head_line(recipe: Recipe, config: dict) -> str:
+    """The card's sentence on a model imported from a Won et al. checkpoint (`config.won_head`): the
+    tag vocabulary of the checkpoint's head and what became of that head; empty for other starts."""
+    head = config.get("won_head")
+    if not head or not is_won_checkpoint(recipe.backbone.path):
+        return ""
+    tags = WON_VOCABULARY_NAMES.get(head["tags"], f"the tags listed in `{Path(head['tags']).name}`")
+    if not head["same_labels"]:
+        fate = "that head was replaced for this task's labels"
+    elif "probe" in (recipe.backbone.mode, recipe.backbone.head_init):
+        fate = "that head was refitted by a linear probe on the same tags"
+    else:
+        fate = "that head was kept for the same tags"
+    return f" It started from a Won et al. checkpoint whose head used {tags}; {fate}."
 
 
 def model_card(recipe: Recipe, metrics: dict, config: dict) -> str:
@@ -107,7 +144,7 @@ def model_card(recipe: Recipe, metrics: dict, config: dict) -> str:
         "pipeline_tag": task,
         "tags": ["audio", "music", "music-tagging" if multi else "music-genre-classification",
                  "finetune", recipe.model.name],
-        "datasets": [DATASET_IDS[recipe.data.name]],
+        "datasets": [dataset_id(recipe.data)],
         "metrics": [k for k in CARD_METRICS if k in metrics],
         "model-index": model_index(recipe, metrics, task),
     }
@@ -128,14 +165,14 @@ def model_card(recipe: Recipe, metrics: dict, config: dict) -> str:
         usage = f"This model is one of finetune's baselines (model type `{config.get('model_type')}`); load it with the toolkit:\n\n{toolkit}"
     body = f"""# {recipe.name}
 
-{what_was_trained(recipe, multi, len(labels))}
+{what_was_trained(recipe, multi, len(labels))}{won_head_line(recipe, config)}
 
 Trained with the finetune toolkit's recipe `{recipe.name}`; the resolved recipe is in
 `recipe.yaml` (`python -m finetune --recipe recipe.yaml` runs it again). Licence of the weights:
 {license_of(recipe)} (the pretrained checkpoint's where there is one); the training data keeps its own terms.
 
 ## Data
-- dataset: {DATASET_NAMES[recipe.data.name]} (`data.name={recipe.data.name}`), split: {recipe.data.split_scheme or "standard"}
+- dataset: {dataset_name(recipe.data)} (`data.name={recipe.data.name}`), split: {recipe.data.split_scheme or "standard"}
 - {"multi-label tagging" if multi else "single-label classification"} over {len(labels)} labels: {", ".join(labels[:20])}{" ..." if len(labels) > 20 else ""}
 - input: {windows}{threshold_line(config)}
 

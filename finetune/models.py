@@ -9,12 +9,14 @@ from typing import Callable
 from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
 
 from baselines import BASELINE_BUILDERS  # importing registers the baseline classes with the Auto classes
-from finetune.backbones import BACKBONE_BUILDERS  # ... and the finetune_* backbone subclasses
+from baselines.loading import is_won_checkpoint, won_vocabulary
+from finetune.backbones import AUTO, BACKBONE_BUILDERS, build_auto  # ... and the finetune_* backbone subclasses
+from finetune.backbones.heads import base_model_name
 from finetune.backbones.lora import export_ready, lora_layers, save_adapter
 from finetune.bundle import TOOLKIT_ARGS, ModelBundle
 from finetune.recipe import Recipe, RecipeError, coerce
 
-MODEL_BUILDERS: dict[str, Callable[..., ModelBundle]] = {**BASELINE_BUILDERS, **BACKBONE_BUILDERS}
+MODEL_BUILDERS: dict[str, Callable[..., ModelBundle]] = {**BASELINE_BUILDERS, **BACKBONE_BUILDERS, AUTO: build_auto}
 
 
 def model_builders() -> dict[str, Callable[..., ModelBundle]]:
@@ -49,6 +51,11 @@ def check_model_args(recipe: Recipe) -> dict:
         check_baseline_backbone(recipe)
     elif recipe.train.freeze_batch_norm:
         raise RecipeError(f"train.freeze_batch_norm: model {name!r} has no batch norm (it is for the baselines)")
+    elif recipe.backbone.tags is not None:
+        raise RecipeError(f"backbone.tags: model {name!r} does not import Won et al. .pth checkpoints, whose "
+                          "head vocabulary this names; set backbone.tags=null")
+    if name == AUTO:
+        check_auto_backbone(recipe)
     params = inspect.signature(builders[name]).parameters
     accepted = [p for p in params if p not in TOOLKIT_ARGS]
     args = {}
@@ -71,7 +78,7 @@ def check_baseline_backbone(recipe: Recipe) -> None:
                           "al. .pth file or an exported model folder (backbone.path=null: from scratch)")
     if mode == "lora":
         raise RecipeError(f"backbone.mode: lora applies to the pretrained backbones (mert, ast, wav2vec2, "
-                          f"hubert), not to baseline {name!r}; use full or probe")
+                          f"hubert, auto), not to baseline {name!r}; use full or probe")
     if recipe.backbone.head_init == "probe" and path is None:
         raise RecipeError(f"backbone.head_init=probe: baseline {name!r} starts from scratch here; it needs "
                           "pretrained weights (backbone.path=<Won et al. .pth or exported folder>)")
@@ -81,6 +88,18 @@ def check_baseline_backbone(recipe: Recipe) -> None:
     if mode == "probe" and recipe.probe.layers != "last":
         raise RecipeError(f"probe.layers: baseline {name!r} is probed on its embedding only; "
                           "the layer sweep is for the pretrained backbones (use probe.layers=last)")
+    if recipe.backbone.tags is not None:
+        if not is_won_checkpoint(path):
+            raise RecipeError(f"backbone.tags: names the head vocabulary of a Won et al. .pth checkpoint; "
+                              f"backbone.path={path} is not one (set backbone.tags=null)")
+        won_vocabulary(recipe.backbone.tags)  # a vocabulary name or a readable file
+
+
+def check_auto_backbone(recipe: Recipe) -> None:
+    """`model.name=auto` reads everything from the checkpoint, so it needs one."""
+    if recipe.backbone.path is None:
+        raise RecipeError("backbone.path: model.name=auto builds the checkpoint it names; set a Hub id "
+                          "(e.g. microsoft/wavlm-base-plus) or a local folder")
 
 
 def build_model(recipe: Recipe, label_names: list[str], multi_label: bool) -> ModelBundle:
@@ -111,7 +130,7 @@ def head_names(model) -> list[str]:
     names = getattr(model, "head_module_names", None)
     if names is not None:
         return list(names)
-    return [name for name, _ in model.named_children() if name != model.base_model_prefix]
+    return [name for name, _ in model.named_children() if name != base_model_name(model)]
 
 
 def load_model(path: str | Path) -> ModelBundle:

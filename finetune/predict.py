@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterator, TypeVar
+from typing import Iterable, Iterator, TypeVar
 
 import numpy as np
 import soxr
@@ -17,9 +17,10 @@ import torch
 
 from finetune.bundle import ModelBundle
 from finetune.clips import Windowing, fit_length
-from finetune.data.audio import AUDIO_EXTENSIONS, audio_duration, read_windows, to_mono
+from finetune.data.audio import AUDIO_EXTENSIONS, AudioReadError, audio_duration, read_windows, to_mono
 from finetune.evaluation import aggregate_tracks, window_probabilities
 from finetune.models import load_model
+from finetune.training import local_accelerator
 
 DEFAULT_CLIP_SECONDS = 5.0
 DEFAULT_TOP_K = 5  # labels reported when no threshold applies
@@ -60,7 +61,7 @@ def model_folder(path: str | Path) -> Path:
     raise FileNotFoundError(f"{path} is neither a run folder (with model/) nor a model folder")
 
 
-def audio_files(inputs: list[str | Path]) -> list[Path]:
+def audio_files(inputs: Iterable[str | Path]) -> list[Path]:
     """Files as given, folders expanded to the audio files inside them (sorted)."""
     files = []
     for item in map(Path, inputs):
@@ -79,7 +80,7 @@ class Predictor:
     def __init__(self, bundle: ModelBundle, windowing: Windowing, batch_size: int = 16,
                  device: str | None = None):
         self.bundle = bundle
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = device or local_accelerator()
         self.model = bundle.model.to(self.device).eval()
         self.windowing, self.batch_size = windowing, batch_size
         config = self.model.config
@@ -184,6 +185,17 @@ class Predictor:
                 for s, row in zip(starts, probs)
             ]
         return result
+
+    def predict_many(self, inputs: str | Path | Iterable[str | Path], top_k: int | None = None,
+                     threshold: float | None = None, per_window: bool = False) -> Iterator[dict]:
+        """`predict`'s result for each audio file of `inputs` (a file, a folder searched recursively,
+        or a list of them), in order, as they are scored. A file that cannot be read gives
+        {"file", "error"} instead of raising, so one bad file does not stop the rest."""
+        for path in audio_files([inputs] if isinstance(inputs, (str, Path)) else inputs):
+            try:
+                yield self.predict(path, top_k=top_k, threshold=threshold, per_window=per_window)
+            except (AudioReadError, FileNotFoundError) as err:
+                yield {"file": str(path), "error": str(err)}
 
 
 def predict_genre(model: Predictor | str | Path, path: str | Path,

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from baselines.common import probe_features, probe_head
-from finetune.backbones import FAMILIES
+from finetune.backbones import family_of
 from finetune.backbones.common import keep_layers
 from finetune.backbones.heads import resolve_layer
 from finetune.clips import EvalWindows, Windowing, task_of, track_table
@@ -60,7 +60,7 @@ SPLITS = ("train", "validation", "test")
 class Embedder:
     """What the probe needs of a model: per-layer pooled features, its head, and how to cut it."""
 
-    layer_features: Callable  # (model, input_values (B, T), attention_mask) -> (B, L+1, D)
+    layer_features: Callable  # (model, its main input (B, ...), attention_mask) -> (B, L+1, D)
     head: Callable  # (head modules, pooled (B, D)) -> logits (B, C)
     head_input: str | None  # the head's first Linear, where the standardisation folds in
     num_layers: int  # L: features hold the embeddings (0) and L layers
@@ -68,9 +68,9 @@ class Embedder:
 
 
 def embedder_for(model_name: str, model: nn.Module) -> Embedder:
-    """The Embedder of a recipe's model: a pretrained backbone family, else a baseline (one
-    embedding, its classifier on top)."""
-    family = FAMILIES.get(model_name)
+    """The Embedder of a recipe's model: a pretrained backbone family (for `auto`, the checkpoint's),
+    else a baseline (one embedding, its classifier on top)."""
+    family = family_of(model_name, model)
     if family is None:
         return Embedder(probe_features, probe_head, "classifier", 0, lambda m, layer: m)
     layers = model.config.num_hidden_layers
@@ -173,7 +173,7 @@ def compute_embeddings(model: nn.Module, embedder: Embedder, windows: EvalWindow
     with torch.no_grad():
         for batch in progress(loader, "embedding windows", unit="batches"):
             mask = batch.get("attention_mask")
-            features = embedder.layer_features(model, batch["input_values"].to(device),
+            features = embedder.layer_features(model, batch[model.main_input_name].to(device),
                                                None if mask is None else mask.to(device))  # (B, L+1, D)
             features = features.float().cpu().numpy()
             for row, marked in enumerate(batch["track_index"].tolist()):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import types
 import typing
 from dataclasses import dataclass, field
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+logger = logging.getLogger("finetune")
 
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 
@@ -55,8 +58,17 @@ def check_bounds(key: str, value: Any, bounds: dict) -> None:
 
 @dataclass(frozen=True)
 class DataConfig:
-    name: str = choice("gtzan", "gtzan", "mtat", "fma", "synthetic", doc="dataset builder")
+    name: str = choice("gtzan", "gtzan", "mtat", "fma", "synthetic", "folder", "hub",
+                       doc="dataset builder: a named dataset, a folder of your audio, or any datasets dataset")
     root: str | None = option(None, "dataset folder (synthetic: cache folder, generated if absent)")
+    path: str | None = option(None, "hub: a Hub dataset id or a local dataset (save_to_disk folder or data files)")
+    config: str | None = option(None, "hub: the dataset's configuration name")
+    audio_column: str | None = option(None, "hub: the column holding the audio (path or bytes); null = audio")
+    label_column: str | None = option(None, "folder (metadata.csv) / hub: the label column, one label or a list "
+                                      "of tags (multi-label); null = label")
+    split_ratios: list[float] = option(doc="folder / hub without splits of their own: seeded, stratified "
+                                       "train / validation / test fractions",
+                                       default_factory=lambda: [0.8, 0.1, 0.1], gt=0)
     split_scheme: str | None = option(None, "dataset's split scheme; null = the dataset's standard")
     allow_missing: bool | None = option(None, "keep going when files named by a split are missing")
     tags: int | None = option(None, "mtat: number of top tags (50, or 188 for all)")
@@ -96,6 +108,8 @@ class BackboneConfig:
     layer: str = option("last", "representation: last | weighted | <layer index>")
     pooling: str = choice("mean", "mean", "attention", doc="pooling over time")
     freeze_feature_encoder: bool = option(True, "keep the convolutional feature encoder frozen")
+    tags: str | None = option(None, "Won et al. .pth checkpoints: their head's tag vocabulary, mtat | msd | a file "
+                              "with one tag per line in output order; null = mtat")
     head_init: str = choice("random", "random", "probe",
                             doc="probe: fit the new head on frozen embeddings before fine-tuning "
                             "(linear probe then fine-tune, Kumar et al. 2022)")
@@ -166,6 +180,9 @@ class TrainConfig:
     save_total_limit: int = option(2, "checkpoints kept", ge=1)
     logging_steps: int = option(10, "log training loss every N steps", ge=1)
     resume: bool = option(False, "continue from the last checkpoint in output_dir")
+    trainer_args: dict = option(doc="further transformers.TrainingArguments, e.g. {report_to: wandb, optim: "
+                                "adamw_torch_fused}; keys a train.* or data.* key sets are refused",
+                                default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -331,6 +348,9 @@ def _check_ranges(recipe: Recipe) -> None:
             raise RecipeError(f"data.fold: {data.fold} is not a fold of data.folds={data.folds} (0..{data.folds - 1})")
         if data.streaming:
             raise RecipeError("data.folds: cross-validation pools indexed splits; use data.streaming=false")
+    if len(data.split_ratios) != 3 or abs(sum(data.split_ratios) - 1) > 1e-6:
+        raise RecipeError(f"data.split_ratios: {data.split_ratios} must be three fractions (train, validation, "
+                          "test) that sum to 1")
     if not recipe.probe.weight_decays:
         raise RecipeError("probe.weight_decays: list at least one penalty (e.g. 0.01)")
     if recipe.backbone.head_init == "probe" and recipe.backbone.pooling != "mean":
@@ -373,6 +393,40 @@ def apply_overrides(values: dict, overrides: list[str]) -> dict:
     return merged
 
 
+# data.* keys that describe one dataset (where it is, its split and options), as opposed to how clips
+# are drawn from any dataset
+DATASET_KEYS = ("root", "split_scheme", "allow_missing", "tags", "subset", "task", "path", "config",
+                "audio_column", "label_column", "split_ratios")
+
+
+def overridden_data_keys(overrides: list[str]) -> set[str]:
+    """The data.* keys the overrides set (`data.root=...`, or `data={root: ...}`)."""
+    keys = set()
+    for text in overrides:
+        path, value = parse_override(text)
+        if path[0] == "data":
+            keys |= {path[1]} if len(path) > 1 else set(value) if isinstance(value, dict) else set()
+    return keys
+
+
+def switch_dataset(values: dict, merged: dict, overrides: list[str]) -> dict:
+    """When the overrides change data.name, the recipe file's options of its own dataset
+    (`data.split_scheme: fault_filtered` of a GTZAN recipe ...) go with it: those the overrides do
+    not set again are dropped (so the defaults apply), and the drop is logged."""
+    before, after = values.get("data") or {}, merged.get("data") or {}
+    default = DataConfig.name
+    if not isinstance(after, dict) or after.get("name", default) == before.get("name", default):
+        return merged
+    kept = overridden_data_keys(overrides)
+    dropped = [key for key in DATASET_KEYS if key in before and key not in kept and before[key] is not None]
+    for key in dropped:
+        del after[key]
+    if dropped:
+        logger.info("data.name=%s: the recipe's options for %s left out: %s", after.get("name"),
+                    before.get("name", default), ", ".join(f"data.{key}={before[key]}" for key in dropped))
+    return merged
+
+
 def packaged_recipes() -> dict[str, Path]:
     """Packaged recipe names -> YAML paths."""
     return {p.stem: p for p in sorted(RECIPES_DIR.glob("*.yaml"))}
@@ -402,7 +456,7 @@ def load(name_or_path: str, overrides: list[str] = ()) -> Recipe:
     except yaml.YAMLError as err:
         raise RecipeError(f"{path}: not valid YAML: {err}") from None
     values.setdefault("name", path.stem)
-    return from_dict(apply_overrides(values, list(overrides)))
+    return from_dict(switch_dataset(values, apply_overrides(values, list(overrides)), list(overrides)))
 
 
 def first_line_comment(path: Path) -> str:

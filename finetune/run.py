@@ -16,7 +16,7 @@ from accelerate.utils import broadcast_object_list
 from finetune import hub, report
 from finetune.augment import augment_waveform
 from finetune.bootstrap import split_intervals
-from finetune.backbones import FAMILIES
+from finetune.backbones import family_of
 from finetune.clips import (CropReader, EvalWindows, StreamCrops, TrainCrops, Windowing, crops_per_track,
                             task_of, track_table, training_cache)
 from finetune.data.recipe_data import dataset_arguments, recipe_dataset
@@ -26,8 +26,8 @@ from finetune.models import adapter_only, build_model, check_model_args, export_
 from finetune.probe import probe_head_init, run_probe
 from finetune.recipe import Recipe, RecipeError
 from finetune.studies import end_of_run
-from finetune.training import (AudioCollator, FinetuneTrainer, callbacks, metrics_function, parameter_learning_rates,
-                               train_from_start_point, training_arguments)
+from finetune.training import (AudioCollator, FinetuneTrainer, callbacks, check_trainer_args, metrics_function,
+                               parameter_learning_rates, train_from_start_point, training_arguments)
 
 logger = logging.getLogger("finetune")
 
@@ -35,6 +35,7 @@ def check_recipe(recipe: Recipe) -> None:
     """Every check that needs no data or weights: run before `--dry-run` prints and before a run."""
     dataset_arguments(recipe)
     check_model_args(recipe)
+    check_trainer_args(recipe)
     if recipe.hub.push_to_hub and not recipe.hub.repo_id:
         raise RecipeError("hub.repo_id: set it (user/name) when hub.push_to_hub=true")
 
@@ -117,7 +118,7 @@ def warn_if_few_steps(recipe: Recipe, train_set, processes: int) -> None:
 def learning_rates(recipe: Recipe, model) -> dict[str, float]:
     """Each parameter's peak learning rate (train.head_lr for the head, train.layer_decay by layer)."""
     train = recipe.train
-    family = FAMILIES.get(recipe.model.name)
+    family = family_of(recipe.model.name, model)  # auto: the checkpoint's
     head_lr = train.lr if train.head_lr is None else train.head_lr
     return parameter_learning_rates(model, head_names(model), family.layers if family else None, train.lr,
                                     head_lr, train.layer_decay)

@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
-import importlib.util
+import dataclasses
+import difflib
 import logging
 import os
+import types
+import typing
+from enum import Enum
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
+from transformers.integrations import (INTEGRATION_TO_CALLBACK, get_available_reporting_integrations,
+                                       is_flytekit_available)
 
 from finetune.augment import mixup
+from finetune.backbones.heads import base_model_name
 from finetune.console import TrainingProgress
 from finetune.evaluation import evaluate_windows, scalar_metrics
-from finetune.recipe import Recipe
+from finetune.recipe import Recipe, RecipeError, coerce
 
 logger = logging.getLogger("finetune")
 
@@ -96,13 +103,15 @@ class FinetuneTrainer(Trainer):
         inputs.pop("track_index", None)
         if self.mixup_alpha > 0 and model.training:
             generator = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,))))  # torch RNG: resumable
-            inputs["input_values"], targets = mixup(
-                inputs["input_values"], targets, self.mixup_alpha, generator,
+            key = self.model.main_input_name  # input_values; input_features for Whisper
+            inputs[key], targets = mixup(
+                inputs[key], targets, self.mixup_alpha, generator,
                 num_labels=self.model.config.num_labels,
             )
         outputs = model(**inputs)
         loss = task_loss(outputs.logits, targets, self.multi_label)  # logits (B, C)
-        return (loss, outputs) if return_outputs else loss
+        # evaluation gathers the logits alone (a weighted-layer model also returns every hidden state)
+        return (loss, {"logits": outputs.logits}) if return_outputs else loss
 
 
 def parameter_learning_rates(model, heads: list[str], layers: str | None, lr: float, head_lr: float,
@@ -114,7 +123,7 @@ def parameter_learning_rates(model, heads: list[str], layers: str | None, lr: fl
     lr x layer_decay^L."""
     own = {name for name, _ in model.named_parameters(recurse=False)}
     heads = tuple(f"{name}." for name in heads)
-    prefix = f"{model.base_model_prefix}.{layers}." if layers and layer_decay != 1 else None
+    prefix = f"{base_model_name(model)}.{layers}." if layers and layer_decay != 1 else None
     count = model.config.num_hidden_layers if prefix else 0
     rates = {}
     for name, _ in model.named_parameters():
@@ -176,16 +185,125 @@ def default_workers() -> int:
     return max(0, min(8, (os.cpu_count() or 1) - 1))
 
 
+# TrainingArguments that a recipe key sets: train.trainer_args refuses them, naming the key to use.
+RECIPE_SETS = {
+    "output_dir": "output_dir", "seed": "seed", "num_train_epochs": "train.epochs", "max_steps": "train.max_steps",
+    "per_device_train_batch_size": "train.batch_size", "per_device_eval_batch_size": "train.eval_batch_size",
+    "learning_rate": "train.lr", "weight_decay": "train.weight_decay", "warmup_steps": "train.warmup_ratio",
+    "warmup_ratio": "train.warmup_ratio",  # transformers 4's name
+    "lr_scheduler_type": "train.scheduler", "lr_scheduler_kwargs": "train.plateau_patience and train.plateau_factor",
+    "gradient_accumulation_steps": "train.grad_accum", "max_grad_norm": "train.max_grad_norm",
+    "fp16": "train.precision", "bf16": "train.precision",
+    "eval_strategy": "train.eval_steps", "eval_steps": "train.eval_steps",
+    "save_strategy": "train.save_steps", "save_steps": "train.save_steps", "save_total_limit": "train.save_total_limit",
+    "metric_for_best_model": "train.metric", "greater_is_better": "train.metric",
+    "logging_strategy": "train.logging_steps", "logging_steps": "train.logging_steps",
+    "resume_from_checkpoint": "train.resume", "dataloader_num_workers": "data.num_workers",
+    "dataloader_persistent_workers": "data.persistent_workers", "dataloader_pin_memory": "data.pin_memory",
+}
+# TrainingArguments the toolkit's own code relies on: refused, with the reason.
+FINETUNE_SETS = {
+    "label_names": "the names under which evaluation gathers labels and track indices",
+    "remove_unused_columns": "false: the collator reads columns the model does not take",
+    "load_best_model_at_end": "true: the run keeps its best checkpoint (train.metric picks it)",
+}
+REPORTER_PACKAGES = {"azure_ml": "azureml-core", "comet_ml": "comet-ml", "flyte": "flytekit"}  # pip name, where it differs
+PLAIN_TYPES = (bool, int, float, str, dict, type(None))
+
+
+def installed_reporters() -> set[str]:
+    """The report_to integrations whose package is installed here."""
+    return set(get_available_reporting_integrations()) | ({"flyte"} if is_flytekit_available() else set())
+
+
+def check_trainer_arg_name(name: str, fields: list[str]) -> None:
+    """Raise RecipeError unless train.trainer_args may set the TrainingArguments field `name`."""
+    key = f"train.trainer_args.{name}"
+    if name in RECIPE_SETS:
+        raise RecipeError(f"{key}: set {RECIPE_SETS[name]} instead")
+    if name in FINETUNE_SETS:
+        raise RecipeError(f"{key}: finetune sets it ({FINETUNE_SETS[name]})")
+    if name not in fields:
+        close = difflib.get_close_matches(name, fields, n=1, cutoff=0.6)
+        hint = f"; did you mean {RECIPE_SETS.get(close[0], f'train.trainer_args.{close[0]}')}?" if close else ""
+        raise RecipeError(f"{key}: not a transformers.TrainingArguments field{hint}")
+
+
+def is_plain(tp) -> bool:
+    """True when `coerce` can check a value against the annotation `tp` (unions and lists of plain types)."""
+    if tp in PLAIN_TYPES:
+        return True
+    origin = typing.get_origin(tp)
+    return origin in (typing.Union, types.UnionType, list) and all(map(is_plain, typing.get_args(tp)))
+
+
+def trainer_arg_value(key: str, value, tp):
+    """`value` as the field's annotation `tp` wants it: plain types converted (YAML 1.1 reads 1e-8 as a
+    string), an enumerated field's choices (optim, hub_strategy ...) checked; other values as given."""
+    if is_plain(tp):
+        return coerce(value, tp, key)
+    choices = next((arg for arg in typing.get_args(tp) if isinstance(arg, type) and issubclass(arg, Enum)), None)
+    values = [choice.value for choice in choices or ()]
+    if choices is not None and str(value) not in values:
+        close = difflib.get_close_matches(str(value), values, n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise RecipeError(f"{key}: {value!r} is not a choice; {hint}(choices: {', '.join(values)})")
+    return value
+
+
+def check_report_to(value) -> None:
+    """Raise RecipeError for a report_to integration transformers does not know or whose package is
+    not installed."""
+    installed = installed_reporters()
+    for name in [value] if isinstance(value, str) else value or []:
+        if name in ("all", "none"):
+            continue
+        if name not in INTEGRATION_TO_CALLBACK:
+            raise RecipeError(f"train.trainer_args.report_to: {name!r} is not one of all, none, "
+                              f"{', '.join(INTEGRATION_TO_CALLBACK)}")
+        if name not in installed:
+            raise RecipeError(f"train.trainer_args.report_to: {name} is not installed; "
+                              f"pip install {REPORTER_PACKAGES.get(name, name)}")
+
+
+def check_trainer_args(recipe: Recipe) -> dict:
+    """`train.trainer_args` checked against transformers.TrainingArguments and converted to its field
+    types, before anything heavy runs. Refused, naming the key: a name that is no field (with the
+    closest one), a field a recipe key sets (with that key) or that the toolkit relies on, a value of
+    the wrong type or outside the field's choices, a report_to integration that is not installed."""
+    fields = [field.name for field in dataclasses.fields(TrainingArguments) if field.init]
+    hints = typing.get_type_hints(TrainingArguments)
+    checked = {}
+    for name, value in recipe.train.trainer_args.items():
+        check_trainer_arg_name(name, fields)
+        checked[name] = trainer_arg_value(f"train.trainer_args.{name}", value, hints[name])
+    if "report_to" in checked:
+        check_report_to(checked["report_to"])
+    return checked
+
+
+def accelerator(cuda: bool, mps: bool) -> str:
+    """The device to train and predict on: a CUDA GPU, else an Apple GPU (MPS), else the CPU."""
+    return "cuda" if cuda else "mps" if mps else "cpu"
+
+
+def local_accelerator() -> str:
+    """`accelerator` of this machine."""
+    return accelerator(torch.cuda.is_available(), torch.backends.mps.is_available())
+
+
 def training_arguments(recipe: Recipe, run_dir: Path, multi_label: bool) -> TrainingArguments:
-    """TrainingArguments from a recipe: one place for every Trainer setting."""
+    """TrainingArguments from a recipe: one place for every Trainer setting. `train.trainer_args`
+    adds any other field (and may replace the defaults below that no recipe key sets: report_to,
+    use_cpu, disable_tqdm, logging_first_step, ddp_find_unused_parameters)."""
     train = recipe.train
     # Checkpoints and evaluations share one rhythm so the best checkpoint can be restored.
     strategy = "steps" if (train.eval_steps or train.save_steps) else "epoch"
     metric, greater_is_better = selection(recipe)
     plateau = train.scheduler == "reduce_lr_on_plateau"
     workers = recipe.data.num_workers if recipe.data.num_workers is not None else default_workers()
-    has_tensorboard = importlib.util.find_spec("tensorboard") is not None
-    return TrainingArguments(
+    device = local_accelerator()
+    settings = dict(
         output_dir=str(run_dir),
         seed=recipe.seed,
         num_train_epochs=train.epochs,
@@ -216,17 +334,17 @@ def training_arguments(recipe: Recipe, run_dir: Path, multi_label: bool) -> Trai
         logging_strategy="steps",
         logging_steps=train.logging_steps,
         logging_first_step=True,
-        report_to=["tensorboard"] if has_tensorboard else "none",
+        report_to=["tensorboard"] if "tensorboard" in installed_reporters() else "none",
         label_names=LABEL_KEYS,
         remove_unused_columns=False,
         dataloader_num_workers=workers,
         dataloader_persistent_workers=workers > 0 and recipe.data.persistent_workers,
-        dataloader_pin_memory=(torch.cuda.is_available() if recipe.data.pin_memory is None
-                               else recipe.data.pin_memory),
-        use_cpu=not torch.cuda.is_available(),
+        dataloader_pin_memory=device == "cuda" if recipe.data.pin_memory is None else recipe.data.pin_memory,
+        use_cpu=device == "cpu",
         ddp_find_unused_parameters=False,
         disable_tqdm=True,  # no nested bars: finetune.console.TrainingProgress shows the progress
     )
+    return TrainingArguments(**{**settings, **check_trainer_args(recipe)})
 
 
 class EpochToDataset(TrainerCallback):

@@ -3,7 +3,8 @@
 Each keeps the real code path at toy width: the 7-layer conv feature encoder with the real
 kernels and strides and group norm, 2 transformer layers, hidden size 32; AST on a 32-bin,
 128-frame mel grid. The MERT folder is in MERT's own format (model_type mert_model, auto_map,
-`weight_g` / `weight_v` key names), as m-a-p publishes it.
+`weight_g` / `weight_v` key names), as m-a-p publishes it. For `model.name=auto`: WavLM,
+data2vec-audio, UniSpeech-SAT, SEW and Whisper at the same width.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ import pytest
 import torch
 from data_fixtures import write_annotations, write_audio
 from safetensors.torch import save_file
-from transformers import (ASTConfig, ASTFeatureExtractor, ASTForAudioClassification, HubertConfig,
-                          HubertModel, Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model)
+from transformers import (ASTConfig, ASTFeatureExtractor, ASTForAudioClassification, Data2VecAudioConfig,
+                          Data2VecAudioModel, HubertConfig, HubertModel, SEWConfig, SEWModel, UniSpeechSatConfig,
+                          UniSpeechSatModel, Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model, WavLMConfig,
+                          WavLMModel, WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration)
 
 from finetune.data.gtzan import GENRES
 from finetune.models import ModelBundle
@@ -75,6 +78,34 @@ def make_tiny_backbones(root: Path) -> dict[str, Path]:
     return folders
 
 
+# Checkpoints for model.name=auto, each as its Hub models are published (the body alone; Whisper
+# whole, decoder included). Whisper at toy size: 16 mel bins, 1 s inputs (100 frames -> 50 positions).
+WHISPER_SIZE = {"d_model": 32, "encoder_layers": 2, "encoder_attention_heads": 2, "encoder_ffn_dim": 64,
+                "decoder_layers": 1, "decoder_attention_heads": 2, "decoder_ffn_dim": 64, "num_mel_bins": 16,
+                "max_source_positions": 50, "classifier_proj_size": 16, "vocab_size": 100, "pad_token_id": 0,
+                "bos_token_id": 1, "eos_token_id": 2, "decoder_start_token_id": 3}
+AUTO_MODELS = {
+    "wavlm": lambda: WavLMModel(WavLMConfig(**SPEECH_SIZE)),
+    "data2vec-audio": lambda: Data2VecAudioModel(Data2VecAudioConfig(**{**SPEECH_SIZE, "num_conv_pos_embeddings": 2})),
+    "unispeech-sat": lambda: UniSpeechSatModel(UniSpeechSatConfig(**SPEECH_SIZE)),
+    "sew": lambda: SEWModel(SEWConfig(**SPEECH_SIZE, squeeze_factor=2)),
+    "whisper": lambda: WhisperForConditionalGeneration(WhisperConfig(**WHISPER_SIZE)),
+}
+
+
+def make_tiny_auto_checkpoints(root: Path) -> dict[str, Path]:
+    """model_type -> folder of a tiny random checkpoint with its feature extractor."""
+    torch.manual_seed(0)
+    folders = {}
+    for name, model in AUTO_MODELS.items():
+        folders[name] = root / name
+        model().save_pretrained(folders[name])
+        extractor = (WhisperFeatureExtractor(feature_size=16, chunk_length=1) if name == "whisper" else
+                     Wav2Vec2FeatureExtractor(sampling_rate=16000, do_normalize=True, return_attention_mask=True))
+        extractor.save_pretrained(folders[name])
+    return folders
+
+
 @pytest.fixture(scope="module", autouse=True)
 def one_torch_thread():
     """Toy-sized models run fastest on one thread (and do not fight other processes for cores)."""
@@ -99,6 +130,12 @@ def build_tiny(tiny_backbones, name: str, mode: str = "full", labels: int = 3, m
         num_labels=labels, label_names=[f"label{i}" for i in range(labels)], multi_label=multi_label,
         backbone=BackboneConfig(path=str(tiny_backbones[name]), mode=mode, **backbone),
         lora=lora or LoraConfig(r=4, alpha=8, dropout=0.0))
+
+
+@pytest.fixture(scope="session")
+def tiny_auto_checkpoints(tmp_path_factory) -> dict[str, Path]:
+    """Tiny WavLM, data2vec-audio, UniSpeech-SAT, SEW and Whisper folders, saved once per session."""
+    return make_tiny_auto_checkpoints(tmp_path_factory.mktemp("tiny-auto"))
 
 
 @pytest.fixture(scope="session")

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import csv
+import io
+import json
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import soundfile as sf
 
 
@@ -91,3 +95,28 @@ def write_genres(path: Path, genres: Sequence[tuple[int, int, str]]) -> None:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(["genre_id", "#tracks", "parent", "title", "top_level"])
         writer.writerows([g, 10, p, title, top(g)] for g, p, title in genres)
+
+
+def audio_bytes(seed: int = 0, seconds: float = 0.2, sample_rate: int = 8000, format: str = "WAV") -> bytes:
+    """The bytes of a `tone` file in `format`, as a dataset's audio column holds them."""
+    buffer = io.BytesIO()
+    sf.write(buffer, tone(seconds, sample_rate, seed=seed), sample_rate, format=format)
+    return buffer.getvalue()
+
+
+def write_parquet_split(path: Path, columns: Mapping[str, list], features) -> None:
+    """One Parquet file of `columns` carrying `features` (a `datasets.Features`) in its schema
+    metadata, as the Hub's Parquet exports do: an `Audio` column of {bytes, path} structs stays audio."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = pa.table(dict(columns)).replace_schema_metadata(
+        {"huggingface": json.dumps({"info": {"features": features.to_dict()}})})
+    pq.write_table(table, path)
+
+
+def write_metadata(path: Path, rows: Iterable[Sequence[str]], header: Sequence[str] = ("file_name", "label")) -> None:
+    """A `metadata.csv` (audiofolder convention) with `header` and `rows`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)

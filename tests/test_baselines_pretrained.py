@@ -1,4 +1,7 @@
-"""Won et al.'s official MTAT weights: strict import, head surgery, and sane tags on real GTZAN."""
+"""Won et al.'s official MTAT weights: strict import, head surgery, the head's tag vocabulary
+(backbone.tags) and sane tags on real GTZAN."""
+
+import json
 
 import numpy as np
 import pytest
@@ -8,8 +11,12 @@ import torch
 
 from baselines import BASELINE_BUILDERS, MODEL_CLASSES
 from baselines.loading import import_won_checkpoint, rename_won_keys
+from baselines.msd_tags import MSD_TAGS
 from baselines.mtat_tags import MTAT_TAGS
-from finetune.recipe import BackboneConfig
+from finetune import hub
+from finetune import recipe as recipes
+from finetune.models import check_model_args
+from finetune.recipe import BackboneConfig, RecipeError
 
 TAGGERS = ["fcn", "musicnn", "crnn"]
 GTZAN_GENRES = "blues classical country disco hiphop jazz metal pop reggae rock".split()
@@ -22,6 +29,73 @@ def checkpoint(realdata, name):
 def test_packaged_tags_match_won_et_al(realdata):
     tags = np.load(realdata / "mtat/splits/tags.npy", allow_pickle=False)
     assert list(MTAT_TAGS) == [str(tag) for tag in tags]
+
+
+def test_packaged_msd_tags_match_the_published_list(realdata):
+    published = realdata / "pretrained/sota-music-tagging-models/msd_top50_tags.txt"
+    assert list(MSD_TAGS) == published.read_text().splitlines()
+
+
+def test_msd_vocabulary_labels_the_same_weights(realdata):
+    path = checkpoint(realdata, "musicnn")
+    mtat = import_won_checkpoint(MODEL_CLASSES["musicnn"], path)
+    msd = import_won_checkpoint(MODEL_CLASSES["musicnn"], path, tags="msd")
+    assert msd.config.id2label == dict(enumerate(MSD_TAGS))
+    for key, value in mtat.state_dict().items():
+        assert torch.equal(msd.state_dict()[key], value), key
+    # the builder with the vocabulary's own tags keeps the head as it is
+    bundle = BASELINE_BUILDERS["musicnn"](50, list(MSD_TAGS), True, BackboneConfig(path=str(path), tags="msd"))
+    assert torch.equal(bundle.model.classifier.weight, msd.classifier.weight)
+    assert bundle.model.config.won_head == {"tags": "msd", "same_labels": True}
+
+
+def test_a_vocabulary_file_labels_the_head_and_must_fit_it(realdata, tmp_path):
+    path, vocabulary = checkpoint(realdata, "musicnn"), tmp_path / "vocabulary.txt"
+    names = [f"tag {i}" for i in range(50)]
+    vocabulary.write_text("\n".join(names) + "\n\n")  # blank lines are no tags
+    model = import_won_checkpoint(MODEL_CLASSES["musicnn"], path, tags=str(vocabulary))
+    assert model.config.id2label == dict(enumerate(names))
+    vocabulary.write_text("\n".join(names[:49]))
+    with pytest.raises(RecipeError, match=f"backbone.tags: {vocabulary} has 49 tags but the head of .* has 50 outputs"):
+        import_won_checkpoint(MODEL_CLASSES["musicnn"], path, tags=str(vocabulary))
+    vocabulary.write_text("\n".join(names[:49] + ["tag 3"]))
+    with pytest.raises(RecipeError, match="lists 'tag 3' more than once"):
+        import_won_checkpoint(MODEL_CLASSES["musicnn"], path, tags=str(vocabulary))
+    with pytest.raises(RecipeError, match="'jamendo' is not mtat, msd or a file"):
+        import_won_checkpoint(MODEL_CLASSES["musicnn"], path, tags="jamendo")
+
+
+def test_backbone_tags_only_for_won_checkpoints(realdata):
+    path = checkpoint(realdata, "musicnn")
+    check_model_args(recipes.load("musicnn_pretrained_gtzan", [f"backbone.path={path}", "backbone.tags=msd"]))
+    with pytest.raises(RecipeError, match="backbone.tags: names the head vocabulary of a Won et al. .pth"):
+        check_model_args(recipes.load("demo", ["backbone.tags=msd"]))
+    with pytest.raises(RecipeError, match="backbone.tags: model 'mert' does not import Won et al."):
+        check_model_args(recipes.load("mert_gtzan", ["backbone.tags=msd"]))
+    with pytest.raises(RecipeError, match="is not mtat, msd or a file"):
+        check_model_args(recipes.load("musicnn_pretrained_gtzan", [f"backbone.path={path}", "backbone.tags=msdd"]))
+
+
+def card_sentence(tmp_path, path, labels, multi_label, *overrides) -> str:
+    """The model card's body for a musicnn built from the real checkpoint with these labels, its
+    config read back from a saved folder."""
+    recipe = recipes.load("musicnn_pretrained_gtzan", [f"backbone.path={path}", *overrides])
+    bundle = BASELINE_BUILDERS["musicnn"](len(labels), labels, multi_label, recipe.backbone)
+    bundle.model.save_pretrained(tmp_path / "model")
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    return hub.model_card(recipe, {}, config).split("---\n", 2)[2]
+
+
+def test_the_card_names_the_head_vocabulary(realdata, tmp_path):
+    path = checkpoint(realdata, "musicnn")
+    assert ("It started from a Won et al. checkpoint whose head used the Million Song Dataset top-50 tags; "
+            "that head was replaced for this task's labels.") in card_sentence(
+                tmp_path, path, GTZAN_GENRES, False, "backbone.tags=msd")
+    assert ("whose head used the MagnaTagATune top-50 tags; that head was kept for the same tags"
+            in card_sentence(tmp_path, path, sorted(MTAT_TAGS), True, "backbone.head_init=random"))
+    assert "that head was refitted by a linear probe" in card_sentence(tmp_path, path, sorted(MTAT_TAGS), True)
+    assert "Won et al. checkpoint" not in hub.model_card(
+        recipes.load("cnn_gtzan"), {}, {"model_type": "finetune_simple_cnn", "id2label": {"0": "rock"}})
 
 
 @pytest.mark.parametrize("name", TAGGERS)

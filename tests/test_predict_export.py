@@ -89,6 +89,26 @@ def test_cli_prints_json_lines_and_reports_bad_files(demo_run, tmp_path):
     assert "broken.mp3" in by_name["broken.mp3"]["error"]
 
 
+def test_predict_many_takes_files_folders_and_lists_and_reports_bad_files(predictor, tmp_path):
+    folder, single = tmp_path / "songs", tmp_path / "single.wav"
+    (folder / "sub").mkdir(parents=True)
+    sf.write(folder / "a.wav", tone(4.0), 44_100)
+    sf.write(folder / "sub" / "b.flac", tone(2.0), 44_100)
+    (folder / "broken.mp3").write_bytes(b"")
+    (folder / "notes.txt").write_text("not audio")  # not an audio extension: not searched
+    sf.write(single, tone(3.0), 44_100)
+
+    results = list(predictor.predict_many(folder, top_k=2))  # searched recursively, sorted
+    assert [r["file"] for r in results] == [str(folder / name) for name in ("a.wav", "broken.mp3", "sub/b.flac")]
+    assert results[0] == predictor.predict(folder / "a.wav", top_k=2)
+    assert results[1] == {"file": str(folder / "broken.mp3"),
+                          "error": f"cannot read audio file {folder / 'broken.mp3'}: empty file (0 bytes)"}
+    assert list(predictor.predict_many(single)) == [predictor.predict(single)]
+    mixed = list(predictor.predict_many([single, folder / "sub", tmp_path / "missing.wav"], per_window=True))
+    assert [r["file"] for r in mixed] == [str(single), str(folder / "sub" / "b.flac"), str(tmp_path / "missing.wav")]
+    assert "windows" in mixed[0] and "file not found" in mixed[2]["error"]
+
+
 def test_memory_stays_flat_for_a_ten_minute_file(demo_run, tmp_path):
     """Peak memory a prediction adds above the loaded model: the same for 30 s as for 10 min.
 

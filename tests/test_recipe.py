@@ -1,5 +1,6 @@
 """The recipe schema: packaged recipes resolve, overrides apply, bad keys and types fail clearly."""
 
+import logging
 import dataclasses
 import typing
 
@@ -132,3 +133,14 @@ def test_unknown_recipe_lists_the_packaged_ones():
 def test_real_dataset_without_root_asks_for_it():
     with pytest.raises(recipes.RecipeError, match="data.root"):
         check_recipe(recipes.load("demo", ["data.name=gtzan", "data.split_scheme=null"]))
+
+
+def test_switching_the_dataset_drops_the_recipe_files_options_for_its_own(caplog):
+    """A GTZAN recipe pointed at a folder: its split scheme goes (logged), what the user sets stays."""
+    with caplog.at_level(logging.INFO, logger="finetune"):
+        recipe = recipes.load("wav2vec2_gtzan", ["data.name=folder", "data.root=/music"])
+    assert recipe.data.split_scheme is None and recipe.data.root == "/music"
+    assert "data.split_scheme=" in caplog.text
+    assert recipes.load("wav2vec2_gtzan", ["data.name=fma", "data.split_scheme=x"]).data.split_scheme == "x"
+    assert recipes.load("wav2vec2_gtzan", ["data.split_scheme=random"]).data.split_scheme == "random"
+    assert recipes.load("wav2vec2_gtzan", []).data.split_scheme is not None, "the file's own dataset keeps them"

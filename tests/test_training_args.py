@@ -8,7 +8,7 @@ import torch
 
 from finetune import recipe as recipes
 from finetune.cli import main
-from finetune.training import training_arguments
+from finetune.training import local_accelerator, training_arguments
 
 
 def arguments(tmp_path, *overrides, multi_label=False):
@@ -83,9 +83,10 @@ def test_dataloader_workers_pinning_and_persistence(tmp_path):
     assert two.dataloader_num_workers == 2 and two.dataloader_persistent_workers
     assert not arguments(tmp_path, "data.num_workers=2",
                          "data.persistent_workers=false").dataloader_persistent_workers
-    # transformers turns pinning off whenever it trains on the CPU (use_cpu), whatever was asked.
+    # transformers turns pinning off whenever it trains on the CPU (use_cpu), whatever was asked;
+    # the CPU only when there is neither a CUDA nor an Apple GPU, and pinning by default only on CUDA.
     pinned = arguments(tmp_path, "data.pin_memory=true")
-    assert pinned.use_cpu == (not torch.cuda.is_available())
+    assert pinned.use_cpu == (local_accelerator() == "cpu")
     assert pinned.dataloader_pin_memory == (not pinned.use_cpu)
     assert not arguments(tmp_path, "data.pin_memory=false").dataloader_pin_memory
     assert arguments(tmp_path).dataloader_pin_memory == torch.cuda.is_available()

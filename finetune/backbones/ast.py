@@ -23,11 +23,9 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 from finetune.backbones.common import Family, build_backbone
 from finetune.backbones.heads import AttentionPooling, weighted_layer_sum
 
-LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")  # + fc1 fc2
-
-
-def token_pool(hidden: torch.Tensor) -> torch.Tensor:
-    """AST's own pooling: the mean of the [CLS] and distillation tokens, (B, N, D) -> (B, D)."""
+def token_pool(hidden: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """AST's own pooling: the mean of the [CLS] and distillation tokens, (B, N, D) -> (B, D)
+    (no mask: every input has the same length)."""
     return (hidden[:, 0] + hidden[:, 1]) / 2
 
 
@@ -69,14 +67,6 @@ AutoConfig.register(ASTPooledConfig.model_type, ASTPooledConfig)
 AutoModelForAudioClassification.register(ASTPooledConfig, ASTPooledForAudioClassification)
 
 
-def ast_layer_features(model, input_values: torch.Tensor,
-                       attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """AST's pooled output as the model cut after each layer gives it: -> (B, L+1, D)."""
-    base = model.base_model
-    outputs = base(input_values, output_hidden_states=True)
-    return torch.stack([token_pool(base.layernorm(h)) for h in outputs.hidden_states], dim=1)
-
-
 def ast_head(modules: nn.Module, pooled: torch.Tensor) -> torch.Tensor:
     return modules.classifier(pooled)  # LayerNorm + Linear, (B, D) -> (B, C)
 
@@ -102,8 +92,8 @@ AST = Family(
     model_types=("audio-spectrogram-transformer", ASTPooledConfig.model_type),
     native_class=ASTForAudioClassification, pooled_class=ASTPooledForAudioClassification,
     native_weighted=False, extractor_class=ASTFeatureExtractor, default_extractor=ASTFeatureExtractor,
-    sample_rate=16000, layers="layers", lora_targets=LORA_TARGETS,
-    layer_features=ast_layer_features, head=ast_head, head_input=None,  # the head opens with a LayerNorm
+    sample_rate=16000, layers="layers", pool=token_pool, head=ast_head,
+    head_input=None,  # the head opens with a LayerNorm
 )
 
 

@@ -1,4 +1,5 @@
-"""What sits between a backbone's hidden states and its logits: layer choice, pooling, labels.
+"""What sits between a backbone's hidden states and its logits: where the body ends, layer choice,
+pooling, labels.
 
 The native transformers classes already do mean pooling, a chosen layer (by dropping the layers
 above it) and, for HuBERT / wav2vec2, a learned weighted sum of layers. The pieces here cover the
@@ -9,8 +10,22 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from transformers import PreTrainedModel
 
 WEIGHTED = "weighted"
+
+
+def base_model_name(model: nn.Module) -> str:
+    """The attribute holding the pretrained body (everything beside it is head): `base_model_prefix`,
+    or the one pretrained child of classifiers that keep their body elsewhere (Whisper's `encoder`)."""
+    if hasattr(model, model.base_model_prefix):
+        return model.base_model_prefix
+    (name,) = [name for name, child in model.named_children() if isinstance(child, PreTrainedModel)]
+    return name
+
+
+def base_model_of(model: nn.Module) -> nn.Module:
+    return model.get_submodule(base_model_name(model))
 
 
 class AttentionPooling(nn.Module):

@@ -1,7 +1,7 @@
 """LoRA with peft: adapters injected into the backbone of a native transformers model.
 
-The adapters go into the backbone only (`model.base_model`), with `peft.inject_adapter_in_model`,
-so the model stays the native class: the head, the projector and `layer_weights` are ordinary
+The adapters go into the backbone only (`base_model_of(model)`), with `peft.inject_adapter_in_model`,
+by default into the attention projections its forward calls (`default_targets`), so the model stays the native class: the head, the projector and `layer_weights` are ordinary
 trainable parameters (peft would neither train nor save `layer_weights`), and the Trainer's
 checkpoints hold every weight, adapters included. `export_ready` merges the adapters into the
 base weights, giving back a plain transformers model; `save_adapter` writes a peft adapter folder
@@ -17,25 +17,76 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from finetune.backbones.heads import base_model_name, base_model_of
+
 # The model's own parameters (not in any submodule, e.g. `layer_weights`), saved beside the adapter.
 OWN_PARAMETERS_FILE = "own_parameters.safetensors"
 
 
-def add_lora(model: nn.Module, lora, default_targets: tuple[str, ...]) -> nn.Module:
-    """Inject LoRA (rank, alpha, dropout, targets from the recipe's `lora`) into the backbone;
-    only the adapters of the backbone train afterwards (in place)."""
+def matches(name: str, target: str) -> bool:
+    """peft's rule for a `target_modules` entry: the module's dotted name is it or ends with it."""
+    return name == target or name.endswith(f".{target}")
+
+
+def called_linears(model: nn.Module, inputs: dict) -> set[str]:
+    """Names (in the backbone) of the Linear layers a forward pass on `inputs` calls. Some attention
+    modules only read their projections' weights (WavLM's F.multi_head_attention_forward): an
+    adapter there would never run, nor train."""
+    called = set()
+    hooks = [module.register_forward_hook(lambda m, args, out, name=name: called.add(name))
+             for name, module in base_model_of(model).named_modules() if isinstance(module, nn.Linear)]
+    try:
+        with torch.no_grad():
+            model(**inputs)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return called
+
+
+def default_targets(base: nn.Module, layers: str, called: set[str], hidden_size: int) -> list[str]:
+    """Default `lora.target_modules`: the called Linear layers of the transformer layers (`layers`)
+    that read or write the hidden states and sit in attention modules (q_proj k_proj v_proj out_proj,
+    query key value, ...; not WavLM's position gate), or, where the attention calls none (WavLM),
+    the others (the feed-forward). Each is named by the shortest end of its name that names no
+    other Linear layer (SEW-D: attention.output.dense, as its feed-forward has a `dense` too)."""
+    linears = {name: m for name, m in base.named_modules() if isinstance(m, nn.Linear)}
+    wide = {name for name, m in linears.items() if name in called and name.startswith(f"{layers}.")
+            and hidden_size in (m.in_features, m.out_features)}
+    attention = [name for name, m in base.named_modules() if "Attention" in type(m).__name__]
+    chosen = {name for name in wide if any(name.startswith(f"{a}.") for a in attention)} or wide
+    others = [name for name in linears if name not in chosen]
+    targets = set()
+    for name in chosen:
+        parts = name.split(".")
+        ends = (".".join(parts[i:]) for i in range(len(parts) - 1, -1, -1))
+        targets.add(next(end for end in ends if not any(matches(other, end) for other in others)))
+    return sorted(targets)
+
+
+def add_lora(model: nn.Module, lora, layers: str, inputs: dict) -> nn.Module:
+    """Inject LoRA (rank, alpha, dropout, targets from the recipe's `lora`, by default
+    `default_targets`) into the backbone, whose transformer layers are `layers`; `inputs` (the
+    model's inputs for any audio) show which layers run. Only the adapters of the backbone train
+    afterwards (in place)."""
     from peft import LoraConfig, inject_adapter_in_model
 
-    targets = list(lora.target_modules or default_targets)
-    present = {name.rsplit(".", 1)[-1] for name, module in model.base_model.named_modules()
-               if isinstance(module, nn.Linear)}
-    missing = [t for t in targets if t not in present]
+    base = base_model_of(model)
+    called = called_linears(model, inputs)
+    targets = list(lora.target_modules or default_targets(base, layers, called, model.config.hidden_size))
+    linears = [name for name, module in base.named_modules() if isinstance(module, nn.Linear)]
+    missing = [t for t in targets if not any(matches(name, t) for name in linears)]
     if missing:
-        raise ValueError(f"lora.target_modules: {', '.join(missing)} not in this backbone; its "
-                         f"linear layers: {', '.join(sorted(present))}")
+        raise ValueError(f"lora.target_modules: {', '.join(missing)} not in this backbone; its linear "
+                         f"layers: {', '.join(sorted({name.rsplit('.', 1)[-1] for name in linears}))}")
+    idle = [t for t in targets if not any(matches(name, t) for name in called)]
+    if idle:
+        raise ValueError(f"lora.target_modules: this backbone never calls {', '.join(idle)} (it reads their "
+                         f"weights directly), so adapters there would not train; it calls: "
+                         f"{', '.join(sorted({name.rsplit('.', 1)[-1] for name in called}))}")
     config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                         target_modules=targets, bias="none")
-    inject_adapter_in_model(config, model.base_model)
+    inject_adapter_in_model(config, base)
     return model
 
 
@@ -67,12 +118,11 @@ def adapter_model(model: nn.Module):
     from peft import LoraConfig, get_peft_model
 
     trained = dict(lora_layers(model))
-    injected = model.base_model.peft_config["default"]  # rank, alpha, dropout the adapters have
+    injected = base_model_of(model).peft_config["default"]  # rank, alpha, dropout, targets of the adapters
     base = replace_lora(copy.deepcopy(model), merge=False)
-    heads = [name for name, _ in base.named_children() if name != base.base_model_prefix]
+    heads = [name for name, _ in base.named_children() if name != base_model_name(base)]
     config = LoraConfig(r=injected.r, lora_alpha=injected.lora_alpha, lora_dropout=injected.lora_dropout,
-                        target_modules=sorted({name.rsplit(".", 1)[-1] for name in trained}),
-                        modules_to_save=heads, bias="none")
+                        target_modules=sorted(injected.target_modules), modules_to_save=heads, bias="none")
     wrapped = get_peft_model(base, config)
     with torch.no_grad():
         for name, layer in trained.items():

@@ -13,8 +13,6 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 from finetune.backbones.common import Family, build_backbone
 from finetune.backbones.heads import AttentionPooling, masked_mean, weighted_layer_sum
 
-LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")  # + intermediate_dense output_dense
-
 
 class SpeechPooledHead:
     """The native sequence-classification forward with attention pooling over projected frames."""
@@ -60,22 +58,9 @@ for _config, _model in ((HubertPooledConfig, HubertPooledForSequenceClassificati
     AutoModelForAudioClassification.register(_config, _model)
 
 
-def speech_layer_features(model, input_values: torch.Tensor,
-                          attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean over time of each layer's output, as the model cut after that layer gives it:
-    (B, T) -> (B, L+1, H)."""
-    base = model.base_model
-    outputs = base(input_values, attention_mask=attention_mask, output_hidden_states=True)
-    # Pre-norm models (do_stable_layer_norm) end with a LayerNorm that follows whatever layer is last.
-    norm = base.encoder.layer_norm if model.config.do_stable_layer_norm else nn.Identity()
-    frames = outputs.hidden_states[0].shape[1]
-    mask = (None if attention_mask is None
-            else model._get_feature_vector_attention_mask(frames, attention_mask))  # (B, T)
-    return torch.stack([masked_mean(norm(h), mask) for h in outputs.hidden_states], dim=1)
-
-
 def speech_head(modules: nn.Module, pooled: torch.Tensor) -> torch.Tensor:
-    """projector then classifier on pooled (B, H) features (both linear, so pooling commutes)."""
+    """projector then classifier on pooled (B, H) features (both linear, so pooling commutes): the head
+    of every wav2vec2-style classifier and of Whisper's."""
     return modules.classifier(modules.projector(pooled))
 
 
@@ -91,8 +76,8 @@ def speech_family(name: str, default_path: str, model_type: str, native_class: t
         default_extractor=lambda: Wav2Vec2FeatureExtractor(
             feature_size=1, sampling_rate=sample_rate, padding_value=0.0, do_normalize=do_normalize,
             return_attention_mask=True),
-        sample_rate=sample_rate, layers="encoder.layers", lora_targets=LORA_TARGETS,
-        layer_features=speech_layer_features, head=speech_head, head_input="projector", translate=translate,
+        sample_rate=sample_rate, layers="encoder.layers", pool=masked_mean, head=speech_head,
+        head_input="projector", translate=translate,
     )
 
 

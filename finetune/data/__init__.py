@@ -1,5 +1,8 @@
 """Dataset loaders: `load_dataset(name, root, **options)` -> DatasetDict(train, validation, test).
 
+Named datasets (gtzan, mtat, fma, synthetic) and users' own: `folder` (a folder of audio in the
+`audiofolder` conventions) and `hub` (any `datasets` dataset, by Hub id or local path).
+
 Columns: `id`, `audio` (Audio(decode=False) holding the absolute path), `label` (ClassLabel) or
 `labels` (list of tag indices), `duration` (seconds, from the header). Decode with
 `finetune.data.audio.read_window`. Every builder takes `streaming`: True makes the train split a
@@ -13,9 +16,9 @@ from pathlib import Path
 
 from datasets import DatasetDict
 
-from finetune.data import fma, gtzan, mtat, synthetic
+from finetune.data import fma, folder, gtzan, hub, mtat, synthetic
 
-DATASET_MODULES = {"gtzan": gtzan, "mtat": mtat, "fma": fma, "synthetic": synthetic}
+DATASET_MODULES = {"gtzan": gtzan, "mtat": mtat, "fma": fma, "synthetic": synthetic, "folder": folder, "hub": hub}
 DATASET_BUILDERS = {name: module.build for name, module in DATASET_MODULES.items()}
 
 # Options each builder accepts (its keyword arguments after `root`), for recipe validation.
@@ -25,8 +28,9 @@ DATASET_OPTIONS = {name: tuple(inspect.signature(builder).parameters)[1:]
 DATASET_CHOICES = {name: module.OPTION_CHOICES for name, module in DATASET_MODULES.items()}
 
 
-def load_dataset(name: str, root: str | Path, **options) -> DatasetDict:
-    """Build dataset `name` from the files under `root`; options are the builder's keywords."""
+def load_dataset(name: str, root: str | Path | None, **options) -> DatasetDict:
+    """Build dataset `name` from the files under `root` (hub: None when `path` names the dataset);
+    options are the builder's keywords."""
     if name not in DATASET_BUILDERS:
         raise ValueError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASET_BUILDERS)}")
     unknown = sorted(set(options) - set(DATASET_OPTIONS[name]))

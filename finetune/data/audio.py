@@ -16,7 +16,11 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-AUDIO_EXTENSIONS = (".wav", ".au", ".flac", ".ogg", ".mp3")
+AUDIO_EXTENSIONS = (".wav", ".au", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif")  # formats soundfile reads
+# Audio formats libsndfile does not read (AAC, ALAC, WMA, AC-3 ... in MP4, ASF, Matroska containers):
+# `finetune.data.common.check_formats` refuses them with the command that converts them.
+UNSUPPORTED_EXTENSIONS = (".m4a", ".aac", ".alac", ".mp4", ".m4b", ".wma", ".ac3", ".ape", ".webm", ".mka",
+                          ".amr", ".3gp")
 
 
 class AudioReadError(ValueError):

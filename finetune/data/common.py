@@ -1,5 +1,7 @@
 """What every dataset builder shares: the clip record, option checks, drop reports, and turning
-split lists into a `datasets.DatasetDict` after dropping missing, known-bad and unreadable files.
+split lists into a `datasets.DatasetDict` after dropping missing, known-bad and unreadable files;
+for users' own datasets (`folder`, `hub`) also format checks, seeded stratified splits that
+complete the splits a dataset lacks, and class names that every split shares.
 
 With `streaming=True` the training split is a `datasets.IterableDataset` generated lazily from the
 metadata rows (same columns and features, `duration` None): no training file is opened while
@@ -10,10 +12,13 @@ from __future__ import annotations
 
 import logging
 import os
+import posixpath
+import zlib
 from collections import Counter
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -22,11 +27,15 @@ from datasets import (Audio, ClassLabel, Dataset, DatasetDict, DatasetInfo, Feat
                       Sequence as ListOf, Value)
 from datasets.iterable_dataset import ArrowExamplesIterable
 
+from finetune.data.audio import UNSUPPORTED_EXTENSIONS
 from finetune.data.headers import scan_files
 
 logger = logging.getLogger("finetune.data")
 
 SPLITS = ("train", "validation", "test")
+# split names of users' folders and datasets -> ours (anything else is not a split we use)
+SPLIT_ALIASES = {"train": "train", "validation": "validation", "valid": "validation", "val": "validation",
+                 "dev": "validation", "eval": "validation", "test": "test"}
 
 
 @dataclass(frozen=True)
@@ -36,6 +45,16 @@ class Clip:
     id: str
     path: str  # relative to the dataset root, "/"-separated
     target: int | tuple[int, ...]  # class index (single-label) or tag indices (multi-label)
+
+
+@dataclass(frozen=True)
+class Labelled:
+    """One file of a user's dataset (`folder`, `hub`) with its label names, before the split is
+    completed and the names are indexed."""
+
+    id: str
+    path: str  # relative to the dataset root, "/"-separated
+    label: str | tuple[str, ...]  # a class name, or tag names (multi-label)
 
 
 def dataset_root(dataset: str, root: str | Path) -> str:
@@ -110,38 +129,162 @@ def _check_inside(dataset: str, root: str, clip: Clip) -> None:
                          f"the dataset folder {root}")
 
 
-def _features(label_names: Sequence[str], multi_label: bool) -> Features:
+def split_features(label_names: Sequence[str], multi_label: bool) -> Features:
+    """Features of a built split, with `audio` still a path string (cast to Audio last)."""
     label = ClassLabel(names=list(label_names))
     target = {"labels": ListOf(label)} if multi_label else {"label": label}
     return Features({"id": Value("string"), "audio": Value("string"), **target,
                      "duration": Value("float64")})
 
 
+def check_formats(dataset: str, paths: Iterable[str]) -> None:
+    """Refuse files in a format soundfile cannot read (m4a, aac, wma ...), naming the extensions, a
+    few files and the ffmpeg command that converts them: they would otherwise be dropped as unreadable."""
+    refused = [p for p in paths if posixpath.splitext(p)[1].lower() in UNSUPPORTED_EXTENSIONS]
+    if refused:
+        kinds = sorted({posixpath.splitext(p)[1].lower() for p in refused})
+        raise ValueError(
+            f"{dataset}: {len(refused)} file(s) in a format soundfile cannot read ({', '.join(kinds)}), "
+            f"e.g. {', '.join(refused[:3])}; convert them to FLAC, WAV or MP3, e.g. "
+            f"`ffmpeg -i song{kinds[0]} song.flac`")
+
+
+def stratified_split(groups: Mapping[str, str], fractions: Sequence[float], seed: int) -> dict[str, list[str]]:
+    """Seeded split of the ids of `groups` (id -> stratum: a class, a row's rarest tag) by `fractions`
+    (train, validation, test) within each stratum; each split lists its ids stratum by stratum, in
+    the order the strata first appear. A stratum's split only depends on its own ids; one of three
+    or more ids puts at least one in each split of nonzero fraction, and training always gets one."""
+    members = {}
+    for item, group in groups.items():
+        members.setdefault(group, []).append(item)
+    split_ids = {split: [] for split in SPLITS}
+    for group, ids in members.items():
+        ids = sorted(ids)
+        rng = np.random.default_rng([seed, zlib.crc32(group.encode())])
+        order = [ids[k] for k in rng.permutation(len(ids))]
+        n_eval = [round(f * len(order)) for f in fractions[1:]]
+        if len(order) >= 3:
+            n_eval = [max(1, n) if f > 0 else 0 for n, f in zip(n_eval, fractions[1:])]
+        while sum(n_eval) >= len(order) > 0:  # ratios that leave training empty: take from the larger
+            n_eval[n_eval.index(max(n_eval))] -= 1
+        n_valid, n_test = n_eval
+        n_train = len(order) - n_valid - n_test
+        split_ids["train"] += sorted(order[:n_train])
+        split_ids["validation"] += sorted(order[n_train:n_train + n_valid])
+        split_ids["test"] += sorted(order[n_train + n_valid:])
+    return split_ids
+
+
+def _strata(rows: Sequence[Labelled]) -> dict[str, str]:
+    """id -> stratum: the class, or (multi-label) the row's rarest tag ("" for none)."""
+    counts = Counter(tag for row in rows if isinstance(row.label, tuple) for tag in row.label)
+    return {row.id: row.label if isinstance(row.label, str)
+            else min(row.label, key=lambda tag: (counts[tag], tag), default="") for row in rows}
+
+
+def complete_splits(dataset: str, given: Mapping[str, Sequence[Labelled]], fractions: Sequence[float],
+                    seed: int) -> dict[str, list[Labelled]]:
+    """train / validation / test from a dataset's own splits (empty ones count as absent): the
+    absent ones are carved from train by `stratified_split` in proportion to their `fractions`
+    (train only: both; train + test: validation; train + validation: test)."""
+    present = {name: list(rows) for name, rows in given.items() if rows}
+    if "train" not in present:
+        raise ValueError(f"{dataset}: no training split with labelled rows; found: "
+                         f"{', '.join(f'{n} ({len(r)} rows)' for n, r in given.items()) or 'nothing'}")
+    carve = [split for split in SPLITS if split == "train" or split not in present]
+    if len(carve) == 1:
+        return {split: present[split] for split in SPLITS}
+    shares = [fractions[i] if split in carve else 0.0 for i, split in enumerate(SPLITS)]
+    shares = [share / sum(shares) for share in shares]
+    by_id = {row.id: row for row in present["train"]}
+    carved = stratified_split(_strata(present["train"]), shares, seed)
+    return {split: [by_id[i] for i in carved[split]] if split in carve else present[split] for split in SPLITS}
+
+
+def _name_key(name: str) -> tuple:
+    """Sort key of class names: numbers numerically ("2" before "10"), then text."""
+    number = name.isdigit() or (name[:1] == "-" and name[1:].isdigit())
+    return (not number, int(name) if number else 0, name)
+
+
+def label_set(labels: Iterable[str | tuple[str, ...]]) -> set[str]:
+    """Class (or tag) names that occur in `labels` (a class name, or tag names, each)."""
+    return {name for label in labels for name in ((label,) if isinstance(label, str) else label)}
+
+
+def class_names(dataset: str, occurring: Mapping[str, set[str]], multi_label: bool,
+                order: Sequence[str] | None = None) -> list[str]:
+    """The classes (tags) of training (`occurring`: split -> names seen), in a dataset's declared
+    `order` or sorted. A class seen in validation or test but not in training is an error naming
+    it; a tag is dropped from those splits with a warning (training's tags are the vocabulary). A
+    class of training that an evaluation split lacks is a warning (its scores there are undefined)."""
+    train = occurring["train"]
+    for split in SPLITS[1:]:
+        unseen = sorted(occurring[split] - train, key=_name_key)
+        if unseen and not multi_label:
+            raise ValueError(f"{dataset}: class(es) {', '.join(unseen[:5])} occur in {split} but not in train; "
+                             f"every class needs training examples (add some, or remove those files)")
+        report(dataset, f"{split} tag(s) that no training track has", unseen)
+        absent = sorted(train - occurring[split], key=_name_key)
+        if absent:
+            logger.warning("%s: %d class(es) have no %s tracks: %s", dataset, len(absent), split,
+                           ", ".join(absent[:5]) + (" ..." if len(absent) > 5 else ""))
+    return [name for name in order if name in train] if order is not None else sorted(train, key=_name_key)
+
+
+class LabelIndex:
+    """Label name(s) -> a `Clip` target: the class index, or sorted tag indices (tags outside
+    `names` left out). A class, not a closure, so that streamed splits can pickle it."""
+
+    def __init__(self, names: Sequence[str]):
+        self.index = {name: i for i, name in enumerate(names)}
+
+    def __call__(self, label: str | tuple[str, ...]) -> int | tuple[int, ...]:
+        if isinstance(label, str):
+            return self.index[label]
+        return tuple(sorted(self.index[tag] for tag in label if tag in self.index))
+
+
+def labelled_clips(splits: Mapping[str, Sequence[Labelled]], names: Sequence[str]) -> dict[str, list[Clip]]:
+    """`Clip`s of `splits`, label names turned into indices into `names`."""
+    target = LabelIndex(names)
+    return {split: [Clip(row.id, row.path, target(row.label)) for row in rows] for split, rows in splits.items()}
+
+
 STREAM_SHARDS = 1024  # most shards of a streamed split (DataLoader workers split the shards)
 
 
-def _tables(shards: Sequence[Sequence[dict]], schema):
-    """One Arrow table per shard, built only when the stream reaches it."""
+def _tables(shards: Sequence, schema, rows_of: Callable[[Any], Iterable[dict]], batch: int = 256):
+    """Arrow tables of the rows `rows_of(shard)` gives for each shard, built only when the stream
+    reaches them, `batch` rows a table."""
     for index, shard in enumerate(shards):
-        yield index, pa.Table.from_pylist(list(shard), schema=schema)
+        rows, part = iter(rows_of(shard)), 0
+        while chunk := list(islice(rows, batch)):
+            yield f"{index}_{part}", pa.Table.from_pylist(chunk, schema=schema)
+            part += 1
 
 
-def iterable_split(rows: Sequence[dict], features: Features) -> IterableDataset:
-    """A `datasets.IterableDataset` of metadata `rows` (dicts with `audio` as a path string) with
-    `features` (`audio`: Audio(decode=False)).
+def stream_rows(shards: Sequence, rows_of: Callable[[Any], Iterable[dict]], features: Features) -> IterableDataset:
+    """A `datasets.IterableDataset` of the metadata rows (dicts with `audio` as a path string) that
+    `rows_of(shard)` generates for each of `shards`, with `features` (`audio`: Audio(decode=False)).
 
     datasets 5.2 trap: `IterableDataset.from_generator(..., features=<Audio>)` (or a later
     `cast_column`) encodes every example through `Audio.encode_example`, which imports torchcodec
-    even for a plain path. Shards of Arrow tables are cast as tables instead (like
-    `Dataset.cast_column`), which needs no torchcodec. Rows are dealt round-robin into up to
-    STREAM_SHARDS shards, so each shard spans the whole metadata order (a list sorted by class still
-    mixes) and shard shuffling permutes them; DataLoader workers split the shards."""
-    count = max(1, min(STREAM_SHARDS, len(rows)))
-    shards = [list(rows[i::count]) for i in range(count)]
+    even for a plain path. Rows are cast as Arrow tables instead (like `Dataset.cast_column`), which
+    needs no torchcodec. Shard shuffling permutes `shards`; DataLoader workers split them, so
+    `rows_of` must be picklable (a module-level function or a partial of one)."""
     schema = Features({**features, "audio": Value("string")}).arrow_schema
-    tables = ArrowExamplesIterable(_tables, {"shards": shards, "schema": schema})
+    tables = ArrowExamplesIterable(_tables, {"shards": list(shards), "schema": schema, "rows_of": rows_of})
     return IterableDataset(tables, info=DatasetInfo(features=Features(
         {**features, "audio": Audio(decode=False)})))
+
+
+def iterable_split(rows: Sequence[dict], features: Features) -> IterableDataset:
+    """`stream_rows` of metadata `rows` known up front. Rows are dealt round-robin into up to
+    STREAM_SHARDS shards, so each shard spans the whole metadata order (a list sorted by class still
+    mixes) and shard shuffling permutes them."""
+    count = max(1, min(STREAM_SHARDS, len(rows)))
+    return stream_rows([list(rows[i::count]) for i in range(count)], list, features)
 
 
 def sample_stream(split: IterableDataset, count: int, seed: int) -> IterableDataset:
@@ -194,7 +337,7 @@ def assemble(dataset: str, root: str, splits: Mapping[str, Sequence[Clip]],
     report(dataset, "unreadable files", scan.unreadable)
     if not scan.durations and not (streaming and splits["train"]):
         raise FileNotFoundError(f"{dataset}: no readable audio files under {root}")
-    features = _features(label_names, multi_label)
+    features = split_features(label_names, multi_label)
     target = "labels" if multi_label else "label"
     result = {}
     if streaming:

@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import os
 import posixpath
-import zlib
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 from datasets import DatasetDict
 
 from finetune.data.audio import AUDIO_EXTENSIONS
 from finetune.data.common import (SPLITS, Clip, assemble, check_options, dataset_root, layout_folder,
-                                  listing)
+                                  listing, stratified_split)
 from finetune.data.gtzan_splits import FAULT_FILTERED, SPLIT_CODES, STRATIFIED
 
 GENRES = ("blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "pop", "reggae", "rock")
@@ -40,21 +38,9 @@ def published_split(scheme: str) -> dict[str, list[str]]:
 
 
 def random_split(ids: Sequence[str], genres: Sequence[str], seed: int) -> dict[str, list[str]]:
-    """Seeded 70/15/15 split of `ids` within each genre; a genre's split only depends on its files."""
-    split_ids = {split: [] for split in SPLITS}
-    for genre in genres:
-        members = sorted(i for i in ids if i.split("/")[0] == genre)
-        rng = np.random.default_rng([seed, zlib.crc32(genre.encode())])
-        order = [members[k] for k in rng.permutation(len(members))]
-        n_eval = [round(f * len(order)) for f in RANDOM_FRACTIONS[1:]]
-        if len(order) >= 3:  # every split gets at least one clip of each genre
-            n_eval = [max(1, n) for n in n_eval]
-        n_valid, n_test = n_eval
-        n_train = len(order) - n_valid - n_test
-        split_ids["train"] += sorted(order[:n_train])
-        split_ids["validation"] += sorted(order[n_train:n_train + n_valid])
-        split_ids["test"] += sorted(order[n_train + n_valid:])
-    return split_ids
+    """Seeded 70/15/15 split of `ids` within each genre (`common.stratified_split`), genre by genre."""
+    return stratified_split({i: genre for genre in genres for i in ids if i.split("/")[0] == genre},
+                            RANDOM_FRACTIONS, seed)
 
 
 def _discover(root: str, folder: str, genres: Sequence[str]) -> dict[str, str]:

@@ -7,6 +7,7 @@ here, so they all see the same tracks.
 from __future__ import annotations
 
 import inspect
+import json
 
 from datasets import DatasetDict, IterableDataset
 
@@ -14,10 +15,24 @@ from finetune.data import DATASET_BUILDERS, DATASET_CHOICES, load_dataset
 from finetune.data.common import sample_stream
 from finetune.data.folds import cross_validation_split
 from finetune.data.headers import cache_dir
-from finetune.recipe import Recipe, RecipeError
+from finetune.recipe import DATASET_KEYS, Recipe, RecipeError
 
-# Recipe `data.*` keys handed to a dataset builder when set (null = the builder's default).
-DATASET_OPTION_KEYS = ("split_scheme", "allow_missing", "tags", "subset", "task")
+# Recipe `data.*` keys handed to a dataset builder when set (null = the builder's default; a key
+# with a non-null recipe default, like split_ratios, counts as set when it differs from it).
+DATASET_OPTION_KEYS = tuple(key for key in DATASET_KEYS if key != "root")
+
+
+def _root(data) -> str | None:
+    """The builder's `root`: data.root; the generated folder for synthetic; None for a hub dataset
+    named by data.path. Any other dataset without data.root is an error saying what to set."""
+    if data.root is not None or (data.name == "hub" and data.path is not None):
+        return data.root
+    if data.name == "synthetic":
+        return str(cache_dir() / "synthetic")
+    if data.name == "hub":
+        raise RecipeError("data.path: set it to a Hub dataset id or a local dataset (data.path=user/name "
+                          "or data.path=/path/to/dataset)")
+    raise RecipeError(f"data.root: set it to your {data.name} folder (data.root=/path/to/{data.name})")
 
 
 def dataset_arguments(recipe: Recipe) -> dict:
@@ -27,19 +42,16 @@ def dataset_arguments(recipe: Recipe) -> dict:
     builder = DATASET_BUILDERS[data.name]
     params = inspect.signature(builder).parameters
     choices = DATASET_CHOICES[data.name]
-    root = data.root
-    if root is None:
-        if data.name != "synthetic":
-            raise RecipeError(f"data.root: set it to your {data.name} folder (data.root=/path/to/{data.name})")
-        root = str(cache_dir() / "synthetic")
-    args = {"root": root}
+    defaults = type(data)()
+    args = {"root": _root(data)}
     for key in DATASET_OPTION_KEYS:
         value = getattr(data, key)
-        if value is None:
+        if value is None or (key not in params and value == getattr(defaults, key)):
             continue
         if key not in params:
             valid = [p for p in params if p in DATASET_OPTION_KEYS]
-            raise RecipeError(f"data.{key} does not apply to dataset {data.name!r}; "
+            unset = json.dumps(getattr(defaults, key))
+            raise RecipeError(f"data.{key} does not apply to dataset {data.name!r} (unset it: data.{key}={unset}); "
                               f"its options: {', '.join('data.' + v for v in valid) or 'none'}")
         if key in choices and value not in choices[key]:
             raise RecipeError(f"data.{key}: {value!r} is not a {key.replace('_', ' ')} of {data.name}; "

@@ -1,0 +1,296 @@
+"""Any `datasets` dataset (`data.name=hub`): a Hub id, a `save_to_disk` folder, or a local folder of
+data files that `datasets.load_dataset` reads (Parquet, CSV, JSON ...), named by `path` (or `root`).
+
+Audio: the `audio_column` (default `audio`), an `Audio` feature, {bytes, path} structs or path
+strings, is never decoded by `datasets` (no torchcodec): it is read as `Audio(decode=False)`. Bytes
+are written once into a content-addressed cache (`<cache_dir>/hub-audio/<sha256[:2]>/<sha256><suffix>`,
+atomically, reused by later runs) and our reader reads that file; a path alone is used as it is
+(a relative one: under the local dataset folder).
+Labels: the `label_column` (default `label`), a ClassLabel (its order kept), strings or integers
+(sorted), or a list of them (multi-label tags). Rows without a label (None, "", or a negative
+ClassLabel id, as in test splits with hidden labels) are dropped and counted; a split left without
+labelled rows counts as absent.
+Splits: train, validation (or valid, val, dev, eval), test; a dataset with one split of another name
+uses it as train; the splits it lacks are carved from train (`common.complete_splits`). Ids are
+`<the dataset's split name>/<row>` (streamed: `<split>/<shard>-<row>`).
+Streaming (`streaming=True`): the train split comes from `load_dataset(..., streaming=True)` (a saved
+dataset: `to_iterable_dataset`), its bytes extracted row by row as it is read; validation and test
+are read in full. It needs the dataset's own labelled validation and test splits, and a label
+column of strings or integers costs one pass over the training labels (a ClassLabel column none).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, replace
+from functools import partial
+from pathlib import Path
+from typing import Iterator, Mapping, Sequence
+
+import datasets
+from datasets import Audio, ClassLabel, Dataset, DatasetDict, IterableDataset, LargeList, List, Value
+
+from finetune.console import progress
+from finetune.data.common import (SPLIT_ALIASES, SPLITS, STREAM_SHARDS, Labelled, LabelIndex, assemble,
+                                  check_formats, class_names, complete_splits, label_set, labelled_clips, report,
+                                  split_features, stream_rows)
+from finetune.data.headers import cache_dir
+
+logger = logging.getLogger("finetune.data")
+
+OPTION_CHOICES = {}  # no option with a fixed set of values
+LABEL_TYPES = ("string", "large_string", "int", "uint", "bool")  # Value dtypes a label column may have
+
+
+def audio_cache() -> Path:
+    """Where audio bytes of datasets are extracted, one file per distinct content."""
+    return cache_dir() / "hub-audio"
+
+
+def extract(data: bytes, name: str | None) -> str:
+    """The cache file holding `data` (written once, atomically), with the suffix of `name`."""
+    digest = hashlib.sha256(data).hexdigest()
+    path = audio_cache() / digest[:2] / (digest + os.path.splitext(name or "")[1].lower())
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, delete=False, suffix=".tmp") as tmp:
+            tmp.write(data)
+        os.replace(tmp.name, path)
+    return str(path)
+
+
+def _cell(value: str | Mapping | None) -> tuple[bytes | None, str | None]:
+    """(bytes, path) of one audio cell: {bytes, path}, or a path."""
+    return (None, value) if isinstance(value, str) else ((value or {}).get("bytes"), (value or {}).get("path"))
+
+
+def audio_file(value: str | Mapping | None, base: str | None, where: str) -> str:
+    """The absolute path of one audio cell: its extracted bytes, else its path (a relative one
+    under `base`, the local dataset folder)."""
+    data, path = _cell(value)
+    if data:
+        return extract(data, path)
+    if not path:
+        raise ValueError(f"hub: {where} has no audio (neither bytes nor a path)")
+    path = os.path.expanduser(path)
+    if not os.path.isabs(path):
+        if base is None:
+            raise ValueError(f"hub: {where} has only a relative audio path {path!r} and no bytes; a Hub dataset "
+                             f"needs bytes or absolute paths")
+        path = os.path.join(base, path)
+    return os.path.abspath(path)
+
+
+@dataclass(frozen=True)
+class LabelReader:
+    """Label name(s) of one label cell: ClassLabel ids through `names`, other values as text; None
+    for an unlabelled row (None, "", a negative ClassLabel id)."""
+
+    names: tuple[str, ...] | None  # a ClassLabel column's names
+    multi_label: bool
+
+    def name(self, value) -> str | None:
+        if value is None or value == "" or (self.names is not None and value < 0):
+            return None
+        return self.names[value] if self.names is not None else str(value)
+
+    def __call__(self, value) -> str | tuple[str, ...] | None:
+        if not self.multi_label:
+            return self.name(value)
+        return None if value is None else tuple(sorted({n for n in map(self.name, value) if n is not None}))
+
+
+def label_reader(source: str, column: str, feature) -> LabelReader:
+    """The reader of a label column of type `feature`; any other type is an error naming it."""
+    multi_label = isinstance(feature, (List, LargeList))
+    inner = feature.feature if multi_label else feature
+    if isinstance(inner, ClassLabel):
+        return LabelReader(tuple(inner.names), multi_label)
+    if isinstance(inner, Value) and inner.dtype.startswith(LABEL_TYPES):
+        return LabelReader(None, multi_label)
+    raise ValueError(f"hub: the label column {column!r} of {source} holds {feature}; it needs class names, "
+                     f"integers, a ClassLabel, or a list of them for tags (data.label_column)")
+
+
+def _check_columns(source: str, features, audio_column: str, label_column: str) -> None:
+    """Both columns exist and the audio one holds audio; errors name the columns there are."""
+    if features is None:
+        raise ValueError(f"hub: the columns of {source} are unknown when streamed; use data.streaming=false")
+    missing = [f"{column!r} (data.{key})" for column, key in ((audio_column, "audio_column"),
+                                                               (label_column, "label_column"))
+               if column not in features]
+    if missing:
+        raise ValueError(f"hub: {source} has no column {' or '.join(missing)}; its columns: {', '.join(features)}")
+    audio = features[audio_column]
+    if not (isinstance(audio, Audio) or audio == Value("string")
+            or (isinstance(audio, dict) and {"bytes", "path"} <= set(audio))):
+        raise ValueError(f"hub: the column {audio_column!r} of {source} holds {audio}, not audio (an Audio "
+                         f"feature, {{bytes, path}} or file paths); set data.audio_column")
+
+
+def _saved(source: str) -> bool:
+    """Whether `source` is a folder written by `save_to_disk` (a dataset or a dataset dict)."""
+    return any(os.path.isfile(os.path.join(source, name)) for name in ("dataset_dict.json", "state.json"))
+
+
+def _load(source: str, config: str | None, streaming: bool) -> Mapping[str, Dataset | IterableDataset]:
+    """The dataset's splits by their own names (a saved dataset's made iterable when streaming)."""
+    saved = _saved(source)
+    if saved and config is not None:
+        raise ValueError(f"hub: {source} is a save_to_disk folder, which has no configurations: unset data.config")
+    try:
+        loaded = datasets.load_from_disk(source) if saved else datasets.load_dataset(source, config,
+                                                                                    streaming=streaming)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"hub: cannot load the dataset {source!r} (data.path): {err}") from err
+    loaded = dict(loaded) if isinstance(loaded, Mapping) else {"train": loaded}
+    if streaming and saved:
+        loaded = {name: split.to_iterable_dataset(num_shards=max(1, min(STREAM_SHARDS, len(split))))
+                  for name, split in loaded.items()}
+    return loaded
+
+
+def _our_splits(source: str, loaded: Mapping) -> dict[str, str]:
+    """Our split name -> the dataset's (`dev` -> validation; a lone split of another name -> train)."""
+    ours = {}
+    for name in loaded:
+        split = SPLIT_ALIASES.get(name.lower())
+        if split in ours:
+            raise ValueError(f"hub: {source} has two {split} splits, {ours[split]} and {name}")
+        if split:
+            ours[split] = name
+    if not ours and len(loaded) == 1:
+        ours["train"] = next(iter(loaded))
+    if "train" not in ours:
+        raise ValueError(f"hub: {source} has no train split; its splits: {', '.join(loaded)}")
+    unused = [name for name in loaded if name not in ours.values()]
+    if unused:
+        logger.info("hub: %s: not using the split(s) %s", source, ", ".join(unused))
+    return ours
+
+
+def _rows(split: Dataset | IterableDataset, audio_column: str, label_column: str) -> Iterator[dict]:
+    """The split's audio and label cells, the audio undecoded ({bytes, path} or a path)."""
+    columns = split.select_columns([audio_column, label_column])
+    if isinstance(columns, IterableDataset):
+        return iter(columns.decode(False))
+    if isinstance(columns.features[audio_column], Audio):
+        columns = columns.cast_column(audio_column, Audio(decode=False))
+    return iter(columns)
+
+
+@dataclass(frozen=True)
+class Columns:
+    """How to read one dataset's rows: its columns, label reader and local folder."""
+
+    audio: str
+    label: str
+    reader: LabelReader
+    base: str | None  # the local dataset folder relative audio paths are under; None for a Hub id
+
+
+def _labelled(name: str, split, columns: Columns) -> list[Labelled]:
+    """Labelled rows of one split (absolute paths), the audio of each extracted; unlabelled rows
+    are dropped and reported, formats soundfile cannot read refused by their names in the dataset."""
+    rows, unlabelled, names = [], [], []
+    total = None if isinstance(split, IterableDataset) else len(split)
+    for index, row in enumerate(progress(_rows(split, columns.audio, columns.label), f"reading {name} audio",
+                                         total, "rows")):
+        label = columns.reader(row[columns.label])
+        if label is None:
+            unlabelled.append(f"{name}/{index}")
+            continue
+        names.append(_cell(row[columns.audio])[1] or "")
+        where = f"row {index} of split {name}"
+        rows.append(Labelled(f"{name}/{index}", audio_file(row[columns.audio], columns.base, where), label))
+    check_formats(f"hub: split {name}", names)
+    report("hub", f"rows of {name} without a label", unlabelled)
+    return rows
+
+
+def _relative(splits: Mapping[str, list[Labelled]]) -> tuple[str, dict[str, list[Labelled]]]:
+    """The folder all audio files share (the root `assemble` checks), and the rows with paths under it."""
+    folders = {os.path.dirname(row.path) for rows in splits.values() for row in rows}
+    root = os.path.commonpath(folders) if folders else str(audio_cache())
+    return root, {split: [replace(row, path=Path(os.path.relpath(row.path, root)).as_posix()) for row in rows]
+                  for split, rows in splits.items()}
+
+
+def _streamed_rows(shard: int, source: IterableDataset, name: str, columns: Columns, target: LabelIndex,
+                   multi_label: bool) -> Iterator[dict]:
+    """Metadata rows of one shard of a streamed split, the audio of each extracted as it is read."""
+    key = "labels" if multi_label else "label"
+    for index, row in enumerate(source.shard(source.num_shards, shard)):
+        label = columns.reader(row[columns.label])
+        if label is not None:
+            where = f"row {index} of shard {shard} of split {name}"
+            value = target(label)
+            yield {"id": f"{name}/{shard}-{index}", "audio": audio_file(row[columns.audio], columns.base, where),
+                   key: list(value) if multi_label else value, "duration": None}
+
+
+def _stream(name: str, split: IterableDataset, columns: Columns, names: Sequence[str]) -> IterableDataset:
+    """The streamed train split: `split`'s shards, rows made and audio extracted lazily."""
+    source = split.select_columns([columns.audio, columns.label]).decode(False)
+    rows_of = partial(_streamed_rows, source=source, name=name, columns=columns, target=LabelIndex(names),
+                      multi_label=columns.reader.multi_label)
+    return stream_rows(range(source.num_shards), rows_of, split_features(names, columns.reader.multi_label))
+
+
+def _train_labels(split: IterableDataset, columns: Columns) -> set[str]:
+    """The classes a streamed train split may hold: a ClassLabel's names, else one pass over its labels."""
+    if columns.reader.names is not None:
+        return set(columns.reader.names)
+    cells = progress(split.select_columns([columns.label]), "reading train labels", None, "rows")
+    return label_set(label for row in cells if (label := columns.reader(row[columns.label])) is not None)
+
+
+def _source(root: str | Path | None, path: str | None) -> str:
+    """The dataset to load: `path` (a Hub id or local path) or the local `root`."""
+    if root is not None and path is not None:
+        raise ValueError("hub: set data.path (a Hub id or a local dataset) or data.root (a local dataset), not both")
+    if root is None and path is None:
+        raise ValueError("hub: set data.path to a Hub dataset id or a local dataset (data.path=user/name)")
+    source = os.path.expanduser(str(root if path is None else path))
+    return os.path.abspath(source) if os.path.exists(source) else source
+
+
+def build(root: str | Path | None = None, path: str | None = None, config: str | None = None,
+          audio_column: str = "audio", label_column: str = "label",
+          split_ratios: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0, allow_missing: bool = False,
+          streaming: bool = False) -> DatasetDict:
+    """The dataset as a DatasetDict (`label` ClassLabel, or `labels` for a list column); audio read
+    by our reader from extracted bytes or the dataset's paths."""
+    source = _source(root, path)
+    loaded = _load(source, config, streaming)
+    ours = _our_splits(source, loaded)
+    for name in ours.values():
+        _check_columns(source, loaded[name].features, audio_column, label_column)
+    features = loaded[ours["train"]].features
+    columns = Columns(audio_column, label_column, label_reader(source, label_column, features[label_column]),
+                      source if os.path.isdir(source) else None)
+    multi_label = columns.reader.multi_label
+    indexed = [split for split in ours if not (streaming and split == "train")]
+    given = {split: _labelled(ours[split], loaded[ours[split]], columns) for split in indexed}
+    if streaming:
+        if not (given.get("validation") and given.get("test")):
+            raise ValueError(f"hub: data.streaming=true streams the train split of a dataset with its own labelled "
+                             f"validation and test splits; {source} has {', '.join(loaded)}: use "
+                             f"data.streaming=false (the splits are then carved from train)")
+        splits = {"train": [], **given}  # the train split is streamed below
+        train_labels = _train_labels(loaded[ours["train"]], columns)
+    else:
+        splits = complete_splits("hub", given, split_ratios, seed)
+        train_labels = label_set(row.label for row in splits["train"])
+    occurring = {"train": train_labels, **{split: label_set(row.label for row in splits[split])
+                                           for split in SPLITS[1:]}}
+    names = class_names("hub", occurring, multi_label, columns.reader.names)
+    root, splits = _relative(splits)
+    dataset = assemble("hub", root, labelled_clips(splits, names), names, multi_label=multi_label,
+                       allow_missing=allow_missing)
+    if streaming:  # assemble checked validation and test; the train split is streamed from the source
+        dataset["train"] = _stream(ours["train"], loaded[ours["train"]], columns, names)
+    return dataset

@@ -134,7 +134,7 @@ def test_streaming_extracts_training_audio_as_it_is_read(tmp_path):
     assert isinstance(dataset["train"], IterableDataset) and len(cache_files()) == 6  # evaluation audio only
     assert dataset["train"].features["label"] == ClassLabel(names=GENRES)
     rows = list(pickle.loads(pickle.dumps(dataset["train"])))  # DataLoader workers get a copy
-    assert [row["id"] for row in rows] == [f"train/0-{n}" for n in range(6)]
+    assert [row["id"] for row in rows] == [f"train/train-{n}.flac" for n in range(6)]  # the audio's name in the dataset
     assert [row["label"] for row in rows] == [0, 1, 2, 0, 1, 2] and rows[0]["duration"] is None
     assert all(len(read_window(row["audio"]["path"], 8000)) == 1600 for row in rows)
     assert len(cache_files()) == 12

@@ -82,3 +82,19 @@ def test_the_shared_builder_pieces_import_nothing_of_ours():
     modules = our_modules()
     assert imported("finetune.bundle", modules["finetune.bundle"], modules) == set()
     assert imported("finetune.recipe", modules["finetune.recipe"], modules) == set()
+
+
+# datasets' public modules: the package itself and `datasets.distributed` (split_dataset_by_node)
+PUBLIC_DATASETS_MODULES = {"datasets", "datasets.distributed"}
+
+
+def test_only_public_datasets_apis_are_used():
+    """No import from datasets' internals (`datasets.iterable_dataset` ...): they change without notice."""
+    private = []
+    for module, path in our_modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                     else [node.module] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            private += [f"{module}: {name}" for name in names
+                        if name and name.split(".")[0] == "datasets" and name not in PUBLIC_DATASETS_MODULES]
+    assert not private, private

@@ -16,16 +16,12 @@ import posixpath
 import zlib
 from collections import Counter
 from dataclasses import dataclass
-from itertools import islice
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
-import pyarrow as pa
-
-from datasets import (Audio, ClassLabel, Dataset, DatasetDict, DatasetInfo, Features, IterableDataset,
-                      Sequence as ListOf, Value)
-from datasets.iterable_dataset import ArrowExamplesIterable
+from datasets import (Audio, ClassLabel, Dataset, DatasetDict, Features, IterableDataset, Sequence as ListOf,
+                      Value)
 
 from finetune.data.audio import UNSUPPORTED_EXTENSIONS
 from finetune.data.headers import scan_files
@@ -254,37 +250,19 @@ def labelled_clips(splits: Mapping[str, Sequence[Labelled]], names: Sequence[str
 STREAM_SHARDS = 1024  # most shards of a streamed split (DataLoader workers split the shards)
 
 
-def _tables(shards: Sequence, schema, rows_of: Callable[[Any], Iterable[dict]], batch: int = 256):
-    """Arrow tables of the rows `rows_of(shard)` gives for each shard, built only when the stream
-    reaches them, `batch` rows a table."""
-    for index, shard in enumerate(shards):
-        rows, part = iter(rows_of(shard)), 0
-        while chunk := list(islice(rows, batch)):
-            yield f"{index}_{part}", pa.Table.from_pylist(chunk, schema=schema)
-            part += 1
-
-
-def stream_rows(shards: Sequence, rows_of: Callable[[Any], Iterable[dict]], features: Features) -> IterableDataset:
-    """A `datasets.IterableDataset` of the metadata rows (dicts with `audio` as a path string) that
-    `rows_of(shard)` generates for each of `shards`, with `features` (`audio`: Audio(decode=False)).
-
-    datasets 5.2 trap: `IterableDataset.from_generator(..., features=<Audio>)` (or a later
-    `cast_column`) encodes every example through `Audio.encode_example`, which imports torchcodec
-    even for a plain path. Rows are cast as Arrow tables instead (like `Dataset.cast_column`), which
-    needs no torchcodec. Shard shuffling permutes `shards`; DataLoader workers split them, so
-    `rows_of` must be picklable (a module-level function or a partial of one)."""
-    schema = Features({**features, "audio": Value("string")}).arrow_schema
-    tables = ArrowExamplesIterable(_tables, {"shards": list(shards), "schema": schema, "rows_of": rows_of})
-    return IterableDataset(tables, info=DatasetInfo(features=Features(
-        {**features, "audio": Audio(decode=False)})))
+STREAM_SHUFFLE_SEED = 0  # the order rows are dealt into shards (each epoch reshuffles shards and rows)
 
 
 def iterable_split(rows: Sequence[dict], features: Features) -> IterableDataset:
-    """`stream_rows` of metadata `rows` known up front. Rows are dealt round-robin into up to
-    STREAM_SHARDS shards, so each shard spans the whole metadata order (a list sorted by class still
-    mixes) and shard shuffling permutes them."""
-    count = max(1, min(STREAM_SHARDS, len(rows)))
-    return stream_rows([list(rows[i::count]) for i in range(count)], list, features)
+    """A `datasets.IterableDataset` of metadata `rows` (dicts with `audio` as a path string) with
+    `features` (`audio`: Audio(decode=False)), through public datasets APIs only: an Arrow-backed
+    Dataset, its audio column cast as a table (datasets 5.2 trap: `IterableDataset.from_generator`
+    with an Audio feature, or a streamed `cast_column`, encodes every example through torchcodec),
+    shuffled once with a fixed seed so each shard mixes classes, then `to_iterable_dataset` in up
+    to STREAM_SHARDS shards that DataLoader workers (and ranks) divide among themselves."""
+    table = Dataset.from_list(list(rows), features=Features({**features, "audio": Value("string")}))
+    table = table.cast_column("audio", Audio(decode=False)).shuffle(seed=STREAM_SHUFFLE_SEED).flatten_indices()
+    return table.to_iterable_dataset(num_shards=max(1, min(STREAM_SHARDS, len(rows))))
 
 
 def sample_stream(split: IterableDataset, count: int, seed: int) -> IterableDataset:

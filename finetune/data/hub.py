@@ -12,7 +12,7 @@ ClassLabel id, as in test splits with hidden labels) are dropped and counted; a 
 labelled rows counts as absent.
 Splits: train, validation (or valid, val, dev, eval), test; a dataset with one split of another name
 uses it as train; the splits it lacks are carved from train (`common.complete_splits`). Ids are
-`<the dataset's split name>/<row>` (streamed: `<split>/<shard>-<row>`).
+`<the dataset's split name>/<row>` (streamed: `<split>/<the audio's name in the dataset>`).
 Streaming (`streaming=True`): the train split comes from `load_dataset(..., streaming=True)` (a saved
 dataset: `to_iterable_dataset`), its bytes extracted row by row as it is read; validation and test
 are read in full. It needs the dataset's own labelled validation and test splits, and a label
@@ -31,12 +31,12 @@ from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
 import datasets
-from datasets import Audio, ClassLabel, Dataset, DatasetDict, IterableDataset, LargeList, List, Value
+from datasets import Audio, ClassLabel, Dataset, DatasetDict, Features, IterableDataset, LargeList, List, Value
 
 from finetune.console import progress
 from finetune.data.common import (SPLIT_ALIASES, SPLITS, STREAM_SHARDS, Labelled, LabelIndex, assemble,
                                   check_formats, class_names, complete_splits, label_set, labelled_clips, report,
-                                  split_features, stream_rows)
+                                  split_features)
 from finetune.data.headers import cache_dir
 
 logger = logging.getLogger("finetune.data")
@@ -219,25 +219,30 @@ def _relative(splits: Mapping[str, list[Labelled]]) -> tuple[str, dict[str, list
                   for split, rows in splits.items()}
 
 
-def _streamed_rows(shard: int, source: IterableDataset, name: str, columns: Columns, target: LabelIndex,
-                   multi_label: bool) -> Iterator[dict]:
-    """Metadata rows of one shard of a streamed split, the audio of each extracted as it is read."""
+def _has_label(row: dict, columns: Columns) -> bool:
+    return columns.reader(row[columns.label]) is not None
+
+
+def _streamed_row(row: dict, name: str, columns: Columns, target: LabelIndex, multi_label: bool) -> dict:
+    """The metadata row of one labelled row of a streamed split, its audio extracted as it is read;
+    the id is the split and the audio's name in the dataset (its cache file's when it has none)."""
+    audio = audio_file(row[columns.audio], columns.base, f"a row of split {name}")
+    value = target(columns.reader(row[columns.label]))
     key = "labels" if multi_label else "label"
-    for index, row in enumerate(source.shard(source.num_shards, shard)):
-        label = columns.reader(row[columns.label])
-        if label is not None:
-            where = f"row {index} of shard {shard} of split {name}"
-            value = target(label)
-            yield {"id": f"{name}/{shard}-{index}", "audio": audio_file(row[columns.audio], columns.base, where),
-                   key: list(value) if multi_label else value, "duration": None}
+    return {"id": f"{name}/{_cell(row[columns.audio])[1] or os.path.basename(audio)}",
+            "audio": {"bytes": None, "path": audio}, key: list(value) if multi_label else value, "duration": None}
 
 
 def _stream(name: str, split: IterableDataset, columns: Columns, names: Sequence[str]) -> IterableDataset:
-    """The streamed train split: `split`'s shards, rows made and audio extracted lazily."""
+    """The streamed train split: `split`'s rows, unlabelled ones left out and the audio of each
+    extracted lazily, with the features of an indexed split (public `filter` / `map`; a `map` given
+    its features does not encode the Audio column, so no torchcodec)."""
+    multi_label = columns.reader.multi_label
+    features = Features({**split_features(names, multi_label), "audio": Audio(decode=False)})
     source = split.select_columns([columns.audio, columns.label]).decode(False)
-    rows_of = partial(_streamed_rows, source=source, name=name, columns=columns, target=LabelIndex(names),
-                      multi_label=columns.reader.multi_label)
-    return stream_rows(range(source.num_shards), rows_of, split_features(names, columns.reader.multi_label))
+    return source.filter(partial(_has_label, columns=columns)).map(
+        partial(_streamed_row, name=name, columns=columns, target=LabelIndex(names), multi_label=multi_label),
+        remove_columns=[columns.audio, columns.label], features=features)
 
 
 def _train_labels(split: IterableDataset, columns: Columns) -> set[str]:

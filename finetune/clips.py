@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import logging
 import math
 import os
@@ -19,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from datasets import Dataset as HFDataset
+from datasets.distributed import split_dataset_by_node
 
 from finetune.console import progress
 from finetune.data.audio import AudioReadError, audio_duration, os_cause, read_window
@@ -261,6 +263,13 @@ class StreamCrops(SharedEpoch, torch.utils.data.IterableDataset):
     index in memory (`data.streaming=true`). Shuffled with a buffer, reseeded every epoch;
     `crops_per_row` crops of each row in turn (durations are unknown before the files are read).
 
+    Several processes (torchrun / accelerate, `world_size` > 1): process `rank` streams its own
+    shards of the split (`datasets.distributed.split_dataset_by_node`), so the processes read
+    disjoint files whose union is the split, each decoding its own; its DataLoader workers divide
+    those shards again. A process then streams its shards pass after pass (the Trainer's
+    `max_steps` ends training): processes holding a few rows more or less never end an epoch at
+    different steps, which would desynchronise their gradient exchange.
+
     The files of a streamed split were not checked when it was built: a file that is missing or
     unreadable is skipped (its row, label included, is dropped, never replaced), warned about once,
     and counted in `skipped` (path -> cause); each pass over the stream ends with a summary on the
@@ -268,11 +277,13 @@ class StreamCrops(SharedEpoch, torch.utils.data.IterableDataset):
     """
 
     def __init__(self, stream, num_labels: int, multi_label: bool, reader: CropReader,
-                 seed: int = 0, buffer_size: int = 1000, crops_per_row: int = 1):
+                 seed: int = 0, buffer_size: int = 1000, crops_per_row: int = 1, rank: int = 0,
+                 world_size: int = 1):
         super().__init__()
         self.stream, self.reader, self.seed, self.buffer_size = stream, reader, seed, buffer_size
         self.crops_per_row = crops_per_row
         self.num_labels, self.multi_label = num_labels, multi_label
+        self.rank, self.world_size = rank, world_size
         self.skipped: dict[str, str] = {}  # in this process (each DataLoader worker has its own)
 
     def _target(self, row: dict):
@@ -282,22 +293,29 @@ class StreamCrops(SharedEpoch, torch.utils.data.IterableDataset):
         target[row["labels"]] = 1.0
         return target
 
-    def _summary(self, rows: int, skipped: dict[str, str]) -> None:
+    def _summary(self, rows: int, skipped: dict[str, str], epoch: int) -> None:
         if skipped:
             shown = "; ".join(f"{path} ({cause})" for path, cause in list(skipped.items())[:3])
             more = f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""
             logger.warning("streamed training data: skipped %d missing or unreadable file(s) of %d "
-                           "row(s) read in epoch %d: %s%s", len(skipped), rows, self.epoch, shown, more)
+                           "row(s) read in epoch %d: %s%s", len(skipped), rows, epoch, shown, more)
 
-    def __iter__(self):
-        stream = self.stream.shuffle(seed=self.seed, buffer_size=self.buffer_size)
-        stream.set_epoch(self.epoch)
+    def rank_stream(self):
+        """The rows this process streams: its shards of the split (all of it in one process)."""
+        if self.world_size == 1:
+            return self.stream
+        return split_dataset_by_node(self.stream, rank=self.rank, world_size=self.world_size)
+
+    def one_pass(self, stream, epoch: int):
+        """The crops of one shuffled pass over `stream`; returns the number of rows read."""
+        stream = stream.shuffle(seed=self.seed, buffer_size=self.buffer_size)
+        stream.set_epoch(epoch)
         rows, yielded, skipped = 0, 0, {}
         try:
             for position, row in enumerate(stream):
                 rows += 1
                 path = row["audio"]["path"]
-                rng = np.random.default_rng([self.seed, self.epoch, position])
+                rng = np.random.default_rng([self.seed, epoch, self.rank, position])
                 try:
                     crops = [self.reader.crop(path, rng) for _ in range(self.crops_per_row)]  # (T,) each
                 except AudioReadError as err:
@@ -310,11 +328,21 @@ class StreamCrops(SharedEpoch, torch.utils.data.IterableDataset):
                 for y in crops:
                     yield {"input_values": y, "labels": self._target(row), "track_index": -1}
         finally:  # also when the Trainer stops mid-pass at max_steps
-            self._summary(rows, skipped)
+            self._summary(rows, skipped, epoch)
         worker = torch.utils.data.get_worker_info()
         if rows and not yielded and (worker is None or worker.num_workers == 1):
             raise RuntimeError(f"no training file could be read: all {rows} streamed file(s) were "
                                f"missing or unreadable, e.g. {next(iter(skipped))}")
+        return rows
+
+    def __iter__(self):
+        stream = self.rank_stream()
+        if self.world_size == 1:
+            yield from self.one_pass(stream, self.epoch)
+            return
+        for epoch in itertools.count(self.epoch):
+            if not (yield from self.one_pass(stream, epoch)):
+                return  # this DataLoader worker holds no shard of this process's rows
 
 
 def unreadable_window(track: int, clip_samples: int) -> dict:

@@ -26,8 +26,9 @@ from finetune.models import adapter_only, build_model, check_model_args, export_
 from finetune.probe import probe_head_init, run_probe
 from finetune.recipe import Recipe, RecipeError
 from finetune.studies import end_of_run
-from finetune.training import (AudioCollator, FinetuneTrainer, callbacks, check_trainer_args, metrics_function,
-                               parameter_learning_rates, train_from_start_point, training_arguments)
+from finetune.training import (AudioCollator, FinetuneTrainer, callbacks, check_trainer_args, local_accelerator,
+                               metrics_function, parameter_learning_rates, train_from_start_point,
+                               training_arguments)
 
 logger = logging.getLogger("finetune")
 
@@ -38,6 +39,13 @@ def check_recipe(recipe: Recipe) -> None:
     check_trainer_args(recipe)
     if recipe.hub.push_to_hub and not recipe.hub.repo_id:
         raise RecipeError("hub.repo_id: set it (user/name) when hub.push_to_hub=true")
+
+
+def join_processes() -> PartialState:
+    """This process's place in the job, joining the process group under torchrun / accelerate
+    launch; over gloo when there is no GPU (accelerate's default state would count one process
+    there until the Trainer set it up, so each would stream, and name its run folder, alone)."""
+    return PartialState(cpu=local_accelerator() == "cpu")
 
 
 def run_dir_for(recipe: Recipe) -> Path:
@@ -77,17 +85,16 @@ def augmenter(recipe: Recipe, sample_rate: int):
 def training_set(recipe: Recipe, split, reader: CropReader):
     """Random crops of the training split: indexed, or streamed with `data.streaming=true`.
 
-    A streamed split is the builder's `datasets.IterableDataset` (no file opened while building);
-    its shards are divided among DataLoader workers. Under torchrun / accelerate the Trainer hands
-    the DataLoader of this torch IterableDataset to accelerate, which dispatches batches
-    (`dispatch_batches` defaults to True for an IterableDataset): rank 0 iterates the stream and
-    sends each process its own slice of every global batch, so processes never see the same crop.
-    The stream is therefore NOT split per node here (`split_dataset_by_node` together with
-    dispatching would silently train on rank 0's shard only)."""
+    A streamed split is the builder's `datasets.IterableDataset` (no file opened while building).
+    Under torchrun / accelerate each process streams its own shards of it (`StreamCrops` with this
+    process's rank) and the Trainer's DataLoader is left to it (`FinetuneTrainer`, with accelerate's
+    `dispatch_batches` off): no process reads or decodes another's files."""
     if recipe.data.streaming:
         label_names, multi_label = task_of(split)
+        state = PartialState()
         return StreamCrops(split, len(label_names), multi_label, reader, seed=recipe.seed,
-                           crops_per_row=recipe.data.crops_per_track or 1)
+                           crops_per_row=recipe.data.crops_per_track or 1, rank=state.process_index,
+                           world_size=state.num_processes)
     paths, targets = track_table(split)
     crops = crops_per_track(split["duration"], recipe.data.clip_seconds, recipe.data.crops_per_track)
     return TrainCrops(paths, targets, reader, seed=recipe.seed, crops=crops)
@@ -132,7 +139,7 @@ def training_seconds(recipe: Recipe, split) -> float | None:
 def run(recipe: Recipe) -> Path:
     """Train and evaluate `recipe`; return the run folder."""
     check_recipe(recipe)
-    PartialState()  # joins the process group under torchrun / accelerate launch
+    join_processes()
     run_dir = run_dir_for(recipe)
     transformers.set_seed(recipe.seed)
     with PartialState().main_process_first():  # one process generates / indexes, the rest read

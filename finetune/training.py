@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from accelerate.data_loader import IterableDatasetShard
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 from transformers.integrations import (INTEGRATION_TO_CALLBACK, get_available_reporting_integrations,
                                        is_flytekit_available)
@@ -88,14 +89,23 @@ class FinetuneTrainer(Trainer):
     def get_train_dataloader(self):
         """Training drops an epoch's last partial batch when there is more than one batch: a lone
         remainder track would break batch norm, and the next epoch draws fresh crops anyway.
-        Evaluation keeps every window (the setting is restored before its loaders are built)."""
+        Evaluation keeps every window (the setting is restored before its loaders are built).
+
+        A streamed set that reads its own process's shards (`StreamCrops`, several processes) keeps
+        all it yields: accelerate (batches not dispatched) wraps an iterable dataset in an
+        `IterableDatasetShard` that keeps 1 / world of every global batch, made a pass-through here
+        (as transformers does for its rank-aware batch samplers)."""
         keep = self.args.dataloader_drop_last
         sized = hasattr(self.train_dataset, "__len__")
         self.args.dataloader_drop_last = keep or (sized and len(self.train_dataset) > self._train_batch_size)
         try:
-            return super().get_train_dataloader()
+            loader = super().get_train_dataloader()
         finally:
             self.args.dataloader_drop_last = keep
+        shard = loader.dataset
+        if getattr(self.train_dataset, "world_size", 1) > 1 and isinstance(shard, IterableDatasetShard):
+            shard.num_processes, shard.process_index = 1, 0
+        return loader
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         inputs = dict(inputs)
@@ -343,6 +353,8 @@ def training_arguments(recipe: Recipe, run_dir: Path, multi_label: bool) -> Trai
         use_cpu=device == "cpu",
         ddp_find_unused_parameters=False,
         disable_tqdm=True,  # no nested bars: finetune.console.TrainingProgress shows the progress
+        # streamed: each process reads its own shards (finetune.clips.StreamCrops), none dispatched from rank 0
+        accelerator_config={"dispatch_batches": False} if recipe.data.streaming else None,
     )
     return TrainingArguments(**{**settings, **check_trainer_args(recipe)})
 

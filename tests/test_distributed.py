@@ -9,6 +9,9 @@ import sys
 
 import pytest
 
+from finetune import recipe as recipes
+from finetune.data.recipe_data import recipe_dataset
+
 PER_DEVICE_BATCH = 4
 
 
@@ -54,3 +57,53 @@ def test_two_processes_train_as_one_job_and_write_one_run_folder(tmp_path, synth
     metrics = json.loads((runs[0] / "metrics.json").read_text())
     assert metrics["test"]["num_tracks"] == 10, "every test track scored once across processes"
     assert (runs[0] / "model" / "model.safetensors").is_file()
+
+
+# Run in each of 2 processes: the rows this process streams, and the crops of one pass over them.
+RANK_READS = """
+import json, sys
+from finetune import recipe as recipes
+from finetune.clips import CropReader
+from finetune.data.recipe_data import recipe_dataset
+from finetune.run import join_processes, training_set
+
+root, out = sys.argv[1:3]
+state = join_processes()
+recipe = recipes.load("demo", ["data.streaming=true", "train.max_steps=1", f"data.root={root}", "data.crops_per_track=2"])
+crops = training_set(recipe, recipe_dataset(recipe)["train"], CropReader(8000, 0.5))
+paths = [row["audio"]["path"] for row in crops.rank_stream()]
+items = sum(1 for _ in crops.one_pass(crops.rank_stream(), epoch=0))
+with open(f"{out}/rank{state.process_index}.json", "w") as f:
+    json.dump({"world": state.num_processes, "paths": paths, "items": items}, f)
+"""
+
+
+def test_two_processes_stream_disjoint_files_whose_union_is_the_split(tmp_path, synthetic_root):
+    script = tmp_path / "rank_reads.py"
+    script.write_text(RANK_READS)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    result = subprocess.run([*launcher("torchrun", free_port()), str(script), str(synthetic_root), str(tmp_path)],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    reads = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    recipe = recipes.load("demo", ["data.streaming=true", "train.max_steps=1", f"data.root={synthetic_root}"])
+    split = [row["audio"]["path"] for row in recipe_dataset(recipe)["train"]]
+    first, second = (read["paths"] for read in reads)
+    assert all(read["world"] == 2 for read in reads)
+    assert not set(first) & set(second), "the two processes read disjoint files"
+    assert sorted(first + second) == sorted(split), "together they read the whole split, each file once"
+    assert abs(len(first) - len(second)) <= 1
+    assert all(read["items"] == 2 * len(read["paths"]) for read in reads), "each row's crops, in its own process"
+
+
+def test_two_processes_train_from_their_own_streamed_shards(tmp_path, synthetic_root):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    result = subprocess.run(
+        [*launcher("torchrun", free_port()), "-m", "finetune", "--recipe", "demo", "data.streaming=true",
+         "train.max_steps=3", f"train.batch_size={PER_DEVICE_BATCH}", "data.num_workers=0",
+         f"data.root={synthetic_root}", f"output_dir={tmp_path / 'run'}", "eval.durations=null"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    history = json.loads((tmp_path / "run" / "log_history.json").read_text())
+    assert max(entry.get("step", 0) for entry in history) == 3
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["test"]["num_tracks"] > 0

@@ -19,7 +19,8 @@ USAGE = """python -m finetune --recipe NAME_OR_YAML [--dry-run] [key=value ...]
        python -m finetune evaluate RUN [--durations 1,3,5,10,30] [--on DATASET [data.key=value ...]]
        python -m finetune explain RUN FILE [--out PATH]
        python -m finetune compare RUN RUN [RUN ...] [--out DIR]
-       python -m finetune cv --recipe NAME_OR_YAML [--folds K] [--seeds 0,1,2] [--out DIR] [key=value ...]"""
+       python -m finetune cv --recipe NAME_OR_YAML [--folds K] [--seeds 0,1,2] [--out DIR] [key=value ...]
+       python -m finetune pack --recipe NAME_OR_YAML --to DIR_OR_URL [--shard-mb MB] [key=value ...]"""
 
 DESCRIPTION = """Fine-tune pretrained audio models (AST, MERT, wav2vec2/HuBERT) and train from-scratch
 baselines for music genre classification and tagging, all through one transformers Trainer.
@@ -38,6 +39,8 @@ commands:
   explain    occlusion saliency map of a file over the log-mel plane, saved as PNG
   compare    one table and plot across runs tested on the same split, paired tests against the first
   cv         a recipe on every cross-validation fold and seed: per-run table, mean ± std, pooled scores
+  pack       a recipe's dataset as Parquet shards (folder, s3:// gs:// file:// URL, hf://datasets/...)
+             to train from with data.name=hub data.path=...
 
 examples:
   python -m finetune --recipe demo
@@ -270,26 +273,52 @@ def seed_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of seeds, e.g. 0,1,2") from None
 
 
+def recipe_command_parser(name: str, description: str, overrides_help: str) -> argparse.ArgumentParser:
+    """A command's parser that takes --recipe and dotted overrides."""
+    parser = command_parser(name, description)
+    parser.add_argument("--recipe", required=True, help="a packaged recipe name or a path to a YAML file")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help=overrides_help)
+    return parser
+
+
 def cv(argv: list[str]) -> int:
-    parser = command_parser(
+    parser = recipe_command_parser(
         "cv",
         "Run a recipe on every fold (the splits pooled into K label-stratified folds) and seed, "
         "one run folder each (OUT/fold{i}-seed{s}); OUT/summary.md and summary.json: per-run test scores, mean "
-        "± sample std (ddof=1), each seed's test predictions pooled over the folds with a bootstrap interval.")
-    parser.add_argument("--recipe", required=True, help="a packaged recipe name or a path to a YAML file")
+        "± sample std (ddof=1), each seed's test predictions pooled over the folds with a bootstrap interval.",
+        "dotted overrides for every run, e.g. train.max_steps=200")
     parser.add_argument("--folds", type=fold_count, metavar="K",
                         help="number of folds, at least 3 (default: no folds, the dataset's own split)")
     parser.add_argument("--seeds", type=seed_list, default="0", metavar="S,S,...",
                         help="comma-separated seeds, each run on every fold (default 0)")
     parser.add_argument("--out", help="folder to write (default runs/<recipe>-cv-<timestamp>)")
-    parser.add_argument("overrides", nargs="*", metavar="key=value",
-                        help="dotted overrides for every run, e.g. train.max_steps=200")
     args = parser.parse_intermixed_args(argv)
     from finetune.cv import cross_validate
 
     out, markdown = cross_validate(args.recipe, args.overrides, args.folds, args.seeds, args.out)
     print(markdown, end="")
     print(f"summary: {out / 'summary.md'}")
+    return 0
+
+
+def pack(argv: list[str]) -> int:
+    parser = recipe_command_parser(
+        "pack",
+        "Write a recipe's dataset as Parquet shards (audio as FLAC at the model's sample rate, labels, ids, "
+        "durations) with a dataset card, for training with data.name=hub data.path=DEST (streamed, each "
+        "process reading its own shards).", "dotted recipe overrides, e.g. data.root=/data/gtzan")
+    parser.add_argument("--to", required=True, metavar="DEST",
+                        help="a new folder, an fsspec URL (s3://bucket/x, gs://..., file:///...) or a Hub "
+                        "dataset repo (hf://datasets/user/name)")
+    parser.add_argument("--shard-mb", type=float, default=256.0, help="audio per Parquet shard, MB (default 256)")
+    parser.add_argument("--sample-rate", type=int,
+                        help="rate to store the audio at (default: the recipe's model's, found by building it)")
+    args = parser.parse_intermixed_args(argv)
+    from finetune.pack import pack as pack_dataset
+
+    recipe = recipes.load(args.recipe, args.overrides)
+    print(f"packed: {pack_dataset(recipe, args.to, args.shard_mb, args.sample_rate)}")
     return 0
 
 
@@ -302,12 +331,14 @@ COMMANDS = {
     "explain": explain,
     "compare": compare,
     "cv": cv,
+    "pack": pack,
 }
 
 
 # A user's mistake, reported in one line: recipe keys (RecipeError), unreadable audio (AudioReadError)
 # and refused comparisons are ValueErrors; missing or unreadable data and model folders are OSErrors.
-USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
+               PermissionError)
 
 
 class ConsoleFormatter(logging.Formatter):

@@ -263,18 +263,20 @@ def export(run_dir: str | Path, to: str | Path, adapter_only: bool = False) -> P
     return to
 
 
-def push_to_hub(folder: str | Path, repo_id: str, private: bool = False, api=None) -> str:
-    """Upload an exported folder; `api` is an `HfApi` (token from HF_TOKEN or `hf auth login`)."""
+def push_to_hub(folder: str | Path, repo_id: str, private: bool = False, api=None, repo_type: str = "model",
+                retry: str | None = None) -> str:
+    """Upload a folder (an exported model; a packed dataset with repo_type="dataset"); `api` is an
+    `HfApi` (token from HF_TOKEN or `hf auth login`). `retry`: how the error says to push later."""
     if api is None:
         from huggingface_hub import HfApi
 
         api = HfApi()
     try:
-        api.create_repo(repo_id=repo_id, private=private, exist_ok=True, repo_type="model")
-        api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model",
-                          commit_message="Upload model exported by finetune")
-    except Exception as err:  # network, auth, offline mode: all leave the export intact
-        raise HubError(f"could not push {folder} to the Hub as {repo_id}: {err}. "
-                       f"The local export in {folder} is intact; push it later with "
-                       f"`python -m finetune export RUN --to {folder} --push-to-hub {repo_id}`") from err
-    return f"https://huggingface.co/{repo_id}"
+        api.create_repo(repo_id=repo_id, private=private, exist_ok=True, repo_type=repo_type)
+        api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type=repo_type,
+                          commit_message=f"Upload {repo_type} written by finetune")
+    except Exception as err:  # network, auth, offline mode: all leave the local folder intact
+        retry = retry or f"`python -m finetune export RUN --to {folder} --push-to-hub {repo_id}`"
+        raise HubError(f"could not push {folder} to the Hub as {repo_id}: {err}. The local folder {folder} is "
+                       f"intact; push it later with {retry}") from err
+    return f"https://huggingface.co/{'datasets/' if repo_type == 'dataset' else ''}{repo_id}"

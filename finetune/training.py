@@ -219,6 +219,10 @@ FINETUNE_SETS = {
 }
 REPORTER_PACKAGES = {"azure_ml": "azureml-core", "comet_ml": "comet-ml", "flyte": "flytekit"}  # pip name, where it differs
 PLAIN_TYPES = (bool, int, float, str, dict, type(None))
+GPU_ENGINES = ("fsdp", "deepspeed")  # sharded training engines that accelerate only enables on GPUs
+# Fields whose annotation is narrower than what TrainingArguments takes (transformers 5.x annotates
+# fsdp as str | None, yet wants fsdp=True and deprecates the strings).
+FIELD_TYPES = {"fsdp": bool | str | None}
 
 
 def installed_reporters() -> set[str]:
@@ -282,7 +286,7 @@ def check_trainer_args(recipe: Recipe) -> dict:
     closest one), a field a recipe key sets (with that key) or that the toolkit relies on, a value of
     the wrong type or outside the field's choices, a report_to integration that is not installed."""
     fields = [field.name for field in dataclasses.fields(TrainingArguments) if field.init]
-    hints = typing.get_type_hints(TrainingArguments)
+    hints = {**typing.get_type_hints(TrainingArguments), **FIELD_TYPES}
     checked = {}
     for name, value in recipe.train.trainer_args.items():
         check_trainer_arg_name(name, fields)
@@ -356,7 +360,12 @@ def training_arguments(recipe: Recipe, run_dir: Path, multi_label: bool) -> Trai
         # streamed: each process reads its own shards (finetune.clips.StreamCrops), none dispatched from rank 0
         accelerator_config={"dispatch_batches": False} if recipe.data.streaming else None,
     )
-    return TrainingArguments(**{**settings, **check_trainer_args(recipe)})
+    extra = check_trainer_args(recipe)
+    engines = [name for name in GPU_ENGINES if extra.get(name)]
+    if engines and device == "cpu":
+        logger.warning("train.trainer_args.%s: accelerate ignores it on CPU processes (no GPU here); this run "
+                       "trains without it", engines[0])
+    return TrainingArguments(**{**settings, **extra})
 
 
 class EpochToDataset(TrainerCallback):

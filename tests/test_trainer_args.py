@@ -2,6 +2,7 @@
 before anything heavy runs, and the device rule (CUDA, else Apple's MPS, else the CPU)."""
 
 import json
+import logging
 
 import pytest
 import torch
@@ -107,3 +108,11 @@ def test_a_run_reports_to_wandb_offline(tmp_path, synthetic_root, monkeypatch):
                  "train.trainer_args={report_to: wandb}"]) == 0
     (logged,) = (tmp_path / "wandb").glob("offline-run-*/run-*.wandb")
     assert logged.stat().st_size > 0
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU-only case")
+def test_fsdp_on_cpu_processes_says_it_is_ignored(tmp_path, caplog):
+    """accelerate enables FSDP on GPUs only; on CPU processes the run says so instead of pretending."""
+    with caplog.at_level(logging.WARNING, logger="finetune"):
+        args = arguments(tmp_path, "train.trainer_args={fsdp: true, fsdp_config: {use_orig_params: true}}")
+    assert args.fsdp and "accelerate ignores it on CPU processes" in caplog.text

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
 import datasets
+import fsspec
 from datasets import Audio, ClassLabel, Dataset, DatasetDict, Features, IterableDataset, LargeList, List, Value
 
 from finetune.console import progress
@@ -131,6 +132,24 @@ def _check_columns(source: str, features, audio_column: str, label_column: str) 
                          f"feature, {{bytes, path}} or file paths); set data.audio_column")
 
 
+HUB_PREFIX = "hf://datasets/"  # a Hub dataset as a URL: the same as its id
+
+
+def _is_url(source: str) -> bool:
+    """An object-store or file URL (s3://, gs://, file:// ...) holding packed shards; not a Hub dataset."""
+    return "://" in source and not source.startswith(HUB_PREFIX)
+
+
+def _url_shards(source: str) -> dict[str, str]:
+    """Split -> the glob of its Parquet shards under `source`/data (as `finetune pack` writes them)."""
+    filesystem, root = fsspec.core.url_to_fs(source)
+    names = sorted({Path(path).name.split("-")[0] for path in filesystem.glob(f"{root.rstrip('/')}/data/*.parquet")})
+    if not names:
+        raise ValueError(f"no Parquet shards under {source}/data (data/<split>-<i>-of-<n>.parquet, as "
+                         f"`python -m finetune pack` writes them)")
+    return {name: f"{source.rstrip('/')}/data/{name}-*.parquet" for name in names}
+
+
 def _saved(source: str) -> bool:
     """Whether `source` is a folder written by `save_to_disk` (a dataset or a dataset dict)."""
     return any(os.path.isfile(os.path.join(source, name)) for name in ("dataset_dict.json", "state.json"))
@@ -142,8 +161,12 @@ def _load(source: str, config: str | None, streaming: bool) -> Mapping[str, Data
     if saved and config is not None:
         raise ValueError(f"hub: {source} is a save_to_disk folder, which has no configurations: unset data.config")
     try:
-        loaded = datasets.load_from_disk(source) if saved else datasets.load_dataset(source, config,
-                                                                                    streaming=streaming)
+        if saved:
+            loaded = datasets.load_from_disk(source)
+        elif _is_url(source):
+            loaded = datasets.load_dataset("parquet", data_files=_url_shards(source), streaming=streaming)
+        else:
+            loaded = datasets.load_dataset(source.removeprefix(HUB_PREFIX), config, streaming=streaming)
     except (OSError, ValueError) as err:
         raise ValueError(f"hub: cannot load the dataset {source!r} (data.path): {err}") from err
     loaded = dict(loaded) if isinstance(loaded, Mapping) else {"train": loaded}

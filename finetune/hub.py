@@ -83,7 +83,7 @@ def threshold_line(config: dict) -> str:
 def hub_base_model(recipe: Recipe) -> str | None:
     """The pretrained weights as a Hub id (`org/name`), None for a local path or from scratch."""
     path = recipe.backbone.path
-    if not path or Path(path).exists() or path.endswith((".pth", ".pt")) or path.count("/") != 1:
+    if not path or Path(path).exists() or is_won_checkpoint(path) or path.count("/") != 1:
         return None
     return path
 
@@ -93,7 +93,7 @@ def license_of(recipe: Recipe) -> str:
     path = recipe.backbone.path
     if not path:
         return TOOLKIT_LICENSE
-    if path.endswith((".pth", ".pt")):
+    if is_won_checkpoint(path):
         return WON_LICENSE
     return next((value for prefix, value in BASE_LICENSES.items() if path.startswith(prefix)), "other")
 

@@ -44,7 +44,7 @@ from finetune.console import progress
 from finetune.data.headers import cache_dir
 from finetune.evaluation import TrackPredictions, evaluate_windows, scalar_metrics
 from finetune.models import ModelBundle, head_names
-from finetune.training import AudioCollator, default_workers, selection, task_loss
+from finetune.training import AudioCollator, default_workers, local_accelerator, selection, task_loss
 
 logger = logging.getLogger("finetune")
 
@@ -336,10 +336,6 @@ def task_settings(recipe, split) -> dict:
             "metric": metric, "greater_is_better": greater}
 
 
-def device_for_probe() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 # --------------------------------------------------------------------------- the two uses
 
 
@@ -356,7 +352,7 @@ class ProbeOutcome:
 def run_probe(recipe, dataset, bundle: ModelBundle) -> ProbeOutcome:
     """Probe every requested layer of the frozen model; the layer with the best validation score
     gives the exported model."""
-    device = device_for_probe()
+    device = local_accelerator()
     model = bundle.model.eval().to(device)
     embedder = embedder_for(recipe.model.name, model)
     folder = embeddings_folder(model, bundle, recipe.backbone.path or recipe.model.name)
@@ -394,7 +390,7 @@ def probe_head_init(recipe, dataset, bundle: ModelBundle) -> dict:
     of the training split (penalty chosen on validation) and load it into the model, in place.
     Returns the probe's validation metrics."""
     model = bundle.model
-    was_training, device = model.training, device_for_probe()
+    was_training, device = model.training, local_accelerator()
     model.eval().to(device)
     embedder = embedder_for(recipe.model.name, model)
     folder = embeddings_folder(model, bundle, recipe.backbone.path or recipe.model.name)

@@ -15,7 +15,7 @@ from finetune import recipe as recipes
 USAGE = """python -m finetune --recipe NAME_OR_YAML [--dry-run] [key=value ...]
        python -m finetune recipes | models
        python -m finetune predict --model RUN_OR_MODEL_DIR FILE_OR_FOLDER ...
-       python -m finetune export RUN --to DIR [--adapter-only] [--push-to-hub USER/NAME [--private]]
+       python -m finetune export RUN --to DIR [--overwrite] [--adapter-only] [--push-to-hub USER/NAME [--private]]
        python -m finetune evaluate RUN [--durations 1,3,5,10,30] [--on DATASET [data.key=value ...]]
        python -m finetune explain RUN FILE [--out PATH]
        python -m finetune compare RUN RUN [RUN ...] [--out DIR]
@@ -94,20 +94,38 @@ def list_models() -> int:
 
 
 def train(argv: list[str]) -> int:
-    args = train_parser().parse_args(argv)
-    from finetune.run import check_recipe, run
+    args = train_parser().parse_intermixed_args(argv)  # options and key=value overrides in any order
+    from finetune.run import RunIncomplete, check_recipe, run
+    from finetune.training import runnable_precision
 
-    recipe = recipes.load(args.recipe, args.overrides)
+    recipe = runnable_precision(recipes.load(args.recipe, args.overrides))  # as it will run on this machine
     check_recipe(recipe)
     if args.dry_run:
         print(recipe.to_yaml(), end="")
         return 0
-    run_dir = run(recipe)
+    try:
+        run_dir, failure = run(recipe), None
+    except RunIncomplete as err:  # the results are saved: show them, then the failure
+        run_dir, failure = err.run_dir, err
     if int(os.environ.get("RANK", "0")) == 0:  # under a launcher, the main process reports
         from finetune.report import run_summary
 
         print(run_summary(run_dir, recipe, json.loads((run_dir / "metrics.json").read_text())))
+    if failure is not None:
+        print(f"error: {error_line(failure)}", file=sys.stderr)
+        return 1
     return 0
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: give at least 1")
+    return value
 
 
 def predict(argv: list[str]) -> int:
@@ -125,20 +143,21 @@ def predict(argv: list[str]) -> int:
         "be empty.")
     parser.add_argument("--model", required=True, help="a run folder or a model folder")
     parser.add_argument("inputs", nargs="+", help="audio files or folders (searched recursively)")
-    parser.add_argument("--top-k", type=int, default=None,
+    parser.add_argument("--top-k", type=positive_int, default=None,
                         help="genres: labels to print (default 5); tagging: at most this many of "
                         "the tags at/above their threshold (default: all of them)")
     parser.add_argument("--threshold", type=float, default=None,
                         help="tagging: one threshold for every tag, overriding the tuned per-tag "
                         "thresholds; ignored for genres")
     parser.add_argument("--per-window", action="store_true", help="add each window's scores")
-    parser.add_argument("--batch-size", type=int, default=16, help="windows scored per batch")
+    parser.add_argument("--batch-size", type=positive_int, default=16, help="windows scored per batch")
     args = parser.parse_args(argv)
-    from finetune.predict import Predictor
+    from finetune.predict import Predictor, audio_files
 
+    files = audio_files(args.inputs)  # before loading the model: inputs without audio are refused at once
     predictor = Predictor.from_pretrained(args.model, batch_size=args.batch_size)
     failed = 0
-    for result in predictor.predict_many(args.inputs, top_k=args.top_k, threshold=args.threshold,
+    for result in predictor.predict_many(files, top_k=args.top_k, threshold=args.threshold,
                                          per_window=args.per_window):
         failed += "error" in result
         print(json.dumps(result), flush=True)
@@ -152,7 +171,10 @@ def export(argv: list[str]) -> int:
         "id2label, preprocessor_config.json, recipe.yaml and a model card README.md; "
         "optionally upload it (token from HF_TOKEN or `hf auth login`).")
     parser.add_argument("run", help="a run folder")
-    parser.add_argument("--to", required=True, help="folder to write")
+    parser.add_argument("--to", required=True,
+                        help="folder to write: new, empty or an earlier export of the same run (replaced whole)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the --to folder whatever it holds (deleting its content)")
     parser.add_argument("--push-to-hub", metavar="USER/NAME", help="upload the folder to this repo")
     parser.add_argument("--private", action="store_true", help="create the Hub repo as private")
     parser.add_argument("--adapter-only", action="store_true",
@@ -161,13 +183,13 @@ def export(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     from finetune import hub
 
-    folder = hub.export(args.run, args.to, adapter_only=args.adapter_only)
+    folder = hub.export(args.run, args.to, adapter_only=args.adapter_only, overwrite=args.overwrite)
     print(f"exported: {folder}")
     if args.push_to_hub:
         try:
             print(f"pushed: {hub.push_to_hub(folder, args.push_to_hub, args.private)}")
         except hub.HubError as err:
-            print(f"error: {err}", file=sys.stderr)
+            print(f"error: {error_line(err)}", file=sys.stderr)
             return 1
     return 0
 
@@ -203,7 +225,7 @@ def evaluate(argv: list[str]) -> int:
                         help="with --on: the split to score (default test)")
     parser.add_argument("--explain", type=int, default=3, metavar="N",
                         help="saliency maps for the N most confidently wrong tracks (default 3; 0: none)")
-    parser.add_argument("--batch-size", type=int, help="windows scored per batch (default: the recipe's)")
+    parser.add_argument("--batch-size", type=positive_int, help="windows scored per batch (default: the recipe's)")
     args = parser.parse_intermixed_args(argv)
     from finetune.report import console_text
     from finetune.studies import evaluate as run_studies
@@ -335,10 +357,21 @@ COMMANDS = {
 }
 
 
-# A user's mistake, reported in one line: recipe keys (RecipeError), unreadable audio (AudioReadError)
-# and refused comparisons are ValueErrors; missing or unreadable data and model folders are OSErrors.
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
-               PermissionError)
+# A user's mistake or the system's refusal, reported in one line: recipe keys (RecipeError), unreadable
+# audio (AudioReadError), damaged model files and refused comparisons are ValueErrors (the loaders turn
+# their libraries' errors into them); missing, unreadable or unwritable paths and full disks are OSErrors.
+# Anything else is a bug and keeps its traceback.
+USER_ERRORS = (ValueError, OSError)
+
+
+def error_line(err: Exception) -> str:
+    """The one line that reports `err`: a system error as `path: problem`, the rest as their message."""
+    if isinstance(err, OSError) and err.filename is not None and err.strerror:
+        paths = f"{err.filename} -> {err.filename2}" if err.filename2 else err.filename
+        text = f"{paths}: {err.strerror}"
+    else:
+        text = str(err)
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
 class ConsoleFormatter(logging.Formatter):
@@ -394,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as err:
         if debug:
             raise
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {error_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -24,15 +24,9 @@ from datasets.distributed import split_dataset_by_node
 
 from finetune.console import progress
 from finetune.data.audio import AudioReadError, audio_duration, os_cause, read_window
+from finetune.data.common import task_of  # noqa: F401  (re-exported: the runners read the task here)
 
 logger = logging.getLogger("finetune.data")
-
-
-def task_of(split: HFDataset) -> tuple[list[str], bool]:
-    """(label names, multi_label) of a split built by `finetune.data.load_dataset`."""
-    if "labels" in split.features:
-        return list(split.features["labels"].feature.names), True
-    return list(split.features["label"].names), False
 
 
 def track_table(split: HFDataset) -> tuple[list[str], np.ndarray]:

@@ -184,6 +184,16 @@ def scalar_metrics(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
 
 
+def score_names(multi_label: bool, num_labels: int | None = None) -> list[str]:
+    """The scores `track_metrics` reports for a task with `num_labels` classes or tags (None: as
+    many as any score needs, e.g. top5_accuracy), read off a small example: its float entries
+    (counts like num_tracks left out)."""
+    count = max(TOP_K + AT_K) + 1 if num_labels is None else num_labels
+    labels = np.eye(count, dtype=int) if multi_label else np.arange(count)
+    metrics = scalar_metrics(track_metrics(np.eye(count), labels, [str(i) for i in range(count)]))
+    return [name for name, value in metrics.items() if isinstance(value, float)]
+
+
 def track_predictions(ids: list[str], paths: list[str], track_index: np.ndarray, probs: np.ndarray,
                       labels: np.ndarray, label_names: list[str]) -> "TrackPredictions":
     """A split's track-level predictions from `evaluate_windows` (its rows: the tracks whose

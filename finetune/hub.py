@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -9,7 +10,10 @@ from pathlib import Path
 import yaml
 
 from baselines.loading import is_won_checkpoint
+from finetune.atomic import staged_folder
 from finetune.backbones.lora import OWN_PARAMETERS_FILE
+from finetune.models import check_model_files, read_json
+from finetune.published import partial_test_split
 from finetune.recipe import Recipe, load
 
 HUB_LIBRARY = {True: "transformers", False: "finetune"}  # native transformers class or ours
@@ -21,6 +25,7 @@ BASE_LICENSES = {"m-a-p/MERT": "cc-by-nc-4.0", "MIT/ast": "bsd-3-clause", "faceb
 WON_LICENSE = "mit"  # Won et al.'s sota-music-tagging-models weights
 WON_VOCABULARY_NAMES = {"mtat": "the MagnaTagATune top-50 tags", "msd": "the Million Song Dataset top-50 tags"}
 TOOLKIT_LICENSE = "mit"  # a model trained from scratch by this toolkit
+EXPORT_MARKER = "finetune_export.json"  # in every export: which run it came from (a hash of its path)
 CARD_METRICS = {"accuracy": "Accuracy", "macro_f1": "Macro F1", "roc_auc_macro": "ROC-AUC (macro)",
                 "pr_auc_macro": "PR-AUC (macro)"}
 
@@ -62,12 +67,20 @@ def model_index(recipe: Recipe, metrics: dict, task: str) -> list[dict]:
     """The card's `model-index` entry with the test results."""
     results = [{"type": key, "name": name, "value": round(float(metrics[key]), 4)}
                for key, name in CARD_METRICS.items() if key in metrics]
+    partial = partial_test_split(recipe, metrics)
+    split = recipe.data.split_scheme or "standard"
     return [{"name": recipe.name, "results": [{
         "task": {"type": task, "name": task.replace("-", " ")},
         "dataset": {"type": dataset_id(recipe.data), "name": recipe.data.name,
-                    "split": "test", "args": recipe.data.split_scheme or "standard"},
+                    "split": "test", "args": f"{split}, partial: {partial}" if partial else split},
         "metrics": results,
     }]}]
+
+
+def partial_split_line(recipe: Recipe, metrics: dict) -> str:
+    """The card's note on a run tested on part of its published test split (empty otherwise)."""
+    partial = partial_test_split(recipe, metrics)
+    return f"\n- test: {partial}, so these scores are not comparable with published ones" if partial else ""
 
 
 def threshold_line(config: dict) -> str:
@@ -174,7 +187,7 @@ Trained with the finetune toolkit's recipe `{recipe.name}`; the resolved recipe 
 ## Data
 - dataset: {dataset_name(recipe.data)} (`data.name={recipe.data.name}`), split: {recipe.data.split_scheme or "standard"}
 - {"multi-label tagging" if multi else "single-label classification"} over {len(labels)} labels: {", ".join(labels[:20])}{" ..." if len(labels) > 20 else ""}
-- input: {windows}{threshold_line(config)}
+- input: {windows}{threshold_line(config)}{partial_split_line(recipe, metrics)}
 
 ## Results (test split, track level)
 
@@ -240,9 +253,40 @@ def write_card(folder: Path, recipe: Recipe, metrics: dict, adapter: bool = Fals
     return path
 
 
-def export(run_dir: str | Path, to: str | Path, adapter_only: bool = False) -> Path:
+def run_identity(run_dir: Path) -> str:
+    """What an export records of its run: a hash of the run folder's absolute path (the path itself
+    would be published with the export)."""
+    return hashlib.sha256(str(run_dir.resolve()).encode()).hexdigest()
+
+
+def exported_from(folder: Path) -> str | None:
+    """The run identity an earlier export in `folder` recorded, None when it is not one."""
+    try:
+        return json.loads((folder / EXPORT_MARKER).read_text())["run"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def check_export_target(to: Path, run_dir: Path, overwrite: bool) -> None:
+    """Refuse to write `to` over the run itself, or over a folder that holds anything but an
+    earlier export of this run (unless `overwrite`)."""
+    if run_dir.resolve().is_relative_to(to.resolve()) or to.resolve() in (
+            (run_dir / "model").resolve(), (run_dir / "adapter").resolve()):
+        raise FileExistsError(f"export: writing {to} would replace the run {run_dir} or its model; choose a "
+                              "folder outside the run")
+    if to.exists() and not to.is_dir():
+        raise FileExistsError(f"export: {to} is a file; choose a folder")
+    if overwrite or not to.exists() or not any(to.iterdir()) or exported_from(to) == run_identity(run_dir):
+        return
+    raise FileExistsError(f"export: {to} is not empty and is not an earlier export of {run_dir}; choose a new "
+                          "folder, or pass --overwrite to replace it (deleting what it holds)")
+
+
+def export(run_dir: str | Path, to: str | Path, adapter_only: bool = False, overwrite: bool = False) -> Path:
     """Copy a run's model (or, with `adapter_only`, its LoRA adapter) into a Hub-ready folder with
-    a model card, the preprocessor config and the recipe."""
+    a model card, the preprocessor config, the recipe and EXPORT_MARKER. `to` may be new, empty or
+    an earlier export of the same run (replaced whole); `overwrite` replaces any folder. The export
+    is written beside `to` and renamed into place, so a failure leaves `to` as it was."""
     run_dir, to = Path(run_dir), Path(to)
     model_dir = run_dir / "model"
     if not (model_dir / "config.json").is_file():
@@ -250,16 +294,20 @@ def export(run_dir: str | Path, to: str | Path, adapter_only: bool = False) -> P
     if adapter_only and not (run_dir / "adapter" / "adapter_config.json").is_file():
         raise FileNotFoundError(f"{run_dir} has no LoRA adapter (adapter/): only backbone.mode=lora "
                                 "runs keep one")
-    recipe = load(str(run_dir / "recipe.yaml"))
-    metrics = json.loads((run_dir / "metrics.json").read_text()).get("test", {})
-    to.mkdir(parents=True, exist_ok=True)
     source = run_dir / "adapter" if adapter_only else model_dir
-    for item in source.iterdir():
-        if item.is_file():
-            shutil.copy2(item, to / item.name)
-    shutil.copy2(model_dir / "preprocessor_config.json", to / "preprocessor_config.json")
-    shutil.copy2(run_dir / "recipe.yaml", to / "recipe.yaml")
-    write_card(to, recipe, metrics, adapter=adapter_only)
+    for folder in dict.fromkeys((source, model_dir)):
+        check_model_files(folder)
+    check_export_target(to, run_dir, overwrite)
+    recipe = load(str(run_dir / "recipe.yaml"))
+    metrics = read_json(run_dir / "metrics.json").get("test", {})
+    with staged_folder(to) as staging:
+        for item in source.iterdir():
+            if item.is_file():
+                shutil.copy2(item, staging / item.name)
+        shutil.copy2(model_dir / "preprocessor_config.json", staging / "preprocessor_config.json")
+        shutil.copy2(run_dir / "recipe.yaml", staging / "recipe.yaml")
+        write_card(staging, recipe, metrics, adapter=adapter_only)
+        (staging / EXPORT_MARKER).write_text(json.dumps({"run": run_identity(run_dir)}))
     return to
 
 

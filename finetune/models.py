@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import inspect
+import json
+import math
 from pathlib import Path
 from typing import Callable
 
+from safetensors import SafetensorError, safe_open
 from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
 
-from baselines import BASELINE_BUILDERS  # importing registers the baseline classes with the Auto classes
+from baselines import BASELINE_BUILDERS, MODEL_CLASSES  # importing registers the baseline classes with the Auto classes
+from baselines.common import SpectrogramConfig
 from baselines.loading import is_won_checkpoint, won_vocabulary
 from finetune.backbones import AUTO, BACKBONE_BUILDERS, build_auto  # ... and the finetune_* backbone subclasses
 from finetune.backbones.heads import base_model_name
 from finetune.backbones.lora import export_ready, lora_layers, save_adapter
 from finetune.bundle import TOOLKIT_ARGS, ModelBundle
-from finetune.recipe import Recipe, RecipeError, coerce
+from finetune.features import log_mel_needs
+from finetune.recipe import Recipe, RecipeError, check_bounds, coerce, listed
 
 MODEL_BUILDERS: dict[str, Callable[..., ModelBundle]] = {**BASELINE_BUILDERS, **BACKBONE_BUILDERS, AUTO: build_auto}
 
@@ -61,12 +66,34 @@ def check_model_args(recipe: Recipe) -> dict:
     args = {}
     for key, value in recipe.model.args.items():
         if key not in accepted:
-            raise RecipeError(
-                f"unknown key model.args.{key} for model {name!r}; valid: {', '.join(accepted)}"
-            )
+            raise RecipeError(f"unknown key model.args.{key} for model {name!r}; valid: {listed(accepted)}")
         tp = _annotation(params[key])
         args[key] = value if tp is None else coerce(value, tp, f"model.args.{key}")
+        check_bounds(f"model.args.{key}", args[key], {})
+    check_sample_rate(recipe, args)
     return args
+
+
+def check_sample_rate(recipe: Recipe, args: dict) -> None:
+    """Refuse `data.sample_rate` for a model whose rate is fixed (the pretrained backbones), and a
+    rate too low for a baseline's log-mel front end (`finetune.features.log_mel_needs`), naming
+    the key that sets it: data.sample_rate, else model.args.sample_rate (or its default)."""
+    name = recipe.model.name
+    params = inspect.signature(model_builders()[name]).parameters
+    if recipe.data.sample_rate is not None and "sample_rate" not in params:
+        raise RecipeError(f"data.sample_rate: model {name!r} has a fixed rate (its feature extractor's); "
+                          "unset it (data.sample_rate=null)")
+    if name not in MODEL_CLASSES or not issubclass(MODEL_CLASSES[name].config_class, SpectrogramConfig):
+        return
+    settings = {key: args.get(key, params[key].default) for key in ("sample_rate", "n_fft", "f_max")}
+    if recipe.data.sample_rate is not None:
+        key, rate = "data.sample_rate", recipe.data.sample_rate
+    else:
+        key, rate = "model.args.sample_rate", settings["sample_rate"]
+    for need, lowest in log_mel_needs(settings["n_fft"], settings["f_max"], recipe.data.clip_seconds).items():
+        if rate < lowest:
+            raise RecipeError(f"{key}: {rate} Hz is too low for the log-mel front end of model {name!r}: "
+                              f"it needs at least {math.ceil(lowest)} Hz for {need}")
 
 
 def check_baseline_backbone(recipe: Recipe) -> None:
@@ -107,9 +134,7 @@ def build_model(recipe: Recipe, label_names: list[str], multi_label: bool) -> Mo
     args = check_model_args(recipe)
     builder = model_builders()[recipe.model.name]
     params = inspect.signature(builder).parameters
-    if recipe.data.sample_rate is not None:
-        if "sample_rate" not in params:
-            raise RecipeError(f"data.sample_rate: model {recipe.model.name!r} has a fixed rate")
+    if recipe.data.sample_rate is not None:  # a model that takes no rate is refused by check_model_args
         args["sample_rate"] = recipe.data.sample_rate
     for section in ("lora", "probe"):
         if section in params:
@@ -133,13 +158,53 @@ def head_names(model) -> list[str]:
     return [name for name, _ in model.named_children() if name != base_model_name(model)]
 
 
-def load_model(path: str | Path) -> ModelBundle:
-    """Load a saved model folder (ours or a transformers audio classifier) with its extractor."""
-    path = Path(path)
+CHECKPOINT_STATE = "trainer_state.json"  # the Trainer writes it into every checkpoint-<step>/ of a run
+
+
+def read_json(file: Path):
+    """The content of a JSON file the toolkit wrote; a ValueError naming it when it is damaged."""
+    try:
+        return json.loads(file.read_text())
+    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
+        raise ValueError(f"{file.parent}: {file.name} is damaged (not valid JSON: {err})") from err
+
+
+def check_model_files(folder: str | Path) -> None:
+    """A ValueError naming the file when a JSON or safetensors file of a saved model (or adapter)
+    folder is damaged: not valid JSON, or weights that do not cover their header (truncated)."""
+    folder = Path(folder)
+    for file in sorted(folder.glob("*.json")):
+        read_json(file)
+    for file in sorted(folder.glob("*.safetensors")):
+        try:
+            with safe_open(file, "pt"):
+                pass
+        except SafetensorError as err:
+            raise ValueError(f"{folder}: {file.name} is damaged ({err})") from err
+
+
+def check_model_folder(path: Path) -> None:
+    """Refuse, naming the reason, a folder `load_model` cannot load: a run's training checkpoint (it
+    lacks the windowing and feature extractor the run saves with model/), a folder without
+    config.json, damaged files."""
+    if (path / CHECKPOINT_STATE).is_file():
+        raise ValueError(f"{path} is a training checkpoint, not a model folder: pass the run folder "
+                         f"{path.parent} (its model/ holds the trained model)")
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"{path} is not a model folder (no config.json)")
-    model = AutoModelForAudioClassification.from_pretrained(path)
-    extractor = AutoFeatureExtractor.from_pretrained(path)
+        raise FileNotFoundError(f"{path} is neither a run folder (with model/) nor a model folder (with config.json)")
+    check_model_files(path)
+
+
+def load_model(path: str | Path) -> ModelBundle:
+    """Load a saved model folder (ours or a transformers audio classifier) with its extractor; a
+    folder that cannot be loaded is a ValueError or OSError naming it and why."""
+    path = Path(path)
+    check_model_folder(path)
+    try:
+        model = AutoModelForAudioClassification.from_pretrained(path)
+        extractor = AutoFeatureExtractor.from_pretrained(path)
+    except (OSError, ValueError) as err:  # a missing weights or preprocessor file, an unknown model type
+        raise ValueError(f"{path}: cannot load the model ({err})") from err
     return ModelBundle(model=model.eval(), feature_extractor=extractor,
                        sample_rate=int(extractor.sampling_rate))
 

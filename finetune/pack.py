@@ -20,6 +20,7 @@ import fsspec
 import soundfile as sf
 from datasets import Audio, Dataset, Features, Value
 
+from finetune.atomic import removed_on_failure, staged_folder
 from finetune.clips import task_of
 from finetune.console import progress
 from finetune.data.audio import AudioReadError, read_window
@@ -115,29 +116,39 @@ The licence of the audio is the original dataset's.
 """
 
 
+def write_packed(recipe: Recipe, dataset, folder: Path, shard_mb: float, sample_rate: int) -> None:
+    """Every split of `dataset` as shards in `folder`/data, and the dataset card."""
+    label_names, multi_label = task_of(dataset["train"])
+    features = Features({**split_features(label_names, multi_label), "audio": AUDIO_STORAGE})
+    (folder / "data").mkdir()
+    counts = {name: write_split(dataset[name], name, folder, features, sample_rate, shard_mb) for name in SPLITS}
+    (folder / "README.md").write_text(dataset_card(recipe, label_names, multi_label, sample_rate, counts))
+
+
 def pack(recipe: Recipe, destination: str, shard_mb: float = 256.0, sample_rate: int | None = None,
          api=None) -> str:
     """Write `recipe`'s dataset as Parquet shards to `destination`; returns where they went. A
-    remote destination is written to a local folder first, removed once the copy succeeded (kept,
-    and named in the error, when it did not). `api`: an `HfApi` for hf:// destinations."""
+    local folder is written under a temporary name beside it and renamed at the end, so a failure
+    leaves nothing behind. A remote destination is written to a local temporary folder first,
+    removed once the copy succeeded (kept, and named in the error, when it did not). `api`: an
+    `HfApi` for hf:// destinations."""
     if recipe.data.streaming:
         raise RecipeError("data.streaming: pack reads the indexed splits; use data.streaming=false")
     local = "://" not in destination
-    folder = Path(destination).expanduser() if local else Path(tempfile.mkdtemp(prefix="finetune-pack-"))
+    folder = Path(destination).expanduser()
     if local and folder.exists() and any(folder.iterdir()):
         raise FileExistsError(f"pack: {folder} is not empty; choose a new folder")
     dataset = recipe_dataset(recipe)
-    label_names, multi_label = task_of(dataset["train"])
     if sample_rate is None:
-        sample_rate = build_model(recipe, label_names, multi_label).sample_rate
-    features = Features({**split_features(label_names, multi_label), "audio": AUDIO_STORAGE})
-    (folder / "data").mkdir(parents=True, exist_ok=True)
-    counts = {name: write_split(dataset[name], name, folder, features, sample_rate, shard_mb) for name in SPLITS}
-    (folder / "README.md").write_text(dataset_card(recipe, label_names, multi_label, sample_rate, counts))
+        sample_rate = build_model(recipe, *task_of(dataset["train"])).sample_rate
     if local:
+        with staged_folder(folder) as staging:
+            write_packed(recipe, dataset, staging, shard_mb, sample_rate)
         return str(folder)
-    copy_out(folder, destination, api)
-    shutil.rmtree(folder)
+    with removed_on_failure(Path(tempfile.mkdtemp(prefix="finetune-pack-"))) as staging:
+        write_packed(recipe, dataset, staging, shard_mb, sample_rate)
+    copy_out(staging, destination, api)
+    shutil.rmtree(staging)
     return destination
 
 

@@ -52,23 +52,23 @@ def tag_thresholds(config) -> np.ndarray | None:
 
 
 def model_folder(path: str | Path) -> Path:
-    """A run folder (holding model/) or a model folder itself."""
+    """The model/ of a run folder, else `path` itself (a model folder, checked by `load_model`)."""
     path = Path(path)
-    if (path / "model" / "config.json").is_file():
-        return path / "model"
-    if (path / "config.json").is_file():
-        return path
-    raise FileNotFoundError(f"{path} is neither a run folder (with model/) nor a model folder")
+    return path / "model" if (path / "model" / "config.json").is_file() else path
 
 
 def audio_files(inputs: Iterable[str | Path]) -> list[Path]:
-    """Files as given, folders expanded to the audio files inside them (sorted)."""
+    """Files as given, folders expanded to the audio files inside them (sorted); a ValueError
+    naming the inputs when that leaves no file at all."""
+    inputs = [Path(item) for item in inputs]
     files = []
-    for item in map(Path, inputs):
+    for item in inputs:
         if item.is_dir():
             files += sorted(p for p in item.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS)
         else:
             files.append(item)
+    if not files:
+        raise ValueError(f"no audio files ({' '.join(AUDIO_EXTENSIONS)}) in {', '.join(map(str, inputs))}")
     return files
 
 
@@ -190,7 +190,8 @@ class Predictor:
                      threshold: float | None = None, per_window: bool = False) -> Iterator[dict]:
         """`predict`'s result for each audio file of `inputs` (a file, a folder searched recursively,
         or a list of them), in order, as they are scored. A file that cannot be read gives
-        {"file", "error"} instead of raising, so one bad file does not stop the rest."""
+        {"file", "error"} instead of raising, so one bad file does not stop the rest; inputs that
+        hold no audio file at all raise a ValueError."""
         for path in audio_files([inputs] if isinstance(inputs, (str, Path)) else inputs):
             try:
                 yield self.predict(path, top_k=top_k, threshold=threshold, per_window=per_window)

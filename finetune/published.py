@@ -28,6 +28,9 @@ PUBLISHED = (
     Published("gtzan/fault_filtered", "MERT-95M, frozen, MLP probe", {"accuracy": 0.748},
               "MARBLE benchmark (Yuan et al., NeurIPS 2023)"),
 )
+# Tracks in the test split that the figures above score, per split key: GTZAN fault-filtered (Kereliuk
+# et al. 2015); MTAT folders d-f keeping clips with a top-50 tag (Lee et al. 2017, finetune/data/mtat.py).
+PUBLISHED_TEST_TRACKS = {"gtzan/fault_filtered": 290, "mtat/standard/top50": 4332}
 
 
 def builder_defaults(name: str) -> dict:
@@ -54,3 +57,15 @@ def published_for(recipe) -> list[Published]:
     """Published rows on the same dataset and split as `recipe`."""
     key = split_key(recipe)
     return [row for row in PUBLISHED if row.split == key]
+
+
+def partial_test_split(recipe, test: dict) -> str:
+    """How many tracks of its published test split the run scored (test metrics' `num_tracks`,
+    unreadable files left out), when that is not the whole split; '' when it is, or when nothing
+    is published for the split. Published figures are comparable only on the whole split."""
+    size = PUBLISHED_TEST_TRACKS.get(split_key(recipe))
+    scored = test.get("num_tracks")
+    if size is None or scored == size:
+        return ""
+    return f"tested on {scored if scored is not None else 'an unrecorded number of'} tracks; the published " \
+           f"test split has {size}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import logging
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -24,6 +25,11 @@ RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 
 class RecipeError(ValueError):
     """A recipe or an override is invalid; the message names the key."""
+
+
+def listed(names) -> str:
+    """Names for an error message, comma-separated; "none" when there are none."""
+    return ", ".join(map(str, names)) or "none"
 
 
 def choice(default: Any, *choices: Any, doc: str = "") -> Any:
@@ -46,8 +52,11 @@ BOUND_TEST = {"ge": lambda v, b: v >= b, "gt": lambda v, b: v > b, "le": lambda 
 
 
 def check_bounds(key: str, value: Any, bounds: dict) -> None:
-    """Raise RecipeError naming `key` when a number of `value` lies outside `bounds`."""
+    """Raise RecipeError naming `key` when a number of `value` is not finite (inf, nan: for every
+    float key) or lies outside `bounds`."""
     for number in value if isinstance(value, list) else [value]:
+        if isinstance(number, float) and not math.isfinite(number):
+            raise RecipeError(f"{key}: {number!r} is not a finite number")
         if number is None:
             continue
         for kind, bound in bounds.items():
@@ -399,32 +408,59 @@ DATASET_KEYS = ("root", "split_scheme", "allow_missing", "tags", "subset", "task
                 "audio_column", "label_column", "split_ratios")
 
 
-def overridden_data_keys(overrides: list[str]) -> set[str]:
-    """The data.* keys the overrides set (`data.root=...`, or `data={root: ...}`)."""
+def overridden_keys(overrides: list[str], holder: tuple[str, ...]) -> set[str]:
+    """The keys right under the dotted `holder` that the overrides set (`data.root=...` or
+    `data={root: ...}` for ("data",); `model.args.n_mels=...` or `model={args: {...}}` for
+    ("model", "args"))."""
     keys = set()
     for text in overrides:
         path, value = parse_override(text)
-        if path[0] == "data":
-            keys |= {path[1]} if len(path) > 1 else set(value) if isinstance(value, dict) else set()
+        if tuple(path[:len(holder)]) == holder and len(path) > len(holder):
+            keys.add(path[len(holder)])
+        elif holder[:len(path)] == tuple(path):
+            keys |= set(nested(value, holder[len(path):]))
     return keys
+
+
+def nested(values: Any, parts: tuple[str, ...]) -> dict:
+    """The mapping at `parts` inside `values` (itself, not a copy); {} where there is none."""
+    for part in parts:
+        values = values.get(part) if isinstance(values, dict) else None
+    return values if isinstance(values, dict) else {}
+
+
+def drop_switched_options(values: dict, merged: dict, overrides: list[str], holder: tuple[str, ...],
+                          keys: tuple[str, ...] | None = None) -> dict:
+    """When the overrides change the name of the section `holder[0]`, the recipe file's options for
+    its former choice (the keys under `holder`, only `keys` when given) go with it: those the
+    overrides do not set again are dropped from `merged`, so the defaults apply, and the drop is
+    logged."""
+    section = holder[0]
+    before, after = values.get(section) or {}, merged.get(section) or {}
+    default = typing.get_type_hints(Recipe)[section].name
+    if not isinstance(after, dict) or after.get("name", default) == before.get("name", default):
+        return merged
+    old, new = nested(before, holder[1:]), nested(after, holder[1:])
+    kept = overridden_keys(overrides, holder)
+    dropped = [key for key in old if (keys is None or key in keys) and key not in kept and old[key] is not None]
+    for key in dropped:
+        new.pop(key, None)
+    if dropped:
+        logger.info("%s.name=%s: the recipe's options for %s left out: %s", section, after.get("name"),
+                    before.get("name", default), ", ".join(f"{'.'.join(holder)}.{key}={old[key]}" for key in dropped))
+    return merged
 
 
 def switch_dataset(values: dict, merged: dict, overrides: list[str]) -> dict:
     """When the overrides change data.name, the recipe file's options of its own dataset
-    (`data.split_scheme: fault_filtered` of a GTZAN recipe ...) go with it: those the overrides do
-    not set again are dropped (so the defaults apply), and the drop is logged."""
-    before, after = values.get("data") or {}, merged.get("data") or {}
-    default = DataConfig.name
-    if not isinstance(after, dict) or after.get("name", default) == before.get("name", default):
-        return merged
-    kept = overridden_data_keys(overrides)
-    dropped = [key for key in DATASET_KEYS if key in before and key not in kept and before[key] is not None]
-    for key in dropped:
-        del after[key]
-    if dropped:
-        logger.info("data.name=%s: the recipe's options for %s left out: %s", after.get("name"),
-                    before.get("name", default), ", ".join(f"data.{key}={before[key]}" for key in dropped))
-    return merged
+    (`data.split_scheme: fault_filtered` of a GTZAN recipe ...) go with it."""
+    return drop_switched_options(values, merged, overrides, ("data",), DATASET_KEYS)
+
+
+def switch_model(values: dict, merged: dict, overrides: list[str]) -> dict:
+    """When the overrides change model.name, the recipe file's model.args go with it (another
+    model's builder takes other arguments); model args the overrides set are kept."""
+    return drop_switched_options(values, merged, overrides, ("model", "args"))
 
 
 def packaged_recipes() -> dict[str, Path]:
@@ -456,7 +492,9 @@ def load(name_or_path: str, overrides: list[str] = ()) -> Recipe:
     except yaml.YAMLError as err:
         raise RecipeError(f"{path}: not valid YAML: {err}") from None
     values.setdefault("name", path.stem)
-    return from_dict(switch_dataset(values, apply_overrides(values, list(overrides)), list(overrides)))
+    overrides = list(overrides)
+    merged = apply_overrides(values, overrides)
+    return from_dict(switch_model(values, switch_dataset(values, merged, overrides), overrides))
 
 
 def first_line_comment(path: Path) -> str:

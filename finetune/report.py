@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 from finetune import recipe as recipes  # noqa: E402
 from finetune.bootstrap import split_intervals  # noqa: E402
 from finetune.evaluation import TrackPredictions  # noqa: E402
-from finetune.published import published_for  # noqa: E402
+from finetune.published import Published, partial_test_split, published_for  # noqa: E402
 
 HEADLINE_KEYS = ("loss", "accuracy", "macro_f1", "macro_precision", "macro_recall", "top3_accuracy", "top5_accuracy",
                  "roc_auc_macro", "pr_auc_macro", "roc_auc_micro", "pr_auc_micro", "precision_at_3",
@@ -188,16 +188,26 @@ def class_table(test: dict) -> list[list[str]]:
     return rows
 
 
-def published_table(recipe, test: dict) -> list[list[str]]:
-    """This run next to published scores on the same split ([] when none is known)."""
-    rows = published_for(recipe)
-    if not rows:
-        return []
+def published_table(recipe, rows: list[Published], test: dict) -> list[list[str]]:
+    """This run next to the published scores `rows` of its split."""
     keys = list(dict.fromkeys(k for row in rows for k in row.scores))
     table = [["model"] + keys + ["source"]]
     table += [[row.model] + [fmt(row.scores.get(k)) for k in keys] + [row.source] for row in rows]
     table.append([f"this run ({recipe.model.name})"] + [fmt(test.get(k)) for k in keys] + ["metrics.json"])
     return table
+
+
+def published_section(recipe, test: dict) -> Section | None:
+    """Published scores on the run's split beside its own, when it tested the whole published test
+    split; otherwise how much of that split it tested. None when nothing is published for the split."""
+    rows = published_for(recipe)
+    if not rows:
+        return None
+    partial = partial_test_split(recipe, test)
+    if partial:
+        return Section("Published results", text=[f"This run was {partial}: published figures are not comparable "
+                                                  "and are not shown."])
+    return Section("Published results on this split", tables=[published_table(recipe, rows, test)])
 
 
 def _setup_lines(recipe) -> list[str]:
@@ -221,9 +231,9 @@ def run_sections(run_dir: Path, recipe, results: dict, log_history: list[dict]) 
     if test and not intervals:
         metrics.text.append("Intervals need track predictions: run `python -m finetune evaluate RUN`.")
     sections = [Section("Setup", text=_setup_lines(recipe)), metrics]
-    published = published_table(recipe, test)
+    published = published_section(recipe, test)
     if published:
-        sections.append(Section("Published results on this split", tables=[published]))
+        sections.append(published)
     layer_scores = results.get("validation", {}).get("probe_layer_scores")
     if layer_scores:
         validation = results["validation"]

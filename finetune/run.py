@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
-import time
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import transformers
@@ -14,27 +15,33 @@ from accelerate import PartialState
 from accelerate.utils import broadcast_object_list
 
 from finetune import hub, report
+from finetune.atomic import writing
 from finetune.augment import augment_waveform
 from finetune.bootstrap import split_intervals
 from finetune.backbones import family_of
 from finetune.clips import (CropReader, EvalWindows, StreamCrops, TrainCrops, Windowing, crops_per_track,
                             task_of, track_table, training_cache)
+from finetune.data import known_multi_label
 from finetune.data.recipe_data import dataset_arguments, recipe_dataset
 from finetune.data.headers import cache_dir
 from finetune.evaluation import evaluate_windows, track_predictions, tune_thresholds
 from finetune.models import adapter_only, build_model, check_model_args, export_model, head_names
 from finetune.probe import probe_head_init, run_probe
 from finetune.recipe import Recipe, RecipeError
+from finetune.rundir import RunFolder, RunFolderError, claim, write_atomically
 from finetune.studies import end_of_run
-from finetune.training import (AudioCollator, FinetuneTrainer, callbacks, check_trainer_args, local_accelerator,
-                               metrics_function, parameter_learning_rates, train_from_start_point,
-                               training_arguments)
+from finetune.training import (AudioCollator, FinetuneTrainer, callbacks, check_metric, check_trainer_args,
+                               local_accelerator, metrics_function, parameter_learning_rates,
+                               runnable_precision, train_from_start_point, training_arguments)
 
 logger = logging.getLogger("finetune")
 
 def check_recipe(recipe: Recipe) -> None:
-    """Every check that needs no data or weights: run before `--dry-run` prints and before a run."""
-    dataset_arguments(recipe)
+    """Every check that needs no data or weights: run before `--dry-run` prints and before a run
+    (train.metric here when the dataset's options tell its task; folder and hub: once indexed)."""
+    multi_label = known_multi_label(recipe.data.name, **dataset_arguments(recipe))
+    if multi_label is not None:
+        check_metric(recipe, multi_label)
     check_model_args(recipe)
     check_trainer_args(recipe)
     if recipe.hub.push_to_hub and not recipe.hub.repo_id:
@@ -48,27 +55,23 @@ def join_processes() -> PartialState:
     return PartialState(cpu=local_accelerator() == "cpu")
 
 
-def run_dir_for(recipe: Recipe) -> Path:
-    """The run folder: output_dir, the latest matching run when resuming, or a new timestamped one.
-
-    Under torchrun / accelerate every process gets the main process's choice.
-    """
-    if recipe.output_dir:
-        return Path(recipe.output_dir)
-    runs = Path("runs")
-    previous = sorted(p for p in runs.glob(f"{recipe.name}-*") if any(p.glob("checkpoint-*")))
-    if recipe.train.resume and previous:
-        choice = previous[-1]
-    else:
-        choice = runs / f"{recipe.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    return Path(broadcast_object_list([str(choice)])[0])
-
-
-def last_checkpoint(run_dir: Path) -> str | None:
-    """The newest complete checkpoint (a run killed mid-save leaves one without trainer_state.json)."""
-    complete = [p for p in run_dir.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
-    complete.sort(key=lambda p: int(p.name.split("-")[-1]))
-    return str(complete[-1]) if complete else None
+@contextlib.contextmanager
+def run_folder(recipe: Recipe) -> Iterator[RunFolder]:
+    """The run's own folder on every process: the main process claims and locks it (finetune.rundir),
+    the others are told which it is, or why it was refused."""
+    state = PartialState()
+    with contextlib.ExitStack() as stack:
+        claimed, refusal = None, None
+        if state.is_main_process:
+            try:
+                claimed = stack.enter_context(claim(recipe))
+            except RecipeError as err:
+                refusal = str(err)
+        if state.num_processes > 1:
+            claimed, refusal = broadcast_object_list([claimed, refusal])
+        if refusal:
+            raise RunFolderError(refusal)
+        yield claimed
 
 
 def augmenter(recipe: Recipe, sample_rate: int):
@@ -136,15 +139,33 @@ def training_seconds(recipe: Recipe, split) -> float | None:
     return None if recipe.data.streaming else float(np.sum(split["duration"]))
 
 
+class RunIncomplete(RuntimeError):
+    """Training ended and its results are saved, but a step after it (a study, the report, the upload)
+    failed: the command must not report success."""
+
+    def __init__(self, run_dir: Path, message: str):
+        super().__init__(message)
+        self.run_dir = run_dir
+
+
 def run(recipe: Recipe) -> Path:
-    """Train and evaluate `recipe`; return the run folder."""
+    """Train and evaluate `recipe` in its own folder; return the folder."""
+    recipe = runnable_precision(recipe)  # recipe.yaml records what really runs
     check_recipe(recipe)
     join_processes()
-    run_dir = run_dir_for(recipe)
+    with run_folder(recipe) as claimed:
+        train_and_evaluate(recipe, claimed.path, claimed.checkpoint if claimed.resumed else None,
+                           claimed.resumed)
+    return claimed.path
+
+
+def train_and_evaluate(recipe: Recipe, run_dir: Path, checkpoint: str | None, resumed: bool) -> None:
+    """Data, model, training (from `checkpoint` when resuming), scores on every split, the run folder."""
     transformers.set_seed(recipe.seed)
     with PartialState().main_process_first():  # one process generates / indexes, the rest read
         dataset = recipe_dataset(recipe)
     label_names, multi_label = task_of(dataset["train"])
+    check_metric(recipe, multi_label, len(label_names))  # folder and hub datasets tell their task only now
     bundle = build_model(recipe, label_names, multi_label)
     if recipe.backbone.mode == "probe":
         with PartialState().main_process_first():  # one process embeds into the cache, the rest read it
@@ -152,10 +173,10 @@ def run(recipe: Recipe) -> Path:
         if PartialState().is_main_process:
             write_run_folder(run_dir, recipe, outcome.model, bundle, outcome.results, outcome.log_history,
                              outcome.predictions, dataset)
-        return run_dir
-    checkpoint = last_checkpoint(run_dir) if recipe.train.resume else None
-    if recipe.train.resume and checkpoint is None:
-        logger.warning("train.resume=true but %s has no checkpoint: starting from scratch", run_dir)
+        return
+    if resumed:
+        logger.info("resuming %s from %s", run_dir, checkpoint) if checkpoint else logger.warning(
+            "train.resume=true but %s has no complete checkpoint: starting from the beginning", run_dir)
     if recipe.backbone.head_init == "probe" and checkpoint is None:  # a resumed run's head is in its checkpoint
         with PartialState().main_process_first():
             probe_head_init(recipe, dataset, bundle)
@@ -211,46 +232,58 @@ def run(recipe: Recipe) -> Path:
     if trainer.is_world_process_zero():
         write_run_folder(run_dir, recipe, trainer.model, bundle, results, trainer.state.log_history,
                          predictions, dataset)
-    return run_dir
 
 
 def push_run(run_dir: Path, recipe: Recipe) -> None:
-    """Export into RUN/hub_export and upload (the LoRA adapter alone when lora.merge_on_export=false);
-    a failed upload is reported, the run is kept."""
+    """Export into RUN/hub_export and upload (the LoRA adapter alone when lora.merge_on_export=false)."""
     adapter = not recipe.lora.merge_on_export and (run_dir / "adapter").is_dir()
     folder = hub.export(run_dir, run_dir / "hub_export", adapter_only=adapter)
-    try:
-        logger.info("pushed to %s", hub.push_to_hub(folder, recipe.hub.repo_id, recipe.hub.private))
-    except hub.HubError as err:
-        logger.error("%s", err)
+    logger.info("pushed to %s", hub.push_to_hub(folder, recipe.hub.repo_id, recipe.hub.private))
+
+
+def finish(run_dir: Path, steps: dict) -> None:
+    """Run each step after the results are saved (name -> callable); each failure is logged and the
+    others still run; any failure ends in RunIncomplete, so the command does not exit 0."""
+    failed = {}
+    for name, step in steps.items():
+        try:
+            step()
+        except Exception as err:  # noqa: BLE001 - every step runs; the failures are reported together
+            logger.error("%s failed: %s", name, err)
+            failed[name] = err
+    if failed:
+        causes = "; ".join(f"{name}: {err}" for name, err in failed.items())
+        raise RunIncomplete(run_dir, f"{run_dir}: training and its results are saved, but {causes}")
 
 
 def write_run_folder(run_dir: Path, recipe: Recipe, model, bundle, results: dict,
                      log_history: list[dict], predictions: dict | None = None, dataset=None) -> None:
-    """recipe.yaml, metrics.json, predictions/<split>.npz, the trained model (LoRA merged) with its
+    """metrics.json, predictions/<split>.npz, the trained model (LoRA merged) with its
     model card, the LoRA adapter alone in adapter/, the end-of-run studies of the test predictions
     (with the run's `dataset`), the reports; then the upload if the recipe asks."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    for split, tracks in (predictions or {}).items():
-        tracks.save(run_dir / "predictions" / f"{split}.npz")
     test = results.get("test", {})
-    if adapter_only(model, run_dir / "adapter"):  # LoRA runs, for `export --adapter-only`
-        hub.write_card(run_dir / "adapter", recipe, test, adapter=True)
-    model = export_model(model)
-    Windowing.of_recipe(recipe).save_to(model.config)  # the windows predict() scores
-    validation = (predictions or {}).get("validation")
-    if validation is not None and validation.multi_label and validation.labels.shape == validation.probs.shape:
-        model.config.tag_thresholds = [float(t) for t in tune_thresholds(validation.probs, validation.labels)]
     for split, metrics in results.items():  # 95 % bootstrap intervals over tracks, for the report and summary
         metrics["intervals"] = split_intervals(metrics, (predictions or {}).get(split))
-    (run_dir / "recipe.yaml").write_text(recipe.to_yaml())
-    (run_dir / "metrics.json").write_text(json.dumps(results, indent=2))
-    (run_dir / "log_history.json").write_text(json.dumps(log_history, indent=2))
-    model.save_pretrained(str(run_dir / "model"))
-    bundle.feature_extractor.save_pretrained(str(run_dir / "model"))
-    hub.write_card(run_dir / "model", recipe, test)
+    with writing(run_dir, "the run's results"):  # metrics.json last: a run with it is complete
+        for split, tracks in (predictions or {}).items():
+            tracks.save(run_dir / "predictions" / f"{split}.npz")
+        if adapter_only(model, run_dir / "adapter"):  # LoRA runs, for `export --adapter-only`
+            hub.write_card(run_dir / "adapter", recipe, test, adapter=True)
+        model = export_model(model)
+        Windowing.of_recipe(recipe).save_to(model.config)  # the windows predict() scores
+        validation = (predictions or {}).get("validation")
+        if validation is not None and validation.multi_label and validation.labels.shape == validation.probs.shape:
+            model.config.tag_thresholds = [float(t) for t in tune_thresholds(validation.probs, validation.labels)]
+        model.save_pretrained(str(run_dir / "model"))
+        bundle.feature_extractor.save_pretrained(str(run_dir / "model"))
+        hub.write_card(run_dir / "model", recipe, test)
+        (run_dir / "log_history.json").write_text(json.dumps(log_history, indent=2))
+        write_atomically(run_dir / "metrics.json", json.dumps(results, indent=2))
+    steps = {}
     if dataset is not None and "test" in (predictions or {}):
-        end_of_run(run_dir, dataset, predictions["test"], recipe.eval.durations, recipe.seed)
-    report.write_reports(run_dir, recipe, results, log_history)
+        steps["the end-of-run studies"] = lambda: end_of_run(run_dir, dataset, predictions["test"],
+                                                             recipe.eval.durations, recipe.seed)
+    steps["the report"] = lambda: report.write_reports(run_dir, recipe, results, log_history)
     if recipe.hub.push_to_hub:
-        push_run(run_dir, recipe)
+        steps["the upload (hub.push_to_hub)"] = lambda: push_run(run_dir, recipe)
+    finish(run_dir, steps)

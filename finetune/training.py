@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import logging
 import os
 import types
@@ -14,20 +15,26 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 from accelerate.data_loader import IterableDatasetShard
+from accelerate.utils import is_bf16_available
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_callback import ExportableState
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.integrations import (INTEGRATION_TO_CALLBACK, get_available_reporting_integrations,
                                        is_flytekit_available)
 
+from finetune.atomic import writing
 from finetune.augment import mixup
 from finetune.backbones.heads import base_model_name
 from finetune.console import TrainingProgress
-from finetune.evaluation import evaluate_windows, scalar_metrics
-from finetune.recipe import Recipe, RecipeError, coerce
+from finetune.evaluation import evaluate_windows, scalar_metrics, score_names
+from finetune.recipe import Recipe, RecipeError, coerce, listed
 
 logger = logging.getLogger("finetune")
 
 LABEL_KEYS = ["labels", "track_index"]  # gathered by the Trainer next to the logits
+RUNNING_LOSS_FILE = "running_loss.json"  # in each checkpoint: the loss accumulated since the last log line
 
 
 def task_loss(logits: torch.Tensor, targets: torch.Tensor, multi_label: bool) -> torch.Tensor:
@@ -65,6 +72,8 @@ class FinetuneTrainer(Trainer):
         self.learning_rates = learning_rates or {}  # parameter name -> peak learning rate (args' when absent)
         self.remove_callback(PrinterCallback)  # raw log dictionaries: our own progress instead
         self.add_callback(TrainingProgress())
+        self.add_callback(RestoreRunningLoss(self))
+        self.resumed_from: str | None = None
         # Our loss is a batch mean: let the Trainer scale it for gradient accumulation.
         self.model_accepts_loss_kwargs = False
 
@@ -86,6 +95,47 @@ class FinetuneTrainer(Trainer):
                  for (rate, decays), params in groups.items()], **kwargs)
         return super().create_optimizer(model)
 
+    def train(self, resume_from_checkpoint: str | None = None, **kwargs):
+        self.resumed_from = resume_from_checkpoint
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+
+    def _save_checkpoint(self, model, trial):
+        """The Trainer's checkpoint plus the training loss accumulated since the last log line, written
+        first (a checkpoint counts once its trainer_state.json, written last, exists)."""
+        folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        with writing(folder, "the checkpoint"):
+            if self.args.should_save:
+                folder.mkdir(parents=True, exist_ok=True)
+                (folder / RUNNING_LOSS_FILE).write_text(json.dumps({
+                    "loss_since_log": float(self._tr_loss.item()), "total_loss": self._total_loss_scalar,
+                    "last_logged_step": self._globalstep_last_logged}))
+            super()._save_checkpoint(model, trial)
+
+    def restore_running_loss(self) -> None:
+        """On resume, the logging state of the checkpoint, so the next logged loss averages the same
+        steps as in an uninterrupted run."""
+        path = Path(self.resumed_from or "") / RUNNING_LOSS_FILE
+        if self.resumed_from and path.is_file():
+            saved = json.loads(path.read_text())
+            self._tr_loss.fill_(saved["loss_since_log"])
+            self._total_loss_scalar = saved["total_loss"]
+            self._globalstep_last_logged = saved["last_logged_step"]
+
+    def with_own_seed(self, loader):
+        """A DataLoader that draws its workers' base seed from a generator of its own: creating one
+        never advances torch's global RNG (dropout, mixup), so evaluations and a resume (which
+        creates loaders at other moments than an uninterrupted run) leave training's randomness as it
+        is. Crops and augmentation are seeded per item (finetune.clips.TrainCrops)."""
+        inner = getattr(loader, "base_dataloader", loader)  # accelerate's adapter iterates the DataLoader it wraps
+        inner.generator = torch.Generator().manual_seed(self.args.seed)
+        return loader
+
+    def get_eval_dataloader(self, eval_dataset=None):
+        return self.with_own_seed(super().get_eval_dataloader(eval_dataset))
+
+    def get_test_dataloader(self, test_dataset):
+        return self.with_own_seed(super().get_test_dataloader(test_dataset))
+
     def get_train_dataloader(self):
         """Training drops an epoch's last partial batch when there is more than one batch: a lone
         remainder track would break batch norm, and the next epoch draws fresh crops anyway.
@@ -105,7 +155,7 @@ class FinetuneTrainer(Trainer):
         shard = loader.dataset
         if getattr(self.train_dataset, "world_size", 1) > 1 and isinstance(shard, IterableDatasetShard):
             shard.num_processes, shard.process_index = 1, 0
-        return loader
+        return self.with_own_seed(loader)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         inputs = dict(inputs)
@@ -148,17 +198,37 @@ def parameter_learning_rates(model, heads: list[str], layers: str | None, lr: fl
     return rates
 
 
+START_POINT_DIR = "start_point"  # in the run folder: the starting point's weights and validation scores
+
+
+def start_point(trainer: Trainer, resume_from_checkpoint: str | None) -> tuple[dict, dict] | None:
+    """The starting point's validation metrics and weights: evaluated and saved into the run folder
+    when training starts, read back when it resumes (None for a run resumed without them)."""
+    folder = Path(trainer.args.output_dir) / START_POINT_DIR
+    if resume_from_checkpoint:
+        if not (folder / "metrics.json").is_file():
+            return None
+        return json.loads((folder / "metrics.json").read_text()), load_file(str(folder / "model.safetensors"))
+    metrics = trainer.evaluate()  # eval_* of the starting point
+    state = {name: tensor.detach().cpu().clone().contiguous() for name, tensor in trainer.model.state_dict().items()}
+    if trainer.is_world_process_zero():
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file(state, str(folder / "model.safetensors"))
+        (folder / "metrics.json").write_text(json.dumps(metrics))
+    return metrics, state
+
+
 def train_from_start_point(trainer: Trainer, resume_from_checkpoint: str | None = None) -> dict | None:
     """Train with the starting point as a candidate for the best model (linear probe then
     fine-tune: the pretrained body with its fitted head). The start is evaluated first and kept when
     no checkpoint beats its validation score, so fine-tuning never ends worse on validation than the
-    probe it began from. Returns the start's validation metrics (logged at step 0), None when resuming."""
-    if resume_from_checkpoint:
-        trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    probe it began from. Returns the start's validation metrics (logged at step 0); a resumed run
+    decides from the start it saved, exactly as it would have uninterrupted."""
+    found = start_point(trainer, resume_from_checkpoint)
+    trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    if found is None:
         return None
-    start = trainer.evaluate()  # eval_* of the starting point
-    state = {name: tensor.detach().cpu().clone() for name, tensor in trainer.model.state_dict().items()}
-    trainer.train()
+    start, state = found
     key = f"eval_{trainer.args.metric_for_best_model}".replace("eval_eval_", "eval_")
     best, first = trainer.state.best_metric, start.get(key)
     if first is not None and (best is None or (first > best if trainer.args.greater_is_better else first < best)):
@@ -182,12 +252,28 @@ def metrics_function(label_names: list[str], multi_label: bool, aggregate: str):
     return compute
 
 
+LOSS = "loss"  # the validation loss: the default selection metric, reported for every task
+
+
 def selection(recipe: Recipe) -> tuple[str, bool]:
     """(validation metric that picks the best checkpoint and drives early stopping, greater is
     better): `train.metric`, by default the validation loss, which keeps falling where the accuracy
     of a few validation tracks has long plateaued."""
-    metric = recipe.train.metric or "loss"
-    return metric, metric != "loss"
+    metric = recipe.train.metric or LOSS
+    return metric, metric != LOSS
+
+
+def check_metric(recipe: Recipe, multi_label: bool, num_labels: int | None = None) -> None:
+    """Refuse a `train.metric` that validation does not report for this task (the loss, or a score
+    of `finetune.evaluation.score_names`), listing the valid ones; `num_labels` None: not known yet
+    (before the dataset is indexed), any count."""
+    metric, _ = selection(recipe)
+    valid = [LOSS, *score_names(multi_label, num_labels)]
+    if metric not in valid:
+        task = "multi-label tagging" if multi_label else "single-label classification"
+        over = "" if num_labels is None else f" over {num_labels} {'tags' if multi_label else 'classes'}"
+        raise RecipeError(f"train.metric: {metric!r} is not a validation metric of {task}{over}; "
+                          f"valid: {listed(valid)}")
 
 
 def default_workers() -> int:
@@ -306,6 +392,29 @@ def local_accelerator() -> str:
     return accelerator(torch.cuda.is_available(), torch.backends.mps.is_available())
 
 
+def precision_runs(precision: str, device: str) -> bool:
+    """Whether `train.precision` really trains on `device` (accelerate's rules): fp32 anywhere; fp16
+    needs a GPU's autocast (on a CPU accelerate trains in fp32 without a word); bf16 runs on a CPU
+    and on a GPU that supports it."""
+    if precision == "fp16":
+        return device != "cpu" and torch.amp.is_autocast_available(device)
+    if precision == "bf16":
+        return device == "cpu" or is_bf16_available(ignore_tpu=True)
+    return True
+
+
+def runnable_precision(recipe: Recipe) -> Recipe:
+    """`recipe` with train.precision as it will really train on this machine: fp32 in place of a
+    mixed precision its device cannot train in (`precision_runs`), with a warning; `recipe` itself
+    when it runs as asked."""
+    asked, device = recipe.train.precision, local_accelerator()
+    if precision_runs(asked, device):
+        return recipe
+    logger.warning("train.precision=%s does not train on this machine (%s): training in fp32, recorded as "
+                   "train.precision=fp32", asked, device)
+    return dataclasses.replace(recipe, train=dataclasses.replace(recipe.train, precision="fp32"))
+
+
 def training_arguments(recipe: Recipe, run_dir: Path, multi_label: bool) -> TrainingArguments:
     """TrainingArguments from a recipe: one place for every Trainer setting. `train.trainer_args`
     adds any other field (and may replace the defaults below that no recipe key sets: report_to,
@@ -382,17 +491,33 @@ class EpochToDataset(TrainerCallback):
         self.train_set.set_epoch(int(state.epoch + 1e-6))
 
 
-class EarlyStopping(TrainerCallback):
+class RestoreRunningLoss(TrainerCallback):
+    """Calls `FinetuneTrainer.restore_running_loss` once the Trainer has set up its logging state."""
+
+    def __init__(self, trainer: "FinetuneTrainer"):
+        self.trainer = trainer
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.trainer.restore_running_loss()
+
+
+class EarlyStopping(TrainerCallback, ExportableState):
     """Stops training after `patience` evaluations without a better validation score, counting
     only evaluations after `min_steps` optimizer steps: a small validation set's plateau early
-    in training is noise, not convergence."""
+    in training is noise, not convergence. Its count is saved in every checkpoint."""
 
     def __init__(self, metric: str, greater_is_better: bool, patience: int, min_steps: int):
+        self.metric = metric
         self.key = metric if metric.startswith("eval_") else f"eval_{metric}"
         self.greater, self.patience, self.min_steps = greater_is_better, patience, min_steps
         self.best: float | None = None
         self.best_step = 0
         self.waited = 0
+
+    def state(self) -> dict:
+        return {"args": {"metric": self.metric, "greater_is_better": self.greater, "patience": self.patience,
+                         "min_steps": self.min_steps},
+                "attributes": {"best": self.best, "best_step": self.best_step, "waited": self.waited}}
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         value = (metrics or {}).get(self.key)

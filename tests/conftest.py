@@ -1,6 +1,8 @@
 """Shared test setup: offline Hub, a private cache, the real-data folder, the generated dataset."""
 
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -77,3 +79,17 @@ def mtat_root(tmp_path_factory) -> Path:
         rows.append(row)
     write_annotations(root / "annotations_final.csv", clip_ids, paths, tag_names, np.array(rows))
     return root
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 64 KiB tmpfs: a write beyond that fails with ENOSPC, as on a full disk."""
+    mount_point = tmp_path / "small-disk"
+    mount_point.mkdir()
+    mount = shutil.which("mount")
+    result = mount and subprocess.run([mount, "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount_point)],
+                                      capture_output=True, text=True)
+    if not result or result.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs to fill up here ({result.stderr.strip() if result else 'no mount'})")
+    yield mount_point
+    subprocess.run(["umount", str(mount_point)], check=True)

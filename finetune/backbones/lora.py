@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from finetune.backbones.heads import base_model_name, base_model_of
+from finetune.recipe import listed
 
 # The model's own parameters (not in any submodule, e.g. `layer_weights`), saved beside the adapter.
 OWN_PARAMETERS_FILE = "own_parameters.safetensors"
@@ -78,12 +79,12 @@ def add_lora(model: nn.Module, lora, layers: str, inputs: dict) -> nn.Module:
     missing = [t for t in targets if not any(matches(name, t) for name in linears)]
     if missing:
         raise ValueError(f"lora.target_modules: {', '.join(missing)} not in this backbone; its linear "
-                         f"layers: {', '.join(sorted({name.rsplit('.', 1)[-1] for name in linears}))}")
+                         f"layers: {listed(sorted({name.rsplit('.', 1)[-1] for name in linears}))}")
     idle = [t for t in targets if not any(matches(name, t) for name in called)]
     if idle:
         raise ValueError(f"lora.target_modules: this backbone never calls {', '.join(idle)} (it reads their "
                          f"weights directly), so adapters there would not train; it calls: "
-                         f"{', '.join(sorted({name.rsplit('.', 1)[-1] for name in called}))}")
+                         f"{listed(sorted({name.rsplit('.', 1)[-1] for name in called}))}")
     config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                         target_modules=targets, bias="none")
     inject_adapter_in_model(config, base)

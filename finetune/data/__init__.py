@@ -17,6 +17,7 @@ from pathlib import Path
 from datasets import DatasetDict
 
 from finetune.data import fma, folder, gtzan, hub, mtat, synthetic
+from finetune.recipe import listed
 
 DATASET_MODULES = {"gtzan": gtzan, "mtat": mtat, "fma": fma, "synthetic": synthetic, "folder": folder, "hub": hub}
 DATASET_BUILDERS = {name: module.build for name, module in DATASET_MODULES.items()}
@@ -28,6 +29,17 @@ DATASET_OPTIONS = {name: tuple(inspect.signature(builder).parameters)[1:]
 DATASET_CHOICES = {name: module.OPTION_CHOICES for name, module in DATASET_MODULES.items()}
 
 
+def known_multi_label(name: str, **options) -> bool | None:
+    """Whether dataset `name` built with `options` (its builder's keywords) is multi-label, when its
+    options tell (the module's `multi_label_task`); None when only its files do (folder, hub)."""
+    rule = getattr(DATASET_MODULES[name], "multi_label_task", None)
+    if rule is None:
+        return None
+    bound = inspect.signature(DATASET_BUILDERS[name]).bind(**options)
+    bound.apply_defaults()
+    return rule(**bound.arguments)
+
+
 def load_dataset(name: str, root: str | Path | None, **options) -> DatasetDict:
     """Build dataset `name` from the files under `root` (hub: None when `path` names the dataset);
     options are the builder's keywords."""
@@ -36,5 +48,5 @@ def load_dataset(name: str, root: str | Path | None, **options) -> DatasetDict:
     unknown = sorted(set(options) - set(DATASET_OPTIONS[name]))
     if unknown:
         raise ValueError(f"dataset {name!r} has no option(s) {', '.join(unknown)}; its options: "
-                         f"{', '.join(DATASET_OPTIONS[name])}")
+                         f"{listed(DATASET_OPTIONS[name])}")
     return DATASET_BUILDERS[name](root, **options)

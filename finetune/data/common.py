@@ -125,6 +125,13 @@ def _check_inside(dataset: str, root: str, clip: Clip) -> None:
                          f"the dataset folder {root}")
 
 
+def task_of(split) -> tuple[list[str], bool]:
+    """(label names, multi_label) of a split built by `finetune.data.load_dataset`."""
+    if "labels" in split.features:
+        return list(split.features["labels"].feature.names), True
+    return list(split.features["label"].names), False
+
+
 def split_features(label_names: Sequence[str], multi_label: bool) -> Features:
     """Features of a built split, with `audio` still a path string (cast to Audio last)."""
     label = ClassLabel(names=list(label_names))

@@ -68,6 +68,11 @@ def _targets(tracks: pd.DataFrame, task: str, genres_csv: Path) -> tuple[list, l
     return titles, sorted({t for track in titles if track for t in track})
 
 
+def multi_label_task(task: str, **options) -> bool:
+    """FMA's `genres_all` task is multi-label, `genre_top` single-label."""
+    return task == "genres_all"
+
+
 def build(root: str | Path, subset: str = "small", task: str = "genre_top",
           allow_missing: bool = False, streaming: bool = False) -> DatasetDict:
     """FMA as a DatasetDict: `label` (genre_top) or `labels` (genres_all) over genre titles."""
@@ -92,5 +97,5 @@ def build(root: str | Path, subset: str = "small", task: str = "genre_top",
         path = f"fma_{subset}/{clip_id[:3]}/{clip_id}.mp3"
         splits[SET_SPLITS[set_split]].append(Clip(clip_id, path, target))
     report("fma", f"tracks without {task}", unlabelled, logging.INFO)
-    return assemble("fma", root, splits, names, multi_label=task == "genres_all",
+    return assemble("fma", root, splits, names, multi_label=multi_label_task(task),
                     allow_missing=allow_missing, known_bad=KNOWN_BAD, streaming=streaming)

@@ -54,6 +54,11 @@ def _discover(root: str, folder: str, genres: Sequence[str]) -> dict[str, str]:
     return found
 
 
+def multi_label_task(**options) -> bool:
+    """GTZAN is single-label (one genre a track), whatever its options."""
+    return False
+
+
 def build(root: str | Path, split_scheme: str = "fault_filtered", seed: int = 0,
           allow_missing: bool = False, genres: Sequence[str] | None = None,
           streaming: bool = False) -> DatasetDict:
@@ -80,5 +85,5 @@ def build(root: str | Path, split_scheme: str = "fault_filtered", seed: int = 0,
     ext = next((os.path.splitext(p)[1] for p in found.values()), ".wav")  # to name missing files
     splits = {split: [Clip(i, found.get(i, posixpath.join(folder, i + ext)), names.index(i.split("/")[0]))
                       for i in ids] for split, ids in split_ids.items()}
-    return assemble("gtzan", root, splits, names, multi_label=False, allow_missing=allow_missing,
+    return assemble("gtzan", root, splits, names, multi_label=multi_label_task(), allow_missing=allow_missing,
                     streaming=streaming)

@@ -39,6 +39,7 @@ from finetune.data.common import (SPLIT_ALIASES, SPLITS, STREAM_SHARDS, Labelled
                                   check_formats, class_names, complete_splits, label_set, labelled_clips, report,
                                   split_features)
 from finetune.data.headers import cache_dir
+from finetune.recipe import listed
 
 logger = logging.getLogger("finetune.data")
 
@@ -124,7 +125,7 @@ def _check_columns(source: str, features, audio_column: str, label_column: str) 
                                                                (label_column, "label_column"))
                if column not in features]
     if missing:
-        raise ValueError(f"hub: {source} has no column {' or '.join(missing)}; its columns: {', '.join(features)}")
+        raise ValueError(f"hub: {source} has no column {' or '.join(missing)}; its columns: {listed(features)}")
     audio = features[audio_column]
     if not (isinstance(audio, Audio) or audio == Value("string")
             or (isinstance(audio, dict) and {"bytes", "path"} <= set(audio))):
@@ -188,7 +189,7 @@ def _our_splits(source: str, loaded: Mapping) -> dict[str, str]:
     if not ours and len(loaded) == 1:
         ours["train"] = next(iter(loaded))
     if "train" not in ours:
-        raise ValueError(f"hub: {source} has no train split; its splits: {', '.join(loaded)}")
+        raise ValueError(f"hub: {source} has no train split; its splits: {listed(loaded)}")
     unused = [name for name in loaded if name not in ours.values()]
     if unused:
         logger.info("hub: %s: not using the split(s) %s", source, ", ".join(unused))

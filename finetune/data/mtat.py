@@ -64,6 +64,11 @@ def top_tags(tags: np.ndarray, count: int) -> list[int]:
     return np.argsort(-tags.sum(axis=0), kind="stable")[:count].tolist()
 
 
+def multi_label_task(**options) -> bool:
+    """MTAT is multi-label (tags), whatever its options."""
+    return True
+
+
 def build(root: str | Path, tags: int = 50, split_scheme: str = "standard",
           allow_missing: bool = False, streaming: bool = False) -> DatasetDict:
     """MTAT as a DatasetDict (`labels`: indices into the top-`tags` tags, most frequent first)."""
@@ -89,5 +94,5 @@ def build(root: str | Path, tags: int = 50, split_scheme: str = "standard",
         target = tuple(np.flatnonzero(row).tolist())
         if target or split_scheme == "pons":
             splits[split].append(Clip(clip_id, posixpath.join(folder, path), target))
-    return assemble("mtat", root, splits, [table.tag_names[c] for c in columns], multi_label=True,
+    return assemble("mtat", root, splits, [table.tag_names[c] for c in columns], multi_label=multi_label_task(),
                     allow_missing=allow_missing, known_bad=KNOWN_BAD, streaming=streaming)

@@ -11,11 +11,11 @@ import json
 
 from datasets import DatasetDict, IterableDataset
 
-from finetune.data import DATASET_BUILDERS, DATASET_CHOICES, load_dataset
-from finetune.data.common import sample_stream
+from finetune.data import DATASET_BUILDERS, DATASET_CHOICES, DATASET_OPTIONS, load_dataset
+from finetune.data.common import sample_stream, task_of
 from finetune.data.folds import cross_validation_split
 from finetune.data.headers import cache_dir
-from finetune.recipe import DATASET_KEYS, Recipe, RecipeError
+from finetune.recipe import DATASET_KEYS, Recipe, RecipeError, listed
 
 # Recipe `data.*` keys handed to a dataset builder when set (null = the builder's default; a key
 # with a non-null recipe default, like split_ratios, counts as set when it differs from it).
@@ -52,7 +52,7 @@ def dataset_arguments(recipe: Recipe) -> dict:
             valid = [p for p in params if p in DATASET_OPTION_KEYS]
             unset = json.dumps(getattr(defaults, key))
             raise RecipeError(f"data.{key} does not apply to dataset {data.name!r} (unset it: data.{key}={unset}); "
-                              f"its options: {', '.join('data.' + v for v in valid) or 'none'}")
+                              f"its options: {listed('data.' + v for v in valid)}")
         if key in choices and value not in choices[key]:
             raise RecipeError(f"data.{key}: {value!r} is not a {key.replace('_', ' ')} of {data.name}; "
                               f"choose one of {', '.join(choices[key])}")
@@ -77,12 +77,38 @@ def limit_tracks(dataset: DatasetDict, count: int, seed: int) -> DatasetDict:
     return type(dataset)({name: limit(split) for name, split in dataset.items()})
 
 
+def dataset_source(data) -> str:
+    """`data.root=...` or `data.path=...`: the key that says where a recipe's dataset is."""
+    key = "path" if data.name == "hub" and data.path is not None else "root"
+    return f"data.{key}={getattr(data, key)}"
+
+
+def check_trainable(dataset: DatasetDict, data) -> None:
+    """Refuse a dataset that cannot train and score a model: fewer than two classes (one tag for
+    tagging), or an indexed split without tracks (the streamed train split is not counted here)."""
+    label_names, multi_label = task_of(dataset["train"])
+    least, kind, kinds = (1, "tag", "tags") if multi_label else (2, "class", "classes")
+    if len(label_names) < least:
+        count = f"{len(label_names)} {kind if len(label_names) == 1 else kinds}"
+        raise RecipeError(f"{dataset_source(data)}: dataset {data.name!r} has {count} to train on "
+                          f"({listed(label_names)}); it needs at least {least}: add audio labelled with another {kind}")
+    sizes = {split: len(rows) for split, rows in dataset.items() if not isinstance(rows, IterableDataset)}
+    empty = [split for split, size in sizes.items() if size == 0]
+    if empty:
+        carved = "split_ratios" in DATASET_OPTIONS[data.name]  # folder, hub: splits carved by data.split_ratios
+        ratios = f", or change data.split_ratios={data.split_ratios}" if carved else ""
+        raise RecipeError(f"{dataset_source(data)}: the {empty[0]} split of dataset {data.name!r} has no tracks "
+                          f"({', '.join(f'{split} {size}' for split, size in sizes.items())}); every split needs "
+                          f"tracks to train, select and test a model: add audio{ratios}")
+
+
 def recipe_dataset(recipe: Recipe) -> DatasetDict:
     """The recipe's DatasetDict: built, cut into its cross-validation fold (`data.folds`), then
-    limited to `data.max_tracks` per split."""
+    limited to `data.max_tracks` per split; refused when it cannot train (`check_trainable`)."""
     dataset = load_dataset(recipe.data.name, **dataset_arguments(recipe))
     if recipe.data.folds:
         dataset = cross_validation_split(dataset, recipe.data.folds, recipe.data.fold)
     if recipe.data.max_tracks:
         dataset = limit_tracks(dataset, recipe.data.max_tracks, recipe.seed)
+    check_trainable(dataset, recipe.data)
     return dataset

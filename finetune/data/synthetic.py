@@ -161,6 +161,9 @@ def generate(root: str | Path) -> Path:
     return root
 
 
+multi_label_task = gtzan.multi_label_task  # loaded through the GTZAN loader
+
+
 def build(root: str | Path, split_scheme: str = "random", seed: int = 0, streaming: bool = False):
     """Generate (once) and load through the GTZAN loader with a seeded stratified split."""
     check_options(OPTION_CHOICES, split_scheme=split_scheme)  # before generating

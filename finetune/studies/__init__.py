@@ -15,6 +15,7 @@ from finetune.studies import crossdataset, durations as duration_study, mistakes
 from finetune.studies.genre_maps import load_mapping
 from finetune.evaluation import TrackPredictions
 from finetune.report import Section
+from finetune.rundir import hold
 from finetune.studies.scoring import RunModel
 
 
@@ -36,21 +37,22 @@ def evaluate(run_dir: str | Path, durations: list[float] | None = None, on: str 
     """Run the studies; return their report sections."""
     run_dir = Path(run_dir)
     model = RunModel(run_dir, batch_size)
-    if on:
-        mapping = load_mapping(mapping_file) if mapping_file else None
-        result = crossdataset.evaluate_on(run_dir, on, list(overrides), mapping, split, model)
-        sections = [crossdataset.save(run_dir, result)]
-    else:
-        if overrides or mapping_file or split != "test":
-            raise ValueError("key=value overrides, --mapping and --split describe the dataset of --on; give --on too")
-        data = model.dataset()
-        predictions = model.predictions(data["test"], "test")
-        predictions.save(run_dir / "predictions" / "test.npz")
-        counts = rare.training_counts(data["train"])
-        sections = [rare.save(run_dir, rare.rare_class_study(predictions, counts)),
-                    mistakes.save(run_dir, predictions, model, explain=explain, saliency_grid=saliency_grid)]
-        if durations:
-            result = duration_study.duration_study(model, data["test"], predictions, durations, seed)
-            sections.append(duration_study.save(run_dir, result))
-    report.refresh(run_dir)
+    with hold(run_dir):  # no run trains in the folder meanwhile, nor does a second `evaluate` write it
+        if on:
+            mapping = load_mapping(mapping_file) if mapping_file else None
+            result = crossdataset.evaluate_on(run_dir, on, list(overrides), mapping, split, model)
+            sections = [crossdataset.save(run_dir, result)]
+        else:
+            if overrides or mapping_file or split != "test":
+                raise ValueError("key=value overrides, --mapping and --split describe the dataset of --on; give --on too")
+            data = model.dataset()
+            predictions = model.predictions(data["test"], "test")
+            predictions.save(run_dir / "predictions" / "test.npz")
+            counts = rare.training_counts(data["train"])
+            sections = [rare.save(run_dir, rare.rare_class_study(predictions, counts)),
+                        mistakes.save(run_dir, predictions, model, explain=explain, saliency_grid=saliency_grid)]
+            if durations:
+                result = duration_study.duration_study(model, data["test"], predictions, durations, seed)
+                sections.append(duration_study.save(run_dir, result))
+        report.refresh(run_dir)
     return sections

@@ -1,0 +1,263 @@
+"""Run folders: each run's own folder, created once, locked for the run's whole life, never shared.
+
+A run folder is its identity (`run.json`: when it was created, by which process, each resume). A new
+run creates its folder atomically (`mkdir` without `exist_ok`; a default name that exists gets a
+suffix), an `output_dir` that already holds a run is refused unless resuming, and a process that
+finds the folder locked by another is refused at once. Resuming compares the recorded recipe with
+the new one and refuses any change that would alter the result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import shutil
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import yaml
+from filelock import FileLock, Timeout
+
+from finetune.recipe import Recipe, RecipeError, from_dict
+
+IDENTITY_FILE = "run.json"  # the run's identity: created, pid, host, command, resumes
+RECIPE_FILE = "recipe.yaml"  # the settings the run uses, written when it starts
+LOCK_FILE = ".lock"  # held (flock) by the process that runs in the folder; released when it dies
+CHECKPOINT_PREFIX = "checkpoint-"
+
+# Keys a resume may change: they decide how a run is watched, fed or published, never what it
+# computes. Any other change is a new run.
+RESUME_MAY_CHANGE = ("description", "output_dir", "train.resume", "train.logging_steps", "data.num_workers",
+                     "data.persistent_workers", "data.pin_memory", "eval.durations", "hub.push_to_hub",
+                     "hub.repo_id", "hub.private", "train.trainer_args.report_to")
+
+
+class RunFolderError(RecipeError):
+    """A run folder that cannot be used for this run: the message says why and what to do."""
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write `text` to `path` through a temporary file and a rename: readers see the old or the new."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
+def read_identity(folder: Path) -> dict | None:
+    """The folder's `run.json`, or None when it holds no run."""
+    try:
+        return json.loads((folder / IDENTITY_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def holds_run(folder: Path) -> bool:
+    """True when `folder` holds a run: its identity file, or (runs of older versions) checkpoints."""
+    return (folder / IDENTITY_FILE).is_file() or any(folder.glob(f"{CHECKPOINT_PREFIX}*"))
+
+
+def last_checkpoint(folder: Path) -> str | None:
+    """The newest complete checkpoint (a run killed mid-save leaves one without trainer_state.json)."""
+    complete = [p for p in folder.glob(f"{CHECKPOINT_PREFIX}*") if (p / "trainer_state.json").is_file()]
+    complete.sort(key=lambda p: int(p.name.rsplit("-", 1)[-1]))
+    return str(complete[-1]) if complete else None
+
+
+def flatten(values: dict, prefix: str = "") -> dict:
+    """{"train": {"lr": 1}} -> {"train.lr": 1}."""
+    flat = {}
+    for key, value in values.items():
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def changed_settings(recorded: Recipe, new: Recipe) -> list[str]:
+    """The keys whose values differ between two recipes and that a resume may not change."""
+    before, after = flatten(recorded.to_dict()), flatten(new.to_dict())
+    changed = [key for key in sorted(set(before) | set(after)) if before.get(key) != after.get(key)]
+    return [key for key in changed if key not in RESUME_MAY_CHANGE]
+
+
+def recorded_recipe(folder: Path) -> Recipe | None:
+    """The recipe a run in `folder` recorded when it started (None for a run without one)."""
+    path = folder / RECIPE_FILE
+    if not path.is_file():
+        return None
+    try:
+        return from_dict(yaml.safe_load(path.read_text()) or {})
+    except (yaml.YAMLError, RecipeError) as err:
+        raise RunFolderError(f"{path}: the recorded recipe cannot be read ({err}); it cannot be resumed") from None
+
+
+def check_resume(folder: Path, recipe: Recipe) -> None:
+    """Refuse a resume whose recipe changes a setting that alters the result, naming the keys."""
+    recorded = recorded_recipe(folder)
+    if recorded is None:
+        return
+    changed = changed_settings(recorded, recipe)
+    if changed:
+        was, now = flatten(recorded.to_dict()), flatten(recipe.to_dict())
+        shown = ", ".join(f"{key} {was.get(key)!r} -> {now.get(key)!r}" for key in changed)
+        raise RunFolderError(f"train.resume: {folder} was started with other settings ({shown}); a resumed run "
+                             "keeps its settings: drop these overrides, or start a new run in another folder")
+
+
+def identity(recipe: Recipe) -> dict:
+    """A new run's `run.json`."""
+    return {"recipe": recipe.name, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "pid": os.getpid(),
+            "host": socket.gethostname(), "command": sys.argv, "resumes": []}
+
+
+def in_use_message(folder: Path) -> str:
+    found = read_identity(folder) or {}
+    who = f" (pid {found['pid']} on {found['host']})" if "pid" in found and "host" in found else ""
+    return f"{folder} is in use by another run{who}; wait for it to end or choose another folder (output_dir=...)"
+
+
+def lock(folder: Path) -> FileLock:
+    """Take the folder's lock without waiting, or refuse: another process runs in it."""
+    held = FileLock(str(folder / LOCK_FILE), timeout=0)
+    try:
+        held.acquire()
+    except Timeout:
+        raise RunFolderError(in_use_message(folder)) from None
+    return held
+
+
+def new_default_folder(recipe: Recipe, runs: Path = Path("runs")) -> Path:
+    """runs/<recipe>-<time>, created here and now; a name that exists gets -2, -3, ..."""
+    runs.mkdir(parents=True, exist_ok=True)
+    stem = f"{recipe.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    for number in range(1, 10_000):
+        folder = runs / (stem if number == 1 else f"{stem}-{number}")
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            continue
+    raise RunFolderError(f"{runs}: no free run folder name for {stem}")
+
+
+def created_time(folder: Path) -> float:
+    found = read_identity(folder) or {}
+    try:
+        return time.mktime(time.strptime(found["created"], "%Y-%m-%dT%H:%M:%S%z"))
+    except (KeyError, ValueError):
+        return folder.stat().st_mtime
+
+
+def latest_default_run(recipe: Recipe, runs: Path = Path("runs")) -> Path | None:
+    """The newest runs/<recipe>-* folder with a checkpoint, for `train.resume=true` without output_dir."""
+    candidates = [p for p in runs.glob(f"{recipe.name}-*") if p.is_dir() and last_checkpoint(p)]
+    return max(candidates, key=created_time) if candidates else None
+
+
+def choose_folder(recipe: Recipe) -> tuple[Path, bool]:
+    """The folder this run will use and whether it was created here: output_dir, the run to resume,
+    or a new default one."""
+    if recipe.output_dir:
+        folder = Path(recipe.output_dir).expanduser()
+        try:
+            folder.mkdir(parents=True)
+            return folder, True
+        except FileExistsError:
+            if not folder.is_dir():
+                raise RunFolderError(f"output_dir: {folder} exists and is not a folder") from None
+            return folder, False
+    if recipe.train.resume:
+        previous = latest_default_run(recipe)
+        if previous is not None:
+            return previous, False
+    return new_default_folder(recipe), True
+
+
+def check_new_run(folder: Path) -> None:
+    """A new run needs a folder that holds no run and nothing else."""
+    found = read_identity(folder)
+    if holds_run(folder):
+        since = f" from {found['created']}" if found and "created" in found else ""
+        raise RunFolderError(f"{folder} already holds a run{since}; train.resume=true continues it, or choose "
+                             "another folder (output_dir=...)")
+    others = sorted(p.name for p in folder.iterdir() if p.name != LOCK_FILE)
+    if others:
+        raise RunFolderError(f"{folder} is not empty ({', '.join(others[:3])}{' ...' if len(others) > 3 else ''}) "
+                             "and holds no run; choose an empty or new folder (output_dir=...)")
+
+
+@dataclasses.dataclass
+class RunFolder:
+    """A claimed run folder: `path`, whether the run continues one that was there (`resumed`) and
+    from which checkpoint (None: from the start)."""
+    path: Path
+    resumed: bool
+    checkpoint: str | None
+
+
+def start(folder: Path, recipe: Recipe) -> RunFolder:
+    """Check the (locked) folder for this run and record the run's identity and recipe in it."""
+    if recipe.train.resume and holds_run(folder):
+        check_resume(folder, recipe)
+        found = read_identity(folder) or identity(recipe)
+        checkpoint = last_checkpoint(folder)
+        found["resumes"] = [*found.get("resumes", []), {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                                         "pid": os.getpid(), "from": checkpoint}]
+        found.update(pid=os.getpid(), host=socket.gethostname())
+        resumed = True
+    else:
+        check_new_run(folder)
+        found, checkpoint, resumed = identity(recipe), None, False
+    write_atomically(folder / IDENTITY_FILE, json.dumps(found, indent=2))
+    write_atomically(folder / RECIPE_FILE, recipe.to_yaml())
+    return RunFolder(folder, resumed, checkpoint)
+
+
+def produced_nothing(folder: Path) -> bool:
+    """True while a run has written no checkpoint and no result: nothing that a retry would lose."""
+    return last_checkpoint(folder) is None and not (folder / "metrics.json").exists()
+
+
+def clear(folder: Path, created: bool) -> None:
+    """Remove what a run wrote into a folder it found new or empty (everything there is its own)."""
+    if created:
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    for path in folder.iterdir():
+        if path.name != LOCK_FILE:
+            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+
+
+@contextlib.contextmanager
+def claim(recipe: Recipe) -> Iterator[RunFolder]:
+    """The run's own folder, locked until the block ends (or the process dies). A new run that fails
+    before its first checkpoint leaves no run behind, so the same command can run again."""
+    folder, created = choose_folder(recipe)
+    held = lock(folder)
+    claimed = None
+    try:
+        claimed = start(folder, recipe)
+        yield claimed
+    except BaseException:
+        if claimed is None and created or claimed is not None and not claimed.resumed and produced_nothing(folder):
+            clear(folder, created)
+        raise
+    finally:
+        held.release()
+
+
+@contextlib.contextmanager
+def hold(folder: str | Path) -> Iterator[Path]:
+    """Lock an existing run folder while a command adds to it (`evaluate`), refusing one in use."""
+    folder = Path(folder)
+    held = lock(folder)
+    try:
+        yield folder
+    finally:
+        held.release()

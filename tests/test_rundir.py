@@ -1,0 +1,153 @@
+"""Every result belongs to exactly one run (finetune/rundir.py): exclusive, locked run folders, honest
+resumes, and a run whose step after training fails does not exit 0. Real processes throughout."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from finetune.recipe import load
+from finetune.rundir import RunFolderError, changed_settings, claim, hold
+
+QUICK = ["train.max_steps=2", "train.batch_size=4", "data.max_tracks=12", "data.num_workers=0",
+         "eval.durations=null"]
+
+
+def finetune(cwd, *args, **popen):
+    """`python -m finetune ARGS` in `cwd` (started, not waited for)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "finetune", *args], cwd=cwd, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
+
+
+def finished(process, timeout=600):
+    out, err = process.communicate(timeout=timeout)
+    return process.returncode, out, err
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+def snapshot(folder):
+    """Every file under `folder` with its modification time and size."""
+    return {p.relative_to(folder).as_posix(): (p.stat().st_mtime_ns, p.stat().st_size)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def printed_run(stdout: str) -> tuple[str, float]:
+    """The run folder and test accuracy a run printed in its summary."""
+    folder = next(line.split(": ", 1)[1] for line in stdout.splitlines() if line.startswith("demo: "))
+    test = next(line for line in stdout.splitlines() if line.strip().startswith("test "))
+    return folder, float(test.split("accuracy ")[1].split()[0])
+
+
+def test_two_runs_started_together_get_their_own_folders(tmp_path, synthetic_root):
+    """Same recipe, same second, default folder names: two folders, each summary from its own run."""
+    runs = [finetune(tmp_path, "--recipe", "demo", *QUICK, f"data.root={synthetic_root}", f"seed={seed}")
+            for seed in (0, 1)]
+    results = [finished(run) for run in runs]
+    folders = set()
+    for seed, (code, out, err) in zip((0, 1), results):
+        assert code == 0, err[-2000:]
+        folder, accuracy = printed_run(out)
+        folder = tmp_path / folder if not os.path.isabs(folder) else folder
+        folders.add(str(folder))
+        assert yaml.safe_load((folder / "recipe.yaml").read_text())["seed"] == seed
+        metrics = json.loads((folder / "metrics.json").read_text())
+        assert metrics["test"]["accuracy"] == pytest.approx(accuracy, abs=5e-5)
+        assert json.loads((folder / "run.json").read_text())["pid"] == runs[seed].pid
+    assert len(folders) == 2
+
+
+def test_second_process_on_the_same_output_dir_is_refused_at_once(tmp_path, synthetic_root):
+    run_dir = tmp_path / "run"
+    first = finetune(tmp_path, "--recipe", "demo", *QUICK, "train.max_steps=6",
+                     f"data.root={synthetic_root}", f"output_dir={run_dir}")
+    deadline = time.time() + 300
+    while not (run_dir / "run.json").is_file():  # the first run holds the folder from its first moment
+        assert first.poll() is None and time.time() < deadline
+        time.sleep(0.05)
+    started = time.time()
+    code, out, err = finished(finetune(tmp_path, "--recipe", "demo", *QUICK, f"data.root={synthetic_root}",
+                                       f"output_dir={run_dir}", "seed=1"))
+    assert code == 2 and time.time() - started < 60
+    assert len(error_lines(err)) == 1 and "Traceback" not in err, err
+    assert "in use by another run" in err and str(run_dir) in err and f"pid {first.pid}" in err
+    assert finished(first)[0] == 0
+    assert yaml.safe_load((run_dir / "recipe.yaml").read_text())["seed"] == 0
+
+
+def test_a_new_run_never_replaces_a_finished_one(tmp_path, demo_run):
+    before = snapshot(demo_run)
+    code, out, err = finished(finetune(tmp_path, "--recipe", "demo", *QUICK, f"output_dir={demo_run}"))
+    assert code == 2 and "Traceback" not in err
+    assert "already holds a run from" in err and "train.resume=true continues it" in err
+    assert snapshot(demo_run) == before
+
+
+def test_resume_refuses_changed_settings_and_records_nothing(tmp_path, demo_run):
+    before = snapshot(demo_run)
+    code, out, err = finished(finetune(tmp_path, "--recipe", "demo", *QUICK, f"output_dir={demo_run}",
+                                       "train.resume=true", "train.lr=0.01", "seed=3"))
+    assert code == 2 and len(error_lines(err)) == 1, err
+    assert "train.lr" in err and "seed" in err and "train.batch_size" not in err
+    assert snapshot(demo_run) == before
+
+
+def test_which_settings_a_resume_may_change():
+    recorded = load("demo", ["train.lr=0.002"])
+    assert changed_settings(recorded, load("demo", ["train.resume=true", "data.num_workers=3",
+                                                    "train.logging_steps=1", "eval.durations=[1.0]"])) == []
+    assert changed_settings(recorded, load("demo", ["train.resume=true", "train.lr=0.01",
+                                                    "data.clip_seconds=2"])) == ["data.clip_seconds", "train.lr"]
+
+
+def test_a_locked_folder_is_refused_in_process_too(tmp_path):
+    recipe = load("demo", [f"output_dir={tmp_path / 'run'}"])
+    with claim(recipe) as claimed:
+        assert (claimed.path / "run.json").is_file()
+        with pytest.raises(RunFolderError, match="in use by another run"):
+            with claim(recipe):
+                pass
+        with pytest.raises(RunFolderError, match="in use"):
+            with hold(claimed.path):
+                pass
+
+
+def test_a_run_refused_before_training_leaves_no_run_behind(tmp_path):
+    """A new run that fails before its first checkpoint can be started again with the same command."""
+    recipe = load("demo", [f"output_dir={tmp_path / 'run'}"])
+    with pytest.raises(RuntimeError, match="data failed"):
+        with claim(recipe):
+            raise RuntimeError("data failed")
+    assert not (tmp_path / "run").exists()
+    with claim(recipe) as claimed:
+        assert claimed.path == tmp_path / "run" and not claimed.resumed
+
+
+def test_a_failed_upload_keeps_the_results_and_exits_non_zero(tmp_path, synthetic_root):
+    """HF_HUB_OFFLINE=1 (conftest) makes the upload fail after training."""
+    run_dir = tmp_path / "run"
+    code, out, err = finished(finetune(tmp_path, "--recipe", "demo", *QUICK, f"data.root={synthetic_root}",
+                                       f"output_dir={run_dir}", "hub.push_to_hub=true", "hub.repo_id=user/demo"))
+    assert code == 1, err[-2000:]
+    assert "Traceback" not in err
+    assert any("could not push" in line and str(run_dir) in line for line in error_lines(err))
+    assert (run_dir / "metrics.json").is_file() and (run_dir / "report.html").is_file()
+    assert printed_run(out)[0] == str(run_dir)  # the summary is still printed, from this run
+
+
+def test_a_full_disk_while_checkpointing_gets_one_line_and_leaves_no_run(tmp_path, synthetic_root, small_disk):
+    run_dir = small_disk / "run"
+    code, out, err = finished(finetune(tmp_path, "--recipe", "demo", *QUICK, "train.save_steps=1",
+                                       f"data.root={synthetic_root}", f"output_dir={run_dir}"))
+    assert code == 2 and "Traceback" not in err, err[-2000:]
+    assert error_lines(err) == [line for line in error_lines(err) if f"{run_dir}/checkpoint-1" in line
+                                and "could not write the checkpoint" in line and "No space left" in line]
+    assert len(error_lines(err)) == 1
+    assert not run_dir.exists(), "a run that wrote no complete checkpoint leaves no folder behind"

@@ -242,14 +242,13 @@ def push_run(run_dir: Path, recipe: Recipe) -> None:
 
 
 def finish(run_dir: Path, steps: dict) -> None:
-    """Run each step after the results are saved (name -> callable); each failure is logged and the
-    others still run; any failure ends in RunIncomplete, so the command does not exit 0."""
+    """Run each step after the results are saved (name -> callable); a step that fails does not stop
+    the others, and the failures end in one RunIncomplete, so the command does not exit 0."""
     failed = {}
     for name, step in steps.items():
         try:
             step()
         except Exception as err:  # noqa: BLE001 - every step runs; the failures are reported together
-            logger.error("%s failed: %s", name, err)
             failed[name] = err
     if failed:
         causes = "; ".join(f"{name}: {err}" for name, err in failed.items())

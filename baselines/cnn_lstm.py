@@ -6,7 +6,6 @@ import torch
 
 from baselines.common import SpectrogramConfig, SpectrogramModel
 from baselines.layers import PooledRecurrent, conv_stack
-from baselines.loading import make_builder
 
 
 class CNNLSTMConfig(SpectrogramConfig):
@@ -33,6 +32,3 @@ class CNNLSTMModel(SpectrogramModel):
     def embed(self, input_values: torch.Tensor) -> torch.Tensor:
         x = self.blocks(self.frontend(input_values)).amax(dim=2)  # (B, C, T)
         return self.rnn(x.transpose(1, 2))  # (B, 2H)
-
-
-build = make_builder(CNNLSTMModel)

@@ -10,7 +10,6 @@ from torch import nn
 
 from baselines.common import SpectrogramConfig, SpectrogramModel
 from baselines.layers import conv_stack
-from baselines.loading import make_builder
 
 # Pools (frequency, time) after each block: 96 mels reach 1 bin, time shrinks 96-fold.
 CRNN_POOLS = ((2, 2), (3, 3), (4, 4), (4, 4))
@@ -44,6 +43,3 @@ class CRNNModel(SpectrogramModel):
         x = self.blocks(self.frontend(input_values)).amax(dim=2)  # (B, C, T)
         out, _ = self.rnn(x.transpose(1, 2))  # (B, T, H)
         return out[:, -1]  # (B, H)
-
-
-build = make_builder(CRNNModel)

@@ -7,7 +7,6 @@ from torch import nn
 
 from baselines.common import SpectrogramConfig, SpectrogramModel
 from baselines.layers import HiddenLayer, global_max
-from baselines.loading import make_builder
 
 
 class DeepCNNConfig(SpectrogramConfig):
@@ -54,6 +53,3 @@ class DeepCNNModel(SpectrogramModel):
     def embed(self, input_values: torch.Tensor) -> torch.Tensor:
         x = self.blocks(self.frontend(input_values))  # (B, 2C, F', T')
         return self.hidden(global_max(x))  # (B, 2C)
-
-
-build = make_builder(DeepCNNModel)

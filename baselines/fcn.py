@@ -9,7 +9,6 @@ import torch
 
 from baselines.common import SpectrogramConfig, SpectrogramModel
 from baselines.layers import conv_stack, global_max
-from baselines.loading import make_builder
 
 # Pools (frequency, time) after each block: 96 mels and 29.1 s (1,813 frames) reach 1 x 1.
 FCN_POOLS = ((2, 4), (2, 4), (2, 4), (3, 5), (4, 4))
@@ -35,6 +34,3 @@ class FCNModel(SpectrogramModel):
 
     def embed(self, input_values: torch.Tensor) -> torch.Tensor:
         return global_max(self.blocks(self.frontend(input_values)))  # (B, C)
-
-
-build = make_builder(FCNModel)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from baselines.loading import make_builder
 from baselines.lstm import LSTMConfig, LSTMModel
 
 
@@ -15,6 +14,3 @@ class GRUModel(LSTMModel):
 
     config_class = GRUConfig
     cell = "gru"
-
-
-build = make_builder(GRUModel)

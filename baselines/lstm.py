@@ -6,7 +6,6 @@ import torch
 
 from baselines.common import SpectrogramConfig, SpectrogramModel
 from baselines.layers import PooledRecurrent
-from baselines.loading import make_builder
 
 
 class LSTMConfig(SpectrogramConfig):
@@ -32,6 +31,3 @@ class LSTMModel(SpectrogramModel):
     def embed(self, input_values: torch.Tensor) -> torch.Tensor:
         frames = self.frontend(input_values).squeeze(1).transpose(1, 2)  # (B, T, F)
         return self.rnn(frames)  # (B, 2H)
-
-
-build = make_builder(LSTMModel)

@@ -10,7 +10,6 @@ from torch import nn
 
 from baselines.common import SpectrogramConfig, SpectrogramModel
 from baselines.layers import ConvBlock1d, HiddenLayer
-from baselines.loading import make_builder
 
 TIMBRAL_HEIGHTS = (0.7, 0.4)  # vertical filters span these fractions of the mel axis
 TEMPORAL_LENGTHS = (129, 65, 33)  # horizontal filters, in frames
@@ -84,6 +83,3 @@ class MusicnnModel(SpectrogramModel):
         x = torch.cat(outputs, dim=1)  # (B, front + 3 * back, T)
         pooled = torch.cat([x.amax(dim=2), x.mean(dim=2)], dim=1)  # (B, 2 * (front + 3 * back))
         return self.hidden(pooled)  # (B, hidden_units)
-
-
-build = make_builder(MusicnnModel)

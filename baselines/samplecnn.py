@@ -7,7 +7,6 @@ from torch import nn
 
 from baselines.common import BaselineConfig, BaselinePreTrainedModel
 from baselines.layers import ConvBlock1d, global_max
-from baselines.loading import make_builder
 
 
 class SampleCNNConfig(BaselineConfig):
@@ -39,6 +38,3 @@ class SampleCNNModel(BaselinePreTrainedModel):
     def embed(self, input_values: torch.Tensor) -> torch.Tensor:
         x = self.stem(input_values.unsqueeze(1))  # (B, C, T / 3)
         return global_max(self.blocks(x))  # (B, C)
-
-
-build = make_builder(SampleCNNModel)

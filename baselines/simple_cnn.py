@@ -6,7 +6,6 @@ import torch
 
 from baselines.common import SpectrogramConfig, SpectrogramModel
 from baselines.layers import conv_stack
-from baselines.loading import make_builder
 
 
 class SimpleCNNConfig(SpectrogramConfig):
@@ -28,6 +27,3 @@ class SimpleCNNModel(SpectrogramModel):
     def embed(self, input_values: torch.Tensor) -> torch.Tensor:
         x = self.blocks(self.frontend(input_values))  # (B, C, F', T')
         return x.mean(dim=(2, 3))  # (B, C)
-
-
-build = make_builder(SimpleCNNModel)

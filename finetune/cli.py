@@ -1,48 +1,30 @@
-"""Command line: argument parsing only; the work happens in the modules it dispatches to."""
+"""Command line: one table (`COMMANDS`) gives each command its help line, parser and handler; the
+usage, the `--help` command list and dispatch are read from it. The work happens in the modules the
+handlers import, each only when its command runs: `--help` and `recipes` import no heavy library."""
 
 from __future__ import annotations
 
 import argparse
 import inspect
 import json
-import logging
 import os
 import sys
-import warnings
+import textwrap
+from dataclasses import dataclass
+from typing import Callable
 
+from finetune import console
 from finetune import recipe as recipes
 
-USAGE = """python -m finetune --recipe NAME_OR_YAML [--dry-run] [key=value ...]
-       python -m finetune recipes | models
-       python -m finetune predict --model RUN_OR_MODEL_DIR FILE_OR_FOLDER ...
-       python -m finetune export RUN --to DIR [--overwrite] [--adapter-only] [--push-to-hub USER/NAME [--private]]
-       python -m finetune evaluate RUN [--durations 1,3,5,10,30] [--on DATASET [data.key=value ...]]
-       python -m finetune explain RUN FILE [--out PATH]
-       python -m finetune compare RUN RUN [RUN ...] [--out DIR]
-       python -m finetune cv --recipe NAME_OR_YAML [--folds K] [--seeds 0,1,2] [--out DIR] [key=value ...]
-       python -m finetune pack --recipe NAME_OR_YAML --to DIR_OR_URL [--shard-mb MB] [key=value ...]"""
+PROG = "python -m finetune"
 
-DESCRIPTION = """Fine-tune pretrained audio models (AST, MERT, wav2vec2/HuBERT) and train from-scratch
+INTRO = """Fine-tune pretrained audio models (AST, MERT, wav2vec2/HuBERT) and train from-scratch
 baselines for music genre classification and tagging, all through one transformers Trainer.
 
 A run writes a folder (runs/<recipe>-<timestamp>, or output_dir=...) holding recipe.yaml,
-metrics.json, report.md, report.html, checkpoints and model/ (safetensors + config).
+metrics.json, report.md, report.html, checkpoints and model/ (safetensors + config)."""
 
-commands:
-  (none)     train and evaluate a recipe: python -m finetune --recipe demo
-  recipes    list the packaged recipes
-  models     list the model names a recipe can use (model.name=...)
-  predict    score audio files of any length with a trained model (JSON line per file)
-  export     write a Hub-ready folder (weights, config, model card) and optionally push it
-  evaluate   studies of a trained run added to its report: rare classes, most confidently wrong
-             tracks with saliency maps, input duration (--durations), another dataset (--on)
-  explain    occlusion saliency map of a file over the log-mel plane, saved as PNG
-  compare    one table and plot across runs tested on the same split, paired tests against the first
-  cv         a recipe on every cross-validation fold and seed: per-run table, mean ± std, pooled scores
-  pack       a recipe's dataset as Parquet shards (folder, s3:// gs:// file:// URL, hf://datasets/...)
-             to train from with data.name=hub data.path=...
-
-examples:
+EXAMPLES = """examples:
   python -m finetune --recipe demo
   python -m finetune --recipe cnn_gtzan data.root=/data/gtzan train.lr=3e-4
   python -m finetune --recipe my_recipe.yaml --dry-run
@@ -57,44 +39,67 @@ terminal; elsewhere (CI logs, nohup) progress is logged as plain lines.
 
 def command_parser(command: str, description: str) -> argparse.ArgumentParser:
     """The parser of `python -m finetune <command>`."""
-    return argparse.ArgumentParser(prog=f"python -m finetune {command}", description=description)
+    return argparse.ArgumentParser(prog=f"{PROG} {command}", description=description)
+
+
+def synopsis(parser: argparse.ArgumentParser) -> str:
+    """A parser's usage on one line, without `[-h]`."""
+    return " ".join(parser.format_usage().split()[1:]).replace(" [-h]", "")
+
+
+def usage(default_line: str) -> str:
+    """The default command's usage line, then one line per other command of the table."""
+    others = [synopsis(command.parser()) for name, command in COMMANDS.items() if name != DEFAULT]
+    return "\n       ".join([default_line, *others])
+
+
+def command_list() -> str:
+    """The `commands:` section of `--help`: each command's help line, wrapped."""
+    lines = [textwrap.fill(command.help, width=105, initial_indent=f"  {name:<10} ", subsequent_indent=" " * 13)
+             for name, command in COMMANDS.items()]
+    return "commands:\n" + "\n".join(lines)
 
 
 def train_parser() -> argparse.ArgumentParser:
+    """`python -m finetune [train] --recipe ...`, the default command: its --help is the toolkit's
+    (every command's usage and help line, then every recipe key)."""
     parser = argparse.ArgumentParser(
-        prog="python -m finetune", usage=USAGE, description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="recipe keys (override with key=value; lists as a,b,c; null for none):\n"
         + recipes.describe_schema(),
     )
-    parser.add_argument("--recipe", required=True,
+    parser.add_argument("--recipe", required=True, metavar="NAME_OR_YAML",
                         help="a packaged recipe name (see `recipes`) or a path to a YAML file")
     parser.add_argument("--dry-run", action="store_true",
                         help="validate and print the resolved recipe, then exit without running")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="dotted overrides, e.g. train.lr=3e-4 data.root=/data/gtzan")
+    parser.usage = usage(synopsis(parser))
+    parser.description = f"{INTRO}\n\n{command_list()}\n\n{EXAMPLES}"
     return parser
 
 
-def list_recipes() -> int:
+def list_recipes(args: argparse.Namespace) -> int:
+    """Each packaged recipe with its first comment line."""
     for name, path in recipes.packaged_recipes().items():
         print(f"{name:<28} {recipes.first_line_comment(path)}")
     return 0
 
 
-def list_models() -> int:
+def list_models(args: argparse.Namespace) -> int:
+    """Each model name with its builder's first doc line and the model.args it takes."""
     from finetune.models import TOOLKIT_ARGS, model_builders
 
     for name, builder in sorted(model_builders().items()):
         doc = (builder.__doc__ or "").strip().splitlines()
-        args = [p for p in inspect.signature(builder).parameters if p not in TOOLKIT_ARGS]
+        accepted = [p for p in inspect.signature(builder).parameters if p not in TOOLKIT_ARGS]
         print(f"{name:<12} {doc[0] if doc else ''}")
-        print(f"{'':<12} model.args: {', '.join(args) or '(none)'}")
+        print(f"{'':<12} model.args: {', '.join(accepted) or '(none)'}")
     return 0
 
 
-def train(argv: list[str]) -> int:
-    args = train_parser().parse_intermixed_args(argv)  # options and key=value overrides in any order
+def train(args: argparse.Namespace) -> int:
+    """Check the recipe, then (unless --dry-run) run it and print its summary."""
     from finetune.run import RunIncomplete, check_recipe, run
     from finetune.training import runnable_precision
 
@@ -128,7 +133,7 @@ def positive_int(text: str) -> int:
     return value
 
 
-def predict(argv: list[str]) -> int:
+def predict_parser() -> argparse.ArgumentParser:
     parser = command_parser(
         "predict",
         "Score audio files of any length (read in windows, averaged per file). "
@@ -141,7 +146,7 @@ def predict(argv: list[str]) -> int:
         "5. With either threshold, --top-k K then keeps only the best K of the tags that pass "
         "(--threshold 0 --top-k K: plain top K). Labels are sorted by score; a tagging result can "
         "be empty.")
-    parser.add_argument("--model", required=True, help="a run folder or a model folder")
+    parser.add_argument("--model", required=True, metavar="RUN_OR_MODEL_DIR", help="a run folder or a model folder")
     parser.add_argument("inputs", nargs="+", help="audio files or folders (searched recursively)")
     parser.add_argument("--top-k", type=positive_int, default=None,
                         help="genres: labels to print (default 5); tagging: at most this many of "
@@ -151,7 +156,10 @@ def predict(argv: list[str]) -> int:
                         "thresholds; ignored for genres")
     parser.add_argument("--per-window", action="store_true", help="add each window's scores")
     parser.add_argument("--batch-size", type=positive_int, default=16, help="windows scored per batch")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def predict(args: argparse.Namespace) -> int:
     from finetune.predict import Predictor, audio_files
 
     files = audio_files(args.inputs)  # before loading the model: inputs without audio are refused at once
@@ -164,14 +172,14 @@ def predict(argv: list[str]) -> int:
     return 1 if failed else 0
 
 
-def export(argv: list[str]) -> int:
+def export_parser() -> argparse.ArgumentParser:
     parser = command_parser(
         "export",
         "Write a Hub-ready folder from a run: safetensors weights, config.json with "
         "id2label, preprocessor_config.json, recipe.yaml and a model card README.md; "
         "optionally upload it (token from HF_TOKEN or `hf auth login`).")
     parser.add_argument("run", help="a run folder")
-    parser.add_argument("--to", required=True,
+    parser.add_argument("--to", required=True, metavar="DIR",
                         help="folder to write: new, empty or an earlier export of the same run (replaced whole)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the --to folder whatever it holds (deleting its content)")
@@ -180,7 +188,10 @@ def export(argv: list[str]) -> int:
     parser.add_argument("--adapter-only", action="store_true",
                         help="LoRA runs: export the adapters and head alone (load with PeftModel, or "
                         "finetune.backbones.lora.load_adapter for backbone.layer=weighted runs)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def export(args: argparse.Namespace) -> int:
     from finetune import hub
 
     folder = hub.export(args.run, args.to, adapter_only=args.adapter_only, overwrite=args.overwrite)
@@ -204,7 +215,7 @@ def seconds_list(text: str) -> list[float]:
     return values
 
 
-def evaluate(argv: list[str]) -> int:
+def evaluate_parser() -> argparse.ArgumentParser:
     parser = command_parser(
         "evaluate",
         "Studies of a trained run, each saved under RUN/studies/ and added to its report: "
@@ -226,7 +237,10 @@ def evaluate(argv: list[str]) -> int:
     parser.add_argument("--explain", type=int, default=3, metavar="N",
                         help="saliency maps for the N most confidently wrong tracks (default 3; 0: none)")
     parser.add_argument("--batch-size", type=positive_int, help="windows scored per batch (default: the recipe's)")
-    args = parser.parse_intermixed_args(argv)
+    return parser
+
+
+def evaluate(args: argparse.Namespace) -> int:
     from finetune.report import console_text
     from finetune.studies import evaluate as run_studies
 
@@ -237,7 +251,7 @@ def evaluate(argv: list[str]) -> int:
     return 0
 
 
-def explain(argv: list[str]) -> int:
+def explain_parser() -> argparse.ArgumentParser:
     parser = command_parser(
         "explain",
         "Occlusion saliency of an audio file for the predicted (or given) label: bands of "
@@ -251,7 +265,10 @@ def explain(argv: list[str]) -> int:
     parser.add_argument("--duration", type=float, default=30.0, help="excerpt length in seconds (default 30)")
     parser.add_argument("--bands", type=int, default=16, help="mel bands occluded one at a time (default 16)")
     parser.add_argument("--segment-seconds", type=float, default=0.5, help="occluded segment length (default 0.5)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def explain(args: argparse.Namespace) -> int:
     from finetune.studies.explain import explain_file
 
     out, saliency = explain_file(args.run, args.file, args.out, args.start, args.duration, args.label,
@@ -261,14 +278,17 @@ def explain(argv: list[str]) -> int:
     return 0
 
 
-def compare(argv: list[str]) -> int:
+def compare_parser() -> argparse.ArgumentParser:
     parser = command_parser(
         "compare",
         "One table (compare.md) and one plot (compare.png) of the test scores of several "
         "runs, with bootstrap intervals; refuses runs tested on different datasets or splits.")
     parser.add_argument("runs", nargs="+", help="run folders")
     parser.add_argument("--out", help="folder to write (default <first run's parent>/compare-<timestamp>)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def compare(args: argparse.Namespace) -> int:
     from finetune.studies.compare import compare as compare_runs
 
     out, markdown = compare_runs(args.runs, args.out)
@@ -298,12 +318,13 @@ def seed_list(text: str) -> list[int]:
 def recipe_command_parser(name: str, description: str, overrides_help: str) -> argparse.ArgumentParser:
     """A command's parser that takes --recipe and dotted overrides."""
     parser = command_parser(name, description)
-    parser.add_argument("--recipe", required=True, help="a packaged recipe name or a path to a YAML file")
+    parser.add_argument("--recipe", required=True, metavar="NAME_OR_YAML",
+                        help="a packaged recipe name or a path to a YAML file")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help=overrides_help)
     return parser
 
 
-def cv(argv: list[str]) -> int:
+def cv_parser() -> argparse.ArgumentParser:
     parser = recipe_command_parser(
         "cv",
         "Run a recipe on every fold (the splits pooled into K label-stratified folds) and seed, "
@@ -315,7 +336,10 @@ def cv(argv: list[str]) -> int:
     parser.add_argument("--seeds", type=seed_list, default="0", metavar="S,S,...",
                         help="comma-separated seeds, each run on every fold (default 0)")
     parser.add_argument("--out", help="folder to write (default runs/<recipe>-cv-<timestamp>)")
-    args = parser.parse_intermixed_args(argv)
+    return parser
+
+
+def cv(args: argparse.Namespace) -> int:
     from finetune.cv import cross_validate
 
     out, markdown = cross_validate(args.recipe, args.overrides, args.folds, args.seeds, args.out)
@@ -324,7 +348,7 @@ def cv(argv: list[str]) -> int:
     return 0
 
 
-def pack(argv: list[str]) -> int:
+def pack_parser() -> argparse.ArgumentParser:
     parser = recipe_command_parser(
         "pack",
         "Write a recipe's dataset as Parquet shards (audio as FLAC at the model's sample rate, labels, ids, "
@@ -336,7 +360,10 @@ def pack(argv: list[str]) -> int:
     parser.add_argument("--shard-mb", type=float, default=256.0, help="audio per Parquet shard, MB (default 256)")
     parser.add_argument("--sample-rate", type=int,
                         help="rate to store the audio at (default: the recipe's model's, found by building it)")
-    args = parser.parse_intermixed_args(argv)
+    return parser
+
+
+def pack(args: argparse.Namespace) -> int:
     from finetune.pack import pack as pack_dataset
 
     recipe = recipes.load(args.recipe, args.overrides)
@@ -344,16 +371,44 @@ def pack(argv: list[str]) -> int:
     return 0
 
 
+@dataclass(frozen=True)
+class Command:
+    """A command of `python -m finetune`: its line in `--help`, its parser's builder, its handler."""
+
+    help: str
+    parser: Callable[[], argparse.ArgumentParser]
+    run: Callable[[argparse.Namespace], int]
+
+
+def no_options(name: str, help: str) -> Callable[[], argparse.ArgumentParser]:
+    """The parser builder of a command that takes no options."""
+    return lambda: command_parser(name, help)
+
+
+DEFAULT = "train"  # `python -m finetune --recipe X` is `python -m finetune train --recipe X`
 COMMANDS = {
-    "recipes": lambda argv: list_recipes(),
-    "models": lambda argv: list_models(),
-    "predict": predict,
-    "export": export,
-    "evaluate": evaluate,
-    "explain": explain,
-    "compare": compare,
-    "cv": cv,
-    "pack": pack,
+    "train": Command("train and evaluate a recipe (the default command): python -m finetune --recipe demo",
+                     train_parser, train),
+    "recipes": Command("list the packaged recipes", no_options("recipes", "List the packaged recipes."),
+                       list_recipes),
+    "models": Command("list the model names a recipe can use (model.name=...)",
+                      no_options("models", "List the model names a recipe can use and their model.args."),
+                      list_models),
+    "predict": Command("score audio files of any length with a trained model (JSON line per file)",
+                       predict_parser, predict),
+    "export": Command("write a Hub-ready folder (weights, config, model card) and optionally push it",
+                      export_parser, export),
+    "evaluate": Command("studies of a trained run added to its report: rare classes, most confidently wrong "
+                        "tracks with saliency maps, input duration (--durations), another dataset (--on)",
+                        evaluate_parser, evaluate),
+    "explain": Command("occlusion saliency map of a file over the log-mel plane, saved as PNG",
+                       explain_parser, explain),
+    "compare": Command("one table and plot across runs tested on the same split, paired tests against the first",
+                       compare_parser, compare),
+    "cv": Command("a recipe on every cross-validation fold and seed: per-run table, mean ± std, pooled scores",
+                  cv_parser, cv),
+    "pack": Command("a recipe's dataset as Parquet shards (folder, s3:// gs:// file:// URL, hf://datasets/...) "
+                    "to train from with data.name=hub data.path=...", pack_parser, pack),
 }
 
 
@@ -374,56 +429,16 @@ def error_line(err: Exception) -> str:
     return " ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
-class ConsoleFormatter(logging.Formatter):
-    """Progress lines as they are; warnings and errors prefixed with their level."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        message = record.getMessage()
-        return message if record.levelno < logging.WARNING else f"{record.levelname.lower()}: {message}"
-
-
-# The libraries underneath read these when first imported: no bars or chatter of theirs.
-QUIET_LIBRARIES = {"HF_DATASETS_DISABLE_PROGRESS_BARS": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-                   "DATASETS_VERBOSITY": "error", "TRANSFORMERS_VERBOSITY": "error",
-                   "TOKENIZERS_PARALLELISM": "false"}
-# Warnings that library code raises on every call and that say nothing a user can act on.
-QUIET_WARNINGS = ("Support for mismatched key_padding_mask and attn_mask",)  # torch, from WavLM's attention
-
-
-def configure_output(replica: bool) -> None:
-    """One process's console: our progress once per job (rank 0 logs INFO, replicas warnings only),
-    no raw progress bars or chatter from the libraries underneath (already imported ones included)."""
-    for name, value in QUIET_LIBRARIES.items():
-        os.environ.setdefault(name, value)
-    for message in QUIET_WARNINGS:
-        warnings.filterwarnings("ignore", message=message)
-    if "transformers" in sys.modules:
-        sys.modules["transformers"].logging.disable_progress_bar()
-        sys.modules["transformers"].logging.set_verbosity_error()
-    if "datasets" in sys.modules:
-        sys.modules["datasets"].disable_progress_bars()
-        sys.modules["datasets"].logging.set_verbosity_error()
-    toolkit = logging.getLogger("finetune")  # finetune.data etc. propagate to it; the root stays the user's
-    for handler in [h for h in toolkit.handlers if isinstance(h.formatter, ConsoleFormatter)]:
-        toolkit.removeHandler(handler)  # main() called again in one process: one handler, the current stderr
-    handler = logging.StreamHandler()
-    handler.setFormatter(ConsoleFormatter())
-    toolkit.addHandler(handler)
-    toolkit.setLevel(logging.WARNING if replica else logging.INFO)
-
-
 def main(argv: list[str] | None = None) -> int:
     """`python -m finetune ...`: run a command; a user's mistake prints one line and exits 2."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("FINETUNE_DEBUG", "") not in ("", "0")
     argv = [arg for arg in argv if arg != "--debug"]
-    configure_output(replica=int(os.environ.get("RANK", "0")) > 0)  # under torchrun / accelerate launch
-    if argv and argv[0] in COMMANDS:
-        command, argv = COMMANDS[argv[0]], argv[1:]
-    else:
-        command, argv = train, argv[1:] if argv and argv[0] == "train" else argv
+    console.configure(replica=int(os.environ.get("RANK", "0")) > 0)  # under torchrun / accelerate launch
+    name, argv = (argv[0], argv[1:]) if argv and argv[0] in COMMANDS else (DEFAULT, argv)
+    command = COMMANDS[name]
     try:
-        return command(argv)
+        return command.run(command.parser().parse_intermixed_args(argv))  # options and positionals in any order
     except USER_ERRORS as err:
         if debug:
             raise

@@ -1,36 +1,71 @@
 """What the console shows: one progress bar per phase on a terminal; where stderr is not a terminal
 (CI logs, `nohup`, a pipe) plain log lines instead; the Trainer's progress in the same style.
 
-A leaf module: the command line sets the style once (`configure`), every long loop of the
-toolkit goes through `progress`, and the Trainer reports through `TrainingProgress`.
+A leaf module that imports none of the heavy libraries: the command line sets the output up once
+(`configure`), every long loop of the toolkit goes through `progress`, and the Trainer's callback
+(`finetune.training.TrainingProgress`) writes through `bars_enabled` and `metric_text`.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
+import warnings
 from typing import Iterable, Iterator, TypeVar
 
 from tqdm.auto import tqdm
-from transformers import TrainerCallback
+
+from finetune.metrics import LOSS, summary_names
 
 T = TypeVar("T")
 logger = logging.getLogger("finetune")
 
 LOG_EVERY_SECONDS = 15.0  # without a terminal: a line at most this often during a long phase
 QUIET_SECONDS = 2.0  # without a terminal: phases shorter than this end silently
-_bars: bool | None = None  # None: bars when stderr is a terminal
+
+# The libraries underneath read these when first imported: no bars or chatter of theirs.
+QUIET_LIBRARIES = {"HF_DATASETS_DISABLE_PROGRESS_BARS": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+                   "DATASETS_VERBOSITY": "error", "TRANSFORMERS_VERBOSITY": "error",
+                   "TOKENIZERS_PARALLELISM": "false"}
+# Warnings that library code raises on every call and that say nothing a user can act on.
+QUIET_WARNINGS = ("Support for mismatched key_padding_mask and attn_mask",)  # torch, from WavLM's attention
 
 
-def configure(bars: bool | None = None) -> None:
-    """Progress bars on (True), off (False, log lines instead) or as the terminal says (None)."""
-    global _bars
-    _bars = bars
+class ConsoleFormatter(logging.Formatter):
+    """Progress lines as they are; warnings and errors prefixed with their level."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        return message if record.levelno < logging.WARNING else f"{record.levelname.lower()}: {message}"
+
+
+def configure(replica: bool) -> None:
+    """One process's console: our progress once per job (rank 0 logs INFO, replicas warnings only),
+    no raw progress bars or chatter from the libraries underneath (already imported ones included)."""
+    for name, value in QUIET_LIBRARIES.items():
+        os.environ.setdefault(name, value)
+    for message in QUIET_WARNINGS:
+        warnings.filterwarnings("ignore", message=message)
+    if "transformers" in sys.modules:
+        sys.modules["transformers"].logging.disable_progress_bar()
+        sys.modules["transformers"].logging.set_verbosity_error()
+    if "datasets" in sys.modules:
+        sys.modules["datasets"].disable_progress_bars()
+        sys.modules["datasets"].logging.set_verbosity_error()
+    toolkit = logging.getLogger("finetune")  # finetune.data etc. propagate to it; the root stays the user's
+    for handler in [h for h in toolkit.handlers if isinstance(h.formatter, ConsoleFormatter)]:
+        toolkit.removeHandler(handler)  # called again in one process: one handler, the current stderr
+    handler = logging.StreamHandler()
+    handler.setFormatter(ConsoleFormatter())
+    toolkit.addHandler(handler)
+    toolkit.setLevel(logging.WARNING if replica else logging.INFO)
 
 
 def bars_enabled() -> bool:
-    return sys.stderr.isatty() if _bars is None else _bars
+    """Progress bars on a terminal; plain log lines elsewhere."""
+    return sys.stderr.isatty()
 
 
 def progress(items: Iterable[T], desc: str, total: int | None = None, unit: str = "it") -> Iterator[T]:
@@ -53,54 +88,6 @@ def progress(items: Iterable[T], desc: str, total: int | None = None, unit: str 
 
 
 def metric_text(metrics: dict, prefix: str = "eval_") -> str:
-    """'loss 1.2345, accuracy 0.700' from the Trainer's metrics (the headline ones present)."""
-    names = ("loss", "accuracy", "macro_f1", "roc_auc_macro", "pr_auc_macro")
+    """'loss 1.2345, accuracy 0.700' from the Trainer's metrics (the loss and the summary metrics present)."""
+    names = (LOSS, *summary_names())
     return ", ".join(f"{name} {metrics[prefix + name]:.4g}" for name in names if prefix + name in metrics)
-
-
-class TrainingProgress(TrainerCallback):
-    """The Trainer's progress: a bar of optimizer steps with the last loss on a terminal, one line
-    per evaluation; without a terminal, a line per logged loss and per evaluation. Replaces the
-    Trainer's own printer, which prints raw log dictionaries between nested bars."""
-
-    def __init__(self):
-        self.bar = None
-        self.started = 0.0
-
-    def _line(self, text: str) -> None:
-        if self.bar is not None:
-            self.bar.write(text)
-        else:
-            logger.info("%s", text)
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.started = time.monotonic()
-        if bars_enabled() and state.is_world_process_zero:
-            self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="training", unit="step",
-                            dynamic_ncols=True)
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if self.bar is not None:
-            self.bar.update(state.global_step - self.bar.n)
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        logs = logs or {}
-        if not state.is_world_process_zero or "loss" not in logs:
-            return
-        if self.bar is not None:
-            self.bar.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{logs.get('learning_rate', 0):.2e}")
-        else:
-            logger.info("step %d/%d: loss %.4f, lr %.2e", state.global_step, state.max_steps, logs["loss"],
-                        logs.get("learning_rate", 0.0))
-
-    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-        if state.is_world_process_zero:
-            self._line(f"step {state.global_step}: validation {metric_text(metrics or {})}")
-
-    def on_train_end(self, args, state, control, **kwargs):
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-        if state.is_world_process_zero:
-            best = f", best checkpoint at step {state.best_global_step}" if state.best_global_step else ""
-            logger.info("training: %d steps in %.0f s%s", state.global_step, time.monotonic() - self.started, best)

@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from finetune import recipe as recipes
-from finetune.bootstrap import HEADLINE, RESAMPLES, headline_interval
-from finetune.studies.compare import KEYS
+from finetune.bootstrap import RESAMPLES, headline_interval
 from finetune.evaluation import TrackPredictions, scalar_metrics
+from finetune.metrics import headline, summary_names, task_of
 from finetune.report import Section, fmt, fmt_interval, render_markdown
 from finetune.run import check_recipe, run
 
@@ -107,8 +107,8 @@ def pooled_scores(out: Path, jobs: list[Job], run_dirs: list[Path]) -> list[dict
         path = tracks.save(out / "predictions" / f"test-seed{seed}.npz")
         value, interval = headline_interval(tracks, seed=seed)
         result.append({"seed": seed, "file": path.relative_to(out).as_posix(), "tracks": len(tracks.ids),
-                       "metric": HEADLINE[tracks.multi_label], "value": value, "interval": interval,
-                       "resamples": RESAMPLES[tracks.multi_label]})
+                       "metric": headline(tracks.task).name, "value": value, "interval": interval,
+                       "resamples": RESAMPLES[tracks.task]})
     return result
 
 
@@ -119,9 +119,8 @@ def summarise(out: Path, jobs: list[Job], run_dirs: list[Path]) -> dict:
              **{split: scalar_metrics(m.get(split, {})) for split in ("test", "validation")}}
             for job, run_dir, m in zip(jobs, run_dirs, metrics)]
     first = jobs[0].recipe
-    multi_label = "per_tag" in metrics[0]["test"]
     return {"recipe": first.name, "folds": first.data.folds, "seeds": list(dict.fromkeys(j.seed for j in jobs)),
-            "headline": list(KEYS[multi_label][:2]), "std": STD_NOTE, "runs": runs,
+            "headline": summary_names(task_of(metrics[0]["test"])), "std": STD_NOTE, "runs": runs,
             "mean_std": {split: mean_std(runs, split) for split in ("test", "validation")},
             "pooled": pooled_scores(out, jobs, run_dirs)}
 

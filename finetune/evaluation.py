@@ -10,6 +10,7 @@ import numpy as np
 from sklearn import metrics as skm
 
 from finetune.clips import unreadable_tracks
+from finetune.metrics import MULTI_LABEL, SINGLE_LABEL, metrics_for, task_name
 
 TOP_K = (3, 5)  # top-k accuracy for genres, reported when there are more than k classes
 AT_K = (3, 5, 10)  # precision@k / recall@k for tags, reported when there are more than k tags
@@ -48,6 +49,7 @@ def classification_metrics(probs: np.ndarray, labels: np.ndarray, label_names: l
         labels, predicted, labels=classes, zero_division=0
     )
     result = {
+        "task": SINGLE_LABEL,
         "accuracy": float(skm.accuracy_score(labels, predicted)),
         "macro_f1": float(f1.mean()),
         "macro_precision": float(precision.mean()),
@@ -90,6 +92,7 @@ def tagging_metrics(probs: np.ndarray, targets: np.ndarray, label_names: list[st
         if k < len(label_names):
             at_k[f"precision_at_{k}"], at_k[f"recall_at_{k}"] = precision_recall_at_k(probs, targets, k)
     return {
+        "task": MULTI_LABEL,
         "roc_auc_macro": float(np.mean(roc)) if roc else float("nan"),
         "pr_auc_macro": float(np.mean(ap)) if ap else float("nan"),
         "roc_auc_micro": float(skm.roc_auc_score(flat_targets, flat_probs)) if roc else float("nan"),
@@ -173,25 +176,19 @@ def evaluate_windows(
 
 
 def track_metrics(probs: np.ndarray, labels: np.ndarray, label_names: list[str]) -> dict:
-    """Tagging metrics for multi-hot labels (N, C), classification metrics for labels (N,)."""
-    if labels.ndim == 2:
-        return tagging_metrics(probs, labels, label_names)
-    return classification_metrics(probs, labels, label_names)
+    """Tagging metrics for multi-hot labels (N, C), classification metrics for labels (N,), and
+    every other registered metric of the task that has a scorer (`finetune.metrics`)."""
+    multi_label = labels.ndim == 2
+    result = (tagging_metrics if multi_label else classification_metrics)(probs, labels, label_names)
+    for metric in metrics_for(task_name(multi_label), len(label_names)):
+        if metric.score and metric.name not in result:
+            result[metric.name] = metric.score(probs, labels)
+    return result
 
 
 def scalar_metrics(metrics: dict) -> dict:
     """Only the scalar entries (what the Trainer logs)."""
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-
-
-def score_names(multi_label: bool, num_labels: int | None = None) -> list[str]:
-    """The scores `track_metrics` reports for a task with `num_labels` classes or tags (None: as
-    many as any score needs, e.g. top5_accuracy), read off a small example: its float entries
-    (counts like num_tracks left out)."""
-    count = max(TOP_K + AT_K) + 1 if num_labels is None else num_labels
-    labels = np.eye(count, dtype=int) if multi_label else np.arange(count)
-    metrics = scalar_metrics(track_metrics(np.eye(count), labels, [str(i) for i in range(count)]))
-    return [name for name, value in metrics.items() if isinstance(value, float)]
 
 
 def track_predictions(ids: list[str], paths: list[str], track_index: np.ndarray, probs: np.ndarray,
@@ -216,6 +213,10 @@ class TrackPredictions:
     @property
     def multi_label(self) -> bool:
         return self.labels.ndim == 2
+
+    @property
+    def task(self) -> str:
+        return task_name(self.multi_label)
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)

@@ -11,23 +11,21 @@ import yaml
 
 from baselines.loading import is_won_checkpoint
 from finetune.atomic import staged_folder
+from finetune.backbones import FAMILIES
 from finetune.backbones.lora import OWN_PARAMETERS_FILE
+from finetune.data import DATASET_CARDS
+from finetune.metrics import Metric, metrics_for
 from finetune.models import check_model_files, read_json
 from finetune.published import partial_test_split
 from finetune.recipe import Recipe, load
 
 HUB_LIBRARY = {True: "transformers", False: "finetune"}  # native transformers class or ours
-DATASET_IDS = {"gtzan": "marsyas/gtzan", "mtat": "MagnaTagATune", "fma": "FMA", "synthetic": "synthetic"}
-DATASET_NAMES = {"gtzan": "GTZAN", "mtat": "MagnaTagATune", "fma": "the Free Music Archive", "synthetic": "generated audio"}
-# Licences of the pretrained weights the packaged recipes start from (Hub id prefix -> SPDX-like id).
-BASE_LICENSES = {"m-a-p/MERT": "cc-by-nc-4.0", "MIT/ast": "bsd-3-clause", "facebook/wav2vec2": "apache-2.0",
-                 "facebook/hubert": "apache-2.0"}
+# Licences of the named backbone families' published weights (Hub id prefix -> SPDX-like id).
+BASE_LICENSES = {family.license_prefix: family.license for family in FAMILIES.values() if family.license_prefix}
 WON_LICENSE = "mit"  # Won et al.'s sota-music-tagging-models weights
 WON_VOCABULARY_NAMES = {"mtat": "the MagnaTagATune top-50 tags", "msd": "the Million Song Dataset top-50 tags"}
 TOOLKIT_LICENSE = "mit"  # a model trained from scratch by this toolkit
 EXPORT_MARKER = "finetune_export.json"  # in every export: which run it came from (a hash of its path)
-CARD_METRICS = {"accuracy": "Accuracy", "macro_f1": "Macro F1", "roc_auc_macro": "ROC-AUC (macro)",
-                "pr_auc_macro": "PR-AUC (macro)"}
 
 
 class HubError(RuntimeError):
@@ -39,16 +37,21 @@ def is_native(config: dict) -> bool:
     return not config.get("model_type", "").startswith("finetune_")
 
 
+def card_metrics(metrics: dict) -> list[Metric]:
+    """The registered summary metrics (`finetune.metrics`) that the test `metrics` hold: the card's."""
+    return [m for m in metrics_for() if m.summary and m.name in metrics]
+
+
 def results_rows(metrics: dict) -> str:
-    """The card's markdown table rows: one per headline test metric the run has."""
-    return "\n".join(f"| {name} | {metrics[key]:.4f} |" for key, name in CARD_METRICS.items() if key in metrics)
+    """The card's markdown table rows: one per card metric the run has."""
+    return "\n".join(f"| {m.label} | {metrics[m.name]:.4f} |" for m in card_metrics(metrics))
 
 
 def dataset_id(data) -> str:
     """The card's dataset id: the named dataset's, a Hub dataset's own id (`data.path`), or the
     basename of a local folder or dataset (never the user's full path)."""
-    if data.name in DATASET_IDS:
-        return DATASET_IDS[data.name]
+    if DATASET_CARDS[data.name]:
+        return DATASET_CARDS[data.name].id
     source = data.path if data.name == "hub" else data.root
     if data.name == "hub" and not Path(source).expanduser().exists():
         return source  # a Hub id, e.g. user/name
@@ -57,16 +60,16 @@ def dataset_id(data) -> str:
 
 def dataset_name(data) -> str:
     """The dataset as the card's prose names it."""
-    if data.name in DATASET_NAMES:
-        return DATASET_NAMES[data.name] + (f" {data.subset}" if data.subset else "")
+    if DATASET_CARDS[data.name]:
+        return DATASET_CARDS[data.name].name + (f" {data.subset}" if data.subset else "")
     kind = "a folder of audio" if data.name == "folder" else "the dataset"
     return f"{kind} `{dataset_id(data)}`"
 
 
 def model_index(recipe: Recipe, metrics: dict, task: str) -> list[dict]:
     """The card's `model-index` entry with the test results."""
-    results = [{"type": key, "name": name, "value": round(float(metrics[key]), 4)}
-               for key, name in CARD_METRICS.items() if key in metrics]
+    results = [{"type": m.name, "name": m.label, "value": round(float(metrics[m.name]), 4)}
+               for m in card_metrics(metrics)]
     partial = partial_test_split(recipe, metrics)
     split = recipe.data.split_scheme or "standard"
     return [{"name": recipe.name, "results": [{
@@ -158,7 +161,7 @@ def model_card(recipe: Recipe, metrics: dict, config: dict) -> str:
         "tags": ["audio", "music", "music-tagging" if multi else "music-genre-classification",
                  "finetune", recipe.model.name],
         "datasets": [dataset_id(recipe.data)],
-        "metrics": [k for k in CARD_METRICS if k in metrics],
+        "metrics": [m.name for m in card_metrics(metrics)],
         "model-index": model_index(recipe, metrics, task),
     }
     clip, hop = config.get("clip_seconds", recipe.data.clip_seconds), config.get("hop_seconds")

@@ -104,14 +104,14 @@ def check_baseline_backbone(recipe: Recipe) -> None:
         raise RecipeError(f"backbone.path: {path} does not exist; a baseline starts from a local Won et "
                           "al. .pth file or an exported model folder (backbone.path=null: from scratch)")
     if mode == "lora":
-        raise RecipeError(f"backbone.mode: lora applies to the pretrained backbones (mert, ast, wav2vec2, "
-                          f"hubert, auto), not to baseline {name!r}; use full or probe")
+        raise RecipeError(f"backbone.mode: lora applies to the pretrained backbones "
+                          f"({listed([*BACKBONE_BUILDERS, AUTO])}), not to baseline {name!r}; use full or probe")
     if recipe.backbone.head_init == "probe" and path is None:
         raise RecipeError(f"backbone.head_init=probe: baseline {name!r} starts from scratch here; it needs "
                           "pretrained weights (backbone.path=<Won et al. .pth or exported folder>)")
     if recipe.train.layer_decay != 1:
         raise RecipeError(f"train.layer_decay: layer-wise decay is for the pretrained transformer backbones "
-                          f"(mert, ast, wav2vec2, hubert), not baseline {name!r}; use train.head_lr")
+                          f"({listed(BACKBONE_BUILDERS)}), not baseline {name!r}; use train.head_lr")
     if mode == "probe" and recipe.probe.layers != "last":
         raise RecipeError(f"probe.layers: baseline {name!r} is probed on its embedding only; "
                           "the layer sweep is for the pretrained backbones (use probe.layers=last)")

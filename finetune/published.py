@@ -10,7 +10,7 @@ from __future__ import annotations
 import inspect
 from typing import NamedTuple
 
-from finetune.data import DATASET_BUILDERS
+from finetune.data import DATASET_BUILDERS, DATASET_MODULES
 
 
 class Published(NamedTuple):
@@ -40,14 +40,14 @@ def builder_defaults(name: str) -> dict:
 
 
 def split_key(recipe) -> str:
-    """'<dataset>/<split scheme>[/top<tags>|/<subset>-<task>]', null options at their defaults."""
+    """'<dataset>/<split scheme>[/<its module's split_detail(options)>]' (e.g. mtat/standard/top50),
+    null options at their defaults."""
     data = recipe.data
     options = {**builder_defaults(data.name), **{k: v for k, v in vars(data).items() if v is not None}}
     key = f"{data.name}/{options.get('split_scheme', 'official')}"
-    if data.name == "mtat":
-        key += f"/top{options['tags']}"
-    if data.name == "fma":
-        key += f"/{options['subset']}-{options['task']}"
+    detail = getattr(DATASET_MODULES[data.name], "split_detail", None)
+    if detail is not None:
+        key += f"/{detail(**options)}"
     if data.folds:  # a cross-validation fold is a split of its own; no published figure matches it
         key += f"/fold{data.fold}of{data.folds}"
     return key

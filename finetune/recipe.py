@@ -67,6 +67,7 @@ def check_bounds(key: str, value: Any, bounds: dict) -> None:
 
 @dataclass(frozen=True)
 class DataConfig:
+    # the choices are finetune.data.DATASET_MODULES' names (tests/test_registries.py: the schema imports none of it)
     name: str = choice("gtzan", "gtzan", "mtat", "fma", "synthetic", "folder", "hub",
                        doc="dataset builder: a named dataset, a folder of your audio, or any datasets dataset")
     root: str | None = option(None, "dataset folder (synthetic: cache folder, generated if absent)")
@@ -403,7 +404,7 @@ def apply_overrides(values: dict, overrides: list[str]) -> dict:
 
 
 # data.* keys that describe one dataset (where it is, its split and options), as opposed to how clips
-# are drawn from any dataset
+# are drawn from any dataset: `root` and the dataset builders' options (tests/test_registries.py)
 DATASET_KEYS = ("root", "split_scheme", "allow_missing", "tags", "subset", "task", "path", "config",
                 "audio_column", "label_column", "split_ratios")
 

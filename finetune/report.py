@@ -24,11 +24,9 @@ import numpy as np  # noqa: E402
 from finetune import recipe as recipes  # noqa: E402
 from finetune.bootstrap import split_intervals  # noqa: E402
 from finetune.evaluation import TrackPredictions  # noqa: E402
+from finetune.metrics import LOSS, SINGLE_LABEL, headline, metrics_for, summary_names, task_of  # noqa: E402
 from finetune.published import Published, partial_test_split, published_for  # noqa: E402
 
-HEADLINE_KEYS = ("loss", "accuracy", "macro_f1", "macro_precision", "macro_recall", "top3_accuracy", "top5_accuracy",
-                 "roc_auc_macro", "pr_auc_macro", "roc_auc_micro", "pr_auc_micro", "precision_at_3",
-                 "recall_at_3", "precision_at_5", "recall_at_5", "precision_at_10", "recall_at_10", "num_tracks")
 STUDY_ORDER = ("durations", "rare_classes", "mistakes")  # then cross-dataset studies, by name
 
 
@@ -91,7 +89,7 @@ def learning_curves(log_history: list[dict]):
     ax_loss.set(xlabel="step", ylabel="loss", title="Loss")
     if ax_loss.lines:
         ax_loss.legend()
-    for key in ("eval_accuracy", "eval_macro_f1", "eval_roc_auc_macro", "eval_pr_auc_macro"):
+    for key in (f"eval_{name}" for name in summary_names()):
         points = [(e["step"], e[key]) for e in log_history if key in e]
         if points:
             ax_metric.plot(*zip(*points), marker=".", label=key.removeprefix("eval_"))
@@ -167,9 +165,10 @@ def figures(results: dict, log_history: list[dict]) -> dict:
 
 
 def metrics_table(results: dict, intervals: dict) -> list[list[str]]:
-    """Rows: metric, one column per split, and the test split's 95 % bootstrap interval."""
+    """Rows: each registered metric a split has, one column per split, and the test split's 95 %
+    bootstrap interval."""
     splits = list(results)
-    keys = [k for k in HEADLINE_KEYS if any(k in results[s] for s in splits)]
+    keys = [m.name for m in metrics_for() if any(m.name in results[s] for s in splits)]
     rows = [["metric"] + splits + ["test 95% CI"]]
     for key in keys:
         rows.append([key] + [fmt(results[s].get(key)) for s in splits] + [fmt_interval(intervals.get(key))])
@@ -177,10 +176,10 @@ def metrics_table(results: dict, intervals: dict) -> list[list[str]]:
 
 
 def class_table(test: dict) -> list[list[str]]:
-    if "per_class" in test:
+    if task_of(test) == SINGLE_LABEL:
         rows = [["class", "precision", "recall", "f1", "support"]]
         rows += [[n, fmt(v["precision"]), fmt(v["recall"]), fmt(v["f1"]), str(v["support"])]
-                 for n, v in test["per_class"].items()]
+                 for n, v in test.get("per_class", {}).items()]
         return rows
     rows = [["tag", "ROC-AUC", "AP", "positives"]]
     rows += [[n, fmt(v["roc_auc"]), fmt(v["ap"]), str(v["positives"])]
@@ -310,8 +309,8 @@ img {{ max-width: 100%; }} figure {{ margin: 1em 0; }}
 def run_summary(run_dir: Path, recipe, results: dict) -> str:
     """What a finished run prints: the selection metric and the headline metric on validation and
     test (with 95 % bootstrap intervals where the run has them), the tracks scored, the report."""
-    headline = "roc_auc_macro" if "roc_auc_macro" in results.get("test", {}) else "accuracy"
-    keys = list(dict.fromkeys([recipe.train.metric or "loss", headline]))
+    first = headline(task_of(results.get("test", {}))).name
+    keys = list(dict.fromkeys([recipe.train.metric or LOSS, first]))
     lines = [f"{recipe.name}: {run_dir}"]
     for split in ("validation", "test"):
         metrics = results.get(split)

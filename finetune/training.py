@@ -7,6 +7,7 @@ import difflib
 import json
 import logging
 import os
+import time
 import types
 import typing
 from enum import Enum
@@ -18,6 +19,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from accelerate.data_loader import IterableDatasetShard
 from accelerate.utils import is_bf16_available
+from tqdm.auto import tqdm
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import ExportableState
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
@@ -27,8 +29,9 @@ from transformers.integrations import (INTEGRATION_TO_CALLBACK, get_available_re
 from finetune.atomic import writing
 from finetune.augment import mixup
 from finetune.backbones.heads import base_model_name
-from finetune.console import TrainingProgress
-from finetune.evaluation import evaluate_windows, scalar_metrics, score_names
+from finetune.console import bars_enabled, metric_text
+from finetune.evaluation import evaluate_windows, scalar_metrics
+from finetune.metrics import LOSS, named, selectable_names, task_name
 from finetune.recipe import Recipe, RecipeError, coerce, listed
 
 logger = logging.getLogger("finetune")
@@ -59,6 +62,54 @@ class AudioCollator:
         batch["labels"] = torch.as_tensor(np.stack([item["labels"] for item in items]))
         batch["track_index"] = torch.as_tensor([item["track_index"] for item in items])
         return batch
+
+
+class TrainingProgress(TrainerCallback):
+    """The Trainer's progress: a bar of optimizer steps with the last loss on a terminal, one line
+    per evaluation; without a terminal, a line per logged loss and per evaluation. Replaces the
+    Trainer's own printer, which prints raw log dictionaries between nested bars."""
+
+    def __init__(self):
+        self.bar = None
+        self.started = 0.0
+
+    def _line(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.write(text)
+        else:
+            logger.info("%s", text)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.started = time.monotonic()
+        if bars_enabled() and state.is_world_process_zero:
+            self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="training", unit="step",
+                            dynamic_ncols=True)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.update(state.global_step - self.bar.n)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs or {}
+        if not state.is_world_process_zero or "loss" not in logs:
+            return
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{logs.get('learning_rate', 0):.2e}")
+        else:
+            logger.info("step %d/%d: loss %.4f, lr %.2e", state.global_step, state.max_steps, logs["loss"],
+                        logs.get("learning_rate", 0.0))
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if state.is_world_process_zero:
+            self._line(f"step {state.global_step}: validation {metric_text(metrics or {})}")
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        if state.is_world_process_zero:
+            best = f", best checkpoint at step {state.best_global_step}" if state.best_global_step else ""
+            logger.info("training: %d steps in %.0f s%s", state.global_step, time.monotonic() - self.started, best)
 
 
 class FinetuneTrainer(Trainer):
@@ -252,23 +303,20 @@ def metrics_function(label_names: list[str], multi_label: bool, aggregate: str):
     return compute
 
 
-LOSS = "loss"  # the validation loss: the default selection metric, reported for every task
-
-
 def selection(recipe: Recipe) -> tuple[str, bool]:
     """(validation metric that picks the best checkpoint and drives early stopping, greater is
     better): `train.metric`, by default the validation loss, which keeps falling where the accuracy
     of a few validation tracks has long plateaued."""
     metric = recipe.train.metric or LOSS
-    return metric, metric != LOSS
+    return metric, named(metric).higher_is_better
 
 
 def check_metric(recipe: Recipe, multi_label: bool, num_labels: int | None = None) -> None:
-    """Refuse a `train.metric` that validation does not report for this task (the loss, or a score
-    of `finetune.evaluation.score_names`), listing the valid ones; `num_labels` None: not known yet
-    (before the dataset is indexed), any count."""
-    metric, _ = selection(recipe)
-    valid = [LOSS, *score_names(multi_label, num_labels)]
+    """Refuse a `train.metric` that validation does not report for this task (a score of the metric
+    registry, `finetune.metrics.selectable_names`), listing the valid ones; `num_labels` None: not
+    known yet (before the dataset is indexed), any count."""
+    metric = recipe.train.metric or LOSS
+    valid = selectable_names(task_name(multi_label), num_labels)
     if metric not in valid:
         task = "multi-label tagging" if multi_label else "single-label classification"
         over = "" if num_labels is None else f" over {num_labels} {'tags' if multi_label else 'classes'}"
@@ -465,7 +513,7 @@ def training_arguments(recipe: Recipe, run_dir: Path, multi_label: bool) -> Trai
         dataloader_pin_memory=device == "cuda" if recipe.data.pin_memory is None else recipe.data.pin_memory,
         use_cpu=device == "cpu",
         ddp_find_unused_parameters=False,
-        disable_tqdm=True,  # no nested bars: finetune.console.TrainingProgress shows the progress
+        disable_tqdm=True,  # no nested bars: TrainingProgress shows the progress
         # streamed: each process reads its own shards (finetune.clips.StreamCrops), none dispatched from rank 0
         accelerator_config={"dispatch_batches": False} if recipe.data.streaming else None,
     )

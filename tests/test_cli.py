@@ -7,7 +7,7 @@ import sys
 import pytest
 from safetensors.torch import load_file
 
-from finetune import recipe as recipes
+from finetune import cli, recipe as recipes
 from finetune.cli import main
 
 
@@ -21,6 +21,60 @@ def test_help_explains_commands_and_keys():
     assert result.returncode == 0
     for text in ("--recipe", "--dry-run", "recipes", "train.lr", "data.root", "backbone.mode"):
         assert text in result.stdout
+
+
+def listed_commands(help_text: str) -> tuple[list[str], list[str]]:
+    """The commands of `--help`: those of its usage lines, those of its `commands:` section."""
+    usage = help_text.split("\n\n")[0].removeprefix("usage: ").splitlines()
+    used = [line.split()[3] for line in usage]
+    section = help_text.split("commands:\n")[1].split("\n\n")[0]
+    return used, [line.split()[0] for line in section.splitlines() if line.startswith("  ") and line[2] != " "]
+
+
+def test_help_lists_exactly_the_tables_commands():
+    used, listed = listed_commands(run_cli("--help").stdout)
+    assert used == ["--recipe", *(name for name in cli.COMMANDS if name != cli.DEFAULT)]  # the default: no name
+    assert listed == list(cli.COMMANDS)
+
+
+@pytest.mark.parametrize("name", list(cli.COMMANDS))
+def test_each_command_has_its_help(name, capsys):
+    with pytest.raises(SystemExit) as exit:
+        main([name, "--help"])
+    assert exit.value.code == 0
+    assert capsys.readouterr().out.startswith(f"usage: {cli.PROG}")
+
+
+def greet_parser():
+    """A throwaway command's parser: one option."""
+    parser = cli.command_parser("greet", "Say hello.")
+    parser.add_argument("--to", required=True)
+    return parser
+
+
+def greet(args):
+    """A throwaway command's handler."""
+    print(f"hello {args.to}")
+    return 0
+
+
+def test_a_command_added_to_the_table_is_listed_and_dispatched(monkeypatch, capsys):
+    monkeypatch.setitem(cli.COMMANDS, "greet", cli.Command("say hello to someone", greet_parser, greet))
+    assert main(["greet", "--to", "you"]) == 0
+    assert capsys.readouterr().out == "hello you\n"
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    help_text = capsys.readouterr().out
+    assert f"{cli.PROG} greet --to TO" in help_text and "  greet      say hello to someone" in help_text
+    assert listed_commands(help_text)[1] == list(cli.COMMANDS)
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["recipes"]])
+def test_light_commands_import_no_heavy_library(argv):
+    code = ("import sys\nfrom finetune.cli import main\ntry:\n    main(%r)\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('torch', 'transformers', 'datasets') if m in sys.modules), file=sys.stderr)")
+    result = subprocess.run([sys.executable, "-c", code % argv], capture_output=True, text=True, timeout=120)
+    assert result.stderr.strip().splitlines()[-1] == "[]"
 
 
 def test_recipes_lists_each_packaged_recipe_with_a_line(capsys):

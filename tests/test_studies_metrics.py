@@ -8,6 +8,7 @@ import pytest
 from sklearn import metrics as skm
 
 from finetune import bootstrap, published, recipe as recipes
+from finetune.metrics import average_precision_columns, roc_auc_columns
 from finetune.studies import genre_maps
 from finetune.studies.crossdataset import cross_metrics, resolve
 from finetune.data import gtzan
@@ -21,7 +22,7 @@ def test_column_roc_auc_and_ap_equal_sklearn_with_ties():
     scores = np.round(rng.random((300, 7)), 1)  # many ties
     targets = (rng.random((300, 7)) < 0.3).astype(int)
     targets[:, 3] = 0
-    roc, ap = bootstrap.roc_auc_columns(scores, targets), bootstrap.average_precision_columns(scores, targets)
+    roc, ap = roc_auc_columns(scores, targets), average_precision_columns(scores, targets)
     for c in range(7):
         if c == 3:
             assert np.isnan(roc[c]) and np.isnan(ap[c])

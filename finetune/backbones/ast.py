@@ -87,16 +87,6 @@ def resize_time_positions(model, extractor, max_length: int) -> None:
     extractor.max_length = max_length
 
 
-AST = Family(
-    name="ast", default_path="MIT/ast-finetuned-audioset-10-10-0.4593",
-    model_types=("audio-spectrogram-transformer", ASTPooledConfig.model_type),
-    native_class=ASTForAudioClassification, pooled_class=ASTPooledForAudioClassification,
-    native_weighted=False, extractor_class=ASTFeatureExtractor, default_extractor=ASTFeatureExtractor,
-    sample_rate=16000, layers="layers", pool=token_pool, head=ast_head,
-    head_input=None,  # the head opens with a LayerNorm
-)
-
-
 def build_ast(num_labels: int, label_names: list[str], multi_label: bool, backbone, lora,
               max_length: int | None = None):
     """AST (MIT/ast-finetuned-audioset-10-10-0.4593 or any AST checkpoint), 16 kHz log-mel patches.
@@ -106,3 +96,14 @@ def build_ast(num_labels: int, label_names: list[str], multi_label: bool, backbo
     """
     prepare = None if max_length is None else partial(resize_time_positions, max_length=max_length)
     return build_backbone(AST, num_labels, label_names, multi_label, backbone, lora, prepare=prepare)
+
+
+AST_TYPES = ("audio-spectrogram-transformer", ASTPooledConfig.model_type)
+AST = Family(
+    name="ast", default_path="MIT/ast-finetuned-audioset-10-10-0.4593", model_types=AST_TYPES,
+    native_class=ASTForAudioClassification, pooled_class=ASTPooledForAudioClassification,
+    native_weighted=False, extractor_class=ASTFeatureExtractor, default_extractor=ASTFeatureExtractor,
+    sample_rate=16000, layers="layers", pool=token_pool, head=ast_head,
+    head_input=None,  # the head opens with a LayerNorm
+    build=build_ast, auto_types=AST_TYPES, license_prefix="MIT/ast", license="bsd-3-clause",
+)

@@ -20,14 +20,14 @@ from transformers import (CONFIG_MAPPING, FEATURE_EXTRACTOR_MAPPING, MODEL_FOR_A
                           AutoFeatureExtractor, PreTrainedConfig)
 from transformers.models.auto.modeling_auto import MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING_NAMES
 
-from finetune.backbones.ast import AST
 from finetune.backbones.common import CHECKPOINT_KEYS, Family, build_backbone
-from finetune.backbones.heads import base_model_of, masked_mean
-from finetune.backbones.mert import MERT
-from finetune.backbones.wav2vec2 import HUBERT, WAV2VEC2, speech_head
+from finetune.backbones.families import FAMILIES
+from finetune.backbones.heads import WEIGHTED, base_model_of, masked_mean
+from finetune.backbones.wav2vec2 import speech_head
+from finetune.recipe import listed
 
-# config.json model_type -> the named family that reads it (hubert: HuBERT; MERT arrives as mert_model).
-NAMED = {"mert_model": MERT, **{t: family for family in (AST, WAV2VEC2, HUBERT) for t in family.model_types}}
+# config.json model_type -> the named family that reads it (each family's `auto_types`).
+NAMED = {model_type: family for family in FAMILIES.values() for model_type in family.auto_types}
 
 
 def find_layers(base: nn.Module) -> str:
@@ -59,10 +59,11 @@ def auto_family(raw: dict) -> Family:
     model_type = raw.get("model_type")
     if model_type in NAMED:
         return replace(NAMED[model_type], sample_rate=None)  # the rate of the checkpoint's extractor
-    if model_type not in MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING_NAMES:
+    native = MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING_NAMES
+    if model_type not in native:
         raise ValueError(f"model.name=auto: a {model_type!r} checkpoint is not an audio classifier transformers "
-                         f"can build; supported model types: {', '.join(sorted(MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING_NAMES))}"
-                         f", and mert_model")
+                         f"can build; supported model types: {', '.join(sorted(native))}, and "
+                         f"{listed(t for t in NAMED if t not in native)}")
     return derived_family(model_type, {k: v for k, v in raw.items() if k not in CHECKPOINT_KEYS})
 
 
@@ -71,4 +72,17 @@ def build_auto(num_labels: int, label_names: list[str], multi_label: bool, backb
     if backbone.path is None:
         raise ValueError("backbone.path: model.name=auto builds the checkpoint it names; set a Hub id or a folder")
     raw, _ = PreTrainedConfig.get_config_dict(backbone.path)
-    return build_backbone(auto_family(raw), num_labels, label_names, multi_label, backbone, lora)
+    family = auto_family(raw)
+    check_native_head(family, backbone)
+    return build_backbone(family, num_labels, label_names, multi_label, backbone, lora)
+
+
+def check_native_head(family: Family, backbone) -> None:
+    """Refuse for a family with transformers' own head alone (pooled_class None) what only our
+    finetune_* subclasses do: attention pooling, a weighted layer sum its class lacks (a probe
+    pools by the mean over every layer: `check_modes` refuses its other settings)."""
+    if family.pooled_class is not None or backbone.mode == "probe":
+        return
+    if backbone.pooling != "mean" or (backbone.layer == WEIGHTED and not family.native_weighted):
+        raise ValueError(f"backbone.pooling={backbone.pooling}: {family.model_types[0]} checkpoints have "
+                         f"transformers' own head only, use mean (attention pooling is for {listed(FAMILIES)})")

@@ -51,6 +51,11 @@ class Family:
     head: Callable  # (module holding the head modules, pooled (B, D)) -> logits (B, C)
     head_input: str | None  # the head's first Linear (fed the pooled features), None if it starts otherwise
     translate: Callable[[dict], dict] = dict  # raw config.json -> a config this family reads
+    # What a named family (finetune.backbones.families) adds; a family `auto` derives has none of it.
+    build: Callable | None = None  # the recipe's builder, model.name=<name>
+    auto_types: tuple[str, ...] = ()  # raw config.json `model_type`s that model.name=auto builds with it
+    license_prefix: str | None = None  # Hub id prefix of its published weights ...
+    license: str | None = None  # ... and their licence (SPDX-like id), for model cards
 
     def layer_features(self, model: nn.Module, inputs: torch.Tensor,
                        attention_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -198,10 +203,6 @@ def build_backbone(family: Family, num_labels: int, label_names: list[str], mult
     layer = resolve_layer(chosen, layers)
     weighted = layer == WEIGHTED
     custom = backbone.pooling != "mean" or (weighted and not family.native_weighted)
-    if custom and family.pooled_class is None:
-        raise ValueError(f"backbone.pooling={backbone.pooling}: {family.model_types[0]} checkpoints have "
-                         "transformers' own head only, use mean (attention pooling is for mert, hubert, "
-                         "wav2vec2 and ast)")
     model_class = family.pooled_class if custom else family.native_class
     settings.update(label_config(label_names, multi_label))
     if custom:

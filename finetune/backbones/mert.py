@@ -32,11 +32,12 @@ def translate_mert(raw: dict) -> dict:
     return {**{k: v for k, v in raw.items() if k not in drop}, "model_type": "hubert"}
 
 
-MERT = speech_family("mert", "m-a-p/MERT-v1-95M", "hubert", HubertForSequenceClassification,
-                     HubertPooledForSequenceClassification, sample_rate=24000, do_normalize=False,
-                     translate=translate_mert)
-
-
 def build_mert(num_labels: int, label_names: list[str], multi_label: bool, backbone, lora):
     """MERT-v1 95M / 330M (backbone.path) loaded as native HuBERT, 24 kHz waveform."""
     return build_backbone(MERT, num_labels, label_names, multi_label, backbone, lora)
+
+
+# `auto` reads translated MERT checkpoints (model_type hubert) as HuBERT ones, its own by mert_model.
+MERT = speech_family("mert", "m-a-p/MERT-v1-95M", "hubert", HubertForSequenceClassification,
+                     HubertPooledForSequenceClassification, build_mert, "m-a-p/MERT", "cc-by-nc-4.0",
+                     sample_rate=24000, do_normalize=False, translate=translate_mert, auto_types=("mert_model",))

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 from transformers import (AutoConfig, AutoModelForAudioClassification, HubertConfig,
@@ -65,26 +67,24 @@ def speech_head(modules: nn.Module, pooled: torch.Tensor) -> torch.Tensor:
 
 
 def speech_family(name: str, default_path: str, model_type: str, native_class: type,
-                  pooled_class: type, sample_rate: int = 16000, do_normalize: bool = True,
-                  translate=dict) -> Family:
-    """A Family for a wav2vec2-style model (shared by wav2vec2, HuBERT and MERT)."""
+                  pooled_class: type, build: Callable, license_prefix: str, license: str,
+                  sample_rate: int = 16000, do_normalize: bool = True, translate=dict,
+                  auto_types: tuple[str, ...] | None = None) -> Family:
+    """A Family for a wav2vec2-style model (shared by wav2vec2, HuBERT and MERT); `auto` builds the
+    checkpoints of its `model_types` with it unless `auto_types` says otherwise."""
+    model_types = (model_type, pooled_class.config_class.model_type)
     return Family(
-        name=name, default_path=default_path,
-        model_types=(model_type, pooled_class.config_class.model_type),
+        name=name, default_path=default_path, model_types=model_types,
         native_class=native_class, pooled_class=pooled_class, native_weighted=True,
         extractor_class=Wav2Vec2FeatureExtractor,
         default_extractor=lambda: Wav2Vec2FeatureExtractor(
             feature_size=1, sampling_rate=sample_rate, padding_value=0.0, do_normalize=do_normalize,
             return_attention_mask=True),
         sample_rate=sample_rate, layers="encoder.layers", pool=masked_mean, head=speech_head,
-        head_input="projector", translate=translate,
+        head_input="projector", translate=translate, build=build,
+        auto_types=model_types if auto_types is None else auto_types,
+        license_prefix=license_prefix, license=license,
     )
-
-
-WAV2VEC2 = speech_family("wav2vec2", "facebook/wav2vec2-base", "wav2vec2",
-                         Wav2Vec2ForSequenceClassification, Wav2Vec2PooledForSequenceClassification)
-HUBERT = speech_family("hubert", "facebook/hubert-base-ls960", "hubert",
-                       HubertForSequenceClassification, HubertPooledForSequenceClassification)
 
 
 def build_wav2vec2(num_labels: int, label_names: list[str], multi_label: bool, backbone, lora):
@@ -95,3 +95,11 @@ def build_wav2vec2(num_labels: int, label_names: list[str], multi_label: bool, b
 def build_hubert(num_labels: int, label_names: list[str], multi_label: bool, backbone, lora):
     """HuBERT (facebook/hubert-base-ls960 or any HuBERT checkpoint), 16 kHz waveform."""
     return build_backbone(HUBERT, num_labels, label_names, multi_label, backbone, lora)
+
+
+WAV2VEC2 = speech_family("wav2vec2", "facebook/wav2vec2-base", "wav2vec2",
+                         Wav2Vec2ForSequenceClassification, Wav2Vec2PooledForSequenceClassification,
+                         build_wav2vec2, "facebook/wav2vec2", "apache-2.0")
+HUBERT = speech_family("hubert", "facebook/hubert-base-ls960", "hubert",
+                       HubertForSequenceClassification, HubertPooledForSequenceClassification,
+                       build_hubert, "facebook/hubert", "apache-2.0")

@@ -1,7 +1,7 @@
 """Dataset loaders: `load_dataset(name, root, **options)` -> DatasetDict(train, validation, test).
 
-Named datasets (gtzan, mtat, fma, synthetic) and users' own: `folder` (a folder of audio in the
-`audiofolder` conventions) and `hub` (any `datasets` dataset, by Hub id or local path).
+Named datasets (``DATASET_MODULES``, the one registry) and users' own: `folder` (a folder of audio
+in the `audiofolder` conventions) and `hub` (any `datasets` dataset, by Hub id or local path).
 
 Columns: `id`, `audio` (Audio(decode=False) holding the absolute path), `label` (ClassLabel) or
 `labels` (list of tag indices), `duration` (seconds, from the header). Decode with
@@ -12,21 +12,45 @@ Columns: `id`, `audio` (Audio(decode=False) holding the absolute path), `label` 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from types import ModuleType
 
 from datasets import DatasetDict
 
 from finetune.data import fma, folder, gtzan, hub, mtat, synthetic
 from finetune.recipe import listed
 
+# The dataset registry, recipe `data.name` -> its module: `build(root, **options)`, `OPTION_CHOICES`,
+# `CARD`, and optionally `multi_label_task` and `split_detail` (docs/CONTRACTS.md). Every list of
+# dataset names or facts is read off it.
 DATASET_MODULES = {"gtzan": gtzan, "mtat": mtat, "fma": fma, "synthetic": synthetic, "folder": folder, "hub": hub}
-DATASET_BUILDERS = {name: module.build for name, module in DATASET_MODULES.items()}
 
+
+class ModuleFacts(Mapping):
+    """Dataset name -> one fact of its module, read from `DATASET_MODULES` when asked (so a dataset
+    added there shows in every view at once)."""
+
+    def __init__(self, fact: Callable[[ModuleType], object]):
+        self.fact = fact
+
+    def __getitem__(self, name: str):
+        return self.fact(DATASET_MODULES[name])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(DATASET_MODULES)
+
+    def __len__(self) -> int:
+        return len(DATASET_MODULES)
+
+
+DATASET_BUILDERS = ModuleFacts(lambda module: module.build)
 # Options each builder accepts (its keyword arguments after `root`), for recipe validation.
-DATASET_OPTIONS = {name: tuple(inspect.signature(builder).parameters)[1:]
-                   for name, builder in DATASET_BUILDERS.items()}
+DATASET_OPTIONS = ModuleFacts(lambda module: tuple(inspect.signature(module.build).parameters)[1:])
 # Each dataset's option -> allowed values (its OPTION_CHOICES), checked by recipes before a run.
-DATASET_CHOICES = {name: module.OPTION_CHOICES for name, module in DATASET_MODULES.items()}
+DATASET_CHOICES = ModuleFacts(lambda module: module.OPTION_CHOICES)
+# How model cards name each dataset (`common.DatasetCard`; None: the card names the user's own data).
+DATASET_CARDS = ModuleFacts(lambda module: module.CARD)
 
 
 def known_multi_label(name: str, **options) -> bool | None:

@@ -35,6 +35,14 @@ SPLIT_ALIASES = {"train": "train", "validation": "validation", "valid": "validat
 
 
 @dataclass(frozen=True)
+class DatasetCard:
+    """How a model card names a published dataset (a dataset module's `CARD`)."""
+
+    id: str  # the card's `datasets` entry: a Hub id, or the dataset's usual name
+    name: str  # the dataset in the card's prose
+
+
+@dataclass(frozen=True)
 class Clip:
     """One audio file of a split, before its header is checked."""
 

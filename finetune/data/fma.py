@@ -17,12 +17,13 @@ from typing import NamedTuple
 import pandas as pd
 from datasets import DatasetDict
 
-from finetune.data.common import (SPLITS, Clip, assemble, check_options, dataset_root, metadata_file,
-                                  report)
+from finetune.data.common import (SPLITS, Clip, DatasetCard, assemble, check_options, dataset_root,
+                                  metadata_file, report)
 
 SUBSETS = ("small", "medium", "large")  # each contains the ones before it
 TASKS = ("genre_top", "genres_all")
 OPTION_CHOICES = {"subset": SUBSETS, "task": TASKS}  # checked by `build`, and by recipes before a run
+CARD = DatasetCard("FMA", "the Free Music Archive")  # how model cards name it
 SET_SPLITS = {"training": "train", "validation": "validation", "test": "test"}
 COLUMNS = (("set", "split"), ("set", "subset"), ("track", "genre_top"), ("track", "genres_all"))
 # Tracks listed in fma_small whose files hold no audio (FMA issue tracker).
@@ -71,6 +72,11 @@ def _targets(tracks: pd.DataFrame, task: str, genres_csv: Path) -> tuple[list, l
 def multi_label_task(task: str, **options) -> bool:
     """FMA's `genres_all` task is multi-label, `genre_top` single-label."""
     return task == "genres_all"
+
+
+def split_detail(subset: str, task: str, **options) -> str:
+    """What names the split beside its scheme, for published figures (`finetune.published.split_key`)."""
+    return f"{subset}-{task}"
 
 
 def build(root: str | Path, subset: str = "small", task: str = "genre_top",

@@ -32,6 +32,7 @@ from finetune.data.common import (SPLIT_ALIASES, Labelled, assemble, check_forma
                                   complete_splits, dataset_root, label_set, labelled_clips, listing)
 
 OPTION_CHOICES = {}  # no option with a fixed set of values
+CARD = None  # a model card names the user's own data (finetune.hub.dataset_id)
 METADATA = "metadata.csv"
 NAME_COLUMN = "file_name"
 

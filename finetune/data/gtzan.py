@@ -15,13 +15,14 @@ from typing import Sequence
 from datasets import DatasetDict
 
 from finetune.data.audio import AUDIO_EXTENSIONS
-from finetune.data.common import (SPLITS, Clip, assemble, check_options, dataset_root, layout_folder,
-                                  listing, stratified_split)
+from finetune.data.common import (SPLITS, Clip, DatasetCard, assemble, check_options, dataset_root,
+                                  layout_folder, listing, stratified_split)
 from finetune.data.gtzan_splits import FAULT_FILTERED, SPLIT_CODES, STRATIFIED
 
 GENRES = ("blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "pop", "reggae", "rock")
 SPLIT_SCHEMES = ("fault_filtered", "stratified", "random")
 OPTION_CHOICES = {"split_scheme": SPLIT_SCHEMES}  # checked by `build`, and by recipes before a run
+CARD = DatasetCard("marsyas/gtzan", "GTZAN")  # how model cards name it
 LAYOUTS = ("genres", "genres_original", "")  # audio folders tried in turn, relative to the root
 RANDOM_FRACTIONS = (0.70, 0.15, 0.15)  # train / validation / test
 

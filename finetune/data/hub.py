@@ -44,6 +44,7 @@ from finetune.recipe import listed
 logger = logging.getLogger("finetune.data")
 
 OPTION_CHOICES = {}  # no option with a fixed set of values
+CARD = None  # a model card names the user's own data (finetune.hub.dataset_id)
 LABEL_TYPES = ("string", "large_string", "int", "uint", "bool")  # Value dtypes a label column may have
 
 

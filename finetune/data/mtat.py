@@ -19,12 +19,13 @@ from pathlib import Path
 import numpy as np
 from datasets import DatasetDict
 
-from finetune.data.common import (SPLITS, Clip, assemble, check_options, dataset_root, layout_folder,
-                                  metadata_file)
+from finetune.data.common import (SPLITS, Clip, DatasetCard, assemble, check_options, dataset_root,
+                                  layout_folder, metadata_file)
 
 ANNOTATIONS = "annotations_final.csv"
 SPLIT_SCHEMES = ("standard", "pons")
 OPTION_CHOICES = {"split_scheme": SPLIT_SCHEMES}  # checked by `build`, and by recipes before a run
+CARD = DatasetCard("MagnaTagATune", "MagnaTagATune")  # how model cards name it
 LAYOUTS = ("", "audio")  # folders tried in turn for the mp3 folders 0..f, relative to the root
 HOLDS = f"{ANNOTATIONS} beside the mp3 folders 0..f or beside an audio/ folder holding them"
 FOLDER_SPLITS = {**dict.fromkeys("0123456789ab", "train"), "c": "validation",
@@ -67,6 +68,11 @@ def top_tags(tags: np.ndarray, count: int) -> list[int]:
 def multi_label_task(**options) -> bool:
     """MTAT is multi-label (tags), whatever its options."""
     return True
+
+
+def split_detail(tags: int, **options) -> str:
+    """What names the split beside its scheme, for published figures (`finetune.published.split_key`)."""
+    return f"top{tags}"
 
 
 def build(root: str | Path, tags: int = 50, split_scheme: str = "standard",

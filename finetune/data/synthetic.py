@@ -21,7 +21,7 @@ import soundfile as sf
 
 from finetune.console import progress
 from finetune.data import gtzan
-from finetune.data.common import check_options
+from finetune.data.common import DatasetCard, check_options
 
 SAMPLE_RATE = 22_050  # GTZAN's rate, so the demo resamples like real data
 SECONDS = 8.0
@@ -29,6 +29,7 @@ TRACKS_PER_CLASS = {"pulse": 60, "drone": 45, "buzz": 35, "bells": 25, "pluck": 
 GENERATOR_VERSION = 2
 # GTZAN's published lists name GTZAN's files: the generated classes only split at random
 OPTION_CHOICES = {"split_scheme": ("random",)}  # checked by `build`, and by recipes before a run
+CARD = DatasetCard("synthetic", "generated audio")  # how model cards name it
 DATA_SEED = 1234  # the data is the same for every recipe seed; the split follows the recipe seed
 FADE = 0.05  # seconds of fade in and out of each phrase
 

@@ -18,11 +18,10 @@ import numpy as np
 from finetune import recipe as recipes
 from finetune.bootstrap import split_intervals
 from finetune.evaluation import TrackPredictions
+from finetune.metrics import compared_names, task_of
 from finetune.studies.paired import paired_test
 from finetune.published import split_key
 from finetune.report import Section, fmt, fmt_interval, render_markdown, save_figure
-
-KEYS = {False: ("accuracy", "macro_f1", "macro_recall"), True: ("roc_auc_macro", "pr_auc_macro", "precision_at_5")}
 
 
 class ComparisonError(ValueError):
@@ -60,7 +59,7 @@ def check_comparable(runs: list[dict]) -> None:
         raise ComparisonError("cannot compare runs tested on different data: " + "; ".join(sorted(differences)))
 
 
-def comparison_figure(runs: list[dict], keys: tuple[str, ...]):
+def comparison_figure(runs: list[dict], keys: list[str]):
     """Grouped bars: one group per metric, one bar per run, 95 % bootstrap intervals as error bars."""
     fig, ax = plt.subplots(figsize=(max(6.0, 1.5 * len(keys) + 0.5 * len(runs)), 4))
     width = 0.8 / len(runs)
@@ -109,8 +108,7 @@ def compare(run_dirs: list[str | Path], out: str | Path | None = None) -> tuple[
         raise ComparisonError("give at least two run folders to compare")
     runs = [load_run(Path(d)) for d in run_dirs]
     check_comparable(runs)
-    multi_label = "per_tag" in runs[0]["test"]
-    keys = KEYS[multi_label]
+    keys = compared_names(task_of(runs[0]["test"]))
     out = Path(out) if out else Path(run_dirs[0]).parent / f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
     out.mkdir(parents=True, exist_ok=True)
     table = [["run", "model", "backbone", "mode"] + list(keys)]

@@ -16,6 +16,7 @@ from sklearn import metrics as skm
 
 from finetune import recipe as recipes
 from finetune.evaluation import TrackPredictions, tagging_metrics
+from finetune.metrics import SINGLE_LABEL, summary_names, task_of
 from finetune.studies.genre_maps import packaged_mapping
 from finetune.report import Section, class_table, confusion_matrix_plot, fmt, save_figure, save_study
 from finetune.studies.scoring import RunModel
@@ -72,6 +73,7 @@ def cross_metrics(predictions: TrackPredictions, resolved: Resolved, source_mult
     confusion = skm.confusion_matrix(truth, predicted, labels=np.arange(scores.shape[1]))  # square
     present = support > 0  # macro means over the covered classes this split has tracks of
     return {
+        "task": SINGLE_LABEL,
         "accuracy": float(np.mean(truth == predicted)),
         "macro_f1": float(f1[present].mean()), "macro_precision": float(precision[present].mean()),
         "macro_recall": float(recall[present].mean()), "num_tracks": int(len(truth)), "left_out_tracks": left_out,
@@ -130,10 +132,10 @@ def save(run_dir, result: dict) -> Section:
             "Model classes with no counterpart (predicting one is an error): "
             + (", ".join(result["unmapped_source"]) or "none") + ".",
             f"{result['target']} classes with no counterpart, {uncovered}."]
-    keys = [k for k in ("accuracy", "macro_f1", "roc_auc_macro", "pr_auc_macro", "num_tracks") if k in metrics]
+    keys = [k for k in (*summary_names(task_of(metrics)), "num_tracks") if k in metrics]
     tables = [[["metric", "value"]] + [[k, fmt(metrics[k])] for k in keys], class_table(metrics)]
     images = []
-    if "confusion_matrix" in metrics:
+    if task_of(metrics) == SINGLE_LABEL:
         columns = result["covered"] + ([] if len(metrics["confusion_matrix"][0]) == len(result["covered"])
                                        else [NO_COUNTERPART])
         fig = confusion_matrix_plot(metrics["confusion_matrix"], result["covered"], columns,

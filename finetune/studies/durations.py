@@ -17,26 +17,12 @@ import numpy as np
 from finetune.clips import track_table, unreadable_tracks, window_starts
 from finetune.data.audio import AudioReadError, audio_duration
 from finetune.evaluation import TrackPredictions, aggregate_tracks, track_metrics
+from finetune.metrics import metrics_for
 from finetune.report import Section, fmt, save_figure, save_study
 from finetune.studies.scoring import Excerpts, RunModel
 
 logger = logging.getLogger("finetune")
 MODES = ("start", "random")
-
-
-def headline(multi_label: bool) -> tuple[str, str]:
-    return ("roc_auc_macro", "pr_auc_macro") if multi_label else ("accuracy", "macro_f1")
-
-
-def chance_level(key: str, labels: np.ndarray) -> float | None:
-    """Score of an uninformed model: 1/C accuracy, 0.5 ROC-AUC, the mean tag prevalence as PR-AUC."""
-    if key == "accuracy":
-        return 1.0 / float(labels.max() + 1)
-    if key == "roc_auc_macro":
-        return 0.5
-    if key == "pr_auc_macro":
-        return float(labels.mean())
-    return None
 
 
 def excerpt_windows(length: float, start: float, seconds: float, clip: float, hop: float):
@@ -71,10 +57,11 @@ def duration_study(model: RunModel, split, full: TrackPredictions, durations: li
     windows = Excerpts(paths, list(unique), model.sample_rate, clip)
     window_probs, scored = model.score(windows, f"scoring {len(durations)} durations")  # (U, C), (U,)
     unreadable = unreadable_tracks(scored)  # tracks left out at every duration
-    keys = headline(model.multi_label)
+    shown = [m for m in metrics_for(full.task) if m.summary]
+    keys = [m.name for m in shown]
     result = {"rows": [], "seed": seed, "durations": durations,
               "full": {k: track_metrics(full.probs, full.labels, full.label_names)[k] for k in keys},
-              "chance": {k: chance_level(k, targets) for k in keys}}
+              "chance": {m.name: m.chance(targets) if m.chance else None for m in shown}}
     for d in durations:
         row = {"duration": d, "seconds": float(np.mean([min(d, length) for length in lengths.values()]))}
         for mode in MODES:

@@ -11,8 +11,9 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import binomtest
 
-from finetune.bootstrap import HEADLINE, RESAMPLES, bootstrap_draws, headline_score, percentile_interval
+from finetune.bootstrap import RESAMPLES, bootstrap_draws, headline_score, percentile_interval
 from finetune.evaluation import TrackPredictions
+from finetune.metrics import headline
 
 
 def align(a: TrackPredictions, b: TrackPredictions) -> TrackPredictions:
@@ -53,16 +54,15 @@ def paired_test(a: TrackPredictions, b: TrackPredictions, seed: int = 0, level: 
     the difference, its paired-bootstrap interval and two-sided p-value (tracks resampled jointly,
     seeded); for genres also McNemar's exact p with its b and c."""
     b = align(a, b)
-    multi_label = a.multi_label
 
     def difference(probs_a: np.ndarray, probs_b: np.ndarray, labels: np.ndarray) -> dict:
         return {"difference": headline_score(probs_a, labels) - headline_score(probs_b, labels)}
 
     arrays = (a.probs, b.probs, a.labels)
-    draws = bootstrap_draws(difference, arrays, RESAMPLES[multi_label], seed)["difference"]  # (R,)
-    result = {"metric": HEADLINE[multi_label], "tracks": len(a.ids), "difference": difference(*arrays)["difference"],
+    draws = bootstrap_draws(difference, arrays, RESAMPLES[a.task], seed)["difference"]  # (R,)
+    result = {"metric": headline(a.task).name, "tracks": len(a.ids), "difference": difference(*arrays)["difference"],
               "interval": percentile_interval(draws, level), "bootstrap_p": bootstrap_p(draws),
               "resamples": len(draws)}
-    if not multi_label:
+    if not a.multi_label:
         result.update(mcnemar(a.probs.argmax(axis=1) == a.labels, b.probs.argmax(axis=1) == b.labels))
     return result

@@ -1,0 +1,209 @@
+"""The metric registry: every metric the toolkit reports, in one tuple (`METRICS`), and what each
+consumer derives from it (the report's rows, the card's, `compare`'s columns, the headline metric
+of a task, the metrics `train.metric` may select, bootstrap scorers, chance levels).
+
+A leaf module. Adding a metric is one `Metric` here (or in a module of its own, added to
+`METRICS`) with a `score`: evaluation computes it, bootstrap gives it an interval, the report lists
+it and, with `summary=True`, model cards, the console and the studies show it.
+
+The scorers are vectorised over classes, as bootstrap needs them hundreds of times: ROC-AUC from
+average ranks (Mann-Whitney), AP from one sort per column, both equal to scikit-learn's values,
+ties included; `finetune.evaluation` keeps scikit-learn's point estimates for metrics.json.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+SINGLE_LABEL, MULTI_LABEL, BOTH = "single_label", "multi_label", "both"  # a split's task, as metrics.json records it
+LOSS = "loss"  # the validation loss: added by the Trainer, not computed from track scores
+
+# (probs (N, C), labels (N,) class indices or (N, C) multi-hot) -> score. Single-label intervals are
+# drawn from the confusion matrix, so a single-label scorer sees one-hot probabilities of the
+# predicted class: it may depend only on the prediction (argmax).
+Scorer = Callable[[np.ndarray, np.ndarray], float]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One metric: its key in metrics.json and what every consumer needs to know about it."""
+
+    name: str  # key in metrics.json, in the report table and in `train.metric`
+    label: str  # as model cards print it
+    task: str  # SINGLE_LABEL, MULTI_LABEL or BOTH
+    higher_is_better: bool | None = True  # None: a count, not a score (never selects a checkpoint)
+    min_labels: int = 0  # computed only with more classes / tags than this (top-k, @k)
+    headline: bool = False  # THE metric of its task: the run summary, pooled (cv) and paired scores
+    summary: bool = False  # in the short lists: model cards, console, learning curves, cv, studies
+    compared: bool = False  # a column of `compare`
+    chance: Callable[[np.ndarray], float] | None = None  # an uninformed model's score, from the labels
+    score: Scorer | None = None  # a fast scorer: bootstrap intervals (and evaluation for a new metric)
+
+    def applies(self, task: str, num_labels: int | None = None) -> bool:
+        """Reported for `task` with `num_labels` classes or tags (None: as many as any metric needs)."""
+        return self.task in (task, BOTH) and (num_labels is None or num_labels > self.min_labels)
+
+
+# --------------------------------------------------------------------------- scorers
+
+
+def roc_auc_columns(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """ROC-AUC of each column of scores (N, C) against 0/1 targets (N, C); NaN where a column
+    has no positive or no negative."""
+    from scipy.stats import rankdata  # here, not on top: the console imports this module and stays light
+
+    positives = targets.sum(axis=0)  # (C,)
+    negatives = len(targets) - positives
+    ranks = rankdata(scores, axis=0)  # (N, C) average ranks for ties
+    rank_sum = (ranks * targets).sum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        auc = (rank_sum - positives * (positives + 1) / 2) / (positives * negatives)
+    return np.where((positives > 0) & (negatives > 0), auc, np.nan)
+
+
+def average_precision_columns(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Average precision of each column (scikit-learn's step rule: one point per distinct score);
+    NaN where a column has no positive."""
+    order = np.argsort(-scores, axis=0, kind="stable")  # (N, C)
+    ranked = np.take_along_axis(scores, order, axis=0)
+    hits = np.take_along_axis(targets, order, axis=0).astype(np.float64)
+    true_pos = np.cumsum(hits, axis=0)  # (N, C)
+    group_end = np.ones_like(ranked, dtype=bool)  # last row of each run of tied scores
+    group_end[:-1] = ranked[:-1] != ranked[1:]
+    seen = np.maximum.accumulate(np.where(group_end, true_pos, 0.0), axis=0)
+    before = np.vstack([np.zeros((1, seen.shape[1])), seen[:-1]])  # true positives at the previous threshold
+    precision = true_pos / np.arange(1, len(scores) + 1)[:, None]
+    positives = true_pos[-1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ap = (np.where(group_end, true_pos - before, 0.0) * precision).sum(axis=0) / positives
+    return np.where(positives > 0, ap, np.nan)
+
+
+def roc_auc_macro(probs: np.ndarray, targets: np.ndarray) -> float:
+    """Mean ROC-AUC over the tags with positives and negatives here."""
+    roc = roc_auc_columns(probs, targets)
+    return float(np.mean(roc[~np.isnan(roc)]))
+
+
+def pr_auc_macro(probs: np.ndarray, targets: np.ndarray) -> float:
+    """Mean AP over the tags with positives and negatives here (the tags ROC-AUC scores)."""
+    positives = targets.sum(axis=0)  # (C,)
+    scorable = (positives > 0) & (positives < len(targets))
+    return float(np.mean(average_precision_columns(probs[:, scorable], targets[:, scorable])))
+
+
+def accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
+    return float(np.mean(probs.argmax(axis=1) == labels))
+
+
+def class_rates(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-class (precision, recall, F1), each (C,), of the predicted classes (argmax of probs (N, C)),
+    over all C classes, 0 where undefined (as scikit-learn's zero_division=0)."""
+    num_classes = probs.shape[1]
+    confusion = np.bincount(labels * num_classes + probs.argmax(axis=1), minlength=num_classes**2)
+    confusion = confusion.reshape(num_classes, num_classes)  # (C, C) rows = truth
+    hits = np.diag(confusion).astype(np.float64)
+    predicted_count, support = confusion.sum(axis=0), confusion.sum(axis=1)
+    precision = np.divide(hits, predicted_count, out=np.zeros_like(hits), where=predicted_count > 0)
+    recall = np.divide(hits, support, out=np.zeros_like(hits), where=support > 0)
+    total = precision + recall
+    f1 = np.divide(2 * precision * recall, total, out=np.zeros_like(hits), where=total > 0)
+    return precision, recall, f1
+
+
+def macro_precision(probs: np.ndarray, labels: np.ndarray) -> float:
+    return float(class_rates(probs, labels)[0].mean())
+
+
+def macro_recall(probs: np.ndarray, labels: np.ndarray) -> float:
+    return float(class_rates(probs, labels)[1].mean())
+
+
+def macro_f1(probs: np.ndarray, labels: np.ndarray) -> float:
+    return float(class_rates(probs, labels)[2].mean())
+
+
+# --------------------------------------------------------------------------- the registry
+
+
+def at_k(k: int) -> tuple[Metric, Metric]:
+    """precision@k and recall@k of a tagger (reported with more than k tags)."""
+    return (Metric(f"precision_at_{k}", f"Precision@{k}", MULTI_LABEL, min_labels=k, compared=k == 5),
+            Metric(f"recall_at_{k}", f"Recall@{k}", MULTI_LABEL, min_labels=k))
+
+
+METRICS: tuple[Metric, ...] = (  # in the order reports list them
+    Metric(LOSS, "Loss", BOTH, higher_is_better=False),
+    Metric("accuracy", "Accuracy", SINGLE_LABEL, headline=True, summary=True, compared=True,
+           chance=lambda labels: 1.0 / float(labels.max() + 1), score=accuracy),
+    Metric("macro_f1", "Macro F1", SINGLE_LABEL, summary=True, compared=True, score=macro_f1),
+    Metric("macro_precision", "Macro precision", SINGLE_LABEL, score=macro_precision),
+    Metric("macro_recall", "Macro recall", SINGLE_LABEL, compared=True, score=macro_recall),
+    Metric("top3_accuracy", "Top-3 accuracy", SINGLE_LABEL, min_labels=3),
+    Metric("top5_accuracy", "Top-5 accuracy", SINGLE_LABEL, min_labels=5),
+    Metric("roc_auc_macro", "ROC-AUC (macro)", MULTI_LABEL, headline=True, summary=True, compared=True,
+           chance=lambda targets: 0.5, score=roc_auc_macro),
+    Metric("pr_auc_macro", "PR-AUC (macro)", MULTI_LABEL, summary=True, compared=True,
+           chance=lambda targets: float(targets.mean()), score=pr_auc_macro),  # the mean tag prevalence
+    Metric("roc_auc_micro", "ROC-AUC (micro)", MULTI_LABEL),
+    Metric("pr_auc_micro", "PR-AUC (micro)", MULTI_LABEL),
+    *at_k(3), *at_k(5), *at_k(10),
+    Metric("num_tracks", "Tracks", BOTH, higher_is_better=None),
+)
+
+
+# --------------------------------------------------------------------------- derived lists
+
+
+def metrics_for(task: str | None = None, num_labels: int | None = None) -> tuple[Metric, ...]:
+    """The registered metrics of `task` (None: every task) with `num_labels` classes or tags."""
+    return tuple(m for m in METRICS if task is None or m.applies(task, num_labels))
+
+
+def named(name: str) -> Metric:
+    """The registered metric called `name`; KeyError naming the registered ones."""
+    for metric in METRICS:
+        if metric.name == name:
+            return metric
+    raise KeyError(f"no metric {name!r}; registered: {', '.join(m.name for m in METRICS)}")
+
+
+def headline(task: str) -> Metric:
+    """The one metric that heads a task's results."""
+    return next(m for m in metrics_for(task) if m.headline)
+
+
+def summary_names(task: str | None = None) -> list[str]:
+    """The short list of a task (None: of every task) that cards, the console and the studies show."""
+    return [m.name for m in metrics_for(task) if m.summary]
+
+
+def compared_names(task: str) -> list[str]:
+    """The columns `compare` shows for runs of `task`."""
+    return [m.name for m in metrics_for(task) if m.compared]
+
+
+def selectable_names(task: str, num_labels: int | None = None) -> list[str]:
+    """The validation metrics that may pick the best checkpoint (`train.metric`): the scores."""
+    return [m.name for m in metrics_for(task, num_labels) if m.higher_is_better is not None]
+
+
+def scores(task: str, probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """{name: score} of every metric of `task` that has a scorer."""
+    return {m.name: m.score(probs, labels) for m in metrics_for(task, probs.shape[1]) if m.score}
+
+
+# --------------------------------------------------------------------------- the task of a split
+
+
+def task_name(multi_label: bool) -> str:
+    return MULTI_LABEL if multi_label else SINGLE_LABEL
+
+
+def task_of(split_metrics: dict) -> str:
+    """A split's task as its metrics record it (`"task"`); for run folders written before they did,
+    guessed as before: a tagger's metrics have per-tag scores."""
+    return split_metrics.get("task") or task_name("per_tag" in split_metrics)

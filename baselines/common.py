@@ -8,6 +8,7 @@ from transformers import PreTrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from finetune.augment import SpecAugment
+from finetune.bundle import label_config
 from finetune.features import LogMel
 
 
@@ -124,7 +125,7 @@ class BaselinePreTrainedModel(PreTrainedModel):
                 rows = [old.index(name) for name in label_names]
                 head.load_state_dict({k: v[rows] for k, v in self.classifier.state_dict().items()})
             self.classifier = head.to(self.classifier.weight.device)
-        apply_labels(self.config, label_names, multi_label)
+        self.config.update(label_config(label_names, multi_label))
 
 
 class SpectrogramModel(BaselinePreTrainedModel):
@@ -146,12 +147,3 @@ def probe_features(model: BaselinePreTrainedModel, input_values: torch.Tensor,
 def probe_head(modules: nn.Module, pooled: torch.Tensor) -> torch.Tensor:
     """The classifier on embeddings (B, D) -> logits (B, C) (dropout is off outside training)."""
     return modules.classifier(pooled)
-
-
-def apply_labels(config: PreTrainedConfig, label_names: list[str], multi_label: bool) -> None:
-    """Set id2label, label2id and problem_type on ``config``."""
-    config.id2label = dict(enumerate(label_names))
-    config.label2id = {name: i for i, name in enumerate(label_names)}
-    config.problem_type = (
-        "multi_label_classification" if multi_label else "single_label_classification"
-    )

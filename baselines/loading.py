@@ -11,10 +11,10 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedConfig, Wav2Vec2FeatureExtractor
 
-from baselines.common import BaselineConfig, BaselinePreTrainedModel, apply_labels
+from baselines.common import BaselineConfig, BaselinePreTrainedModel
 from baselines.msd_tags import MSD_TAGS
 from baselines.mtat_tags import MTAT_TAGS
-from finetune.bundle import EVERY_BUILDER_ARGS, ModelBundle
+from finetune.bundle import EVERY_BUILDER_ARGS, ModelBundle, label_config
 from finetune.recipe import RecipeError
 
 # `backbone.tags` names -> the tags of a Won et al. checkpoint's output units, in order.
@@ -82,7 +82,7 @@ def import_won_checkpoint(
         raise RecipeError(f"backbone.tags: {tags or 'mtat'} has {len(vocabulary)} tags but the head of {path} "
                           f"has {len(head)} outputs; name the vocabulary the checkpoint was trained on")
     config = config if config is not None else model_class.config_class()
-    apply_labels(config, vocabulary, multi_label=True)
+    config.update(label_config(vocabulary, multi_label=True))
     model = model_class(config)
     model.load_state_dict(state, strict=True)
     return model.eval()
@@ -125,7 +125,7 @@ def build_baseline(model_class: type[BaselinePreTrainedModel], args: dict):
     if num_labels != len(label_names):
         raise ValueError(f"num_labels={num_labels} but {len(label_names)} label names")
     config = model_class.config_class(**fields)
-    apply_labels(config, label_names, multi_label)
+    config.update(label_config(label_names, multi_label))
     path, tags = getattr(backbone, "path", None), getattr(backbone, "tags", None)
     model = start_model(model_class, config, path, tags)
     if is_won_checkpoint(path):

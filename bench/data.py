@@ -29,7 +29,7 @@ from bench.models import SAMPLE_RATE, baseline_cnn
 from bench.timing import Result, alternate, median, once
 from finetune.clips import AudioCache, CropReader, SharedEpoch, TrainCrops, training_cache
 from finetune.recipe import DataConfig
-from finetune.training import AudioCollator
+from finetune.clips import AudioCollator
 
 TARGET = 0.8
 # Seconds of audio in each dataset's standard training split (tracks x clip length).

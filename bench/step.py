@@ -23,8 +23,8 @@ from transformers import ProgressCallback, Trainer, TrainerCallback
 
 from bench.models import LABELS, SAMPLE_RATE, TINY_SPEECH, baseline_cnn, speech_backbone
 from bench.timing import Result, alternate, median, seconds
-from finetune.training import (LABEL_KEYS, AudioCollator, FinetuneTrainer, metrics_function,
-                               training_arguments)
+from finetune.clips import AudioCollator
+from finetune.training import LABEL_KEYS, FinetuneTrainer, metrics_function, training_arguments
 
 TARGET = 1.15
 

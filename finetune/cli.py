@@ -5,7 +5,6 @@ handlers import, each only when its command runs: `--help` and `recipes` import 
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import sys
@@ -88,26 +87,31 @@ def list_recipes(args: argparse.Namespace) -> int:
 
 def list_models(args: argparse.Namespace) -> int:
     """Each model name with its builder's first doc line and the model.args it takes."""
-    from finetune.models import TOOLKIT_ARGS, model_builders
+    from finetune.bundle import TOOLKIT_ARGS
+    from finetune.model_options import MODEL_OPTIONS
 
-    for name, builder in sorted(model_builders().items()):
-        doc = (builder.__doc__ or "").strip().splitlines()
-        accepted = [p for p in inspect.signature(builder).parameters if p not in TOOLKIT_ARGS]
-        print(f"{name:<12} {doc[0] if doc else ''}")
+    for name, options in sorted(MODEL_OPTIONS.items()):
+        accepted = [p for p in options.parameters if p not in TOOLKIT_ARGS]
+        print(f"{name:<12} {options.summary}")
         print(f"{'':<12} model.args: {', '.join(accepted) or '(none)'}")
     return 0
 
 
 def train(args: argparse.Namespace) -> int:
     """Check the recipe, then (unless --dry-run) run it and print its summary."""
-    from finetune.run import RunIncomplete, check_recipe, run
-    from finetune.training import runnable_precision
+    from finetune.checks import check_recipe
 
-    recipe = runnable_precision(recipes.load(args.recipe, args.overrides))  # as it will run on this machine
+    recipe = recipes.load(args.recipe, args.overrides)
+    if recipe.train.precision != "fp32":  # fp32 trains anywhere; a mixed precision asks the device (torch)
+        from finetune.training import runnable_precision
+
+        recipe = runnable_precision(recipe)  # as it will run on this machine
     check_recipe(recipe)
     if args.dry_run:
         print(recipe.to_yaml(), end="")
         return 0
+    from finetune.run import RunIncomplete, run
+
     try:
         run_dir, failure = run(recipe), None
     except RunIncomplete as err:  # the results are saved: show them, then the failure
@@ -192,14 +196,14 @@ def export_parser() -> argparse.ArgumentParser:
 
 
 def export(args: argparse.Namespace) -> int:
-    from finetune import hub
+    from finetune.export import HubError, export_run, push_to_hub
 
-    folder = hub.export(args.run, args.to, adapter_only=args.adapter_only, overwrite=args.overwrite)
+    folder = export_run(args.run, args.to, adapter_only=args.adapter_only, overwrite=args.overwrite)
     print(f"exported: {folder}")
     if args.push_to_hub:
         try:
-            print(f"pushed: {hub.push_to_hub(folder, args.push_to_hub, args.private)}")
-        except hub.HubError as err:
+            print(f"pushed: {push_to_hub(folder, args.push_to_hub, args.private)}")
+        except HubError as err:
             print(f"error: {error_line(err)}", file=sys.stderr)
             return 1
     return 0
@@ -244,8 +248,9 @@ def evaluate(args: argparse.Namespace) -> int:
     from finetune.report import console_text
     from finetune.studies import evaluate as run_studies
 
-    sections = run_studies(args.run, args.durations, args.on, args.overrides, args.mapping, args.split,
-                           args.explain, args.seed, args.batch_size)
+    sections = run_studies(args.run, durations=args.durations, on=args.on, overrides=args.overrides,
+                           mapping_file=args.mapping, split=args.split, explain=args.explain, seed=args.seed,
+                           batch_size=args.batch_size)
     print(console_text(sections))
     print(f"report: {args.run}/report.html")
     return 0

@@ -394,3 +394,20 @@ class EvalWindows(torch.utils.data.Dataset):
         the unreadable headers, then the tracks with a window marked unreadable."""
         return self.skipped + [str(AudioReadError(self.paths[t], "a window could not be read, "
                                                   "see the warnings")) for t in unreadable_tracks(track_index)]
+
+
+class AudioCollator:
+    """List of {input_values (T,), labels, track_index} -> the model's batch via its extractor."""
+
+    def __init__(self, feature_extractor, sample_rate: int):
+        self.feature_extractor = feature_extractor
+        self.sample_rate = sample_rate
+
+    def __call__(self, items: list[dict]) -> dict:
+        batch = dict(self.feature_extractor(
+            [item["input_values"] for item in items], sampling_rate=self.sample_rate,
+            return_tensors="pt",
+        ))
+        batch["labels"] = torch.as_tensor(np.stack([item["labels"] for item in items]))
+        batch["track_index"] = torch.as_tensor([item["track_index"] for item in items])
+        return batch

@@ -24,7 +24,8 @@ from finetune.bootstrap import RESAMPLES, headline_interval
 from finetune.evaluation import TrackPredictions, scalar_metrics
 from finetune.metrics import headline, summary_names, task_of
 from finetune.report import Section, fmt, fmt_interval, render_markdown
-from finetune.run import check_recipe, run
+from finetune.checks import check_recipe
+from finetune.run import run
 
 logger = logging.getLogger("finetune")
 

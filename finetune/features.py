@@ -9,17 +9,6 @@ from torch import nn
 AMIN = 1e-10  # power floor before the log, as librosa's power_to_db(amin=1e-10)
 
 
-def log_mel_needs(n_fft: int, f_max: float | None, clip_seconds: float) -> dict[str, float]:
-    """The lowest sample rates (Hz) at which a `LogMel` front end works on `clip_seconds` clips, each
-    under what needs it: the centred STFT pads n_fft // 2 samples by reflection, so a clip must hold
-    more samples than that; mel bands up to `f_max` need f_max at most the Nyquist frequency."""
-    needs = {f"one STFT frame (more than n_fft // 2 = {n_fft // 2} samples in a {clip_seconds:g} s clip)":
-             (n_fft // 2 + 1) / clip_seconds}
-    if f_max is not None:
-        needs[f"mel bands up to f_max = {f_max:g} Hz"] = 2 * f_max
-    return needs
-
-
 class LogMel(nn.Module):
     """Waveform (B, T) -> log-mel power spectrogram in dB (B, n_mels, frames).
 

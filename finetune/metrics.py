@@ -207,3 +207,11 @@ def task_of(split_metrics: dict) -> str:
     """A split's task as its metrics record it (`"task"`); for run folders written before they did,
     guessed as before: a tagger's metrics have per-tag scores."""
     return split_metrics.get("task") or task_name("per_tag" in split_metrics)
+
+
+def selection(metric: str | None) -> tuple[str, bool]:
+    """(the validation metric that picks the best checkpoint and drives early stopping, greater is
+    better) for `train.metric`; by default (None) the validation loss, which keeps falling where the
+    accuracy of a few validation tracks has long plateaued."""
+    metric = metric or LOSS
+    return metric, named(metric).higher_is_better

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import math
 from pathlib import Path
 from typing import Callable
 
@@ -13,13 +12,13 @@ from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
 
 from baselines import BASELINE_BUILDERS, MODEL_CLASSES  # importing registers the baseline classes with the Auto classes
 from baselines.common import SpectrogramConfig
-from baselines.loading import is_won_checkpoint, won_vocabulary
 from finetune.backbones import AUTO, BACKBONE_BUILDERS, build_auto  # ... and the finetune_* backbone subclasses
 from finetune.backbones.heads import base_model_name
 from finetune.backbones.lora import export_ready, lora_layers, save_adapter
-from finetune.bundle import TOOLKIT_ARGS, ModelBundle
-from finetune.features import log_mel_needs
-from finetune.recipe import Recipe, RecipeError, check_bounds, coerce, listed
+from finetune.bundle import ModelBundle
+from finetune.checks import check_model_args
+from finetune.model_options import OPTIONS_FILE, ModelOptions, options_of, to_json
+from finetune.recipe import Recipe
 
 MODEL_BUILDERS: dict[str, Callable[..., ModelBundle]] = {**BASELINE_BUILDERS, **BACKBONE_BUILDERS, AUTO: build_auto}
 
@@ -29,104 +28,20 @@ def model_builders() -> dict[str, Callable[..., ModelBundle]]:
     return MODEL_BUILDERS
 
 
-# Names a builder's string annotations may use (baseline configs postpone their annotations).
-ANNOTATION_NAMES = {"int": int, "float": float, "bool": bool, "str": str, "list": list, "tuple": tuple,
-                    "dict": dict, "None": None}
+def model_options() -> dict[str, ModelOptions]:
+    """Every model name -> its builder's options, read off the builders (what `model_options.json`
+    must hold: `finetune.model_options` reads it there without importing torch)."""
+    def kind(name: str) -> str:
+        return "baseline" if name in BASELINE_BUILDERS else "auto" if name == AUTO else "backbone"
+
+    return {name: options_of(builder, kind(name), name in MODEL_CLASSES
+                             and issubclass(MODEL_CLASSES[name].config_class, SpectrogramConfig))
+            for name, builder in MODEL_BUILDERS.items()}
 
 
-def _annotation(param: inspect.Parameter):
-    """A parameter's annotation as a type (evaluated when it is a string), or None when absent."""
-    tp = param.annotation
-    if tp is inspect.Parameter.empty:
-        return None
-    return eval(tp, {"__builtins__": {}}, ANNOTATION_NAMES) if isinstance(tp, str) else tp
-
-
-def check_model_args(recipe: Recipe) -> dict:
-    """`model.args` checked against the builder's signature and converted to its annotated types.
-
-    Fails fast, naming the key, when `model.name` is unknown, an argument is not the builder's,
-    a value has the wrong type, or `backbone.mode` does not apply to the model.
-    """
-    builders = model_builders()
-    name = recipe.model.name
-    if name not in builders:
-        raise RecipeError(f"model.name: {name!r} is not one of {', '.join(sorted(builders))}")
-    if name in BASELINE_BUILDERS:
-        check_baseline_backbone(recipe)
-    elif recipe.train.freeze_batch_norm:
-        raise RecipeError(f"train.freeze_batch_norm: model {name!r} has no batch norm (it is for the baselines)")
-    elif recipe.backbone.tags is not None:
-        raise RecipeError(f"backbone.tags: model {name!r} does not import Won et al. .pth checkpoints, whose "
-                          "head vocabulary this names; set backbone.tags=null")
-    if name == AUTO:
-        check_auto_backbone(recipe)
-    params = inspect.signature(builders[name]).parameters
-    accepted = [p for p in params if p not in TOOLKIT_ARGS]
-    args = {}
-    for key, value in recipe.model.args.items():
-        if key not in accepted:
-            raise RecipeError(f"unknown key model.args.{key} for model {name!r}; valid: {listed(accepted)}")
-        tp = _annotation(params[key])
-        args[key] = value if tp is None else coerce(value, tp, f"model.args.{key}")
-        check_bounds(f"model.args.{key}", args[key], {})
-    check_sample_rate(recipe, args)
-    return args
-
-
-def check_sample_rate(recipe: Recipe, args: dict) -> None:
-    """Refuse `data.sample_rate` for a model whose rate is fixed (the pretrained backbones), and a
-    rate too low for a baseline's log-mel front end (`finetune.features.log_mel_needs`), naming
-    the key that sets it: data.sample_rate, else model.args.sample_rate (or its default)."""
-    name = recipe.model.name
-    params = inspect.signature(model_builders()[name]).parameters
-    if recipe.data.sample_rate is not None and "sample_rate" not in params:
-        raise RecipeError(f"data.sample_rate: model {name!r} has a fixed rate (its feature extractor's); "
-                          "unset it (data.sample_rate=null)")
-    if name not in MODEL_CLASSES or not issubclass(MODEL_CLASSES[name].config_class, SpectrogramConfig):
-        return
-    settings = {key: args.get(key, params[key].default) for key in ("sample_rate", "n_fft", "f_max")}
-    if recipe.data.sample_rate is not None:
-        key, rate = "data.sample_rate", recipe.data.sample_rate
-    else:
-        key, rate = "model.args.sample_rate", settings["sample_rate"]
-    for need, lowest in log_mel_needs(settings["n_fft"], settings["f_max"], recipe.data.clip_seconds).items():
-        if rate < lowest:
-            raise RecipeError(f"{key}: {rate} Hz is too low for the log-mel front end of model {name!r}: "
-                              f"it needs at least {math.ceil(lowest)} Hz for {need}")
-
-
-def check_baseline_backbone(recipe: Recipe) -> None:
-    """Baselines start fresh or from a local file, and train fully or as a frozen probe (a head
-    fitted on their cached embeddings); LoRA and layer-wise decay are for the pretrained backbones."""
-    mode, name, path = recipe.backbone.mode, recipe.model.name, recipe.backbone.path
-    if path is not None and not Path(path).exists():
-        raise RecipeError(f"backbone.path: {path} does not exist; a baseline starts from a local Won et "
-                          "al. .pth file or an exported model folder (backbone.path=null: from scratch)")
-    if mode == "lora":
-        raise RecipeError(f"backbone.mode: lora applies to the pretrained backbones "
-                          f"({listed([*BACKBONE_BUILDERS, AUTO])}), not to baseline {name!r}; use full or probe")
-    if recipe.backbone.head_init == "probe" and path is None:
-        raise RecipeError(f"backbone.head_init=probe: baseline {name!r} starts from scratch here; it needs "
-                          "pretrained weights (backbone.path=<Won et al. .pth or exported folder>)")
-    if recipe.train.layer_decay != 1:
-        raise RecipeError(f"train.layer_decay: layer-wise decay is for the pretrained transformer backbones "
-                          f"({listed(BACKBONE_BUILDERS)}), not baseline {name!r}; use train.head_lr")
-    if mode == "probe" and recipe.probe.layers != "last":
-        raise RecipeError(f"probe.layers: baseline {name!r} is probed on its embedding only; "
-                          "the layer sweep is for the pretrained backbones (use probe.layers=last)")
-    if recipe.backbone.tags is not None:
-        if not is_won_checkpoint(path):
-            raise RecipeError(f"backbone.tags: names the head vocabulary of a Won et al. .pth checkpoint; "
-                              f"backbone.path={path} is not one (set backbone.tags=null)")
-        won_vocabulary(recipe.backbone.tags)  # a vocabulary name or a readable file
-
-
-def check_auto_backbone(recipe: Recipe) -> None:
-    """`model.name=auto` reads everything from the checkpoint, so it needs one."""
-    if recipe.backbone.path is None:
-        raise RecipeError("backbone.path: model.name=auto builds the checkpoint it names; set a Hub id "
-                          "(e.g. microsoft/wavlm-base-plus) or a local folder")
+def write_model_options() -> None:
+    """Rewrite `finetune/model_options.json` from the builders (after adding or changing a model)."""
+    OPTIONS_FILE.write_text(to_json(model_options()))
 
 
 def build_model(recipe: Recipe, label_names: list[str], multi_label: bool) -> ModelBundle:
@@ -222,3 +137,7 @@ def adapter_only(model, folder: str | Path) -> bool:
 def export_model(model):
     """The model as it is saved into the run folder's model/: LoRA adapters merged."""
     return export_ready(model)
+
+
+if __name__ == "__main__":  # python -m finetune.models: refresh model_options.json
+    write_model_options()

@@ -27,7 +27,7 @@ from finetune.data.audio import AudioReadError, read_window
 from finetune.data.common import SPLITS, report, split_features
 from finetune.data.hub import HUB_PREFIX
 from finetune.data.recipe_data import recipe_dataset
-from finetune.hub import push_to_hub
+from finetune.export import push_to_hub
 from finetune.models import build_model
 from finetune.recipe import Recipe, RecipeError
 

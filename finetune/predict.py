@@ -20,7 +20,7 @@ from finetune.clips import Windowing, fit_length
 from finetune.data.audio import AUDIO_EXTENSIONS, AudioReadError, audio_duration, read_windows, to_mono
 from finetune.evaluation import aggregate_tracks, window_probabilities
 from finetune.models import load_model
-from finetune.training import local_accelerator
+from finetune.machine import local_accelerator
 
 DEFAULT_CLIP_SECONDS = 5.0
 DEFAULT_TOP_K = 5  # labels reported when no threshold applies

@@ -39,12 +39,13 @@ from baselines.common import probe_features, probe_head
 from finetune.backbones import family_of
 from finetune.backbones.common import keep_layers
 from finetune.backbones.heads import resolve_layer
-from finetune.clips import EvalWindows, Windowing, task_of, track_table
+from finetune.clips import AudioCollator, EvalWindows, Windowing, task_of, track_table
 from finetune.console import progress
-from finetune.data.headers import cache_dir
-from finetune.evaluation import TrackPredictions, evaluate_windows, scalar_metrics
+from finetune.evaluation import evaluate_windows, scalar_metrics, track_predictions
 from finetune.models import ModelBundle, head_names
-from finetune.training import AudioCollator, default_workers, local_accelerator, selection, task_loss
+from finetune.losses import task_loss
+from finetune.metrics import selection
+from finetune.machine import cache_dir, default_workers, local_accelerator
 
 logger = logging.getLogger("finetune")
 
@@ -331,7 +332,7 @@ def rank(score: float, task: dict) -> tuple[bool, float]:
 
 def task_settings(recipe, split) -> dict:
     label_names, multi_label = task_of(split)
-    metric, greater = selection(recipe)
+    metric, greater = selection(recipe.train.metric)
     return {"label_names": label_names, "multi_label": multi_label, "aggregate": Windowing.of_recipe(recipe).aggregate,
             "metric": metric, "greater_is_better": greater}
 
@@ -372,10 +373,8 @@ def run_probe(recipe, dataset, bundle: ModelBundle) -> ProbeOutcome:
     results, predictions = {}, {}
     for name in ("validation", "test"):
         results[name], _, probs, labels = score_windows(fit.head, embedder, data[name].layer(best), data[name], task)
-        tracks = np.unique(data[name].track_index)
-        ids = dataset[name]["id"]
-        predictions[name] = TrackPredictions([ids[t] for t in tracks], [data[name].paths[t] for t in tracks],
-                                             probs, labels, task["label_names"])
+        predictions[name] = track_predictions(dataset[name]["id"], data[name].paths, data[name].track_index, probs,
+                                              labels, task["label_names"])
     results["validation"].update(probe_layer=best, probe_metric=task["metric"], probe_weight_decay=fit.weight_decay,
                                  probe_layer_scores={str(k): v for k, v in scores.items()})
     exported = embedder.cut(copy.deepcopy(model), best)

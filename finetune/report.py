@@ -27,8 +27,6 @@ from finetune.evaluation import TrackPredictions  # noqa: E402
 from finetune.metrics import LOSS, SINGLE_LABEL, headline, metrics_for, summary_names, task_of  # noqa: E402
 from finetune.published import Published, partial_test_split, published_for  # noqa: E402
 
-STUDY_ORDER = ("durations", "rare_classes", "mistakes")  # then cross-dataset studies, by name
-
 
 @dataclass
 class Section:
@@ -60,19 +58,20 @@ def save_figure(fig, path: Path, dpi: int = 110) -> Path:
     return path
 
 
-def save_study(run_dir: Path, name: str, section: Section, data: dict) -> Path:
-    """RUN/studies/<name>.json: the study's numbers and its report section."""
+def save_study(run_dir: Path, name: str, section: Section, data: dict, place: int | None = None) -> Path:
+    """RUN/studies/<name>.json: the study's numbers, its report section and the section's place in
+    the report (its study's position in `finetune.studies.STUDIES`)."""
     path = Path(run_dir) / "studies" / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"section": dataclasses.asdict(section), "data": data}, indent=2))
+    path.write_text(json.dumps({"section": dataclasses.asdict(section), "data": data, "place": place}, indent=2))
     return path
 
 
 def study_sections(run_dir: Path) -> list[Section]:
-    """Sections saved by studies, in STUDY_ORDER then by name."""
-    files = sorted((Path(run_dir) / "studies").glob("*.json"),
-                   key=lambda p: (STUDY_ORDER.index(p.stem) if p.stem in STUDY_ORDER else len(STUDY_ORDER), p.stem))
-    return [Section(**json.loads(p.read_text())["section"]) for p in files]
+    """Sections saved by studies, by their recorded place (none: last), then by name."""
+    saved = {p.stem: json.loads(p.read_text()) for p in (Path(run_dir) / "studies").glob("*.json")}
+    order = sorted(saved, key=lambda name: (saved[name].get("place") is None, saved[name].get("place") or 0, name))
+    return [Section(**saved[name]["section"]) for name in order]
 
 
 # --------------------------------------------------------------------------- plots

@@ -14,38 +14,27 @@ import transformers
 from accelerate import PartialState
 from accelerate.utils import broadcast_object_list
 
-from finetune import hub, report
+from finetune import export, report
 from finetune.atomic import writing
 from finetune.augment import augment_waveform
 from finetune.bootstrap import split_intervals
+from finetune.checks import check_metric, check_recipe
 from finetune.backbones import family_of
-from finetune.clips import (CropReader, EvalWindows, StreamCrops, TrainCrops, Windowing, crops_per_track,
+from finetune.clips import (AudioCollator, CropReader, EvalWindows, StreamCrops, TrainCrops, Windowing, crops_per_track,
                             task_of, track_table, training_cache)
-from finetune.data import known_multi_label
-from finetune.data.recipe_data import dataset_arguments, recipe_dataset
-from finetune.data.headers import cache_dir
+from finetune.data.recipe_data import recipe_dataset
+from finetune.machine import cache_dir
 from finetune.evaluation import evaluate_windows, track_predictions, tune_thresholds
-from finetune.models import adapter_only, build_model, check_model_args, export_model, head_names
+from finetune.models import adapter_only, build_model, export_model, head_names
 from finetune.probe import probe_head_init, run_probe
 from finetune.recipe import Recipe, RecipeError
 from finetune.rundir import RunFolder, RunFolderError, claim, write_atomically
 from finetune.studies import end_of_run
-from finetune.training import (AudioCollator, FinetuneTrainer, callbacks, check_metric, check_trainer_args,
+from finetune.training import (FinetuneTrainer, callbacks,
                                local_accelerator, metrics_function, parameter_learning_rates,
                                runnable_precision, train_from_start_point, training_arguments)
 
 logger = logging.getLogger("finetune")
-
-def check_recipe(recipe: Recipe) -> None:
-    """Every check that needs no data or weights: run before `--dry-run` prints and before a run
-    (train.metric here when the dataset's options tell its task; folder and hub: once indexed)."""
-    multi_label = known_multi_label(recipe.data.name, **dataset_arguments(recipe))
-    if multi_label is not None:
-        check_metric(recipe, multi_label)
-    check_model_args(recipe)
-    check_trainer_args(recipe)
-    if recipe.hub.push_to_hub and not recipe.hub.repo_id:
-        raise RecipeError("hub.repo_id: set it (user/name) when hub.push_to_hub=true")
 
 
 def join_processes() -> PartialState:
@@ -237,8 +226,8 @@ def train_and_evaluate(recipe: Recipe, run_dir: Path, checkpoint: str | None, re
 def push_run(run_dir: Path, recipe: Recipe) -> None:
     """Export into RUN/hub_export and upload (the LoRA adapter alone when lora.merge_on_export=false)."""
     adapter = not recipe.lora.merge_on_export and (run_dir / "adapter").is_dir()
-    folder = hub.export(run_dir, run_dir / "hub_export", adapter_only=adapter)
-    logger.info("pushed to %s", hub.push_to_hub(folder, recipe.hub.repo_id, recipe.hub.private))
+    folder = export.export_run(run_dir, run_dir / "hub_export", adapter_only=adapter)
+    logger.info("pushed to %s", export.push_to_hub(folder, recipe.hub.repo_id, recipe.hub.private))
 
 
 def finish(run_dir: Path, steps: dict) -> None:
@@ -267,7 +256,7 @@ def write_run_folder(run_dir: Path, recipe: Recipe, model, bundle, results: dict
         for split, tracks in (predictions or {}).items():
             tracks.save(run_dir / "predictions" / f"{split}.npz")
         if adapter_only(model, run_dir / "adapter"):  # LoRA runs, for `export --adapter-only`
-            hub.write_card(run_dir / "adapter", recipe, test, adapter=True)
+            export.write_card(run_dir / "adapter", recipe, test, adapter=True)
         model = export_model(model)
         Windowing.of_recipe(recipe).save_to(model.config)  # the windows predict() scores
         validation = (predictions or {}).get("validation")
@@ -275,14 +264,14 @@ def write_run_folder(run_dir: Path, recipe: Recipe, model, bundle, results: dict
             model.config.tag_thresholds = [float(t) for t in tune_thresholds(validation.probs, validation.labels)]
         model.save_pretrained(str(run_dir / "model"))
         bundle.feature_extractor.save_pretrained(str(run_dir / "model"))
-        hub.write_card(run_dir / "model", recipe, test)
+        export.write_card(run_dir / "model", recipe, test)
         (run_dir / "log_history.json").write_text(json.dumps(log_history, indent=2))
         write_atomically(run_dir / "metrics.json", json.dumps(results, indent=2))
     steps = {}
     if dataset is not None and "test" in (predictions or {}):
-        steps["the end-of-run studies"] = lambda: end_of_run(run_dir, dataset, predictions["test"],
-                                                             recipe.eval.durations, recipe.seed)
+        steps["the end-of-run studies"] = lambda: end_of_run(run_dir, dataset=dataset, test=predictions["test"],
+                                                             durations=recipe.eval.durations, seed=recipe.seed)
     steps["the report"] = lambda: report.write_reports(run_dir, recipe, results, log_history)
     if recipe.hub.push_to_hub:
-        steps["the upload (hub.push_to_hub)"] = lambda: push_run(run_dir, recipe)
+        steps["the upload (export.push_to_hub)"] = lambda: push_run(run_dir, recipe)
     finish(run_dir, steps)

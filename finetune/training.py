@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import logging
-import os
 import time
-import types
-import typing
-from enum import Enum
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from accelerate.data_loader import IterableDatasetShard
 from accelerate.utils import is_bf16_available
@@ -23,45 +17,22 @@ from tqdm.auto import tqdm
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import ExportableState
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
-from transformers.integrations import (INTEGRATION_TO_CALLBACK, get_available_reporting_integrations,
-                                       is_flytekit_available)
 
 from finetune.atomic import writing
 from finetune.augment import mixup
+from finetune.losses import task_loss
+from finetune.machine import default_workers, local_accelerator
 from finetune.backbones.heads import base_model_name
 from finetune.console import bars_enabled, metric_text
 from finetune.evaluation import evaluate_windows, scalar_metrics
-from finetune.metrics import LOSS, named, selectable_names, task_name
-from finetune.recipe import Recipe, RecipeError, coerce, listed
+from finetune.metrics import selection
+from finetune.checks import check_trainer_args, installed_reporters
+from finetune.recipe import Recipe
 
 logger = logging.getLogger("finetune")
 
 LABEL_KEYS = ["labels", "track_index"]  # gathered by the Trainer next to the logits
 RUNNING_LOSS_FILE = "running_loss.json"  # in each checkpoint: the loss accumulated since the last log line
-
-
-def task_loss(logits: torch.Tensor, targets: torch.Tensor, multi_label: bool) -> torch.Tensor:
-    """BCE-with-logits for tagging, cross-entropy for genres (hard or soft targets)."""
-    if multi_label:
-        return F.binary_cross_entropy_with_logits(logits.float(), targets.float())
-    return F.cross_entropy(logits.float(), targets)
-
-
-class AudioCollator:
-    """List of {input_values (T,), labels, track_index} -> the model's batch via its extractor."""
-
-    def __init__(self, feature_extractor, sample_rate: int):
-        self.feature_extractor = feature_extractor
-        self.sample_rate = sample_rate
-
-    def __call__(self, items: list[dict]) -> dict:
-        batch = dict(self.feature_extractor(
-            [item["input_values"] for item in items], sampling_rate=self.sample_rate,
-            return_tensors="pt",
-        ))
-        batch["labels"] = torch.as_tensor(np.stack([item["labels"] for item in items]))
-        batch["track_index"] = torch.as_tensor([item["track_index"] for item in items])
-        return batch
 
 
 class TrainingProgress(TrainerCallback):
@@ -303,141 +274,7 @@ def metrics_function(label_names: list[str], multi_label: bool, aggregate: str):
     return compute
 
 
-def selection(recipe: Recipe) -> tuple[str, bool]:
-    """(validation metric that picks the best checkpoint and drives early stopping, greater is
-    better): `train.metric`, by default the validation loss, which keeps falling where the accuracy
-    of a few validation tracks has long plateaued."""
-    metric = recipe.train.metric or LOSS
-    return metric, named(metric).higher_is_better
-
-
-def check_metric(recipe: Recipe, multi_label: bool, num_labels: int | None = None) -> None:
-    """Refuse a `train.metric` that validation does not report for this task (a score of the metric
-    registry, `finetune.metrics.selectable_names`), listing the valid ones; `num_labels` None: not
-    known yet (before the dataset is indexed), any count."""
-    metric = recipe.train.metric or LOSS
-    valid = selectable_names(task_name(multi_label), num_labels)
-    if metric not in valid:
-        task = "multi-label tagging" if multi_label else "single-label classification"
-        over = "" if num_labels is None else f" over {num_labels} {'tags' if multi_label else 'classes'}"
-        raise RecipeError(f"train.metric: {metric!r} is not a validation metric of {task}{over}; "
-                          f"valid: {listed(valid)}")
-
-
-def default_workers() -> int:
-    """DataLoader workers from the core count, leaving one for the main process."""
-    return max(0, min(8, (os.cpu_count() or 1) - 1))
-
-
-# TrainingArguments that a recipe key sets: train.trainer_args refuses them, naming the key to use.
-RECIPE_SETS = {
-    "output_dir": "output_dir", "seed": "seed", "num_train_epochs": "train.epochs", "max_steps": "train.max_steps",
-    "per_device_train_batch_size": "train.batch_size", "per_device_eval_batch_size": "train.eval_batch_size",
-    "learning_rate": "train.lr", "weight_decay": "train.weight_decay", "warmup_steps": "train.warmup_ratio",
-    "warmup_ratio": "train.warmup_ratio",  # transformers 4's name
-    "lr_scheduler_type": "train.scheduler", "lr_scheduler_kwargs": "train.plateau_patience and train.plateau_factor",
-    "gradient_accumulation_steps": "train.grad_accum", "max_grad_norm": "train.max_grad_norm",
-    "fp16": "train.precision", "bf16": "train.precision",
-    "eval_strategy": "train.eval_steps", "eval_steps": "train.eval_steps",
-    "save_strategy": "train.save_steps", "save_steps": "train.save_steps", "save_total_limit": "train.save_total_limit",
-    "metric_for_best_model": "train.metric", "greater_is_better": "train.metric",
-    "logging_strategy": "train.logging_steps", "logging_steps": "train.logging_steps",
-    "resume_from_checkpoint": "train.resume", "dataloader_num_workers": "data.num_workers",
-    "dataloader_persistent_workers": "data.persistent_workers", "dataloader_pin_memory": "data.pin_memory",
-}
-# TrainingArguments the toolkit's own code relies on: refused, with the reason.
-FINETUNE_SETS = {
-    "label_names": "the names under which evaluation gathers labels and track indices",
-    "remove_unused_columns": "false: the collator reads columns the model does not take",
-    "load_best_model_at_end": "true: the run keeps its best checkpoint (train.metric picks it)",
-}
-REPORTER_PACKAGES = {"azure_ml": "azureml-core", "comet_ml": "comet-ml", "flyte": "flytekit"}  # pip name, where it differs
-PLAIN_TYPES = (bool, int, float, str, dict, type(None))
 GPU_ENGINES = ("fsdp", "deepspeed")  # sharded training engines that accelerate only enables on GPUs
-# Fields whose annotation is narrower than what TrainingArguments takes (transformers 5.x annotates
-# fsdp as str | None, yet wants fsdp=True and deprecates the strings).
-FIELD_TYPES = {"fsdp": bool | str | None}
-
-
-def installed_reporters() -> set[str]:
-    """The report_to integrations whose package is installed here."""
-    return set(get_available_reporting_integrations()) | ({"flyte"} if is_flytekit_available() else set())
-
-
-def check_trainer_arg_name(name: str, fields: list[str]) -> None:
-    """Raise RecipeError unless train.trainer_args may set the TrainingArguments field `name`."""
-    key = f"train.trainer_args.{name}"
-    if name in RECIPE_SETS:
-        raise RecipeError(f"{key}: set {RECIPE_SETS[name]} instead")
-    if name in FINETUNE_SETS:
-        raise RecipeError(f"{key}: finetune sets it ({FINETUNE_SETS[name]})")
-    if name not in fields:
-        close = difflib.get_close_matches(name, fields, n=1, cutoff=0.6)
-        hint = f"; did you mean {RECIPE_SETS.get(close[0], f'train.trainer_args.{close[0]}')}?" if close else ""
-        raise RecipeError(f"{key}: not a transformers.TrainingArguments field{hint}")
-
-
-def is_plain(tp) -> bool:
-    """True when `coerce` can check a value against the annotation `tp` (unions and lists of plain types)."""
-    if tp in PLAIN_TYPES:
-        return True
-    origin = typing.get_origin(tp)
-    return origin in (typing.Union, types.UnionType, list) and all(map(is_plain, typing.get_args(tp)))
-
-
-def trainer_arg_value(key: str, value, tp):
-    """`value` as the field's annotation `tp` wants it: plain types converted (YAML 1.1 reads 1e-8 as a
-    string), an enumerated field's choices (optim, hub_strategy ...) checked; other values as given."""
-    if is_plain(tp):
-        return coerce(value, tp, key)
-    choices = next((arg for arg in typing.get_args(tp) if isinstance(arg, type) and issubclass(arg, Enum)), None)
-    values = [choice.value for choice in choices or ()]
-    if choices is not None and str(value) not in values:
-        close = difflib.get_close_matches(str(value), values, n=1)
-        hint = f"did you mean {close[0]}? " if close else ""
-        raise RecipeError(f"{key}: {value!r} is not a choice; {hint}(choices: {', '.join(values)})")
-    return value
-
-
-def check_report_to(value) -> None:
-    """Raise RecipeError for a report_to integration transformers does not know or whose package is
-    not installed."""
-    installed = installed_reporters()
-    for name in [value] if isinstance(value, str) else value or []:
-        if name in ("all", "none"):
-            continue
-        if name not in INTEGRATION_TO_CALLBACK:
-            raise RecipeError(f"train.trainer_args.report_to: {name!r} is not one of all, none, "
-                              f"{', '.join(INTEGRATION_TO_CALLBACK)}")
-        if name not in installed:
-            raise RecipeError(f"train.trainer_args.report_to: {name} is not installed; "
-                              f"pip install {REPORTER_PACKAGES.get(name, name)}")
-
-
-def check_trainer_args(recipe: Recipe) -> dict:
-    """`train.trainer_args` checked against transformers.TrainingArguments and converted to its field
-    types, before anything heavy runs. Refused, naming the key: a name that is no field (with the
-    closest one), a field a recipe key sets (with that key) or that the toolkit relies on, a value of
-    the wrong type or outside the field's choices, a report_to integration that is not installed."""
-    fields = [field.name for field in dataclasses.fields(TrainingArguments) if field.init]
-    hints = {**typing.get_type_hints(TrainingArguments), **FIELD_TYPES}
-    checked = {}
-    for name, value in recipe.train.trainer_args.items():
-        check_trainer_arg_name(name, fields)
-        checked[name] = trainer_arg_value(f"train.trainer_args.{name}", value, hints[name])
-    if "report_to" in checked:
-        check_report_to(checked["report_to"])
-    return checked
-
-
-def accelerator(cuda: bool, mps: bool) -> str:
-    """The device to train and predict on: a CUDA GPU, else an Apple GPU (MPS), else the CPU."""
-    return "cuda" if cuda else "mps" if mps else "cpu"
-
-
-def local_accelerator() -> str:
-    """`accelerator` of this machine."""
-    return accelerator(torch.cuda.is_available(), torch.backends.mps.is_available())
 
 
 def precision_runs(precision: str, device: str) -> bool:
@@ -470,7 +307,7 @@ def training_arguments(recipe: Recipe, run_dir: Path, multi_label: bool) -> Trai
     train = recipe.train
     # Checkpoints and evaluations share one rhythm so the best checkpoint can be restored.
     strategy = "steps" if (train.eval_steps or train.save_steps) else "epoch"
-    metric, greater_is_better = selection(recipe)
+    metric, greater_is_better = selection(recipe.train.metric)
     plateau = train.scheduler == "reduce_lr_on_plateau"
     workers = recipe.data.num_workers if recipe.data.num_workers is not None else default_workers()
     device = local_accelerator()
@@ -588,7 +425,7 @@ def callbacks(recipe: Recipe, train_set) -> list:
     """The run's callbacks: the epoch to the training set, early stopping when asked."""
     found = [EpochToDataset(train_set)]
     if recipe.train.early_stopping_patience:
-        metric, greater = selection(recipe)
+        metric, greater = selection(recipe.train.metric)
         found.append(EarlyStopping(metric, greater, recipe.train.early_stopping_patience,
                                    recipe.train.early_stopping_min_steps))
     return found

@@ -13,7 +13,7 @@ from baselines import BASELINE_BUILDERS, MODEL_CLASSES
 from baselines.loading import import_won_checkpoint, rename_won_keys
 from baselines.msd_tags import MSD_TAGS
 from baselines.mtat_tags import MTAT_TAGS
-from finetune import hub
+from finetune import export
 from finetune import recipe as recipes
 from finetune.models import check_model_args
 from finetune.recipe import BackboneConfig, RecipeError
@@ -83,7 +83,7 @@ def card_sentence(tmp_path, path, labels, multi_label, *overrides) -> str:
     bundle = BASELINE_BUILDERS["musicnn"](len(labels), labels, multi_label, recipe.backbone)
     bundle.model.save_pretrained(tmp_path / "model")
     config = json.loads((tmp_path / "model" / "config.json").read_text())
-    return hub.model_card(recipe, {}, config).split("---\n", 2)[2]
+    return export.model_card(recipe, {}, config).split("---\n", 2)[2]
 
 
 def test_the_card_names_the_head_vocabulary(realdata, tmp_path):
@@ -94,7 +94,7 @@ def test_the_card_names_the_head_vocabulary(realdata, tmp_path):
     assert ("whose head used the MagnaTagATune top-50 tags; that head was kept for the same tags"
             in card_sentence(tmp_path, path, sorted(MTAT_TAGS), True, "backbone.head_init=random"))
     assert "that head was refitted by a linear probe" in card_sentence(tmp_path, path, sorted(MTAT_TAGS), True)
-    assert "Won et al. checkpoint" not in hub.model_card(
+    assert "Won et al. checkpoint" not in export.model_card(
         recipes.load("cnn_gtzan"), {}, {"model_type": "finetune_simple_cnn", "id2label": {"0": "rock"}})
 
 

@@ -12,7 +12,7 @@ from backbone_fixtures import one_torch_thread, tiny_backbones, tiny_gtzan, tiny
 from backbone_fixtures import TAGS
 from safetensors.torch import load_file
 
-from finetune import hub
+from finetune import export
 from finetune import recipe as recipes
 from finetune.backbones.lora import OWN_PARAMETERS_FILE, load_adapter
 from finetune.cli import main
@@ -52,7 +52,7 @@ def runs(tiny_backbones, tiny_gtzan, tiny_mtat, tmp_path_factory):
 def test_exported_folder_scores_the_same_in_a_transformers_pipeline(runs, case, tmp_path):
     from transformers import pipeline
 
-    folder = hub.export(runs(case), tmp_path / "export")
+    folder = export.export_run(runs(case), tmp_path / "export")
     ours = Predictor.from_pretrained(folder)
     rate, count = ours.sample_rate, len(ours.label_names)
     wave = (0.1 * np.sin(np.arange(rate) / 7.0)).astype(np.float32)  # 1 s = one window
@@ -84,7 +84,7 @@ def test_a_run_that_does_not_merge_keeps_a_merged_model_with_its_card_and_predic
 @pytest.mark.parametrize("case", ["wav2vec2", "mert", "mert-tags"])
 def test_adapter_only_export_loads_back_with_equal_logits(runs, case, tmp_path):
     run = runs(case)
-    folder = hub.export(run, tmp_path / "adapter", adapter_only=True)
+    folder = export.export_run(run, tmp_path / "adapter", adapter_only=True)
     files = {p.name for p in folder.iterdir()}
     assert {"adapter_config.json", "adapter_model.safetensors", "README.md",
             "preprocessor_config.json"} <= files
@@ -104,4 +104,4 @@ def test_adapter_only_export_loads_back_with_equal_logits(runs, case, tmp_path):
 
 def test_adapter_only_refuses_a_run_without_adapters(demo_run, tmp_path):
     with pytest.raises(FileNotFoundError, match="no LoRA adapter"):
-        hub.export(demo_run, tmp_path / "x", adapter_only=True)
+        export.export_run(demo_run, tmp_path / "x", adapter_only=True)

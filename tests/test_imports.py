@@ -98,3 +98,24 @@ def test_only_public_datasets_apis_are_used():
             private += [f"{module}: {name}" for name in names
                         if name and name.split(".")[0] == "datasets" and name not in PUBLIC_DATASETS_MODULES]
     assert not private, private
+
+
+def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    """Every module `start` imports, directly or through others."""
+    seen, todo = set(), [start]
+    while todo:
+        for nxt in graph.get(todo.pop(), ()):
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return seen
+
+
+def test_scoring_never_imports_the_trainer():
+    """predict, the probe and the studies' scorer need the machine's device and workers, the collator
+    and the task loss, all in low modules: none of them pulls in the Trainer (finetune.training)."""
+    modules = our_modules()
+    graph = {name: imported(name, path, modules) for name, path in modules.items()}
+    assert "finetune.training" in reachable(graph, "finetune.run")  # the graph sees the trainer where it is used
+    for module in ("finetune.predict", "finetune.probe", "finetune.studies.scoring"):
+        assert "finetune.training" not in reachable(graph, module), module

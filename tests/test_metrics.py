@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from finetune import hub, metrics
+from finetune import export, metrics
 from finetune import recipe as recipes
 from finetune.console import metric_text
 from finetune.evaluation import evaluate_windows, scalar_metrics, track_metrics
@@ -105,7 +105,7 @@ def test_a_metric_in_a_module_of_its_own_reaches_report_interval_console_and_car
 
     config = {"model_type": "finetune_simple_cnn", "id2label": {str(i): g for i, g in enumerate(GENRES)},
               "problem_type": "single_label_classification"}
-    card = hub.model_card(recipes.load("cnn_gtzan", ["data.root=/data"]), test, config)
+    card = export.model_card(recipes.load("cnn_gtzan", ["data.root=/data"]), test, config)
     assert f"| Error rate | {test['error_rate']:.4f} |" in card
     assert "- error_rate" in card.split("---\n")[1]  # the card's metadata lists it
     tags, targets = example(metrics.MULTI_LABEL, 4, np.random.default_rng(8))

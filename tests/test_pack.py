@@ -17,7 +17,7 @@ from finetune.cli import main
 from finetune.data import load_dataset
 from finetune.data.audio import read_window
 from finetune.data.recipe_data import recipe_dataset
-from finetune.hub import HubError
+from finetune.export import HubError
 from finetune.pack import pack
 
 TRACKS = 12  # per split, in the runs trained from the shards

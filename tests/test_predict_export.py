@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 import yaml
 
-from finetune import hub
+from finetune import export
 from finetune.predict import Predictor, predict_genre
 
 GROWTH_KB = """
@@ -151,7 +151,7 @@ class FolderApi:
 
 
 def test_export_writes_a_hub_ready_folder_with_a_card(demo_run, tmp_path):
-    folder = hub.export(demo_run, tmp_path / "export")
+    folder = export.export_run(demo_run, tmp_path / "export")
     for name in ("model.safetensors", "config.json", "preprocessor_config.json", "README.md", "recipe.yaml"):
         assert (folder / name).is_file(), name
     card = (folder / "README.md").read_text()
@@ -166,14 +166,14 @@ def test_export_writes_a_hub_ready_folder_with_a_card(demo_run, tmp_path):
 
 
 def test_push_uploads_the_export_and_fails_clearly_offline(demo_run, tmp_path):
-    folder = hub.export(demo_run, tmp_path / "export")
+    folder = export.export_run(demo_run, tmp_path / "export")
     api = FolderApi(tmp_path / "hub")
-    url = hub.push_to_hub(folder, "someone/demo", private=True, api=api)
+    url = export.push_to_hub(folder, "someone/demo", private=True, api=api)
     assert url.endswith("someone/demo") and api.created == [("someone/demo", True)]
     assert sorted(p.name for p in (tmp_path / "hub" / "someone" / "demo").iterdir()) == sorted(
         p.name for p in folder.iterdir())
-    with pytest.raises(hub.HubError, match="intact"):
-        hub.push_to_hub(folder, "someone/demo", api=FolderApi(tmp_path / "hub2", fail=True))
+    with pytest.raises(export.HubError, match="intact"):
+        export.push_to_hub(folder, "someone/demo", api=FolderApi(tmp_path / "hub2", fail=True))
     assert (folder / "model.safetensors").is_file()
 
 

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from finetune import recipe as recipes
-from finetune.run import check_recipe
+from finetune.checks import check_recipe
 
 REQUIRED_KEYS = ["output_dir", "seed", "data.name", "data.root", "train.epochs", "train.max_steps",
                  "train.batch_size", "train.lr", "train.save_steps", "train.resume"]

@@ -13,7 +13,9 @@ from data_fixtures import write_audio
 from finetune import recipe as recipes
 from finetune.cli import main
 from finetune.run import check_recipe
-from finetune.training import check_metric, local_accelerator, precision_runs, runnable_precision
+from finetune.machine import local_accelerator
+from finetune.checks import check_metric
+from finetune.training import precision_runs, runnable_precision
 
 
 def refusal(tmp_path, *argv) -> str:

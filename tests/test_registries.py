@@ -14,8 +14,9 @@ from finetune.backbones import AUTO, BACKBONE_BUILDERS, FAMILIES
 from finetune.backbones.auto import NAMED
 from finetune.data import (DATASET_BUILDERS, DATASET_CARDS, DATASET_CHOICES, DATASET_MODULES, DATASET_OPTIONS,
                            known_multi_label, load_dataset)
-from finetune.hub import BASE_LICENSES, dataset_id, dataset_name, license_of
-from finetune.models import check_model_args, model_builders
+from finetune.export import BASE_LICENSES, dataset_id, dataset_name, license_of
+from finetune.model_options import MODEL_OPTIONS, OPTIONS_FILE, to_json
+from finetune.models import check_model_args, model_builders, model_options
 from finetune.published import split_key
 from finetune.recipe import DATASET_KEYS, DataConfig, RecipeError
 
@@ -45,6 +46,15 @@ def test_model_names_and_their_lists_come_from_the_registries():
     lora = recipes.load("demo", ["backbone.mode=lora"])
     with pytest.raises(RecipeError, match=f"pretrained backbones \\({', '.join([*FAMILIES, AUTO])}\\)"):
         check_model_args(lora)
+
+
+def test_the_model_options_file_holds_every_builders_signature():
+    """finetune/model_options.json, which checking a recipe and `finetune models` read instead of
+    importing torch, is the builders' signatures: after adding or changing a model, rewrite it with
+    `python -m finetune.models`."""
+    assert MODEL_OPTIONS == model_options() and OPTIONS_FILE.read_text() == to_json(model_options()), \
+        "finetune/model_options.json is stale: run python -m finetune.models"
+    assert list(MODEL_OPTIONS) == list(model_builders())
 
 
 TONES_MODULE = '''

@@ -65,21 +65,29 @@ def test_two_runs_started_together_get_their_own_folders(tmp_path, synthetic_roo
 
 
 def test_second_process_on_the_same_output_dir_is_refused_at_once(tmp_path, synthetic_root):
+    """While one run trains in a folder, a second process pointed at it is refused at once; the first
+    run's folder stays its own."""
     run_dir = tmp_path / "run"
-    first = finetune(tmp_path, "--recipe", "demo", *QUICK, "train.max_steps=6",
+    first = finetune(tmp_path, "--recipe", "demo", *QUICK, "train.max_steps=100000", "train.save_steps=100000",
                      f"data.root={synthetic_root}", f"output_dir={run_dir}")
-    deadline = time.time() + 300
-    while not (run_dir / "run.json").is_file():  # the first run holds the folder from its first moment
-        assert first.poll() is None and time.time() < deadline
-        time.sleep(0.05)
-    started = time.time()
-    code, out, err = finished(finetune(tmp_path, "--recipe", "demo", *QUICK, f"data.root={synthetic_root}",
-                                       f"output_dir={run_dir}", "seed=1"))
+    try:
+        deadline = time.time() + 300
+        for line in first.stderr:  # the first run is training: it has held the folder for a while
+            assert time.time() < deadline
+            if line.startswith("step "):
+                break
+        started = time.time()
+        code, out, err = finished(finetune(tmp_path, "--recipe", "demo", *QUICK, f"data.root={synthetic_root}",
+                                           f"output_dir={run_dir}", "seed=1"))
+        assert first.poll() is None, "the first run was still training"
+    finally:
+        first.kill()
+        first.communicate()
     assert code == 2 and time.time() - started < 60
     assert len(error_lines(err)) == 1 and "Traceback" not in err, err
     assert "in use by another run" in err and str(run_dir) in err and f"pid {first.pid}" in err
-    assert finished(first)[0] == 0
     assert yaml.safe_load((run_dir / "recipe.yaml").read_text())["seed"] == 0
+    assert json.loads((run_dir / "run.json").read_text())["pid"] == first.pid
 
 
 def test_a_new_run_never_replaces_a_finished_one(tmp_path, demo_run):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from finetune import hub
+from finetune import export
 
 
 def run_cli(*args):
@@ -120,15 +120,15 @@ def test_export_refuses_a_folder_of_the_users_and_overwrite_replaces_it(demo_run
 
 def test_a_re_export_of_the_same_run_replaces_it_whole(demo_run, run_copy, tmp_path):
     target = tmp_path / "export"
-    hub.export(demo_run, target)
+    export.export_run(demo_run, target)
     (target / "stale.bin").write_bytes(b"old")
-    assert hub.export(demo_run, target) == target
+    assert export.export_run(demo_run, target) == target
     assert not (target / "stale.bin").exists() and (target / "model.safetensors").is_file()
-    assert json.loads((target / hub.EXPORT_MARKER).read_text()) == {"run": hub.run_identity(demo_run)}
+    assert json.loads((target / export.EXPORT_MARKER).read_text()) == {"run": export.run_identity(demo_run)}
     with pytest.raises(FileExistsError, match="is not an earlier export of"):
-        hub.export(run_copy, target)  # another run (a copy elsewhere) does not replace this export
+        export.export_run(run_copy, target)  # another run (a copy elsewhere) does not replace this export
     with pytest.raises(FileExistsError, match="would replace the run"):
-        hub.export(run_copy, run_copy / "model", overwrite=True)
+        export.export_run(run_copy, run_copy / "model", overwrite=True)
     assert (run_copy / "model" / "model.safetensors").is_file()
 
 

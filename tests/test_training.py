@@ -209,7 +209,7 @@ def test_default_run_caches_a_small_training_split(tmp_path, caplog):
     import logging
 
     from finetune.clips import AudioCache, track_table
-    from finetune.data.headers import cache_dir
+    from finetune.machine import cache_dir
 
     root, sr, rng = tmp_path / "gtzan", 22050, np.random.default_rng(0)
     for genre in ("blues", "metal"):

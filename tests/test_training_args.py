@@ -8,7 +8,8 @@ import torch
 
 from finetune import recipe as recipes
 from finetune.cli import main
-from finetune.training import local_accelerator, training_arguments
+from finetune.machine import local_accelerator
+from finetune.training import training_arguments
 
 
 def arguments(tmp_path, *overrides, multi_label=False):

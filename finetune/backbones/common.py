@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedConfig
 
-from finetune.backbones.heads import WEIGHTED, base_model_name, base_model_of, label_config, resolve_layer
+from finetune.backbones.heads import WEIGHTED, base_model_name, base_model_of, resolve_layer
+from finetune.bundle import label_config
 from finetune.backbones.lora import add_lora
 from finetune.bundle import ModelBundle
 

@@ -73,12 +73,3 @@ def resolve_layer(layer: str, num_layers: int) -> int | str:
         raise ValueError(f"backbone.layer={layer}: this model has layers 0..{num_layers} "
                          f"(0 = embeddings, {num_layers} = last)")
     return index % (num_layers + 1)
-
-
-def label_config(label_names: list[str], multi_label: bool) -> dict:
-    """The config entries that name the labels and the task."""
-    return {
-        "id2label": dict(enumerate(label_names)),
-        "label2id": {name: i for i, name in enumerate(label_names)},
-        "problem_type": "multi_label_classification" if multi_label else "single_label_classification",
-    }

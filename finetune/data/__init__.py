@@ -15,11 +15,13 @@ import inspect
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import ModuleType
-
-from datasets import DatasetDict
+from typing import TYPE_CHECKING
 
 from finetune.data import fma, folder, gtzan, hub, mtat, synthetic
 from finetune.recipe import listed
+
+if TYPE_CHECKING:  # only annotations name it: checking a recipe imports this module without datasets
+    from datasets import DatasetDict
 
 # The dataset registry, recipe `data.name` -> its module: `build(root, **options)`, `OPTION_CHOICES`,
 # `CARD`, and optionally `multi_label_task` and `split_detail` (docs/CONTRACTS.md). Every list of

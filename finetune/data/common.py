@@ -17,14 +17,15 @@ import zlib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
 import numpy as np
-from datasets import (Audio, ClassLabel, Dataset, DatasetDict, Features, IterableDataset, Sequence as ListOf,
-                      Value)
 
 from finetune.data.audio import UNSUPPORTED_EXTENSIONS
 from finetune.data.headers import scan_files
+
+if TYPE_CHECKING:  # datasets is imported where a dataset is built: checking a recipe reads this package without it
+    from datasets import DatasetDict, Features, IterableDataset
 
 logger = logging.getLogger("finetune.data")
 
@@ -142,6 +143,8 @@ def task_of(split) -> tuple[list[str], bool]:
 
 def split_features(label_names: Sequence[str], multi_label: bool) -> Features:
     """Features of a built split, with `audio` still a path string (cast to Audio last)."""
+    from datasets import ClassLabel, Features, Sequence as ListOf, Value
+
     label = ClassLabel(names=list(label_names))
     target = {"labels": ListOf(label)} if multi_label else {"label": label}
     return Features({"id": Value("string"), "audio": Value("string"), **target,
@@ -275,6 +278,8 @@ def iterable_split(rows: Sequence[dict], features: Features) -> IterableDataset:
     with an Audio feature, or a streamed `cast_column`, encodes every example through torchcodec),
     shuffled once with a fixed seed so each shard mixes classes, then `to_iterable_dataset` in up
     to STREAM_SHARDS shards that DataLoader workers (and ranks) divide among themselves."""
+    from datasets import Audio, Dataset, Features, Value
+
     table = Dataset.from_list(list(rows), features=Features({**features, "audio": Value("string")}))
     table = table.cast_column("audio", Audio(decode=False)).shuffle(seed=STREAM_SHUFFLE_SEED).flatten_indices()
     return table.to_iterable_dataset(num_shards=max(1, min(STREAM_SHARDS, len(rows))))
@@ -330,6 +335,8 @@ def assemble(dataset: str, root: str, splits: Mapping[str, Sequence[Clip]],
     report(dataset, "unreadable files", scan.unreadable)
     if not scan.durations and not (streaming and splits["train"]):
         raise FileNotFoundError(f"{dataset}: no readable audio files under {root}")
+    from datasets import Audio, Dataset, DatasetDict
+
     features = split_features(label_names, multi_label)
     target = "labels" if multi_label else "label"
     result = {}

@@ -12,13 +12,14 @@ import csv
 import json
 import logging
 from pathlib import Path
-from typing import NamedTuple
-
-import pandas as pd
-from datasets import DatasetDict
+from typing import TYPE_CHECKING, NamedTuple
 
 from finetune.data.common import (SPLITS, Clip, DatasetCard, assemble, check_options, dataset_root,
                                   metadata_file, report)
+
+if TYPE_CHECKING:  # only annotations name them: checking a recipe imports this module without them
+    import pandas as pd
+    from datasets import DatasetDict
 
 SUBSETS = ("small", "medium", "large")  # each contains the ones before it
 TASKS = ("genre_top", "genres_all")
@@ -45,6 +46,8 @@ def read_genres(path: str | Path) -> dict[int, Genre]:
 
 def read_tracks(path: str | Path) -> pd.DataFrame:
     """The columns of tracks.csv this loader needs, indexed by track id."""
+    import pandas as pd  # here, not above: checking a recipe imports this module
+
     tracks = pd.read_csv(path, header=[0, 1], index_col=0, low_memory=False)
     absent = [".".join(c) for c in COLUMNS if c not in tracks.columns]
     if absent:

@@ -23,16 +23,17 @@ import json
 import os
 import posixpath
 from pathlib import Path
-from typing import Sequence
-
-from datasets import DatasetDict
+from typing import TYPE_CHECKING, Sequence
 
 from finetune.data.audio import AUDIO_EXTENSIONS, UNSUPPORTED_EXTENSIONS
 from finetune.data.common import (SPLIT_ALIASES, Labelled, assemble, check_formats, class_names,
                                   complete_splits, dataset_root, label_set, labelled_clips, listing)
 
+if TYPE_CHECKING:  # only annotations name it: checking a recipe imports this module without datasets
+    from datasets import DatasetDict
+
 OPTION_CHOICES = {}  # no option with a fixed set of values
-CARD = None  # a model card names the user's own data (finetune.hub.dataset_id)
+CARD = None  # a model card names the user's own data (finetune.export.dataset_id)
 METADATA = "metadata.csv"
 NAME_COLUMN = "file_name"
 

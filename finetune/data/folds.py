@@ -9,11 +9,14 @@ other seeds or other models see the same folds, which makes their per-track resu
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import numpy as np
-from datasets import DatasetDict, concatenate_datasets
 
 from finetune.data.common import SPLITS
+
+if TYPE_CHECKING:  # only annotations name it: checking a recipe imports this module without datasets
+    from datasets import DatasetDict
 
 logger = logging.getLogger("finetune.data")
 
@@ -50,6 +53,8 @@ def assign_folds(ids: list[str], keys: np.ndarray, folds: int, seed: int = FOLD_
 
 def cross_validation_split(dataset: DatasetDict, folds: int, fold: int) -> DatasetDict:
     """The `fold`-th of `folds` cross-validation splits of every track in `dataset`."""
+    from datasets import DatasetDict, concatenate_datasets  # here, not above: checking a recipe imports this module
+
     if not 0 <= fold < folds:
         raise ValueError(f"fold {fold} is not one of 0..{folds - 1}")
     pooled = concatenate_datasets([dataset[name] for name in SPLITS if name in dataset])

@@ -10,14 +10,15 @@ from __future__ import annotations
 import os
 import posixpath
 from pathlib import Path
-from typing import Sequence
-
-from datasets import DatasetDict
+from typing import TYPE_CHECKING, Sequence
 
 from finetune.data.audio import AUDIO_EXTENSIONS
 from finetune.data.common import (SPLITS, Clip, DatasetCard, assemble, check_options, dataset_root,
                                   layout_folder, listing, stratified_split)
 from finetune.data.gtzan_splits import FAULT_FILTERED, SPLIT_CODES, STRATIFIED
+
+if TYPE_CHECKING:  # only annotations name it: checking a recipe imports this module without datasets
+    from datasets import DatasetDict
 
 GENRES = ("blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "pop", "reggae", "rock")
 SPLIT_SCHEMES = ("fault_filtered", "stratified", "random")

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Sequence
 
 from finetune.console import progress
+from finetune.machine import cache_dir
 from finetune.data.audio import AudioReadError, audio_duration, os_cause
 
 logger = logging.getLogger("finetune.data")
@@ -34,13 +35,6 @@ class Scan:
     durations: dict[str, float] = field(default_factory=dict)  # readable files, seconds
     missing: list[str] = field(default_factory=list)
     unreadable: dict[str, str] = field(default_factory=dict)  # path -> cause
-
-
-def cache_dir() -> Path:
-    """$FINETUNE_CACHE, else $XDG_CACHE_HOME/finetune (default ~/.cache/finetune)."""
-    base = os.environ.get("FINETUNE_CACHE") or Path(
-        os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "finetune"
-    return Path(base)
 
 
 def _cache_file(root: str) -> Path:

@@ -28,23 +28,22 @@ import tempfile
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
-
-import datasets
-import fsspec
-from datasets import Audio, ClassLabel, Dataset, DatasetDict, Features, IterableDataset, LargeList, List, Value
+from typing import TYPE_CHECKING, Iterator, Mapping, Sequence
 
 from finetune.console import progress
 from finetune.data.common import (SPLIT_ALIASES, SPLITS, STREAM_SHARDS, Labelled, LabelIndex, assemble,
                                   check_formats, class_names, complete_splits, label_set, labelled_clips, report,
                                   split_features)
-from finetune.data.headers import cache_dir
+from finetune.machine import cache_dir
 from finetune.recipe import listed
+
+if TYPE_CHECKING:  # datasets is imported where a dataset is loaded: checking a recipe imports this module
+    from datasets import Dataset, DatasetDict, IterableDataset
 
 logger = logging.getLogger("finetune.data")
 
 OPTION_CHOICES = {}  # no option with a fixed set of values
-CARD = None  # a model card names the user's own data (finetune.hub.dataset_id)
+CARD = None  # a model card names the user's own data (finetune.export.dataset_id)
 LABEL_TYPES = ("string", "large_string", "int", "uint", "bool")  # Value dtypes a label column may have
 
 
@@ -108,6 +107,8 @@ class LabelReader:
 
 def label_reader(source: str, column: str, feature) -> LabelReader:
     """The reader of a label column of type `feature`; any other type is an error naming it."""
+    from datasets import ClassLabel, LargeList, List, Value
+
     multi_label = isinstance(feature, (List, LargeList))
     inner = feature.feature if multi_label else feature
     if isinstance(inner, ClassLabel):
@@ -120,6 +121,8 @@ def label_reader(source: str, column: str, feature) -> LabelReader:
 
 def _check_columns(source: str, features, audio_column: str, label_column: str) -> None:
     """Both columns exist and the audio one holds audio; errors name the columns there are."""
+    from datasets import Audio, Value
+
     if features is None:
         raise ValueError(f"hub: the columns of {source} are unknown when streamed; use data.streaming=false")
     missing = [f"{column!r} (data.{key})" for column, key in ((audio_column, "audio_column"),
@@ -144,6 +147,8 @@ def _is_url(source: str) -> bool:
 
 def _url_shards(source: str) -> dict[str, str]:
     """Split -> the glob of its Parquet shards under `source`/data (as `finetune pack` writes them)."""
+    import fsspec
+
     filesystem, root = fsspec.core.url_to_fs(source)
     names = sorted({Path(path).name.split("-")[0] for path in filesystem.glob(f"{root.rstrip('/')}/data/*.parquet")})
     if not names:
@@ -159,6 +164,8 @@ def _saved(source: str) -> bool:
 
 def _load(source: str, config: str | None, streaming: bool) -> Mapping[str, Dataset | IterableDataset]:
     """The dataset's splits by their own names (a saved dataset's made iterable when streaming)."""
+    import datasets
+
     saved = _saved(source)
     if saved and config is not None:
         raise ValueError(f"hub: {source} is a save_to_disk folder, which has no configurations: unset data.config")
@@ -199,6 +206,8 @@ def _our_splits(source: str, loaded: Mapping) -> dict[str, str]:
 
 def _rows(split: Dataset | IterableDataset, audio_column: str, label_column: str) -> Iterator[dict]:
     """The split's audio and label cells, the audio undecoded ({bytes, path} or a path)."""
+    from datasets import Audio, IterableDataset
+
     columns = split.select_columns([audio_column, label_column])
     if isinstance(columns, IterableDataset):
         return iter(columns.decode(False))
@@ -220,6 +229,8 @@ class Columns:
 def _labelled(name: str, split, columns: Columns) -> list[Labelled]:
     """Labelled rows of one split (absolute paths), the audio of each extracted; unlabelled rows
     are dropped and reported, formats soundfile cannot read refused by their names in the dataset."""
+    from datasets import IterableDataset
+
     rows, unlabelled, names = [], [], []
     total = None if isinstance(split, IterableDataset) else len(split)
     for index, row in enumerate(progress(_rows(split, columns.audio, columns.label), f"reading {name} audio",
@@ -262,6 +273,8 @@ def _stream(name: str, split: IterableDataset, columns: Columns, names: Sequence
     """The streamed train split: `split`'s rows, unlabelled ones left out and the audio of each
     extracted lazily, with the features of an indexed split (public `filter` / `map`; a `map` given
     its features does not encode the Audio column, so no torchcodec)."""
+    from datasets import Audio, Features
+
     multi_label = columns.reader.multi_label
     features = Features({**split_features(names, multi_label), "audio": Audio(decode=False)})
     source = split.select_columns([columns.audio, columns.label]).decode(False)

@@ -15,12 +15,15 @@ import os
 import posixpath
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from datasets import DatasetDict
 
 from finetune.data.common import (SPLITS, Clip, DatasetCard, assemble, check_options, dataset_root,
                                   layout_folder, metadata_file)
+
+if TYPE_CHECKING:  # only annotations name it: checking a recipe imports this module without datasets
+    from datasets import DatasetDict
 
 ANNOTATIONS = "annotations_final.csv"
 SPLIT_SCHEMES = ("standard", "pons")

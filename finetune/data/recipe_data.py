@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import inspect
 import json
-
-from datasets import DatasetDict, IterableDataset
+from typing import TYPE_CHECKING
 
 from finetune.data import DATASET_BUILDERS, DATASET_CHOICES, DATASET_OPTIONS, load_dataset
 from finetune.data.common import sample_stream, task_of
 from finetune.data.folds import cross_validation_split
-from finetune.data.headers import cache_dir
+from finetune.machine import cache_dir
 from finetune.recipe import DATASET_KEYS, Recipe, RecipeError, listed
+
+if TYPE_CHECKING:  # checking a recipe (dataset_arguments) imports this module without datasets
+    from datasets import DatasetDict
 
 # Recipe `data.*` keys handed to a dataset builder when set (null = the builder's default; a key
 # with a non-null recipe default, like split_ratios, counts as set when it differs from it).
@@ -68,6 +70,7 @@ def limit_tracks(dataset: DatasetDict, count: int, seed: int) -> DatasetDict:
     """At most `count` tracks per split, a seeded random sample. A streamed split is sampled by one
     pass over its metadata rows (reservoir sampling, no audio read), so the sample is the same
     every epoch and for every process, then streamed again."""
+    from datasets import IterableDataset  # here, not above: checking a recipe imports this module
 
     def limit(split):
         if isinstance(split, IterableDataset):
@@ -86,6 +89,8 @@ def dataset_source(data) -> str:
 def check_trainable(dataset: DatasetDict, data) -> None:
     """Refuse a dataset that cannot train and score a model: fewer than two classes (one tag for
     tagging), or an indexed split without tracks (the streamed train split is not counted here)."""
+    from datasets import IterableDataset
+
     label_names, multi_label = task_of(dataset["train"])
     least, kind, kinds = (1, "tag", "tags") if multi_label else (2, "class", "classes")
     if len(label_names) < least:

@@ -17,8 +17,9 @@ from sklearn import metrics as skm
 from finetune import recipe as recipes
 from finetune.evaluation import TrackPredictions, tagging_metrics
 from finetune.metrics import SINGLE_LABEL, summary_names, task_of
-from finetune.studies.genre_maps import packaged_mapping
+from finetune.studies.genre_maps import load_mapping, packaged_mapping
 from finetune.report import Section, class_table, confusion_matrix_plot, fmt, save_figure, save_study
+from finetune.studies.protocol import EVALUATE_ON, Inputs, Study
 from finetune.studies.scoring import RunModel
 
 NO_COUNTERPART = "(no counterpart)"
@@ -116,7 +117,12 @@ def evaluate_on(run_dir, dataset: str, overrides: list[str], mapping: dict[str, 
             "metrics": cross_metrics(predictions, resolved, model.multi_label)}
 
 
-def save(run_dir, result: dict) -> Section:
+def compute(inputs: Inputs) -> dict:
+    mapping = load_mapping(inputs.mapping_file) if inputs.mapping_file else None
+    return evaluate_on(inputs.run_dir, inputs.on, list(inputs.overrides), mapping, inputs.split, inputs.run_model())
+
+
+def save(run_dir, result: dict, place: int | None = None) -> Section:
     """RUN/studies/cross_<dataset>_<split>.json (+ confusion matrix PNG) and the report section."""
     name = f"cross_{result['target']}_{result['split']}"
     metrics = result["metrics"]
@@ -143,5 +149,8 @@ def save(run_dir, result: dict) -> Section:
         images.append(str(save_figure(fig, run_dir / "studies" / f"{name}.png").relative_to(run_dir)))
     section = Section(f"Cross-dataset: {result['target']} ({result['split']})", text=text, tables=tables,
                       images=images)
-    save_study(run_dir, name, section, result)
+    save_study(run_dir, name, section, result, place)
     return section
+
+
+STUDY = Study("cross_dataset", frozenset({EVALUATE_ON}), compute, save)

@@ -19,6 +19,7 @@ from finetune.data.audio import AudioReadError, audio_duration
 from finetune.evaluation import TrackPredictions, aggregate_tracks, track_metrics
 from finetune.metrics import metrics_for
 from finetune.report import Section, fmt, save_figure, save_study
+from finetune.studies.protocol import END_OF_RUN, EVALUATE, Inputs, Study
 from finetune.studies.scoring import Excerpts, RunModel
 
 logger = logging.getLogger("finetune")
@@ -93,7 +94,12 @@ def duration_figure(result: dict):
     return fig
 
 
-def save(run_dir, result: dict) -> Section:
+def compute(inputs: Inputs) -> dict:
+    return duration_study(inputs.run_model(), inputs.dataset["test"], inputs.predictions, inputs.durations,
+                          inputs.seed)
+
+
+def save(run_dir, result: dict, place: int | None = None) -> Section:
     """RUN/studies/durations.{json,png} and the report section."""
     keys = list(result["full"])
     table = [["seconds"] + [f"{key} ({mode})" for key in keys for mode in MODES]]
@@ -106,5 +112,8 @@ def save(run_dir, result: dict) -> Section:
         "Each test track cut to the given length, from the start and from a random offset "
         f"(seed {result['seed']}), then scored in clip-length windows averaged per track."],
         tables=[table], images=[str(image.relative_to(run_dir))])
-    save_study(run_dir, "durations", section, result)
+    save_study(run_dir, "durations", section, result, place)
     return section
+
+
+STUDY = Study("durations", frozenset({END_OF_RUN, EVALUATE}), compute, save, asked_by="durations")

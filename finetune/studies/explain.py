@@ -115,20 +115,29 @@ def saliency_figure(saliency: Saliency, title: str = ""):
     return fig
 
 
-def explain_file(run_dir: str | Path, path: str | Path, out: str | Path | None = None, start: float = 0.0,
-                 duration: float = 30.0, label: str | None = None, bands: int = 16, segment_seconds: float = 0.5,
-                 model: RunModel | None = None) -> tuple[Path, Saliency]:
-    """Explain `duration` seconds of an audio file from `start`; save the PNG (default
-    RUN/explanations/<file stem>.png)."""
-    model = model or RunModel(run_dir)
+def explain_audio(model: RunModel, path: str | Path, start: float = 0.0, duration: float = 30.0,
+                  label: str | None = None, bands: int = 16, segment_seconds: float = 0.5) -> Saliency:
+    """The saliency of `duration` seconds of an audio file from `start`."""
     if label is not None and label not in model.label_names:
         raise ValueError(f"label {label!r} is not one of the model's: {', '.join(model.label_names)}")
     y = read_window(path, model.sample_rate, start, duration)  # (T,)
     if len(y) < N_FFT:
         raise ValueError(f"{path}: {len(y) / model.sample_rate:.3f} s of audio from {start} s is too short to explain")
     target = None if label is None else model.label_names.index(label)
-    saliency = occlusion_saliency(model, y, target, bands, segment_seconds)
-    out = Path(out) if out else Path(run_dir) / "explanations" / f"{Path(path).stem}.png"
+    return occlusion_saliency(model, y, target, bands, segment_seconds)
+
+
+def save_saliency(saliency: Saliency, path: str | Path, out: Path) -> Path:
+    """The PNG of an audio file's saliency at `out`."""
     title = f"{Path(path).name}: occlusion saliency for '{saliency.label}' (p = {saliency.score:.3f})"
-    save_figure(saliency_figure(saliency, title), out, dpi=DPI)
-    return out, saliency
+    return save_figure(saliency_figure(saliency, title), out, dpi=DPI)
+
+
+def explain_file(run_dir: str | Path, path: str | Path, out: str | Path | None = None, start: float = 0.0,
+                 duration: float = 30.0, label: str | None = None, bands: int = 16, segment_seconds: float = 0.5,
+                 model: RunModel | None = None) -> tuple[Path, Saliency]:
+    """Explain `duration` seconds of an audio file from `start`; save the PNG (default
+    RUN/explanations/<file stem>.png)."""
+    saliency = explain_audio(model or RunModel(run_dir), path, start, duration, label, bands, segment_seconds)
+    out = Path(out) if out else Path(run_dir) / "explanations" / f"{Path(path).stem}.png"
+    return save_saliency(saliency, path, out), saliency

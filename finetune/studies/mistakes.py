@@ -12,9 +12,9 @@ import numpy as np
 
 from finetune.console import progress
 from finetune.evaluation import TrackPredictions
-from finetune.studies.explain import explain_file
+from finetune.studies.explain import explain_audio, save_saliency
 from finetune.report import Section, save_study
-from finetune.studies.scoring import RunModel
+from finetune.studies.protocol import END_OF_RUN, EVALUATE, Inputs, Study
 
 
 def confident_mistakes(predictions: TrackPredictions, count: int = 10) -> list[dict]:
@@ -50,17 +50,24 @@ def table(mistakes: list[dict], multi_label: bool) -> list[list[str]]:
     return rows
 
 
-def save(run_dir, predictions: TrackPredictions, model: RunModel, count: int = 10, explain: int = 3,
-         saliency_grid: tuple[int, float] = (16, 0.5)) -> Section:
-    """RUN/studies/mistakes.json, saliency maps of the first `explain` under studies/saliency/,
-    and the report section. saliency_grid: (mel bands, segment seconds)."""
-    mistakes = confident_mistakes(predictions, count)
-    images = []
-    for rank, mistake in enumerate(progress(mistakes[:explain], "explaining mistakes", unit="tracks"), start=1):
+def compute(inputs: Inputs, count: int = 10) -> dict:
+    """The `count` most confident mistakes and the saliency maps of the first `inputs.explain`
+    (`inputs.saliency_grid`: mel bands, segment seconds)."""
+    mistakes = confident_mistakes(inputs.predictions, count)
+    bands, segment_seconds = inputs.saliency_grid
+    saliency = [explain_audio(inputs.run_model(), mistake["path"], label=mistake["label"], bands=bands,
+                              segment_seconds=segment_seconds)
+                for mistake in progress(mistakes[:inputs.explain], "explaining mistakes", unit="tracks")]
+    return {"mistakes": mistakes, "multi_label": inputs.predictions.multi_label, "saliency": saliency}
+
+
+def save(run_dir, result: dict, place: int | None = None) -> Section:
+    """RUN/studies/mistakes.json, the saliency maps under studies/saliency/, and the report section."""
+    mistakes, images = result["mistakes"], []
+    for rank, (mistake, saliency) in enumerate(zip(mistakes, result["saliency"]), start=1):
         name = re.sub(r"[^\w.-]+", "_", mistake["id"])
         out = run_dir / "studies" / "saliency" / f"{rank:02d}_{name}.png"
-        explain_file(run_dir, mistake["path"], out, label=mistake["label"], bands=saliency_grid[0],
-                     segment_seconds=saliency_grid[1], model=model)
+        save_saliency(saliency, mistake["path"], out)
         images.append(str(out.relative_to(run_dir)))
     text = [f"{len(mistakes)} most confident errors on the test split"
             + (f"; occlusion saliency of the first {len(images)} for the label they were wrong about." if images
@@ -68,6 +75,9 @@ def save(run_dir, predictions: TrackPredictions, model: RunModel, count: int = 1
     if not mistakes:
         text = ["No test track is wrong."]
     section = Section("Most confidently wrong test tracks", text=text,
-                      tables=[table(mistakes, predictions.multi_label)] if mistakes else [], images=images)
-    save_study(run_dir, "mistakes", section, {"mistakes": mistakes})
+                      tables=[table(mistakes, result["multi_label"])] if mistakes else [], images=images)
+    save_study(run_dir, "mistakes", section, {"mistakes": mistakes}, place)
     return section
+
+
+STUDY = Study("mistakes", frozenset({END_OF_RUN, EVALUATE}), compute, save)

@@ -14,6 +14,7 @@ from scipy.stats import spearmanr
 from finetune.clips import track_table
 from finetune.evaluation import TrackPredictions, track_metrics
 from finetune.report import Section, fmt, save_figure, save_study
+from finetune.studies.protocol import END_OF_RUN, EVALUATE, Inputs, Study
 
 SHOWN = 5  # best and worst classes listed
 
@@ -67,7 +68,11 @@ def rare_class_figure(result: dict):
     return fig
 
 
-def save(run_dir, result: dict) -> Section:
+def compute(inputs: Inputs) -> dict:
+    return rare_class_study(inputs.predictions, training_counts(inputs.dataset["train"]))
+
+
+def save(run_dir, result: dict, place: int | None = None) -> Section:
     """RUN/studies/rare_classes.{json,png} and the report section."""
     ranked = list(enumerate(sorted(result["classes"], key=lambda c: -c["score"]), start=1))
     shown = ranked if len(ranked) <= 2 * SHOWN else ranked[:SHOWN] + ranked[-SHOWN:]  # best and worst
@@ -82,5 +87,8 @@ def save(run_dir, result: dict) -> Section:
                         if result["not_scored"] else [])
     image = save_figure(rare_class_figure(result), run_dir / "studies" / "rare_classes.png")
     section = Section("Rare classes", text=text, tables=[table], images=[str(image.relative_to(run_dir))])
-    save_study(run_dir, "rare_classes", section, result)
+    save_study(run_dir, "rare_classes", section, result, place)
     return section
+
+
+STUDY = Study("rare_classes", frozenset({END_OF_RUN, EVALUATE}), compute, save)

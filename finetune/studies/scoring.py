@@ -19,7 +19,7 @@ from finetune.data.recipe_data import recipe_dataset
 from finetune.evaluation import TrackPredictions, aggregate_tracks, readable_windows, track_predictions
 from finetune.models import load_model
 from finetune.predict import Predictor
-from finetune.training import default_workers
+from finetune.machine import default_workers
 
 
 class RunModel(Predictor):

@@ -3,7 +3,7 @@ which weights under which licence, and how to load and score the model."""
 
 import yaml
 
-from finetune import hub
+from finetune import export
 from finetune import recipe as recipes
 
 GENRES = {str(i): g for i, g in enumerate(["blues", "classical", "jazz"])}
@@ -11,7 +11,7 @@ TAGS = {str(i): t for i, t in enumerate(["guitar", "rock", "piano"])}
 
 
 def card(recipe_name: str, overrides: list[str], config: dict, metrics: dict | None = None) -> tuple[dict, str]:
-    text = hub.model_card(recipes.load(recipe_name, ["data.root=/data", *overrides]), metrics or {}, config)
+    text = export.model_card(recipes.load(recipe_name, ["data.root=/data", *overrides]), metrics or {}, config)
     _, meta, body = text.split("---\n", 2)
     return yaml.safe_load(meta), body
 

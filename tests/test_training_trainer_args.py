@@ -11,7 +11,8 @@ from transformers.optimization import Adafactor
 
 from finetune import recipe as recipes
 from finetune.cli import main
-from finetune.training import accelerator, check_trainer_args, training_arguments
+from finetune.machine import accelerator
+from finetune.training import check_trainer_args, training_arguments
 
 
 def arguments(tmp_path, *overrides):

@@ -285,7 +285,7 @@ def check_export_target(to: Path, run_dir: Path, overwrite: bool) -> None:
                           "folder, or pass --overwrite to replace it (deleting what it holds)")
 
 
-def export(run_dir: str | Path, to: str | Path, adapter_only: bool = False, overwrite: bool = False) -> Path:
+def export_run(run_dir: str | Path, to: str | Path, adapter_only: bool = False, overwrite: bool = False) -> Path:
     """Copy a run's model (or, with `adapter_only`, its LoRA adapter) into a Hub-ready folder with
     a model card, the preprocessor config, the recipe and EXPORT_MARKER. `to` may be new, empty or
     an earlier export of the same run (replaced whole); `overwrite` replaces any folder. The export

@@ -126,15 +126,21 @@ def train(args: argparse.Namespace) -> int:
     return 0
 
 
-def positive_int(text: str) -> int:
-    """An argparse type: a whole number of at least 1."""
+def whole_number(text: str, least: int, unit: str = "", why: str = "") -> int:
+    """`text` as a whole number of at least `least`, or an argparse error saying so (`unit`: what is
+    counted, e.g. " folds"; `why`: the reason for the least)."""
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value}: give at least 1")
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number{' of' + unit if unit else ''}") from None
+    if value < least:
+        raise argparse.ArgumentTypeError(f"{value}{unit}: give at least {least}{why}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    return whole_number(text, 1)
 
 
 def predict_parser() -> argparse.ArgumentParser:
@@ -303,14 +309,8 @@ def compare(args: argparse.Namespace) -> int:
 
 
 def fold_count(text: str) -> int:
-    try:
-        folds = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of folds") from None
-    if folds < 3:
-        raise argparse.ArgumentTypeError(f"{folds} folds: give at least 3 (one tests, the next validates, "
-                                         "the rest train)")
-    return folds
+    """An argparse type: a number of folds, at least 3."""
+    return whole_number(text, 3, " folds", " (one tests, the next validates, the rest train)")
 
 
 def seed_list(text: str) -> list[int]:

@@ -116,6 +116,19 @@ def test_recipe_round_trips_through_yaml(tmp_path):
         ("data.folds=4 data.fold=4", "data.fold: 4 is not a fold of data.folds=4"),
         ("train.layer_decay=1.5", "train.layer_decay: 1.5 is out of range; it must be greater than 0 and at most 1"),
         ("train.head_lr=0", "train.head_lr: 0.0 is out of range; it must be greater than 0"),
+        # values that cannot run: not finite, or below what the front end or the model needs
+        ("train.epochs=inf", "train.epochs: inf is not a finite number"),
+        ("train.epochs=nan", "train.epochs: nan is not a finite number"),
+        ("train.lr=.inf", "train.lr: inf is not a finite number"),
+        ("data.clip_seconds=inf", "data.clip_seconds: inf is not a finite number"),
+        ("augment.noise_snr_db=nan", "augment.noise_snr_db: nan is not a finite number"),  # no range of its own
+        ("eval.durations=1,inf", "eval.durations: inf is not a finite number"),
+        ("model.args.f_max=inf", "model.args.f_max: inf is not a finite number"),
+        ("data.sample_rate=1", "data.sample_rate: 1 Hz is too low for the log-mel front end of model 'simple_cnn': "
+                               "it needs at least 86 Hz for one STFT frame"),
+        ("model.args.f_max=9000", "model.args.sample_rate: 16000 Hz is too low for the log-mel front end of model "
+                                  "'simple_cnn': it needs at least 18000 Hz for mel bands up to f_max = 9000 Hz"),
+        ("model.name=mert data.sample_rate=16000", "data.sample_rate: model 'mert' has a fixed rate"),
     ],
 )
 def test_bad_overrides_fail_naming_the_key(override, message):

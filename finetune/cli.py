@@ -20,8 +20,9 @@ PROG = "python -m finetune"
 INTRO = """Fine-tune pretrained audio models (AST, MERT, wav2vec2/HuBERT) and train from-scratch
 baselines for music genre classification and tagging, all through one transformers Trainer.
 
-A run writes a folder (runs/<recipe>-<timestamp>, or output_dir=...) holding recipe.yaml,
-metrics.json, report.md, report.html, checkpoints and model/ (safetensors + config)."""
+A run writes its own folder (runs/<recipe>-<timestamp>, or output_dir=...), locked while it runs,
+holding run.json, recipe.yaml, metrics.json, report.md, report.html, checkpoints and model/
+(safetensors + config); train.resume=true continues it with the same settings."""
 
 EXAMPLES = """examples:
   python -m finetune --recipe demo

@@ -8,8 +8,10 @@ place their options are defined; tests/test_registries.py checks that it is curr
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
+import operator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -21,6 +23,36 @@ REQUIRED = "<required>"  # a parameter without a default, as the file writes it
 # Names a builder's string annotations may use (baseline configs postpone their annotations).
 ANNOTATION_NAMES = {"int": int, "float": float, "bool": bool, "str": str, "list": list, "tuple": tuple,
                     "dict": dict, "None": None}
+
+
+def split_top_level(text: str, separator: str) -> list[str]:
+    """`text` split at `separator` outside brackets, each part stripped."""
+    parts, depth, current = [], 0, ""
+    for char in text:
+        depth += char == "["
+        depth -= char == "]"
+        if char == separator and depth == 0:
+            parts.append(current.strip())
+            current = ""
+        else:
+            current += char
+    return parts + [current.strip()]
+
+
+def parse_annotation(text: str):
+    """A written annotation (`int | None`, `list[int] | tuple[int, ...]`) as a type, from the names in
+    ANNOTATION_NAMES only (no eval)."""
+    options = []
+    for part in split_top_level(text, "|"):
+        name, _, inner = part.partition("[")
+        if name not in ANNOTATION_NAMES:
+            raise ValueError(f"{OPTIONS_FILE}: annotation {text!r} uses {name!r}; known: {', '.join(ANNOTATION_NAMES)}")
+        kind = ANNOTATION_NAMES[name]
+        if inner:
+            args = tuple(... if arg == "..." else parse_annotation(arg) for arg in split_top_level(inner[:-1], ","))
+            kind = kind[args if len(args) > 1 else args[0]]
+        options.append(kind)
+    return functools.reduce(operator.or_, options)
 
 
 @dataclass(frozen=True)
@@ -36,7 +68,7 @@ class ModelOptions:
     def annotation(self, name: str):
         """Parameter `name`'s annotation as a type, or None when it has none."""
         written = self.parameters[name][0]
-        return None if written is None else eval(written, {"__builtins__": {}}, ANNOTATION_NAMES)
+        return None if written is None else parse_annotation(written)
 
     def default(self, name: str):
         return self.parameters[name][1]

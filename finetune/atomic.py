@@ -1,6 +1,6 @@
-"""Folders written whole or not at all: written under a temporary sibling name, renamed into place.
+"""Files and folders written whole or not at all: written under a temporary sibling name, renamed into place.
 
-A leaf module (standard library and safetensors only) shared by `export` and `pack`: a failure half-way (a full
+A leaf module (standard library and safetensors only) shared by run folders, `export` and `pack`: a failure half-way (a full
 disk, an unwritable place, an error in the middle) leaves no partial folder behind, so a retry is
 never refused as "not empty", and an OSError names the folder being written.
 """
@@ -8,6 +8,7 @@ never refused as "not empty", and an OSError names the folder being written.
 from __future__ import annotations
 
 import errno
+import os
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -19,6 +20,13 @@ from safetensors import SafetensorError
 
 # Errors about the place written, whatever path they name (shutil.copy names the source on a full disk).
 WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write `text` to `path` through a temporary file and a rename: readers see the old or the new."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
 
 
 @contextmanager

@@ -20,18 +20,18 @@ from finetune.augment import augment_waveform
 from finetune.bootstrap import split_intervals
 from finetune.checks import check_metric, check_recipe
 from finetune.backbones import family_of
-from finetune.clips import (AudioCollator, CropReader, EvalWindows, StreamCrops, TrainCrops, Windowing, crops_per_track,
-                            task_of, track_table, training_cache)
+from finetune.clips import (AudioCollator, CropReader, EvalWindows, StreamCrops, TrainCrops, Windowing,
+                            crops_per_track, task_of, track_table, training_cache)
 from finetune.data.recipe_data import recipe_dataset
-from finetune.machine import cache_dir
+from finetune.machine import cache_dir, local_accelerator
 from finetune.evaluation import evaluate_windows, track_predictions, tune_thresholds
 from finetune.models import adapter_only, build_model, export_model, head_names
 from finetune.probe import probe_head_init, run_probe
 from finetune.recipe import Recipe, RecipeError
-from finetune.rundir import RunFolder, RunFolderError, claim, write_atomically
+from finetune.atomic import write_atomically
+from finetune.rundir import RunFolder, RunFolderError, claim
 from finetune.studies import end_of_run
-from finetune.training import (FinetuneTrainer, callbacks,
-                               local_accelerator, metrics_function, parameter_learning_rates,
+from finetune.training import (FinetuneTrainer, callbacks, metrics_function, parameter_learning_rates,
                                runnable_precision, train_from_start_point, training_arguments)
 
 logger = logging.getLogger("finetune")
@@ -143,8 +143,7 @@ def run(recipe: Recipe) -> Path:
     check_recipe(recipe)
     join_processes()
     with run_folder(recipe) as claimed:
-        train_and_evaluate(recipe, claimed.path, claimed.checkpoint if claimed.resumed else None,
-                           claimed.resumed)
+        train_and_evaluate(recipe, claimed.path, claimed.checkpoint, claimed.resumed)
     return claimed.path
 
 

@@ -23,6 +23,7 @@ from typing import Iterator
 import yaml
 from filelock import FileLock, Timeout
 
+from finetune.atomic import write_atomically
 from finetune.recipe import Recipe, RecipeError, from_dict
 
 IDENTITY_FILE = "run.json"  # the run's identity: created, pid, host, command, resumes
@@ -39,13 +40,6 @@ RESUME_MAY_CHANGE = ("description", "output_dir", "train.resume", "train.logging
 
 class RunFolderError(RecipeError):
     """A run folder that cannot be used for this run: the message says why and what to do."""
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write `text` to `path` through a temporary file and a rename: readers see the old or the new."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
 
 
 def read_identity(folder: Path) -> dict | None:

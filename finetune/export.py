@@ -18,6 +18,7 @@ from finetune.metrics import Metric, metrics_for
 from finetune.models import check_model_files, read_json
 from finetune.published import partial_test_split
 from finetune.recipe import Recipe, load
+from finetune.rundir import read_identity
 
 HUB_LIBRARY = {True: "transformers", False: "finetune"}  # native transformers class or ours
 # Licences of the named backbone families' published weights (Hub id prefix -> SPDX-like id).
@@ -257,9 +258,11 @@ def write_card(folder: Path, recipe: Recipe, metrics: dict, adapter: bool = Fals
 
 
 def run_identity(run_dir: Path) -> str:
-    """What an export records of its run: a hash of the run folder's absolute path (the path itself
-    would be published with the export)."""
-    return hashlib.sha256(str(run_dir.resolve()).encode()).hexdigest()
+    """What an export records of its run: the `id` in its run.json (it survives moving the folder),
+    or, for a run written before run folders had one, a hash of the folder's absolute path (the path
+    itself would be published with the export)."""
+    recorded = read_identity(run_dir) or {}
+    return recorded.get("id") or hashlib.sha256(str(run_dir.resolve()).encode()).hexdigest()
 
 
 def exported_from(folder: Path) -> str | None:

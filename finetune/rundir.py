@@ -17,6 +17,7 @@ import shutil
 import socket
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Iterator
 
@@ -26,7 +27,7 @@ from filelock import FileLock, Timeout
 from finetune.atomic import write_atomically
 from finetune.recipe import Recipe, RecipeError, from_dict
 
-IDENTITY_FILE = "run.json"  # the run's identity: created, pid, host, command, resumes
+IDENTITY_FILE = "run.json"  # the run's identity: id, created, pid, host, command, resumes
 RECIPE_FILE = "recipe.yaml"  # the settings the run uses, written when it starts
 LOCK_FILE = ".lock"  # held (flock) by the process that runs in the folder; released when it dies
 CHECKPOINT_PREFIX = "checkpoint-"
@@ -105,8 +106,8 @@ def check_resume(folder: Path, recipe: Recipe) -> None:
 
 
 def identity(recipe: Recipe) -> dict:
-    """A new run's `run.json`."""
-    return {"recipe": recipe.name, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "pid": os.getpid(),
+    """A new run's `run.json`; `id` is random, so it names this run wherever its folder moves."""
+    return {"id": uuid.uuid4().hex, "recipe": recipe.name, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "pid": os.getpid(),
             "host": socket.gethostname(), "command": sys.argv, "resumes": []}
 
 

@@ -125,11 +125,15 @@ def test_a_re_export_of_the_same_run_replaces_it_whole(demo_run, run_copy, tmp_p
     assert export.export_run(demo_run, target) == target
     assert not (target / "stale.bin").exists() and (target / "model.safetensors").is_file()
     assert json.loads((target / export.EXPORT_MARKER).read_text()) == {"run": export.run_identity(demo_run)}
+    moved = run_copy.rename(run_copy.with_name("moved"))  # the same run in another folder: its export is its own
+    assert export.export_run(moved, target) == target
+    identity = json.loads((moved / "run.json").read_text())
+    (moved / "run.json").write_text(json.dumps({**identity, "id": "another-run"}))
     with pytest.raises(FileExistsError, match="is not an earlier export of"):
-        export.export_run(run_copy, target)  # another run (a copy elsewhere) does not replace this export
+        export.export_run(moved, target)  # another run does not replace this export
     with pytest.raises(FileExistsError, match="would replace the run"):
-        export.export_run(run_copy, run_copy / "model", overwrite=True)
-    assert (run_copy / "model" / "model.safetensors").is_file()
+        export.export_run(moved, moved / "model", overwrite=True)
+    assert (moved / "model" / "model.safetensors").is_file()
 
 
 def test_export_onto_a_full_disk_leaves_nothing_behind(demo_run, small_disk):

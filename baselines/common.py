@@ -9,7 +9,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 
 from finetune.augment import SpecAugment
 from finetune.bundle import label_config
-from finetune.features import LogMel
+from finetune.features import build_frontend
 
 
 class BaselineConfig(PreTrainedConfig):
@@ -21,40 +21,48 @@ class BaselineConfig(PreTrainedConfig):
 
 
 class SpectrogramConfig(BaselineConfig):
-    """Adds the log-mel front end; defaults are Won et al. 2020's (16 kHz, 512/256, 96 HTK mels)."""
+    """Adds the spectrogram front end; defaults are Won et al. 2020's (16 kHz, 512/256, 96 HTK mels)."""
 
+    frontend: str = "mel"  # a name in finetune.features.FRONTENDS; mel is Won et al.'s
+    frontend_norm: str = "batch"  # batch (BatchNorm2d) | instance (per-example mean and std) | none
     n_fft: int = 512
     hop_length: int = 256
-    n_mels: int = 96
-    f_min: float = 0.0
-    f_max: float | None = None  # None: sample_rate / 2
+    n_mels: int = 96  # also the bands under mfcc, pcen and learnable
+    f_min: float = 0.0  # cqt: its lowest bin, C1 (32.7 Hz) when 0
+    f_max: float | None = None  # None: sample_rate / 2 (not used by cqt)
     mel_htk: bool = True
     mel_norm: str | None = None
-    freq_mask: int = 0  # SpecAugment: widest frequency mask in mel bins (0: off)
+    n_mfcc: int = 20  # mfcc: coefficients kept
+    cqt_bins: int = 84  # cqt: bins from f_min
+    bins_per_octave: int = 12  # cqt
+    freq_mask: int = 0  # SpecAugment: widest frequency mask in bins (0: off)
     time_mask: int = 0  # SpecAugment: widest time mask in frames (0: off)
     num_masks: int = 2  # SpecAugment: masks of each kind per example
 
 
+# model.args.frontend_norm -> the normalisation of the front end's output (B, 1, F, T).
+FRONTEND_NORMS = {"batch": lambda: nn.BatchNorm2d(1), "instance": lambda: nn.InstanceNorm2d(1), "none": nn.Identity}
+
+
 class SpectrogramFrontend(nn.Module):
-    """(B, T) waveform -> (B, 1, n_mels, frames): log-mel, batch norm, SpecAugment when training."""
+    """(B, T) waveform -> (B, 1, bins, frames): the configured front end, its normalisation, and
+    SpecAugment when training. ``bins`` is the front end's output height."""
 
     def __init__(self, config: SpectrogramConfig):
         super().__init__()
-        self.logmel = LogMel(
-            sample_rate=config.sample_rate,
-            n_fft=config.n_fft,
-            hop_length=config.hop_length,
-            n_mels=config.n_mels,
-            f_min=config.f_min,
-            f_max=config.f_max,
-            htk=config.mel_htk,
-            norm=config.mel_norm,
-        )
-        self.norm = nn.BatchNorm2d(1)
+        if config.frontend_norm not in FRONTEND_NORMS:
+            raise ValueError(f"frontend_norm: {config.frontend_norm!r} is not one of {', '.join(FRONTEND_NORMS)}")
+        self.transform = build_frontend(config)
+        self.bins = self.transform.bins
+        self.norm = FRONTEND_NORMS[config.frontend_norm]()
         self.spec_augment = SpecAugment(config.freq_mask, config.time_mask, config.num_masks)
 
+    def represent(self, waveform: torch.Tensor) -> torch.Tensor:
+        """The front end's representation (B, bins, frames), before normalisation and SpecAugment."""
+        return self.transform(waveform)
+
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        spec = self.logmel(waveform).unsqueeze(1)  # (B, 1, F, T)
+        spec = self.represent(waveform).unsqueeze(1)  # (B, 1, F, T)
         return self.spec_augment(self.norm(spec))
 
 
@@ -129,7 +137,8 @@ class BaselinePreTrainedModel(PreTrainedModel):
 
 
 class SpectrogramModel(BaselinePreTrainedModel):
-    """A baseline whose ``self.frontend`` turns (B, T) waveforms into (B, 1, n_mels, frames)."""
+    """A baseline whose ``self.frontend`` turns (B, T) waveforms into (B, 1, bins, frames); layers
+    sized by the frequency axis read ``self.frontend.bins``."""
 
     config_class = SpectrogramConfig
 

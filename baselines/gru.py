@@ -10,7 +10,7 @@ class GRUConfig(LSTMConfig):
 
 
 class GRUModel(LSTMModel):
-    """A bidirectional GRU over log-mel frames, mean-pooled over time."""
+    """A bidirectional GRU over spectrogram frames, mean-pooled over time."""
 
     config_class = GRUConfig
     cell = "gru"

@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
 from transformers import PreTrainedConfig, Wav2Vec2FeatureExtractor
 
 from baselines.common import BaselineConfig, BaselinePreTrainedModel
@@ -21,8 +23,8 @@ from finetune.recipe import RecipeError
 WON_VOCABULARIES = {"mtat": MTAT_TAGS, "msd": MSD_TAGS}
 
 WON_FRONTEND_RENAMES = (
-    ("spec.spectrogram.", "frontend.logmel."),
-    ("spec.mel_scale.", "frontend.logmel."),
+    ("spec.spectrogram.", "frontend.transform."),
+    ("spec.mel_scale.", "frontend.transform."),
     ("spec_bn.", "frontend.norm."),
 )
 
@@ -39,9 +41,50 @@ def rename_won_keys(state: dict, renames: tuple[tuple[str, str], ...]) -> dict:
     return out
 
 
+# Folders saved before front ends were a setting hold the log-mel front end under its old name.
+OLD_FRONTEND_PREFIX, FRONTEND_PREFIX = "frontend.logmel.", "frontend.transform."
+
+
+def renamed_old_frontend(path: Path) -> dict | None:
+    """The state dict of a folder saved before the front-end rename, its front end under today's name;
+    None for any other folder (transformers' own key mapping would also rename it back on save)."""
+    weights = path / "model.safetensors"
+    if not weights.is_file():
+        return None
+    with safe_open(str(weights), "pt") as saved:
+        if not any(key.startswith(OLD_FRONTEND_PREFIX) for key in saved.keys()):
+            return None
+    return {FRONTEND_PREFIX + key.removeprefix(OLD_FRONTEND_PREFIX) if key.startswith(OLD_FRONTEND_PREFIX) else key:
+            value for key, value in load_file(str(weights)).items()}
+
+
+def load_saved(model_class: type[BaselinePreTrainedModel], path: Path) -> BaselinePreTrainedModel:
+    """A baseline's ``save_pretrained`` folder, in eval mode; one saved before the front-end rename is
+    loaded strictly under the new names."""
+    state = renamed_old_frontend(path)
+    if state is None:
+        return model_class.from_pretrained(path)
+    model = model_class(model_class.config_class.from_pretrained(path))
+    model.load_state_dict(state, strict=True)
+    return model.eval()
+
+
 def is_won_checkpoint(path: str | Path | None) -> bool:
     """True for a Won et al. weights file (``.pth`` / ``.pt``), which ``start_model`` imports."""
     return path is not None and Path(path).suffix in (".pth", ".pt")
+
+
+def saved_frontend(path: str | Path) -> str | None:
+    """The front end that the weights at ``path`` were trained with: mel for a Won et al. checkpoint,
+    a saved spectrogram baseline's ``frontend`` (mel when its config predates the setting), None for
+    anything else."""
+    if is_won_checkpoint(path):
+        return "mel"
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        return None
+    saved = json.loads(config.read_text())
+    return saved.get("frontend", "mel") if "n_mels" in saved else None
 
 
 def won_vocabulary(tags: str | None) -> list[str]:
@@ -75,6 +118,9 @@ def import_won_checkpoint(
     """
     if not model_class.won_renames:
         raise ValueError(f"{model_class.__name__} has no Won et al. checkpoint to import")
+    if config is not None and (config.frontend, config.frontend_norm) != ("mel", "batch"):
+        raise RecipeError(f"model.args.frontend: {path} holds Won et al. weights trained on the mel front end "
+                          f"with batch norm, not {config.frontend} with {config.frontend_norm} norm")
     vocabulary = won_vocabulary(tags)
     state = rename_won_keys(torch.load(path, weights_only=True, map_location="cpu"), model_class.won_renames)
     head = state.get("classifier.bias")
@@ -106,7 +152,7 @@ def start_model(
         raise ValueError(
             f"{path} holds a {saved_type!r} model, not {model_class.config_class.model_type!r}"
         )
-    return model_class.from_pretrained(path)
+    return load_saved(model_class, path)
 
 
 def build_baseline(model_class: type[BaselinePreTrainedModel], args: dict):

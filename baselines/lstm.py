@@ -1,4 +1,4 @@
-"""MusicLSTM: a bidirectional LSTM over log-mel frames, mean-pooled over time."""
+"""MusicLSTM: a bidirectional LSTM over spectrogram frames, mean-pooled over time."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ class LSTMConfig(SpectrogramConfig):
 
 
 class LSTMModel(SpectrogramModel):
-    """Each frame's mel vector is one step of a bidirectional recurrent net of ``cell`` type."""
+    """Each frame's spectrum is one step of a bidirectional recurrent net of ``cell`` type."""
 
     config_class = LSTMConfig
     cell = "lstm"
@@ -24,7 +24,7 @@ class LSTMModel(SpectrogramModel):
     def __init__(self, config: LSTMConfig):
         super().__init__(config)
         self.rnn = PooledRecurrent(
-            self.cell, config.n_mels, config.hidden_size, config.num_layers, config.dropout
+            self.cell, self.frontend.bins, config.hidden_size, config.num_layers, config.dropout
         )
         self.add_classifier(2 * config.hidden_size)
 

@@ -11,7 +11,7 @@ from torch import nn
 from baselines.common import SpectrogramConfig, SpectrogramModel
 from baselines.layers import ConvBlock1d, HiddenLayer
 
-TIMBRAL_HEIGHTS = (0.7, 0.4)  # vertical filters span these fractions of the mel axis
+TIMBRAL_HEIGHTS = (0.7, 0.4)  # vertical filters span these fractions of the frequency axis
 TEMPORAL_LENGTHS = (129, 65, 33)  # horizontal filters, in frames
 
 
@@ -56,7 +56,7 @@ class MusicnnModel(SpectrogramModel):
     def __init__(self, config: MusicnnConfig):
         super().__init__(config)
         self.timbral = nn.ModuleList(
-            TimbralBlock(config.timbral_channels, int(share * config.n_mels))
+            TimbralBlock(config.timbral_channels, int(share * self.frontend.bins))
             for share in TIMBRAL_HEIGHTS
         )
         self.temporal = nn.ModuleList(

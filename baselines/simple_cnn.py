@@ -1,4 +1,4 @@
-"""SimpleCNN: four conv blocks on the log-mel spectrogram, global average pooling, linear head."""
+"""SimpleCNN: four conv blocks on the spectrogram, global average pooling, linear head."""
 
 from __future__ import annotations
 

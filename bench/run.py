@@ -22,7 +22,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
-from bench import commands, data, index, inference, probe, quality, ranks, step  # noqa: E402
+from bench import commands, data, frontends, index, inference, probe, quality, ranks, step  # noqa: E402
 from bench.timing import table  # noqa: E402
 
 BENCHMARKS = {
@@ -34,6 +34,7 @@ BENCHMARKS = {
     "quality": quality.run,
     "ranks": ranks.run,
     "commands": commands.run,
+    "frontends": frontends.run,
 }
 
 

@@ -1,7 +1,8 @@
 """Every check of a recipe that needs no data or weights: what `--dry-run` runs, and what a run runs
 first. It reads the registries as data (`finetune.model_options`, the dataset modules' options,
 `finetune.metrics`), so it imports no heavy library: transformers only when a recipe sets
-`train.trainer_args` (checked against its TrainingArguments), torch only for `backbone.tags`.
+`train.trainer_args` (checked against its TrainingArguments), torch only for `backbone.tags` and for
+a `model.args.frontend` asked of pretrained weights (the front end they were trained with).
 """
 
 from __future__ import annotations
@@ -74,24 +75,47 @@ def check_model_args(recipe: Recipe) -> dict:
         tp = options.annotation(key)
         args[key] = value if tp is None else coerce(value, tp, f"model.args.{key}")
         check_bounds(f"model.args.{key}", args[key], {})
+        if key in options.choices and args[key] not in options.choices[key]:
+            raise RecipeError(f"model.args.{key}: {args[key]!r} is not one of {listed(options.choices[key])}")
+    if options.kind == "baseline":
+        check_frontend(recipe, args)
     check_sample_rate(recipe, args)
     return args
 
 
-def log_mel_needs(n_fft: int, f_max: float | None, clip_seconds: float) -> dict[str, float]:
-    """The lowest sample rates (Hz) at which a `LogMel` front end works on `clip_seconds` clips, each
-    under what needs it: the centred STFT pads n_fft // 2 samples by reflection, so a clip must hold
-    more samples than that; mel bands up to `f_max` need f_max at most the Nyquist frequency."""
+FRONTEND_SETTINGS = ("frontend", "sample_rate", "n_fft", "f_min", "f_max", "cqt_bins", "bins_per_octave")
+C1_HZ = 32.70319566257483  # the cqt front end's lowest bin when f_min is 0
+HANN_BANDWIDTH = 1.50018310546875  # librosa.filters.window_bandwidth("hann"), in FFT bins
+
+
+def cqt_top_edge(f_min: float, bins: int, bins_per_octave: int) -> float:
+    """The upper edge (Hz) of the cqt front end's top filter, as librosa.filters.wavelet bounds it."""
+    alpha = (2 ** (2 / bins_per_octave) - 1) / (2 ** (2 / bins_per_octave) + 1)  # relative bandwidth, 1 / Q
+    top = (f_min or C1_HZ) * 2 ** ((bins - 1) / bins_per_octave)
+    return top * (1 + 0.5 * HANN_BANDWIDTH * alpha)
+
+
+def frontend_needs(settings: dict, clip_seconds: float) -> dict[str, float]:
+    """The lowest sample rates (Hz) at which a baseline's front end works on `clip_seconds` clips,
+    each under what needs it. The STFT front ends (all but cqt) pad n_fft // 2 samples by reflection,
+    so a clip must hold more samples than that, and their bands up to `f_max` need f_max at most the
+    Nyquist frequency; cqt pads with zeros, and its top filter must end below the Nyquist frequency."""
+    if settings["frontend"] == "cqt":
+        edge = cqt_top_edge(settings["f_min"], settings["cqt_bins"], settings["bins_per_octave"])
+        return {f"cqt_bins = {settings['cqt_bins']} from {settings['f_min'] or C1_HZ:g} Hz at "
+                f"{settings['bins_per_octave']} per octave (the top filter reaches {edge:.0f} Hz)": 2 * edge}
+    n_fft = settings["n_fft"]
     needs = {f"one STFT frame (more than n_fft // 2 = {n_fft // 2} samples in a {clip_seconds:g} s clip)":
              (n_fft // 2 + 1) / clip_seconds}
-    if f_max is not None:
-        needs[f"mel bands up to f_max = {f_max:g} Hz"] = 2 * f_max
+    if settings["f_max"] is not None:
+        bands = "mel bands" if settings["frontend"] != "stft" else "STFT bins"
+        needs[f"{bands} up to f_max = {settings['f_max']:g} Hz"] = 2 * settings["f_max"]
     return needs
 
 
 def check_sample_rate(recipe: Recipe, args: dict) -> None:
     """Refuse `data.sample_rate` for a model whose rate is fixed (the pretrained backbones), and a
-    rate too low for a baseline's log-mel front end (`log_mel_needs`), naming the key that sets it:
+    rate too low for a baseline's front end (`frontend_needs`), naming the key that sets it:
     data.sample_rate, else model.args.sample_rate (or its default)."""
     name = recipe.model.name
     options = MODEL_OPTIONS[name]
@@ -100,15 +124,30 @@ def check_sample_rate(recipe: Recipe, args: dict) -> None:
                           "unset it (data.sample_rate=null)")
     if not options.log_mel:
         return
-    settings = {key: args.get(key, options.default(key)) for key in ("sample_rate", "n_fft", "f_max")}
+    settings = {key: args.get(key, options.default(key)) for key in FRONTEND_SETTINGS}
     if recipe.data.sample_rate is not None:
         key, rate = "data.sample_rate", recipe.data.sample_rate
     else:
         key, rate = "model.args.sample_rate", settings["sample_rate"]
-    for need, lowest in log_mel_needs(settings["n_fft"], settings["f_max"], recipe.data.clip_seconds).items():
+    frontend = "log-mel" if settings["frontend"] == "mel" else settings["frontend"]
+    for need, lowest in frontend_needs(settings, recipe.data.clip_seconds).items():
         if rate < lowest:
-            raise RecipeError(f"{key}: {rate} Hz is too low for the log-mel front end of model {name!r}: "
+            raise RecipeError(f"{key}: {rate} Hz is too low for the {frontend} front end of model {name!r}: "
                               f"it needs at least {math.ceil(lowest)} Hz for {need}")
+
+
+def check_frontend(recipe: Recipe, args: dict) -> None:
+    """Refuse a front end other than the one `backbone.path`'s weights were trained with: Won et al.'s
+    are mel; a saved folder's is in its config."""
+    frontend, path = args.get("frontend"), recipe.backbone.path
+    if frontend is None or path is None:
+        return
+    from baselines.loading import saved_frontend  # torch: only for a recipe that sets both
+
+    saved = saved_frontend(path)
+    if saved is not None and saved != frontend:
+        raise RecipeError(f"model.args.frontend: {frontend} was asked, but backbone.path {path} was trained with "
+                          f"the {saved} front end; its weights fix it (drop model.args.frontend or start from scratch)")
 
 
 def check_baseline_backbone(recipe: Recipe) -> None:

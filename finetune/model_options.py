@@ -9,6 +9,7 @@ place their options are defined; tests/test_registries.py checks that it is curr
 from __future__ import annotations
 
 import functools
+import dataclasses
 import inspect
 import json
 import operator
@@ -58,12 +59,14 @@ def parse_annotation(text: str):
 @dataclass(frozen=True)
 class ModelOptions:
     """One model name: its kind, its builder's first doc line, its parameters (name -> annotation as
-    written, or None; default, or REQUIRED) and whether it has a log-mel front end."""
+    written, or None; default, or REQUIRED), whether it has a spectrogram front end (`log_mel`, the
+    old name) and the parameters whose values come from a registry (name -> the valid values)."""
 
     kind: str
     summary: str
     parameters: dict[str, tuple[str | None, object]]
     log_mel: bool = False
+    choices: dict[str, list] = dataclasses.field(default_factory=dict)
 
     def annotation(self, name: str):
         """Parameter `name`'s annotation as a type, or None when it has none."""
@@ -74,7 +77,7 @@ class ModelOptions:
         return self.parameters[name][1]
 
 
-def options_of(builder: Callable, kind: str, log_mel: bool = False) -> ModelOptions:
+def options_of(builder: Callable, kind: str, log_mel: bool = False, choices: dict | None = None) -> ModelOptions:
     """The ModelOptions of a builder (what `write_model_options` records)."""
     params = {}
     for name, param in inspect.signature(builder).parameters.items():
@@ -83,7 +86,7 @@ def options_of(builder: Callable, kind: str, log_mel: bool = False) -> ModelOpti
         default = REQUIRED if param.default is inspect.Parameter.empty else param.default
         params[name] = (written, list(default) if isinstance(default, tuple) else default)
     doc = (builder.__doc__ or "").strip().splitlines()
-    return ModelOptions(kind, doc[0] if doc else "", params, log_mel)
+    return ModelOptions(kind, doc[0] if doc else "", params, log_mel, dict(choices or {}))
 
 
 def to_json(options: dict[str, ModelOptions]) -> str:
@@ -91,7 +94,7 @@ def to_json(options: dict[str, ModelOptions]) -> str:
     models = []
     for name, o in options.items():
         params = ",\n".join(f"   {json.dumps(p)}: {json.dumps(list(v))}" for p, v in o.parameters.items())
-        facts = json.dumps({"kind": o.kind, "summary": o.summary, "log_mel": o.log_mel})[:-1]
+        facts = json.dumps({"kind": o.kind, "summary": o.summary, "log_mel": o.log_mel, "choices": o.choices})[:-1]
         models.append(f" {json.dumps(name)}: {facts}, \"parameters\": {{\n{params}\n }}}}")
     return "{\n" + ",\n".join(models) + "\n}\n"
 
@@ -100,7 +103,7 @@ def read_model_options(text: str | None = None) -> dict[str, ModelOptions]:
     """Model name -> ModelOptions, in the registry's order, from `model_options.json` (or `text`)."""
     raw = json.loads(OPTIONS_FILE.read_text() if text is None else text)
     return {name: ModelOptions(o["kind"], o["summary"], {p: tuple(v) for p, v in o["parameters"].items()},
-                               o["log_mel"]) for name, o in raw.items()}
+                               o["log_mel"], o.get("choices", {})) for name, o in raw.items()}
 
 
 MODEL_OPTIONS = read_model_options()

@@ -11,16 +11,20 @@ from safetensors import SafetensorError, safe_open
 from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
 
 from baselines import BASELINE_BUILDERS, MODEL_CLASSES  # importing registers the baseline classes with the Auto classes
-from baselines.common import SpectrogramConfig
+from baselines.common import FRONTEND_NORMS, SpectrogramConfig
+from baselines.loading import load_saved
 from finetune.backbones import AUTO, BACKBONE_BUILDERS, build_auto  # ... and the finetune_* backbone subclasses
 from finetune.backbones.heads import base_model_name
 from finetune.backbones.lora import export_ready, lora_layers, save_adapter
 from finetune.bundle import ModelBundle
 from finetune.checks import check_model_args
+from finetune.features import FRONTENDS
 from finetune.model_options import OPTIONS_FILE, ModelOptions, options_of, to_json
 from finetune.recipe import Recipe
 
 MODEL_BUILDERS: dict[str, Callable[..., ModelBundle]] = {**BASELINE_BUILDERS, **BACKBONE_BUILDERS, AUTO: build_auto}
+# A spectrogram baseline's arguments whose values are a registry's names (checked without torch).
+FRONTEND_CHOICES = {"frontend": list(FRONTENDS), "frontend_norm": list(FRONTEND_NORMS)}
 
 
 def model_builders() -> dict[str, Callable[..., ModelBundle]]:
@@ -34,8 +38,10 @@ def model_options() -> dict[str, ModelOptions]:
     def kind(name: str) -> str:
         return "baseline" if name in BASELINE_BUILDERS else "auto" if name == AUTO else "backbone"
 
-    return {name: options_of(builder, kind(name), name in MODEL_CLASSES
-                             and issubclass(MODEL_CLASSES[name].config_class, SpectrogramConfig))
+    def spectrogram(name: str) -> bool:
+        return name in MODEL_CLASSES and issubclass(MODEL_CLASSES[name].config_class, SpectrogramConfig)
+
+    return {name: options_of(builder, kind(name), spectrogram(name), FRONTEND_CHOICES if spectrogram(name) else None)
             for name, builder in MODEL_BUILDERS.items()}
 
 
@@ -73,6 +79,8 @@ def head_names(model) -> list[str]:
     return [name for name, _ in model.named_children() if name != base_model_name(model)]
 
 
+# a saved config's model_type -> its baseline class (load_model loads baselines through baselines.loading)
+BASELINE_CLASSES = {model.config_class.model_type: model for model in MODEL_CLASSES.values()}
 CHECKPOINT_STATE = "trainer_state.json"  # the Trainer writes it into every checkpoint-<step>/ of a run
 
 
@@ -116,7 +124,8 @@ def load_model(path: str | Path) -> ModelBundle:
     path = Path(path)
     check_model_folder(path)
     try:
-        model = AutoModelForAudioClassification.from_pretrained(path)
+        baseline = BASELINE_CLASSES.get(read_json(path / "config.json").get("model_type"))
+        model = load_saved(baseline, path) if baseline else AutoModelForAudioClassification.from_pretrained(path)
         extractor = AutoFeatureExtractor.from_pretrained(path)
     except (OSError, ValueError) as err:  # a missing weights or preprocessor file, an unknown model type
         raise ValueError(f"{path}: cannot load the model ({err})") from err

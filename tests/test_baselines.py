@@ -2,12 +2,22 @@
 
 import dataclasses
 import inspect
+import re
 
 import numpy as np
 import pytest
 import torch
 
+from safetensors.torch import load_file, save_file
+from transformers import Wav2Vec2FeatureExtractor
+
 from baselines import BASELINE_BUILDERS, MODEL_CLASSES
+from baselines.loading import start_model
+from baselines.simple_cnn import SimpleCNNConfig, SimpleCNNModel
+from baselines.common import FRONTEND_NORMS, SpectrogramModel
+from finetune import recipe as recipes
+from finetune.checks import check_recipe
+from finetune.features import FRONTENDS
 from finetune.models import load_model
 from finetune.recipe import BackboneConfig
 
@@ -29,6 +39,7 @@ TINY = {
     "samplecnn": dict(channels=(8, 8, 8, 16, 16)),
 }
 NAMES = sorted(TINY)
+SPECTROGRAM_NAMES = [name for name in NAMES if issubclass(MODEL_CLASSES[name], SpectrogramModel)]
 LABELS = ["blues", "classical", "jazz", "metal"]
 
 
@@ -143,6 +154,43 @@ def test_spec_augment_is_configured_and_only_trains():
     assert (model.frontend(x) == 0).any()
 
 
+@pytest.mark.parametrize("frontend", list(FRONTENDS))
+@pytest.mark.parametrize("name", SPECTROGRAM_NAMES)
+def test_every_front_end_feeds_every_spectrogram_model(name, frontend):
+    """Layers sized by the frequency axis read the front end's height (n_mfcc, cqt_bins, n_fft // 2 + 1)."""
+    model = build(name, frontend=frontend, n_mfcc=13, cqt_bins=48, n_fft=256, hop_length=128).model.eval()
+    x = torch.randn(2, 3 * SR)
+    with torch.no_grad():
+        spec = model.frontend.represent(x)
+        assert model(x).logits.shape == (2, len(LABELS))
+    assert spec.shape == (2, model.frontend.bins, 3 * SR // 128 + 1)
+    assert model.config.frontend == frontend
+
+
+@pytest.mark.parametrize("norm", list(FRONTEND_NORMS))
+def test_front_end_normalisations(norm):
+    model = build("simple_cnn", frontend_norm=norm).model.train()
+    x = torch.randn(3, SR)
+    spec = model.frontend(x)  # (B, 1, F, T)
+    if norm == "instance":
+        assert torch.allclose(spec.mean(dim=(1, 2, 3)), torch.zeros(3), atol=1e-4)
+    if norm == "none":
+        assert torch.equal(spec[:, 0], model.frontend.represent(x))
+    with pytest.raises(ValueError, match="frontend_norm: 'layer' is not one of batch, instance, none"):
+        build("simple_cnn", frontend_norm="layer")
+
+
+def test_a_saved_learnable_front_end_keeps_its_trained_filterbank(tmp_path):
+    bundle = build("simple_cnn", frontend="learnable")
+    with torch.no_grad():
+        bundle.model.frontend.transform.fb.mul_(1.5)
+    bundle.model.save_pretrained(tmp_path)
+    bundle.feature_extractor.save_pretrained(tmp_path)
+    loaded = load_model(tmp_path).model
+    assert loaded.config.frontend == "learnable"
+    assert torch.equal(loaded.frontend.transform.fb, bundle.model.frontend.transform.fb)
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_learns_generated_clips(name):
     """A tiny model fits eight one-second clips of four classes within 40 Adam steps."""
@@ -181,3 +229,40 @@ def test_learns_multi_label_tone_mixtures():
         optimiser.step()
         losses.append(loss.item())
     assert np.mean(losses[-5:]) < 0.5 * losses[0]
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["model.args.frontend=cqt", "model.args.cqt_bins=96"],
+         "model.args.sample_rate: 16000 Hz is too low for the cqt front end of model 'simple_cnn': it needs at least "
+         "16489 Hz for cqt_bins = 96 from 32.7032 Hz at 12 per octave (the top filter reaches 8244 Hz)"),
+        (["model.args.frontend=stft", "model.args.f_max=9000"],
+         "16000 Hz is too low for the stft front end of model 'simple_cnn': it needs at least 18000 Hz for STFT bins"),
+        (["model.args.frontend=mfcc", "data.sample_rate=50"], "for one STFT frame"),
+    ],
+)
+def test_recipe_checks_cover_each_front_end(overrides, message):
+    with pytest.raises(recipes.RecipeError, match=re.escape(message)):
+        check_recipe(recipes.load("demo", overrides))
+    check_recipe(recipes.load("demo", ["model.args.frontend=cqt", "model.args.cqt_bins=95"]))  # as librosa.cqt
+
+
+def test_a_folder_saved_before_the_front_end_rename_loads_strictly(tmp_path):
+    """Folders written before front ends were a setting keep the log-mel under frontend.logmel.: they load
+    with every tensor in place (not a silently fresh front end), and save back under today's names."""
+    model = SimpleCNNModel(SimpleCNNConfig(num_labels=3, n_mels=32, mel_htk=False, mel_norm="slaney")).eval()
+    model.save_pretrained(tmp_path)
+    Wav2Vec2FeatureExtractor(do_normalize=False, sampling_rate=16000).save_pretrained(tmp_path)
+    state = load_file(tmp_path / "model.safetensors")
+    old = {key.replace("frontend.transform.", "frontend.logmel."): value for key, value in state.items()}
+    assert old != state
+    save_file(old, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    waveform = torch.randn(1, 16000)
+    for loaded in (load_model(tmp_path).model, start_model(SimpleCNNModel, model.config, tmp_path)):
+        assert loaded.state_dict().keys() == model.state_dict().keys()
+        assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
+        assert torch.equal(loaded(waveform).logits, model(waveform).logits)
+    resaved = tmp_path / "resaved"
+    load_model(tmp_path).model.save_pretrained(resaved)
+    assert not any(key.startswith("frontend.logmel.") for key in load_file(resaved / "model.safetensors"))

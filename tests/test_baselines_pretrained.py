@@ -173,3 +173,23 @@ def test_pretrained_musicnn_tags_real_gtzan_clips_sensibly(realdata):
     assert mean["metal"][rock] > mean["classical"][rock]
     # The top tag of the classical clips is "classical" itself.
     assert MTAT_TAGS[int(mean["classical"].argmax())] == "classical"
+
+
+def test_pretrained_weights_fix_their_front_end(realdata, tmp_path):
+    """Won et al. weights were trained on the mel front end, a saved folder on its config's: asking for
+    another is refused in one line, before torch loads them, and by the importer itself."""
+    path = checkpoint(realdata, "musicnn")
+    with pytest.raises(RecipeError) as err:
+        check_model_args(recipes.load("musicnn_pretrained_gtzan", [f"backbone.path={path}", "model.args.frontend=cqt"]))
+    assert str(err.value) == (f"model.args.frontend: cqt was asked, but backbone.path {path} was trained with the mel "
+                              "front end; its weights fix it (drop model.args.frontend or start from scratch)")
+    check_model_args(recipes.load("musicnn_pretrained_gtzan", [f"backbone.path={path}", "model.args.frontend=mel"]))
+    with pytest.raises(RecipeError, match="holds Won et al. weights trained on the mel front end with batch norm, "
+                                          "not cqt with batch norm"):
+        BASELINE_BUILDERS["musicnn"](10, GTZAN_GENRES, False, BackboneConfig(path=str(path)), frontend="cqt")
+    saved = BASELINE_BUILDERS["simple_cnn"](2, ["a", "b"], False, BackboneConfig(), frontend="mfcc", n_mels=32)
+    saved.model.save_pretrained(tmp_path / "model")
+    with pytest.raises(RecipeError, match="frontend: mel was asked, but .* was trained with the mfcc front end"):
+        check_model_args(recipes.load("demo", [f"backbone.path={tmp_path / 'model'}", "model.args.frontend=mel"]))
+    with pytest.raises(RecipeError, match="frontend: 'gammatone' is not one of mel, stft, cqt, mfcc, pcen, learnable"):
+        check_model_args(recipes.load("demo", ["model.args.frontend=gammatone"]))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 REALDATA = PROJECT_ROOT.parent / "shared" / "realdata"
-BENCHMARKS = ("data", "step", "inference", "probe", "index", "quality", "ranks", "commands")
+BENCHMARKS = ("data", "step", "inference", "probe", "index", "quality", "ranks", "commands", "frontends")
 RATIO_LINE = re.compile(r"^\[(\w+)\] .+: toolkit \S+ \S+, bare \S+ \S+ -> \d+\.\d\dx "
                         r"\((target [<>]= [\d.]+x\) (met|MISSED)|target none\) info)")
 

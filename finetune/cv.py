@@ -5,11 +5,14 @@ or `seed{s}` on the dataset's own split), trained in this process one after the 
 and summary.json hold each run's headline test scores, the mean and sample standard deviation
 (ddof=1) over the runs of every scalar metric, and each seed's test predictions pooled over the
 folds (predictions/test-seed{s}.npz, every track once) with the pooled headline metric and its
-95 % bootstrap interval. Like `run()`, this sits on top: nothing imports it but the command line.
+95 % bootstrap interval. Run again into the same folder, it continues: a finished run with the same
+settings is kept, a stopped one resumed, a finished one with other settings refused. Like `run()`,
+this sits on top: nothing imports it but the command line (and `vary`, which runs one per value).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -26,6 +29,8 @@ from finetune.metrics import headline, summary_names, task_of
 from finetune.report import Section, fmt, fmt_interval, render_markdown
 from finetune.checks import check_recipe
 from finetune.run import run
+from finetune.rundir import RunFolderError, changed_settings, check_resume, holds_run, recorded_recipe
+from finetune.training import runnable_precision
 
 logger = logging.getLogger("finetune")
 
@@ -51,11 +56,12 @@ def folder_name(fold: int | None, seed: int) -> str:
 
 
 def plan(name_or_path: str, overrides: list[str], folds: int | None, seeds: list[int], out: Path) -> list[Job]:
-    """Every (seed, fold) recipe, seeds outermost, each loaded and checked before anything trains."""
+    """Every (seed, fold) recipe, seeds outermost, each loaded and checked before anything trains (and
+    against the finished run already in its folder, if any)."""
     clash = [o for o in overrides if o.split("=", 1)[0] in SET_BY_CV]
     if clash:
-        raise recipes.RecipeError(f"cv sets {', '.join(SET_BY_CV)} itself (from --seeds, --out, --folds): "
-                                  f"drop {' '.join(clash)}")
+        raise recipes.RecipeError(f"the cross-validation sets {', '.join(SET_BY_CV)} itself (from --seeds, --out, "
+                                  f"--folds): drop {' '.join(clash)}")
     if not seeds or len(set(seeds)) != len(seeds):
         raise recipes.RecipeError(f"--seeds: give distinct seeds, not {seeds}")
     jobs = []
@@ -65,8 +71,53 @@ def plan(name_or_path: str, overrides: list[str], folds: int | None, seeds: list
                         f"data.folds={folds or 'null'}", f"data.fold={fold or 0}"]
             recipe = recipes.load(name_or_path, [*overrides, *settings])
             check_recipe(recipe)
+            check_existing(recipe)
             jobs.append(Job(fold, seed, recipe))
     return jobs
+
+
+def is_finished(folder: Path) -> bool:
+    """True when `folder` holds a finished run (metrics.json is written last)."""
+    return (folder / "metrics.json").is_file()
+
+
+def check_existing(recipe: recipes.Recipe) -> None:
+    """Refuse a run already in the recipe's output_dir whose recorded recipe is not `recipe` (as it would
+    run here), naming the keys that differ (those a resume may change aside): a finished run is kept, a
+    stopped one is refused as its resume would be (`finetune.rundir.check_resume`)."""
+    folder, planned = Path(recipe.output_dir), runnable_precision(recipe)
+    if not is_finished(folder):
+        if holds_run(folder):
+            check_resume(folder, planned)
+        return
+    recorded = recorded_recipe(folder)
+    if recorded is None:
+        raise RunFolderError(f"{folder} holds a finished run without a recorded recipe.yaml; choose another --out")
+    changed = changed_settings(recorded, planned)
+    if changed:
+        raise RunFolderError(f"{folder} holds a finished run with other settings ({changed}); it is kept: "
+                             "drop these overrides, or choose another --out")
+
+
+def run_or_reuse(recipe: recipes.Recipe) -> Path:
+    """The run of `recipe` in its output_dir: a finished run there is kept (`plan` checked it),
+    a stopped one resumed (from its last checkpoint, or from the start when it has none), else it runs."""
+    folder = Path(recipe.output_dir)
+    if is_finished(folder):
+        logger.info("kept the finished run %s", folder)
+        return folder
+    if holds_run(folder):
+        recipe = dataclasses.replace(recipe, train=dataclasses.replace(recipe.train, resume=True))
+    return run(recipe)
+
+
+def run_all(jobs: list[Job], prefix: str = "") -> list[Path]:
+    """Each job's run folder, run or reused in order, with a progress line per run (`prefix` first)."""
+    run_dirs = []
+    for number, job in enumerate(jobs, 1):
+        logger.info("%srun %d/%d: %s", prefix, number, len(jobs), job.label)
+        run_dirs.append(run_or_reuse(job.recipe))
+    return run_dirs
 
 
 def pool(predictions: list[TrackPredictions]) -> TrackPredictions:
@@ -152,21 +203,24 @@ def summary_markdown(summary: dict) -> str:
     return render_markdown(f"finetune cross-validation: {summary['recipe']}", sections)
 
 
-def cross_validate(recipe_name_or_path: str, overrides: list[str], folds: int | None, seeds: list[int],
-                   out: str | Path | None = None) -> tuple[Path, str]:
-    """Train and evaluate the recipe on every fold (None: the dataset's own split) with every
-    seed, in this process; write summary.json, summary.md and the pooled test predictions into
-    `out` (default runs/<recipe name>-cv-<timestamp>); return (out, summary markdown)."""
-    name = recipes.load(recipe_name_or_path, overrides).name
-    out = Path(out) if out else Path("runs") / f"{name}-cv-{time.strftime('%Y%m%d-%H%M%S')}"
-    jobs = plan(recipe_name_or_path, overrides, folds, seeds, out)
-    run_dirs = []
-    for number, job in enumerate(jobs, 1):
-        logger.info("run %d/%d: %s", number, len(jobs), job.label)
-        run_dirs.append(run(job.recipe))
+def write_summary(out: Path, jobs: list[Job], run_dirs: list[Path]) -> tuple[dict, str]:
+    """Write out/summary.json and summary.md (and the pooled predictions); return both."""
     summary = summarise(out, jobs, run_dirs)
     markdown = summary_markdown(summary)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     (out / "summary.md").write_text(markdown)
+    return summary, markdown
+
+
+def cross_validate(recipe_name_or_path: str, overrides: list[str], folds: int | None, seeds: list[int],
+                   out: str | Path | None = None) -> tuple[Path, str]:
+    """Train and evaluate the recipe on every fold (None: the dataset's own split) with every
+    seed, in this process; write summary.json, summary.md and the pooled test predictions into
+    `out` (default runs/<recipe name>-cv-<timestamp>); return (out, summary markdown). Into an
+    existing `out`, finished runs are kept and stopped ones resumed (`run_or_reuse`)."""
+    name = recipes.load(recipe_name_or_path, overrides).name
+    out = Path(out) if out else Path("runs") / f"{name}-cv-{time.strftime('%Y%m%d-%H%M%S')}"
+    jobs = plan(recipe_name_or_path, overrides, folds, seeds, out)
+    _, markdown = write_summary(out, jobs, run_all(jobs))
     logger.info("cross-validation summary: %s", out / "summary.md")
     return out, markdown

@@ -74,11 +74,13 @@ def flatten(values: dict, prefix: str = "") -> dict:
     return flat
 
 
-def changed_settings(recorded: Recipe, new: Recipe) -> list[str]:
-    """The keys whose values differ between two recipes and that a resume may not change."""
+def changed_settings(recorded: Recipe, new: Recipe) -> str:
+    """The settings that differ between two recipes and that a resume may not change, shown as
+    `key old -> new, ...` ("" when there are none)."""
     before, after = flatten(recorded.to_dict()), flatten(new.to_dict())
-    changed = [key for key in sorted(set(before) | set(after)) if before.get(key) != after.get(key)]
-    return [key for key in changed if key not in RESUME_MAY_CHANGE]
+    changed = [key for key in sorted(set(before) | set(after))
+               if before.get(key) != after.get(key) and key not in RESUME_MAY_CHANGE]
+    return ", ".join(f"{key} {before.get(key)!r} -> {after.get(key)!r}" for key in changed)
 
 
 def recorded_recipe(folder: Path) -> Recipe | None:
@@ -99,9 +101,7 @@ def check_resume(folder: Path, recipe: Recipe) -> None:
         return
     changed = changed_settings(recorded, recipe)
     if changed:
-        was, now = flatten(recorded.to_dict()), flatten(recipe.to_dict())
-        shown = ", ".join(f"{key} {was.get(key)!r} -> {now.get(key)!r}" for key in changed)
-        raise RunFolderError(f"train.resume: {folder} was started with other settings ({shown}); a resumed run "
+        raise RunFolderError(f"train.resume: {folder} was started with other settings ({changed}); a resumed run "
                              "keeps its settings: drop these overrides, or start a new run in another folder")
 
 

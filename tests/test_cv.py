@@ -1,5 +1,6 @@
 """`cv`: every (fold, seed) run of the demo recipe, the summary that agrees with their metrics.json,
-each seed's pooled test predictions; `compare` of two demo runs with its paired test."""
+each seed's pooled test predictions, the same command again keeping its runs; `compare` of two demo
+runs with its paired test."""
 
 import contextlib
 import io
@@ -18,25 +19,35 @@ from finetune.studies.paired import paired_test
 FOLDS, SEEDS, PER_SPLIT = 3, (0, 1), 5
 
 
-@pytest.fixture(scope="module")
-def cv_run(synthetic_root, tmp_path_factory):
-    """A 3-fold x 2-seed cross-validation of the demo recipe, 2 steps per run on 5 tracks per split:
-    (folder, printed output, progress log)."""
-    out = tmp_path_factory.mktemp("cv") / "demo-cv"
+def cv_args(out, root, *extra: str) -> list[str]:
+    """The 3-fold x 2-seed cross-validation of the demo recipe, 2 steps per run on 5 tracks per split."""
+    return ["cv", "--recipe", "demo", "--folds", str(FOLDS), "--seeds", "0,1", "--out", str(out),
+            "train.max_steps=2", "train.batch_size=4", "data.num_workers=0", f"data.max_tracks={PER_SPLIT}",
+            "eval.durations=null", f"data.root={root}", *extra]
+
+
+def run_main(argv: list[str]) -> tuple[int, str, str]:
+    """main(argv): (exit status, printed output, progress log)."""
     logger, printed, log = logging.getLogger("finetune"), io.StringIO(), io.StringIO()
     handler, level = logging.StreamHandler(log), logger.level
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     try:
         with contextlib.redirect_stdout(printed):
-            code = main(["cv", "--recipe", "demo", "--folds", str(FOLDS), "--seeds", "0,1", "--out", str(out),
-                         "train.max_steps=2", "train.batch_size=4", "data.num_workers=0",
-                         f"data.max_tracks={PER_SPLIT}", "eval.durations=null", f"data.root={synthetic_root}"])
+            code = main(argv)
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
+    return code, printed.getvalue(), log.getvalue()
+
+
+@pytest.fixture(scope="module")
+def cv_run(synthetic_root, tmp_path_factory):
+    """The cross-validation of `cv_args`: (folder, printed output, progress log)."""
+    out = tmp_path_factory.mktemp("cv") / "demo-cv"
+    code, printed, log = run_main(cv_args(out, synthetic_root))
     assert code == 0
-    return out, printed.getvalue(), log.getvalue()
+    return out, printed, log
 
 
 def test_one_run_per_fold_and_seed(cv_run):
@@ -93,9 +104,27 @@ def test_pooled_predictions_hold_each_track_once_per_seed(cv_run):
         assert 0 <= low <= high <= 1
 
 
+def test_the_same_command_again_keeps_every_run(cv_run, synthetic_root, capsys):
+    """Into its existing folder, cv keeps each finished run with the same settings (nothing retrains)
+    and refuses one with other settings, naming the key, before anything runs."""
+    out = cv_run[0]
+    before = {p: p.stat().st_mtime_ns for p in out.glob("*/metrics.json")}
+    summary = json.loads((out / "summary.json").read_text())
+    code, _, log = run_main(cv_args(out, synthetic_root))
+    assert code == 0 and log.count("kept the finished run") == FOLDS * len(SEEDS) and "step 1/2" not in log
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*/metrics.json")} == before
+    assert json.loads((out / "summary.json").read_text()) == summary
+
+    code, _, log = run_main(cv_args(out, synthetic_root, "train.lr=0.01"))
+    assert code == 2 and "run 1/" not in log
+    err = capsys.readouterr().err
+    assert f"{out / 'fold0-seed0'} holds a finished run with other settings (train.lr 0.002 -> 0.01)" in err
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*/metrics.json")} == before
+
+
 def test_cv_refuses_settings_it_makes_itself(capsys):
     assert main(["cv", "--recipe", "demo", "--folds", "3", "seed=4"]) == 2
-    assert "error: cv sets seed" in capsys.readouterr().err
+    assert "error: the cross-validation sets seed" in capsys.readouterr().err
 
 
 def assert_close(got, want, where="result"):

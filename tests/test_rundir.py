@@ -110,9 +110,10 @@ def test_resume_refuses_changed_settings_and_records_nothing(tmp_path, demo_run)
 def test_which_settings_a_resume_may_change():
     recorded = load("demo", ["train.lr=0.002"])
     assert changed_settings(recorded, load("demo", ["train.resume=true", "data.num_workers=3",
-                                                    "train.logging_steps=1", "eval.durations=[1.0]"])) == []
+                                                    "train.logging_steps=1", "eval.durations=[1.0]"])) == ""
     assert changed_settings(recorded, load("demo", ["train.resume=true", "train.lr=0.01",
-                                                    "data.clip_seconds=2"])) == ["data.clip_seconds", "train.lr"]
+                                                    "data.clip_seconds=2"])) == (
+        "data.clip_seconds 3.0 -> 2.0, train.lr 0.002 -> 0.01")
 
 
 def test_a_locked_folder_is_refused_in_process_too(tmp_path):

@@ -294,18 +294,47 @@ def compare_parser() -> argparse.ArgumentParser:
     parser = command_parser(
         "compare",
         "One table (compare.md) and one plot (compare.png) of the test scores of several "
-        "runs, with bootstrap intervals; refuses runs tested on different datasets or splits.")
-    parser.add_argument("runs", nargs="+", help="run folders")
-    parser.add_argument("--out", help="folder to write (default <first run's parent>/compare-<timestamp>)")
+        "runs, with bootstrap intervals; refuses runs tested on different datasets or splits. "
+        "With --recipe and --vary KEY=V1,V2,...: which value of one setting is best. The recipe runs "
+        "for each value over the same folds and seeds (OUT/KEY=VALUE/fold{i}-seed{s}, a cross-validation "
+        "per value, every recipe checked first); OUT/vary.md, vary.json and vary.png: per value the "
+        "mean ± std over the runs, the pooled score with its bootstrap interval, a paired test against "
+        "the first value, parameters, training seconds and scoring speed. The same command again "
+        "continues: finished runs are kept, stopped ones resumed.")
+    parser.add_argument("runs", nargs="*", metavar="RUN | key=value",
+                        help="run folders to compare; with --recipe: dotted overrides for every run")
+    parser.add_argument("--recipe", metavar="NAME_OR_YAML", help="a recipe to run for every --vary value")
+    parser.add_argument("--vary", metavar="KEY=V1,V2,...",
+                        help="the setting to vary and its values (at least 2), e.g. train.lr=1e-4,3e-4,1e-3 "
+                        "or model.args.frontend=mel,stft,cqt")
+    parser.add_argument("--folds", type=fold_count, metavar="K",
+                        help="with --vary: number of folds, at least 3 (default: the dataset's own split)")
+    parser.add_argument("--seeds", type=seed_list, metavar="S,S,...",
+                        help="with --vary: comma-separated seeds, each run on every fold (default 0)")
+    parser.add_argument("--out", help="folder to write (default <first run's parent>/compare-<timestamp>; "
+                        "with --vary runs/<recipe>-vary-<KEY>, so the same command resumes)")
     return parser
 
 
 def compare(args: argparse.Namespace) -> int:
-    from finetune.studies.compare import compare as compare_runs
+    """Compare run folders, or (--recipe, --vary) run a recipe for each value of one setting."""
+    varying = args.recipe or args.vary or args.folds or args.seeds
+    if not varying:
+        from finetune.studies.compare import compare as compare_runs
 
-    out, markdown = compare_runs(args.runs, args.out)
+        out, markdown = compare_runs(args.runs, args.out)
+        print(markdown, end="")
+        print(f"written: {out}")
+        return 0
+    folders = [item for item in args.runs if "=" not in item]
+    if folders or not (args.recipe and args.vary):
+        raise ValueError("compare takes run folders, or --recipe with --vary KEY=V1,V2,... (and key=value "
+                         f"overrides), not both{': ' + ' '.join(folders) if folders else ''}")
+    from finetune.vary import vary
+
+    out, markdown = vary(args.recipe, args.runs, args.vary, args.folds, args.seeds or [0], args.out)
     print(markdown, end="")
-    print(f"written: {out}")
+    print(f"written: {out / 'vary.md'}")
     return 0
 
 
@@ -351,6 +380,57 @@ def cv(args: argparse.Namespace) -> int:
     out, markdown = cross_validate(args.recipe, args.overrides, args.folds, args.seeds, args.out)
     print(markdown, end="")
     print(f"summary: {out / 'summary.md'}")
+    return 0
+
+
+def non_negative_int(text: str) -> int:
+    """An argparse type: a whole number of at least 0."""
+    return whole_number(text, 0)
+
+
+def search_parser() -> argparse.ArgumentParser:
+    parser = recipe_command_parser(
+        "search",
+        "A resumable Optuna search (TPE, median pruning on the Trainer's evaluations) over any recipe keys, "
+        "scored by the recipe's selection metric (train.metric; default the loss) on validation, or its mean "
+        "over --folds. Each trial is a run folder OUT/trial-NNNN. OUT/trials.csv, trials.md, best.yaml (the "
+        "best trial's recipe), history.png, importance.png, search.md, report.html. The same command again "
+        "continues the study; processes given one --storage and --out share it.",
+        "dotted overrides for every trial, e.g. data.root=/data/gtzan")
+    parser.add_argument("--space", required=True, metavar="SPACE.yaml",
+                        help="dotted recipe keys to distributions: train.lr: {low: 1.0e-5, high: 1.0e-2, log: true}, "
+                        "train.max_steps: {low: 50, high: 300, step: 50} (ints), model.name: {choices: [a, b]}")
+    parser.add_argument("--trials", type=positive_int, default=20, metavar="N",
+                        help="trials in all, those already in the study included: complete, pruned or failed "
+                        "with an error (default 20)")
+    parser.add_argument("--timeout", type=float, metavar="SECONDS", help="start no trial after this long")
+    parser.add_argument("--folds", type=fold_count, metavar="K",
+                        help="score each trial by its mean over K folds (a cross-validation each; not pruned)")
+    parser.add_argument("--storage", metavar="URL_OR_FILE",
+                        help="the study's storage: an RDB URL (sqlite:///x.db, postgresql://...) or a journal "
+                        "file on shared storage (default OUT/journal.log)")
+    parser.add_argument("--out", help="search folder (default runs/<recipe>-search-<timestamp>; give it to resume)")
+    parser.add_argument("--confirm", type=fold_count, metavar="K",
+                        help="then run the best settings and the recipe's own over K folds (OUT/confirm-best, "
+                        "OUT/confirm-packaged) and compare their pooled test predictions by a paired test")
+    parser.add_argument("--prune-startup", type=non_negative_int, metavar="N",
+                        help="trials that complete before any is pruned (default 5)")
+    parser.add_argument("--prune-warmup", type=non_negative_int, metavar="STEPS",
+                        help="optimizer steps before a trial's evaluations are compared (default 0)")
+    return parser
+
+
+def search(args: argparse.Namespace) -> int:
+    from finetune.search import NO_TRIAL_COMPLETED, search as run_search
+
+    pruning = {key: value for key, value in (("prune_startup", args.prune_startup),
+                                              ("prune_warmup", args.prune_warmup)) if value is not None}
+    _, summary = run_search(args.recipe, args.space, args.overrides, args.trials, args.timeout, args.folds,
+                            args.storage, args.out, args.confirm, **pruning)
+    print(summary)
+    if NO_TRIAL_COMPLETED in summary:  # every trial failed or was pruned: the search found nothing
+        print(f"error: search: {NO_TRIAL_COMPLETED}; each trial's error is in trials.md", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -409,10 +489,13 @@ COMMANDS = {
                         evaluate_parser, evaluate),
     "explain": Command("occlusion saliency map of a file over the log-mel plane, saved as PNG",
                        explain_parser, explain),
-    "compare": Command("one table and plot across runs tested on the same split, paired tests against the first",
+    "compare": Command("one table and plot across runs tested on the same split, paired tests against the first; "
+                       "--recipe R --vary KEY=V1,V2,...: run and compare each value of one setting",
                        compare_parser, compare),
     "cv": Command("a recipe on every cross-validation fold and seed: per-run table, mean ± std, pooled scores",
                   cv_parser, cv),
+    "search": Command("a resumable Optuna search over any recipe keys: trials table, best recipe, plots, report",
+                      search_parser, search),
     "pack": Command("a recipe's dataset as Parquet shards (folder, s3:// gs:// file:// URL, hf://datasets/...) "
                     "to train from with data.name=hub data.path=...", pack_parser, pack),
 }

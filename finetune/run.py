@@ -137,17 +137,19 @@ class RunIncomplete(RuntimeError):
         self.run_dir = run_dir
 
 
-def run(recipe: Recipe) -> Path:
-    """Train and evaluate `recipe` in its own folder; return the folder."""
+def run(recipe: Recipe, callbacks: tuple = ()) -> Path:
+    """Train and evaluate `recipe` in its own folder; return the folder. `callbacks`: more
+    TrainerCallbacks for the Trainer (a search's pruning); a probe run has no Trainer to give them."""
     recipe = runnable_precision(recipe)  # recipe.yaml records what really runs
     check_recipe(recipe)
     join_processes()
     with run_folder(recipe) as claimed:
-        train_and_evaluate(recipe, claimed.path, claimed.checkpoint, claimed.resumed)
+        train_and_evaluate(recipe, claimed.path, claimed.checkpoint, claimed.resumed, callbacks)
     return claimed.path
 
 
-def train_and_evaluate(recipe: Recipe, run_dir: Path, checkpoint: str | None, resumed: bool) -> None:
+def train_and_evaluate(recipe: Recipe, run_dir: Path, checkpoint: str | None, resumed: bool,
+                       extra_callbacks: tuple = ()) -> None:
     """Data, model, training (from `checkpoint` when resuming), scores on every split, the run folder."""
     transformers.set_seed(recipe.seed)
     with PartialState().main_process_first():  # one process generates / indexes, the rest read
@@ -191,7 +193,7 @@ def train_and_evaluate(recipe: Recipe, run_dir: Path, checkpoint: str | None, re
         eval_dataset=eval_sets["validation"],  # model selection never sees the test split
         data_collator=AudioCollator(bundle.feature_extractor, rate),
         compute_metrics=metrics_function(label_names, multi_label, windowing.aggregate),
-        callbacks=callbacks(recipe, train_set),
+        callbacks=[*callbacks(recipe, train_set), *extra_callbacks],
         multi_label=multi_label,
         mixup_alpha=recipe.augment.mixup_alpha,
         learning_rates=learning_rates(recipe, bundle.model),

@@ -1,0 +1,164 @@
+"""`search`: a demo search writes its tables, plots and a runnable best recipe, prunes an absurd
+learning rate, continues after SIGKILL to exactly the asked number of trials, shares one study
+between two processes, and refuses a bad space before any trial."""
+
+import contextlib
+import csv
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from finetune import recipe as recipes
+from finetune.cli import main
+from finetune.search import ABANDONED
+
+TINY = ["train.batch_size=4", "data.num_workers=0", "data.max_tracks=5", "eval.durations=null"]
+EVALS = 4  # evaluations scheduled in the pruning search: every 3 of 12 steps
+
+
+def search_command(root, space, out, trials, *options):
+    return ["search", "--recipe", "demo", "--space", str(space), "--out", str(out), "--trials", str(trials),
+            *options, *TINY, f"data.root={root}"]
+
+
+def trials_of(out) -> list[dict]:
+    with open(out / "trials.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture(scope="module")
+def pruned_search(synthetic_root, tmp_path_factory):
+    """4 trials over a sane and an absurd learning rate, evaluated every 3 of 12 steps, pruning after
+    one complete trial: (folder, printed summary)."""
+    folder = tmp_path_factory.mktemp("search")
+    space = folder / "space.yaml"
+    space.write_text("train.lr: {choices: [0.002, 1000.0]}\ntrain.weight_decay: {low: 0.0, high: 0.01}\n")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(search_command(synthetic_root, space, folder / "out", 4, "--prune-startup", "1",
+                                   "train.max_steps=12", "train.eval_steps=3", "train.save_steps=3"))
+    assert code == 0
+    return folder / "out", printed.getvalue()
+
+
+def test_a_search_writes_its_tables_plots_and_best_recipe(pruned_search):
+    out, printed = pruned_search
+    rows = trials_of(out)
+    assert [row["number"] for row in rows] == ["0", "1", "2", "3"]
+    assert {"train.lr", "train.weight_decay", "objective", "seconds", "run"} <= set(rows[0])
+    markdown = (out / "trials.md").read_text()
+    for row in rows:
+        assert (out / row["run"] / "metrics.json").is_file()  # an ordinary run folder per trial
+        assert f"[{row['run']}]({row['run']})" in markdown
+    complete = [row for row in rows if row["state"] == "COMPLETE"]
+    best = min(complete, key=lambda row: float(row["objective"]))  # the demo selects on the validation loss
+    recipe = recipes.load(str(out / "best.yaml"))
+    assert recipe.output_dir is None and not recipe.train.resume
+    assert recipe.train.lr == float(best["train.lr"])
+    assert recipe.train.weight_decay == float(best["train.weight_decay"])
+    assert recipe.train.max_steps == 12 and recipe.data.max_tracks == 5  # the overrides too
+    assert (out / "history.png").stat().st_size > 0 and "history.png" in (out / "search.md").read_text()
+    assert "data:image/png;base64" in (out / "report.html").read_text()
+    assert f"best: trial {best['number']}, validation loss" in printed and str(out / "trials.md") in printed
+
+
+def test_an_absurd_learning_rate_is_pruned_before_its_last_evaluation(pruned_search):
+    out = pruned_search[0]
+    pruned = [row for row in trials_of(out) if row["state"] == "PRUNED"]
+    assert pruned and all(float(row["train.lr"]) == 1000.0 for row in pruned)
+    for row in pruned:
+        history = json.loads((out / row["run"] / "log_history.json").read_text())
+        assert 0 < len([entry for entry in history if "eval_loss" in entry]) < EVALS
+        assert (out / row["run"] / "metrics.json").is_file()  # the run still ended and wrote its folder
+
+
+def wait_for(condition, process, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert process.poll() is None, "the search ended before the condition held"
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
+
+
+def cli_process(args: list[str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "finetune", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+@pytest.fixture
+def lr_space(tmp_path):
+    space = tmp_path / "space.yaml"
+    space.write_text("train.lr: {low: 1.0e-4, high: 1.0e-2, log: true}\n")
+    return space
+
+
+def test_a_killed_search_restarted_ends_with_the_asked_trials(synthetic_root, tmp_path, lr_space):
+    out = tmp_path / "out"
+    command = search_command(synthetic_root, lr_space, out, 4, "train.max_steps=2")
+    first = cli_process(command)
+    wait_for(lambda: len(list(out.glob("trial-*/metrics.json"))) >= 2, first)
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait()
+    restarted = subprocess.run([sys.executable, "-m", "finetune", *command], capture_output=True, text=True)
+    assert restarted.returncode == 0, restarted.stderr[-3000:]
+    rows = trials_of(out)
+    assert len([row for row in rows if row["state"] == "COMPLETE"]) == 4
+    assert all(row["error"] == ABANDONED for row in rows if row["state"] != "COMPLETE")  # the killed one
+    assert "search demo: " in restarted.stdout
+
+
+def test_two_processes_share_one_study_with_disjoint_trials(synthetic_root, tmp_path, lr_space):
+    out, storage = tmp_path / "out", tmp_path / "shared" / "study.log"
+    command = search_command(synthetic_root, lr_space, out, 3, "--storage", str(storage), "train.max_steps=2")
+    processes = [cli_process(command) for _ in range(2)]
+    for process in processes:
+        assert process.wait(timeout=300) == 0, process.stdout.read()[-3000:]
+    rows = trials_of(out)
+    assert 3 <= len(rows) <= 4 and all(row["state"] == "COMPLETE" for row in rows)  # one may finish past 3
+    assert sorted(p.name for p in out.glob("trial-*")) == sorted(row["run"] for row in rows)
+    pids = {json.loads((out / row["run"] / "run.json").read_text())["pid"] for row in rows}
+    assert pids == {process.pid for process in processes}  # both worked, each in its own trials' folders
+    assert storage.is_file() and not (out / "journal.log").exists()
+
+
+@pytest.mark.parametrize("space, refusal", [
+    ("train.lrr: {low: 0.001, high: 0.01}", "unknown key train.lrr"),
+    ("train.lr: {low: -1.0, high: 0.01}", "out of range"),
+    ("model.args.n_melz: {choices: [32, 64]}", "model.args.n_melz"),
+    ("train.lr: {low: 0.01, high: 0.001}", "must be below high"),
+    ("train.lr: {low: 0.0, high: 0.01, log: true}", "needs low > 0"),
+    ("model.name: {choices: []}", "non-empty list"),
+    ("train.lr: {low: 0.001, high: 0.01, scale: log}", "unknown field 'scale'"),
+    ("output_dir: {choices: [a, b]}", "the search sets output_dir"),
+])
+def test_a_bad_space_is_refused_before_any_trial(tmp_path, capsys, space, refusal):
+    (tmp_path / "space.yaml").write_text(space + "\n")
+    code = main(search_command(tmp_path, tmp_path / "space.yaml", tmp_path / "out", 2))
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(errors) == 1 and errors[0].startswith("error: ") and refusal in errors[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_fold_keys_are_refused_in_a_cross_validated_space(tmp_path, capsys):
+    (tmp_path / "space.yaml").write_text("data.fold: {choices: [0, 1]}\n")
+    code = main(search_command(tmp_path, tmp_path / "space.yaml", tmp_path / "out", 2, "--folds", "3"))
+    assert code == 2 and "the search sets output_dir, seed" in capsys.readouterr().err
+
+
+def test_a_failing_trial_is_recorded_with_its_error_and_the_search_goes_on(tmp_path, capsys):
+    space = tmp_path / "space.yaml"  # each value passes alone; together the recipe refuses them, in the trial
+    space.write_text("train.eval_steps: {choices: [3]}\ntrain.save_steps: {choices: [4]}\n")
+    assert main(search_command(tmp_path, space, tmp_path / "out", 2)) == 1  # nothing found: not a success
+    rows = trials_of(tmp_path / "out")
+    assert [row["state"] for row in rows] == ["FAIL", "FAIL"]
+    assert all("save_steps: 4 must be a multiple of train.eval_steps" in row["error"] for row in rows)
+    printed = capsys.readouterr()
+    assert "no trial completed" in printed.out and not (tmp_path / "out" / "best.yaml").exists()
+    assert printed.err.strip().splitlines()[-1] == "error: search: no trial completed; each trial's error is in trials.md"
+    assert "Traceback" not in printed.err  # a failed trial is one line, its error in trials.md

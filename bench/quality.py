@@ -8,7 +8,11 @@ finetune/data/folds.py), each through the toolkit's public path except the refer
 (b) `musicnn_pretrained_gtzan backbone.mode=probe`: Won et al.'s MTAT MusiCNN frozen, its embeddings
     cached, a head fitted by L-BFGS with the penalty chosen on validation;
 (c) `musicnn_pretrained_gtzan` as packaged: linear probe, then fine-tune;
-(d) `cnn_gtzan`: the original project's CNN from scratch.
+(d) `cnn_gtzan`: the original project's CNN from scratch;
+(e) `cnn_gtzan` once per front end (`compare --vary model.args.frontend=...`, finetune/vary.py), each at
+    the same fixed budget of FRONT_END_STEPS optimizer steps a fold (the packaged budget, six times
+    over, would take about four hours on 2 cores), with paired tests against log-mel on the pooled
+    test tracks.
 Targets: (c) >= (b) >= (a) on the mean test accuracy; (b) under a minute on 2 cores (4 folds, cold
 embedding cache). Recipes are run with their packaged settings; only the data (root, folds) and the
 weights' location are set. `--quick` trains 2 steps per fold (a smoke test, not figures).
@@ -31,6 +35,8 @@ from bench.timing import Result, figure, timed
 from finetune import recipe as recipes
 from finetune.cv import cross_validate
 from finetune.data.recipe_data import recipe_dataset
+from finetune.features import FRONTENDS
+from finetune.vary import vary
 
 REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
 GTZAN = REALDATA / "gtzan"
@@ -38,6 +44,7 @@ MUSICNN = REALDATA / "pretrained" / "sota-music-tagging-models" / "mtat" / "musi
 FOLDS = 4
 PROBE_SECONDS = 60.0  # target: the 4-fold probe, embeddings included
 DATA = [f"data.root={GTZAN}", "data.split_scheme=random"]  # every clip present; the folds pool the splits
+FRONT_END_STEPS = 120  # (e): every front end's budget, steps a fold
 QUICK = ["train.max_steps=2", "data.num_workers=0", "eval.durations=null"]
 
 
@@ -76,6 +83,40 @@ def toolkit_accuracies(recipe: str, overrides: list[str], out: Path) -> list[flo
     return [run["test"]["accuracy"] for run in summary["runs"]]
 
 
+def frontend_comparison(out: Path, quick: bool) -> tuple[dict, float]:
+    """(e): `cnn_gtzan` once per front end on the same folds (`quick`: the first two, 2 steps); vary.json's
+    content and the wall time."""
+    spec = f"model.args.frontend={','.join(list(FRONTENDS)[:2] if quick else FRONTENDS)}"
+    budget = QUICK if quick else [f"train.max_steps={FRONT_END_STEPS}"]
+    (folder, _), seconds = timed(lambda: vary("cnn_gtzan", [*DATA, *budget], spec, FOLDS, [0], out))
+    return json.loads((folder / "vary.json").read_text()), seconds
+
+
+def frontend_lines(summary: dict, seconds: float) -> list[str]:
+    """One line per front end: per-fold accuracies, pooled accuracy with its interval, the paired
+    test against the first (log-mel)."""
+    lines = [f"(e) cnn_gtzan per front end (paired against "
+             f"{summary['values'][0]['value']} on the pooled test tracks), {figure(seconds)} s in all:"]
+    for value in summary["values"]:
+        folds = ", ".join(f"{run['score']:.2f}" for run in value["runs"])
+        pooled = value["pooled"]
+        paired = value["paired_against_first"]
+        versus = "" if paired is None else (
+            f"; vs first {paired[0]['difference']:+.3f} [{paired[0]['interval'][0]:+.3f}, "
+            f"{paired[0]['interval'][1]:+.3f}], McNemar p {paired[0]['mcnemar_p']:.2g}")
+        lines.append(f"  {value['value']}: {spread([run['score'] for run in value['runs']])} ({folds}), pooled "
+                     f"{pooled['value']:.3f} [{pooled['interval'][0]:.3f}, {pooled['interval'][1]:.3f}]{versus}")
+    return lines
+
+
+def frontend_results(summary: dict) -> list[Result]:
+    """(e) as information: each front end's pooled test accuracy against the first's."""
+    first = summary["values"][0]
+    return [Result("quality", f"(e) {value['value']} vs {first['value']} front end, pooled test accuracy",
+                   value["pooled"]["value"], first["pooled"]["value"], "acc", None, higher_is_better=True)
+            for value in summary["values"][1:]]
+
+
 def spread(values: list[float]) -> str:
     return f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}"
 
@@ -100,11 +141,14 @@ def run(quick: bool) -> list[Result]:
             "(d) simple_cnn from scratch (cnn_gtzan)": timed(lambda: toolkit_accuracies(
                 "cnn_gtzan", extra, out / "scratch")),
         }
+        frontends, frontend_seconds = frontend_comparison(out / "frontends", quick)
     print(f"[quality] {FOLDS}-fold CV on the real GTZAN clips of {GTZAN}: "
           "mean ± std (ddof=1) test accuracy over folds, wall time of all folds:")
     for name, (accuracies, seconds) in arms.items():
         print(f"[quality]   {name}: {spread(accuracies)} ({', '.join(f'{a:.2f}' for a in accuracies)}), "
               f"{figure(seconds)} s")
+    for line in frontend_lines(frontends, frontend_seconds):
+        print(f"[quality] {line}")
     mean = {name[:3].strip(): float(np.mean(acc)) for name, (acc, _) in arms.items()}
     probe_seconds = arms["(b) probe of Won et al.'s MTAT MusiCNN"][1]
     return [
@@ -116,4 +160,5 @@ def run(quick: bool) -> list[Result]:
                "acc", None, higher_is_better=True),
         Result("quality", f"(b) probe wall time, {FOLDS} folds, cold cache, vs {PROBE_SECONDS:g} s",
                probe_seconds, PROBE_SECONDS, "s", 1.0, higher_is_better=False),
+        *frontend_results(frontends),
     ]

@@ -2,10 +2,7 @@
 each seed's pooled test predictions, the same command again keeping its runs; `compare` of two demo
 runs with its paired test."""
 
-import contextlib
-import io
 import json
-import logging
 import shutil
 
 import numpy as np
@@ -16,6 +13,8 @@ from finetune.cli import main
 from finetune.evaluation import TrackPredictions
 from finetune.studies.paired import paired_test
 
+from cli_helpers import run_main
+
 FOLDS, SEEDS, PER_SPLIT = 3, (0, 1), 5
 
 
@@ -24,21 +23,6 @@ def cv_args(out, root, *extra: str) -> list[str]:
     return ["cv", "--recipe", "demo", "--folds", str(FOLDS), "--seeds", "0,1", "--out", str(out),
             "train.max_steps=2", "train.batch_size=4", "data.num_workers=0", f"data.max_tracks={PER_SPLIT}",
             "eval.durations=null", f"data.root={root}", *extra]
-
-
-def run_main(argv: list[str]) -> tuple[int, str, str]:
-    """main(argv): (exit status, printed output, progress log)."""
-    logger, printed, log = logging.getLogger("finetune"), io.StringIO(), io.StringIO()
-    handler, level = logging.StreamHandler(log), logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
-        with contextlib.redirect_stdout(printed):
-            code = main(argv)
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
-    return code, printed.getvalue(), log.getvalue()
 
 
 @pytest.fixture(scope="module")

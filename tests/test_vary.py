@@ -1,10 +1,7 @@
 """`compare --recipe demo --vary KEY=V1,V2`: a cross-validation per value, one row per value with its
 spread, pooled score and paired test; the same command again reuses, resumes or refuses its runs."""
 
-import contextlib
-import io
 import json
-import logging
 import shutil
 import signal
 import subprocess
@@ -24,6 +21,8 @@ from finetune.models import load_model
 from finetune.studies.paired import paired_test
 from finetune.vary import seeds_pooled
 
+from cli_helpers import run_main
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 FOLDS, VALUES = 3, ("1e-3", "3e-3")
 TINY = ["train.max_steps=2", "train.batch_size=4", "data.num_workers=0", "data.max_tracks=5", "eval.durations=null"]
@@ -34,21 +33,6 @@ def vary_args(out: Path, root: Path, *extra: str, folds: int | None = FOLDS) -> 
     fold_args = ["--folds", str(folds)] if folds else []
     return ["compare", "--recipe", "demo", "--vary", f"train.lr={','.join(VALUES)}", *fold_args, "--seeds", "0",
             "--out", str(out), *TINY, f"data.root={root}", *extra]
-
-
-def run_main(argv: list[str]) -> tuple[int, str, str]:
-    """main(argv) with its printed output and its progress log."""
-    logger, printed, log = logging.getLogger("finetune"), io.StringIO(), io.StringIO()
-    handler, level = logging.StreamHandler(log), logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
-        with contextlib.redirect_stdout(printed):
-            code = main(argv)
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
-    return code, printed.getvalue(), log.getvalue()
 
 
 def finished(out: Path) -> dict[Path, float]:

@@ -15,8 +15,9 @@ folder and records its recipe, overrides, space and folds: the same command cont
 one is refused. `--trials N` counts the trials that ended on their own (complete, pruned, or failed
 with their error); a trial left running by a process that died (its worker lock is free) is marked
 FAIL without an error and not counted, so a search killed after 2 of 4 trials ends with 4. Several
-processes given the same --storage and --out run disjoint trials of one study (each process may
-finish one trial past N while another finishes the last). Like `run()` and `cv`, this sits on top:
+processes given the same --storage and --out run disjoint trials of one study, each trial drawn by
+TPE seeded with its trial number, so processes started together draw different settings (each
+process may finish one trial past N while another finishes the last). Like `run()` and `cv`, this sits on top:
 nothing imports it but the command line.
 """
 
@@ -103,8 +104,7 @@ def storage_of(out: Path, storage: str | None):
 
 def open_study(search: Search, storage: str | None, pruner: optuna.pruners.BasePruner) -> optuna.Study:
     """The search folder's study, created or continued; refused when it was started with other settings.
-    TPE is seeded by the recipe seed plus the trials already there: a fresh search is reproducible, a
-    resumed one (or a second process) does not draw the same settings again."""
+    TPE is seeded per trial (TrialSeededTPE)."""
     study = optuna.create_study(storage=storage_of(search.out, storage), study_name=search.out.resolve().name,
                                 direction="maximize" if search.greater else "minimize", pruner=pruner,
                                 load_if_exists=True)
@@ -115,8 +115,37 @@ def open_study(search: Search, storage: str | None, pruner: optuna.pruners.BaseP
         changed = [key for key in recorded if recorded[key] != search.identity().get(key)]
         raise SearchError(f"{search.out}: its study was started with other settings ({', '.join(changed)}); "
                           "run the same command to continue it, or give another --out")
-    study.sampler = optuna.samplers.TPESampler(seed=search.seed + len(study.trials))
+    study.sampler = TrialSeededTPE(search.seed)
     return study
+
+
+class TrialSeededTPE(optuna.samplers.BaseSampler):
+    """TPE seeded afresh for each trial by the search seed plus the trial's number. Trial numbers are
+    unique in a study, so processes that start together on one study never draw the same settings (one
+    TPE seeded per process would: the same seed and history give the same draw), a resumed search draws
+    new ones, and a fresh search is reproducible."""
+
+    def __init__(self, seed: int):
+        self.seed = seed
+        self.tpe = optuna.samplers.TPESampler(seed=seed)
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self.tpe = optuna.samplers.TPESampler(seed=self.seed + trial.number)
+        self.tpe.before_trial(study, trial)
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
+        return self.tpe.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
+                        search_space: dict[str, BaseDistribution]) -> dict:
+        return self.tpe.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
+                           param_distribution: BaseDistribution):
+        return self.tpe.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState, values) -> None:
+        self.tpe.after_trial(study, trial, state, values)
 
 
 @contextlib.contextmanager

@@ -12,11 +12,12 @@ import subprocess
 import sys
 import time
 
+import optuna
 import pytest
 
 from finetune import recipe as recipes
 from finetune.cli import main
-from finetune.search import ABANDONED
+from finetune.search import ABANDONED, TrialSeededTPE
 
 TINY = ["train.batch_size=4", "data.num_workers=0", "data.max_tracks=5", "eval.durations=null"]
 EVALS = 4  # evaluations scheduled in the pruning search: every 3 of 12 steps
@@ -124,7 +125,23 @@ def test_two_processes_share_one_study_with_disjoint_trials(synthetic_root, tmp_
     assert sorted(p.name for p in out.glob("trial-*")) == sorted(row["run"] for row in rows)
     pids = {json.loads((out / row["run"] / "run.json").read_text())["pid"] for row in rows}
     assert pids == {process.pid for process in processes}  # both worked, each in its own trials' folders
+    assert len({row["train.lr"] for row in rows}) == len(rows)  # started together, they drew different settings
     assert storage.is_file() and not (out / "journal.log").exists()
+
+
+def test_workers_started_together_draw_different_settings_and_a_fresh_search_repeats():
+    """Two processes opening one study at once (here: two Study objects on one storage, each asking
+    before the other's trial ends) draw different settings; the same search again draws the same."""
+    def first_draws(seed):
+        storage = optuna.storages.InMemoryStorage()
+        workers = [optuna.load_study(study_name=name, storage=storage, sampler=TrialSeededTPE(seed))
+                   for name in [optuna.create_study(storage=storage).study_name] * 2]
+        trials = [worker.ask() for worker in workers]
+        return [trial.suggest_float("lr", 1e-5, 1e-2, log=True) for trial in trials]
+
+    draws = first_draws(0)
+    assert draws[0] != draws[1]
+    assert first_draws(0) == draws and first_draws(1) != draws
 
 
 @pytest.mark.parametrize("space, refusal", [

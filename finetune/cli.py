@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import textwrap
@@ -388,6 +389,17 @@ def non_negative_int(text: str) -> int:
     return whole_number(text, 0)
 
 
+def positive_seconds(text: str) -> float:
+    """An argparse type: a number of seconds above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text}: give a number of seconds above 0")
+    return value
+
+
 def search_parser() -> argparse.ArgumentParser:
     parser = recipe_command_parser(
         "search",
@@ -403,7 +415,8 @@ def search_parser() -> argparse.ArgumentParser:
     parser.add_argument("--trials", type=positive_int, default=20, metavar="N",
                         help="trials in all, those already in the study included: complete, pruned or failed "
                         "with an error (default 20)")
-    parser.add_argument("--timeout", type=float, metavar="SECONDS", help="start no trial after this long")
+    parser.add_argument("--timeout", type=positive_seconds, metavar="SECONDS",
+                        help="start no trial after this many seconds (the trial running then finishes)")
     parser.add_argument("--folds", type=fold_count, metavar="K",
                         help="score each trial by its mean over K folds (a cross-validation each; not pruned)")
     parser.add_argument("--storage", metavar="URL_OR_FILE",

@@ -162,6 +162,19 @@ def test_a_bad_space_is_refused_before_any_trial(tmp_path, capsys, space, refusa
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("option, refusal", [
+    (["--timeout", "-3"], "--timeout: -3: give a number of seconds above 0"),  # once ran no trial, then exit 1
+    (["--timeout", "nan"], "--timeout: nan: give a number of seconds above 0"),
+    (["--trials", "0"], "--trials: 0: give at least 1"),
+    (["--confirm", "1"], "--confirm: 1 folds: give at least 3"),
+])
+def test_a_bad_option_is_refused_before_any_folder(tmp_path, lr_space, capsys, option, refusal):
+    with pytest.raises(SystemExit) as exited:
+        main(search_command(tmp_path, lr_space, tmp_path / "out", 2, *option))
+    assert exited.value.code == 2 and refusal in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_fold_keys_are_refused_in_a_cross_validated_space(tmp_path, capsys):
     (tmp_path / "space.yaml").write_text("data.fold: {choices: [0, 1]}\n")
     code = main(search_command(tmp_path, tmp_path / "space.yaml", tmp_path / "out", 2, "--folds", "3"))

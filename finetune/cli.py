@@ -418,7 +418,8 @@ def search_parser() -> argparse.ArgumentParser:
     parser.add_argument("--timeout", type=positive_seconds, metavar="SECONDS",
                         help="start no trial after this many seconds (the trial running then finishes)")
     parser.add_argument("--folds", type=fold_count, metavar="K",
-                        help="score each trial by its mean over K folds (a cross-validation each; not pruned)")
+                        help="score each trial by its mean over K folds (a cross-validation each, pruned between folds "
+                        "on the mean so far)")
     parser.add_argument("--storage", metavar="URL_OR_FILE",
                         help="the study's storage: an RDB URL (sqlite:///x.db, postgresql://...) or a journal "
                         "file on shared storage (default OUT/journal.log)")
@@ -429,7 +430,8 @@ def search_parser() -> argparse.ArgumentParser:
     parser.add_argument("--prune-startup", type=non_negative_int, metavar="N",
                         help="trials that complete before any is pruned (default 5)")
     parser.add_argument("--prune-warmup", type=non_negative_int, metavar="STEPS",
-                        help="optimizer steps before a trial's evaluations are compared (default 0)")
+                        help="optimizer steps before a trial's evaluations are compared (with --folds: folds; "
+                        "default 0)")
     return parser
 
 

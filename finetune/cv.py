@@ -19,6 +19,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -111,12 +112,15 @@ def run_or_reuse(recipe: recipes.Recipe) -> Path:
     return run(recipe)
 
 
-def run_all(jobs: list[Job], prefix: str = "") -> list[Path]:
-    """Each job's run folder, run or reused in order, with a progress line per run (`prefix` first)."""
+def run_all(jobs: list[Job], prefix: str = "", after_run: Callable[[Path], None] | None = None) -> list[Path]:
+    """Each job's run folder, run or reused in order, with a progress line per run (`prefix` first);
+    `after_run(run folder)` after each (it may raise to stop the rest)."""
     run_dirs = []
     for number, job in enumerate(jobs, 1):
         logger.info("%srun %d/%d: %s", prefix, number, len(jobs), job.label)
         run_dirs.append(run_or_reuse(job.recipe))
+        if after_run:
+            after_run(run_dirs[-1])
     return run_dirs
 
 
@@ -213,14 +217,16 @@ def write_summary(out: Path, jobs: list[Job], run_dirs: list[Path]) -> tuple[dic
 
 
 def cross_validate(recipe_name_or_path: str, overrides: list[str], folds: int | None, seeds: list[int],
-                   out: str | Path | None = None) -> tuple[Path, str]:
+                   out: str | Path | None = None,
+                   after_run: Callable[[Path], None] | None = None) -> tuple[Path, str]:
     """Train and evaluate the recipe on every fold (None: the dataset's own split) with every
     seed, in this process; write summary.json, summary.md and the pooled test predictions into
     `out` (default runs/<recipe name>-cv-<timestamp>); return (out, summary markdown). Into an
-    existing `out`, finished runs are kept and stopped ones resumed (`run_or_reuse`)."""
+    existing `out`, finished runs are kept and stopped ones resumed (`run_or_reuse`). `after_run`
+    sees each run folder as it ends (see `run_all`)."""
     name = recipes.load(recipe_name_or_path, overrides).name
     out = Path(out) if out else Path("runs") / f"{name}-cv-{time.strftime('%Y%m%d-%H%M%S')}"
     jobs = plan(recipe_name_or_path, overrides, folds, seeds, out)
-    _, markdown = write_summary(out, jobs, run_all(jobs))
+    _, markdown = write_summary(out, jobs, run_all(jobs, after_run=after_run))
     logger.info("cross-validation summary: %s", out / "summary.md")
     return out, markdown

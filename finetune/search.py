@@ -5,7 +5,8 @@ by loading the recipe with it before any trial runs). Each trial is an ordinary 
 cross-validation folder of them, `finetune.cv.cross_validate`), scored by the recipe's selection
 metric on validation (`finetune.metrics.selection`; with --folds its mean over the folds). TPE
 proposes the settings; a median pruner, fed every Trainer evaluation, stops a trial that trails the
-others (the run still ends and writes its folder; the trial is recorded PRUNED).
+others (the run still ends and writes its folder; the trial is recorded PRUNED); with --folds it is
+fed the mean over the folds so far, and a trailing trial runs no further fold.
 
 The study lives in a journal file, OUT/journal.log, unless --storage names another (a journal file
 on shared storage or an RDB URL such as sqlite:///x.db or postgresql://...): an append-only log
@@ -214,18 +215,44 @@ def trial_folder(number: int) -> str:
     return f"trial-{number:04d}"
 
 
+class FoldsPruned(Exception):
+    """A cross-validated trial's folds so far trail the median: its remaining folds are not run."""
+
+
+def validation_score(run_dir: Path, metric: str) -> float:
+    return json.loads((run_dir / "metrics.json").read_text())["validation"][metric]
+
+
+def score_folds(search: Search, trial: optuna.Trial, overrides: list[str], folder: Path) -> tuple[float, bool]:
+    """(the mean validation score over the folds, whether it was pruned): after each fold the mean so far
+    is reported (step = folds done; every trial has the same folds), and a trial trailing the median
+    stops there, its cross-validation folder left without a summary."""
+    scores = []
+
+    def report(run_dir: Path) -> None:
+        scores.append(validation_score(run_dir, search.metric))
+        trial.report(float(np.mean(scores)), len(scores))
+        if len(scores) < search.folds and trial.should_prune():
+            logger.info("trial %d pruned after fold %d of %d (mean validation %s %.4f)", trial.number,
+                        len(scores), search.folds, search.metric, np.mean(scores))
+            raise FoldsPruned
+
+    try:
+        cross_validate(search.recipe, overrides, search.folds, [search.seed], folder, after_run=report)
+    except FoldsPruned:
+        return float(np.mean(scores)), True
+    return float(np.mean(scores)), False
+
+
 def score(search: Search, trial: optuna.Trial, overrides: list[str]) -> tuple[float, bool]:
-    """(the trial's validation score, whether it was pruned): one run, or the mean over the folds
-    (each fold's run is whole: cross-validated trials report only their mean)."""
+    """(the trial's validation score, whether it was pruned): one run, pruned on its evaluations, or the
+    mean over the folds, pruned between folds."""
     folder = search.out / trial_folder(trial.number)
     if search.folds:
-        out, _ = cross_validate(search.recipe, overrides, search.folds, [search.seed], folder)
-        summary = json.loads((out / "summary.json").read_text())
-        return summary["mean_std"]["validation"][search.metric]["mean"], False
+        return score_folds(search, trial, overrides, folder)
     pruning = PruneTrial(trial, search.metric)
     recipe = recipes.load(search.recipe, [*overrides, setting("output_dir", str(folder))])
-    run_dir = run(recipe, callbacks=(pruning,))
-    return json.loads((run_dir / "metrics.json").read_text())["validation"][search.metric], pruning.pruned
+    return validation_score(run(recipe, callbacks=(pruning,)), search.metric), pruning.pruned
 
 
 def objective(search: Search, worker: str, trial: optuna.Trial) -> float:

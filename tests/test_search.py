@@ -99,6 +99,39 @@ def lr_space(tmp_path):
     return space
 
 
+def drawn(choices: list, trials: int, seed: int) -> list:
+    """What the search's sampler draws for its first trials over one categorical key (TPE's first
+    trials are random, whatever the scores)."""
+    study = optuna.create_study(sampler=TrialSeededTPE(seed))
+    values = []
+    for _ in range(trials):
+        trial = study.ask()
+        values.append(trial.suggest_categorical("train.lr", choices))
+        study.tell(trial, 0.0)
+    return values
+
+
+def test_a_cross_validated_trial_trailing_the_median_runs_no_further_fold(synthetic_root, tmp_path):
+    """An absurd learning rate drawn after a sane one completed stops after its first of 3 folds."""
+    choices, trials = [1000.0, 0.002], 3
+    lrs = drawn(choices, trials, seed=recipes.load("demo").seed)
+    assert lrs[0] == 0.002 and 1000.0 in lrs, f"the test needs a sane first draw and an absurd one: {lrs}"
+    space = tmp_path / "space.yaml"
+    space.write_text(f"train.lr: {{choices: {choices}}}\n")
+    out = tmp_path / "out"
+    assert main(search_command(synthetic_root, space, out, trials, "--folds", "3", "--prune-startup", "1",
+                               "train.max_steps=6")) == 0
+    rows = trials_of(out)
+    assert [float(row["train.lr"]) for row in rows] == lrs
+    for row in rows:
+        folds_run = len(list((out / row["run"]).glob("*/metrics.json")))
+        summarised = (out / row["run"] / "summary.json").is_file()
+        if float(row["train.lr"]) == 1000.0:
+            assert (row["state"], folds_run, summarised) == ("PRUNED", 1, False)
+        else:
+            assert (row["state"], folds_run, summarised) == ("COMPLETE", 3, True)
+
+
 def test_a_killed_search_restarted_ends_with_the_asked_trials(synthetic_root, tmp_path, lr_space):
     out = tmp_path / "out"
     command = search_command(synthetic_root, lr_space, out, 4, "train.max_steps=2")

@@ -113,8 +113,17 @@ def model_key(model: nn.Module, extractor, path: str) -> str:
             continue
         h.update(name.encode())
         h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(path).strip("/"))[-60:]
-    return f"{slug}-{h.hexdigest()}"
+    return f"{path_slug(path)}-{h.hexdigest()}"
+
+
+def path_slug(path: str, width: int = 60) -> str:
+    """The path's last whole components that fit in `width` characters, joined by '_' (a last component
+    longer than that: its end): readable in a folder name, never cut mid-word."""
+    parts = [re.sub(r"[^A-Za-z0-9_.-]+", "_", part) for part in str(path).split("/") if part]
+    kept = [parts.pop()[-width:]] if parts else []
+    while parts and len("_".join([parts[-1], *kept])) <= width:
+        kept.insert(0, parts.pop())
+    return "_".join(kept)
 
 
 def file_stamp(path: str) -> tuple[int, int] | None:

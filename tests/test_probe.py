@@ -15,7 +15,7 @@ from baselines.musicnn import MusicnnModel
 from finetune.cli import main
 from finetune.evaluation import TrackPredictions
 from finetune.predict import Predictor
-from finetune.probe import Embedder, Embedded, fit_head, fold_standardisation, standardiser
+from finetune.probe import Embedder, Embedded, fit_head, fold_standardisation, path_slug, standardiser
 
 MUSICNN = "pretrained/sota-music-tagging-models/mtat/musicnn/best_model.pth"
 
@@ -137,3 +137,14 @@ def test_fine_tuning_starts_from_the_probe_and_keeps_the_pretrained_statistics(r
     stats = [k for k in pretrained if k.endswith(("running_mean", "running_var"))]
     assert stats and all(torch.equal(trained[k], pretrained[k]) for k in stats)
     assert not torch.equal(trained["timbral.0.conv.weight"], pretrained["timbral.0.conv.weight"])  # it did train
+
+
+@pytest.mark.parametrize("path, slug", [
+    ("../shared/realdata/pretrained/sota-music-tagging-models/mtat/musicnn/best_model.pth",
+     "sota-music-tagging-models_mtat_musicnn_best_model.pth"),  # was cut to 'rained_sota-...'
+    ("m-a-p/MERT-v1-95M", "m-a-p_MERT-v1-95M"),
+    ("/runs/my model/", "runs_my_model"),
+    ("x" * 80, "x" * 60),
+])
+def test_the_embedding_cache_folder_names_whole_path_components(path, slug):
+    assert path_slug(path) == slug

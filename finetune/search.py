@@ -281,6 +281,17 @@ def objective(search: Search, worker: str, trial: optuna.Trial) -> float:
     return value
 
 
+def ended_line(study: optuna.Study, trial: FrozenTrial, search: Search) -> str:
+    """A trial's end in one line: its state, score and seconds, and the best trial so far."""
+    seconds = f" in {trial.duration.total_seconds():.0f} s" if trial.duration else ""
+    if trial.state == TrialState.COMPLETE:
+        line = f"trial {trial.number} complete{seconds}: validation {search.metric} {trial.value:.4f}"
+    else:
+        line = f"trial {trial.number} {trial.state.name.lower()}{seconds}"
+    best = best_trial(study)
+    return line + (f"; best so far trial {best.number} ({best.value:.4f})" if best else "")
+
+
 # --------------------------------------------------------------------------- results
 
 
@@ -513,7 +524,9 @@ def search(recipe: str, space_file: str | Path, overrides: list[str], trials: in
 
     def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:
         write_tables(study, setup)
-        if len(counted(study)) >= trials:
+        done = len(counted(study))
+        logger.info("%s (%d of %d trials counted)", ended_line(study, trial, setup), done, trials)
+        if done >= trials:
             study.stop()
 
     with worker_lock(setup.out) as worker:

@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -36,20 +37,20 @@ def trials_of(out) -> list[dict]:
 @pytest.fixture(scope="module")
 def pruned_search(synthetic_root, tmp_path_factory):
     """4 trials over a sane and an absurd learning rate, evaluated every 3 of 12 steps, pruning after
-    one complete trial: (folder, printed summary)."""
+    one complete trial: (folder, printed summary, progress lines)."""
     folder = tmp_path_factory.mktemp("search")
     space = folder / "space.yaml"
     space.write_text("train.lr: {choices: [0.002, 1000.0]}\ntrain.weight_decay: {low: 0.0, high: 0.01}\n")
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
+    printed, progress = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(progress):
         code = main(search_command(synthetic_root, space, folder / "out", 4, "--prune-startup", "1",
                                    "train.max_steps=12", "train.eval_steps=3", "train.save_steps=3"))
     assert code == 0
-    return folder / "out", printed.getvalue()
+    return folder / "out", printed.getvalue(), progress.getvalue()
 
 
 def test_a_search_writes_its_tables_plots_and_best_recipe(pruned_search):
-    out, printed = pruned_search
+    out, printed, progress = pruned_search
     rows = trials_of(out)
     assert [row["number"] for row in rows] == ["0", "1", "2", "3"]
     assert {"train.lr", "train.weight_decay", "objective", "seconds", "run"} <= set(rows[0])
@@ -67,6 +68,16 @@ def test_a_search_writes_its_tables_plots_and_best_recipe(pruned_search):
     assert (out / "history.png").stat().st_size > 0 and "history.png" in (out / "search.md").read_text()
     assert "data:image/png;base64" in (out / "report.html").read_text()
     assert f"best: trial {best['number']}, validation loss" in printed and str(out / "trials.md") in printed
+    best_so_far = None
+    for row in rows:  # one line as each trial ends, with the best so far
+        if row["state"] == "COMPLETE":
+            best_so_far = min([best_so_far or row, row], key=lambda r: float(r["objective"]))
+            ended = f"trial {row['number']} complete in "
+            assert re.search(rf"{ended}\d+ s: validation loss {float(row['objective']):.4f}; best so far trial "
+                             rf"{best_so_far['number']} \(", progress)
+        else:
+            assert f"trial {row['number']} {row['state'].lower()} in " in progress
+    assert "(4 of 4 trials counted)" in progress
 
 
 def test_an_absurd_learning_rate_is_pruned_before_its_last_evaluation(pruned_search):

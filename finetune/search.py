@@ -121,17 +121,20 @@ def open_study(search: Search, storage: str | None, pruner: optuna.pruners.BaseP
 
 
 class TrialSeededTPE(optuna.samplers.BaseSampler):
-    """TPE seeded afresh for each trial by the search seed plus the trial's number. Trial numbers are
+    """TPE seeded afresh for each trial from (the search seed, the trial's number). Trial numbers are
     unique in a study, so processes that start together on one study never draw the same settings (one
     TPE seeded per process would: the same seed and history give the same draw), a resumed search draws
-    new ones, and a fresh search is reproducible."""
+    new ones, and a fresh search is reproducible. The pair goes through numpy's SeedSequence: seeding
+    with seed + number made neighbouring streams (Mersenne Twister seeds 0 and 3 start 0.549, 0.715
+    and 0.551, 0.708) draw near-identical settings."""
 
     def __init__(self, seed: int):
         self.seed = seed
         self.tpe = optuna.samplers.TPESampler(seed=seed)
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        self.tpe = optuna.samplers.TPESampler(seed=self.seed + trial.number)
+        stream = int(np.random.SeedSequence([self.seed, trial.number]).generate_state(1)[0])
+        self.tpe = optuna.samplers.TPESampler(seed=stream)
         self.tpe.before_trial(study, trial)
 
     def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:

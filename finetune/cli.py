@@ -426,7 +426,8 @@ def search_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", help="search folder (default runs/<recipe>-search-<timestamp>; give it to resume)")
     parser.add_argument("--confirm", type=fold_count, metavar="K",
                         help="then run the best settings and the recipe's own over K folds (OUT/confirm-best, "
-                        "OUT/confirm-packaged) and compare their pooled test predictions by a paired test")
+                        "OUT/confirm-packaged) and compare their pooled test predictions by a paired test "
+                        "(OUT/confirm.json; the same command without --confirm keeps it in the report)")
     parser.add_argument("--prune-startup", type=non_negative_int, metavar="N",
                         help="trials that complete before any is pruned (default 5)")
     parser.add_argument("--prune-warmup", type=non_negative_int, metavar="STEPS",

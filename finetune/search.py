@@ -64,6 +64,7 @@ logger = logging.getLogger("finetune")
 
 SET_BY_SEARCH = ("output_dir",)  # each trial's own run folder; with --folds or --confirm also SET_BY_CV
 JOURNAL_FILE = "journal.log"  # the default storage, in the search folder
+CONFIRM_FILE = "confirm.json"  # --confirm's result: both arms' pooled scores and the paired test
 WORKERS_DIR = ".workers"  # each search process's lock, held while it searches
 PRUNE_STARTUP = 5  # trials that must complete before the pruner stops any (optuna's MedianPruner default)
 PRUNE_WARMUP = 0  # optimizer steps before a trial's evaluations are compared
@@ -410,19 +411,37 @@ def plots(study: optuna.Study, search: Search) -> list[str]:
 def confirm(search: Search, best: FrozenTrial, folds: int) -> dict:
     """The best settings and the recipe's own, each over `folds` folds, their pooled test predictions
     compared by a paired test (best - recipe's)."""
-    pooled = []
+    pooled, arms = [], {}
     for name, overrides in (("confirm-best", [*search.overrides, *settings(best.params)]),
                             ("confirm-packaged", search.overrides)):
         out, _ = cross_validate(search.recipe, overrides, folds, [search.seed], search.out / name)
-        summary = json.loads((out / "summary.json").read_text())
-        pooled.append(TrackPredictions.load(out / summary["pooled"][0]["file"]))
-    return {"folds": folds, **paired_test(*pooled, seed=search.seed)}
+        score = json.loads((out / "summary.json").read_text())["pooled"][0]
+        pooled.append(TrackPredictions.load(out / score["file"]))
+        arms[name] = {"value": score["value"], "interval": score["interval"]}
+    result = {"best_trial": best.number, "folds": folds, "arms": arms, **paired_test(*pooled, seed=search.seed)}
+    write_atomically(search.out / CONFIRM_FILE, json.dumps(result, indent=2))
+    return result
+
+
+def confirmation(search: Search, best: FrozenTrial | None, folds: int | None) -> dict | None:
+    """The confirmation of the best trial: run now with --confirm, else the one recorded for this same
+    best trial by an earlier --confirm (a search continued without it keeps it in its report)."""
+    if best is None:
+        return None
+    if folds:
+        return confirm(search, best, folds)
+    recorded = search.out / CONFIRM_FILE
+    result = json.loads(recorded.read_text()) if recorded.is_file() else None
+    return result if result and result.get("best_trial") == best.number else None
 
 
 def confirm_line(result: dict) -> str:
+    """The two arms' pooled test scores and the paired test between them."""
+    best, packaged = result["arms"]["confirm-best"], result["arms"]["confirm-packaged"]
     mcnemar = f", McNemar p {result['mcnemar_p']:.3g}" if "mcnemar_p" in result else ""
-    return (f"best - recipe's settings, pooled test {result['metric']} over {result['folds']} folds "
-            f"({result['tracks']} tracks): {result['difference']:+.4f}, 95% interval "
+    return (f"pooled test {result['metric']} over {result['folds']} folds ({result['tracks']} tracks): best "
+            f"{best['value']:.4f} {fmt_interval(best['interval'])}, recipe's settings {packaged['value']:.4f} "
+            f"{fmt_interval(packaged['interval'])}; best - recipe's {result['difference']:+.4f}, 95% interval "
             f"{fmt_interval(result['interval'])}, bootstrap p {result['bootstrap_p']:.3g}{mcnemar}")
 
 
@@ -477,12 +496,13 @@ def write_tables(study: optuna.Study, search: Search) -> list[list[str]]:
 
 
 def write_results(study: optuna.Study, search: Search, confirm_folds: int | None) -> str:
-    """The tables, best.yaml, the plots, search.md and report.html (and the confirmation); the summary."""
+    """The tables, best.yaml, the plots, search.md and report.html (and the confirmation, confirm.json);
+    the summary."""
     table = write_tables(study, search)
     best = best_trial(study)
     if best is not None:
         write_best(search, best)
-    confirmed = confirm(search, best, confirm_folds) if confirm_folds and best is not None else None
+    confirmed = confirmation(search, best, confirm_folds)
     sections = report_sections(study, search, table, plots(study, search), confirmed)
     title = f"finetune search: {search.recipe}"
     write_atomically(search.out / "search.md", render_markdown(title, sections))

@@ -143,6 +143,28 @@ def test_a_cross_validated_trial_trailing_the_median_runs_no_further_fold(synthe
             assert (row["state"], folds_run, summarised) == ("COMPLETE", 3, True)
 
 
+def test_confirm_cross_validates_the_best_and_the_recipes_settings_and_tests_the_difference(
+        synthetic_root, tmp_path, lr_space):
+    out = tmp_path / "out"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(search_command(synthetic_root, lr_space, out, 2, "--confirm", "3", "train.max_steps=2")) == 0
+    result = json.loads((out / "confirm.json").read_text())
+    best = min(trials_of(out), key=lambda row: float(row["objective"]))
+    assert result["best_trial"] == int(best["number"]) and result["tracks"] > 0
+    for arm, lr in (("confirm-best", float(best["train.lr"])), ("confirm-packaged", recipes.load("demo").train.lr)):
+        runs = sorted((out / arm).glob("*/recipe.yaml"))
+        assert len(runs) == 3 and all(recipes.load(str(run)).train.lr == lr for run in runs)  # each arm's own lr
+    arms = result["arms"]  # both arms score the same pooled tracks: the paired difference is theirs
+    assert result["difference"] == pytest.approx(arms["confirm-best"]["value"] - arms["confirm-packaged"]["value"])
+    assert result["interval"][0] <= result["difference"] <= result["interval"][1]
+    assert "confirm: pooled test accuracy over 3 folds" in printed.getvalue()
+    assert "## Confirmation" in (out / "search.md").read_text()
+    with contextlib.redirect_stdout(io.StringIO()):  # continued without --confirm: the report keeps it
+        assert main(search_command(synthetic_root, lr_space, out, 2, "train.max_steps=2")) == 0
+    assert "## Confirmation" in (out / "search.md").read_text()
+
+
 def test_a_killed_search_restarted_ends_with_the_asked_trials(synthetic_root, tmp_path, lr_space):
     out = tmp_path / "out"
     command = search_command(synthetic_root, lr_space, out, 4, "train.max_steps=2")

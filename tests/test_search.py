@@ -195,6 +195,17 @@ def test_two_processes_share_one_study_with_disjoint_trials(synthetic_root, tmp_
     assert storage.is_file() and not (out / "journal.log").exists()
 
 
+def test_an_rdb_url_holds_the_study_and_the_search_continues_from_it(synthetic_root, tmp_path, lr_space):
+    out, database = tmp_path / "out", tmp_path / "study.db"
+    url = f"sqlite:///{database}"
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(search_command(synthetic_root, lr_space, out, 1, "--storage", url, "train.max_steps=2")) == 0
+        assert main(search_command(synthetic_root, lr_space, out, 2, "--storage", url, "train.max_steps=2")) == 0
+    study = optuna.load_study(study_name=out.name, storage=url)
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+    assert len(trials_of(out)) == 2 and not (out / "journal.log").exists()
+
+
 def test_workers_started_together_draw_different_settings_and_a_fresh_search_repeats():
     """Two processes opening one study at once (here: two Study objects on one storage, each asking
     before the other's trial ends) draw different settings; the same search again draws the same."""

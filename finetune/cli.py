@@ -437,7 +437,8 @@ def search_parser() -> argparse.ArgumentParser:
 
 
 def search(args: argparse.Namespace) -> int:
-    from finetune.search import NO_TRIAL_COMPLETED, search as run_search
+    from finetune.search import search as run_search
+    from finetune.search.results import NO_TRIAL_COMPLETED
 
     pruning = {key: value for key, value in (("prune_startup", args.prune_startup),
                                               ("prune_warmup", args.prune_warmup)) if value is not None}

@@ -18,7 +18,7 @@ import pytest
 
 from finetune import recipe as recipes
 from finetune.cli import main
-from finetune.search import ABANDONED, TrialSeededTPE
+from finetune.search.study import ABANDONED, TrialSeededTPE
 
 TINY = ["train.batch_size=4", "data.num_workers=0", "data.max_tracks=5", "eval.durations=null"]
 EVALS = 4  # evaluations scheduled in the pruning search: every 3 of 12 steps

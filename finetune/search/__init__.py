@@ -17,8 +17,9 @@ one is refused. `--trials N` counts the trials that ended on their own (complete
 with their error); a trial left running by a process that died (its worker lock is free) is marked
 FAIL without an error and not counted, so a search killed after 2 of 4 trials ends with 4. Several
 processes given the same --storage and --out run disjoint trials of one study, each trial drawn by
-TPE seeded with its trial number, so processes started together draw different settings (each
-process may finish one trial past N while another finishes the last). Like `run()` and `cv`, this
+TPE seeded with its trial number, so processes started together draw different settings; a trial
+running in another process counts towards N, so they stop at N (past it only when two start a
+trial at the same moment). Like `run()` and `cv`, this
 sits on top: nothing imports it but the command line.
 
 Here: the command (checks, then the optimisation loop). `space`: the YAML space, checked; `study`:
@@ -41,7 +42,7 @@ from finetune.cv import SET_BY_CV
 from finetune.metrics import selection
 from finetune.search.results import write_results, write_tables
 from finetune.search.space import SearchError, check_space, load_space
-from finetune.search.study import Search, counted, fail_abandoned, open_study, worker_lock
+from finetune.search.study import Search, fail_abandoned, open_study, to_start, worker_lock
 from finetune.search.trial import ended_line, objective
 
 logger = logging.getLogger("finetune")
@@ -85,15 +86,15 @@ def search(recipe: str, space_file: str | Path, overrides: list[str], trials: in
 
     def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:
         write_tables(study, setup)
-        done = len(counted(study))
-        logger.info("%s (%d of %d trials counted)", ended_line(study, trial, setup), done, trials)
-        if done >= trials:
+        remaining, standing = to_start(study, trials)
+        logger.info("%s; %s", ended_line(study, trial, setup), standing)
+        if not remaining:
             study.stop()
 
     with worker_lock(setup.out) as worker:
         fail_abandoned(study)
-        remaining = max(trials - len(counted(study)), 0)
-        logger.info("search %s: %d trials counted, %d to run", setup.out, trials - remaining, remaining)
+        remaining, standing = to_start(study, trials)
+        logger.info("search %s: %s, %d to run", setup.out, standing, remaining)
         if remaining:
             study.optimize(lambda trial: objective(setup, worker, trial), n_trials=remaining, timeout=timeout,
                            catch=(Exception,), callbacks=[after_trial])

@@ -109,7 +109,7 @@ def history_plot(study: optuna.Study, search: Search):
     ax.set_xlabel("trial")
     ax.set_ylabel(f"validation {search.metric}")
     if values:
-        ax.legend()
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)  # outside: never over a trial
     fig.tight_layout()
     return fig
 

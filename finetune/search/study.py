@@ -147,6 +147,16 @@ def counted(study: optuna.Study) -> list[FrozenTrial]:
     return [t for t in ended if t.state != TrialState.FAIL or "error" in t.user_attrs]
 
 
+def to_start(study: optuna.Study, trials: int) -> tuple[int, str]:
+    """(trials still to start for `trials` in all, where the count stands in words). A trial another
+    process is running will most likely be counted, so none is started for it: a search does not
+    overshoot (if that process dies, its trial is abandoned and the same command again makes it up)."""
+    done = len(counted(study))
+    running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+    elsewhere = f", {running} running in other processes" if running else ""
+    return max(trials - done - running, 0), f"{done} of {trials} trials counted{elsewhere}"
+
+
 def best_trial(study: optuna.Study) -> FrozenTrial | None:
     return study.best_trial if study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) else None
 

@@ -114,4 +114,4 @@ def ended_line(study: optuna.Study, trial: FrozenTrial, search: Search) -> str:
     else:
         line = f"trial {trial.number} {trial.state.name.lower()}{seconds}"
     best = best_trial(study)
-    return line + (f"; best so far trial {best.number} ({best.value:.4f})" if best else "")
+    return line + (f" (best so far: trial {best.number}, {best.value:.4f})" if best else "")

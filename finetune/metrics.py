@@ -82,17 +82,23 @@ def average_precision_columns(scores: np.ndarray, targets: np.ndarray) -> np.nda
     return np.where(positives > 0, ap, np.nan)
 
 
+def mean_or_nan(values: np.ndarray) -> float:
+    """The mean; NaN, without numpy's empty-slice warning, when there is nothing to average (a small
+    bootstrap resample can hold no scorable tag; its NaN draw is left out of the interval)."""
+    return float(values.mean()) if values.size else float("nan")
+
+
 def roc_auc_macro(probs: np.ndarray, targets: np.ndarray) -> float:
     """Mean ROC-AUC over the tags with positives and negatives here."""
     roc = roc_auc_columns(probs, targets)
-    return float(np.mean(roc[~np.isnan(roc)]))
+    return mean_or_nan(roc[~np.isnan(roc)])
 
 
 def pr_auc_macro(probs: np.ndarray, targets: np.ndarray) -> float:
     """Mean AP over the tags with positives and negatives here (the tags ROC-AUC scores)."""
     positives = targets.sum(axis=0)  # (C,)
     scorable = (positives > 0) & (positives < len(targets))
-    return float(np.mean(average_precision_columns(probs[:, scorable], targets[:, scorable])))
+    return mean_or_nan(average_precision_columns(probs[:, scorable], targets[:, scorable]))
 
 
 def accuracy(probs: np.ndarray, labels: np.ndarray) -> float:

@@ -4,6 +4,7 @@ its own reaches the report, its interval, the console line and the model card.""
 
 import importlib.util
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -110,3 +111,11 @@ def test_a_metric_in_a_module_of_its_own_reaches_report_interval_console_and_car
     assert "- error_rate" in card.split("---\n")[1]  # the card's metadata lists it
     tags, targets = example(metrics.MULTI_LABEL, 4, np.random.default_rng(8))
     assert "error_rate" not in track_metrics(tags, targets, list("abcd")), "a genre metric only"
+
+
+def test_tag_scores_with_no_scorable_tag_are_nan_without_a_warning():
+    """A small bootstrap resample can hold no tag with both positives and negatives."""
+    probs, targets = np.array([[0.2, 0.9], [0.7, 0.1]]), np.array([[1, 0], [1, 0]])  # tag 0 all, tag 1 none
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert np.isnan(metrics.roc_auc_macro(probs, targets)) and np.isnan(metrics.pr_auc_macro(probs, targets))

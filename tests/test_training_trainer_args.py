@@ -74,7 +74,7 @@ def test_a_real_run_uses_the_requested_optimizer(tmp_path, synthetic_root):
     run_dir = tmp_path / "run"
     assert main(["--recipe", "demo", "train.max_steps=2", "train.batch_size=4", "data.max_tracks=6",
                  "data.num_workers=0", f"data.root={synthetic_root}", f"output_dir={run_dir}",
-                 "train.trainer_args={gradient_checkpointing: false, optim: adafactor}"]) == 0
+                 "train.trainer_args={dataloader_drop_last: false, optim: adafactor}"]) == 0
     assert json.loads((run_dir / "log_history.json").read_text())
     (checkpoint,) = run_dir.glob("checkpoint-*")
     saved = torch.load(checkpoint / "optimizer.pt", weights_only=True)["param_groups"]

@@ -65,6 +65,11 @@ def test_a_search_writes_its_tables_plots_and_best_recipe(pruned_search):
     assert recipe.train.lr == float(best["train.lr"])
     assert recipe.train.weight_decay == float(best["train.weight_decay"])
     assert recipe.train.max_steps == 12 and recipe.data.max_tracks == 5  # the overrides too
+    rerun = out.parent / "best-rerun"  # runnable as it is: only where to write is added
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        assert main(["--recipe", str(out / "best.yaml"), f"output_dir={rerun}"]) == 0
+    assert recipes.load(str(rerun / "recipe.yaml")).train.lr == float(best["train.lr"])
+    assert (rerun / "metrics.json").is_file()
     assert (out / "history.png").stat().st_size > 0 and "history.png" in (out / "search.md").read_text()
     assert "data:image/png;base64" in (out / "report.html").read_text()
     assert f"best: trial {best['number']}, validation loss" in printed and str(out / "trials.md") in printed

@@ -30,7 +30,7 @@ from finetune.metrics import headline, summary_names, task_of
 from finetune.report import Section, fmt, fmt_interval, render_markdown
 from finetune.checks import check_recipe
 from finetune.run import run
-from finetune.rundir import RunFolderError, changed_settings, check_resume, holds_run, recorded_recipe
+from finetune.rundir import RunFolderError, changed_settings, check_resume, holds_run, is_finished, recorded_recipe
 from finetune.training import runnable_precision
 
 logger = logging.getLogger("finetune")
@@ -75,11 +75,6 @@ def plan(name_or_path: str, overrides: list[str], folds: int | None, seeds: list
             check_existing(recipe)
             jobs.append(Job(fold, seed, recipe))
     return jobs
-
-
-def is_finished(folder: Path) -> bool:
-    """True when `folder` holds a finished run (metrics.json is written last)."""
-    return (folder / "metrics.json").is_file()
 
 
 def check_existing(recipe: recipes.Recipe) -> None:

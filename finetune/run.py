@@ -144,7 +144,8 @@ def run(recipe: Recipe, callbacks: tuple = ()) -> Path:
     check_recipe(recipe)
     join_processes()
     with run_folder(recipe) as claimed:
-        train_and_evaluate(recipe, claimed.path, claimed.checkpoint, claimed.resumed, callbacks)
+        if not claimed.finished:  # a finished run's resume leaves it as it is
+            train_and_evaluate(recipe, claimed.path, claimed.checkpoint, claimed.resumed, callbacks)
     return claimed.path
 
 

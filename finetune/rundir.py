@@ -12,12 +12,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import os
 import shutil
 import socket
 import sys
 import time
 import uuid
+import zipfile
 from pathlib import Path
 from typing import Iterator
 
@@ -27,9 +29,13 @@ from filelock import FileLock, Timeout
 from finetune.atomic import write_atomically
 from finetune.recipe import Recipe, RecipeError, from_dict
 
+logger = logging.getLogger("finetune")
+
 IDENTITY_FILE = "run.json"  # the run's identity: id, created, pid, host, command, resumes
 RECIPE_FILE = "recipe.yaml"  # the settings the run uses, written when it starts
 LOCK_FILE = ".lock"  # held (flock) by the process that runs in the folder; released when it dies
+HOLDER_FILE = ".lock.json"  # who holds the lock (pid, host, command), for the message that refuses another
+RESULTS_FILE = "metrics.json"  # written last: a folder with it holds a finished run
 CHECKPOINT_PREFIX = "checkpoint-"
 
 # Keys a resume may change: they decide how a run is watched, fed or published, never what it
@@ -56,11 +62,55 @@ def holds_run(folder: Path) -> bool:
     return (folder / IDENTITY_FILE).is_file() or any(folder.glob(f"{CHECKPOINT_PREFIX}*"))
 
 
-def last_checkpoint(folder: Path) -> str | None:
-    """The newest complete checkpoint (a run killed mid-save leaves one without trainer_state.json)."""
+def complete_checkpoints(folder: Path) -> list[Path]:
+    """The complete checkpoints, newest first (a run killed mid-save leaves one without trainer_state.json)."""
     complete = [p for p in folder.glob(f"{CHECKPOINT_PREFIX}*") if (p / "trainer_state.json").is_file()]
-    complete.sort(key=lambda p: int(p.name.rsplit("-", 1)[-1]))
-    return str(complete[-1]) if complete else None
+    return sorted(complete, key=lambda p: int(p.name.rsplit("-", 1)[-1]), reverse=True)
+
+
+def last_checkpoint(folder: Path) -> str | None:
+    """The newest complete checkpoint."""
+    complete = complete_checkpoints(folder)
+    return str(complete[0]) if complete else None
+
+
+def checkpoint_damage(checkpoint: Path) -> str | None:
+    """What makes `checkpoint` unusable (a file cut short or unreadable), or None. Reads only headers
+    and zip directories: torch's `.pt`/`.pth`/`.bin` files are zip archives, whose directory sits at
+    the end, so a truncated one has none; safetensors files declare their size in their header."""
+    for path in sorted(checkpoint.iterdir()):
+        try:
+            if path.suffix == ".json":
+                json.loads(path.read_text())
+            elif path.suffix in (".pt", ".pth", ".bin"):
+                with zipfile.ZipFile(path):
+                    pass
+            elif path.suffix == ".safetensors":
+                safetensors_damage(path)
+        except (OSError, ValueError, zipfile.BadZipFile) as err:
+            return f"{path.name}: {err}"
+    return None
+
+
+def safetensors_damage(path: Path) -> None:
+    """Raise ValueError when a safetensors file is shorter or longer than its header declares."""
+    with path.open("rb") as file:
+        size = int.from_bytes(file.read(8), "little")
+        header = json.loads(file.read(size))
+    ends = [entry["data_offsets"][1] for name, entry in header.items() if name != "__metadata__"]
+    if 8 + size + max(ends, default=0) != path.stat().st_size:
+        raise ValueError("cut short (its size differs from what its header declares)")
+
+
+def usable_checkpoint(folder: Path) -> str | None:
+    """The newest complete checkpoint that is not damaged; a damaged newer one is passed over with a
+    warning naming it and why (a resume from the one before loses only the steps between them)."""
+    for checkpoint in complete_checkpoints(folder):
+        damage = checkpoint_damage(checkpoint)
+        if damage is None:
+            return str(checkpoint)
+        logger.warning("%s is damaged (%s): resuming from the checkpoint before it", checkpoint, damage)
+    return None
 
 
 def flatten(values: dict, prefix: str = "") -> dict:
@@ -112,19 +162,35 @@ def identity(recipe: Recipe) -> dict:
 
 
 def in_use_message(folder: Path) -> str:
-    found = read_identity(folder) or {}
-    who = f" (pid {found['pid']} on {found['host']})" if "pid" in found and "host" in found else ""
-    return f"{folder} is in use by another run{who}; wait for it to end or choose another folder (output_dir=...)"
+    """The refusal of a folder whose lock another process holds, naming that process (its
+    `.lock.json`; a folder locked by an older version names its run.json's)."""
+    try:
+        found = json.loads((folder / HOLDER_FILE).read_text())
+    except (OSError, ValueError):
+        found = read_identity(folder) or {}
+    doing = f", {found['doing']}" if found.get("doing") else ""
+    who = f" (pid {found['pid']} on {found['host']}{doing})" if "pid" in found and "host" in found else ""
+    return f"{folder} is in use by another process{who}; wait for it to end or choose another folder (output_dir=...)"
 
 
-def lock(folder: Path) -> FileLock:
-    """Take the folder's lock without waiting, or refuse: another process runs in it."""
+def lock(folder: Path, doing: str = "a run") -> FileLock:
+    """Take the folder's lock without waiting, or refuse: another process uses it. The holder
+    records itself in `.lock.json` (`doing`: what it does there), so a refusal names it."""
     held = FileLock(str(folder / LOCK_FILE), timeout=0)
     try:
         held.acquire()
     except Timeout:
         raise RunFolderError(in_use_message(folder)) from None
+    write_atomically(folder / HOLDER_FILE, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                                       "doing": doing, "command": sys.argv}))
     return held
+
+
+def release(folder: Path, held: FileLock) -> None:
+    """Give the lock back, first removing the holder's record."""
+    with contextlib.suppress(OSError):
+        (folder / HOLDER_FILE).unlink()
+    held.release()
 
 
 def new_default_folder(recipe: Recipe, runs: Path = Path("runs")) -> Path:
@@ -181,7 +247,7 @@ def check_new_run(folder: Path) -> None:
         since = f" from {found['created']}" if found and "created" in found else ""
         raise RunFolderError(f"{folder} already holds a run{since}; train.resume=true continues it, or choose "
                              "another folder (output_dir=...)")
-    others = sorted(p.name for p in folder.iterdir() if p.name != LOCK_FILE)
+    others = sorted(p.name for p in folder.iterdir() if p.name not in (LOCK_FILE, HOLDER_FILE))
     if others:
         raise RunFolderError(f"{folder} is not empty ({', '.join(others[:3])}{' ...' if len(others) > 3 else ''}) "
                              "and holds no run; choose an empty or new folder (output_dir=...)")
@@ -189,22 +255,34 @@ def check_new_run(folder: Path) -> None:
 
 @dataclasses.dataclass
 class RunFolder:
-    """A claimed run folder: `path`, whether the run continues one that was there (`resumed`) and
-    from which checkpoint (None: from the start)."""
+    """A claimed run folder: `path`, whether the run continues one that was there (`resumed`), from
+    which checkpoint (None: from the start), and whether that run had already finished (`finished`:
+    nothing is left to do, nothing is written)."""
     path: Path
     resumed: bool
     checkpoint: str | None
+    finished: bool = False
+
+
+def is_finished(folder: Path) -> bool:
+    """True when `folder` holds a finished run (its metrics.json is written last)."""
+    return (folder / RESULTS_FILE).is_file()
 
 
 def start(folder: Path, recipe: Recipe) -> RunFolder:
-    """Check the (locked) folder for this run and record the run's identity and recipe in it."""
+    """Check the (locked) folder for this run and record the run's identity and recipe in it. A
+    resume of a finished run changes nothing: it is only reported."""
     if recipe.train.resume and holds_run(folder):
         check_resume(folder, recipe)
+        if is_finished(folder):
+            logger.info("%s holds a finished run: train.resume=true has nothing to do, its results stay as they "
+                        "are (`python -m finetune evaluate %s` scores it again)", folder, folder)
+            return RunFolder(folder, resumed=True, checkpoint=None, finished=True)
         found = read_identity(folder) or identity(recipe)
-        checkpoint = last_checkpoint(folder)
+        checkpoint = usable_checkpoint(folder)
         found["resumes"] = [*found.get("resumes", []), {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                                                         "pid": os.getpid(), "from": checkpoint}]
-        found.update(pid=os.getpid(), host=socket.gethostname())
+                                                         "pid": os.getpid(), "host": socket.gethostname(),
+                                                         "from": checkpoint}]
         resumed = True
     else:
         check_new_run(folder)
@@ -216,7 +294,7 @@ def start(folder: Path, recipe: Recipe) -> RunFolder:
 
 def produced_nothing(folder: Path) -> bool:
     """True while a run has written no checkpoint and no result: nothing that a retry would lose."""
-    return last_checkpoint(folder) is None and not (folder / "metrics.json").exists()
+    return last_checkpoint(folder) is None and not is_finished(folder)
 
 
 def clear(folder: Path, created: bool) -> None:
@@ -225,7 +303,7 @@ def clear(folder: Path, created: bool) -> None:
         shutil.rmtree(folder, ignore_errors=True)
         return
     for path in folder.iterdir():
-        if path.name != LOCK_FILE:
+        if path.name not in (LOCK_FILE, HOLDER_FILE):
             shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
 
 
@@ -234,7 +312,7 @@ def claim(recipe: Recipe) -> Iterator[RunFolder]:
     """The run's own folder, locked until the block ends (or the process dies). A new run that fails
     before its first checkpoint leaves no run behind, so the same command can run again."""
     folder, created = choose_folder(recipe)
-    held = lock(folder)
+    held = lock(folder, f"running {recipe.name}")
     claimed = None
     try:
         claimed = start(folder, recipe)
@@ -244,15 +322,15 @@ def claim(recipe: Recipe) -> Iterator[RunFolder]:
             clear(folder, created)
         raise
     finally:
-        held.release()
+        release(folder, held)
 
 
 @contextlib.contextmanager
-def hold(folder: str | Path) -> Iterator[Path]:
+def hold(folder: str | Path, doing: str = "evaluate") -> Iterator[Path]:
     """Lock an existing run folder while a command adds to it (`evaluate`), refusing one in use."""
     folder = Path(folder)
-    held = lock(folder)
+    held = lock(folder, doing)
     try:
         yield folder
     finally:
-        held.release()
+        release(folder, held)

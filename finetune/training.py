@@ -16,6 +16,7 @@ from accelerate.utils import is_bf16_available
 from tqdm.auto import tqdm
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import ExportableState
+from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from finetune.atomic import writing
@@ -96,6 +97,9 @@ class FinetuneTrainer(Trainer):
         self.add_callback(TrainingProgress())
         self.add_callback(RestoreRunningLoss(self))
         self.resumed_from: str | None = None
+        self.training_over = False  # resumed from a checkpoint taken when training ended: no step is left
+        self.seconds_before = 0.0  # training seconds spent before the checkpoint this run resumed from
+        self.started = 0.0
         # Our loss is a batch mean: let the Trainer scale it for gradient accumulation.
         self.model_accepts_loss_kwargs = False
 
@@ -118,30 +122,63 @@ class FinetuneTrainer(Trainer):
         return super().create_optimizer(model)
 
     def train(self, resume_from_checkpoint: str | None = None, **kwargs):
+        """The Trainer's training, resumed from `resume_from_checkpoint` when given. A checkpoint taken
+        when training ended (its last step, or an early stop) only finishes the run: the best model is
+        loaded and the final log line written, and no further step is trained."""
         self.resumed_from = resume_from_checkpoint
+        self.training_over = bool(resume_from_checkpoint) and training_ended(Path(resume_from_checkpoint))
+        if self.training_over:
+            logger.info("%s was taken when training ended: finishing the run (no further step)",
+                        Path(resume_from_checkpoint).name)
+        self.started = time.monotonic()
         return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
 
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        """The next optimizer step's batches; none after a checkpoint taken when training ended (the
+        Trainer's loop would otherwise take one step before it checks that training is over)."""
+        if self.training_over:
+            self.control.should_training_stop = True
+            self.control.should_log = self.control.should_evaluate = self.control.should_save = False
+            return [], None
+        return super().get_batch_samples(epoch_iterator, num_batches, device)
+
     def _save_checkpoint(self, model, trial):
-        """The Trainer's checkpoint plus the training loss accumulated since the last log line, written
-        first (a checkpoint counts once its trainer_state.json, written last, exists)."""
+        """The Trainer's checkpoint plus the training loss accumulated since the last log line and the
+        training seconds so far, written first (a checkpoint counts once its trainer_state.json, written
+        last, exists)."""
         folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
         with writing(folder, "the checkpoint"):
             if self.args.should_save:
                 folder.mkdir(parents=True, exist_ok=True)
                 (folder / RUNNING_LOSS_FILE).write_text(json.dumps({
                     "loss_since_log": float(self._tr_loss.item()), "total_loss": self._total_loss_scalar,
-                    "last_logged_step": self._globalstep_last_logged}))
+                    "last_logged_step": self._globalstep_last_logged,
+                    "train_seconds": self.seconds_before + time.monotonic() - self.started}))
             super()._save_checkpoint(model, trial)
 
     def restore_running_loss(self) -> None:
         """On resume, the logging state of the checkpoint, so the next logged loss averages the same
-        steps as in an uninterrupted run."""
+        steps as in an uninterrupted run, and the final `train_loss` and `train_runtime` cover the
+        whole training, not only the steps after the resume."""
         path = Path(self.resumed_from or "") / RUNNING_LOSS_FILE
         if self.resumed_from and path.is_file():
             saved = json.loads(path.read_text())
             self._tr_loss.fill_(saved["loss_since_log"])
             self._total_loss_scalar = saved["total_loss"]
             self._globalstep_last_logged = saved["last_logged_step"]
+            self._initial_global_step = 0  # the final train_loss averages every step, as uninterrupted
+            self.seconds_before = saved.get("train_seconds", 0.0)
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """The Trainer's log; the end-of-training line of a resumed run counts the seconds trained
+        before the resume too (its rates are per second of the whole training)."""
+        if "train_runtime" in logs and self.seconds_before:
+            runtime = logs["train_runtime"]
+            logs["train_runtime"] = round(runtime + self.seconds_before, 4)
+            for key in ("train_samples_per_second", "train_steps_per_second"):
+                if key in logs:
+                    logs[key] = round(logs[key] * runtime / logs["train_runtime"], 3)
+        super().log(logs, start_time)
 
     def with_own_seed(self, loader):
         """A DataLoader that draws its workers' base seed from a generator of its own: creating one
@@ -194,6 +231,14 @@ class FinetuneTrainer(Trainer):
         loss = task_loss(outputs.logits, targets, self.multi_label)  # logits (B, C)
         # evaluation gathers the logits alone (a weighted-layer model also returns every hidden state)
         return (loss, {"logits": outputs.logits}) if return_outputs else loss
+
+
+def training_ended(checkpoint: Path) -> bool:
+    """True when `checkpoint` was taken as training ended: at its last step or at an early stop (the
+    Trainer saves its control, `should_training_stop` set, in the checkpoint's trainer_state.json)."""
+    state = json.loads((checkpoint / TRAINER_STATE_NAME).read_text())
+    control = state.get("stateful_callbacks", {}).get("TrainerControl", {}).get("args", {})
+    return bool(control.get("should_training_stop")) or 0 < state.get("max_steps", 0) <= state.get("global_step", 0)
 
 
 def parameter_learning_rates(model, heads: list[str], layers: str | None, lr: float, head_lr: float,

@@ -85,7 +85,7 @@ def test_second_process_on_the_same_output_dir_is_refused_at_once(tmp_path, synt
         first.communicate()
     assert code == 2 and time.time() - started < 60
     assert len(error_lines(err)) == 1 and "Traceback" not in err, err
-    assert "in use by another run" in err and str(run_dir) in err and f"pid {first.pid}" in err
+    assert "in use by another process" in err and str(run_dir) in err and f"pid {first.pid}" in err
     assert yaml.safe_load((run_dir / "recipe.yaml").read_text())["seed"] == 0
     assert json.loads((run_dir / "run.json").read_text())["pid"] == first.pid
 
@@ -120,7 +120,7 @@ def test_a_locked_folder_is_refused_in_process_too(tmp_path):
     recipe = load("demo", [f"output_dir={tmp_path / 'run'}"])
     with claim(recipe) as claimed:
         assert (claimed.path / "run.json").is_file()
-        with pytest.raises(RunFolderError, match="in use by another run"):
+        with pytest.raises(RunFolderError, match="in use by another process"):
             with claim(recipe):
                 pass
         with pytest.raises(RunFolderError, match="in use"):

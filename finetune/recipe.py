@@ -102,6 +102,15 @@ class DataConfig:
                                "dataset's own splits", ge=3)
     fold: int = option(0, "with data.folds: the test fold (0..K-1); validation is the next fold, training the rest",
                        ge=0)
+    group_by: str = choice("artist", "artist", "album", "none",
+                           doc="what no split may divide (folds, random and carved splits deal whole groups): "
+                           "the artist, the album, or none (each track its own group)")
+    group_column: str | None = option(None, "folder (metadata.csv) / hub: the column naming each track's artist "
+                                      "(album); null = the column named like data.group_by, where there is one")
+    unsplittable: str = choice("refuse", "refuse", "leave_out", "leak",
+                               doc="with data.folds, a class some fold would test without training tracks of its "
+                               "own (all by one artist): refuse, leave it out of the test folds, or deal it by "
+                               "track (its test tracks then share artists with training)")
     streaming: bool = option(False, "stream the training split from its metadata, no header scan (needs train.max_steps)")
 
 
@@ -406,7 +415,7 @@ def apply_overrides(values: dict, overrides: list[str]) -> dict:
 # data.* keys that describe one dataset (where it is, its split and options), as opposed to how clips
 # are drawn from any dataset: `root` and the dataset builders' options (tests/test_registries.py)
 DATASET_KEYS = ("root", "split_scheme", "allow_missing", "tags", "subset", "task", "path", "config",
-                "audio_column", "label_column", "split_ratios")
+                "audio_column", "label_column", "split_ratios", "group_by", "group_column")
 
 
 def overridden_keys(overrides: list[str], holder: tuple[str, ...]) -> set[str]:

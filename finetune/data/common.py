@@ -50,6 +50,7 @@ class Clip:
     id: str
     path: str  # relative to the dataset root, "/"-separated
     target: int | tuple[int, ...]  # class index (single-label) or tag indices (multi-label)
+    group: str = ""  # the artist (album) group that keeps it on one side of a split; "" its own (the id)
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,12 @@ class Labelled:
     id: str
     path: str  # relative to the dataset root, "/"-separated
     label: str | tuple[str, ...]  # a class name, or tag names (multi-label)
+    group: str = ""  # as `Clip.group`
+
+
+def group_of(item: Clip | Labelled) -> str:
+    """The group of a clip or row: its artist (album) group, or its id when the data knows none."""
+    return item.group or item.id
 
 
 def dataset_root(dataset: str, root: str | Path) -> str:
@@ -141,13 +148,15 @@ def task_of(split) -> tuple[list[str], bool]:
     return list(split.features["label"].names), False
 
 
-def split_features(label_names: Sequence[str], multi_label: bool) -> Features:
-    """Features of a built split, with `audio` still a path string (cast to Audio last)."""
+def split_features(label_names: Sequence[str], multi_label: bool, grouped: bool = False) -> Features:
+    """Features of a built split, with `audio` still a path string (cast to Audio last); `grouped`:
+    with the `group` column (str) that every loaded split has."""
     from datasets import ClassLabel, Features, Sequence as ListOf, Value
 
     label = ClassLabel(names=list(label_names))
     target = {"labels": ListOf(label)} if multi_label else {"label": label}
-    return Features({"id": Value("string"), "audio": Value("string"), **target,
+    group = {"group": Value("string")} if grouped else {}
+    return Features({"id": Value("string"), **group, "audio": Value("string"), **target,
                      "duration": Value("float64")})
 
 
@@ -163,29 +172,70 @@ def check_formats(dataset: str, paths: Iterable[str]) -> None:
             f"`ffmpeg -i song{kinds[0]} song.flac`")
 
 
-def stratified_split(groups: Mapping[str, str], fractions: Sequence[float], seed: int) -> dict[str, list[str]]:
-    """Seeded split of the ids of `groups` (id -> stratum: a class, a row's rarest tag) by `fractions`
-    (train, validation, test) within each stratum; each split lists its ids stratum by stratum, in
-    the order the strata first appear. A stratum's split only depends on its own ids; one of three
-    or more ids puts at least one in each split of nonzero fraction, and training always gets one."""
+def group_members(ids: Iterable[str], groups: Mapping[str, str] | None) -> list[list[str]]:
+    """The ids of each group (`groups`: id -> group; None: every id its own), each sorted, the groups
+    in the order of their first id."""
     members = {}
-    for item, group in groups.items():
-        members.setdefault(group, []).append(item)
+    for item in sorted(ids):
+        members.setdefault(item if groups is None else groups[item], []).append(item)
+    return list(members.values())
+
+
+def _stratum_of(members: Sequence[str], strata: Mapping[str, str]) -> str:
+    """A group's stratum: the most common of its members' (ties: the first name)."""
+    counts = Counter(strata[item] for item in members)
+    return min(counts, key=lambda stratum: (-counts[stratum], stratum))
+
+
+def _split_sizes(count: int, fractions: Sequence[float]) -> tuple[int, int]:
+    """(train, validation) sizes of a stratum of `count` tracks; test gets the rest. Three or more
+    put at least one in each split of nonzero fraction, and training always gets one."""
+    n_eval = [round(f * count) for f in fractions[1:]]
+    if count >= 3:
+        n_eval = [max(1, n) if f > 0 else 0 for n, f in zip(n_eval, fractions[1:])]
+    while sum(n_eval) >= count > 0:  # ratios that leave training empty: take from the larger
+        n_eval[n_eval.index(max(n_eval))] -= 1
+    return count - sum(n_eval), n_eval[0]
+
+
+def _deal_stratum(units: list[list[str]], fractions: Sequence[float]) -> dict[str, list[list[str]]]:
+    """One stratum's groups (ids each, in dealing order) to the splits: training, then validation,
+    then test, each group where its middle track falls (the first always to training). Of three
+    or more groups each split of nonzero fraction gets one: an empty one takes the last group of
+    the split holding the most."""
+    n_train, n_valid = _split_sizes(sum(map(len, units)), fractions)
+    dealt, position = {split: [] for split in SPLITS}, 0
+    for index, members in enumerate(units):
+        middle = position + len(members) / 2
+        split = "train" if index == 0 or middle < n_train else "validation" if middle < n_train + n_valid else "test"
+        dealt[split].append(members)
+        position += len(members)
+    for split, fraction in zip(SPLITS[1:], fractions[1:]):
+        if len(units) >= 3 and fraction > 0 and not dealt[split]:
+            dealt[split].append(dealt[max(SPLITS, key=lambda name: len(dealt[name]))].pop())
+    return dealt
+
+
+def stratified_split(strata: Mapping[str, str], fractions: Sequence[float], seed: int,
+                     groups: Mapping[str, str] | None = None) -> dict[str, list[str]]:
+    """Seeded split of the ids of `strata` (id -> stratum: a class, a row's rarest tag) by `fractions`
+    (train, validation, test) within each stratum, dealing whole `groups` (id -> artist; None: each
+    id its own), so no group is in two splits. A group counts in its most common stratum; a
+    stratum's groups, in seeded order, are dealt by `_deal_stratum`. Each split lists its ids
+    stratum by stratum, in the order the strata first appear; a stratum's split only depends on its
+    own ids. With every id its own group, three or more ids put at least one in each split of
+    nonzero fraction, and training always gets one."""
+    order = {stratum: k for k, stratum in enumerate(dict.fromkeys(strata.values()))}
+    by_stratum = {}
+    for members in group_members(strata, groups):
+        by_stratum.setdefault(_stratum_of(members, strata), []).append(members)
     split_ids = {split: [] for split in SPLITS}
-    for group, ids in members.items():
-        ids = sorted(ids)
-        rng = np.random.default_rng([seed, zlib.crc32(group.encode())])
-        order = [ids[k] for k in rng.permutation(len(ids))]
-        n_eval = [round(f * len(order)) for f in fractions[1:]]
-        if len(order) >= 3:
-            n_eval = [max(1, n) if f > 0 else 0 for n, f in zip(n_eval, fractions[1:])]
-        while sum(n_eval) >= len(order) > 0:  # ratios that leave training empty: take from the larger
-            n_eval[n_eval.index(max(n_eval))] -= 1
-        n_valid, n_test = n_eval
-        n_train = len(order) - n_valid - n_test
-        split_ids["train"] += sorted(order[:n_train])
-        split_ids["validation"] += sorted(order[n_train:n_train + n_valid])
-        split_ids["test"] += sorted(order[n_train + n_valid:])
+    for stratum in sorted(by_stratum, key=order.__getitem__):
+        units = by_stratum[stratum]
+        rng = np.random.default_rng([seed, zlib.crc32(stratum.encode())])
+        dealt = _deal_stratum([units[k] for k in rng.permutation(len(units))], fractions)
+        for split in SPLITS:
+            split_ids[split] += sorted(track for members in dealt[split] for track in members)
     return split_ids
 
 
@@ -211,7 +261,7 @@ def complete_splits(dataset: str, given: Mapping[str, Sequence[Labelled]], fract
     shares = [fractions[i] if split in carve else 0.0 for i, split in enumerate(SPLITS)]
     shares = [share / sum(shares) for share in shares]
     by_id = {row.id: row for row in present["train"]}
-    carved = stratified_split(_strata(present["train"]), shares, seed)
+    carved = stratified_split(_strata(present["train"]), shares, seed, {row.id: group_of(row) for row in by_id.values()})
     return {split: [by_id[i] for i in carved[split]] if split in carve else present[split] for split in SPLITS}
 
 
@@ -262,7 +312,8 @@ class LabelIndex:
 def labelled_clips(splits: Mapping[str, Sequence[Labelled]], names: Sequence[str]) -> dict[str, list[Clip]]:
     """`Clip`s of `splits`, label names turned into indices into `names`."""
     target = LabelIndex(names)
-    return {split: [Clip(row.id, row.path, target(row.label)) for row in rows] for split, rows in splits.items()}
+    return {split: [Clip(row.id, row.path, target(row.label), row.group) for row in rows]
+            for split, rows in splits.items()}
 
 
 STREAM_SHARDS = 1024  # most shards of a streamed split (DataLoader workers split the shards)
@@ -337,17 +388,17 @@ def assemble(dataset: str, root: str, splits: Mapping[str, Sequence[Clip]],
         raise FileNotFoundError(f"{dataset}: no readable audio files under {root}")
     from datasets import Audio, Dataset, DatasetDict
 
-    features = split_features(label_names, multi_label)
+    features = split_features(label_names, multi_label, grouped=True)
     target = "labels" if multi_label else "label"
     result = {}
     if streaming:
         result["train"] = iterable_split(
-            [{"id": c.id, "audio": os.path.join(root, c.path),
+            [{"id": c.id, "group": group_of(c), "audio": os.path.join(root, c.path),
               target: list(c.target) if multi_label else c.target, "duration": None}
              for c in splits["train"]], features)
     for name in indexed:
         kept = [c for c in splits[name] if c.path in scan.durations]
-        columns = {"id": [c.id for c in kept],
+        columns = {"id": [c.id for c in kept], "group": [group_of(c) for c in kept],
                    "audio": [os.path.join(root, c.path) for c in kept],
                    target: [list(c.target) if multi_label else c.target for c in kept],
                    "duration": [scan.durations[c.path] for c in kept]}

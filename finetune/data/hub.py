@@ -17,6 +17,9 @@ Streaming (`streaming=True`): the train split comes from `load_dataset(..., stre
 dataset: `to_iterable_dataset`), its bytes extracted row by row as it is read; validation and test
 are read in full. It needs the dataset's own labelled validation and test splits, and a label
 column of strings or integers costs one pass over the training labels (a ClassLabel column none).
+Groups (`group_by`: artist, album or none): the column `group_column` (default: one named like the
+level, `artist` or `album`, where the dataset has it; otherwise each row is its own group);
+artists are joined through collaborations over the indexed splits (a streamed row: `lone_group`).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from finetune.console import progress
 from finetune.data.common import (SPLIT_ALIASES, SPLITS, STREAM_SHARDS, Labelled, LabelIndex, assemble,
                                   check_formats, class_names, complete_splits, label_set, labelled_clips, report,
                                   split_features)
+from finetune.data.groups import GROUP_LEVELS, check_level, credit_groups, lone_group
 from finetune.machine import cache_dir
 from finetune.recipe import listed
 
@@ -119,15 +123,15 @@ def label_reader(source: str, column: str, feature) -> LabelReader:
                      f"integers, a ClassLabel, or a list of them for tags (data.label_column)")
 
 
-def _check_columns(source: str, features, audio_column: str, label_column: str) -> None:
-    """Both columns exist and the audio one holds audio; errors name the columns there are."""
+def _check_columns(source: str, features, audio_column: str, label_column: str, group_column: str | None) -> None:
+    """The columns exist (the group column where data.group_column names one) and the audio one
+    holds audio; errors name the columns there are."""
     from datasets import Audio, Value
 
     if features is None:
         raise ValueError(f"hub: the columns of {source} are unknown when streamed; use data.streaming=false")
-    missing = [f"{column!r} (data.{key})" for column, key in ((audio_column, "audio_column"),
-                                                               (label_column, "label_column"))
-               if column not in features]
+    named = ((audio_column, "audio_column"), (label_column, "label_column"), (group_column, "group_column"))
+    missing = [f"{column!r} (data.{key})" for column, key in named if column is not None and column not in features]
     if missing:
         raise ValueError(f"hub: {source} has no column {' or '.join(missing)}; its columns: {listed(features)}")
     audio = features[audio_column]
@@ -204,26 +208,45 @@ def _our_splits(source: str, loaded: Mapping) -> dict[str, str]:
     return ours
 
 
-def _rows(split: Dataset | IterableDataset, audio_column: str, label_column: str) -> Iterator[dict]:
-    """The split's audio and label cells, the audio undecoded ({bytes, path} or a path)."""
-    from datasets import Audio, IterableDataset
-
-    columns = split.select_columns([audio_column, label_column])
-    if isinstance(columns, IterableDataset):
-        return iter(columns.decode(False))
-    if isinstance(columns.features[audio_column], Audio):
-        columns = columns.cast_column(audio_column, Audio(decode=False))
-    return iter(columns)
-
-
 @dataclass(frozen=True)
 class Columns:
-    """How to read one dataset's rows: its columns, label reader and local folder."""
+    """How to read one dataset's rows: its columns, label reader, local folder and grouping."""
 
     audio: str
     label: str
     reader: LabelReader
     base: str | None  # the local dataset folder relative audio paths are under; None for a Hub id
+    group: str | None = None  # the column naming each row's artist (album); None: each row its own group
+    level: str = "artist"  # data.group_by
+
+    def read(self) -> list[str]:
+        """The columns a row is read from."""
+        return [self.audio, self.label, *([self.group] if self.group else [])]
+
+    def credit(self, row: dict) -> str:
+        """The artist (album) a row names; "" when none."""
+        value = row[self.group] if self.group else None
+        return "" if value is None else str(value)
+
+
+def _group_column(features, group_by: str, group_column: str | None) -> str | None:
+    """The column groups are read from: data.group_column, else the one named like the level where
+    the dataset has it; None for group_by="none"."""
+    if group_by == "none":
+        return None
+    return group_column or (group_by if group_by in features else None)
+
+
+def _rows(split: Dataset | IterableDataset, columns: Columns) -> Iterator[dict]:
+    """The split's audio, label (and group) cells, the audio undecoded ({bytes, path} or a path)."""
+    from datasets import Audio, IterableDataset
+
+    cells = split.select_columns(columns.read())
+    if isinstance(cells, IterableDataset):
+        return iter(cells.decode(False))
+    if isinstance(cells.features[columns.audio], Audio):
+        cells = cells.cast_column(columns.audio, Audio(decode=False))
+    return iter(cells)
 
 
 def _labelled(name: str, split, columns: Columns) -> list[Labelled]:
@@ -233,18 +256,24 @@ def _labelled(name: str, split, columns: Columns) -> list[Labelled]:
 
     rows, unlabelled, names = [], [], []
     total = None if isinstance(split, IterableDataset) else len(split)
-    for index, row in enumerate(progress(_rows(split, columns.audio, columns.label), f"reading {name} audio",
-                                         total, "rows")):
+    for index, row in enumerate(progress(_rows(split, columns), f"reading {name} audio", total, "rows")):
         label = columns.reader(row[columns.label])
         if label is None:
             unlabelled.append(f"{name}/{index}")
             continue
         names.append(_cell(row[columns.audio])[1] or "")
         where = f"row {index} of split {name}"
-        rows.append(Labelled(f"{name}/{index}", audio_file(row[columns.audio], columns.base, where), label))
+        rows.append(Labelled(f"{name}/{index}", audio_file(row[columns.audio], columns.base, where), label,
+                             columns.credit(row)))
     check_formats(f"hub: split {name}", names)
     report("hub", f"rows of {name} without a label", unlabelled)
     return rows
+
+
+def _grouped(splits: Mapping[str, list[Labelled]], level: str) -> dict[str, list[Labelled]]:
+    """The rows with their credits (in `group`) turned into groups over every split."""
+    groups = credit_groups({row.id: row.group for rows in splits.values() for row in rows}, level)
+    return {split: [replace(row, group=groups[row.id]) for row in rows] for split, rows in splits.items()}
 
 
 def _relative(splits: Mapping[str, list[Labelled]]) -> tuple[str, dict[str, list[Labelled]]]:
@@ -265,7 +294,8 @@ def _streamed_row(row: dict, name: str, columns: Columns, target: LabelIndex, mu
     audio = audio_file(row[columns.audio], columns.base, f"a row of split {name}")
     value = target(columns.reader(row[columns.label]))
     key = "labels" if multi_label else "label"
-    return {"id": f"{name}/{_cell(row[columns.audio])[1] or os.path.basename(audio)}",
+    track = f"{name}/{_cell(row[columns.audio])[1] or os.path.basename(audio)}"
+    return {"id": track, "group": lone_group(track, columns.credit(row), columns.level),
             "audio": {"bytes": None, "path": audio}, key: list(value) if multi_label else value, "duration": None}
 
 
@@ -276,8 +306,8 @@ def _stream(name: str, split: IterableDataset, columns: Columns, names: Sequence
     from datasets import Audio, Features
 
     multi_label = columns.reader.multi_label
-    features = Features({**split_features(names, multi_label), "audio": Audio(decode=False)})
-    source = split.select_columns([columns.audio, columns.label]).decode(False)
+    features = Features({**split_features(names, multi_label, grouped=True), "audio": Audio(decode=False)})
+    source = split.select_columns(columns.read()).decode(False)
     return source.filter(partial(_has_label, columns=columns)).map(
         partial(_streamed_row, name=name, columns=columns, target=LabelIndex(names), multi_label=multi_label),
         remove_columns=[columns.audio, columns.label], features=features)
@@ -304,20 +334,23 @@ def _source(root: str | Path | None, path: str | None) -> str:
 def build(root: str | Path | None = None, path: str | None = None, config: str | None = None,
           audio_column: str = "audio", label_column: str = "label",
           split_ratios: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0, allow_missing: bool = False,
-          streaming: bool = False) -> DatasetDict:
-    """The dataset as a DatasetDict (`label` ClassLabel, or `labels` for a list column); audio read
-    by our reader from extracted bytes or the dataset's paths."""
+          streaming: bool = False, group_by: str = "artist", group_column: str | None = None) -> DatasetDict:
+    """The dataset as a DatasetDict (`label` ClassLabel, or `labels` for a list column; `group` the
+    row's artist or album group); audio read by our reader from extracted bytes or the dataset's paths."""
+    check_level("hub", group_by, GROUP_LEVELS)
     source = _source(root, path)
     loaded = _load(source, config, streaming)
     ours = _our_splits(source, loaded)
     for name in ours.values():
-        _check_columns(source, loaded[name].features, audio_column, label_column)
+        _check_columns(source, loaded[name].features, audio_column, label_column,
+                       None if group_by == "none" else group_column)
     features = loaded[ours["train"]].features
     columns = Columns(audio_column, label_column, label_reader(source, label_column, features[label_column]),
-                      source if os.path.isdir(source) else None)
+                      source if os.path.isdir(source) else None, _group_column(features, group_by, group_column),
+                      group_by)
     multi_label = columns.reader.multi_label
     indexed = [split for split in ours if not (streaming and split == "train")]
-    given = {split: _labelled(ours[split], loaded[ours[split]], columns) for split in indexed}
+    given = _grouped({split: _labelled(ours[split], loaded[ours[split]], columns) for split in indexed}, group_by)
     if streaming:
         if not (given.get("validation") and given.get("test")):
             raise ValueError(f"hub: data.streaming=true streams the train split of a dataset with its own labelled "

@@ -5,12 +5,16 @@ Files: `annotations_final.csv` (tab-separated, every field double-quoted; header
 `audio/` folder beside it (the original project's layout). Tags: the top N by
 frequency over all clips (ties broken by column order). Splits by folder: 0-b train, c validation,
 d-f test; `standard` keeps clips with at least one selected tag (Lee et al. 2017, Won et al. 2020:
-15,244 / 1,529 / 4,332 for the top 50), `pons` keeps every clip (Pons et al.).
+15,244 / 1,529 / 4,332 for the top 50), `pons` keeps every clip (Pons et al.); neither separates
+artists. Groups: each clip's artist (or album) from `clip_info_final.csv` beside the annotations
+(tab-separated: clip_id, track_number, title, artist, album, url, segmentStart, segmentEnd,
+original_url, mp3_path); without that file each clip is its own group.
 """
 
 from __future__ import annotations
 
 import csv
+import logging
 import os
 import posixpath
 from dataclasses import dataclass
@@ -21,11 +25,15 @@ import numpy as np
 
 from finetune.data.common import (SPLITS, Clip, DatasetCard, assemble, check_options, dataset_root,
                                   layout_folder, metadata_file)
+from finetune.data.groups import check_level, credit_groups
 
 if TYPE_CHECKING:  # only annotations name it: checking a recipe imports this module without datasets
     from datasets import DatasetDict
 
+logger = logging.getLogger("finetune.data")
+
 ANNOTATIONS = "annotations_final.csv"
+CLIP_INFO = "clip_info_final.csv"  # each clip's song, album and artist
 SPLIT_SCHEMES = ("standard", "pons")
 OPTION_CHOICES = {"split_scheme": SPLIT_SCHEMES}  # checked by `build`, and by recipes before a run
 CARD = DatasetCard("MagnaTagATune", "MagnaTagATune")  # how model cards name it
@@ -62,6 +70,32 @@ def read_annotations(path: str | Path) -> Annotations:
                        tag_names=rows[0][1:-1], tags=cells == "1")
 
 
+def read_clip_info(path: str | Path) -> dict[str, tuple[str, str]]:
+    """clip_info_final.csv: clip id -> (artist, album); a file without those columns is an error."""
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f, delimiter="\t")
+        absent = [c for c in ("clip_id", "artist", "album") if c not in (reader.fieldnames or [])]
+        if absent:
+            raise ValueError(f"{path}: no column(s) {', '.join(absent)}; is this MTAT's {CLIP_INFO} (tab-separated)?")
+        return {row["clip_id"]: (row["artist"] or "", row["album"] or "") for row in reader}
+
+
+def clip_groups(root: str, clip_ids: list[str], group_by: str) -> dict[str, str]:
+    """Clip id -> its artist (or artist / album) group from clip_info_final.csv; {} (each clip its
+    own group) for group_by="none" or without that file."""
+    path = Path(root) / CLIP_INFO
+    if group_by == "none":
+        return {}
+    if not path.is_file():
+        logger.info("mtat: no %s under %s: each clip is its own group (clips of one song or artist may sit on "
+                    "both sides of a split)", CLIP_INFO, root)
+        return {}
+    info = read_clip_info(path)
+    credits = {c: info.get(c, ("", "")) for c in clip_ids}
+    return credit_groups({c: credit[0] if group_by == "artist" else " / ".join(filter(None, credit))
+                          for c, credit in credits.items()}, group_by)
+
+
 def top_tags(tags: np.ndarray, count: int) -> list[int]:
     """Columns of the `count` most frequent tags in (N, T) `tags`, most frequent first; ties
     keep column order."""
@@ -79,10 +113,12 @@ def split_detail(tags: int, **options) -> str:
 
 
 def build(root: str | Path, tags: int = 50, split_scheme: str = "standard",
-          allow_missing: bool = False, streaming: bool = False) -> DatasetDict:
-    """MTAT as a DatasetDict (`labels`: indices into the top-`tags` tags, most frequent first)."""
+          allow_missing: bool = False, streaming: bool = False, group_by: str = "artist") -> DatasetDict:
+    """MTAT as a DatasetDict (`labels`: indices into the top-`tags` tags, most frequent first;
+    `group`: the clip's artist or album, `clip_groups`)."""
     root = dataset_root("mtat", root)
     check_options(OPTION_CHOICES, split_scheme=split_scheme)
+    check_level("mtat", group_by, ("artist", "album"))
     table = read_annotations(metadata_file("mtat", root, ANNOTATIONS, HOLDS))
     total = len(table.tag_names)
     if isinstance(tags, bool) or not isinstance(tags, int) or not 1 <= tags <= total:
@@ -95,6 +131,7 @@ def build(root: str | Path, tags: int = 50, split_scheme: str = "standard",
         raise FileNotFoundError(f"mtat: none of the mp3 folders 0..f is in {root} or "
                                 f"{os.path.join(root, 'audio')}; data.root should be the folder "
                                 f"holding {HOLDS}")
+    groups = clip_groups(root, table.clip_ids, group_by)
     splits = {split: [] for split in SPLITS}
     for clip_id, path, row in zip(table.clip_ids, table.paths, selected):
         split = FOLDER_SPLITS.get(path.split("/")[0])
@@ -102,6 +139,6 @@ def build(root: str | Path, tags: int = 50, split_scheme: str = "standard",
             raise ValueError(f"mtat: clip {clip_id} has mp3_path {path!r} outside the folders 0..f")
         target = tuple(np.flatnonzero(row).tolist())
         if target or split_scheme == "pons":
-            splits[split].append(Clip(clip_id, posixpath.join(folder, path), target))
+            splits[split].append(Clip(clip_id, posixpath.join(folder, path), target, groups.get(clip_id, "")))
     return assemble("mtat", root, splits, [table.tag_names[c] for c in columns], multi_label=multi_label_task(),
                     allow_missing=allow_missing, known_bad=KNOWN_BAD, streaming=streaming)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from finetune.data import DATASET_BUILDERS, DATASET_CHOICES, DATASET_OPTIONS, load_dataset
 from finetune.data.common import sample_stream, task_of
-from finetune.data.folds import cross_validation_split
+from finetune.data.folds import check_unsplittable, cross_validation_split
 from finetune.machine import cache_dir
 from finetune.recipe import DATASET_KEYS, Recipe, RecipeError, listed
 
@@ -112,8 +112,19 @@ def recipe_dataset(recipe: Recipe) -> DatasetDict:
     limited to `data.max_tracks` per split; refused when it cannot train (`check_trainable`)."""
     dataset = load_dataset(recipe.data.name, **dataset_arguments(recipe))
     if recipe.data.folds:
-        dataset = cross_validation_split(dataset, recipe.data.folds, recipe.data.fold)
+        dataset = cross_validation_split(dataset, recipe.data.folds, recipe.data.fold, recipe.data.unsplittable)
     if recipe.data.max_tracks:
         dataset = limit_tracks(dataset, recipe.data.max_tracks, recipe.seed)
     check_trainable(dataset, recipe.data)
     return dataset
+
+
+def check_folds(recipe: Recipe) -> list[str]:
+    """Build the recipe's dataset and check its cross-validation folds before any run: the classes
+    data.unsplittable leaves out or deals by track (`finetune.data.folds.check_unsplittable`), or
+    `UnsplittableClasses` (one line naming them and the choices) where it refuses them; [] without
+    data.folds."""
+    if not recipe.data.folds:
+        return []
+    dataset = load_dataset(recipe.data.name, **dataset_arguments(recipe))
+    return check_unsplittable(dataset, recipe.data.folds, recipe.data.unsplittable)

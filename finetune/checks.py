@@ -1,8 +1,9 @@
 """Every check of a recipe that needs no data or weights: what `--dry-run` runs, and what a run runs
 first. It reads the registries as data (`finetune.model_options`, the dataset modules' options,
 `finetune.metrics`), so it imports no heavy library: transformers only when a recipe sets
-`train.trainer_args` (checked against its TrainingArguments), torch only for `backbone.tags` and for
-a `model.args.frontend` asked of pretrained weights (the front end they were trained with).
+`train.trainer_args` (checked against its TrainingArguments), huggingface_hub only for a recipe that
+pushes to the Hub, torch only for `backbone.tags` and for a `model.args.frontend` asked of pretrained
+weights (the front end they were trained with).
 """
 
 from __future__ import annotations
@@ -31,8 +32,27 @@ def check_recipe(recipe: Recipe) -> None:
         check_metric(recipe, multi_label)
     check_model_args(recipe)
     check_trainer_args(recipe)
-    if recipe.hub.push_to_hub and not recipe.hub.repo_id:
+    if recipe.hub.push_to_hub:
+        check_hub_push(recipe.hub.repo_id)
+
+
+def check_hub_push(repo_id: str | None) -> None:
+    """Refuse an end-of-run upload that cannot happen: no `hub.repo_id`, one the Hub refuses, or
+    the Hub in offline mode (HF_HUB_OFFLINE=1), which the run would only find out after training."""
+    from huggingface_hub import constants
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if not repo_id:
         raise RecipeError("hub.repo_id: set it (user/name) when hub.push_to_hub=true")
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as err:
+        raise RecipeError(f"hub.repo_id: {repo_id!r} is not a Hub repository id (user/name or name: letters, "
+                          "digits, '-', '_' and '.', at most 96 characters, no '--' or '..')") from err
+    if constants.HF_HUB_OFFLINE:
+        raise RecipeError("hub.push_to_hub=true: the upload cannot happen offline (HF_HUB_OFFLINE=1); unset "
+                          "HF_HUB_OFFLINE, or train with hub.push_to_hub=false and push the run later with "
+                          f"`python -m finetune export RUN --to DIR --push-to-hub {repo_id}`")
 
 
 def check_metric(recipe: Recipe, multi_label: bool, num_labels: int | None = None) -> None:

@@ -169,7 +169,7 @@ class TrainConfig:
     max_steps: int = option(-1, "stop after this many optimiser steps; -1 = use epochs", ge=-1)
     batch_size: int = option(16, "per-device training batch size", ge=1)
     eval_batch_size: int | None = option(None, "per-device evaluation batch size; null = batch_size", ge=1)
-    lr: float = option(1e-3, "peak learning rate (of the pretrained body when train.head_lr is set)", ge=0)
+    lr: float = option(1e-3, "peak learning rate (of the pretrained body when train.head_lr is set)", gt=0)
     head_lr: float | None = option(None, "peak learning rate of the new head (classifier, projector, layer "
                                    "weights); null = train.lr", gt=0)
     layer_decay: float = option(1.0, "layer-wise learning-rate decay of pretrained transformer layers: layer k "
@@ -494,13 +494,45 @@ def resolve_path(name_or_path: str) -> Path:
     return recipes[name_or_path]
 
 
+def check_unique_keys(node: yaml.Node, path: Path, prefix: str = "") -> None:
+    """Raise RecipeError naming the file, the dotted key and its lines when a mapping of the YAML
+    node tree `node` gives a key twice (YAML would keep the last one without a word)."""
+    if isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            check_unique_keys(item, path, prefix)
+    if not isinstance(node, yaml.MappingNode):
+        return
+    lines = {}
+    for key, value in node.value:
+        name, line = f"{prefix}{key.value}", key.start_mark.line + 1
+        if name in lines:
+            raise RecipeError(f"{path}: {name} is given twice (lines {lines[name]} and {line}); keep one")
+        lines[name] = line
+        check_unique_keys(value, path, f"{name}.")
+
+
+def read_recipe_file(path: Path) -> dict:
+    """The mapping a recipe file holds ({} when empty); refused, naming the file: invalid YAML, a key
+    given twice, a document that is not a mapping."""
+    loader = yaml.SafeLoader(path.read_text())
+    try:
+        node = loader.get_single_node()  # None: no document (empty, or comments only)
+        check_unique_keys(node, path)
+        values = {} if node is None else loader.construct_document(node)
+    except yaml.YAMLError as err:
+        raise RecipeError(f"{path}: not valid YAML: {err}") from None
+    finally:
+        loader.dispose()
+    if not isinstance(values, dict):
+        raise RecipeError(f"{path}: a recipe is a mapping of keys (`train:` with `lr: 0.001` under it ...), "
+                          f"not {'a list' if isinstance(values, list) else repr(values)}")
+    return values
+
+
 def load(name_or_path: str, overrides: list[str] = ()) -> Recipe:
     """Load a packaged or file recipe, apply overrides, validate."""
     path = resolve_path(name_or_path)
-    try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise RecipeError(f"{path}: not valid YAML: {err}") from None
+    values = read_recipe_file(path)
     values.setdefault("name", path.stem)
     overrides = list(overrides)
     merged = apply_overrides(values, overrides)

@@ -252,7 +252,18 @@ def evaluate_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def refuse_a_folder_in_use(run: str) -> None:
+    """A run folder whose run still trains is refused at once, naming the process (before anything asks
+    whether it is a finished run): its lock is tried (`finetune.rundir.hold`) where a run made one."""
+    from finetune.rundir import LOCK_FILE, hold
+
+    if os.path.isfile(os.path.join(run, LOCK_FILE)):
+        with hold(run):
+            pass
+
+
 def evaluate(args: argparse.Namespace) -> int:
+    refuse_a_folder_in_use(args.run)
     from finetune.report import console_text
     from finetune.studies import evaluate as run_studies
 
@@ -328,9 +339,13 @@ def compare(args: argparse.Namespace) -> int:
         print(f"written: {out}")
         return 0
     folders = [item for item in args.runs if "=" not in item]
-    if folders or not (args.recipe and args.vary):
+    if folders:
         raise ValueError("compare takes run folders, or --recipe with --vary KEY=V1,V2,... (and key=value "
-                         f"overrides), not both{': ' + ' '.join(folders) if folders else ''}")
+                         f"overrides), not both: {' '.join(folders)}")
+    missing = [option for option, value in (("--recipe", args.recipe), ("--vary", args.vary)) if not value]
+    if missing:
+        raise ValueError(f"compare: {' and '.join(missing)} needed too: to run a recipe for each value of one "
+                         "setting, give --recipe with --vary KEY=V1,V2,... (--folds and --seeds optional)")
     from finetune.vary import vary
 
     out, markdown = vary(args.recipe, args.runs, args.vary, args.folds, args.seeds or [0], args.out)

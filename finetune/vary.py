@@ -11,11 +11,14 @@ sits on top: nothing imports it but the command line.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -24,11 +27,14 @@ from finetune import recipe as recipes
 from finetune.bootstrap import RESAMPLES, bootstrap_draws, headline_score, percentile_interval
 from finetune.cv import STD_NOTE, Job, plan, run_all, write_summary
 from finetune.evaluation import TrackPredictions
+from finetune.folders import VARY_FILE, check_output_folder
 from finetune.models import load_model
 from finetune.report import Section, fmt, fmt_interval, render_markdown, save_figure
 from finetune.rundir import flatten
 from finetune.studies.paired import paired_test
 from finetune.studies.representations import disagreement_section, representation_section
+
+logger = logging.getLogger("finetune")
 
 FRONT_END_KEY = "model.args.frontend"  # varying it adds how each front end sees the music
 NOTES = {
@@ -98,6 +104,25 @@ def plan_values(recipe: str, overrides: list[str], key: str, values: list[str], 
         planned.append(Value(text, folder_name(key, text), jobs))
     check_distinct(key, planned)
     return planned
+
+
+@contextlib.contextmanager
+def each_line_once(log: logging.Logger) -> Iterator[None]:
+    """Within the block, `log` says each distinct line once: planning loads the recipe for every run, and
+    what loading says (`the recipe's options for gtzan left out`) would come once per run."""
+    said = set()
+
+    def first_time(record: logging.LogRecord) -> bool:
+        line = record.getMessage()
+        new = line not in said
+        said.add(line)
+        return new
+
+    log.addFilter(first_time)
+    try:
+        yield
+    finally:
+        log.removeFilter(first_time)
 
 
 def parameter_count(run_dir: Path) -> int:
@@ -258,9 +283,11 @@ def vary(recipe: str, overrides: list[str], spec: str, folds: int | None, seeds:
     the runs already in `out` (default runs/<recipe>-vary-<KEY>); write vary.md, vary.json and vary.png;
     return (out, markdown)."""
     key, texts = parse_vary(spec)
-    name = recipes.load(recipe, overrides).name
-    out = Path(out) if out else Path("runs") / safe_name(f"{name}-vary-{key}")
-    values = plan_values(recipe, overrides, key, texts, folds, seeds, out)
+    with each_line_once(logger):
+        name = recipes.load(recipe, overrides).name
+        out = Path(out) if out else Path("runs") / safe_name(f"{name}-vary-{key}")
+        check_output_folder(out, "vary")
+        values = plan_values(recipe, overrides, key, texts, folds, seeds, out)
     run_dirs, pooled, results = {}, {}, []
     for number, value in enumerate(values, 1):
         run_dirs[value.text] = run_all(value.jobs, f"value {number}/{len(values)} ({key}={value.text}), ")
@@ -274,6 +301,6 @@ def vary(recipe: str, overrides: list[str], spec: str, folds: int | None, seeds:
                "task": pooled[results[0]["value"]][0].task, "notes": {"std": STD_NOTE, **NOTES}, "values": results}
     save_figure(vary_figure(key, results), out / "vary.png")
     markdown = vary_markdown(summary, extra_sections(key, run_dirs, pooled, out))
-    (out / "vary.json").write_text(json.dumps(summary, indent=2))
+    (out / VARY_FILE).write_text(json.dumps(summary, indent=2))
     (out / "vary.md").write_text(markdown)
     return out, markdown

@@ -13,14 +13,17 @@ on shared storage or an RDB URL such as sqlite:///x.db or postgresql://...): an 
 needs no database library, a torn last line left by a killed process is skipped when it is read
 back, and its lock works on NFS, where SQLite's does not. The study is named after the search
 folder and records its recipe, overrides, space and folds: the same command continues it, a changed
-one is refused. `--trials N` counts the trials that ended on their own (complete, pruned, or failed
-with their error); a trial left running by a process that died (its worker lock is free) is marked
-FAIL without an error and not counted, so a search killed after 2 of 4 trials ends with 4. Several
-processes given the same --storage and --out run disjoint trials of one study, each trial drawn by
-TPE seeded with its trial number, so processes started together draw different settings; a trial
-running in another process counts towards N, so they stop at N (past it only when two start a
-trial at the same moment). Like `run()` and `cv`, this
-sits on top: nothing imports it but the command line.
+one is refused. A storage that cannot be opened (its driver missing, a sqlite file that cannot be
+written) is refused before the search folder is made, and a folder holding another command's results
+(a run, a cross-validation, a compare --vary) is refused (`finetune.folders`).
+
+`--trials N` counts the trials that ended on their own (complete, pruned, or failed with their
+error); a trial left running by a process that died (its worker lock is free) is marked FAIL without
+an error and not counted, so a search killed after 2 of 4 trials ends with 4. Several processes
+given the same --storage and --out run disjoint trials of one study, each trial drawn by TPE seeded
+with its trial number, so processes started together draw different settings; a trial running in
+another process counts towards N, so they stop at N (past it only when two start a trial at the same
+moment). Like `run()` and `cv`, this sits on top: nothing imports it but the command line.
 
 Here: the command (checks, then the optimisation loop). `space`: the YAML space, checked; `study`:
 the storage, the sampler and the worker locks; `trial`: one trial drawn, run, scored and pruned;
@@ -39,6 +42,7 @@ from optuna.trial import FrozenTrial
 from finetune import recipe as recipes
 from finetune.checks import check_recipe
 from finetune.cv import SET_BY_CV
+from finetune.folders import check_output_folder
 from finetune.metrics import selection
 from finetune.search.results import write_results, write_tables
 from finetune.search.space import SearchError, check_space, load_space
@@ -58,7 +62,7 @@ def reserved_keys(folds: int | None, confirm_folds: int | None) -> tuple[str, ..
 
 def prepare(recipe: str, space_file: str | Path, overrides: list[str], folds: int | None, out: str | Path | None,
             confirm_folds: int | None) -> Search:
-    """Every check that needs no trial: the recipe, the overrides, the space."""
+    """Every check that needs no trial: the recipe, the overrides, the space, the search folder."""
     base = recipes.load(recipe, overrides)
     check_recipe(base)
     reserved = reserved_keys(folds, confirm_folds)
@@ -68,6 +72,7 @@ def prepare(recipe: str, space_file: str | Path, overrides: list[str], folds: in
     space = load_space(space_file)
     check_space(recipe, overrides, space, reserved, Path(space_file))
     out = Path(out) if out else Path("runs") / f"{base.name}-search-{time.strftime('%Y%m%d-%H%M%S')}"
+    check_output_folder(out, "search")
     metric, greater = selection(base.train.metric)
     return Search(recipe, list(overrides), space, out, folds, base.seed, metric, greater)
 
@@ -79,10 +84,10 @@ def search(recipe: str, space_file: str | Path, overrides: list[str], trials: in
     """Run (or continue) the search until `trials` trials are counted or `timeout` seconds pass;
     write its results into the search folder; return (the folder, the console summary)."""
     setup = prepare(recipe, space_file, overrides, folds, out, confirm_folds)
-    setup.out.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own lines say what each trial did
     pruner = optuna.pruners.MedianPruner(n_startup_trials=prune_startup, n_warmup_steps=prune_warmup)
-    study = open_study(setup, storage, pruner)
+    study = open_study(setup, storage, pruner)  # a storage refused leaves no folder (the default journal's is made)
+    setup.out.mkdir(parents=True, exist_ok=True)
 
     def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:
         write_tables(study, setup)
@@ -98,4 +103,8 @@ def search(recipe: str, space_file: str | Path, overrides: list[str], trials: in
         if remaining:
             study.optimize(lambda trial: objective(setup, worker, trial), n_trials=remaining, timeout=timeout,
                            catch=(Exception,), callbacks=[after_trial])
+            remaining, standing = to_start(study, trials)
+            if remaining and timeout is not None:  # the timeout ended it before the trials were counted
+                logger.info("search stopped after --timeout %g s with %s; the same command continues it", timeout,
+                            standing)
     return setup.out, write_results(study, setup, confirm_folds)

@@ -20,6 +20,7 @@ from finetune import recipe as recipes
 from finetune.atomic import write_atomically
 from finetune.cv import cross_validate, folder_name
 from finetune.evaluation import TrackPredictions
+from finetune.folders import TRIALS_FILE
 from finetune.report import Section, fmt, fmt_interval, render_html, render_markdown, save_figure
 from finetune.rundir import RECIPE_FILE
 from finetune.search.space import described, settings
@@ -34,13 +35,15 @@ NO_TRIAL_COMPLETED = "no trial completed"  # the summary's line when there is no
 
 
 def trial_rows(study: optuna.Study, search: Search) -> list[dict]:
-    """One row per trial: number, state, each parameter, objective, seconds, run folder, error."""
+    """One row per trial: number, state, each parameter, objective, seconds, run folder (None when there
+    is none: a trial whose settings were refused made none), error."""
     rows = []
     for t in study.get_trials(deepcopy=False):
         error = t.user_attrs.get("error", ABANDONED) if t.state == TrialState.FAIL else ""
+        folder = trial_folder(t.number)
         rows.append({"number": t.number, "state": t.state.name, **{k: t.params.get(k) for k in search.space},
                      "objective": t.value, "seconds": round(t.duration.total_seconds(), 1) if t.duration else None,
-                     "run": trial_folder(t.number), "error": error})
+                     "run": folder if (search.out / folder).is_dir() else None, "error": error})
     return rows
 
 
@@ -58,11 +61,12 @@ def cell(value) -> str:
 
 
 def trials_table(rows: list[dict]) -> list[list[str]]:
-    """The trials as a report table, each run folder a link."""
+    """The trials as a report table, each run folder a link ('-' where there is none)."""
     table = [list(rows[0])]
     for row in rows:
         cells = [cell(v) for v in row.values()]
-        cells[-2] = f"[{row['run']}]({row['run']})"
+        if row["run"]:
+            cells[-2] = f"[{row['run']}]({row['run']})"
         table.append(cells)
     return table
 
@@ -219,7 +223,7 @@ def write_tables(study: optuna.Study, search: Search) -> list[list[str]]:
     if not rows:
         return [["number"]]
     table = trials_table(rows)
-    write_atomically(search.out / "trials.csv", csv_text(rows))
+    write_atomically(search.out / TRIALS_FILE, csv_text(rows))
     write_atomically(search.out / "trials.md", render_markdown(f"finetune search: {search.recipe}",
                                                                [Section("Trials", tables=[table])]))
     return table

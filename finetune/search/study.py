@@ -18,12 +18,14 @@ import optuna
 from filelock import FileLock, Timeout
 from optuna.distributions import BaseDistribution, distribution_to_json
 from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
+from finetune.folders import JOURNAL_FILE
 from finetune.search.space import SearchError
 
 logger = logging.getLogger("finetune")
 
-JOURNAL_FILE = "journal.log"  # the default storage, in the search folder
 WORKERS_DIR = ".workers"  # each search process's lock, held while it searches
 ABANDONED = "abandoned: its search process ended before the trial did (not counted)"
 
@@ -47,10 +49,33 @@ class Search:
                 "space": {key: json.loads(distribution_to_json(d)) for key, d in self.space.items()}}
 
 
+def shown(url: str) -> str:
+    """An RDB URL as an error line may show it: its password hidden."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url
+
+
+def rdb_storage(url: str) -> optuna.storages.RDBStorage:
+    """The database at `url`, opened now: a driver that is not installed, or a database that cannot be
+    opened or written (a sqlite file in a missing or read-only folder), is refused in one line."""
+    try:
+        return optuna.storages.RDBStorage(url)
+    except ImportError as err:  # optuna's, raised from the driver's ModuleNotFoundError
+        driver = getattr(err.__cause__, "name", None) or "module"
+        raise SearchError(f"--storage {shown(url)}: its database driver ({driver}) is not installed; install it, "
+                          "or give a journal file instead") from None
+    except SQLAlchemyError as err:
+        problem = " ".join(str(getattr(err, "orig", None) or err).split())
+        raise SearchError(f"--storage {shown(url)}: cannot be opened ({problem}); a sqlite file needs a folder that "
+                          "exists and can be written, a server URL a server that answers") from None
+
+
 def storage_of(out: Path, storage: str | None):
-    """An RDB URL as it is, else a journal file (default OUT/journal.log)."""
+    """An RDB URL's database, else a journal file (default OUT/journal.log)."""
     if storage and "://" in storage:
-        return storage
+        return rdb_storage(storage)
     path = Path(storage).expanduser() if storage else out / JOURNAL_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))

@@ -25,6 +25,7 @@ from finetune.losses import task_loss
 from finetune.machine import default_workers, local_accelerator
 from finetune.backbones.heads import base_model_name
 from finetune.console import bars_enabled, metric_text
+from finetune.divergence import StopOnDivergence, TrainingDiverged
 from finetune.evaluation import evaluate_windows, scalar_metrics
 from finetune.metrics import selection
 from finetune.checks import check_trainer_args, installed_reporters
@@ -311,6 +312,9 @@ def metrics_function(label_names: list[str], multi_label: bool, aggregate: str):
     """compute_metrics for the Trainer: windows -> tracks -> scalar metrics."""
 
     def compute(prediction) -> dict:
+        if not np.isfinite(prediction.predictions).all():  # a diverged model: say so, not scikit-learn's NaN error
+            raise TrainingDiverged("training diverged: the model's outputs on validation are nan/inf; try a lower "
+                                   "train.lr or a lower train.max_grad_norm")
         labels, track_index = prediction.label_ids
         metrics, _, _ = evaluate_windows(prediction.predictions, labels, track_index,
                                          label_names, multi_label, aggregate)
@@ -467,8 +471,9 @@ class EarlyStopping(TrainerCallback, ExportableState):
 
 
 def callbacks(recipe: Recipe, train_set) -> list:
-    """The run's callbacks: the epoch to the training set, early stopping when asked."""
-    found = [EpochToDataset(train_set)]
+    """The run's callbacks: the epoch to the training set, a stop in one line when training diverges,
+    early stopping when asked."""
+    found = [EpochToDataset(train_set), StopOnDivergence()]
     if recipe.train.early_stopping_patience:
         metric, greater = selection(recipe.train.metric)
         found.append(EarlyStopping(metric, greater, recipe.train.early_stopping_patience,

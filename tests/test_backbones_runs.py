@@ -2,6 +2,7 @@
 
 import json
 
+import huggingface_hub.constants
 import numpy as np
 import pytest
 import torch
@@ -75,7 +76,7 @@ def count_backbone_forwards() -> tuple[list, object]:
 
 
 def test_probe_caches_embeddings_once_and_sweeps_every_layer(tiny_backbones, tiny_gtzan, finetune_cache,
-                                                             tmp_path, capsys):
+                                                             tmp_path, capsys, monkeypatch):
     sweep = ("probe.layers=all", "data.eval_hop_seconds=0.5", "probe.max_iter=20")  # windows no other run uses
     calls, handle = count_backbone_forwards()
     try:
@@ -83,8 +84,12 @@ def test_probe_caches_embeddings_once_and_sweeps_every_layer(tiny_backbones, tin
         first_calls = len(calls)
         cached = {p: p.stat().st_mtime_ns for p in (finetune_cache / "embeddings").rglob("*.npy")}
         calls.clear()
+        # a Hub endpoint nobody answers (a closed local port): the upload fails after the run
+        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")
+        monkeypatch.setenv("HF_TOKEN", "hf_unused")
         assert run("mert", "probe", tiny_backbones["mert"], tiny_gtzan, tmp_path / "second", *sweep,
-                   "hub.push_to_hub=true", "hub.repo_id=someone/probe") == 1  # the offline upload fails
+                   "hub.push_to_hub=true", "hub.repo_id=someone/probe") == 1
     finally:
         handle.remove()
     assert first_calls > 0 and calls == [], "the second run reads the cache: no backbone forward pass"
@@ -104,7 +109,7 @@ def test_probe_caches_embeddings_once_and_sweeps_every_layer(tiny_backbones, tin
     assert len(test.ids) == len(GENRES) and test.probs.shape == (len(GENRES), len(GENRES))  # 1 test track each
     assert test.label_names == list(GENRES) and np.allclose(test.probs.sum(axis=1), 1.0, atol=1e-5)
     assert np.mean(test.probs.argmax(axis=1) == test.labels) == pytest.approx(metrics["test"]["accuracy"])
-    # the second run was asked to push: exported to RUN/hub_export; the offline upload fails in one line
+    # the second run was asked to push: exported to RUN/hub_export; the failed upload is one line
     assert (tmp_path / "second" / "hub_export" / "model.safetensors").is_file()
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "could not push" in errors[0] and "someone/probe" in errors[0]

@@ -106,6 +106,16 @@ def test_a_diverging_run_says_so_in_one_line_before_any_metric(tmp_path, synthet
     assert not (tmp_path / "run").exists(), "a run stopped before its first checkpoint leaves no folder"
 
 
+def test_a_model_whose_outputs_diverged_at_an_evaluation_says_so(tmp_path, synthetic_root, capsys):
+    """Evaluated right after step 1 at lr 1e30: the weights are huge but finite, the outputs nan."""
+    code = main(["--recipe", "demo", "train.max_steps=3", "train.eval_steps=1", "train.lr=1e30",
+                 "train.batch_size=4", "data.max_tracks=12", "data.num_workers=0", "eval.durations=null",
+                 f"data.root={synthetic_root}", f"output_dir={tmp_path / 'run'}"])
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1, errors
+    assert errors[0].startswith("error: training diverged") and "train.lr" in errors[0]
+
+
 # ---------------------------------------------------------------------------- the Hub
 
 

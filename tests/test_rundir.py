@@ -17,11 +17,14 @@ QUICK = ["train.max_steps=2", "train.batch_size=4", "data.max_tracks=12", "data.
          "eval.durations=null"]
 
 
-def finetune(cwd, *args, **popen):
-    """`python -m finetune ARGS` in `cwd` (started, not waited for)."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+def finetune(cwd, *args, env=None, **popen):
+    """`python -m finetune ARGS` in `cwd` (started, not waited for), `env` added to the environment."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.Popen([sys.executable, "-m", "finetune", *args], cwd=cwd, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
+
+
+UNREACHABLE_HUB = {"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9", "HF_TOKEN": "hf_unused"}
 
 
 def finished(process, timeout=600):
@@ -140,10 +143,12 @@ def test_a_run_refused_before_training_leaves_no_run_behind(tmp_path):
 
 
 def test_a_failed_upload_keeps_the_results_and_exits_non_zero(tmp_path, synthetic_root):
-    """HF_HUB_OFFLINE=1 (conftest) makes the upload fail after training."""
+    """A Hub endpoint nobody answers (a closed local port: no network is used) makes the upload fail
+    after training (HF_HUB_OFFLINE=1 is refused before it, finetune.checks.check_hub_push)."""
     run_dir = tmp_path / "run"
     code, out, err = finished(finetune(tmp_path, "--recipe", "demo", *QUICK, f"data.root={synthetic_root}",
-                                       f"output_dir={run_dir}", "hub.push_to_hub=true", "hub.repo_id=user/demo"))
+                                       f"output_dir={run_dir}", "hub.push_to_hub=true", "hub.repo_id=user/demo",
+                                       env=UNREACHABLE_HUB))
     assert code == 1, err[-2000:]
     assert "Traceback" not in err
     assert any("could not push" in line and str(run_dir) in line for line in error_lines(err))

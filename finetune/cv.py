@@ -26,9 +26,11 @@ import numpy as np
 from finetune import recipe as recipes
 from finetune.bootstrap import RESAMPLES, headline_interval
 from finetune.evaluation import TrackPredictions, scalar_metrics
+from finetune.leakage import KEY as LEAKAGE_KEY, leak_cell, leakage_text
 from finetune.metrics import headline, summary_names, task_of
 from finetune.report import Section, fmt, fmt_interval, render_markdown
 from finetune.checks import check_recipe
+from finetune.data.recipe_data import check_folds
 from finetune.run import run
 from finetune.rundir import RunFolderError, changed_settings, check_resume, holds_run, is_finished, recorded_recipe
 from finetune.training import runnable_precision
@@ -74,6 +76,11 @@ def plan(name_or_path: str, overrides: list[str], folds: int | None, seeds: list
             check_recipe(recipe)
             check_existing(recipe)
             jobs.append(Job(fold, seed, recipe))
+    if folds:  # classes no fold can test on unseen artists: refused, or said once, before any run
+        flagged = check_folds(jobs[0].recipe)
+        if flagged:
+            logger.warning("data.unsplittable=%s: %s cannot be tested on artists training has not seen (every "
+                           "track of each by too few artists)", jobs[0].recipe.data.unsplittable, ", ".join(flagged))
     return jobs
 
 
@@ -167,7 +174,8 @@ def summarise(out: Path, jobs: list[Job], run_dirs: list[Path]) -> dict:
     """summary.json's content: the runs' scalar metrics, their mean and std, the pooled scores."""
     metrics = [json.loads((run_dir / "metrics.json").read_text()) for run_dir in run_dirs]
     runs = [{"fold": job.fold, "seed": job.seed, "run": os.path.relpath(run_dir, out),
-             **{split: scalar_metrics(m.get(split, {})) for split in ("test", "validation")}}
+             **{split: scalar_metrics(m.get(split, {})) for split in ("test", "validation")},
+             LEAKAGE_KEY: m.get("test", {}).get(LEAKAGE_KEY)}
             for job, run_dir, m in zip(jobs, run_dirs, metrics)]
     first = jobs[0].recipe
     return {"recipe": first.name, "folds": first.data.folds, "seeds": list(dict.fromkeys(j.seed for j in jobs)),
@@ -176,12 +184,21 @@ def summarise(out: Path, jobs: list[Job], run_dirs: list[Path]) -> dict:
             "pooled": pooled_scores(out, jobs, run_dirs)}
 
 
+def pooled_leakage(runs: list[dict]) -> dict | None:
+    """The runs' leaks added up (each track is tested once per seed); None when a run has none recorded."""
+    found = [r.get(LEAKAGE_KEY) for r in runs]
+    if not found or not all(found):
+        return None
+    return {"group_by": found[0]["group_by"], "groups_known": all(f["groups_known"] for f in found),
+            **{key: sum(f[key] for f in found) for key in ("test_tracks", "test_tracks_sharing", "groups_shared")}}
+
+
 def summary_markdown(summary: dict) -> str:
     """summary.md: the runs, the mean ± std table, the pooled scores."""
     keys = summary["headline"]
-    runs = [["fold", "seed", *keys, "run"]]
-    runs += [[fmt(r["fold"]), str(r["seed"]), *(fmt(r["test"].get(k)) for k in keys), f"[{r['run']}]({r['run']})"]
-             for r in summary["runs"]]
+    runs = [["fold", "seed", *keys, "test tracks sharing an artist", "run"]]
+    runs += [[fmt(r["fold"]), str(r["seed"]), *(fmt(r["test"].get(k)) for k in keys), leak_cell(r.get(LEAKAGE_KEY)),
+              f"[{r['run']}]({r['run']})"] for r in summary["runs"]]
     spread = [["metric", "test", "validation"]]
     aggregate = summary["mean_std"]
     for key in dict.fromkeys([*aggregate["test"], *aggregate["validation"]]):
@@ -192,8 +209,10 @@ def summary_markdown(summary: dict) -> str:
                for p in summary["pooled"]]
     count = len(summary["runs"])
     folds = f"{summary['folds']} folds" if summary["folds"] else "the dataset's own split"
+    leak = leakage_text(pooled_leakage(summary["runs"]))
     sections = [
-        Section(f"Runs: {folds} x seeds {', '.join(map(str, summary['seeds']))}", tables=[runs]),
+        Section(f"Runs: {folds} x seeds {', '.join(map(str, summary['seeds']))}", text=[leak] if leak else [],
+                tables=[runs]),
         Section(f"Mean ± std over {count} runs", text=[f"std: {STD_NOTE}"], tables=[spread]),
         Section("Pooled test predictions", text=[
             "each seed's test predictions over all its runs, every track once; 95% bootstrap interval over "

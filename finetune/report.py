@@ -24,6 +24,7 @@ import numpy as np  # noqa: E402
 from finetune import recipe as recipes  # noqa: E402
 from finetune.bootstrap import split_intervals  # noqa: E402
 from finetune.evaluation import TrackPredictions  # noqa: E402
+from finetune.leakage import KEY as LEAKAGE_KEY, leakage_text  # noqa: E402
 from finetune.metrics import LOSS, SINGLE_LABEL, headline, metrics_for, summary_names, task_of  # noqa: E402
 from finetune.published import Published, partial_test_split, published_for  # noqa: E402
 
@@ -228,6 +229,9 @@ def run_sections(run_dir: Path, recipe, results: dict, log_history: list[dict]) 
     metrics = Section("Metrics (track level)", tables=[metrics_table(results, intervals)])
     if test and not intervals:
         metrics.text.append("Intervals need track predictions: run `python -m finetune evaluate RUN`.")
+    leak = leakage_text(test.get(LEAKAGE_KEY))
+    if leak:
+        metrics.text.append(leak)
     sections = [Section("Setup", text=_setup_lines(recipe)), metrics]
     published = published_section(recipe, test)
     if published:
@@ -320,6 +324,9 @@ def run_summary(run_dir: Path, recipe, results: dict) -> str:
                                                  if key in intervals else "")
                  for key in keys if key in metrics]
         lines.append(f"  {split:<10}  {', '.join(parts)}; {metrics.get('num_tracks', '?')} tracks")
+    leak = leakage_text(results.get("test", {}).get(LEAKAGE_KEY))
+    if leak:
+        lines.append(f"  {leak}")
     lines.append(f"  report: {Path(run_dir) / 'report.html'}")
     return "\n".join(lines)
 

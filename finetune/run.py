@@ -25,6 +25,7 @@ from finetune.clips import (AudioCollator, CropReader, EvalWindows, StreamCrops,
 from finetune.data.recipe_data import recipe_dataset
 from finetune.machine import cache_dir, local_accelerator
 from finetune.evaluation import evaluate_windows, track_predictions, tune_thresholds
+from finetune.leakage import KEY as LEAKAGE_KEY, leakage
 from finetune.models import adapter_only, build_model, export_model, head_names
 from finetune.probe import probe_head_init, run_probe
 from finetune.recipe import Recipe, RecipeError
@@ -254,6 +255,8 @@ def write_run_folder(run_dir: Path, recipe: Recipe, model, bundle, results: dict
     test = results.get("test", {})
     for split, metrics in results.items():  # 95 % bootstrap intervals over tracks, for the report and summary
         metrics["intervals"] = split_intervals(metrics, (predictions or {}).get(split))
+    if dataset is not None and test:  # how many test tracks share an artist with training
+        test[LEAKAGE_KEY] = leakage(dataset, recipe.data.group_by)
     with writing(run_dir, "the run's results"):  # metrics.json last: a run with it is complete
         for split, tracks in (predictions or {}).items():
             tracks.save(run_dir / "predictions" / f"{split}.npz")

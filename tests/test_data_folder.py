@@ -37,7 +37,7 @@ def test_class_folders_give_the_contract_and_a_seeded_stratified_split(tmp_path)
     assert list(dataset) == ["train", "validation", "test"]
     names = ["2", "10", "jazz", "rock"]  # sorted, numbers numerically
     for split, rows in dataset.items():
-        assert list(rows.features) == ["id", "audio", "label", "duration"]
+        assert list(rows.features) == ["id", "group", "audio", "label", "duration"]
         assert rows.features["label"] == ClassLabel(names=names)
         assert rows.features["audio"] == Audio(decode=False)
         assert sorted(set(rows["label"])) == [0, 1, 2, 3]  # stratified: every class in every split
@@ -145,7 +145,7 @@ def test_recipe_options_of_folder_and_hub():
         return recipes.from_dict({"data": keys})
 
     assert dataset_arguments(data(name="folder", root="/m", label_column="genre")) == {
-        "root": "/m", "label_column": "genre", "split_ratios": [0.8, 0.1, 0.1], "seed": 0}
+        "root": "/m", "label_column": "genre", "split_ratios": [0.8, 0.1, 0.1], "group_by": "artist", "seed": 0}
     assert dataset_arguments(data(name="hub", path="user/set"))["root"] is None
     with pytest.raises(recipes.RecipeError, match="data.path: set it to a Hub dataset id or a local dataset"):
         dataset_arguments(data(name="hub"))

@@ -53,7 +53,7 @@ def test_parquet_with_audio_bytes_extracts_each_file_once(tmp_path):
     dataset = load_dataset("hub", None, path=str(root), label_column="genre", seed=1)
     assert [len(rows) for rows in dataset.values()] == [9, 3, 3]  # validation carved from train
     for rows in dataset.values():
-        assert list(rows.features) == ["id", "audio", "label", "duration"]
+        assert list(rows.features) == ["id", "group", "audio", "label", "duration"]
         assert rows.features["label"] == ClassLabel(names=GENRES) and rows.features["audio"] == Audio(decode=False)
         assert sorted(set(rows["label"])) == [0, 1, 2]
         assert decodes(rows) and rows["duration"] == pytest.approx([0.2] * len(rows))

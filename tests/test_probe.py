@@ -88,7 +88,8 @@ def test_folding_the_standardisation_leaves_the_outputs_unchanged():
 
 def probe_args(realdata, run_dir, *overrides):
     return ["--recipe", "musicnn_pretrained_gtzan", f"data.root={realdata / 'gtzan'}", "data.split_scheme=random",
-            "data.folds=4", "data.fold=1", f"backbone.path={realdata / MUSICNN}", "data.num_workers=0",
+            "data.folds=4", "data.fold=1", "data.group_by=none", f"backbone.path={realdata / MUSICNN}",
+            "data.num_workers=0",
             f"output_dir={run_dir}", *overrides]
 
 

@@ -8,6 +8,7 @@ A leaf module that imports none of the heavy libraries: the command line sets th
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -91,3 +92,22 @@ def metric_text(metrics: dict, prefix: str = "eval_") -> str:
     """'loss 1.2345, accuracy 0.700' from the Trainer's metrics (the loss and the summary metrics present)."""
     names = (LOSS, *summary_names())
     return ", ".join(f"{name} {metrics[prefix + name]:.4g}" for name in names if prefix + name in metrics)
+
+
+@contextlib.contextmanager
+def each_line_once(log: logging.Logger) -> Iterator[None]:
+    """Within the block, `log` says each distinct line once: planning loads the recipe for every run, and
+    what loading says (`the recipe's options for gtzan left out`) would come once per run."""
+    said = set()
+
+    def first_time(record: logging.LogRecord) -> bool:
+        line = record.getMessage()
+        new = line not in said
+        said.add(line)
+        return new
+
+    log.addFilter(first_time)
+    try:
+        yield
+    finally:
+        log.removeFilter(first_time)

@@ -30,6 +30,8 @@ from finetune.leakage import KEY as LEAKAGE_KEY, leak_cell, leakage_text
 from finetune.metrics import headline, summary_names, task_of
 from finetune.report import Section, fmt, fmt_interval, render_markdown
 from finetune.checks import check_recipe
+from finetune.console import each_line_once
+from finetune.folders import check_output_folder
 from finetune.data.recipe_data import check_folds
 from finetune.run import run
 from finetune.rundir import RunFolderError, changed_settings, check_resume, holds_run, is_finished, recorded_recipe
@@ -238,9 +240,11 @@ def cross_validate(recipe_name_or_path: str, overrides: list[str], folds: int | 
     `out` (default runs/<recipe name>-cv-<timestamp>); return (out, summary markdown). Into an
     existing `out`, finished runs are kept and stopped ones resumed (`run_or_reuse`). `after_run`
     sees each run folder as it ends (see `run_all`)."""
-    name = recipes.load(recipe_name_or_path, overrides).name
-    out = Path(out) if out else Path("runs") / f"{name}-cv-{time.strftime('%Y%m%d-%H%M%S')}"
-    jobs = plan(recipe_name_or_path, overrides, folds, seeds, out)
+    with each_line_once(logger):  # planning loads the recipe once per run: its warnings are said once
+        name = recipes.load(recipe_name_or_path, overrides).name
+        out = Path(out) if out else Path("runs") / f"{name}-cv-{time.strftime('%Y%m%d-%H%M%S')}"
+        check_output_folder(out, "cv")
+        jobs = plan(recipe_name_or_path, overrides, folds, seeds, out)
     _, markdown = write_summary(out, jobs, run_all(jobs, after_run=after_run))
     logger.info("cross-validation summary: %s", out / "summary.md")
     return out, markdown

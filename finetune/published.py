@@ -31,6 +31,12 @@ PUBLISHED = (
 # Tracks in the test split that the figures above score, per split key: GTZAN fault-filtered (Kereliuk
 # et al. 2015); MTAT folders d-f keeping clips with a top-50 tag (Lee et al. 2017, finetune/data/mtat.py).
 PUBLISHED_TEST_TRACKS = {"gtzan/fault_filtered": 290, "mtat/standard/top50": 4332}
+# Whether each published split keeps artists apart: the figures above were measured on it, leaky or not.
+PUBLISHED_SPLIT_ARTISTS = {
+    "gtzan/fault_filtered": "keeps each artist name on one side (Sturm's index), but three collaborations link a "
+                            "training artist to a validation or test one",
+    "mtat/standard/top50": "does not keep artists apart (its folders 0-b / c / d-f share artists)",
+}
 
 
 def builder_defaults(name: str) -> dict:

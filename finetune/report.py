@@ -26,7 +26,8 @@ from finetune.bootstrap import split_intervals  # noqa: E402
 from finetune.evaluation import TrackPredictions  # noqa: E402
 from finetune.leakage import KEY as LEAKAGE_KEY, leakage_text  # noqa: E402
 from finetune.metrics import LOSS, SINGLE_LABEL, headline, metrics_for, summary_names, task_of  # noqa: E402
-from finetune.published import Published, partial_test_split, published_for  # noqa: E402
+from finetune.published import (PUBLISHED_SPLIT_ARTISTS, Published, partial_test_split,  # noqa: E402
+                                published_for, split_key)
 
 
 @dataclass
@@ -206,7 +207,10 @@ def published_section(recipe, test: dict) -> Section | None:
     if partial:
         return Section("Published results", text=[f"This run was {partial}: published figures are not comparable "
                                                   "and are not shown."])
-    return Section("Published results on this split", tables=[published_table(recipe, rows, test)])
+    artists = PUBLISHED_SPLIT_ARTISTS.get(split_key(recipe))
+    text = [f"Artists: the published split {artists}; this run: {leakage_text(test.get(LEAKAGE_KEY)) or 'not recorded'}"
+            ] if artists else []
+    return Section("Published results on this split", text=text, tables=[published_table(recipe, rows, test)])
 
 
 def _setup_lines(recipe) -> list[str]:

@@ -11,20 +11,19 @@ sits on top: nothing imports it but the command line.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import matplotlib.pyplot as plt
 import numpy as np
 
 from finetune import recipe as recipes
 from finetune.bootstrap import RESAMPLES, bootstrap_draws, headline_score, percentile_interval
+from finetune.console import each_line_once
 from finetune.cv import STD_NOTE, Job, plan, run_all, write_summary
 from finetune.evaluation import TrackPredictions
 from finetune.folders import VARY_FILE, check_output_folder
@@ -104,25 +103,6 @@ def plan_values(recipe: str, overrides: list[str], key: str, values: list[str], 
         planned.append(Value(text, folder_name(key, text), jobs))
     check_distinct(key, planned)
     return planned
-
-
-@contextlib.contextmanager
-def each_line_once(log: logging.Logger) -> Iterator[None]:
-    """Within the block, `log` says each distinct line once: planning loads the recipe for every run, and
-    what loading says (`the recipe's options for gtzan left out`) would come once per run."""
-    said = set()
-
-    def first_time(record: logging.LogRecord) -> bool:
-        line = record.getMessage()
-        new = line not in said
-        said.add(line)
-        return new
-
-    log.addFilter(first_time)
-    try:
-        yield
-    finally:
-        log.removeFilter(first_time)
 
 
 def parameter_count(run_dir: Path) -> int:

@@ -15,6 +15,7 @@ from finetune import recipe as recipes
 from finetune.cli import main
 from finetune.folders import RESULTS, OtherResults, check_output_folder
 from finetune.rundir import claim
+from data_fixtures import write_audio
 from test_refusals import folder_dataset, refusal
 from test_search import search_command, trials_of
 
@@ -144,3 +145,25 @@ def test_compare_vary_says_the_dropped_dataset_options_once(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("data.name=folder: the recipe's options for gtzan left out: data.split_scheme=fault_filtered") == 1
     assert error_lines(err) == ["error: --vary train.lr: 1e-3 and 0.001 set the same value (0.001)"]
+
+
+def test_cv_refuses_a_finished_runs_folder_and_writes_nothing_into_it(finished_run, capsys):
+    before = listing(finished_run)
+    code = main(["cv", "--recipe", "demo", "--folds", "3", "--out", str(finished_run)])
+    assert code == 2 and error_lines(capsys.readouterr().err) == [
+        f"error: --out {finished_run} holds a training run (run.json); a cross-validation needs a new or empty "
+        "folder, or its own to continue it: choose another --out"]
+    assert listing(finished_run) == before
+
+
+def test_cv_says_the_dropped_dataset_options_once(tmp_path, capsys):
+    """cv loads the recipe for its name and once per fold: the dropped options are said once. Class `a`
+    is one artist (an artist sub-folder), so the planned folds are refused before any run."""
+    root = folder_dataset(tmp_path / "data", ["b", "c"], 4)
+    for n in range(4):
+        write_audio(root / "a" / "one-artist" / f"{n}.wav", seconds=1.0, sample_rate=16000, seed=n)
+    assert main(["cv", "--recipe", "cnn_gtzan", "--folds", "3", "data.name=folder", f"data.root={root}",
+                 "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("data.name=folder: the recipe's options for gtzan left out: data.split_scheme=fault_filtered") == 1
+    assert len(error_lines(err)) == 1 and "class(es) a would be tested" in error_lines(err)[0]

@@ -67,3 +67,16 @@ def test_the_model_card_does_not_claim_the_standard_split_for_part_of_it():
            "comparable with published ones" in body
     whole = export.model_card(GTZAN, {"accuracy": 0.7, "num_tracks": 290}, config)
     assert "partial" not in whole and "not comparable" not in whole
+
+
+def test_published_figures_and_the_run_each_state_their_artist_leak(tmp_path):
+    leak = {"group_by": "artist", "groups_known": True, "test_tracks": 290, "test_tracks_sharing": 3,
+            "groups_shared": 2}
+    md = report(tmp_path, GTZAN, {**genre_test(290), "artist_leakage": leak})
+    assert "Artists: the published split keeps each artist name on one side" in md
+    assert "this run: artists: 3 of 290 test tracks share an artist with training (2 artists on both sides)" in md
+    tags = tagging_metrics(np.eye(5)[np.arange(4332) % 5], np.eye(5, dtype=int)[np.arange(4332) % 5],
+                           ["rock", "pop", "guitar", "piano", "drums"])
+    mtat = recipes.from_dict({"name": "tags", "data": {"name": "mtat"}})
+    assert "Artists: the published split does not keep artists apart" in report(tmp_path, mtat, tags)
+    assert "this run: not recorded" in report(tmp_path, mtat, tags)

@@ -191,8 +191,9 @@ def pooled_leakage(runs: list[dict]) -> dict | None:
     found = [r.get(LEAKAGE_KEY) for r in runs]
     if not found or not all(found):
         return None
+    counts = [key for key in found[0] if key.endswith(("_tracks", "_sharing", "_shared")) and all(key in f for f in found)]
     return {"group_by": found[0]["group_by"], "groups_known": all(f["groups_known"] for f in found),
-            **{key: sum(f[key] for f in found) for key in ("test_tracks", "test_tracks_sharing", "groups_shared")}}
+            **{key: sum(f[key] for f in found) for key in counts}}
 
 
 def summary_markdown(summary: dict) -> str:

@@ -30,8 +30,13 @@ def leakage(dataset, group_by: str) -> dict:
     known = group_by != "none" and any(g != i for i, g in zip([*train_ids, *test_ids], [*train_groups, *test_groups]))
     seen = set(train_groups)
     shared = [g for g in test_groups if g in seen]
-    return {"group_by": group_by, "groups_known": known, "test_tracks": len(test_groups),
-            "test_tracks_sharing": len(shared), "groups_shared": len(set(shared))}
+    found = {"group_by": group_by, "groups_known": known, "test_tracks": len(test_groups),
+             "test_tracks_sharing": len(shared), "groups_shared": len(set(shared))}
+    if "validation" in dataset:  # model selection on artists that trained favours memorising them
+        _, validation_groups = split_groups(dataset["validation"])
+        found.update(validation_tracks=len(validation_groups),
+                     validation_tracks_sharing=sum(g in seen for g in validation_groups))
+    return found
 
 
 def leakage_text(found: dict | None) -> str:
@@ -49,8 +54,9 @@ def leakage_text(found: dict | None) -> str:
             f"{level}s on both sides): figures are inflated by the {level} effect")
 
 
-def leak_cell(found: dict | None) -> str:
-    """The leak in a table cell: 'k/N' test tracks sharing a group, '?' when groups are unknown."""
-    if not found:
+def leak_cell(found: dict | None, split: str = "test") -> str:
+    """The leak in a table cell: 'k/N' tracks of `split` sharing a group with training, '?' when
+    groups are unknown, '-' when not recorded."""
+    if not found or f"{split}_tracks" not in found:
         return "-"
-    return f"{found['test_tracks_sharing']}/{found['test_tracks']}" if found["groups_known"] else "?"
+    return f"{found[f'{split}_tracks_sharing']}/{found[f'{split}_tracks']}" if found["groups_known"] else "?"

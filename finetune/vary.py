@@ -24,8 +24,9 @@ import numpy as np
 from finetune import recipe as recipes
 from finetune.bootstrap import RESAMPLES, bootstrap_draws, headline_score, percentile_interval
 from finetune.console import each_line_once
-from finetune.cv import STD_NOTE, Job, plan, run_all, write_summary
+from finetune.cv import STD_NOTE, Job, plan, pooled_leakage, run_all, write_summary
 from finetune.evaluation import TrackPredictions
+from finetune.leakage import KEY as LEAKAGE_KEY, leak_cell
 from finetune.folders import VARY_FILE, check_output_folder
 from finetune.models import load_model
 from finetune.report import Section, fmt, fmt_interval, render_markdown, save_figure
@@ -176,6 +177,7 @@ def value_result(value: Value, summary: dict, pooled: list[TrackPredictions], ru
                       "score": r["test"][metric]} for r in summary["runs"]],
             "mean": spread["mean"], "std": spread["std"],
             "pooled": {"value": score, "interval": interval, "tracks": len(pooled[0].ids)},
+            LEAKAGE_KEY: pooled_leakage(summary["runs"]),
             "parameters": parameter_count(run_dirs[0]),
             "train_seconds": mean_of([training_seconds(d) for d in run_dirs]),
             "eval_windows_per_second": mean_of([logged(d, "eval_samples_per_second") for d in run_dirs])}
@@ -204,13 +206,14 @@ def vary_table(key: str, results: list[dict], genres: bool) -> list[list[str]]:
     """One row per value: spread, pooled score, paired test against the first, size and speed."""
     metric = results[0]["metric"]
     header = [key, f"{metric} mean ± std", f"pooled {metric}", "95% interval", "Δ vs first", "95% interval",
-              "bootstrap p"] + (["McNemar p (b / c)"] if genres else []) + ["parameters", "train s",
-                                                                           "val windows/s", "runs"]
+              "bootstrap p"] + (["McNemar p (b / c)"] if genres else []) + ["test tracks sharing an artist",
+                                                                           "parameters", "train s", "val windows/s",
+                                                                           "runs"]
     rows = [header]
     for r in results:
         rows.append([r["value"], f"{fmt(r['mean'])} ± {fmt(r['std'])}", fmt(r["pooled"]["value"]),
                      fmt_interval(r["pooled"]["interval"]), *paired_cells(r["paired_against_first"], genres),
-                     f"{r['parameters']:,}",
+                     leak_cell(r.get(LEAKAGE_KEY)), f"{r['parameters']:,}",
                      rounded(r["train_seconds"]), rounded(r["eval_windows_per_second"]),
                      f"[{len(r['runs'])} run{'s' if len(r['runs']) > 1 else ''}]({r['folder']}/summary.md)"])
     return rows

@@ -18,9 +18,10 @@ from optuna.trial import FrozenTrial, TrialState
 
 from finetune import recipe as recipes
 from finetune.atomic import write_atomically
-from finetune.cv import cross_validate, folder_name
+from finetune.cv import cross_validate, folder_name, pooled_leakage
 from finetune.evaluation import TrackPredictions
 from finetune.folders import TRIALS_FILE
+from finetune.leakage import KEY as LEAKAGE_KEY, leak_cell
 from finetune.report import Section, fmt, fmt_interval, render_html, render_markdown, save_figure
 from finetune.rundir import RECIPE_FILE
 from finetune.search.space import described, settings
@@ -42,9 +43,23 @@ def trial_rows(study: optuna.Study, search: Search) -> list[dict]:
         error = t.user_attrs.get("error", ABANDONED) if t.state == TrialState.FAIL else ""
         folder = trial_folder(t.number)
         rows.append({"number": t.number, "state": t.state.name, **{k: t.params.get(k) for k in search.space},
-                     "objective": t.value, "seconds": round(t.duration.total_seconds(), 1) if t.duration else None,
+                     "objective": t.value, "validation tracks sharing an artist": trial_leak(search.out / folder),
+                     "seconds": round(t.duration.total_seconds(), 1) if t.duration else None,
                      "run": folder if (search.out / folder).is_dir() else None, "error": error})
     return rows
+
+
+def trial_leak(folder: Path) -> str:
+    """The validation tracks of a trial's run (all its folds) whose artist also trained: 'k/N' ('?' when
+    the data names no artist, '-' when the trial recorded none)."""
+    try:
+        if (folder / "summary.json").is_file():
+            found = pooled_leakage(json.loads((folder / "summary.json").read_text())["runs"])
+        else:
+            found = json.loads((folder / "metrics.json").read_text())["test"].get(LEAKAGE_KEY)
+    except (OSError, ValueError, KeyError):
+        return "-"
+    return leak_cell(found, "validation")
 
 
 def csv_text(rows: list[dict]) -> str:

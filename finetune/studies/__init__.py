@@ -9,6 +9,8 @@ study saves RUN/studies/<name>.json (+ PNG), then `evaluate` rewrites report.md 
 
 from __future__ import annotations
 
+import contextlib
+
 from pathlib import Path
 
 from finetune import report
@@ -42,10 +44,13 @@ def evaluate(run_dir: str | Path, *, durations: list[float] | None = None, on: s
              saliency_grid: tuple[int, float] = (16, 0.5)) -> list[Section]:
     """Run the studies; return their report sections."""
     run_dir = Path(run_dir)
-    model = RunModel(run_dir, batch_size)
-    inputs = Inputs(run_dir, model=model, durations=durations, seed=seed, explain=explain,
-                    saliency_grid=saliency_grid, on=on, overrides=overrides, mapping_file=mapping_file, split=split)
-    with hold(run_dir):  # no run trains in the folder meanwhile, nor does a second `evaluate` write it
+    # first the lock: a run still training there is refused naming its process, and none starts meanwhile,
+    # nor does a second `evaluate` write the folder (a missing folder is refused by RunModel)
+    with hold(run_dir) if run_dir.is_dir() else contextlib.nullcontext():
+        model = RunModel(run_dir, batch_size)
+        inputs = Inputs(run_dir, model=model, durations=durations, seed=seed, explain=explain,
+                        saliency_grid=saliency_grid, on=on, overrides=overrides, mapping_file=mapping_file,
+                        split=split)
         if on:
             sections = run_occasion(EVALUATE_ON, inputs)
         else:

@@ -2,7 +2,8 @@
 
 A leaf module (standard library and safetensors only) shared by run folders, `export` and `pack`: a failure half-way (a full
 disk, an unwritable place, an error in the middle) leaves no partial folder behind, so a retry is
-never refused as "not empty", and an OSError names the folder being written.
+never refused as "not empty", and an OSError names the folder being written. Folders are made by
+mkdir, with the mode (umask, default ACLs) any new folder of the user's gets.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import errno
 import os
 import shutil
 import tempfile
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -20,6 +22,9 @@ from safetensors import SafetensorError
 
 # Errors about the place written, whatever path they name (shutil.copy names the source on a full disk).
 WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
+# Free bytes under which a library's failed write (torch.save, safetensors: errors in their own
+# words, without an errno) is put down to a full disk.
+NEARLY_FULL = 2**20
 
 
 def write_atomically(path: Path, text: str) -> None:
@@ -65,6 +70,14 @@ def is_about_staging(err: OSError, staging: Path) -> bool:
     return err.errno in WRITE_ERRNOS or err.filename is None or str(err.filename).startswith(str(staging))
 
 
+def sibling_folder(target: Path) -> Path:
+    """A new, empty folder beside `target` under a temporary name, made by mkdir (tempfile.mkdtemp
+    would make it 0o700: nobody else could read an export on shared storage)."""
+    staging = target.parent / f".{target.name}.partial-{uuid.uuid4().hex[:12]}"
+    staging.mkdir()
+    return staging
+
+
 @contextmanager
 def staged_folder(target: Path) -> Iterator[Path]:
     """A new temporary folder beside `target` to write into; when the block succeeds it replaces
@@ -75,7 +88,7 @@ def staged_folder(target: Path) -> Iterator[Path]:
     except FileExistsError as err:  # a file where a folder of the path should be
         raise NotADirectoryError(errno.ENOTDIR, "Not a directory", err.filename) from err
     try:
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+        staging = sibling_folder(target)
     except OSError as err:
         raise about(target, err) from err
     try:
@@ -88,12 +101,38 @@ def staged_folder(target: Path) -> Iterator[Path]:
         raise about(target, err) from err
 
 
+def free_bytes(place: Path) -> int | None:
+    """Free space on the filesystem that holds `place` (or its nearest existing parent); None when
+    that cannot be asked (a lost mount)."""
+    try:
+        return shutil.disk_usage(next(folder for folder in (place, *place.parents) if folder.exists())).free
+    except OSError:
+        return None
+
+
+def disk_full(err: Exception, place: Path) -> bool:
+    """True when `err`, raised while writing `place`, comes of a full disk: ENOSPC anywhere in its
+    chain, or a library's error (torch.save, safetensors, soundfile say it in their own words) while
+    the filesystem holding `place` has (nearly) no free space left."""
+    cause = err
+    while cause is not None:
+        if getattr(cause, "errno", None) == errno.ENOSPC:
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return not isinstance(err, OSError) and (free := free_bytes(place)) is not None and free < NEARLY_FULL
+
+
 @contextmanager
 def writing(target: Path, what: str) -> Iterator[None]:
-    """Errors of the libraries that write `target` (safetensors, torch.save: a full disk, a lost
-    mount) raised again as one OSError naming `target` and `what` was being written."""
+    """Errors of the libraries that write `target` (safetensors, torch.save, soundfile: a full disk,
+    a lost mount) raised again as one OSError naming `target` and `what` was being written; a full
+    disk is called so, whatever words the library used."""
     try:
         yield
     except (OSError, RuntimeError, SafetensorError) as err:
-        cause = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
-        raise OSError(getattr(err, "errno", None), f"could not write {what}: {cause}", str(target)) from err
+        if disk_full(err, target):
+            number, cause = errno.ENOSPC, os.strerror(errno.ENOSPC)
+        else:
+            number = getattr(err, "errno", None)
+            cause = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        raise OSError(number, f"could not write {what}: {cause}", str(target)) from err

@@ -150,7 +150,8 @@ def predict_parser() -> argparse.ArgumentParser:
         "predict",
         "Score audio files of any length (read in windows, averaged per file). "
         "Prints one JSON line per file: file, duration, labels [{label, score}], "
-        "and with --per-window the window timeline. Which labels: genres (single-label): the "
+        "and with --per-window the window timeline; audio far shorter than the model's window is "
+        "warned about, and its line holds the warning. Which labels: genres (single-label): the "
         "--top-k best (default 5). Tagging, in order of precedence: --threshold X prints every tag "
         "scoring >= X; otherwise every tag scoring >= its own threshold (tuned per tag for F1 on "
         "the validation split at the end of the run, stored as config.tag_thresholds; 0.5 for a "
@@ -204,8 +205,10 @@ def export_parser() -> argparse.ArgumentParser:
 
 
 def export(args: argparse.Namespace) -> int:
-    from finetune.export import HubError, export_run, push_to_hub
+    from finetune.export import HubError, check_push, export_run, push_to_hub
 
+    if args.push_to_hub:  # before anything is written
+        check_push(args.push_to_hub, "--push-to-hub", "export without --push-to-hub and upload the folder later")
     folder = export_run(args.run, args.to, adapter_only=args.adapter_only, overwrite=args.overwrite)
     print(f"exported: {folder}")
     if args.push_to_hub:
@@ -404,15 +407,25 @@ def non_negative_int(text: str) -> int:
     return whole_number(text, 0)
 
 
-def positive_seconds(text: str) -> float:
-    """An argparse type: a number of seconds above 0."""
+def positive_number(text: str, unit: str) -> float:
+    """`text` as a finite number above 0, or an argparse error saying so (`unit`: what it counts)."""
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of {unit}") from None
     if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"{text}: give a number of seconds above 0")
+        raise argparse.ArgumentTypeError(f"{text}: give a number of {unit} above 0")
     return value
+
+
+def positive_seconds(text: str) -> float:
+    """An argparse type: a number of seconds above 0."""
+    return positive_number(text, "seconds")
+
+
+def positive_megabytes(text: str) -> float:
+    """An argparse type: a number of MB above 0."""
+    return positive_number(text, "MB")
 
 
 def search_parser() -> argparse.ArgumentParser:
@@ -475,7 +488,8 @@ def pack_parser() -> argparse.ArgumentParser:
     parser.add_argument("--to", required=True, metavar="DEST",
                         help="a new folder, an fsspec URL (s3://bucket/x, gs://..., file:///...) or a Hub "
                         "dataset repo (hf://datasets/user/name)")
-    parser.add_argument("--shard-mb", type=float, default=256.0, help="audio per Parquet shard, MB (default 256)")
+    parser.add_argument("--shard-mb", type=positive_megabytes, default=256.0,
+                        help="audio per Parquet shard, MB (default 256)")
     parser.add_argument("--sample-rate", type=int,
                         help="rate to store the audio at (default: the recipe's model's, found by building it)")
     return parser

@@ -8,6 +8,8 @@ import shutil
 from pathlib import Path
 
 import yaml
+from huggingface_hub import constants as hub_constants
+from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 from baselines.loading import is_won_checkpoint
 from finetune.atomic import staged_folder
@@ -26,7 +28,7 @@ BASE_LICENSES = {family.license_prefix: family.license for family in FAMILIES.va
 WON_LICENSE = "mit"  # Won et al.'s sota-music-tagging-models weights
 WON_VOCABULARY_NAMES = {"mtat": "the MagnaTagATune top-50 tags", "msd": "the Million Song Dataset top-50 tags"}
 TOOLKIT_LICENSE = "mit"  # a model trained from scratch by this toolkit
-EXPORT_MARKER = "finetune_export.json"  # in every export: which run it came from (a hash of its path)
+EXPORT_MARKER = "finetune_export.json"  # in every export: which run it came from (its run.json id)
 
 
 class HubError(RuntimeError):
@@ -315,6 +317,19 @@ def export_run(run_dir: str | Path, to: str | Path, adapter_only: bool = False, 
         write_card(staging, recipe, metrics, adapter=adapter_only)
         (staging / EXPORT_MARKER).write_text(json.dumps({"run": run_identity(run_dir)}))
     return to
+
+
+def check_push(repo_id: str, given: str, instead: str, api=None) -> None:
+    """Refuse, before anything is written, an upload that cannot happen: `repo_id` is no Hub repo id,
+    or HF_HUB_OFFLINE is set (for the real Hub: `api` None). `given`: the option that named the repo;
+    `instead`: what to do offline."""
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as err:
+        raise ValueError(f"{given} {repo_id!r} is not a Hub repo id ({err})") from err
+    if api is None and hub_constants.HF_HUB_OFFLINE:
+        raise ValueError(f"{given} {repo_id}: HF_HUB_OFFLINE is set, so nothing can be uploaded; unset it to push, "
+                         f"or {instead}")
 
 
 def push_to_hub(folder: str | Path, repo_id: str, private: bool = False, api=None, repo_type: str = "model",

@@ -7,8 +7,9 @@ import json
 from pathlib import Path
 from typing import Callable
 
+import torch
 from safetensors import SafetensorError, safe_open
-from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
+from transformers import AutoConfig, AutoFeatureExtractor, AutoModelForAudioClassification
 
 from baselines import BASELINE_BUILDERS, MODEL_CLASSES  # importing registers the baseline classes with the Auto classes
 from baselines.common import FRONTEND_NORMS, SpectrogramConfig
@@ -118,6 +119,40 @@ def check_model_folder(path: Path) -> None:
     check_model_files(path)
 
 
+def described_model(path: Path, baseline):
+    """The model that `path`'s config.json describes (a `baseline` class, else a transformers one),
+    without weights: on the meta device, so building it costs no memory."""
+    with torch.device("meta"):
+        if baseline:
+            return baseline(baseline.config_class.from_pretrained(path))
+        return AutoModelForAudioClassification.from_config(AutoConfig.from_pretrained(path))
+
+
+def saved_label_count(path: Path, model) -> int | None:
+    """How many labels the weights in `path` were saved for, where `model` (built from the config)
+    expects another count: the first dimension of a saved weight whose shape differs from the model's
+    there alone, where the model's is its label count; None when no weight says so."""
+    labels, expected = model.config.num_labels, {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    for file in sorted(path.glob("*.safetensors")):
+        with safe_open(file, "pt") as weights:
+            for name in weights.keys():
+                shape, wanted = tuple(weights.get_slice(name).get_shape()), expected.get(name)
+                if wanted and wanted[0] == labels and shape[1:] == wanted[1:] and shape[0] != labels:
+                    return shape[0]
+    return None
+
+
+def weights_mismatch(path: Path, baseline, err: RuntimeError) -> ValueError:
+    """The error for weights whose shapes the config does not describe: the label counts where
+    they differ (a config.json edited, or taken from another model), else the library's words."""
+    model = described_model(path, baseline)
+    saved = saved_label_count(path, model)
+    found = f"config.json has {model.config.num_labels} labels, the weights {saved}" if saved is not None else \
+        f"the weights do not fit config.json ({str(err).splitlines()[0]})"
+    return ValueError(f"{path}: {found}: restore the config.json saved with these weights (its id2label "
+                      "names every label)")
+
+
 def load_model(path: str | Path) -> ModelBundle:
     """Load a saved model folder (ours or a transformers audio classifier) with its extractor; a
     folder that cannot be loaded is a ValueError or OSError naming it and why."""
@@ -129,6 +164,8 @@ def load_model(path: str | Path) -> ModelBundle:
         extractor = AutoFeatureExtractor.from_pretrained(path)
     except (OSError, ValueError) as err:  # a missing weights or preprocessor file, an unknown model type
         raise ValueError(f"{path}: cannot load the model ({err})") from err
+    except RuntimeError as err:  # weights of other shapes than config.json describes
+        raise weights_mismatch(path, baseline, err) from err
     return ModelBundle(model=model.eval(), feature_extractor=extractor,
                        sample_rate=int(extractor.sampling_rate))
 

@@ -27,7 +27,7 @@ from finetune.data.audio import AudioReadError, read_window
 from finetune.data.common import SPLITS, report, split_features
 from finetune.data.hub import HUB_PREFIX
 from finetune.data.recipe_data import recipe_dataset
-from finetune.export import push_to_hub
+from finetune.export import check_push, push_to_hub
 from finetune.models import build_model
 from finetune.recipe import Recipe, RecipeError
 
@@ -134,10 +134,9 @@ def pack(recipe: Recipe, destination: str, shard_mb: float = 256.0, sample_rate:
     `HfApi` for hf:// destinations."""
     if recipe.data.streaming:
         raise RecipeError("data.streaming: pack reads the indexed splits; use data.streaming=false")
+    check_destination(destination, api)
     local = "://" not in destination
     folder = Path(destination).expanduser()
-    if local and folder.exists() and any(folder.iterdir()):
-        raise FileExistsError(f"pack: {folder} is not empty; choose a new folder")
     dataset = recipe_dataset(recipe)
     if sample_rate is None:
         sample_rate = build_model(recipe, *task_of(dataset["train"])).sample_rate
@@ -152,13 +151,31 @@ def pack(recipe: Recipe, destination: str, shard_mb: float = 256.0, sample_rate:
     return destination
 
 
+def hub_repo(destination: str) -> str:
+    """The repo id of a Hub dataset destination (hf://datasets/user/name)."""
+    return destination.removeprefix(HUB_PREFIX).strip("/")
+
+
+def check_destination(destination: str, api=None) -> None:
+    """Refuse, before anything is packed, a destination the shards cannot go to: a folder or fsspec
+    location that is not empty, a Hub repo that cannot be uploaded to (see `export.check_push`)."""
+    if destination.startswith(HUB_PREFIX):
+        check_push(hub_repo(destination), "--to", "pack to a folder and upload it later", api)
+    elif "://" not in destination:
+        folder = Path(destination).expanduser()
+        if folder.exists() and any(folder.iterdir()):
+            raise FileExistsError(f"pack: {folder} is not empty; choose a new folder")
+    else:
+        filesystem, root = fsspec.core.url_to_fs(destination)
+        if filesystem.exists(root) and filesystem.ls(root):
+            raise FileExistsError(f"pack: {destination} is not empty; choose a new location")
+
+
 def copy_out(folder: Path, destination: str, api=None) -> None:
     """Copy the packed `folder` to a Hub dataset repo (hf://datasets/user/name) or an fsspec URL."""
     if destination.startswith(HUB_PREFIX):
-        push_to_hub(folder, destination.removeprefix(HUB_PREFIX).strip("/"), api=api, repo_type="dataset",
+        push_to_hub(folder, hub_repo(destination), api=api, repo_type="dataset",
                     retry=f"`hf upload --repo-type dataset <user/name> {folder}`")
         return
     filesystem, root = fsspec.core.url_to_fs(destination)
-    if filesystem.exists(root) and filesystem.ls(root):
-        raise FileExistsError(f"pack: {destination} is not empty; choose a new location (the shards are in {folder})")
     filesystem.put(f"{folder}/", root, recursive=True)

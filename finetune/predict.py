@@ -7,6 +7,7 @@ the next batch is read and featurised in a thread while the model scores this on
 from __future__ import annotations
 
 import itertools
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterable, Iterator, TypeVar
@@ -24,6 +25,12 @@ from finetune.machine import local_accelerator
 
 DEFAULT_CLIP_SECONDS = 5.0
 DEFAULT_TOP_K = 5  # labels reported when no threshold applies
+# Audio shorter than this many seconds, or than this fraction of a window, is looped many times to
+# fill one: whatever the model says of it rests on almost nothing, so the result is marked.
+SHORT_SECONDS = 0.1
+SHORT_FRACTION = 0.01
+
+logger = logging.getLogger("finetune.predict")
 
 T = TypeVar("T")
 
@@ -149,6 +156,14 @@ class Predictor:
             scores.append(self._score(inputs))
         return duration, starts, window_probabilities(np.concatenate(scores), self.multi_label)
 
+    def short_audio(self, name: str, duration: float) -> str | None:
+        """The warning for audio far shorter than a window (see SHORT_SECONDS), None otherwise."""
+        clip = self.windowing.clip_seconds
+        if duration >= max(SHORT_SECONDS, SHORT_FRACTION * clip):
+            return None
+        return (f"{name}: {duration:.4f} s of audio, far shorter than the model's {clip:g} s window (looped to "
+                "fill it): its labels say little")
+
     def selected(self, track: np.ndarray, top_k: int | None = None,
                  threshold: float | None = None) -> list[int]:
         """Label indices to report for track scores (C,), best first (see `predict`)."""
@@ -170,15 +185,17 @@ class Predictor:
         above its own tuned threshold (`config.tag_thresholds`, tuned on the validation split at
         the end of the run); `top_k`, when given, then keeps only the best k of those. A tagging
         model saved without tuned thresholds and called without `threshold` gives the top k
-        (5 when None). Labels are ordered by score; a tagging result may be empty."""
+        (5 when None). Labels are ordered by score; a tagging result may be empty. Audio far shorter
+        than a window is warned about, and its result holds the warning."""
         duration, starts, probs = self.window_scores(source, sr)
         track = self.track_scores(probs)  # (C,)
         order = self.selected(track, top_k, threshold)
-        result = {
-            "file": str(source) if isinstance(source, (str, Path)) else None,
-            "duration": round(float(duration), 3),
-            "labels": [{"label": self.label_names[i], "score": round(float(track[i]), 5)} for i in order],
-        }
+        file = str(source) if isinstance(source, (str, Path)) else None
+        result = {"file": file, "duration": round(float(duration), 3)}
+        if warning := self.short_audio(file or "the array", duration):
+            logger.warning(warning)
+            result["warning"] = warning
+        result["labels"] = [{"label": self.label_names[i], "score": round(float(track[i]), 5)} for i in order]
         if per_window:
             result["windows"] = [
                 {"start": round(s, 3), "scores": {n: round(float(p), 5) for n, p in zip(self.label_names, row)}}

@@ -96,10 +96,41 @@ def _failure(path: str | Path, err: Exception) -> AudioReadError:
     return AudioReadError(path, f"not readable as audio, {size} bytes: {detail}")
 
 
+def wav_data_bytes(path: str | Path) -> tuple[int, int] | None:
+    """(bytes a RIFF WAV's data chunk declares, bytes the file holds from that chunk's start), None
+    for another format or a length left open (0 or 0xFFFFFFFF: a stream written before its end was
+    known). libsndfile counts only the frames a WAV holds, so a cut-off WAV would read as a short one."""
+    with open(path, "rb") as raw:
+        head = raw.read(12)
+        if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        while len(chunk := raw.read(8)) == 8:
+            size = int.from_bytes(chunk[4:], "little")
+            if chunk[:4] == b"data":
+                held = os.fstat(raw.fileno()).st_size - raw.tell()
+                return None if size in (0, 0xFFFFFFFF) else (size, held)
+            raw.seek(size + size % 2, os.SEEK_CUR)  # chunks are padded to an even length
+    return None
+
+
+def _check_declared(path: str | Path, info) -> None:
+    """A WAV that holds less audio than its header declares is cut off: an error (`info`: an open
+    SoundFile or sf.info's result)."""
+    if not info.format.startswith("WAV"):
+        return
+    sizes = wav_data_bytes(path)
+    if sizes and sizes[0] > sizes[1]:
+        held = info.frames / info.samplerate
+        raise AudioReadError(path, f"shorter than its header declares (truncated?): "
+                                   f"{held * sizes[0] / sizes[1]:.2f} s declared, the file holds {held:.2f} s")
+
+
 def audio_duration(path: str | Path) -> float:
-    """Duration in seconds from the header only (MP3s without a Xing header: an estimate)."""
+    """Duration in seconds from the header only (MP3s without a Xing header: an estimate); a WAV
+    cut short of what its header declares is an AudioReadError."""
     try:
         info = sf.info(str(path))
+        _check_declared(path, info)
     except (sf.SoundFileError, OSError) as err:
         raise _failure(path, err) from err
     if info.frames <= 0 or info.samplerate <= 0:
@@ -165,6 +196,7 @@ def read_window(path: str | Path, sample_rate: int, start: float = 0.0,
     _check_span(start, duration)
     try:
         with sf.SoundFile(str(path)) as f:
+            _check_declared(path, f)
             return _window(f, path, sample_rate, start, duration)
     except (sf.SoundFileError, OSError) as err:
         raise _failure(path, err) from err
@@ -176,6 +208,7 @@ def read_windows(path: str | Path, sample_rate: int, starts: Iterable[float],
     in order are read without seeking, and the decoder is opened once)."""
     try:
         with sf.SoundFile(str(path)) as handle:
+            _check_declared(path, handle)
             for start in starts:
                 _check_span(start, duration)
                 yield _window(handle, path, sample_rate, start, duration)  # (T,)

@@ -8,7 +8,8 @@ Made hard enough for the demo's studies to show something:
   ranges overlap (the confusion); they are the two rarest classes, harp the rarer;
 - each instrument plays in phrases between rests that hold only the noise floor, starting with a
   rest, so a 1 s excerpt often holds nothing to classify and a 3 s one little (the duration study).
-Generated once per folder; a marker file records what was generated.
+Generated once per folder, under a temporary name renamed into place at the end (a failure, a
+full disk, leaves no half-written dataset); a marker file, written last, records what was generated.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from finetune.atomic import staged_folder, write_atomically, writing
 from finetune.console import progress
 from finetune.data import gtzan
 from finetune.data.common import DatasetCard, check_options
@@ -141,24 +143,29 @@ def make_track(name: str, rng: np.random.Generator) -> np.ndarray:
     return (y / np.abs(y).max() * rng.uniform(0.3, 0.9)).astype(np.float32)
 
 
+def write_tracks(folder: Path) -> None:
+    """Every track, as `folder/<class>/<class>.000NN.wav`."""
+    rng = np.random.default_rng(DATA_SEED)
+    jobs = [(name, i) for name in CLASSES for i in range(TRACKS_PER_CLASS[name])]
+    for name, i in progress(jobs, "generating synthetic dataset", unit="tracks"):
+        (folder / name).mkdir(exist_ok=True)
+        sf.write(folder / name / f"{name}.{i:05d}.wav", make_track(name, rng), SAMPLE_RATE, subtype="PCM_16")
+
+
 def generate(root: str | Path) -> Path:
-    """Write the dataset under `root` unless the marker says it is already there."""
+    """Write the dataset under `root` unless the marker says it is already there. `root/genres` is
+    replaced whole (an older generation's files go with it); a failure (a full disk: one OSError
+    naming the folder) leaves what was there before."""
     root = Path(root)
     marker = root / "finetune_synthetic.json"
     spec = {"version": GENERATOR_VERSION, "tracks_per_class": {name: TRACKS_PER_CLASS[name] for name in CLASSES},
             "seconds": SECONDS, "sample_rate": SAMPLE_RATE, "seed": DATA_SEED}
-    if marker.is_file():
-        if json.loads(marker.read_text()) == spec:
-            return root
-        for stale in root.glob("genres/*/*.wav"):  # an older generation's: not all are rewritten
-            stale.unlink()
-    rng = np.random.default_rng(DATA_SEED)
-    jobs = [(name, i) for name in CLASSES for i in range(TRACKS_PER_CLASS[name])]
-    for name, i in progress(jobs, "generating synthetic dataset", unit="tracks"):
-        folder = root / "genres" / name
-        folder.mkdir(parents=True, exist_ok=True)
-        sf.write(folder / f"{name}.{i:05d}.wav", make_track(name, rng), SAMPLE_RATE, subtype="PCM_16")
-    marker.write_text(json.dumps(spec, indent=2))
+    if marker.is_file() and json.loads(marker.read_text()) == spec:
+        return root
+    genres = root / "genres"
+    with staged_folder(genres) as staging, writing(genres, "the generated dataset"):
+        write_tracks(staging)
+    write_atomically(marker, json.dumps(spec, indent=2))
     return root
 
 

@@ -255,18 +255,7 @@ def evaluate_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def refuse_a_folder_in_use(run: str) -> None:
-    """A run folder whose run still trains is refused at once, naming the process (before anything asks
-    whether it is a finished run): its lock is tried (`finetune.rundir.hold`) where a run made one."""
-    from finetune.rundir import LOCK_FILE, hold
-
-    if os.path.isfile(os.path.join(run, LOCK_FILE)):
-        with hold(run):
-            pass
-
-
 def evaluate(args: argparse.Namespace) -> int:
-    refuse_a_folder_in_use(args.run)
     from finetune.report import console_text
     from finetune.studies import evaluate as run_studies
 

@@ -197,7 +197,8 @@ def test_a_run_reports_progress_lines_and_ends_with_its_results(tmp_path, synthe
     assert summary[0] == f"demo: {run_dir}"
     assert summary[1].split()[0] == "validation" and "loss" in summary[1] and "95% CI" in summary[1]
     assert summary[2].split()[0] == "test" and "accuracy" in summary[2] and "8 tracks" in summary[2]
-    assert summary[3] == f"  report: {run_dir / 'report.html'}"
+    assert summary[3].startswith("  artists: unknown for these tracks")  # the demo's tracks name no artist
+    assert summary[4] == f"  report: {run_dir / 'report.html'}"
     assert out.count(str(run_dir)) == 2  # the folder is named once, then the report
 
 

@@ -61,12 +61,16 @@ def test_search_refuses_a_finished_runs_folder_and_writes_nothing_into_it(finish
     assert listing(finished_run) == before and (finished_run / "report.html").read_bytes() == report
 
 
-def test_compare_vary_refuses_a_finished_runs_folder_and_writes_nothing_into_it(finished_run, capsys):
+@pytest.mark.parametrize("command, theirs", [
+    (["compare", "--recipe", "demo", "--vary", "train.lr=1e-3,2e-3"], "a comparison of values (compare --vary)"),
+    (["cv", "--recipe", "demo", "--folds", "3"], "a cross-validation")], ids=["compare-vary", "cv"])
+def test_compare_vary_and_cv_refuse_a_finished_runs_folder_and_write_nothing_into_it(finished_run, capsys,
+                                                                                      command, theirs):
     before = listing(finished_run)
-    code = main(["compare", "--recipe", "demo", "--vary", "train.lr=1e-3,2e-3", "--out", str(finished_run)])
+    code = main([*command, "--out", str(finished_run)])
     assert code == 2 and error_lines(capsys.readouterr().err) == [
-        f"error: --out {finished_run} holds a training run (run.json); a comparison of values (compare --vary) "
-        "needs a new or empty folder, or its own to continue it: choose another --out"]
+        f"error: --out {finished_run} holds a training run (run.json); {theirs} needs a new or empty folder, or "
+        "its own to continue it: choose another --out"]
     assert listing(finished_run) == before
 
 
@@ -145,15 +149,6 @@ def test_compare_vary_says_the_dropped_dataset_options_once(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("data.name=folder: the recipe's options for gtzan left out: data.split_scheme=fault_filtered") == 1
     assert error_lines(err) == ["error: --vary train.lr: 1e-3 and 0.001 set the same value (0.001)"]
-
-
-def test_cv_refuses_a_finished_runs_folder_and_writes_nothing_into_it(finished_run, capsys):
-    before = listing(finished_run)
-    code = main(["cv", "--recipe", "demo", "--folds", "3", "--out", str(finished_run)])
-    assert code == 2 and error_lines(capsys.readouterr().err) == [
-        f"error: --out {finished_run} holds a training run (run.json); a cross-validation needs a new or empty "
-        "folder, or its own to continue it: choose another --out"]
-    assert listing(finished_run) == before
 
 
 def test_cv_says_the_dropped_dataset_options_once(tmp_path, capsys):

@@ -42,10 +42,11 @@ def flac_bytes(path: str, sample_rate: int) -> tuple[bytes, float]:
     return buffer.getvalue(), len(y) / sample_rate
 
 
-def shard_rows(split, sample_rate: int, shard_bytes: int, name: str):
-    """Lists of packed rows of `split`, each list about `shard_bytes` of audio; unreadable files are
-    left out and reported."""
+def shard_rows(split, sample_rate: int, shard_bytes: int, name: str, group_column: str | None = None):
+    """Lists of packed rows of `split`, each list about `shard_bytes` of audio (with each track's
+    group as `group_column`, when given); unreadable files are left out and reported."""
     target = "labels" if "labels" in split.features else "label"
+    groups = {group_column: "group"} if group_column else {}
     rows, size, unreadable = [], 0, []
     for row in progress(split, f"packing {name}", len(split), "tracks"):
         try:
@@ -54,7 +55,7 @@ def shard_rows(split, sample_rate: int, shard_bytes: int, name: str):
             unreadable.append(f"{row['audio']['path']} ({err.cause})")
             continue
         rows.append({"id": row["id"], "audio": {"bytes": data, "path": f"{Path(row['id']).name}.flac"},
-                     target: row[target], "duration": duration})
+                     target: row[target], "duration": duration, **{k: row[v] for k, v in groups.items()}})
         size += len(data)
         if size >= shard_bytes:
             yield rows
@@ -64,12 +65,13 @@ def shard_rows(split, sample_rate: int, shard_bytes: int, name: str):
         yield rows
 
 
-def write_split(split, name: str, folder: Path, features: Features, sample_rate: int, shard_mb: float) -> int:
+def write_split(split, name: str, folder: Path, features: Features, sample_rate: int, shard_mb: float,
+                group_column: str | None = None) -> int:
     """`folder/data/<name>-<i>-of-<n>.parquet` for one split; returns the number of rows written.
     The audio column is built as plain {bytes, path} structs and cast to Audio as a table (no
     torchcodec), so the Parquet metadata declares the Audio feature."""
     written = []
-    for index, rows in enumerate(shard_rows(split, sample_rate, int(shard_mb * 2**20), name)):
+    for index, rows in enumerate(shard_rows(split, sample_rate, int(shard_mb * 2**20), name, group_column)):
         part = folder / "data" / f"{name}-{index:05d}.parquet.tmp"
         table = Dataset.from_list(rows, features=features).cast_column("audio", Audio(decode=False))
         table.to_parquet(str(part))
@@ -104,7 +106,7 @@ The `{recipe.data.name}` dataset of the recipe `{recipe.name}` (`data.split_sche
 
 - `audio`: the whole track, mono, {sample_rate} Hz, 16-bit FLAC bytes
 - `{target}` over {len(label_names)} {"tags" if multi_label else "classes"}: {", ".join(label_names[:20])}{" ..." if len(label_names) > 20 else ""}
-- `id`: the track's id in the original dataset; `duration`: seconds
+- `id`: the track's id in the original dataset; `duration`: seconds{group_line(recipe)}
 
 Train from it (streamed, each process reading its own shards):
 
@@ -116,12 +118,23 @@ The licence of the audio is the original dataset's.
 """
 
 
+def group_line(recipe: Recipe) -> str:
+    """The dataset card's line on the group column ('' when the recipe groups nothing)."""
+    level = recipe.data.group_by
+    return "" if level == "none" else (f"\n- `{level}`: each track's {level} group (collaborations joined; the id "
+                                       f"where the source names none): splits and folds keep it on one side")
+
+
 def write_packed(recipe: Recipe, dataset, folder: Path, shard_mb: float, sample_rate: int) -> None:
     """Every split of `dataset` as shards in `folder`/data, and the dataset card."""
     label_names, multi_label = task_of(dataset["train"])
-    features = Features({**split_features(label_names, multi_label), "audio": AUDIO_STORAGE})
+    # the groups as a column named by their level (artist, album), where the hub loader looks for them
+    group_column = recipe.data.group_by if recipe.data.group_by != "none" else None
+    grouped = {group_column: Value("string")} if group_column else {}
+    features = Features({**split_features(label_names, multi_label), **grouped, "audio": AUDIO_STORAGE})
     (folder / "data").mkdir()
-    counts = {name: write_split(dataset[name], name, folder, features, sample_rate, shard_mb) for name in SPLITS}
+    counts = {name: write_split(dataset[name], name, folder, features, sample_rate, shard_mb, group_column)
+              for name in SPLITS}
     (folder / "README.md").write_text(dataset_card(recipe, label_names, multi_label, sample_rate, counts))
 
 

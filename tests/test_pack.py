@@ -87,3 +87,19 @@ def test_two_processes_train_streamed_from_the_shards(packed, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     history = json.loads((tmp_path / "run" / "log_history.json").read_text())
     assert max(entry.get("step", 0) for entry in history) == 3
+
+
+def test_a_packed_dataset_keeps_its_artist_groups(tmp_path):
+    from finetune.data import planted
+
+    root = planted.generate(tmp_path / "planted")
+    recipe = recipes.load("demo", ["data.name=folder", f"data.root={root}"])
+    folder = tmp_path / "packed"
+    pack(recipe, str(folder), shard_mb=1)
+    assert "`artist`: each track's artist group" in (folder / "README.md").read_text()
+    original, loaded = recipe_dataset(recipe), load_dataset("hub", None, path=str(folder))
+    for split in ("train", "validation", "test"):
+        assert dict(zip(loaded[split]["id"], loaded[split]["group"])) == dict(
+            zip(original[split]["id"], original[split]["group"]))
+    assert len(set(loaded["train"]["group"])) < len(loaded["train"])  # artists, not one group a track
+    assert not set(loaded["train"]["group"]) & set(loaded["test"]["group"])

@@ -172,8 +172,10 @@ def generate(root: str | Path) -> Path:
 multi_label_task = gtzan.multi_label_task  # loaded through the GTZAN loader
 
 
-def build(root: str | Path, split_scheme: str = "random", seed: int = 0, streaming: bool = False):
-    """Generate (once) and load through the GTZAN loader with a seeded stratified split."""
+def build(root: str | Path, split_scheme: str = "random", seed: int = 0, streaming: bool = False,
+          group_by: str = "artist"):
+    """Generate (once) and load through the GTZAN loader with a seeded stratified split (its tracks
+    name no artist: each is its own group, whatever `group_by`)."""
     check_options(OPTION_CHOICES, split_scheme=split_scheme)  # before generating
     return gtzan.build(generate(root), split_scheme=split_scheme, seed=seed, genres=CLASSES,
-                       streaming=streaming)
+                       streaming=streaming, group_by=group_by)

@@ -16,6 +16,7 @@ from finetune.atomic import staged_folder
 from finetune.backbones import FAMILIES
 from finetune.backbones.lora import OWN_PARAMETERS_FILE
 from finetune.data import DATASET_CARDS
+from finetune.leakage import KEY as LEAKAGE_KEY, leakage_text
 from finetune.metrics import Metric, metrics_for
 from finetune.models import check_model_files, read_json
 from finetune.published import partial_test_split
@@ -148,6 +149,12 @@ def won_head_line(recipe: Recipe, config: dict) -> str:
     return f" It started from a Won et al. checkpoint whose head used {tags}; {fate}."
 
 
+def artist_line(metrics: dict) -> str:
+    """The card's line on the test split's artist leak ('' for a run that did not record it)."""
+    leak = leakage_text(metrics.get(LEAKAGE_KEY))
+    return f"\n- {leak}" if leak else ""
+
+
 def model_card(recipe: Recipe, metrics: dict, config: dict) -> str:
     """README.md for the Hub: YAML metadata, then what was trained (from the resolved recipe), data,
     results, usage and limits."""
@@ -193,7 +200,7 @@ Trained with the finetune toolkit's recipe `{recipe.name}`; the resolved recipe 
 ## Data
 - dataset: {dataset_name(recipe.data)} (`data.name={recipe.data.name}`), split: {recipe.data.split_scheme or "standard"}
 - {"multi-label tagging" if multi else "single-label classification"} over {len(labels)} labels: {", ".join(labels[:20])}{" ..." if len(labels) > 20 else ""}
-- input: {windows}{threshold_line(config)}{partial_split_line(recipe, metrics)}
+- input: {windows}{threshold_line(config)}{partial_split_line(recipe, metrics)}{artist_line(metrics)}
 
 ## Results (test split, track level)
 

@@ -68,6 +68,7 @@ def test_compare_vary_and_cv_tables_state_the_leak_of_every_value(artist_folders
         run = out / value["runs"][0]["run"]
         assert json.loads((run / "metrics.json").read_text())["test"]["artist_leakage"]["test_tracks"] == 6
         assert "shares an artist with training" in (run / "report.md").read_text()
+        assert "- artists: none of the 6 test tracks shares an artist" in (run / "model" / "README.md").read_text()
 
 
 def test_a_run_prints_its_leak_and_the_search_lists_each_trials(artist_folders, tmp_path):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import inspect
 from typing import NamedTuple
 
-from finetune.data import DATASET_BUILDERS, DATASET_MODULES
+from finetune.data import DATASET_BUILDERS, DATASET_MODULES, jamendo
 
 
 class Published(NamedTuple):
@@ -27,15 +27,25 @@ PUBLISHED = (
               "released test predictions (philtgun/music-tagging-benchmark); recomputed in tests/test_evaluation.py"),
     Published("gtzan/fault_filtered", "MERT-95M, frozen, MLP probe", {"accuracy": 0.748},
               "MARBLE benchmark (Yuan et al., NeurIPS 2023)"),
+    Published("jamendo/official/split0-moodtheme", "VGG-ish on mel-spectrograms (task baseline)",
+              {"roc_auc_macro": 0.725821, "pr_auc_macro": 0.107734},
+              "MediaEval 2019 Emotion and Theme Recognition task (Bogdanov et al. 2019); "
+              "MTG/mtg-jamendo-dataset results/mediaeval/baseline_vggish_results.tsv"),
 )
+JAMENDO_SPLITS = {f"jamendo/official/{jamendo.split_detail(subset, number)}": counts
+                  for (number, subset), counts in jamendo.PUBLISHED_COUNTS.items()}
 # Tracks in the test split that the figures above score, per split key: GTZAN fault-filtered (Kereliuk
-# et al. 2015); MTAT folders d-f keeping clips with a top-50 tag (Lee et al. 2017, finetune/data/mtat.py).
-PUBLISHED_TEST_TRACKS = {"gtzan/fault_filtered": 290, "mtat/standard/top50": 4332}
+# et al. 2015); MTAT folders d-f keeping clips with a top-50 tag (Lee et al. 2017, finetune/data/mtat.py);
+# every MTG-Jamendo split and subset (finetune/data/jamendo.py), so a run on part of one is marked as such.
+PUBLISHED_TEST_TRACKS = {"gtzan/fault_filtered": 290, "mtat/standard/top50": 4332,
+                         **{key: counts[2] for key, counts in JAMENDO_SPLITS.items()}}
 # Whether each published split keeps artists apart: the figures above were measured on it, leaky or not.
 PUBLISHED_SPLIT_ARTISTS = {
     "gtzan/fault_filtered": "keeps each artist name on one side (Sturm's index), but three collaborations link a "
                             "training artist to a validation or test one",
     "mtat/standard/top50": "does not keep artists apart (its folders 0-b / c / d-f share artists)",
+    **dict.fromkeys(JAMENDO_SPLITS, "keeps artists apart (no artist in two of train / validation / test, by "
+                                    "design; tests/test_data_jamendo.py checks the published files)"),
 }
 
 

@@ -68,7 +68,7 @@ def check_bounds(key: str, value: Any, bounds: dict) -> None:
 @dataclass(frozen=True)
 class DataConfig:
     # the choices are finetune.data.DATASET_MODULES' names (tests/test_registries.py: the schema imports none of it)
-    name: str = choice("gtzan", "gtzan", "mtat", "fma", "synthetic", "folder", "hub",
+    name: str = choice("gtzan", "gtzan", "mtat", "fma", "jamendo", "synthetic", "folder", "hub",
                        doc="dataset builder: a named dataset, a folder of your audio, or any datasets dataset")
     root: str | None = option(None, "dataset folder (synthetic: cache folder, generated if absent)")
     path: str | None = option(None, "hub: a Hub dataset id or a local dataset (save_to_disk folder or data files)")
@@ -82,7 +82,9 @@ class DataConfig:
     split_scheme: str | None = option(None, "dataset's split scheme; null = the dataset's standard")
     allow_missing: bool | None = option(None, "keep going when files named by a split are missing")
     tags: int | None = option(None, "mtat: number of top tags (50, or 188 for all)")
-    subset: str | None = option(None, "fma: small | medium | large")
+    subset: str | None = option(None, "fma: small | medium | large; jamendo: top50tags | genre | instrument | "
+                                "moodtheme | all")
+    split_number: int | None = option(None, "jamendo: the official split, 0-4; null = 0", ge=0, le=4)
     task: str | None = option(None, "fma: genre_top | genres_all")
     sample_rate: int | None = option(None, "audio rate fed to the model; null = the model's own", gt=0)
     clip_seconds: float = option(5.0, "training crop length; evaluation windows have this length too", gt=0)
@@ -414,7 +416,7 @@ def apply_overrides(values: dict, overrides: list[str]) -> dict:
 
 # data.* keys that describe one dataset (where it is, its split and options), as opposed to how clips
 # are drawn from any dataset: `root` and the dataset builders' options (tests/test_registries.py)
-DATASET_KEYS = ("root", "split_scheme", "allow_missing", "tags", "subset", "task", "path", "config",
+DATASET_KEYS = ("root", "split_scheme", "allow_missing", "tags", "subset", "split_number", "task", "path", "config",
                 "audio_column", "label_column", "split_ratios", "group_by", "group_column")
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from finetune.data import fma, folder, gtzan, hub, mtat, synthetic
+from finetune.data import fma, folder, gtzan, hub, jamendo, mtat, synthetic
 from finetune.recipe import listed
 
 if TYPE_CHECKING:  # only annotations name it: checking a recipe imports this module without datasets
@@ -26,7 +26,8 @@ if TYPE_CHECKING:  # only annotations name it: checking a recipe imports this mo
 # The dataset registry, recipe `data.name` -> its module: `build(root, **options)`, `OPTION_CHOICES`,
 # `CARD`, and optionally `multi_label_task` and `split_detail` (docs/CONTRACTS.md). Every list of
 # dataset names or facts is read off it.
-DATASET_MODULES = {"gtzan": gtzan, "mtat": mtat, "fma": fma, "synthetic": synthetic, "folder": folder, "hub": hub}
+DATASET_MODULES = {"gtzan": gtzan, "mtat": mtat, "fma": fma, "jamendo": jamendo, "synthetic": synthetic,
+                   "folder": folder, "hub": hub}
 
 
 class ModuleFacts(Mapping):

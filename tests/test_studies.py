@@ -124,3 +124,10 @@ def test_explain_command_writes_a_png_of_the_set_size(demo_run, synthetic_root, 
     sf.write(tmp_path / "blip.wav", np.zeros(100, dtype=np.float32), 16000)
     assert main(["explain", str(demo_run), str(tmp_path / "blip.wav"), "--out", str(out)]) == 2
     assert "too short to explain" in capsys.readouterr().err
+
+
+def test_the_rare_class_figure_draws_a_split_where_no_tag_could_be_scored():
+    """A small tagging test split where no tag has both a positive and a negative track: no class."""
+    from finetune.studies.rare import rare_class_figure
+
+    assert rare_class_figure({"classes": [], "spearman": None, "score": "roc_auc"}).axes

@@ -59,7 +59,7 @@ def rare_class_figure(result: dict):
     labelled = classes if len(classes) <= 20 else ranked[:SHOWN] + ranked[-SHOWN:]
     for c in labelled:
         ax.annotate(c["name"], (c["train"], c["score"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    if counts.max() > 10 * max(counts.min(), 1):
+    if len(counts) and counts.max() > 10 * max(counts.min(), 1):
         ax.set_xscale("log")
     rho = "undefined" if result["spearman"] is None else f"{result['spearman']:.3f}"
     ax.set(xlabel="training tracks", ylabel=f"test {result['score']}", ylim=(0, 1.02),

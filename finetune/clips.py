@@ -69,34 +69,41 @@ class Windowing:
     end), the last ending at the track's end, a track shorter than a window looped to its length;
     window probabilities combined per track by `aggregate` (mean | max,
     `finetune.evaluation.aggregate_tracks`). Training evaluation, `evaluate` and its studies, the
-    probe and `predict` all take their windows from here; a trained model keeps it in its config."""
+    probe and `predict` all take their windows from here; a trained model keeps it in its config.
+    `max_seconds` (None: the whole track) scores only a track's first seconds: full tracks of minutes
+    (MTG-Jamendo) cost what the windows over them cost."""
 
     clip_seconds: float
     hop_seconds: float | None = None
     aggregate: str = "mean"
+    max_seconds: float | None = None
 
     @property
     def hop(self) -> float:
         return self.hop_seconds or self.clip_seconds
 
     def starts(self, duration: float) -> list[float]:
-        return window_starts(duration, self.clip_seconds, self.hop)
+        scored = duration if self.max_seconds is None else min(duration, self.max_seconds)
+        return window_starts(scored, self.clip_seconds, self.hop)
 
     def samples(self, sample_rate: int) -> int:
         return int(round(self.clip_seconds * sample_rate))
 
     @classmethod
     def of_recipe(cls, recipe) -> "Windowing":
-        return cls(recipe.data.clip_seconds, recipe.data.eval_hop_seconds, recipe.eval.aggregate)
+        return cls(recipe.data.clip_seconds, recipe.data.eval_hop_seconds, recipe.eval.aggregate,
+                   recipe.eval.max_seconds)
 
     @classmethod
     def of_config(cls, config, default_clip_seconds: float) -> "Windowing":
-        """A saved model's windowing (`clip_seconds`, `hop_seconds`, `aggregate` in its config)."""
+        """A saved model's windowing (`clip_seconds`, `hop_seconds`, `aggregate`, `max_seconds` in its config)."""
         clip = getattr(config, "clip_seconds", None) or default_clip_seconds
-        return cls(float(clip), getattr(config, "hop_seconds", None), getattr(config, "aggregate", None) or "mean")
+        return cls(float(clip), getattr(config, "hop_seconds", None), getattr(config, "aggregate", None) or "mean",
+                   getattr(config, "max_seconds", None))
 
     def save_to(self, config) -> None:
         config.clip_seconds, config.hop_seconds, config.aggregate = self.clip_seconds, self.hop, self.aggregate
+        config.max_seconds = self.max_seconds
 
 
 class AudioCache:

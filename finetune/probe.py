@@ -21,6 +21,7 @@ track aggregation as every other path (`finetune.evaluation.evaluate_windows`).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import logging
@@ -206,9 +207,10 @@ def embed_split(recipe, split, name: str, bundle: ModelBundle, embedder: Embedde
     """A split's embeddings from the cache; the tracks not cached yet are embedded first."""
     paths, targets = track_table(split)
     windowing = Windowing.of_recipe(recipe)
-    if name == "train":  # training tracks: windows end to end
-        windowing = Windowing(windowing.clip_seconds, None, windowing.aggregate)
-    windows_folder = folder / f"{bundle.sample_rate}Hz-{windowing.clip_seconds:g}s-hop{windowing.hop:g}s"
+    if name == "train":  # training tracks: windows end to end (up to eval.max_seconds)
+        windowing = dataclasses.replace(windowing, hop_seconds=None)
+    capped = "" if windowing.max_seconds is None else f"-max{windowing.max_seconds:g}s"
+    windows_folder = folder / f"{bundle.sample_rate}Hz-{windowing.clip_seconds:g}s-hop{windowing.hop:g}s{capped}"
     windows_folder.mkdir(parents=True, exist_ok=True)
     files = [track_file(windows_folder, path) for path in paths]
     todo = [t for t, f in enumerate(files)

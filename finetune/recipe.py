@@ -211,6 +211,8 @@ class EvalConfig:
     aggregate: str = choice("mean", "mean", "max", doc="window -> track aggregation")
     durations: list[float] | None = option(None, "after training, re-score the test set cut to these "
                                            "lengths in seconds (the duration study); null = off", gt=0)
+    max_seconds: float | None = option(None, "score only each track's first seconds (full tracks of minutes); "
+                                       "null = the whole track", gt=0)
 
 
 @dataclass(frozen=True)

@@ -89,7 +89,7 @@ def test_recipe_round_trips_through_yaml(tmp_path):
         ("train.resume=maybe", "train.resume: expected true or false"),
         ("train.lr=fast", "train.lr: expected a number"),
         ("backbone.mode=half", "backbone.mode: 'half' is not one of full, lora, probe"),
-        ("data.name=imagenet", "data.name: 'imagenet' is not one of gtzan, mtat, fma, synthetic"),
+        ("data.name=imagenet", "data.name: 'imagenet' is not one of gtzan, mtat, fma, jamendo, synthetic"),
         ("model.name=resnet", "model.name: 'resnet' is not one of"),
         ("model.args.depth=3", "unknown key model.args.depth for model 'simple_cnn'"),
         ("data.tags=50", "data.tags does not apply to dataset 'synthetic'"),

@@ -25,6 +25,7 @@ from finetune.clips import task_of
 from finetune.console import progress
 from finetune.data.audio import AudioReadError, read_window
 from finetune.data.common import SPLITS, report, split_features
+from finetune.published import split_key
 from finetune.data.hub import HUB_PREFIX
 from finetune.data.recipe_data import recipe_dataset
 from finetune.export import check_push, push_to_hub
@@ -100,8 +101,7 @@ size_categories:
 
 # {recipe.data.name} packed by finetune
 
-The `{recipe.data.name}` dataset of the recipe `{recipe.name}` (`data.split_scheme`:
-{recipe.data.split_scheme or "the dataset's standard"}), packed by
+The `{recipe.data.name}` dataset of the recipe `{recipe.name}` (split `{split_key(recipe)}`), packed by
 `python -m finetune pack` into Parquet shards: {", ".join(f"{split} {count} tracks" for split, count in counts.items())}.
 
 - `audio`: the whole track, mono, {sample_rate} Hz, 16-bit FLAC bytes

@@ -18,6 +18,7 @@ from data_fixtures import copy_to, write_audio
 from finetune import published
 from finetune import recipe as recipes
 from finetune.data import jamendo, load_dataset
+from finetune.pack import pack
 
 SUBSETS = ("top50tags", "genre", "instrument", "moodtheme")
 # the published moodtheme.txt tags that the split files do not use (the repository's moodtheme_split.txt)
@@ -201,6 +202,18 @@ def test_the_scratch_recipe_trains_evaluates_and_exports_end_to_end(real_splits,
     report = (run_dir / "report.md").read_text()
     assert "tested on 8 tracks; the published test split has 11356" in (run_dir / "model" / "README.md").read_text()
     assert "VGG-ish" not in report, "no published figure on top-50 is set beside a partial run"
+    assert "artists: none of the 8 test tracks shares an artist with training" in report
+    exported = tmp_path / "export"
+    assert run_main(["export", str(run_dir), "--to", str(exported)])[0] == 0
+    assert (exported / "model.safetensors").is_file() and "MTG-Jamendo" in (exported / "README.md").read_text()
+    packed = tmp_path / "packed"
+    recipe = recipes.load("musicnn_jamendo", [f"data.root={root}"])
+    pack(recipe, str(packed), shard_mb=1)
+    assert "split `jamendo/official/split0-top50tags`" in (packed / "README.md").read_text()
+    loaded, original = load_dataset("hub", None, path=str(packed), label_column="labels"), load_dataset(
+        "jamendo", root, subset="top50tags")
+    for split in ("train", "test"):  # each track's artist, kept
+        assert sorted(loaded[split]["group"]) == sorted(original[split]["group"])
 
 
 def test_the_jamendo_recipes_are_listed_and_resolve(tmp_path):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 from backbone_fixtures import one_torch_thread, tiny_backbones, tiny_gtzan, tiny_mtat  # noqa: F401  fixtures
-from backbone_fixtures import TAGS
+from backbone_fixtures import TAGS, TINY_GTZAN
 from safetensors.torch import load_file
 from transformers import ASTModel, HubertModel, Wav2Vec2Model
 
@@ -28,8 +28,7 @@ def run(name: str, mode: str, checkpoint, data_root, out, *extra) -> int:
     """`python -m finetune --recipe <name>_gtzan ...` in this process, on tiny weights and data
     (tiny GTZAN, or tiny MTAT for tagging)."""
     tagging = (data_root / "annotations_final.csv").is_file()
-    data = ["data.name=mtat", "data.split_scheme=standard", f"data.tags={len(TAGS)}"] if tagging else [
-        "data.split_scheme=random"]
+    data = ["data.name=mtat", "data.split_scheme=standard", f"data.tags={len(TAGS)}"] if tagging else TINY_GTZAN
     args = ["--recipe", RECIPES[name], f"backbone.path={checkpoint}", f"backbone.mode={mode}",
             f"data.root={data_root}", *data, "data.clip_seconds=1.0", "data.num_workers=0",
             "train.max_steps=2", "train.batch_size=4", "train.eval_batch_size=16", f"output_dir={out}"]

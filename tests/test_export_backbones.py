@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 from backbone_fixtures import one_torch_thread, tiny_backbones, tiny_gtzan, tiny_mtat  # noqa: F401  fixtures
-from backbone_fixtures import TAGS
+from backbone_fixtures import TAGS, TINY_GTZAN
 from safetensors.torch import load_file
 
 from finetune import export
@@ -38,7 +38,7 @@ def runs(tiny_backbones, tiny_gtzan, tiny_mtat, tmp_path_factory):
         if case not in folders:
             recipe, tagging, extra = CASES[case]
             out = tmp_path_factory.mktemp(case) / "run"
-            data = [f"data.root={tiny_mtat}"] if tagging else [f"data.root={tiny_gtzan}", "data.split_scheme=random"]
+            data = [f"data.root={tiny_mtat}"] if tagging else [f"data.root={tiny_gtzan}", *TINY_GTZAN]
             assert main(["--recipe", recipe, f"backbone.path={tiny_backbones[case.split('-')[0]]}", *data,
                          "data.clip_seconds=1.0", "data.num_workers=0", "train.max_steps=2",
                          "train.batch_size=4", f"output_dir={out}", *extra]) == 0

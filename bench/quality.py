@@ -1,26 +1,37 @@
 """Quality on real music: 4-fold cross-validation on the 40 real GTZAN clips in ../shared/realdata.
 
-Four arms on the same folds (fold i tests, fold i+1 validates, the other two train; see
-finetune/data/folds.py), each through the toolkit's public path except the reference:
+Two kinds of folds (fold i tests, fold i+1 validates, the other two train; see finetune/data/folds.py):
+label-stratified folds that ignore artists (`data.group_by=none`, the folds of every run before issue
+28) and artist-aware folds (`data.group_by=artist data.unsplittable=leave_out`, the honest default:
+no artist on both sides; blues, classical, reggae and rock are one artist each and jazz too few for 4
+folds, so their tracks are left out of the test folds and 20 of the 40 clips are tested). Arms, each
+through the toolkit's public path except the reference:
 (a) the reference floor: 20 MFCC means and standard deviations + scikit-learn's logistic regression
     (standardised, default C), fitted on the training split (and, for information, on training +
-    validation: everything but the test fold);
+    validation: everything but the test fold); artist-aware folds;
 (b) `musicnn_pretrained_gtzan backbone.mode=probe`: Won et al.'s MTAT MusiCNN frozen, its embeddings
-    cached, a head fitted by L-BFGS with the penalty chosen on validation;
-(c) `musicnn_pretrained_gtzan` as packaged: linear probe, then fine-tune;
-(d) `cnn_gtzan`: the original project's CNN from scratch;
+    cached, a head fitted by L-BFGS with the penalty chosen on validation; both fold kinds;
+(c) `musicnn_pretrained_gtzan` as packaged: linear probe, then fine-tune; artist-aware folds;
+(d) `cnn_gtzan`: the original project's CNN from scratch, at a fixed budget of SCRATCH_STEPS optimizer
+    steps a fold (the packaged budget takes 40 minutes a fold kind on 2 cores); both fold kinds;
 (e) `cnn_gtzan` once per front end (`compare --vary model.args.frontend=...`, finetune/vary.py), each at
-    the same fixed budget of FRONT_END_STEPS optimizer steps a fold (the packaged budget, six times
-    over, would take about four hours on 2 cores), with paired tests against log-mel on the pooled
-    test tracks.
-Targets: (c) >= (b) >= (a) on the mean test accuracy; (b) under a minute on 2 cores (4 folds, cold
-embedding cache). Recipes are run with their packaged settings; only the data (root, folds) and the
-weights' location are set. `--quick` trains 2 steps per fold (a smoke test, not figures).
+    the same fixed budget of FRONT_END_STEPS optimizer steps a fold, with paired tests against log-mel
+    on the pooled test tracks; artist-aware folds.
+For (b) and (d) the fold kinds are compared on the tracks both test (`fold_kinds`): each kind's
+accuracy there, the paired difference (finetune.studies.paired) and each kind's leak (test tracks
+whose artist trains in their fold: summary.json's count, and the same count by GTZAN's artist index,
+which the label-stratified runs cannot record since their groups are the tracks themselves).
+Targets: (c) >= (b) >= (a) on the mean test accuracy of the artist-aware folds; (b) under a minute
+on 2 cores (4 folds, cold embedding cache). Recipes are run with their packaged settings; only the
+data (root, folds, groups), the weights' location and (d)'s and (e)'s budgets are set. `--quick`
+trains 2 steps per fold (a smoke test, not figures). `python -m bench.quality [--quick]` runs the
+fold-kind comparison alone (the whole case takes hours on 2 cores).
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import tempfile
 from pathlib import Path
 
@@ -33,9 +44,14 @@ from sklearn.preprocessing import StandardScaler
 
 from bench.timing import Result, figure, timed
 from finetune import recipe as recipes
-from finetune.cv import cross_validate
+from finetune.bootstrap import headline_interval
+from finetune.cv import cross_validate, pooled_leakage
+from finetune.data.gtzan import track_groups
 from finetune.data.recipe_data import recipe_dataset
+from finetune.evaluation import TrackPredictions
 from finetune.features import FRONTENDS
+from finetune.leakage import leakage_text
+from finetune.studies.paired import paired_test
 from finetune.vary import vary
 
 REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
@@ -44,8 +60,15 @@ MUSICNN = REALDATA / "pretrained" / "sota-music-tagging-models" / "mtat" / "musi
 FOLDS = 4
 PROBE_SECONDS = 60.0  # target: the 4-fold probe, embeddings included
 DATA = [f"data.root={GTZAN}", "data.split_scheme=random"]  # every clip present; the folds pool the splits
+STRATIFIED = "label-stratified"
+ARTIST_AWARE = "artist-aware"
+FOLD_KINDS = {ARTIST_AWARE: ["data.group_by=artist", "data.unsplittable=leave_out"],  # first: a cold cache
+              STRATIFIED: ["data.group_by=none"]}
+SCRATCH_STEPS = 60  # (d): its budget, steps a fold
 FRONT_END_STEPS = 120  # (e): every front end's budget, steps a fold
 QUICK = ["train.max_steps=2", "data.num_workers=0", "eval.durations=null"]
+PROBE = "(b) probe of Won et al.'s MTAT MusiCNN"
+SCRATCH = "(d) simple_cnn from scratch (cnn_gtzan)"
 
 
 def mfcc_features(path: str) -> np.ndarray:
@@ -55,13 +78,18 @@ def mfcc_features(path: str) -> np.ndarray:
     return np.concatenate([mfcc.mean(axis=1), mfcc.std(axis=1)])
 
 
-def reference_accuracies(fold_recipes: list) -> dict[str, list[float]]:
-    """Test accuracy of the MFCC + logistic-regression reference on each fold, fitted on the
+def fold_datasets(kind: str) -> list:
+    """The FOLDS cross-validation splits of the clips under a fold kind, as any recipe sees them."""
+    return [recipe_dataset(recipes.load("cnn_gtzan", [*DATA, *FOLD_KINDS[kind], f"data.folds={FOLDS}",
+                                                      f"data.fold={i}"])) for i in range(FOLDS)]
+
+
+def reference_accuracies(folds: list) -> dict[str, list[float]]:
+    """Test accuracy of the MFCC + logistic-regression reference on each fold's splits, fitted on the
     training split ("train") and on training + validation ("train+validation")."""
     features: dict[str, np.ndarray] = {}
     scores: dict[str, list[float]] = {"train": [], "train+validation": []}
-    for recipe in fold_recipes:
-        data = recipe_dataset(recipe)
+    for data in folds:
         x, y = {}, {}
         for split in ("train", "validation", "test"):
             paths = [audio["path"] for audio in data[split]["audio"]]
@@ -76,19 +104,117 @@ def reference_accuracies(fold_recipes: list) -> dict[str, list[float]]:
     return scores
 
 
-def toolkit_accuracies(recipe: str, overrides: list[str], out: Path) -> list[float]:
-    """Test accuracy of each fold of a toolkit recipe, through `finetune cv`."""
+def artist_leak(folds: list) -> set[str]:
+    """Test tracks (ids) whose artist, by GTZAN's artist index, also has a training track in their fold."""
+    shared = set()
+    for data in folds:
+        train, test = list(data["train"]["id"]), list(data["test"]["id"])
+        artist = track_groups([*train, *test], "artist")
+        seen = {artist[track] for track in train}
+        shared |= {track for track in test if artist[track] in seen}
+    return shared
+
+
+def toolkit_cv(recipe: str, overrides: list[str], out: Path) -> dict:
+    """summary.json of `finetune cv` of a toolkit recipe (seed 0) on the clips."""
     folder, _ = cross_validate(recipe, [*DATA, *overrides], FOLDS, [0], out)
-    summary = json.loads((folder / "summary.json").read_text())
+    return json.loads((folder / "summary.json").read_text())
+
+
+def fold_accuracies(summary: dict) -> list[float]:
     return [run["test"]["accuracy"] for run in summary["runs"]]
 
 
+def both_kinds(recipe: str, overrides: list[str], out: Path) -> dict[str, tuple[dict, Path, float]]:
+    """The recipe's cross-validation on each fold kind: {kind: (summary.json, cv folder, seconds)}."""
+    runs = {}
+    for kind, settings in FOLD_KINDS.items():
+        folder = out / kind
+        summary, seconds = timed(lambda: toolkit_cv(recipe, [*settings, *overrides], folder))
+        runs[kind] = (summary, folder, seconds)
+    return runs
+
+
+def on_tracks(tracks: TrackPredictions, ids: list[str]) -> TrackPredictions:
+    """`tracks` restricted to `ids`, in their order (paired_test refuses two different sets of tracks)."""
+    row = {track: i for i, track in enumerate(tracks.ids)}
+    order = np.array([row[track] for track in ids])  # (len(ids),)
+    return TrackPredictions(list(ids), [tracks.paths[i] for i in order], tracks.probs[order], tracks.labels[order],
+                            tracks.label_names)
+
+
+def right(tracks: TrackPredictions, ids: set[str]) -> int:
+    """How many of the tracks in `ids` the predictions get right."""
+    correct = tracks.probs.argmax(axis=1) == tracks.labels  # (N,)
+    return int(sum(ok for track, ok in zip(tracks.ids, correct) if track in ids))
+
+
+def kind_comparison(runs: dict[str, tuple[dict, Path, float]], leaks: dict[str, set[str]]) -> dict:
+    """One arm's two fold kinds (`both_kinds`) on the tracks both test: per kind its fold and pooled
+    scores, its score there with its interval, its leaks and seconds; the paired difference
+    label-stratified - artist-aware there."""
+    tracks = {kind: TrackPredictions.load(folder / "predictions" / "test-seed0.npz")
+              for kind, (_, folder, _) in runs.items()}
+    tested = set(tracks[ARTIST_AWARE].ids)
+    common = [track for track in tracks[STRATIFIED].ids if track in tested]
+    paired = {kind: on_tracks(found, common) for kind, found in tracks.items()}
+    kinds = {kind: {"folds": fold_accuracies(summary), "pooled": summary["pooled"][0],
+                    "on_common": headline_interval(paired[kind]), "leak": pooled_leakage(summary["runs"]),
+                    "artist_leak": len(leaks[kind]), "artist_leak_on_common": len(leaks[kind] & set(common)),
+                    "leaky_right": right(tracks[kind], leaks[kind]),
+                    "others_right": right(tracks[kind], set(tracks[kind].ids) - leaks[kind]),
+                    "seconds": seconds}
+             for kind, (summary, _, seconds) in runs.items()}
+    return {"tracks": len(common), "kinds": kinds, "paired": paired_test(paired[STRATIFIED], paired[ARTIST_AWARE])}
+
+
+def kind_lines(name: str, comparison: dict) -> list[str]:
+    """One arm's comparison: a line per fold kind, then the paired difference."""
+    lines, count = [f"{name}:"], comparison["tracks"]
+    for kind, found in comparison["kinds"].items():
+        pooled, (score, interval) = found["pooled"], found["on_common"]
+        lines.append(
+            f"  {kind} folds: {spread(found['folds'])} ({', '.join(f'{a:.2f}' for a in found['folds'])}), "
+            f"pooled {pooled['value']:.3f} [{pooled['interval'][0]:.3f}, {pooled['interval'][1]:.3f}] on "
+            f"{pooled['tracks']} tracks, {score:.3f} [{interval[0]:.3f}, {interval[1]:.3f}] on the {count} both "
+            f"test, {figure(found['seconds'])} s; leak: summary.json says "
+            f"\"{leakage_text(found['leak']) or 'none recorded'}\"; by GTZAN's artist index {found['artist_leak']} "
+            f"of {pooled['tracks']} test tracks share an artist with training ({found['artist_leak_on_common']} "
+            f"of the {count}), {found['leaky_right']} of them right, {found['others_right']} of the other "
+            f"{pooled['tracks'] - found['artist_leak']}")
+    paired = comparison["paired"]
+    lines.append(f"  {STRATIFIED} - {ARTIST_AWARE} on the {paired['tracks']} tracks both test: "
+                 f"{paired['difference']:+.3f} [{paired['interval'][0]:+.3f}, {paired['interval'][1]:+.3f}], "
+                 f"bootstrap p {paired['bootstrap_p']:.2g}, McNemar p {paired['mcnemar_p']:.2g} "
+                 f"({paired['b']} right only on {STRATIFIED} folds, {paired['c']} only on {ARTIST_AWARE})")
+    return lines
+
+
+def kind_result(name: str, comparison: dict) -> Result:
+    """(information) An arm's accuracy on the tracks both kinds test, label-stratified against artist-aware."""
+    score = {kind: found["on_common"][0] for kind, found in comparison["kinds"].items()}
+    return Result("quality", f"{name[:3]} {STRATIFIED} vs {ARTIST_AWARE} folds, accuracy on the "
+                  f"{comparison['tracks']} tracks both test", score[STRATIFIED], score[ARTIST_AWARE], "acc",
+                  None, higher_is_better=True)
+
+
+def compare_kinds(out: Path, quick: bool) -> dict[str, dict]:
+    """(b) and (d) on both fold kinds: {arm: its `kind_comparison`}."""
+    arms = {PROBE: ("musicnn_pretrained_gtzan", [f"backbone.path={MUSICNN}", "backbone.mode=probe",
+                                                 *(QUICK if quick else [])]),
+            SCRATCH: ("cnn_gtzan", QUICK if quick else [f"train.max_steps={SCRATCH_STEPS}"])}
+    leaks = {kind: artist_leak(fold_datasets(kind)) for kind in FOLD_KINDS}
+    return {name: kind_comparison(both_kinds(recipe, overrides, out / name[1]), leaks)
+            for name, (recipe, overrides) in arms.items()}
+
+
 def frontend_comparison(out: Path, quick: bool) -> tuple[dict, float]:
-    """(e): `cnn_gtzan` once per front end on the same folds (`quick`: the first two, 2 steps); vary.json's
-    content and the wall time."""
+    """(e): `cnn_gtzan` once per front end on the artist-aware folds (`quick`: the first two, 2 steps);
+    vary.json's content and the wall time."""
     spec = f"model.args.frontend={','.join(list(FRONTENDS)[:2] if quick else FRONTENDS)}"
     budget = QUICK if quick else [f"train.max_steps={FRONT_END_STEPS}"]
-    (folder, _), seconds = timed(lambda: vary("cnn_gtzan", [*DATA, *budget], spec, FOLDS, [0], out))
+    overrides = [*DATA, *FOLD_KINDS[ARTIST_AWARE], *budget]
+    (folder, _), seconds = timed(lambda: vary("cnn_gtzan", overrides, spec, FOLDS, [0], out))
     return json.loads((folder / "vary.json").read_text()), seconds
 
 
@@ -121,36 +247,59 @@ def spread(values: list[float]) -> str:
     return f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}"
 
 
-def run(quick: bool) -> list[Result]:
-    if not (GTZAN / "genres").is_dir() or not MUSICNN.is_file():
-        print(f"[quality] skipped: the real GTZAN clips or MusiCNN weights are absent under {REALDATA}")
+def absent() -> bool:
+    """True (and says so) when the real clips or the MusiCNN weights are not there."""
+    if (GTZAN / "genres").is_dir() and MUSICNN.is_file():
+        return False
+    print(f"[quality] skipped: the real GTZAN clips or MusiCNN weights are absent under {REALDATA}")
+    return True
+
+
+def print_kinds(comparisons: dict[str, dict]) -> None:
+    print(f"[quality] {FOLDS}-fold CV on the real GTZAN clips of {GTZAN}, {' and '.join(FOLD_KINDS)} folds: "
+          "mean ± std (ddof=1) test accuracy over folds, pooled test accuracy [95% interval]:")
+    for name, comparison in comparisons.items():
+        for line in kind_lines(name, comparison):
+            print(f"[quality] {line}")
+
+
+def fold_kinds(quick: bool) -> list[Result]:
+    """The fold-kind comparison alone: (b) and (d) on both kinds of folds."""
+    if absent():
         return []
-    extra = QUICK if quick else []
-    pretrained = [f"backbone.path={MUSICNN}", *extra]
-    folds = [recipes.load("cnn_gtzan", [*DATA, f"data.folds={FOLDS}", f"data.fold={i}"]) for i in range(FOLDS)]
+    with tempfile.TemporaryDirectory(prefix="bench-quality-") as tmp:
+        comparisons = compare_kinds(Path(tmp), quick)
+    print_kinds(comparisons)
+    return [kind_result(name, comparison) for name, comparison in comparisons.items()]
+
+
+def run(quick: bool) -> list[Result]:
+    if absent():
+        return []
+    pretrained = [f"backbone.path={MUSICNN}", *FOLD_KINDS[ARTIST_AWARE], *(QUICK if quick else [])]
     with tempfile.TemporaryDirectory(prefix="bench-quality-") as tmp:
         out = Path(tmp)
-        reference, reference_seconds = timed(lambda: reference_accuracies(folds))
-        arms = {
-            "(a) MFCC-20 mean+std + logistic regression (fit on train)": (reference["train"], reference_seconds),
-            "(a') same, fit on train + validation (info)": (reference["train+validation"], reference_seconds),
-            "(b) probe of Won et al.'s MTAT MusiCNN": timed(lambda: toolkit_accuracies(
-                "musicnn_pretrained_gtzan", [*pretrained, "backbone.mode=probe"], out / "probe")),
-            "(c) fine-tune of it (musicnn_pretrained_gtzan as packaged)": timed(lambda: toolkit_accuracies(
-                "musicnn_pretrained_gtzan", pretrained, out / "finetune")),
-            "(d) simple_cnn from scratch (cnn_gtzan)": timed(lambda: toolkit_accuracies(
-                "cnn_gtzan", extra, out / "scratch")),
-        }
+        comparisons = compare_kinds(out, quick)
+        reference, reference_seconds = timed(lambda: reference_accuracies(fold_datasets(ARTIST_AWARE)))
+        finetune, finetune_seconds = timed(lambda: toolkit_cv("musicnn_pretrained_gtzan", pretrained, out / "c"))
         frontends, frontend_seconds = frontend_comparison(out / "frontends", quick)
-    print(f"[quality] {FOLDS}-fold CV on the real GTZAN clips of {GTZAN}: "
-          "mean ± std (ddof=1) test accuracy over folds, wall time of all folds:")
+    print_kinds(comparisons)
+    aware = {name: comparison["kinds"][ARTIST_AWARE] for name, comparison in comparisons.items()}
+    arms = {
+        "(a) MFCC-20 mean+std + logistic regression (fit on train)": (reference["train"], reference_seconds),
+        "(a') same, fit on train + validation (info)": (reference["train+validation"], reference_seconds),
+        PROBE: (aware[PROBE]["folds"], aware[PROBE]["seconds"]),
+        "(c) fine-tune of it (musicnn_pretrained_gtzan as packaged)": (fold_accuracies(finetune), finetune_seconds),
+        SCRATCH: (aware[SCRATCH]["folds"], aware[SCRATCH]["seconds"]),
+    }
+    print(f"[quality] {FOLDS}-fold CV, {ARTIST_AWARE} folds: mean ± std (ddof=1) test accuracy over folds, "
+          "wall time of all folds:")
     for name, (accuracies, seconds) in arms.items():
         print(f"[quality]   {name}: {spread(accuracies)} ({', '.join(f'{a:.2f}' for a in accuracies)}), "
               f"{figure(seconds)} s")
     for line in frontend_lines(frontends, frontend_seconds):
         print(f"[quality] {line}")
     mean = {name[:3].strip(): float(np.mean(acc)) for name, (acc, _) in arms.items()}
-    probe_seconds = arms["(b) probe of Won et al.'s MTAT MusiCNN"][1]
     return [
         Result("quality", "(b) probe vs (a) MFCC reference, mean test accuracy", mean["(b)"], mean["(a)"],
                "acc", 1.0, higher_is_better=True),
@@ -159,6 +308,14 @@ def run(quick: bool) -> list[Result]:
         Result("quality", "(d) scratch CNN vs (a) MFCC reference, mean test accuracy", mean["(d)"], mean["(a)"],
                "acc", None, higher_is_better=True),
         Result("quality", f"(b) probe wall time, {FOLDS} folds, cold cache, vs {PROBE_SECONDS:g} s",
-               probe_seconds, PROBE_SECONDS, "s", 1.0, higher_is_better=False),
+               aware[PROBE]["seconds"], PROBE_SECONDS, "s", 1.0, higher_is_better=False),
+        *[kind_result(name, comparison) for name, comparison in comparisons.items()],
         *frontend_results(frontends),
     ]
+
+
+if __name__ == "__main__":  # python -m bench.quality [--quick]: the fold-kind comparison alone
+    from bench import run as bench
+
+    bench.BENCHMARKS["quality-folds"] = fold_kinds
+    raise SystemExit(bench.main(["quality-folds", *sys.argv[1:]]))

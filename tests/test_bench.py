@@ -27,6 +27,10 @@ def test_every_benchmark_prints_its_ratio_line():
     printed = [m.group(1) for m in map(RATIO_LINE.match, result.stdout.splitlines()) if m]
     if REALDATA.is_dir():  # the quality benchmark needs the real clips; it says so and skips without them
         assert set(printed) == set(BENCHMARKS), result.stdout
+        # the probe and scratch arms on both fold kinds (not refused by the artist-aware default), paired
+        assert "[quality] (b) label-stratified vs artist-aware folds" in result.stdout
+        assert "[quality] (d) label-stratified vs artist-aware folds" in result.stdout
+        assert "artist-disjoint split" in result.stdout and "label-stratified - artist-aware on the" in result.stdout
     else:
         assert set(printed) == set(BENCHMARKS) - {"quality"} and "[quality] skipped" in result.stdout
     assert "| benchmark | case |" in result.stdout  # the final table
@@ -37,3 +41,9 @@ def test_script_entry_point_lists_the_benchmarks():
     assert result.returncode == 0, result.stderr
     assert all(name in result.stdout for name in BENCHMARKS)
     assert run_bench("bench/run.py", "--quick", "nope").returncode == 2
+
+
+def test_quality_fold_kinds_run_alone():
+    result = run_bench("-m", "bench.quality", "--help")  # the fold-kind comparison, without the hours-long arms
+    assert result.returncode == 0, result.stderr
+    assert "quality-folds" in result.stdout

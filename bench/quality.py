@@ -24,14 +24,13 @@ which the label-stratified runs cannot record since their groups are the tracks 
 Targets: (c) >= (b) >= (a) on the mean test accuracy of the artist-aware folds; (b) under a minute
 on 2 cores (4 folds, cold embedding cache). Recipes are run with their packaged settings; only the
 data (root, folds, groups), the weights' location and (d)'s and (e)'s budgets are set. `--quick`
-trains 2 steps per fold (a smoke test, not figures). `python -m bench.quality [--quick]` runs the
-fold-kind comparison alone (the whole case takes hours on 2 cores).
+trains 2 steps per fold (a smoke test, not figures). `python -m bench quality-folds [--quick]` runs
+the fold-kind comparison alone (the whole case takes hours on 2 cores).
 """
 
 from __future__ import annotations
 
 import json
-import sys
 import tempfile
 from pathlib import Path
 
@@ -312,10 +311,3 @@ def run(quick: bool) -> list[Result]:
         *[kind_result(name, comparison) for name, comparison in comparisons.items()],
         *frontend_results(frontends),
     ]
-
-
-if __name__ == "__main__":  # python -m bench.quality [--quick]: the fold-kind comparison alone
-    from bench import run as bench
-
-    bench.BENCHMARKS["quality-folds"] = fold_kinds
-    raise SystemExit(bench.main(["quality-folds", *sys.argv[1:]]))

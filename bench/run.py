@@ -32,6 +32,7 @@ BENCHMARKS = {
     "probe": probe.run,
     "index": index.run,
     "quality": quality.run,
+    "quality-folds": quality.fold_kinds,  # the fold-kind comparison alone (part of quality)
     "ranks": ranks.run,
     "commands": commands.run,
     "frontends": frontends.run,

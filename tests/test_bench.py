@@ -44,6 +44,6 @@ def test_script_entry_point_lists_the_benchmarks():
 
 
 def test_quality_fold_kinds_run_alone():
-    result = run_bench("-m", "bench.quality", "--help")  # the fold-kind comparison, without the hours-long arms
+    result = run_bench("-m", "bench", "--help")  # the fold-kind comparison, without the hours-long arms
     assert result.returncode == 0, result.stderr
     assert "quality-folds" in result.stdout

@@ -43,11 +43,16 @@ def flac_bytes(path: str, sample_rate: int) -> tuple[bytes, float]:
     return buffer.getvalue(), len(y) / sample_rate
 
 
+def known_group(row: dict) -> str:
+    """A track's group as the packed column holds it: '' where the data named none (the group is the id)."""
+    return "" if row["group"] == row["id"] else row["group"]
+
+
 def shard_rows(split, sample_rate: int, shard_bytes: int, name: str, group_column: str | None = None):
     """Lists of packed rows of `split`, each list about `shard_bytes` of audio (with each track's
     group as `group_column`, when given); unreadable files are left out and reported."""
     target = "labels" if "labels" in split.features else "label"
-    groups = {group_column: "group"} if group_column else {}
+    groups = [group_column] if group_column else []
     rows, size, unreadable = [], 0, []
     for row in progress(split, f"packing {name}", len(split), "tracks"):
         try:
@@ -56,7 +61,7 @@ def shard_rows(split, sample_rate: int, shard_bytes: int, name: str, group_colum
             unreadable.append(f"{row['audio']['path']} ({err.cause})")
             continue
         rows.append({"id": row["id"], "audio": {"bytes": data, "path": f"{Path(row['id']).name}.flac"},
-                     target: row[target], "duration": duration, **{k: row[v] for k, v in groups.items()}})
+                     target: row[target], "duration": duration, **{k: known_group(row) for k in groups}})
         size += len(data)
         if size >= shard_bytes:
             yield rows

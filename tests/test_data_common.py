@@ -24,7 +24,7 @@ def small_gtzan(root, count=3):
 
 def test_registry_names_builders_and_their_options():
     assert DATASET_BUILDERS["synthetic"] is synthetic.build
-    assert set(DATASET_BUILDERS) == {"gtzan", "mtat", "fma", "synthetic", "folder", "hub"}
+    assert set(DATASET_BUILDERS) == {"gtzan", "mtat", "fma", "jamendo", "synthetic", "folder", "hub"}
     for name, builder in DATASET_BUILDERS.items():
         params = inspect.signature(builder).parameters
         assert list(params)[0] == "root"

@@ -102,3 +102,11 @@ def test_a_packed_dataset_keeps_its_artist_groups(tmp_path):
         assert sorted(loaded[split]["group"]) == sorted(original[split]["group"])
     assert len(set(loaded["train"]["group"])) < len(loaded["train"])  # artists, not one group a track
     assert not set(loaded["train"]["group"]) & set(loaded["test"]["group"])
+
+
+def test_a_packed_dataset_of_unknown_artists_stays_unknown(packed):
+    """The demo's tracks name no artist: its packed column is blank, so the reloaded groups are unknown."""
+    from finetune.leakage import leakage
+
+    loaded = load_dataset("hub", None, path=str(packed[0]))
+    assert not leakage(loaded, "artist")["groups_known"]

@@ -16,7 +16,7 @@ def data_recipe(name, **data):
 
 def test_every_dataset_declares_its_choices():
     assert set(CHOICE_OPTIONS) == {("gtzan", "split_scheme"), ("mtat", "split_scheme"), ("fma", "subset"),
-                                   ("fma", "task"), ("synthetic", "split_scheme")}
+                                   ("fma", "task"), ("jamendo", "subset"), ("synthetic", "split_scheme")}
     for name, key in CHOICE_OPTIONS:
         assert key in DATASET_OPTIONS[name] and key in DATASET_OPTION_KEYS
 

@@ -107,8 +107,8 @@ def evaluations(history):
 
 
 def test_early_stopping_ends_a_run_that_cannot_improve(tmp_path, synthetic_root):
-    # lr 0: the weights never change (only batch-norm statistics drift), so the accuracy stalls.
-    history = short_run(tmp_path, synthetic_root, "train.max_steps=10", "train.lr=0",
+    # lr 1e-30 (0 is refused): below float32 resolution, the weights never change (only batch-norm statistics drift), so the accuracy stalls.
+    history = short_run(tmp_path, synthetic_root, "train.max_steps=10", "train.lr=1e-30",
                         "train.early_stopping_patience=1", "train.early_stopping_min_steps=0",
                         "train.metric=accuracy")
     evals = evaluations(history)
@@ -148,9 +148,9 @@ def test_plateau_halves_the_learning_rate_after_an_evaluation_without_improvemen
 
 
 def test_early_stopping_counts_no_evaluation_before_its_minimum_steps(tmp_path, synthetic_root):
-    """The same stalled run (lr 0) with patience 1 but 6 steps before anything counts: it goes on to
+    """The same stalled run (lr 1e-30) with patience 1 but 6 steps before anything counts: it goes on to
     the first evaluation after step 6 that does not beat the best, never stopping earlier."""
-    history = short_run(tmp_path, synthetic_root, "train.max_steps=10", "train.lr=0",
+    history = short_run(tmp_path, synthetic_root, "train.max_steps=10", "train.lr=1e-30",
                         "train.early_stopping_patience=1", "train.early_stopping_min_steps=6",
                         "train.metric=accuracy")
     evals = evaluations(history)

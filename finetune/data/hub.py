@@ -310,7 +310,7 @@ def _stream(name: str, split: IterableDataset, columns: Columns, names: Sequence
     source = split.select_columns(columns.read()).decode(False)
     return source.filter(partial(_has_label, columns=columns)).map(
         partial(_streamed_row, name=name, columns=columns, target=LabelIndex(names), multi_label=multi_label),
-        remove_columns=[columns.audio, columns.label], features=features)
+        remove_columns=columns.read(), features=features)  # the source's group column too: `group` replaces it
 
 
 def _train_labels(split: IterableDataset, columns: Columns) -> set[str]:

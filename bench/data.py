@@ -27,9 +27,8 @@ import torch
 from bench.media import FMA_MP3, GTZAN_WAV, MTAT_MP3, AudioFormat, track_files
 from bench.models import SAMPLE_RATE, baseline_cnn
 from bench.timing import Result, alternate, median, once
-from finetune.clips import AudioCache, CropReader, SharedEpoch, TrainCrops, training_cache
+from finetune.clips import AudioCache, AudioCollator, CropReader, SharedEpoch, TrainCrops, training_cache
 from finetune.recipe import DataConfig
-from finetune.clips import AudioCollator
 
 TARGET = 0.8
 # Seconds of audio in each dataset's standard training split (tracks x clip length).

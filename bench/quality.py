@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from functools import partial
 from pathlib import Path
 
 import librosa
@@ -129,7 +130,7 @@ def both_kinds(recipe: str, overrides: list[str], out: Path) -> dict[str, tuple[
     runs = {}
     for kind, settings in FOLD_KINDS.items():
         folder = out / kind
-        summary, seconds = timed(lambda: toolkit_cv(recipe, [*settings, *overrides], folder))
+        summary, seconds = timed(partial(toolkit_cv, recipe, [*settings, *overrides], folder))
         runs[kind] = (summary, folder, seconds)
     return runs
 

@@ -19,11 +19,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")
 
-import torch  # noqa: E402
-import transformers  # noqa: E402
+import torch
+import transformers
 
-from bench import commands, data, frontends, index, inference, probe, quality, ranks, step  # noqa: E402
-from bench.timing import table  # noqa: E402
+from bench import commands, data, frontends, index, inference, probe, quality, ranks, step
+from bench.timing import table
 
 BENCHMARKS = {
     "data": data.run,

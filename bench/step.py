@@ -15,6 +15,7 @@ import itertools
 import tempfile
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -100,7 +101,7 @@ def bare_arm(recipe, model, items, collator, size: Size, folder: Path):
             optimizer.step()
             optimizer.zero_grad()
 
-        return [seconds(lambda: step(batch)) for batch in batches][size.warmup:]
+        return [seconds(partial(step, batch)) for batch in batches][size.warmup:]
 
     return train
 

@@ -5,12 +5,12 @@ metric registry (`finetune.metrics`); metrics.json keeps the point estimates fro
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
-from typing import Callable
 
 import numpy as np
-from finetune.console import progress
 
+from finetune.console import progress
 from finetune.evaluation import TrackPredictions
 from finetune.metrics import MULTI_LABEL, SINGLE_LABEL, headline, scores, task_name, task_of
 

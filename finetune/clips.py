@@ -24,7 +24,7 @@ from datasets.distributed import split_dataset_by_node
 
 from finetune.console import progress
 from finetune.data.audio import AudioReadError, audio_duration, os_cause, read_window
-from finetune.data.common import task_of  # noqa: F401  (re-exported: the runners read the task here)
+from finetune.data.common import task_of  # also re-exported: the runners read the task here
 
 logger = logging.getLogger("finetune.data")
 
@@ -90,12 +90,12 @@ class Windowing:
         return int(round(self.clip_seconds * sample_rate))
 
     @classmethod
-    def of_recipe(cls, recipe) -> "Windowing":
+    def of_recipe(cls, recipe) -> Windowing:
         return cls(recipe.data.clip_seconds, recipe.data.eval_hop_seconds, recipe.eval.aggregate,
                    recipe.eval.max_seconds)
 
     @classmethod
-    def of_config(cls, config, default_clip_seconds: float) -> "Windowing":
+    def of_config(cls, config, default_clip_seconds: float) -> Windowing:
         """A saved model's windowing (`clip_seconds`, `hop_seconds`, `aggregate`, `max_seconds` in its config)."""
         clip = getattr(config, "clip_seconds", None) or default_clip_seconds
         return cls(float(clip), getattr(config, "hop_seconds", None), getattr(config, "aggregate", None) or "mean",

@@ -192,7 +192,7 @@ def scalar_metrics(metrics: dict) -> dict:
 
 
 def track_predictions(ids: list[str], paths: list[str], track_index: np.ndarray, probs: np.ndarray,
-                      labels: np.ndarray, label_names: list[str]) -> "TrackPredictions":
+                      labels: np.ndarray, label_names: list[str]) -> TrackPredictions:
     """A split's track-level predictions from `evaluate_windows` (its rows: the tracks whose
     windows all read, in track order), with each track's id and path from the split's `ids` and
     `paths` (indexed by the windows' `track_index` (W,))."""
@@ -226,7 +226,7 @@ class TrackPredictions:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "TrackPredictions":
+    def load(cls, path: str | Path) -> TrackPredictions:
         with np.load(path, allow_pickle=False) as data:
             return cls(ids=data["ids"].tolist(), paths=data["paths"].tolist(), probs=data["probs"],
                        labels=data["labels"], label_names=data["label_names"].tolist())

@@ -78,7 +78,7 @@ class LogMel(PowerSTFT):
         self.register_buffer("fb", torch.from_numpy(fb.T).float())  # (n_fft // 2 + 1, n_mels)
 
     @classmethod
-    def from_config(cls, config) -> "LogMel":
+    def from_config(cls, config) -> LogMel:
         return cls(config.sample_rate, config.n_fft, config.hop_length, config.n_mels, config.f_min,
                    config.f_max, config.mel_htk, config.mel_norm)
 
@@ -121,7 +121,7 @@ class LogSTFT(PowerSTFT):
             raise ValueError(f"stft: no STFT bin from f_min = {f_min:g} Hz up to {self.high * step:g} Hz")
 
     @classmethod
-    def from_config(cls, config) -> "LogSTFT":
+    def from_config(cls, config) -> LogSTFT:
         return cls(config.sample_rate, config.n_fft, config.hop_length, config.f_min, config.f_max)
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
@@ -149,7 +149,7 @@ class LogCQT(nn.Module):
         self.register_buffer("kernels", torch.from_numpy(kernels).float())
 
     @classmethod
-    def from_config(cls, config) -> "LogCQT":
+    def from_config(cls, config) -> LogCQT:
         return cls(config.sample_rate, config.hop_length, config.cqt_bins, config.bins_per_octave, config.f_min)
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
@@ -173,7 +173,7 @@ class MFCC(nn.Module):
         self.register_buffer("dct", torch.from_numpy(dct).float())
 
     @classmethod
-    def from_config(cls, config) -> "MFCC":
+    def from_config(cls, config) -> MFCC:
         return cls(LogMel.from_config(config), config.n_mfcc)
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
@@ -194,7 +194,7 @@ class PCEN(nn.Module):
         self.b = (np.sqrt(1 + 4 * t_frames**2) - 1) / (2 * t_frames**2)  # librosa.pcen's smoother
 
     @classmethod
-    def from_config(cls, config) -> "PCEN":
+    def from_config(cls, config) -> PCEN:
         return cls(LogMel.from_config(config), config.sample_rate, config.hop_length)
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:

@@ -13,8 +13,8 @@ ties included; `finetune.evaluation` keeps scikit-learn's point estimates for me
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 

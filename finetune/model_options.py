@@ -8,14 +8,14 @@ place their options are defined; tests/test_registries.py checks that it is curr
 
 from __future__ import annotations
 
-import functools
 import dataclasses
+import functools
 import inspect
 import json
 import operator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 OPTIONS_FILE = Path(__file__).resolve().parent / "model_options.json"
 KINDS = ("baseline", "backbone", "auto")  # from-scratch baseline, named backbone family, `auto`

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import inspect
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -14,7 +14,8 @@ from transformers import AutoConfig, AutoFeatureExtractor, AutoModelForAudioClas
 from baselines import BASELINE_BUILDERS, MODEL_CLASSES  # importing registers the baseline classes with the Auto classes
 from baselines.common import FRONTEND_NORMS, SpectrogramConfig
 from baselines.loading import load_saved
-from finetune.backbones import AUTO, BACKBONE_BUILDERS, build_auto  # ... and the finetune_* backbone subclasses
+from finetune.backbones import AUTO, BACKBONE_BUILDERS  # ... and the finetune_* backbone subclasses
+from finetune.backbones.auto import build_auto
 from finetune.backbones.heads import base_model_name
 from finetune.backbones.lora import export_ready, lora_layers, save_adapter
 from finetune.bundle import ModelBundle

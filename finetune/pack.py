@@ -25,11 +25,11 @@ from finetune.clips import task_of
 from finetune.console import progress
 from finetune.data.audio import AudioReadError, read_window
 from finetune.data.common import SPLITS, report, split_features
-from finetune.published import split_key
 from finetune.data.hub import HUB_PREFIX
 from finetune.data.recipe_data import recipe_dataset
 from finetune.export import check_push, push_to_hub
 from finetune.models import build_model
+from finetune.published import split_key
 from finetune.recipe import Recipe, RecipeError
 
 AUDIO_STORAGE = {"bytes": Value("binary"), "path": Value("string")}  # Audio(decode=False)'s Arrow storage

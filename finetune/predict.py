@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterable, Iterator, TypeVar
+from typing import TypeVar
 
 import numpy as np
 import soxr
@@ -20,8 +21,8 @@ from finetune.bundle import ModelBundle
 from finetune.clips import Windowing, fit_length
 from finetune.data.audio import AUDIO_EXTENSIONS, AudioReadError, audio_duration, read_windows, to_mono
 from finetune.evaluation import aggregate_tracks, window_probabilities
-from finetune.models import load_model
 from finetune.machine import local_accelerator
+from finetune.models import load_model
 
 DEFAULT_CLIP_SECONDS = 5.0
 DEFAULT_TOP_K = 5  # labels reported when no threshold applies
@@ -96,7 +97,7 @@ class Predictor:
         self.tag_thresholds = tag_thresholds(config) if self.multi_label else None
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, **kwargs) -> "Predictor":
+    def from_pretrained(cls, path: str | Path, **kwargs) -> Predictor:
         """Load from a run folder or model folder; the windows are the ones it was evaluated with."""
         bundle = load_model(model_folder(path))
         return cls(bundle, Windowing.of_config(bundle.model.config, DEFAULT_CLIP_SECONDS), **kwargs)

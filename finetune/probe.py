@@ -28,9 +28,9 @@ import logging
 import os
 import re
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -43,10 +43,10 @@ from finetune.backbones.heads import resolve_layer
 from finetune.clips import AudioCollator, EvalWindows, Windowing, task_of, track_table
 from finetune.console import progress
 from finetune.evaluation import evaluate_windows, scalar_metrics, track_predictions
-from finetune.models import ModelBundle, head_names
 from finetune.losses import task_loss
-from finetune.metrics import selection
 from finetune.machine import cache_dir, default_workers, local_accelerator
+from finetune.metrics import selection
+from finetune.models import ModelBundle, head_names
 
 logger = logging.getLogger("finetune")
 

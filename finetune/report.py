@@ -18,16 +18,15 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from finetune import recipe as recipes  # noqa: E402
-from finetune.bootstrap import split_intervals  # noqa: E402
-from finetune.evaluation import TrackPredictions  # noqa: E402
-from finetune.leakage import KEY as LEAKAGE_KEY, leakage_text  # noqa: E402
-from finetune.metrics import LOSS, SINGLE_LABEL, headline, metrics_for, summary_names, task_of  # noqa: E402
-from finetune.published import (PUBLISHED_SPLIT_ARTISTS, Published, partial_test_split,  # noqa: E402
-                                published_for, split_key)
+from finetune import recipe as recipes
+from finetune.bootstrap import split_intervals
+from finetune.evaluation import TrackPredictions
+from finetune.leakage import KEY as LEAKAGE_KEY, leakage_text
+from finetune.metrics import LOSS, SINGLE_LABEL, headline, metrics_for, summary_names, task_of
+from finetune.published import PUBLISHED_SPLIT_ARTISTS, Published, partial_test_split, published_for, split_key
 
 
 @dataclass

@@ -6,8 +6,8 @@ import contextlib
 import functools
 import json
 import logging
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import transformers
@@ -15,25 +15,41 @@ from accelerate import PartialState
 from accelerate.utils import broadcast_object_list
 
 from finetune import export, report
-from finetune.atomic import writing
+from finetune.atomic import write_atomically, writing
 from finetune.augment import augment_waveform
+from finetune.backbones import family_of
 from finetune.bootstrap import split_intervals
 from finetune.checks import check_metric, check_recipe
-from finetune.backbones import family_of
-from finetune.clips import (AudioCollator, CropReader, EvalWindows, StreamCrops, TrainCrops, Windowing,
-                            crops_per_track, task_of, track_table, training_cache)
+from finetune.clips import (
+    AudioCollator,
+    CropReader,
+    EvalWindows,
+    StreamCrops,
+    TrainCrops,
+    Windowing,
+    crops_per_track,
+    task_of,
+    track_table,
+    training_cache,
+)
 from finetune.data.recipe_data import recipe_dataset
-from finetune.machine import cache_dir, local_accelerator
 from finetune.evaluation import evaluate_windows, track_predictions, tune_thresholds
 from finetune.leakage import KEY as LEAKAGE_KEY, leakage
+from finetune.machine import cache_dir, local_accelerator
 from finetune.models import adapter_only, build_model, export_model, head_names
 from finetune.probe import probe_head_init, run_probe
 from finetune.recipe import Recipe, RecipeError
-from finetune.atomic import write_atomically
 from finetune.rundir import RunFolder, RunFolderError, claim
 from finetune.studies import end_of_run
-from finetune.training import (FinetuneTrainer, callbacks, metrics_function, parameter_learning_rates,
-                               runnable_precision, train_from_start_point, training_arguments)
+from finetune.training import (
+    FinetuneTrainer,
+    callbacks,
+    metrics_function,
+    parameter_learning_rates,
+    runnable_precision,
+    train_from_start_point,
+    training_arguments,
+)
 
 logger = logging.getLogger("finetune")
 
@@ -240,7 +256,7 @@ def finish(run_dir: Path, steps: dict) -> None:
     for name, step in steps.items():
         try:
             step()
-        except Exception as err:  # noqa: BLE001 - every step runs; the failures are reported together
+        except Exception as err:  # every step runs; the failures are reported together
             failed[name] = err
     if failed:
         causes = "; ".join(f"{name}: {err}" for name, err in failed.items())

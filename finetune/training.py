@@ -10,25 +10,25 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from accelerate.data_loader import IterableDatasetShard
 from accelerate.utils import is_bf16_available
+from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
-from transformers.trainer_callback import ExportableState
 from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_callback import ExportableState
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from finetune.atomic import writing
 from finetune.augment import mixup
-from finetune.losses import task_loss
-from finetune.machine import default_workers, local_accelerator
 from finetune.backbones.heads import base_model_name
+from finetune.checks import check_trainer_args, installed_reporters
 from finetune.console import bars_enabled, metric_text
 from finetune.divergence import StopOnDivergence, TrainingDiverged
 from finetune.evaluation import evaluate_windows, scalar_metrics
+from finetune.losses import task_loss
+from finetune.machine import default_workers, local_accelerator
 from finetune.metrics import selection
-from finetune.checks import check_trainer_args, installed_reporters
 from finetune.recipe import Recipe
 
 logger = logging.getLogger("finetune")
@@ -428,7 +428,7 @@ class EpochToDataset(TrainerCallback):
 class RestoreRunningLoss(TrainerCallback):
     """Calls `FinetuneTrainer.restore_running_loss` once the Trainer has set up its logging state."""
 
-    def __init__(self, trainer: "FinetuneTrainer"):
+    def __init__(self, trainer: FinetuneTrainer):
         self.trainer = trainer
 
     def on_train_begin(self, args, state, control, **kwargs):

@@ -15,13 +15,30 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from data_fixtures import write_annotations, write_audio
 from safetensors.torch import save_file
-from transformers import (ASTConfig, ASTFeatureExtractor, ASTForAudioClassification, Data2VecAudioConfig,
-                          Data2VecAudioModel, HubertConfig, HubertModel, SEWConfig, SEWModel, UniSpeechSatConfig,
-                          UniSpeechSatModel, Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model, WavLMConfig,
-                          WavLMModel, WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration)
+from transformers import (
+    ASTConfig,
+    ASTFeatureExtractor,
+    ASTForAudioClassification,
+    Data2VecAudioConfig,
+    Data2VecAudioModel,
+    HubertConfig,
+    HubertModel,
+    SEWConfig,
+    SEWModel,
+    UniSpeechSatConfig,
+    UniSpeechSatModel,
+    Wav2Vec2Config,
+    Wav2Vec2FeatureExtractor,
+    Wav2Vec2Model,
+    WavLMConfig,
+    WavLMModel,
+    WhisperConfig,
+    WhisperFeatureExtractor,
+    WhisperForConditionalGeneration,
+)
 
+from data_fixtures import write_annotations, write_audio
 from finetune.data.gtzan import GENRES
 from finetune.models import ModelBundle
 from finetune.recipe import BackboneConfig, LoraConfig

@@ -59,8 +59,8 @@ def mtat_root(tmp_path_factory) -> Path:
     import numpy as np
     import soundfile as sf
 
-    from finetune.data import synthetic
     from data_fixtures import write_annotations
+    from finetune.data import synthetic
 
     root = tmp_path_factory.mktemp("mtat")
     tag_names = synthetic.CLASSES + ["drums"]

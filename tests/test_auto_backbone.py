@@ -8,17 +8,22 @@ import json
 import numpy as np
 import pytest
 import torch
-from backbone_fixtures import one_torch_thread, tiny_auto_checkpoints, tiny_backbones  # noqa: F401  fixtures
 from safetensors.torch import load_file
-from transformers import (AutoConfig, AutoModelForAudioClassification, BertConfig, GPT2Config,
-                          HubertForSequenceClassification, pipeline)
+from transformers import (
+    AutoConfig,
+    AutoModelForAudioClassification,
+    BertConfig,
+    GPT2Config,
+    HubertForSequenceClassification,
+    pipeline,
+)
 from transformers.models.auto.modeling_auto import MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING_NAMES
 
+from backbone_fixtures import one_torch_thread, tiny_auto_checkpoints, tiny_backbones  # noqa: F401  fixtures
 from finetune import recipe as recipes
 from finetune.backbones import auto_family
-from finetune.backbones.auto import build_auto
+from finetune.backbones.auto import build_auto, find_layers
 from finetune.backbones.heads import base_model_of
-from finetune.backbones.auto import find_layers
 from finetune.backbones.lora import default_targets
 from finetune.cli import main
 from finetune.data.synthetic import CLASSES

@@ -6,13 +6,18 @@ import os
 import numpy as np
 import pytest
 import torch
-from backbone_fixtures import one_torch_thread, tiny_backbones  # noqa: F401  fixtures
-from backbone_fixtures import SPEECH_SIZE, build_tiny, save_mert_format
-from data_fixtures import write_audio
 from safetensors.torch import load_file
-from transformers import (ASTForAudioClassification, HubertConfig, HubertForSequenceClassification,
-                          HubertModel, Wav2Vec2ForSequenceClassification, pipeline)
+from transformers import (
+    ASTForAudioClassification,
+    HubertConfig,
+    HubertForSequenceClassification,
+    HubertModel,
+    Wav2Vec2ForSequenceClassification,
+    pipeline,
+)
 
+from backbone_fixtures import SPEECH_SIZE, build_tiny, one_torch_thread, save_mert_format, tiny_backbones  # noqa: F401  fixtures
+from data_fixtures import write_audio
 from finetune.backbones import BACKBONE_BUILDERS, FAMILIES
 from finetune.backbones.common import read_config
 from finetune.backbones.lora import OWN_PARAMETERS_FILE, export_ready, load_adapter, lora_layers, save_adapter

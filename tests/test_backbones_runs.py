@@ -6,11 +6,10 @@ import huggingface_hub.constants
 import numpy as np
 import pytest
 import torch
-from backbone_fixtures import one_torch_thread, tiny_backbones, tiny_gtzan, tiny_mtat  # noqa: F401  fixtures
-from backbone_fixtures import TAGS, TINY_GTZAN
 from safetensors.torch import load_file
 from transformers import ASTModel, HubertModel, Wav2Vec2Model
 
+from backbone_fixtures import TAGS, TINY_GTZAN, one_torch_thread, tiny_backbones, tiny_gtzan, tiny_mtat  # noqa: F401  fixtures
 from finetune.cli import main
 from finetune.data.gtzan import GENRES
 from finetune.evaluation import TrackPredictions

@@ -7,14 +7,13 @@ import re
 import numpy as np
 import pytest
 import torch
-
 from safetensors.torch import load_file, save_file
 from transformers import Wav2Vec2FeatureExtractor
 
 from baselines import BASELINE_BUILDERS, MODEL_CLASSES
+from baselines.common import FRONTEND_NORMS, SpectrogramModel
 from baselines.loading import start_model
 from baselines.simple_cnn import SimpleCNNConfig, SimpleCNNModel
-from baselines.common import FRONTEND_NORMS, SpectrogramModel
 from finetune import recipe as recipes
 from finetune.checks import check_recipe
 from finetune.features import FRONTENDS

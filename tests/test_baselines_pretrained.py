@@ -13,8 +13,7 @@ from baselines import BASELINE_BUILDERS, MODEL_CLASSES
 from baselines.loading import import_won_checkpoint, rename_won_keys
 from baselines.msd_tags import MSD_TAGS
 from baselines.mtat_tags import MTAT_TAGS
-from finetune import export
-from finetune import recipe as recipes
+from finetune import export, recipe as recipes
 from finetune.models import check_model_args
 from finetune.recipe import BackboneConfig, RecipeError
 

@@ -8,12 +8,11 @@ import shutil
 import numpy as np
 import pytest
 
+from cli_helpers import run_main
 from finetune.bootstrap import headline_score
 from finetune.cli import main
 from finetune.evaluation import TrackPredictions
 from finetune.studies.paired import paired_test
-
-from cli_helpers import run_main
 
 FOLDS, SEEDS, PER_SPLIT = 3, (0, 1), 5
 

@@ -1,6 +1,7 @@
 """Audio I/O: windowed reads against full decodes, formats, channels, rates, and clear errors."""
 
 import shutil
+from functools import partial
 
 import numpy as np
 import pytest
@@ -79,7 +80,7 @@ def test_errors_name_the_file_and_the_cause(tmp_path):
     cases = {empty: "empty file", text: "not readable as audio", cut: "not readable as audio",
              tmp_path / "absent.flac": "file not found"}
     for path, cause in cases.items():
-        for call in (lambda: audio_duration(path), lambda: read_window(path, 8000)):
+        for call in (partial(audio_duration, path), partial(read_window, path, 8000)):
             with pytest.raises(AudioReadError, match=cause) as info:
                 call()
             assert str(path) in str(info.value) and isinstance(info.value, ValueError)

@@ -10,9 +10,9 @@ import soundfile as sf
 from datasets import Audio
 
 from data_fixtures import write_annotations, write_audio
-from test_data_fma import fma_root  # noqa: F401  (a fixture, used by name)
 from finetune.data import DATASET_BUILDERS, DATASET_OPTIONS, gtzan, load_dataset, mtat, synthetic
 from finetune.data.headers import scan_files
+from test_data_fma import fma_root  # noqa: F401  (a fixture, used by name)
 
 
 def small_gtzan(root, count=3):

@@ -36,7 +36,7 @@ def test_class_folders_give_the_contract_and_a_seeded_stratified_split(tmp_path)
     dataset = load_dataset("folder", class_folders(tmp_path / "music"), seed=3)
     assert list(dataset) == ["train", "validation", "test"]
     names = ["2", "10", "jazz", "rock"]  # sorted, numbers numerically
-    for split, rows in dataset.items():
+    for rows in dataset.values():
         assert list(rows.features) == ["id", "group", "audio", "label", "duration"]
         assert rows.features["label"] == ClassLabel(names=names)
         assert rows.features["audio"] == Audio(decode=False)

@@ -11,8 +11,14 @@ from datasets import ClassLabel, Dataset, DatasetDict, Features, Sequence, Value
 
 from finetune import recipe as recipes
 from finetune.data.common import stratified_split
-from finetune.data.folds import (UnsplittableClasses, assign_folds, check_unsplittable, cross_validation_split,
-                                 stratification_keys, unsplittable_classes)
+from finetune.data.folds import (
+    UnsplittableClasses,
+    assign_folds,
+    check_unsplittable,
+    cross_validation_split,
+    stratification_keys,
+    unsplittable_classes,
+)
 from finetune.data.recipe_data import check_folds, recipe_dataset
 from test_data_gtzan import make_gtzan
 

@@ -17,6 +17,7 @@ from finetune.data.audio import read_window
 from finetune.data.hub import audio_cache
 
 GENRES = ["rock", "jazz", "blues"]  # a ClassLabel's order, kept
+GENRE_LABEL = ClassLabel(names=GENRES)
 
 
 @pytest.fixture(autouse=True)
@@ -27,7 +28,7 @@ def caches(tmp_path, monkeypatch):
     monkeypatch.setenv("FINETUNE_CACHE", str(tmp_path / "finetune-cache"))
 
 
-def parquet_dataset(root, splits=(("train", 12), ("test", 3)), label=ClassLabel(names=GENRES), seconds=0.2):
+def parquet_dataset(root, splits=(("train", 12), ("test", 3)), label=GENRE_LABEL, seconds=0.2):
     """`root/data/<split>-00000-of-00001.parquet`: an Audio column of {bytes, path} and a label column."""
     features = Features({"audio": Audio(), "genre": label})
     for index, (split, count) in enumerate(splits):

@@ -15,8 +15,7 @@ import pytest
 
 from cli_helpers import run_main
 from data_fixtures import copy_to, write_audio
-from finetune import published
-from finetune import recipe as recipes
+from finetune import published, recipe as recipes
 from finetune.data import jamendo, load_dataset
 from finetune.pack import pack
 

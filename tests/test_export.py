@@ -3,8 +3,7 @@ which weights under which licence, and how to load and score the model."""
 
 import yaml
 
-from finetune import export
-from finetune import recipe as recipes
+from finetune import export, recipe as recipes
 
 GENRES = {str(i): g for i, g in enumerate(["blues", "classical", "jazz"])}
 TAGS = {str(i): t for i, t in enumerate(["guitar", "rock", "piano"])}

@@ -8,12 +8,10 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from backbone_fixtures import one_torch_thread, tiny_backbones, tiny_gtzan, tiny_mtat  # noqa: F401  fixtures
-from backbone_fixtures import TAGS, TINY_GTZAN
 from safetensors.torch import load_file
 
-from finetune import export
-from finetune import recipe as recipes
+from backbone_fixtures import TAGS, TINY_GTZAN, one_torch_thread, tiny_backbones, tiny_gtzan, tiny_mtat  # noqa: F401  fixtures
+from finetune import export, recipe as recipes
 from finetune.backbones.lora import OWN_PARAMETERS_FILE, load_adapter
 from finetune.cli import main
 from finetune.models import build_model, load_model

@@ -11,11 +11,11 @@ import socket
 
 import pytest
 
+from data_fixtures import write_audio
 from finetune import recipe as recipes
 from finetune.cli import main
 from finetune.folders import RESULTS, OtherResults, check_output_folder
 from finetune.rundir import claim
-from data_fixtures import write_audio
 from test_refusals import folder_dataset, refusal
 from test_search import search_command, trials_of
 

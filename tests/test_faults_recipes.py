@@ -15,7 +15,6 @@ from finetune.cli import main
 from finetune.divergence import StopOnDivergence, TrainingDiverged
 from test_refusals import refusal
 
-
 # ---------------------------------------------------------------------------- recipe files
 
 

@@ -9,8 +9,17 @@ import soxr
 import torch
 
 from baselines.common import SpectrogramConfig
-from finetune.features import (FRONTENDS, MFCC, PCEN, PCEN_INPUT_SCALE, LearnableMel, LogCQT, LogMel, LogSTFT,
-                               build_frontend)
+from finetune.features import (
+    FRONTENDS,
+    MFCC,
+    PCEN,
+    PCEN_INPUT_SCALE,
+    LearnableMel,
+    LogCQT,
+    LogMel,
+    LogSTFT,
+    build_frontend,
+)
 
 SR, HOP = 16000, 256
 

@@ -6,8 +6,7 @@ import json
 import pytest
 import torch
 
-from finetune import export
-from finetune import recipe as recipes
+from finetune import export, recipe as recipes
 from finetune.features import FRONTENDS
 from finetune.predict import Predictor
 from finetune.run import run

@@ -7,10 +7,9 @@ import json
 import pytest
 from datasets import Dataset, DatasetDict
 
-from finetune.leakage import leak_cell, leakage, leakage_text
-
 from cli_helpers import run_main
 from data_fixtures import write_audio
+from finetune.leakage import leak_cell, leakage, leakage_text
 from test_search import trials_of
 
 

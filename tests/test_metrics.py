@@ -9,8 +9,7 @@ import warnings
 import numpy as np
 import pytest
 
-from finetune import export, metrics
-from finetune import recipe as recipes
+from finetune import export, metrics, recipe as recipes
 from finetune.console import metric_text
 from finetune.evaluation import evaluate_windows, scalar_metrics, track_metrics
 from finetune.report import run_summary, write_reports

@@ -5,12 +5,9 @@ two processes each reading its own shards."""
 import json
 import os
 import subprocess
-import sys
 from collections import Counter
 
 import pytest
-from test_distributed import free_port, launcher
-from test_predict_export import FolderApi
 
 from finetune import recipe as recipes
 from finetune.cli import main
@@ -19,6 +16,8 @@ from finetune.data.audio import read_window
 from finetune.data.recipe_data import recipe_dataset
 from finetune.export import HubError
 from finetune.pack import pack
+from test_distributed import free_port, launcher
+from test_predict_export import FolderApi
 
 TRACKS = 12  # per split, in the runs trained from the shards
 DEMO = ["data.num_workers=0", f"data.max_tracks={TRACKS}"]

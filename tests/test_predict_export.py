@@ -52,7 +52,7 @@ def test_any_length_any_rate_any_channels(predictor, tmp_path):
         assert result["duration"] == pytest.approx(duration, abs=1e-3)
         assert len(result["labels"]) == 3
         assert result["labels"][0]["score"] >= result["labels"][1]["score"]
-        assert {l["label"] for l in result["labels"]} <= set(predictor.label_names)
+        assert {item["label"] for item in result["labels"]} <= set(predictor.label_names)
     assert len(result["windows"]) == 9  # 21 s in the demo's evaluation windows: 3 s every 2.5 s
     assert [w["start"] for w in result["windows"]][-2:] == [17.5, 18.0]  # the last one ends at the end
     assert sum(result["windows"][0]["scores"].values()) == pytest.approx(1.0, abs=1e-4)
@@ -63,8 +63,8 @@ def test_array_input_matches_file_input(predictor, synthetic_root):
     y, sr = sf.read(path, dtype="float32")
     from_file = predictor.predict(path)["labels"]
     from_array = predictor.predict(y, sr=sr)["labels"]
-    assert [l["label"] for l in from_file] == [l["label"] for l in from_array]
-    np.testing.assert_allclose([l["score"] for l in from_file], [l["score"] for l in from_array], atol=1e-4)
+    assert [item["label"] for item in from_file] == [item["label"] for item in from_array]
+    np.testing.assert_allclose([item["score"] for item in from_file], [item["score"] for item in from_array], atol=1e-4)
     with pytest.raises(ValueError, match="sample rate"):
         predictor.predict(y)
 
@@ -84,7 +84,7 @@ def test_cli_prints_json_lines_and_reports_bad_files(demo_run, tmp_path):
                              str(tmp_path), "--top-k", "2"], capture_output=True, text=True)
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert result.returncode == 1, "a failed file makes the exit status non-zero"
-    by_name = {l["file"].rsplit("/", 1)[-1]: l for l in lines}
+    by_name = {item["file"].rsplit("/", 1)[-1]: item for item in lines}
     assert len(by_name["a.wav"]["labels"]) == 2
     assert "broken.mp3" in by_name["broken.mp3"]["error"]
 
@@ -194,7 +194,7 @@ def cli_labels(capsys, *argv):
 
     capsys.readouterr()
     assert main(["predict", *argv]) == 0
-    return [[l["label"] for l in json.loads(line)["labels"]] for line in capsys.readouterr().out.splitlines()]
+    return [[item["label"] for item in json.loads(line)["labels"]] for line in capsys.readouterr().out.splitlines()]
 
 
 def test_tagging_run_tunes_and_predict_applies_per_tag_thresholds(mtat_run, mtat_root, capsys):
@@ -213,14 +213,14 @@ def test_tagging_run_tunes_and_predict_applies_per_tag_thresholds(mtat_run, mtat
     path = sorted(mtat_root.rglob("*.mp3"))[0]
     track = predictor.window_scores(path)[2].mean(axis=0)
     passing = {n for n, s, t in zip(predictor.label_names, track, thresholds) if s >= t}
-    assert {l["label"] for l in predictor.predict(path)["labels"]} == passing
+    assert {item["label"] for item in predictor.predict(path)["labels"]} == passing
     # Thresholds straddling this file's scores: alternate tags just below / just above theirs.
     predictor.tag_thresholds = track + np.where(np.arange(7) % 2 == 0, -1e-6, 1e-6)
     result = predictor.predict(path)["labels"]
-    assert [l["label"] for l in result] == [predictor.label_names[i] for i in np.argsort(-track) if i % 2 == 0]
+    assert [item["label"] for item in result] == [predictor.label_names[i] for i in np.argsort(-track) if i % 2 == 0]
     assert len(predictor.predict(path, top_k=2)["labels"]) == 2  # top-k caps the tags that pass
     median = float(np.median(track))
-    assert {l["label"] for l in predictor.predict(path, threshold=median)["labels"]} == {
+    assert {item["label"] for item in predictor.predict(path, threshold=median)["labels"]} == {
         n for n, s in zip(predictor.label_names, track) if s >= median}
 
     # The CLI: per-tag thresholds by default, --threshold overrides them, --top-k caps.

@@ -15,7 +15,7 @@ from baselines.musicnn import MusicnnModel
 from finetune.cli import main
 from finetune.evaluation import TrackPredictions
 from finetune.predict import Predictor
-from finetune.probe import Embedder, Embedded, fit_head, fold_standardisation, path_slug, standardiser
+from finetune.probe import Embedded, Embedder, fit_head, fold_standardisation, path_slug, standardiser
 
 MUSICNN = "pretrained/sota-music-tagging-models/mtat/musicnn/best_model.pth"
 

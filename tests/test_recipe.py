@@ -1,7 +1,7 @@
 """The recipe schema: packaged recipes resolve, overrides apply, bad keys and types fail clearly."""
 
-import logging
 import dataclasses
+import logging
 import typing
 
 import pytest

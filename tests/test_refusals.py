@@ -11,10 +11,10 @@ import pytest
 
 from data_fixtures import write_audio
 from finetune import recipe as recipes
-from finetune.cli import main
-from finetune.run import check_recipe
-from finetune.machine import local_accelerator
 from finetune.checks import check_metric
+from finetune.cli import main
+from finetune.machine import local_accelerator
+from finetune.run import check_recipe
 from finetune.training import precision_runs, runnable_precision
 
 

@@ -12,8 +12,15 @@ from baselines import BASELINE_BUILDERS, MODEL_CLASSES
 from finetune import recipe as recipes
 from finetune.backbones import AUTO, BACKBONE_BUILDERS, FAMILIES
 from finetune.backbones.auto import NAMED
-from finetune.data import (DATASET_BUILDERS, DATASET_CARDS, DATASET_CHOICES, DATASET_MODULES, DATASET_OPTIONS,
-                           known_multi_label, load_dataset)
+from finetune.data import (
+    DATASET_BUILDERS,
+    DATASET_CARDS,
+    DATASET_CHOICES,
+    DATASET_MODULES,
+    DATASET_OPTIONS,
+    known_multi_label,
+    load_dataset,
+)
 from finetune.export import BASE_LICENSES, dataset_id, dataset_name, license_of
 from finetune.model_options import MODEL_OPTIONS, OPTIONS_FILE, to_json
 from finetune.models import check_model_args, model_builders, model_options

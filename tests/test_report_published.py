@@ -4,8 +4,7 @@ split; otherwise the report and the model card say how many of its tracks the ru
 import numpy as np
 import yaml
 
-from finetune import export, published
-from finetune import recipe as recipes
+from finetune import export, published, recipe as recipes
 from finetune.evaluation import classification_metrics, tagging_metrics
 from finetune.report import write_reports
 

@@ -4,19 +4,25 @@ clips (two 2-step demo runs), and the test tracks on which their predictions dis
 import matplotlib.image
 import numpy as np
 import pytest
-from backbone_fixtures import one_torch_thread  # noqa: F401  fixture: toy models run fastest on one thread
 
+from backbone_fixtures import one_torch_thread  # noqa: F401  fixture: toy models run fastest on one thread
 from finetune.cli import main
 from finetune.evaluation import TrackPredictions
-from finetune.studies.representations import (CELL_INCHES, FIGURE_NAME, LABEL_INCHES, clip_tracks,
-                                              disagreement_section, representation_section)
+from finetune.studies.representations import (
+    CELL_INCHES,
+    FIGURE_NAME,
+    LABEL_INCHES,
+    clip_tracks,
+    disagreement_section,
+    representation_section,
+)
 
 CLASSES = 3
 DPI = 110  # finetune.report.save_figure's default
 
 
 @pytest.fixture(scope="module")
-def two_runs(synthetic_root, tmp_path_factory, one_torch_thread) -> dict:  # noqa: F811
+def two_runs(synthetic_root, tmp_path_factory, one_torch_thread) -> dict:
     """Front end -> run folder: the demo recipe for 2 steps with mel and stft, 6 tracks per split."""
     root = tmp_path_factory.mktemp("vary")
     runs = {frontend: root / frontend for frontend in ("mel", "stft")}

@@ -13,9 +13,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from finetune.rundir import HOLDER_FILE, hold, in_use_message
-
 from cli_helpers import run_main
+from finetune.rundir import HOLDER_FILE, hold, in_use_message
 
 SETTINGS = ["train.max_steps=4", "train.save_steps=2", "train.save_total_limit=10", "train.batch_size=4",
             "data.max_tracks=8", "data.num_workers=0", "eval.durations=null"]

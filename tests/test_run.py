@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from backbone_fixtures import build_tiny, one_torch_thread, tiny_backbones  # noqa: F401  fixtures
 from transformers import TrainingArguments
 
+from backbone_fixtures import build_tiny, one_torch_thread, tiny_backbones  # noqa: F401  fixtures
 from finetune import recipe as recipes
 from finetune.clips import CropReader, TrainCrops, crops_per_track
 from finetune.models import head_names

@@ -19,7 +19,6 @@ from finetune.data.audio import AudioReadError
 from finetune.data.common import Clip, assemble
 from finetune.data.recipe_data import limit_tracks
 
-
 OPTIONS = {"synthetic": {}, "mtat": {"tags": 7}}  # the mtat_root fixture has 7 tags
 
 
@@ -86,7 +85,7 @@ def test_stream_crops_skip_and_count_bad_files_and_keep_labels(synthetic_root, c
     for item in items:  # each label is the label of the file that was read, never a neighbour's
         assert item["labels"] == table[int(item["input_values"][0])][2]
     assert set(crops.skipped) == bad
-    assert "skipped 2 missing or unreadable file(s) of %d" % len(table) in caplog.text
+    assert f"skipped 2 missing or unreadable file(s) of {len(table)}" in caplog.text
     with pytest.raises(RuntimeError, match="no training file could be read"):
         list(StreamCrops(train, 5, False, StubReader(set(number), number)))
 

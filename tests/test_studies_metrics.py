@@ -8,11 +8,11 @@ import pytest
 from sklearn import metrics as skm
 
 from finetune import bootstrap, published, recipe as recipes
+from finetune.data import gtzan
+from finetune.evaluation import TrackPredictions, classification_metrics, tagging_metrics
 from finetune.metrics import average_precision_columns, roc_auc_columns
 from finetune.studies import genre_maps
 from finetune.studies.crossdataset import cross_metrics, resolve
-from finetune.data import gtzan
-from finetune.evaluation import TrackPredictions, classification_metrics, tagging_metrics
 from finetune.studies.mistakes import confident_mistakes
 from finetune.studies.rare import rare_class_study
 

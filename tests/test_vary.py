@@ -14,14 +14,13 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
+from cli_helpers import run_main
 from finetune.bootstrap import headline_interval, headline_score
 from finetune.cli import main
 from finetune.evaluation import TrackPredictions
 from finetune.models import load_model
 from finetune.studies.paired import paired_test
 from finetune.vary import seeds_pooled
-
-from cli_helpers import run_main
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 FOLDS, VALUES = 3, ("1e-3", "3e-3")

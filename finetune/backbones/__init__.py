@@ -5,7 +5,7 @@ Importing this package also registers the ``finetune_*`` model types (attention 
 weighted layer sum) with transformers' Auto classes, so saved folders of those load by name.
 """
 
-from finetune.backbones.auto import auto_family, build_auto
+from finetune.backbones.auto import auto_family
 from finetune.backbones.common import Family
 from finetune.backbones.families import FAMILIES
 

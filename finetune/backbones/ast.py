@@ -15,13 +15,19 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import (ASTConfig, ASTFeatureExtractor, ASTForAudioClassification, AutoConfig,
-                          AutoModelForAudioClassification)
-from transformers import initialization as init
+from transformers import (
+    ASTConfig,
+    ASTFeatureExtractor,
+    ASTForAudioClassification,
+    AutoConfig,
+    AutoModelForAudioClassification,
+    initialization as init,
+)
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from finetune.backbones.common import Family, build_backbone
 from finetune.backbones.heads import AttentionPooling, weighted_layer_sum
+
 
 def token_pool(hidden: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """AST's own pooling: the mean of the [CLS] and distillation tokens, (B, N, D) -> (B, D)

@@ -16,8 +16,13 @@ from dataclasses import replace
 
 import torch
 from torch import nn
-from transformers import (CONFIG_MAPPING, FEATURE_EXTRACTOR_MAPPING, MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING,
-                          AutoFeatureExtractor, PreTrainedConfig)
+from transformers import (
+    CONFIG_MAPPING,
+    FEATURE_EXTRACTOR_MAPPING,
+    MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING,
+    AutoFeatureExtractor,
+    PreTrainedConfig,
+)
 from transformers.models.auto.modeling_auto import MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING_NAMES
 
 from finetune.backbones.common import CHECKPOINT_KEYS, Family, build_backbone

@@ -22,9 +22,8 @@ from torch import nn
 from transformers import PreTrainedConfig
 
 from finetune.backbones.heads import WEIGHTED, base_model_name, base_model_of, resolve_layer
-from finetune.bundle import label_config
 from finetune.backbones.lora import add_lora
-from finetune.bundle import ModelBundle
+from finetune.bundle import ModelBundle, label_config
 
 logger = logging.getLogger("finetune")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from transformers import HubertForSequenceClassification
 
 from finetune.backbones.common import build_backbone
-from finetune.backbones.wav2vec2 import (HubertPooledForSequenceClassification, speech_family)
+from finetune.backbones.wav2vec2 import HubertPooledForSequenceClassification, speech_family
 
 # MERT config keys HuBERT lacks, with the value under which MERT computes what HuBERT does.
 MERT_ONLY = {"feature_extractor_cqt": False, "deepnorm": False}

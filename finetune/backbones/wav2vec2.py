@@ -7,9 +7,15 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
-from transformers import (AutoConfig, AutoModelForAudioClassification, HubertConfig,
-                          HubertForSequenceClassification, Wav2Vec2Config, Wav2Vec2FeatureExtractor,
-                          Wav2Vec2ForSequenceClassification)
+from transformers import (
+    AutoConfig,
+    AutoModelForAudioClassification,
+    HubertConfig,
+    HubertForSequenceClassification,
+    Wav2Vec2Config,
+    Wav2Vec2FeatureExtractor,
+    Wav2Vec2ForSequenceClassification,
+)
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from finetune.backbones.common import Family, build_backbone

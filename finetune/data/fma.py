@@ -15,8 +15,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from finetune.data.common import (SPLITS, Clip, DatasetCard, assemble, check_options, dataset_root,
-                                  metadata_file, report)
+from finetune.data.common import SPLITS, Clip, DatasetCard, assemble, check_options, dataset_root, metadata_file, report
 from finetune.data.groups import check_level
 
 if TYPE_CHECKING:  # only annotations name them: checking a recipe imports this module without them

@@ -26,12 +26,23 @@ import csv
 import json
 import os
 import posixpath
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple, Sequence
+from typing import TYPE_CHECKING, NamedTuple
 
 from finetune.data.audio import AUDIO_EXTENSIONS, UNSUPPORTED_EXTENSIONS
-from finetune.data.common import (SPLIT_ALIASES, Labelled, assemble, check_formats, class_names,
-                                  complete_splits, dataset_root, label_set, labelled_clips, listing)
+from finetune.data.common import (
+    SPLIT_ALIASES,
+    Labelled,
+    assemble,
+    check_formats,
+    class_names,
+    complete_splits,
+    dataset_root,
+    label_set,
+    labelled_clips,
+    listing,
+)
 from finetune.data.groups import GROUP_LEVELS, check_level, credit_groups
 
 if TYPE_CHECKING:  # only annotations name it: checking a recipe imports this module without datasets

@@ -11,13 +11,23 @@ from __future__ import annotations
 
 import os
 import posixpath
+from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 from finetune.data.audio import AUDIO_EXTENSIONS
-from finetune.data.common import (SPLITS, Clip, DatasetCard, assemble, check_options, dataset_root,
-                                  layout_folder, listing, stratified_split)
+from finetune.data.common import (
+    SPLITS,
+    Clip,
+    DatasetCard,
+    assemble,
+    check_options,
+    dataset_root,
+    layout_folder,
+    listing,
+    stratified_split,
+)
 from finetune.data.groups import artist_groups, check_level
 from finetune.data.gtzan_splits import FAULT_FILTERED, SPLIT_CODES, STRATIFIED
 

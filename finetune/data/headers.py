@@ -12,14 +12,14 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 from finetune.console import progress
-from finetune.machine import cache_dir
 from finetune.data.audio import AudioReadError, audio_duration, os_cause
+from finetune.machine import cache_dir
 
 logger = logging.getLogger("finetune.data")
 

@@ -28,15 +28,28 @@ import hashlib
 import logging
 import os
 import tempfile
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from finetune.console import progress
-from finetune.data.common import (SPLIT_ALIASES, SPLITS, STREAM_SHARDS, Labelled, LabelIndex, assemble,
-                                  check_formats, class_names, complete_splits, label_set, labelled_clips, report,
-                                  split_features)
+from finetune.data.common import (
+    SPLIT_ALIASES,
+    SPLITS,
+    STREAM_SHARDS,
+    LabelIndex,
+    Labelled,
+    assemble,
+    check_formats,
+    class_names,
+    complete_splits,
+    label_set,
+    labelled_clips,
+    report,
+    split_features,
+)
 from finetune.data.groups import GROUP_LEVELS, check_level, credit_groups, lone_group
 from finetune.machine import cache_dir
 from finetune.recipe import listed

@@ -24,8 +24,17 @@ import posixpath
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from finetune.data.common import (SPLITS, Clip, DatasetCard, assemble, check_options, dataset_root,
-                                  layout_folder, listing, metadata_file)
+from finetune.data.common import (
+    SPLITS,
+    Clip,
+    DatasetCard,
+    assemble,
+    check_options,
+    dataset_root,
+    layout_folder,
+    listing,
+    metadata_file,
+)
 from finetune.data.groups import check_level
 
 if TYPE_CHECKING:  # only annotations name it: checking a recipe imports this module without datasets

@@ -23,8 +23,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from finetune.data.common import (SPLITS, Clip, DatasetCard, assemble, check_options, dataset_root,
-                                  layout_folder, metadata_file)
+from finetune.data.common import (
+    SPLITS,
+    Clip,
+    DatasetCard,
+    assemble,
+    check_options,
+    dataset_root,
+    layout_folder,
+    metadata_file,
+)
 from finetune.data.groups import check_level, credit_groups
 
 if TYPE_CHECKING:  # only annotations name it: checking a recipe imports this module without datasets

@@ -10,14 +10,13 @@ study saves RUN/studies/<name>.json (+ PNG), then `evaluate` rewrites report.md 
 from __future__ import annotations
 
 import contextlib
-
 from pathlib import Path
 
 from finetune import report
-from finetune.studies import crossdataset, durations, mistakes, rare
 from finetune.evaluation import TrackPredictions
 from finetune.report import Section
 from finetune.rundir import hold
+from finetune.studies import crossdataset, durations, mistakes, rare
 from finetune.studies.protocol import END_OF_RUN, EVALUATE, EVALUATE_ON, Inputs
 from finetune.studies.scoring import RunModel
 

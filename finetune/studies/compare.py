@@ -19,9 +19,9 @@ from finetune import recipe as recipes
 from finetune.bootstrap import split_intervals
 from finetune.evaluation import TrackPredictions
 from finetune.metrics import compared_names, task_of
-from finetune.studies.paired import paired_test
 from finetune.published import split_key
 from finetune.report import Section, fmt, fmt_interval, render_markdown, save_figure
+from finetune.studies.paired import paired_test
 
 
 class ComparisonError(ValueError):

@@ -9,9 +9,10 @@ study runs only when durations are given).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from finetune.evaluation import TrackPredictions
 from finetune.report import Section

@@ -17,9 +17,9 @@ from finetune.console import progress
 from finetune.data.audio import AudioReadError, read_window
 from finetune.data.recipe_data import recipe_dataset
 from finetune.evaluation import TrackPredictions, aggregate_tracks, readable_windows, track_predictions
+from finetune.machine import default_workers
 from finetune.models import load_model
 from finetune.predict import Predictor
-from finetune.machine import default_workers
 
 
 class RunModel(Predictor):

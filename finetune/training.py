@@ -83,6 +83,20 @@ class TrainingProgress(TrainerCallback):
         if state.is_world_process_zero:
             best = f", best checkpoint at step {state.best_global_step}" if state.best_global_step else ""
             logger.info("training: %d steps in %.0f s%s", state.global_step, time.monotonic() - self.started, best)
+            if early_best(state):
+                logger.warning("the model kept is the checkpoint of step %d of %d, selected on validation %s: it has "
+                               "barely trained; a small validation split, or one of other artists than training, "
+                               "can favour it (train.metric picks another metric; more validation tracks help)",
+                               state.best_global_step, state.global_step, args.metric_for_best_model)
+
+
+EARLY_BEST = 0.1  # a best checkpoint in the first tenth of a run's steps is worth a warning
+
+
+def early_best(state) -> bool:
+    """True when the checkpoint kept as best comes from the first EARLY_BEST of at least 20 steps."""
+    return bool(state.best_global_step) and state.global_step >= 20 and (
+        state.best_global_step <= EARLY_BEST * state.global_step)
 
 
 class FinetuneTrainer(Trainer):

@@ -2,6 +2,7 @@
 data.* setting onto TrainingArguments, and early stopping really stops a run."""
 
 import json
+import logging
 
 import pytest
 import torch
@@ -162,3 +163,13 @@ def test_early_stopping_counts_no_evaluation_before_its_minimum_steps(tmp_path, 
         best = accuracy if best is None else max(best, accuracy)
     assert max(e["step"] for e in history) == expected_stop, evals
     assert expected_stop >= 6
+
+
+def test_a_model_kept_from_its_first_steps_is_warned_about(tmp_path, synthetic_root, caplog):
+    """lr 1e-30: nothing moves, so the first evaluation stays the best and the kept model is step 2's."""
+    with caplog.at_level(logging.WARNING, logger="finetune"):
+        history = short_run(tmp_path, synthetic_root, "train.max_steps=20", "train.lr=1e-30", "train.eval_steps=2",
+                            "train.save_steps=2")
+    assert max(e["step"] for e in history) == 20
+    assert "the model kept is the checkpoint of step 2 of 20, selected on validation loss: it has barely " \
+           "trained" in caplog.text

@@ -317,12 +317,41 @@ def compare_parser() -> argparse.ArgumentParser:
                         help="with --vary: comma-separated seeds, each run on every fold (default 0)")
     parser.add_argument("--out", help="folder to write (default <first run's parent>/compare-<timestamp>; "
                         "with --vary runs/<recipe>-vary-<KEY>, so the same command resumes)")
+    add_jobs(parser, "with --vary: ")
     return parser
+
+
+def add_jobs(parser: argparse.ArgumentParser, when: str = "") -> None:
+    parser.add_argument("--jobs", type=positive_int, default=1, metavar="N",
+                        help=f"{when}worker processes sharing the runs (default 1), each with its share of the CPU "
+                        "threads and, on a GPU machine, one GPU; the same command on other machines with the same "
+                        "--out (a shared disk with working flock) joins in through the run folders' locks")
+
+
+def recipe_options(args: argparse.Namespace) -> list[str]:
+    """--recipe, --folds and --seeds as given, for the command line of another worker."""
+    folds = ["--folds", str(args.folds)] if args.folds else []
+    return ["--recipe", args.recipe, *folds, "--seeds", ",".join(map(str, args.seeds or [0]))]
+
+
+def run_workers(work: Callable[[], tuple[os.PathLike, str]], label: str, table: str) -> int:
+    """Run `work` (a comparison, maybe with workers), print its table and `label: OUT/table`; a failed worker:
+    exit 1."""
+    from finetune.workers import WorkerFailed
+
+    try:
+        out, markdown = work()
+    except WorkerFailed as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(markdown, end="")
+    print(f"{label}: {out / table}")
+    return 0
 
 
 def compare(args: argparse.Namespace) -> int:
     """Compare run folders, or (--recipe, --vary) run a recipe for each value of one setting."""
-    varying = args.recipe or args.vary or args.folds or args.seeds
+    varying = args.recipe or args.vary or args.folds or args.seeds or args.jobs != 1
     if not varying:
         from finetune.studies.compare import compare as compare_runs
 
@@ -340,10 +369,9 @@ def compare(args: argparse.Namespace) -> int:
                          "setting, give --recipe with --vary KEY=V1,V2,... (--folds and --seeds optional)")
     from finetune.vary import vary
 
-    out, markdown = vary(args.recipe, args.runs, args.vary, args.folds, args.seeds or [0], args.out)
-    print(markdown, end="")
-    print(f"written: {out / 'vary.md'}")
-    return 0
+    command = ["compare", *recipe_options(args), "--vary", args.vary, *args.runs]
+    return run_workers(lambda: vary(args.recipe, args.runs, args.vary, args.folds, args.seeds or [0], args.out,
+                                    args.jobs, command), "written", "vary.md")
 
 
 def fold_count(text: str) -> int:
@@ -379,16 +407,16 @@ def cv_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seeds", type=seed_list, default="0", metavar="S,S,...",
                         help="comma-separated seeds, each run on every fold (default 0)")
     parser.add_argument("--out", help="folder to write (default runs/<recipe>-cv-<timestamp>)")
+    add_jobs(parser)
     return parser
 
 
 def cv(args: argparse.Namespace) -> int:
     from finetune.cv import cross_validate
 
-    out, markdown = cross_validate(args.recipe, args.overrides, args.folds, args.seeds, args.out)
-    print(markdown, end="")
-    print(f"summary: {out / 'summary.md'}")
-    return 0
+    command = ["cv", *recipe_options(args), *args.overrides]
+    return run_workers(lambda: cross_validate(args.recipe, args.overrides, args.folds, args.seeds, args.out,
+                                              jobs=args.jobs, command=command), "summary", "summary.md")
 
 
 def non_negative_int(text: str) -> int:

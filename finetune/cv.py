@@ -1,7 +1,8 @@
 """`python -m finetune cv`: one recipe trained on every cross-validation fold and seed, summarised.
 
 Each (fold, seed) is an ordinary run folder inside the cross-validation folder (`fold{i}-seed{s}`,
-or `seed{s}` on the dataset's own split), trained in this process one after the other. summary.md
+or `seed{s}` on the dataset's own split), trained one after the other by this process, or shared
+with other worker processes here or on other machines (`--jobs`, `finetune.workers`). summary.md
 and summary.json hold each run's headline test scores, the mean and sample standard deviation
 (ddof=1) over the runs of every scalar metric, and each seed's test predictions pooled over the
 folds (predictions/test-seed{s}.npz, every track once) with the pooled headline metric and its
@@ -12,14 +13,17 @@ this sits on top: nothing imports it but the command line (and `vary`, which run
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import os
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -29,6 +33,7 @@ from finetune.evaluation import TrackPredictions, scalar_metrics
 from finetune.leakage import KEY as LEAKAGE_KEY, leak_cell, leakage_text
 from finetune.metrics import headline, summary_names, task_of
 from finetune.report import Section, fmt, fmt_interval, render_markdown
+from finetune.atomic import write_atomically
 from finetune.checks import check_recipe
 from finetune.console import each_line_once
 from finetune.folders import check_output_folder
@@ -36,6 +41,7 @@ from finetune.data.recipe_data import check_folds
 from finetune.run import run
 from finetune.rundir import RunFolderError, changed_settings, check_resume, holds_run, is_finished, recorded_recipe
 from finetune.training import runnable_precision
+from finetune.workers import work_through, workers
 
 logger = logging.getLogger("finetune")
 
@@ -116,16 +122,22 @@ def run_or_reuse(recipe: recipes.Recipe) -> Path:
     return run(recipe)
 
 
+def run_folders(jobs: list[Job]) -> list[Path]:
+    return [Path(job.recipe.output_dir) for job in jobs]
+
+
+def planned_runs(jobs: list[Job], prefix: str = "") -> list[tuple[Path, str, Callable[[], Path]]]:
+    """Each job as `workers.work_through` takes it: its folder, its progress line (`prefix` first), its start."""
+    return [(folder, f"{prefix}run {number}/{len(jobs)}: {job.label}", functools.partial(run_or_reuse, job.recipe))
+            for number, (job, folder) in enumerate(zip(jobs, run_folders(jobs)), 1)]
+
+
 def run_all(jobs: list[Job], prefix: str = "", after_run: Callable[[Path], None] | None = None) -> list[Path]:
     """Each job's run folder, run or reused in order, with a progress line per run (`prefix` first);
-    `after_run(run folder)` after each (it may raise to stop the rest)."""
-    run_dirs = []
-    for number, job in enumerate(jobs, 1):
-        logger.info("%srun %d/%d: %s", prefix, number, len(jobs), job.label)
-        run_dirs.append(run_or_reuse(job.recipe))
-        if after_run:
-            after_run(run_dirs[-1])
-    return run_dirs
+    a run another worker holds is passed over and waited for (`workers.work_through`); `after_run(run
+    folder)` after each (it may raise to stop the rest)."""
+    work_through(planned_runs(jobs, prefix), after_run)
+    return run_folders(jobs)
 
 
 def pool(predictions: list[TrackPredictions]) -> TrackPredictions:
@@ -164,12 +176,24 @@ def pooled_scores(out: Path, jobs: list[Job], run_dirs: list[Path]) -> list[dict
     for seed in dict.fromkeys(job.seed for job in jobs):
         tracks = pool([TrackPredictions.load(d / "predictions" / "test.npz")
                        for job, d in zip(jobs, run_dirs) if job.seed == seed])
-        path = tracks.save(out / "predictions" / f"test-seed{seed}.npz")
+        path = out / "predictions" / f"test-seed{seed}.npz"
+        with written_whole(path) as temporary:
+            tracks.save(temporary)
         value, interval = headline_interval(tracks, seed=seed)
         result.append({"seed": seed, "file": path.relative_to(out).as_posix(), "tracks": len(tracks.ids),
                        "metric": headline(tracks.task).name, "value": value, "interval": interval,
                        "resamples": RESAMPLES[tracks.task]})
     return result
+
+
+@contextlib.contextmanager
+def written_whole(path: Path) -> Iterator[Path]:
+    """A temporary sibling of `path` to write in the block, then renamed onto `path`: readers, and workers
+    writing the same table at once, see one whole version (the name keeps `path`'s ending)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{uuid.uuid4().hex}.{path.name}")
+    yield temporary
+    os.replace(temporary, path)
 
 
 def summarise(out: Path, jobs: list[Job], run_dirs: list[Path]) -> dict:
@@ -228,24 +252,27 @@ def write_summary(out: Path, jobs: list[Job], run_dirs: list[Path]) -> tuple[dic
     """Write out/summary.json and summary.md (and the pooled predictions); return both."""
     summary = summarise(out, jobs, run_dirs)
     markdown = summary_markdown(summary)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    (out / "summary.md").write_text(markdown)
+    write_atomically(out / "summary.json", json.dumps(summary, indent=2))
+    write_atomically(out / "summary.md", markdown)
     return summary, markdown
 
 
 def cross_validate(recipe_name_or_path: str, overrides: list[str], folds: int | None, seeds: list[int],
-                   out: str | Path | None = None,
-                   after_run: Callable[[Path], None] | None = None) -> tuple[Path, str]:
+                   out: str | Path | None = None, after_run: Callable[[Path], None] | None = None,
+                   jobs: int = 1, command: Sequence[str] = ()) -> tuple[Path, str]:
     """Train and evaluate the recipe on every fold (None: the dataset's own split) with every
-    seed, in this process; write summary.json, summary.md and the pooled test predictions into
-    `out` (default runs/<recipe name>-cv-<timestamp>); return (out, summary markdown). Into an
-    existing `out`, finished runs are kept and stopped ones resumed (`run_or_reuse`). `after_run`
-    sees each run folder as it ends (see `run_all`)."""
+    seed; write summary.json, summary.md and the pooled test predictions into `out` (default
+    runs/<recipe name>-cv-<timestamp>); return (out, summary markdown). Into an existing `out`,
+    finished runs are kept, stopped ones resumed (`run_or_reuse`) and those another process holds
+    waited for. `jobs` > 1: `jobs` - 1 more workers run `command` (the arguments after `python -m
+    finetune`, without --out) beside this one (`finetune.workers`). `after_run` sees each run folder
+    as it ends (see `run_all`)."""
     with each_line_once(logger):  # planning loads the recipe once per run: its warnings are said once
         name = recipes.load(recipe_name_or_path, overrides).name
         out = Path(out) if out else Path("runs") / f"{name}-cv-{time.strftime('%Y%m%d-%H%M%S')}"
         check_output_folder(out, "cv")
-        jobs = plan(recipe_name_or_path, overrides, folds, seeds, out)
-    _, markdown = write_summary(out, jobs, run_all(jobs, after_run=after_run))
+        planned = plan(recipe_name_or_path, overrides, folds, seeds, out)
+    with workers(jobs, [*command, "--out", str(out)]):
+        _, markdown = write_summary(out, planned, run_all(planned, after_run=after_run))
     logger.info("cross-validation summary: %s", out / "summary.md")
     return out, markdown

@@ -3,7 +3,8 @@
 The recipe runs once per value of one dotted key, each value over the same folds and seeds: a
 cross-validation per value (`finetune.cv`: OUT/<KEY>=<VALUE>/ holds its run folders fold{i}-seed{s},
 summary.md and pooled predictions). Every value's recipes are loaded and checked before anything
-trains. Run again with the same command, it continues where it stopped (`finetune.cv.run_or_reuse`).
+trains. Run again with the same command, it continues where it stopped (`finetune.cv.run_or_reuse`);
+all values' runs go through one worker loop, shared with other workers (`--jobs`, `finetune.workers`).
 OUT/vary.md, vary.json and vary.png hold one row per value: mean ± std over the runs, the pooled score
 with its interval, the paired test against the first value, the model's size and speed. Like `cv`, it
 sits on top: nothing imports it but the command line.
@@ -17,6 +18,7 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -24,7 +26,9 @@ import numpy as np
 from finetune import recipe as recipes
 from finetune.bootstrap import RESAMPLES, bootstrap_draws, headline_score, percentile_interval
 from finetune.console import each_line_once
-from finetune.cv import STD_NOTE, Job, plan, pooled_leakage, run_all, write_summary
+from finetune.atomic import write_atomically
+from finetune.cv import (STD_NOTE, Job, plan, planned_runs, pooled_leakage, run_folders, write_summary,
+                         written_whole)
 from finetune.evaluation import TrackPredictions
 from finetune.leakage import KEY as LEAKAGE_KEY, leak_cell
 from finetune.folders import VARY_FILE, check_output_folder
@@ -33,6 +37,7 @@ from finetune.report import Section, fmt, fmt_interval, render_markdown, save_fi
 from finetune.rundir import flatten
 from finetune.studies.paired import paired_test
 from finetune.studies.representations import disagreement_section, representation_section
+from finetune.workers import work_through, workers
 
 logger = logging.getLogger("finetune")
 
@@ -261,19 +266,30 @@ def vary_markdown(summary: dict, sections: list[Section]) -> str:
 
 
 def vary(recipe: str, overrides: list[str], spec: str, folds: int | None, seeds: list[int],
-         out: str | Path | None = None) -> tuple[Path, str]:
+         out: str | Path | None = None, jobs: int = 1, command: Sequence[str] = ()) -> tuple[Path, str]:
     """Run the recipe for every value of `spec` (KEY=V1,V2,...) over the same folds and seeds, or reuse
-    the runs already in `out` (default runs/<recipe>-vary-<KEY>); write vary.md, vary.json and vary.png;
-    return (out, markdown)."""
+    the runs already in `out` (default runs/<recipe>-vary-<KEY>), all values' runs in one worker loop
+    (`workers.work_through`; `jobs` > 1: `jobs` - 1 more workers run `command`, the arguments after
+    `python -m finetune` without --out); write vary.md, vary.json and vary.png; return (out, markdown)."""
     key, texts = parse_vary(spec)
     with each_line_once(logger):
         name = recipes.load(recipe, overrides).name
         out = Path(out) if out else Path("runs") / safe_name(f"{name}-vary-{key}")
         check_output_folder(out, "vary")
         values = plan_values(recipe, overrides, key, texts, folds, seeds, out)
+    with workers(jobs, [*command, "--out", str(out)]):
+        work_through([run for number, value in enumerate(values, 1)
+                      for run in planned_runs(value.jobs, f"value {number}/{len(values)} ({key}={value.text}), ")])
+        markdown = write_vary(out, name, key, values, folds, seeds)
+    return out, markdown
+
+
+def write_vary(out: Path, name: str, key: str, values: list[Value], folds: int | None, seeds: list[int]) -> str:
+    """Each value's summary, then vary.md, vary.json and vary.png, from the finished run folders (each written
+    whole: workers ending at once may write them together); return the markdown."""
     run_dirs, pooled, results = {}, {}, []
-    for number, value in enumerate(values, 1):
-        run_dirs[value.text] = run_all(value.jobs, f"value {number}/{len(values)} ({key}={value.text}), ")
+    for value in values:
+        run_dirs[value.text] = run_folders(value.jobs)
         summary, _ = write_summary(out / value.folder, value.jobs, run_dirs[value.text])
         pooled[value.text] = [TrackPredictions.load(out / value.folder / p["file"]) for p in summary["pooled"]]
         results.append(value_result(value, summary, pooled[value.text], run_dirs[value.text]))
@@ -282,8 +298,9 @@ def vary(recipe: str, overrides: list[str], spec: str, folds: int | None, seeds:
                                                                                  pooled[results[0]["value"]])
     summary = {"recipe": name, "key": key, "folds": folds, "seeds": seeds,
                "task": pooled[results[0]["value"]][0].task, "notes": {"std": STD_NOTE, **NOTES}, "values": results}
-    save_figure(vary_figure(key, results), out / "vary.png")
+    with written_whole(out / "vary.png") as temporary:
+        save_figure(vary_figure(key, results), temporary)
     markdown = vary_markdown(summary, extra_sections(key, run_dirs, pooled, out))
-    (out / VARY_FILE).write_text(json.dumps(summary, indent=2))
-    (out / "vary.md").write_text(markdown)
-    return out, markdown
+    write_atomically(out / VARY_FILE, json.dumps(summary, indent=2))
+    write_atomically(out / "vary.md", markdown)
+    return markdown

@@ -27,9 +27,21 @@ NEARLY_FULL = 2**20
 
 
 def write_atomically(path: Path, text: str) -> None:
-    """Write `text` to `path` through a temporary file and a rename: readers see the old or the new."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    """Write `text` to `path` through a temporary file and a rename: readers see the old or the new.
+    The temporary name is unique across processes and machines (workers on a shared disk may write
+    the same table at once)."""
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     temporary.write_text(text)
+    os.replace(temporary, path)
+
+
+@contextmanager
+def written_whole(path: Path) -> Iterator[Path]:
+    """A temporary sibling of `path` to write in the block, then renamed onto `path`: readers, and workers
+    writing the same table at once, see one whole version (the name keeps `path`'s ending)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{uuid.uuid4().hex}.{path.name}")
+    yield temporary
     os.replace(temporary, path)
 
 

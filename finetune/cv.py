@@ -13,17 +13,15 @@ this sits on top: nothing imports it but the command line (and `vary`, which run
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import json
 import logging
 import os
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -33,7 +31,7 @@ from finetune.evaluation import TrackPredictions, scalar_metrics
 from finetune.leakage import KEY as LEAKAGE_KEY, leak_cell, leakage_text
 from finetune.metrics import headline, summary_names, task_of
 from finetune.report import Section, fmt, fmt_interval, render_markdown
-from finetune.atomic import write_atomically
+from finetune.atomic import write_atomically, written_whole
 from finetune.checks import check_recipe
 from finetune.console import each_line_once
 from finetune.folders import check_output_folder
@@ -184,16 +182,6 @@ def pooled_scores(out: Path, jobs: list[Job], run_dirs: list[Path]) -> list[dict
                        "metric": headline(tracks.task).name, "value": value, "interval": interval,
                        "resamples": RESAMPLES[tracks.task]})
     return result
-
-
-@contextlib.contextmanager
-def written_whole(path: Path) -> Iterator[Path]:
-    """A temporary sibling of `path` to write in the block, then renamed onto `path`: readers, and workers
-    writing the same table at once, see one whole version (the name keeps `path`'s ending)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{uuid.uuid4().hex}.{path.name}")
-    yield temporary
-    os.replace(temporary, path)
 
 
 def summarise(out: Path, jobs: list[Job], run_dirs: list[Path]) -> dict:

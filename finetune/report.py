@@ -22,6 +22,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from finetune import recipe as recipes
+from finetune.atomic import written_whole
 from finetune.bootstrap import split_intervals
 from finetune.evaluation import TrackPredictions
 from finetune.leakage import KEY as LEAKAGE_KEY, leakage_text
@@ -53,8 +54,9 @@ def fmt_interval(interval: list[float] | None, digits: int = 4) -> str:
 
 
 def save_figure(fig, path: Path, dpi: int = 110) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png", dpi=dpi)
+    """`fig` as a PNG at `path`, written whole (processes ending together never leave half an image)."""
+    with written_whole(path) as temporary:
+        fig.savefig(temporary, format="png", dpi=dpi)
     plt.close(fig)
     return path
 

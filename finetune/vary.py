@@ -27,8 +27,7 @@ from finetune import recipe as recipes
 from finetune.bootstrap import RESAMPLES, bootstrap_draws, headline_score, percentile_interval
 from finetune.console import each_line_once
 from finetune.atomic import write_atomically
-from finetune.cv import (STD_NOTE, Job, plan, planned_runs, pooled_leakage, run_folders, write_summary,
-                         written_whole)
+from finetune.cv import STD_NOTE, Job, plan, planned_runs, pooled_leakage, run_folders, write_summary
 from finetune.evaluation import TrackPredictions
 from finetune.leakage import KEY as LEAKAGE_KEY, leak_cell
 from finetune.folders import VARY_FILE, check_output_folder
@@ -298,8 +297,7 @@ def write_vary(out: Path, name: str, key: str, values: list[Value], folds: int |
                                                                                  pooled[results[0]["value"]])
     summary = {"recipe": name, "key": key, "folds": folds, "seeds": seeds,
                "task": pooled[results[0]["value"]][0].task, "notes": {"std": STD_NOTE, **NOTES}, "values": results}
-    with written_whole(out / "vary.png") as temporary:
-        save_figure(vary_figure(key, results), temporary)
+    save_figure(vary_figure(key, results), out / "vary.png")
     markdown = vary_markdown(summary, extra_sections(key, run_dirs, pooled, out))
     write_atomically(out / VARY_FILE, json.dumps(summary, indent=2))
     write_atomically(out / "vary.md", markdown)

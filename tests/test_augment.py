@@ -40,6 +40,7 @@ def test_noise_has_the_requested_snr():
     assert snr == pytest.approx(10.0, abs=0.2)
 
 
+@pytest.mark.slow
 def test_time_stretch_changes_length_and_pitch_shift_keeps_it():
     y = _tone()
     stretched = augment_waveform(y, SR, np.random.default_rng(1), time_stretch=0.3)

@@ -62,6 +62,7 @@ def batch(bundle) -> dict:
     return dict(bundle.feature_extractor(waves, sampling_rate=bundle.sample_rate, return_tensors="pt", padding=True))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", list(MODES))
 @pytest.mark.parametrize("name", list(NATIVE))
 def test_every_mode_trains_and_exports_a_plain_transformers_classifier(tiny_auto_checkpoints, synthetic_root,
@@ -104,6 +105,7 @@ def check_lora_trained_adapters_and_head_only(out, targets):
     assert all(trained[n].abs().sum() > 0 for n in adapters if "lora_B" in n)  # B starts at zero
 
 
+@pytest.mark.slow
 def test_lp_ft_fits_the_head_on_frozen_embeddings_first(tiny_auto_checkpoints, synthetic_root, finetune_cache,
                                                         tmp_path):
     out = tmp_path / "run"
@@ -113,6 +115,7 @@ def test_lp_ft_fits_the_head_on_frozen_embeddings_first(tiny_auto_checkpoints, s
     assert list((finetune_cache / "embeddings").glob("*whisper*"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(NATIVE))
 def test_layer_features_are_what_the_model_cut_after_that_layer_gives(tiny_auto_checkpoints, name):
     """The probe's per-layer features (masked mean over frames, through the final norm or SEW's
@@ -154,6 +157,7 @@ def test_named_model_types_are_built_by_their_family(tiny_backbones):
     assert type(mert.model) is HubertForSequenceClassification and mert.sample_rate == 24000
 
 
+@pytest.mark.slow
 def test_what_auto_cannot_build_fails_in_one_line(tiny_auto_checkpoints, synthetic_root, tmp_path, capsys):
     for config in (BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32),
                    GPT2Config(n_embd=32, n_layer=1, n_head=2)):
@@ -168,6 +172,7 @@ def test_what_auto_cannot_build_fails_in_one_line(tiny_auto_checkpoints, synthet
         build(tiny_auto_checkpoints["wavlm"], pooling="attention")
 
 
+@pytest.mark.slow
 def test_layer_decay_follows_the_layers_auto_finds(tiny_auto_checkpoints):
     """Whisper keeps its body under `encoder`, not its base_model_prefix: layer k of 2 still gets
     lr x decay^(1-k), the rest of the body lr x decay^2, the head train.head_lr."""

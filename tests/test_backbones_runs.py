@@ -36,6 +36,7 @@ def run(name: str, mode: str, checkpoint, data_root, out, *extra) -> int:
     return main(args + list(extra))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("multi_label", [False, True], ids=["genres", "tags"])
 @pytest.mark.parametrize("mode", ["full", "lora", "probe"])
 @pytest.mark.parametrize("name", list(RECIPES))

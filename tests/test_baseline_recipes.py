@@ -21,6 +21,7 @@ def test_every_baseline_has_a_recipe():
     assert {RECIPES[n].model.name for n in SMOKE_RECIPES} == BASELINE_MODELS
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", SMOKE_RECIPES)
 def test_recipe_two_steps(name, tmp_path, synthetic_root, mtat_root, request):
     recipe = RECIPES[name]
@@ -44,6 +45,7 @@ def test_recipe_two_steps(name, tmp_path, synthetic_root, mtat_root, request):
                                       else "single_label_classification")
 
 
+@pytest.mark.slow
 def test_pretrained_tagger_as_a_frozen_probe_trains_only_its_head(tmp_path, synthetic_root, realdata):
     """`backbone.mode=probe` on a baseline: the MTAT MusiCNN's weights and batch-norm statistics stay
     as imported, only the new genre head moves."""

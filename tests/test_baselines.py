@@ -78,6 +78,7 @@ def test_builder_arguments_are_config_fields(name):
         build(name, no_such_option=1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("multi_label", [False, True])
 @pytest.mark.parametrize("name", NAMES)
 def test_shapes_for_any_length(name, multi_label):
@@ -114,6 +115,7 @@ def test_save_and_load_round_trip(name, tmp_path):
         assert torch.equal(bundle.model.eval()(x).logits, loaded.model(x).logits)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_gradients_reach_every_parameter(name):
     model = build(name).model.train()
@@ -153,6 +155,7 @@ def test_spec_augment_is_configured_and_only_trains():
     assert (model.frontend(x) == 0).any()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("frontend", list(FRONTENDS))
 @pytest.mark.parametrize("name", SPECTROGRAM_NAMES)
 def test_every_front_end_feeds_every_spectrogram_model(name, frontend):
@@ -190,6 +193,7 @@ def test_a_saved_learnable_front_end_keeps_its_trained_filterbank(tmp_path):
     assert torch.equal(loaded.frontend.transform.fb, bundle.model.frontend.transform.fb)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_learns_generated_clips(name):
     """A tiny model fits eight one-second clips of four classes within 40 Adam steps."""
@@ -210,6 +214,7 @@ def test_learns_generated_clips(name):
     assert accuracy >= 0.75
 
 
+@pytest.mark.slow
 def test_learns_multi_label_tone_mixtures():
     """BCE on tags: each clip holds two of four tones; the tiny CNN learns which."""
     torch.manual_seed(0)

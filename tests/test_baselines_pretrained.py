@@ -35,6 +35,7 @@ def test_packaged_msd_tags_match_the_published_list(realdata):
     assert list(MSD_TAGS) == published.read_text().splitlines()
 
 
+@pytest.mark.slow
 def test_msd_vocabulary_labels_the_same_weights(realdata):
     path = checkpoint(realdata, "musicnn")
     mtat = import_won_checkpoint(MODEL_CLASSES["musicnn"], path)
@@ -112,6 +113,7 @@ def test_strict_import_maps_every_tensor(realdata, name):
     assert model.config.problem_type == "multi_label_classification"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", TAGGERS)
 def test_pretrained_builder_swaps_the_head_for_gtzan(realdata, name):
     path = checkpoint(realdata, name)
@@ -157,6 +159,7 @@ def tag_scores(model, path, window_seconds: float = 3.0) -> torch.Tensor:
         return torch.sigmoid(model(input_values=windows).logits).mean(dim=0)  # (50,)
 
 
+@pytest.mark.slow
 def test_pretrained_musicnn_tags_real_gtzan_clips_sensibly(realdata):
     model = import_won_checkpoint(MODEL_CLASSES["musicnn"], checkpoint(realdata, "musicnn"))
     genres = realdata / "gtzan/genres"

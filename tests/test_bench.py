@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 REALDATA = PROJECT_ROOT.parent / "shared" / "realdata"
 BENCHMARKS = ("data", "step", "inference", "probe", "index", "quality", "ranks", "commands", "frontends")
@@ -21,6 +23,7 @@ def run_bench(*args: str) -> subprocess.CompletedProcess:
                           timeout=900)
 
 
+@pytest.mark.slow
 def test_every_benchmark_prints_its_ratio_line():
     result = run_bench("-m", "bench", "--quick")
     assert result.returncode == 0, result.stderr[-4000:]
@@ -36,6 +39,7 @@ def test_every_benchmark_prints_its_ratio_line():
     assert "| benchmark | case |" in result.stdout  # the final table
 
 
+@pytest.mark.slow
 def test_script_entry_point_lists_the_benchmarks():
     result = run_bench("bench/run.py", "--help")
     assert result.returncode == 0, result.stderr

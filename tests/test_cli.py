@@ -71,6 +71,7 @@ def test_a_command_added_to_the_table_is_listed_and_dispatched(monkeypatch, caps
 
 @pytest.mark.parametrize("argv", [["--help"], ["recipes"], ["models"], ["--recipe", "demo", "--dry-run"],
                                   ["--recipe", "mert_mtat", "--dry-run", "data.root=/mtat"]])
+@pytest.mark.slow
 def test_light_commands_import_no_heavy_library(argv):
     """Listing and checking read the registries as data: no torch, transformers or datasets."""
     code = ("import sys\nfrom finetune.cli import main\ntry:\n    status = main(%r)\nexcept SystemExit as end:\n"
@@ -108,6 +109,7 @@ def test_bad_key_exits_non_zero_naming_key_and_choices(tmp_path):
     assert not (tmp_path / "run").exists(), "nothing runs after a bad key"
 
 
+@pytest.mark.slow
 def test_demo_two_steps_writes_the_run_folder(demo_run):
     run_dir = demo_run
     for name in ("recipe.yaml", "metrics.json", "report.md", "report.html",
@@ -128,6 +130,7 @@ def test_demo_two_steps_writes_the_run_folder(demo_run):
     assert load_file(run_dir / "model" / "model.safetensors")
 
 
+@pytest.mark.slow
 def test_same_seed_same_weights(tmp_path, synthetic_root):
     """Two short runs with one seed train to identical weights (crops, shuffling, init)."""
     weights = []
@@ -176,6 +179,7 @@ def test_mistakes_get_one_line_and_status_2(tmp_path, capsys):
     assert "train.batch_size" in one_line_error(capsys, "--recipe", "demo", "--dry-run", "train.batch_size=0")
 
 
+@pytest.mark.slow
 def test_debug_shows_the_traceback(tmp_path):
     result = run_cli("--recipe", "cnn_gtzan", f"data.root={tmp_path / 'nope'}", "--debug")
     assert result.returncode != 0 and "Traceback" in result.stderr and "FileNotFoundError" in result.stderr
@@ -183,6 +187,7 @@ def test_debug_shows_the_traceback(tmp_path):
     assert plain.returncode == 2 and "Traceback" not in plain.stderr
 
 
+@pytest.mark.slow
 def test_a_run_reports_progress_lines_and_ends_with_its_results(tmp_path, synthetic_root, capsys):
     """Without a terminal (as under pytest, CI or nohup): plain log lines, no progress bars or raw
     log dictionaries; the run ends with the validation and test results, their intervals, the report."""
@@ -202,6 +207,7 @@ def test_a_run_reports_progress_lines_and_ends_with_its_results(tmp_path, synthe
     assert out.count(str(run_dir)) == 2  # the folder is named once, then the report
 
 
+@pytest.mark.slow
 def test_evaluate_prints_each_study_table(demo_run, capsys):
     assert main(["evaluate", str(demo_run), "--durations", "1,3", "--explain", "0"]) == 0
     out = capsys.readouterr().out

@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from finetune.cli import main
 from finetune.clips import Windowing
@@ -10,6 +11,7 @@ from finetune.evaluation import TrackPredictions, aggregate_tracks
 from finetune.predict import Predictor
 
 
+@pytest.mark.slow
 def test_predict_gives_every_test_file_its_row_of_the_run_predictions(demo_run, capsys):
     """The demo evaluates 3 s windows every 2.5 s, averaged: `predict` on each test file (through the
     command line) reproduces that file's row of predictions/test.npz."""
@@ -24,6 +26,7 @@ def test_predict_gives_every_test_file_its_row_of_the_run_predictions(demo_run, 
         np.testing.assert_allclose([scores[name] for name in test.label_names], row, atol=2e-5)
 
 
+@pytest.mark.slow
 def test_aggregation_follows_the_windowing(demo_run):
     """A model saved with max aggregation scores a file by its most confident window per label."""
     predictor = Predictor.from_pretrained(demo_run)
@@ -36,6 +39,7 @@ def test_aggregation_follows_the_windowing(demo_run):
                        window_probs.mean(axis=0))
 
 
+@pytest.mark.slow
 def test_eval_max_seconds_scores_a_tracks_first_seconds_and_travels_with_the_model(tmp_path, synthetic_root):
     capped = Windowing(3.0, None, "mean", 6.0)
     assert capped.starts(600.0) == [0.0, 3.0] and capped.starts(4.0) == Windowing(3.0).starts(4.0)

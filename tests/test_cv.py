@@ -33,6 +33,7 @@ def cv_run(synthetic_root, tmp_path_factory):
     return out, printed, log
 
 
+@pytest.mark.slow
 def test_one_run_per_fold_and_seed(cv_run):
     out, printed, log = cv_run
     summary = json.loads((out / "summary.json").read_text())
@@ -51,6 +52,7 @@ def test_one_run_per_fold_and_seed(cv_run):
     assert printed.endswith(markdown + f"summary: {out / 'summary.md'}\n")
 
 
+@pytest.mark.slow
 def test_mean_and_std_agree_with_the_runs(cv_run):
     out = cv_run[0]
     summary = json.loads((out / "summary.json").read_text())
@@ -68,6 +70,7 @@ def test_mean_and_std_agree_with_the_runs(cv_run):
     assert f"{accuracy['mean']:.4f} ± {accuracy['std']:.4f}" in (out / "summary.md").read_text()
 
 
+@pytest.mark.slow
 def test_pooled_predictions_hold_each_track_once_per_seed(cv_run):
     out = cv_run[0]
     summary = json.loads((out / "summary.json").read_text())
@@ -87,6 +90,7 @@ def test_pooled_predictions_hold_each_track_once_per_seed(cv_run):
         assert 0 <= low <= high <= 1
 
 
+@pytest.mark.slow
 def test_the_same_command_again_keeps_every_run(cv_run, synthetic_root, capsys):
     """Into its existing folder, cv keeps each finished run with the same settings (nothing retrains)
     and refuses one with other settings, naming the key, before anything runs."""
@@ -126,6 +130,7 @@ def assert_close(got, want, where="result"):
         assert got == want, where
 
 
+@pytest.mark.slow
 def test_compare_adds_the_paired_test(cv_run, tmp_path, capsys):
     out = cv_run[0]
     first, second = tmp_path / "runs" / "a", tmp_path / "runs" / "b"

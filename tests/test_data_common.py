@@ -46,6 +46,7 @@ def test_unknown_names_and_options_name_the_choices(tmp_path):
     ("mtat", {"tags": 2, "split_scheme": "pons"}, 64, 64),  # MP3s
     ("fma", {}, 5, 4),  # MP3s, one of them unreadable
 ])
+@pytest.mark.slow
 def test_building_reads_headers_only(name, options, headers_read, rows, tmp_path, monkeypatch, request):
     if name == "gtzan":
         small_gtzan(tmp_path)

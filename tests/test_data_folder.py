@@ -158,6 +158,7 @@ def test_recipe_options_of_folder_and_hub():
         dataset_arguments(data(name="folder", root="/m", split_scheme="random"))
 
 
+@pytest.mark.slow
 def test_the_demo_recipe_trains_on_a_folder(tmp_path):
     root = tmp_path / "music"
     for name in ("rock", "jazz"):

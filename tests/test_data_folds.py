@@ -71,6 +71,7 @@ def test_gtzan_folds_ignore_the_recipe_seed(gtzan_data):
     assert as_sets[0] == as_sets[1]
 
 
+@pytest.mark.slow
 def test_tagging_folds(mtat_root):
     folds = fold_splits({"name": "mtat", "root": str(mtat_root), "tags": 7})
     tracks = set().union(*folds[0].values())

@@ -48,6 +48,7 @@ def check_disjoint(splits: dict) -> None:
     assert not (groups[0] & groups[1] or groups[0] & groups[2] or groups[1] & groups[2])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("multi_label", [False, True])
 def test_no_fold_shares_a_group_across_its_splits(multi_label):
     for seed in range(25):

@@ -154,6 +154,7 @@ def test_formats_soundfile_cannot_read_are_refused(tmp_path):
         load_dataset("hub", None, path=str(tmp_path / "set"))
 
 
+@pytest.mark.slow
 def test_the_demo_recipe_trains_on_a_local_parquet_dataset(tmp_path):
     root = parquet_dataset(tmp_path / "set", (("train", 9), ("validation", 3), ("test", 3)), seconds=1.0)
     assert main(["--recipe", "demo", "data.name=hub", f"data.path={root}", "data.label_column=genre",

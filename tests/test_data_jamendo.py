@@ -186,6 +186,7 @@ def test_the_full_split_files_hold_the_published_counts_and_keep_artists_apart(s
                     or artists["validation"] & artists["test"])
 
 
+@pytest.mark.slow
 def test_the_scratch_recipe_trains_evaluates_and_exports_end_to_end(real_splits, mp3, tmp_path):
     spread = slice(None, None, 25)  # 8 tracks a split, of several artists and tags (the first 8 share both)
     root = jamendo_root(tmp_path / "jamendo", real_splits, mp3, rows=spread)

@@ -80,6 +80,7 @@ def real_mtat(realdata, tmp_path_factory):
     return root, index, labels, won, train_rows
 
 
+@pytest.mark.slow
 def test_standard_top50_reproduces_won_et_al(real_mtat, realdata):
     root, index, labels, won, train_rows = real_mtat
     data = mtat.build(root)
@@ -100,6 +101,7 @@ def test_standard_top50_reproduces_won_et_al(real_mtat, realdata):
     assert all(np.diff(counts) <= 0)  # most frequent first
 
 
+@pytest.mark.slow
 def test_pons_keeps_zero_tag_clips_and_drops_the_empty_mp3s(real_mtat, caplog):
     root, *_ = real_mtat
     with caplog.at_level(logging.INFO, logger="finetune.data"):
@@ -109,6 +111,7 @@ def test_pons_keeps_zero_tag_clips_and_drops_the_empty_mp3s(real_mtat, caplog):
     assert not {"35644", "55753", "57881"} & set(data["train"]["id"])
 
 
+@pytest.mark.slow
 def test_all_188_tags_in_frequency_order(real_mtat):
     root, *_ = real_mtat
     table = mtat.read_annotations(root / mtat.ANNOTATIONS)

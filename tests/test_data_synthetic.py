@@ -4,6 +4,7 @@ import json
 
 import librosa
 import numpy as np
+import pytest
 import soundfile as sf
 
 from finetune.data import synthetic
@@ -19,6 +20,7 @@ def timbre_profile(path) -> np.ndarray:
     return librosa.feature.mfcc(S=playing, n_mfcc=20)[1:].mean(axis=1)
 
 
+@pytest.mark.slow
 def test_class_counts_are_imbalanced_and_every_split_has_every_class(synthetic_root):
     counts = {name: len(list((synthetic_root / "genres" / name).glob("*.wav"))) for name in synthetic.CLASSES}
     assert counts == synthetic.TRACKS_PER_CLASS
@@ -29,6 +31,7 @@ def test_class_counts_are_imbalanced_and_every_split_has_every_class(synthetic_r
     assert json.loads((synthetic_root / "finetune_synthetic.json").read_text())["version"] == synthetic.GENERATOR_VERSION
 
 
+@pytest.mark.slow
 def test_harp_and_pluck_are_the_closest_pair(synthetic_root):
     profiles = np.stack([np.mean([timbre_profile(p) for p in sorted((synthetic_root / "genres" / name).glob("*.wav"))[:8]],
                                  axis=0) for name in synthetic.CLASSES])  # (C, 19)

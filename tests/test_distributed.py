@@ -33,6 +33,7 @@ def launcher(name: str, port: int) -> list[str]:
             "--main_process_port", str(port)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["torchrun", "accelerate"])
 def test_two_processes_train_as_one_job_and_write_one_run_folder(tmp_path, synthetic_root, name):
     # info verbosity makes the Trainer print its training summary (with the total batch size).
@@ -78,6 +79,7 @@ with open(f"{out}/rank{state.process_index}.json", "w") as f:
 """
 
 
+@pytest.mark.slow
 def test_two_processes_stream_disjoint_files_whose_union_is_the_split(tmp_path, synthetic_root):
     script = tmp_path / "rank_reads.py"
     script.write_text(RANK_READS)
@@ -96,6 +98,7 @@ def test_two_processes_stream_disjoint_files_whose_union_is_the_split(tmp_path, 
     assert all(read["items"] == 2 * len(read["paths"]) for read in reads), "each row's crops, in its own process"
 
 
+@pytest.mark.slow
 def test_two_processes_train_from_their_own_streamed_shards(tmp_path, synthetic_root):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     result = subprocess.run(

@@ -46,6 +46,7 @@ def runs(tiny_backbones, tiny_gtzan, tiny_mtat, tmp_path_factory):
     return run_folder
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(CASES))
 def test_exported_folder_scores_the_same_in_a_transformers_pipeline(runs, case, tmp_path):
     from transformers import pipeline
@@ -100,6 +101,7 @@ def test_adapter_only_export_loads_back_with_equal_logits(runs, case, tmp_path):
         assert torch.allclose(restored(**inputs).logits, merged.model(**inputs).logits, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_adapter_only_refuses_a_run_without_adapters(demo_run, tmp_path):
     with pytest.raises(FileNotFoundError, match="no LoRA adapter"):
         export.export_run(demo_run, tmp_path / "x", adapter_only=True)

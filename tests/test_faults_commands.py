@@ -133,6 +133,7 @@ def test_compare_vary_without_recipe_asks_for_it(capsys):
         "--vary KEY=V1,V2,... (--folds and --seeds optional)"]
 
 
+@pytest.mark.slow
 def test_evaluate_a_run_still_training_names_the_process_using_it(tmp_path):
     training = recipes.load("demo", [f"output_dir={tmp_path / 'run'}"])
     with claim(training) as run:  # a run that has started (run.json, recipe.yaml, lock held) and saved no model

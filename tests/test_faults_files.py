@@ -71,6 +71,7 @@ def test_a_truncated_wav_is_an_error_on_every_path_that_reads(tmp_path):
     assert list(scan.durations) == ["good.wav"] and "truncated" in scan.unreadable["cut.wav"]
 
 
+@pytest.mark.slow
 def test_predict_reports_a_truncated_wav_instead_of_scoring_its_rest(demo_run, tmp_path):
     cut = truncated_wav(tmp_path)
     result = run_cli("predict", "--model", demo_run, cut)
@@ -79,6 +80,7 @@ def test_predict_reports_a_truncated_wav_instead_of_scoring_its_rest(demo_run, t
     assert line["file"] == str(cut) and "truncated" in line["error"] and "labels" not in line
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("samples", [1, 800])  # one sample; 0.05 s at 16 kHz, under the 0.1 s that any window needs
 def test_predict_warns_about_a_file_far_shorter_than_the_window(demo_run, tmp_path, samples):
     short, normal = tmp_path / "short.wav", tmp_path / "normal.wav"
@@ -98,6 +100,7 @@ def test_predict_warns_about_a_file_far_shorter_than_the_window(demo_run, tmp_pa
 # --------------------------------------------------------------------------- model folders
 
 
+@pytest.mark.slow
 def test_a_config_that_disagrees_with_the_weights_on_labels_is_one_line(demo_run, tmp_path):
     folder = shutil.copytree(demo_run / "model", tmp_path / "model")
     config = json.loads((folder / "config.json").read_text())
@@ -117,6 +120,7 @@ def test_a_config_that_disagrees_with_the_weights_on_labels_is_one_line(demo_run
 # --------------------------------------------------------------------------- export and push
 
 
+@pytest.mark.slow
 def test_a_push_that_cannot_happen_is_refused_before_the_export_is_written(demo_run, tmp_path):
     target = tmp_path / "export"
     line = one_line_error("export", demo_run, "--to", target, "--push-to-hub", "not a/valid id")
@@ -155,6 +159,7 @@ def test_exports_and_packs_get_the_usual_folder_mode(demo_run, tmp_path, umask):
 PACK = ["pack", "--recipe", "demo", "data.max_tracks=4", "data.num_workers=0"]
 
 
+@pytest.mark.slow
 def test_pack_refuses_a_location_that_is_not_empty_before_packing(synthetic_root, tmp_path):
     taken, scratch = tmp_path / "taken", tmp_path / "scratch"
     taken.mkdir()
@@ -165,6 +170,7 @@ def test_pack_refuses_a_location_that_is_not_empty_before_packing(synthetic_root
     assert list(scratch.iterdir()) == [], "nothing was packed"
 
 
+@pytest.mark.slow
 def test_pack_refuses_a_hub_upload_that_cannot_happen_before_packing(tmp_path):
     scratch = tmp_path / "scratch"
     scratch.mkdir()
@@ -200,6 +206,7 @@ def test_a_full_disk_under_a_checkpoint_write_says_so(small_disk, save):
     assert line == f"{place}: could not write the checkpoint: No space left on device"
 
 
+@pytest.mark.slow
 def test_a_full_disk_while_generating_the_demo_data_is_one_line_and_leaves_nothing(tmp_path, small_disk):
     root = small_disk / "synthetic"
     line = one_line_error("--recipe", "demo", "train.max_steps=2", f"data.root={root}",

@@ -39,6 +39,7 @@ def test_a_key_given_twice_in_a_recipe_file_is_refused(tmp_path, text, key, line
 # ---------------------------------------------------------------------------- learning rates
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("override", ["train.lr=0", "train.lr=-0.001", "train.head_lr=0"])
 def test_a_learning_rate_that_cannot_train_is_refused_before_any_data(tmp_path, override):
     key = override.partition("=")[0]
@@ -92,6 +93,7 @@ def test_weights_that_are_not_finite_stop_the_run_at_the_step_that_made_them(tmp
         drive("on_optimizer_step", tmp_path, model, optimizer=head_lr)
 
 
+@pytest.mark.slow
 def test_a_diverging_run_says_so_in_one_line_before_any_metric(tmp_path, synthetic_root, capsys):
     """lr 1e30: the second step's loss is nan; without the check, scikit-learn's "Input contains NaN."
     ended the run at the first evaluation."""
@@ -105,6 +107,7 @@ def test_a_diverging_run_says_so_in_one_line_before_any_metric(tmp_path, synthet
     assert not (tmp_path / "run").exists(), "a run stopped before its first checkpoint leaves no folder"
 
 
+@pytest.mark.slow
 def test_a_model_whose_outputs_diverged_at_an_evaluation_says_so(tmp_path, synthetic_root, capsys):
     """Evaluated right after step 1 at lr 1e30: the weights are huge but finite, the outputs nan."""
     code = main(["--recipe", "demo", "train.max_steps=3", "train.eval_steps=1", "train.lr=1e30",
@@ -130,6 +133,7 @@ def test_a_repo_id_the_hub_refuses_is_refused_before_any_data(tmp_path, repo_id,
     assert not (tmp_path / "cache").exists(), "the demo's data is not even generated"
 
 
+@pytest.mark.slow
 def test_a_push_asked_offline_is_refused_before_training_and_says_how_to_push_later(tmp_path):
     assert os.environ["HF_HUB_OFFLINE"] == "1"  # conftest
     line = refusal(tmp_path, "--recipe", "demo", "hub.push_to_hub=true", "hub.repo_id=someone/demo",

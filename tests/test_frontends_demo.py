@@ -26,6 +26,7 @@ def runs(synthetic_root, tmp_path_factory) -> dict:
     return folders
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(FRONTENDS))
 def test_each_front_end_trains_evaluates_exports_and_predicts(runs, name, synthetic_root, tmp_path):
     run_dir = runs[name]

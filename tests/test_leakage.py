@@ -53,6 +53,7 @@ TINY = ["train.max_steps=2", "train.batch_size=4", "data.num_workers=0", "eval.d
         "data.clip_seconds=0.5"]
 
 
+@pytest.mark.slow
 def test_compare_vary_and_cv_tables_state_the_leak_of_every_value(artist_folders, tmp_path):
     out = tmp_path / "vary"
     code, printed, _ = run_main(["compare", "--recipe", "demo", "--vary", "train.lr=1e-3,2e-3", "--folds", "3",
@@ -70,6 +71,7 @@ def test_compare_vary_and_cv_tables_state_the_leak_of_every_value(artist_folders
         assert "- artists: none of the 6 test tracks shares an artist" in (run / "model" / "README.md").read_text()
 
 
+@pytest.mark.slow
 def test_a_run_prints_its_leak_and_the_search_lists_each_trials(artist_folders, tmp_path):
     run_dir = tmp_path / "run"
     code, printed, _ = run_main(["--recipe", "demo", "data.name=folder", f"data.root={artist_folders}",

@@ -4,11 +4,13 @@ import json
 from pathlib import Path
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "quickstart.ipynb"
 
 
+@pytest.mark.slow
 def test_quickstart_notebook_executes(synthetic_root, finetune_cache, tmp_path, monkeypatch):
     monkeypatch.setenv("FINETUNE_CACHE", str(finetune_cache))  # the kernel inherits it: no regeneration
     notebook = nbformat.read(NOTEBOOK, as_version=4)

@@ -32,6 +32,7 @@ def packed(tmp_path_factory, synthetic_root):
     return folder, recipe
 
 
+@pytest.mark.slow
 def test_shards_hold_every_track_at_the_models_rate_with_a_card(packed):
     folder, recipe = packed
     shards = sorted(p.name for p in (folder / "data").iterdir())
@@ -49,6 +50,7 @@ def test_shards_hold_every_track_at_the_models_rate_with_a_card(packed):
     assert len(read_window(row["audio"]["path"], 16000)) == round(row["duration"] * 16000)
 
 
+@pytest.mark.slow
 def test_a_file_url_destination_trains_like_a_folder(packed, tmp_path):
     _, recipe = packed
     url = f"file://{tmp_path / 'remote'}"
@@ -61,6 +63,7 @@ def test_a_file_url_destination_trains_like_a_folder(packed, tmp_path):
     assert json.loads((run_dir / "metrics.json").read_text())["test"]["num_tracks"] == TRACKS
 
 
+@pytest.mark.slow
 def test_a_hub_destination_uploads_the_folder_and_a_failure_keeps_it(packed, tmp_path, capsys):
     _, recipe = packed
     api = FolderApi(tmp_path / "hub")
@@ -71,11 +74,13 @@ def test_a_hub_destination_uploads_the_folder_and_a_failure_keeps_it(packed, tmp
         pack(recipe, "hf://datasets/user/other", shard_mb=1, api=FolderApi(tmp_path / "hub", fail=True))
 
 
+@pytest.mark.slow
 def test_the_command_refuses_a_folder_that_is_not_empty(packed, capsys):
     assert main(["pack", "--recipe", "demo", "--to", str(packed[0])]) == 2
     assert capsys.readouterr().err.strip() == f"error: pack: {packed[0]} is not empty; choose a new folder"
 
 
+@pytest.mark.slow
 def test_two_processes_train_streamed_from_the_shards(packed, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     result = subprocess.run(
@@ -103,6 +108,7 @@ def test_a_packed_dataset_keeps_its_artist_groups(tmp_path):
     assert not set(loaded["train"]["group"]) & set(loaded["test"]["group"])
 
 
+@pytest.mark.slow
 def test_a_packed_dataset_of_unknown_artists_stays_unknown(packed):
     """The demo's tracks name no artist: its packed column is blank, so the reloaded groups are unknown."""
     from finetune.leakage import leakage

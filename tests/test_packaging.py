@@ -69,6 +69,7 @@ def test_the_wheel_is_the_renamed_distribution_with_every_recipe(wheel):
     assert shipped == set(recipes.packaged_recipes())
 
 
+@pytest.mark.slow
 def test_the_installed_copy_is_imported_not_the_checkout(installed, away):
     # This environment may hold an editable install of the checkout: the installed copy must win.
     printed = run(sys.executable, "-c", "import finetune, baselines; print(finetune.__file__); "
@@ -82,6 +83,7 @@ def test_the_console_script_lists_the_packaged_recipes(installed, away):
     assert [line.split()[0] for line in listed] == list(recipes.packaged_recipes())
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("synthetic_root")  # generated once per session, in the cache `away` passes on
 def test_the_demo_validates_and_runs_two_steps(away, tmp_path):
     python = [sys.executable, "-m", "finetune", "--recipe", "demo"]

@@ -77,6 +77,7 @@ def test_predict_genre_original_api(predictor, synthetic_root, demo_run):
     assert predict_genre(str(demo_run), path, upper)[0] == genre.upper()
 
 
+@pytest.mark.slow
 def test_cli_prints_json_lines_and_reports_bad_files(demo_run, tmp_path):
     sf.write(tmp_path / "a.wav", tone(4.0), 44_100)
     (tmp_path / "broken.mp3").write_bytes(b"")
@@ -89,6 +90,7 @@ def test_cli_prints_json_lines_and_reports_bad_files(demo_run, tmp_path):
     assert "broken.mp3" in by_name["broken.mp3"]["error"]
 
 
+@pytest.mark.slow
 def test_predict_many_takes_files_folders_and_lists_and_reports_bad_files(predictor, tmp_path):
     folder, single = tmp_path / "songs", tmp_path / "single.wav"
     (folder / "sub").mkdir(parents=True)
@@ -109,6 +111,7 @@ def test_predict_many_takes_files_folders_and_lists_and_reports_bad_files(predic
     assert "windows" in mixed[0] and "file not found" in mixed[2]["error"]
 
 
+@pytest.mark.slow
 def test_memory_stays_flat_for_a_ten_minute_file(demo_run, tmp_path):
     """Peak memory a prediction adds above the loaded model: the same for 30 s as for 10 min.
 
@@ -197,6 +200,7 @@ def cli_labels(capsys, *argv):
     return [[item["label"] for item in json.loads(line)["labels"]] for line in capsys.readouterr().out.splitlines()]
 
 
+@pytest.mark.slow
 def test_tagging_run_tunes_and_predict_applies_per_tag_thresholds(mtat_run, mtat_root, capsys):
     from finetune.evaluation import TrackPredictions, tune_thresholds
 

@@ -101,6 +101,7 @@ def real_probe(realdata, tmp_path_factory):
     return run_dir
 
 
+@pytest.mark.slow
 def test_a_baseline_probe_exports_a_model_that_predicts_its_own_test_scores(real_probe):
     """The probe scores cached window embeddings; the exported model, run by `predict` on each test
     file, gives the same track scores: the cache, the fitted head and the export agree."""
@@ -116,6 +117,7 @@ def test_a_baseline_probe_exports_a_model_that_predicts_its_own_test_scores(real
     assert metrics["test"]["accuracy"] > 0.3  # chance: 0.1
 
 
+@pytest.mark.slow
 def test_fine_tuning_starts_from_the_probe_and_keeps_the_pretrained_statistics(real_probe, realdata, tmp_path):
     """LP-FT: the head is fitted exactly as the probe fits it (the Trainer's step-0 validation loss
     is the probe's), batch-norm statistics stay the pretrained ones, and a fine-tune that only makes

@@ -72,6 +72,7 @@ def test_the_metric_is_checked_against_the_indexed_label_count():
 # ---------------------------------------------------------------------------- datasets that cannot train
 
 
+@pytest.mark.slow
 def test_a_dataset_of_one_class_is_refused_once_indexed(tmp_path):
     root = folder_dataset(tmp_path / "music", ["rock"], 6)
     line = refusal(tmp_path, "--recipe", "demo", "data.name=folder", f"data.root={root}", "train.max_steps=2",
@@ -79,6 +80,7 @@ def test_a_dataset_of_one_class_is_refused_once_indexed(tmp_path):
     assert f"data.root={root}: dataset 'folder' has 1 class to train on (rock); it needs at least 2" in line
 
 
+@pytest.mark.slow
 def test_a_split_left_without_tracks_is_refused_once_indexed(tmp_path):
     root = folder_dataset(tmp_path / "music", ["rock", "jazz"], 1)
     line = refusal(tmp_path, "--recipe", "demo", "data.name=folder", f"data.root={root}", "train.max_steps=2",

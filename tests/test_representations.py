@@ -33,6 +33,7 @@ def two_runs(synthetic_root, tmp_path_factory, one_torch_thread) -> dict:
     return runs
 
 
+@pytest.mark.slow
 def test_the_figure_shows_one_clip_of_each_common_class_under_each_run(two_runs, tmp_path):
     section = representation_section(two_runs, tmp_path, classes=CLASSES)
     assert section.images == [FIGURE_NAME] and section.title == "How each front end sees the music"

@@ -10,11 +10,10 @@ import math
 import os
 import sys
 import textwrap
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
-from finetune import console
-from finetune import recipe as recipes
+from finetune import console, recipe as recipes
 
 PROG = "python -m finetune"
 

@@ -19,23 +19,23 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
 from finetune import recipe as recipes
+from finetune.atomic import write_atomically, written_whole
 from finetune.bootstrap import RESAMPLES, headline_interval
+from finetune.checks import check_recipe
+from finetune.console import each_line_once
+from finetune.data.recipe_data import check_folds
 from finetune.evaluation import TrackPredictions, scalar_metrics
+from finetune.folders import check_output_folder
 from finetune.leakage import KEY as LEAKAGE_KEY, leak_cell, leakage_text
 from finetune.metrics import headline, summary_names, task_of
 from finetune.report import Section, fmt, fmt_interval, render_markdown
-from finetune.atomic import write_atomically, written_whole
-from finetune.checks import check_recipe
-from finetune.console import each_line_once
-from finetune.folders import check_output_folder
-from finetune.data.recipe_data import check_folds
 from finetune.run import run
 from finetune.rundir import RunFolderError, changed_settings, check_resume, holds_run, is_finished, recorded_recipe
 from finetune.training import runnable_precision

@@ -16,21 +16,21 @@ import itertools
 import json
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
 
 from finetune import recipe as recipes
+from finetune.atomic import write_atomically
 from finetune.bootstrap import RESAMPLES, bootstrap_draws, headline_score, percentile_interval
 from finetune.console import each_line_once
-from finetune.atomic import write_atomically
 from finetune.cv import STD_NOTE, Job, plan, planned_runs, pooled_leakage, run_folders, write_summary
 from finetune.evaluation import TrackPredictions
-from finetune.leakage import KEY as LEAKAGE_KEY, leak_cell
 from finetune.folders import VARY_FILE, check_output_folder
+from finetune.leakage import KEY as LEAKAGE_KEY, leak_cell
 from finetune.models import load_model
 from finetune.report import Section, fmt, fmt_interval, render_markdown, save_figure
 from finetune.rundir import flatten

@@ -2,14 +2,16 @@
 `compare --vary --out`, `cv --out`) refuses one that holds another command's, as training refuses
 a folder that is not its own.
 
-A leaf module: the names of the files that mark each command's results are data here, the same
-names the commands write (`finetune.rundir`, `finetune.cv.write_summary`, `finetune.vary`,
-`finetune.search`).
+A training run's marker files are named by `finetune.rundir`, which writes them; the others are data
+here, the names `finetune.cv.write_summary`, `finetune.vary` and `finetune.search` write (they import
+this module, so it cannot import them).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+
+from finetune.rundir import CHECKPOINT_PREFIX, IDENTITY_FILE
 
 VARY_FILE = "vary.json"  # written at the end of `compare --vary`
 JOURNAL_FILE = "journal.log"  # a search's default storage
@@ -17,7 +19,7 @@ TRIALS_FILE = "trials.csv"  # a search's table, rewritten after every trial
 
 # command -> (its results in words, the files or folders (globs) that mark them), tried in this order
 RESULTS = {
-    "train": ("a training run", ("run.json", "checkpoint-*")),
+    "train": ("a training run", (IDENTITY_FILE, f"{CHECKPOINT_PREFIX}*")),
     "cv": ("a cross-validation", ("summary.json", "summary.md")),
     "vary": ("a comparison of values (compare --vary)", (VARY_FILE,)),
     "search": ("a search", (JOURNAL_FILE, TRIALS_FILE)),

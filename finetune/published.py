@@ -31,6 +31,14 @@ PUBLISHED = (
               {"roc_auc_macro": 0.725821, "pr_auc_macro": 0.107734},
               "MediaEval 2019 Emotion and Theme Recognition task (Bogdanov et al. 2019); "
               "MTG/mtg-jamendo-dataset results/mediaeval/baseline_vggish_results.tsv"),
+    *(Published(f"jamendo/official/split0-{subset}", "FCN on mel-spectrograms (dataset paper baseline)",
+                {"roc_auc_macro": roc_auc, "pr_auc_macro": pr_auc},
+                "Bogdanov et al., ICML 2019 ML4MD workshop: mean over the tags of MTG/mtg-jamendo-dataset "
+                f"results/ml4md2019/auc_{table}.tsv, which the repository gives for its five splits together")
+      for subset, table, roc_auc, pr_auc in (("top50tags", "top50", 0.7538, 0.1915),
+                                             ("genre", "genre", 0.7799, 0.1109),
+                                             ("instrument", "instrument", 0.6743, 0.1276),
+                                             ("moodtheme", "mood", 0.6735, 0.0814))),
 )
 JAMENDO_SPLITS = {f"jamendo/official/{jamendo.split_detail(subset, number)}": counts
                   for (number, subset), counts in jamendo.PUBLISHED_COUNTS.items()}

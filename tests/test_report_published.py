@@ -79,3 +79,15 @@ def test_published_figures_and_the_run_each_state_their_artist_leak(tmp_path):
     mtat = recipes.from_dict({"name": "tags", "data": {"name": "mtat"}})
     assert "Artists: the published split does not keep artists apart" in report(tmp_path, mtat, tags)
     assert "this run: not recorded" in report(tmp_path, mtat, tags)
+
+
+def test_a_whole_jamendo_split_0_run_gets_the_dataset_papers_figures_and_other_splits_do_not(tmp_path):
+    rng = np.random.default_rng(2)
+    targets = (rng.random((11356, 3)) < 0.3).astype(int)
+    tags = tagging_metrics(rng.random(targets.shape), targets, ["genre---rock", "genre---pop", "mood/theme---calm"])
+    split0 = recipes.from_dict({"name": "tags", "data": {"name": "jamendo", "subset": "top50tags"}})
+    md = report(tmp_path, split0, tags)
+    assert "| FCN on mel-spectrograms (dataset paper baseline) | 0.7538 | 0.1915 |" in md
+    assert "Artists: the published split keeps artists apart" in md
+    split1 = recipes.from_dict({"name": "tags", "data": {"name": "jamendo", "subset": "top50tags", "split_number": 1}})
+    assert "FCN on mel-spectrograms" not in report(tmp_path, split1, tags)

@@ -17,10 +17,13 @@ from baselines.common import BaselineConfig, BaselinePreTrainedModel
 from baselines.msd_tags import MSD_TAGS
 from baselines.mtat_tags import MTAT_TAGS
 from finetune.bundle import EVERY_BUILDER_ARGS, ModelBundle, label_config
+from finetune.data.jamendo import subset_tags
 from finetune.recipe import RecipeError
 
-# `backbone.tags` names -> the tags of a Won et al. checkpoint's output units, in order.
-WON_VOCABULARIES = {"mtat": MTAT_TAGS, "msd": MSD_TAGS}
+# `backbone.tags` names -> the tags of a Won et al. checkpoint's output units, in order. Their
+# MTG-Jamendo loader binarizes the top-50 tags with scikit-learn's LabelBinarizer, which sorts them:
+# the published top-50 list, alphabetical, as our loader orders it.
+WON_VOCABULARIES = {"mtat": MTAT_TAGS, "msd": MSD_TAGS, "jamendo": tuple(subset_tags("top50tags"))}
 
 WON_FRONTEND_RENAMES = (
     ("spec.spectrogram.", "frontend.transform."),
@@ -89,7 +92,7 @@ def saved_frontend(path: str | Path) -> str | None:
 
 def won_vocabulary(tags: str | None) -> list[str]:
     """The tags of a Won et al. checkpoint's output units, in order, from ``backbone.tags``: mtat
-    (also when None), msd, or a file with one tag per line."""
+    (also when None), msd, jamendo, or a file with one tag per line."""
     if tags is None or tags in WON_VOCABULARIES:
         return list(WON_VOCABULARIES[tags or "mtat"])
     if not Path(tags).is_file():
@@ -109,7 +112,7 @@ def import_won_checkpoint(
     tags: str | None = None,
 ) -> BaselinePreTrainedModel:
     """``model_class`` with Won et al.'s ``best_model.pth`` loaded strictly, labelled with its
-    head's vocabulary ``tags`` (``backbone.tags``: mtat, msd or a file; None = mtat).
+    head's vocabulary ``tags`` (``backbone.tags``: mtat, msd, jamendo or a file; None = mtat).
 
     Every tensor, front end included, must map onto the model and every model tensor must come
     from the file (``load_state_dict(strict=True)`` raises otherwise); the vocabulary must have one

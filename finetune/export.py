@@ -27,7 +27,8 @@ HUB_LIBRARY = {True: "transformers", False: "finetune"}  # native transformers c
 # Licences of the named backbone families' published weights (Hub id prefix -> SPDX-like id).
 BASE_LICENSES = {family.license_prefix: family.license for family in FAMILIES.values() if family.license_prefix}
 WON_LICENSE = "mit"  # Won et al.'s sota-music-tagging-models weights
-WON_VOCABULARY_NAMES = {"mtat": "the MagnaTagATune top-50 tags", "msd": "the Million Song Dataset top-50 tags"}
+WON_VOCABULARY_NAMES = {"mtat": "the MagnaTagATune top-50 tags", "msd": "the Million Song Dataset top-50 tags",
+                        "jamendo": "the MTG-Jamendo top-50 tags"}
 TOOLKIT_LICENSE = "mit"  # a model trained from scratch by this toolkit
 EXPORT_MARKER = "finetune_export.json"  # in every export: which run it came from (its run.json id)
 

@@ -129,8 +129,8 @@ class BackboneConfig:
     layer: str = option("last", "representation: last | weighted | <layer index>")
     pooling: str = choice("mean", "mean", "attention", doc="pooling over time")
     freeze_feature_encoder: bool = option(True, "keep the convolutional feature encoder frozen")
-    tags: str | None = option(None, "Won et al. .pth checkpoints: their head's tag vocabulary, mtat | msd | a file "
-                              "with one tag per line in output order; null = mtat")
+    tags: str | None = option(None, "Won et al. .pth checkpoints: their head's tag vocabulary, mtat | msd | jamendo "
+                              "| a file with one tag per line in output order; null = mtat")
     head_init: str = choice("random", "random", "probe",
                             doc="probe: fit the new head on frozen embeddings before fine-tuning "
                             "(linear probe then fine-tune, Kumar et al. 2022)")

@@ -10,10 +10,11 @@ import soxr
 import torch
 
 from baselines import BASELINE_BUILDERS, MODEL_CLASSES
-from baselines.loading import import_won_checkpoint, rename_won_keys
+from baselines.loading import WON_VOCABULARIES, import_won_checkpoint, rename_won_keys
 from baselines.msd_tags import MSD_TAGS
 from baselines.mtat_tags import MTAT_TAGS
 from finetune import export, recipe as recipes
+from finetune.data.jamendo import subset_tags
 from finetune.models import check_model_args
 from finetune.recipe import BackboneConfig, RecipeError
 
@@ -49,6 +50,19 @@ def test_msd_vocabulary_labels_the_same_weights(realdata):
     assert bundle.model.config.won_head == {"tags": "msd", "same_labels": True}
 
 
+def test_the_jamendo_vocabulary_is_the_loaders_top50_so_a_jamendo_run_keeps_the_head(realdata):
+    # Won et al.'s loader sorts the 50 tags (LabelBinarizer); the published list is already sorted
+    published = (realdata / "jamendo/tags_top50.txt").read_text().split()
+    assert list(WON_VOCABULARIES["jamendo"]) == sorted(published) == published
+    row = (realdata / "jamendo/splits/split-0/autotagging_top50tags-train.tsv").read_text().splitlines()[1].split("\t")
+    assert set(row[5:]) <= set(published)
+    path = checkpoint(realdata, "musicnn")
+    bundle = BASELINE_BUILDERS["musicnn"](50, subset_tags("top50tags"), True,
+                                          BackboneConfig(path=str(path), tags="jamendo"))
+    assert bundle.model.config.won_head == {"tags": "jamendo", "same_labels": True}
+    assert bundle.model.config.id2label == dict(enumerate(published))
+
+
 def test_a_vocabulary_file_labels_the_head_and_must_fit_it(realdata, tmp_path):
     path, vocabulary = checkpoint(realdata, "musicnn"), tmp_path / "vocabulary.txt"
     names = [f"tag {i}" for i in range(50)]
@@ -61,8 +75,8 @@ def test_a_vocabulary_file_labels_the_head_and_must_fit_it(realdata, tmp_path):
     vocabulary.write_text("\n".join(names[:49] + ["tag 3"]))
     with pytest.raises(RecipeError, match="lists 'tag 3' more than once"):
         import_won_checkpoint(MODEL_CLASSES["musicnn"], path, tags=str(vocabulary))
-    with pytest.raises(RecipeError, match="'jamendo' is not mtat, msd or a file"):
-        import_won_checkpoint(MODEL_CLASSES["musicnn"], path, tags="jamendo")
+    with pytest.raises(RecipeError, match="'fma' is not mtat, msd, jamendo or a file"):
+        import_won_checkpoint(MODEL_CLASSES["musicnn"], path, tags="fma")
 
 
 def test_backbone_tags_only_for_won_checkpoints(realdata):

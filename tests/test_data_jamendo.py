@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from backbone_fixtures import tiny_backbones  # noqa: F401  fixture
 from cli_helpers import run_main
 from data_fixtures import copy_to, write_audio
 from finetune import published, recipe as recipes
@@ -214,6 +215,24 @@ def test_the_scratch_recipe_trains_evaluates_and_exports_end_to_end(real_splits,
         "jamendo", root, subset="top50tags")
     for split in ("train", "test"):  # each track's artist, kept
         assert sorted(loaded[split]["group"]) == sorted(original[split]["group"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["mert_jamendo", "mert_jamendo_probe"])
+def test_the_mert_recipes_train_and_evaluate_on_a_tiny_mert(name, tiny_backbones, real_splits, mp3, tmp_path):
+    """LoRA and the per-layer probe through the recipes as written, on a tiny random MERT in MERT's format."""
+    root = jamendo_root(tmp_path / "jamendo", real_splits, mp3, subset="instrument", rows=slice(None, None, 25))
+    run_dir = tmp_path / "run"
+    code, _, log = run_main(["--recipe", name, f"data.root={root}", "data.subset=instrument",
+                             f"backbone.path={tiny_backbones['mert']}", "train.max_steps=2", "train.batch_size=4",
+                             "data.num_workers=0", "data.crops_per_track=1", "eval.max_seconds=2",
+                             f"output_dir={run_dir}"])
+    assert code == 0, log[-2000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert 0.0 <= metrics["test"]["roc_auc_macro"] <= 1.0 and 0.0 <= metrics["test"]["pr_auc_macro"] <= 1.0
+    config = json.loads((run_dir / "model" / "config.json").read_text())
+    assert list(config["id2label"].values()) == jamendo.subset_tags("instrument")
+    assert "tested on 8 tracks; the published test split has 5115" in (run_dir / "report.md").read_text()
 
 
 def test_the_jamendo_recipes_are_listed_and_resolve(tmp_path):

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
-import yaml
-from huggingface_hub import constants as hub_constants
+from huggingface_hub import EvalResult, ModelCard, ModelCardData, constants as hub_constants
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 from baselines.loading import is_won_checkpoint
@@ -24,6 +25,7 @@ from finetune.recipe import Recipe, load
 from finetune.rundir import read_identity
 
 HUB_LIBRARY = {True: "transformers", False: "finetune"}  # native transformers class or ours
+PIPELINE_TAG = "audio-classification"  # the Hub's task of every model the toolkit writes
 # Licences of the named backbone families' published weights (Hub id prefix -> SPDX-like id).
 BASE_LICENSES = {family.license_prefix: family.license for family in FAMILIES.values() if family.license_prefix}
 WON_LICENSE = "mit"  # Won et al.'s sota-music-tagging-models weights
@@ -71,18 +73,56 @@ def dataset_name(data) -> str:
     return f"{kind} `{dataset_id(data)}`"
 
 
-def model_index(recipe: Recipe, metrics: dict, task: str) -> list[dict]:
-    """The card's `model-index` entry with the test results."""
-    results = [{"type": m.name, "name": m.label, "value": round(float(metrics[m.name]), 4)}
-               for m in card_metrics(metrics)]
+def reported_metrics(metrics: dict) -> list[Metric]:
+    """Every registered score (not a count) that the test `metrics` hold with a finite value: the
+    results of the card's model-index."""
+    return [m for m in metrics_for() if m.higher_is_better is not None
+            and isinstance(metrics.get(m.name), (int, float)) and math.isfinite(metrics[m.name])]
+
+
+def split_args(recipe: Recipe, metrics: dict) -> dict:
+    """The test split as the model-index states it: its scheme, the cross-validation fold, and how
+    much of a published split the run scored when not all of it."""
+    data = recipe.data
+    args = {"split_scheme": data.split_scheme or "standard"}
+    if data.folds:
+        args["cross_validation"] = f"{data.folds}-fold, fold {data.fold}"
     partial = partial_test_split(recipe, metrics)
-    split = recipe.data.split_scheme or "standard"
-    return [{"name": recipe.name, "results": [{
-        "task": {"type": task, "name": task.replace("-", " ")},
-        "dataset": {"type": dataset_id(recipe.data), "name": recipe.data.name,
-                    "split": "test", "args": f"{split}, partial: {partial}" if partial else split},
-        "metrics": results,
-    }]}]
+    if partial:
+        args["partial"] = partial
+    return args
+
+
+def eval_results(recipe: Recipe, metrics: dict) -> list[EvalResult]:
+    """The run's test results as huggingface_hub's model-index entries: one per reported metric."""
+    data, args = recipe.data, split_args(recipe, metrics)
+    return [EvalResult(task_type=PIPELINE_TAG, task_name=PIPELINE_TAG.replace("-", " "),
+                       dataset_type=dataset_id(data), dataset_name=data.name, dataset_config=data.subset or None,
+                       dataset_split="test", dataset_args=args,
+                       metric_type=m.name, metric_name=m.label, metric_value=float(metrics[m.name]))
+            for m in reported_metrics(metrics)]
+
+
+def card_data(recipe: Recipe, metrics: dict, library: str, tags: Sequence[str]) -> ModelCardData:
+    """The metadata a Hub model page reads (library, licence, base model, task, tags, dataset and
+    the model-index of the test results), as huggingface_hub's card data."""
+    results = eval_results(recipe, metrics)
+    return ModelCardData(library_name=library, license=license_of(recipe), base_model=hub_base_model(recipe),
+                         pipeline_tag=PIPELINE_TAG, tags=["audio", "music", *tags, "finetune", recipe.model.name],
+                         datasets=[dataset_id(recipe.data)], metrics=[r.metric_type for r in results] or None,
+                         model_name=recipe.name, eval_results=results or None)
+
+
+def card_text(data: ModelCardData, body: str) -> str:
+    """README.md: the metadata as huggingface_hub writes it, then the markdown body; read back by
+    `ModelCard` first, so metadata the library would refuse is never written."""
+    return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}"))
+
+
+def software_section(lines: Sequence[str]) -> str:
+    """The card's list of the software that made the model beyond the recipe (a plug-in encoder's
+    package and version; the toolkit's own version belongs here too); empty without lines."""
+    return "## Software\n" + "".join(f"- {line}\n" for line in lines) + "\n" if lines else ""
 
 
 def partial_split_line(recipe: Recipe, metrics: dict) -> str:
@@ -156,25 +196,12 @@ def artist_line(metrics: dict) -> str:
     return f"\n- {leak}" if leak else ""
 
 
-def model_card(recipe: Recipe, metrics: dict, config: dict) -> str:
-    """README.md for the Hub: YAML metadata, then what was trained (from the resolved recipe), data,
-    results, usage and limits."""
+def model_card(recipe: Recipe, metrics: dict, config: dict, software: Sequence[str] = ()) -> str:
+    """README.md for the Hub: metadata (`card_data`), then what was trained (from the resolved
+    recipe), the `software` lines, data, results, usage and limits."""
     native = is_native(config)
     labels = [config["id2label"][k] for k in sorted(config["id2label"], key=int)]
     multi = config.get("problem_type") == "multi_label_classification"
-    task = "audio-classification"
-    base = hub_base_model(recipe)
-    meta = {
-        "library_name": HUB_LIBRARY[native],
-        "license": license_of(recipe),
-        **({"base_model": base} if base else {}),
-        "pipeline_tag": task,
-        "tags": ["audio", "music", "music-tagging" if multi else "music-genre-classification",
-                 "finetune", recipe.model.name],
-        "datasets": [dataset_id(recipe.data)],
-        "metrics": [m.name for m in card_metrics(metrics)],
-        "model-index": model_index(recipe, metrics, task),
-    }
     clip, hop = config.get("clip_seconds", recipe.data.clip_seconds), config.get("hop_seconds")
     windows = f"{clip:g} s windows every {hop or clip:g} s, {config.get('aggregate', 'mean')} over the windows"
     toolkit = ("```python\nfrom finetune.predict import Predictor  # pip install music-finetune\n\n"
@@ -198,7 +225,7 @@ Trained with the finetune toolkit's recipe `{recipe.name}`; the resolved recipe 
 `recipe.yaml` (`python -m finetune --recipe recipe.yaml` runs it again). Licence of the weights:
 {license_of(recipe)} (the pretrained checkpoint's where there is one); the training data keeps its own terms.
 
-## Data
+{software_section(software)}## Data
 - dataset: {dataset_name(recipe.data)} (`data.name={recipe.data.name}`), split: {recipe.data.split_scheme or "standard"}
 - {"multi-label tagging" if multi else "single-label classification"} over {len(labels)} labels: {", ".join(labels[:20])}{" ..." if len(labels) > 20 else ""}
 - input: {windows}{threshold_line(config)}{partial_split_line(recipe, metrics)}{artist_line(metrics)}
@@ -218,7 +245,8 @@ Scores hold for the dataset and split above; audio from other sources (recording
 genres outside the label set, very short clips) can score lower. Check the run's report before
 relying on a label.
 """
-    return "---\n" + yaml.safe_dump(meta, sort_keys=False) + "---\n\n" + body
+    tags = ["music-tagging" if multi else "music-genre-classification"]
+    return card_text(card_data(recipe, metrics, HUB_LIBRARY[native], tags), body)
 
 
 ADAPTER_USAGE = {
@@ -232,36 +260,33 @@ model = load_adapter(base, "PATH")  # a local copy of this folder''',
 }
 
 
-def adapter_card(recipe: Recipe, metrics: dict, own_parameters: bool = False) -> str:
-    """README.md for a LoRA adapter folder; `own_parameters`: it carries OWN_PARAMETERS_FILE."""
-    base = recipe.backbone.path
-    usage = ADAPTER_USAGE[own_parameters].format(base=base, own_file=OWN_PARAMETERS_FILE)
-    meta = {"library_name": "peft", "base_model": base, "pipeline_tag": "audio-classification",
-            "tags": ["audio", "music", "lora", "finetune", recipe.model.name]}
-    return "---\n" + yaml.safe_dump(meta, sort_keys=False) + f"""---
-
-# {recipe.name} (LoRA adapter)
+def adapter_card(recipe: Recipe, metrics: dict, own_parameters: bool = False, software: Sequence[str] = ()) -> str:
+    """README.md for a LoRA adapter folder; `own_parameters`: it carries OWN_PARAMETERS_FILE;
+    `software`: as for `model_card`."""
+    usage = ADAPTER_USAGE[own_parameters].format(base=recipe.backbone.path, own_file=OWN_PARAMETERS_FILE)
+    return card_text(card_data(recipe, metrics, "peft", ["lora"]), f"""# {recipe.name} (LoRA adapter)
 
 LoRA adapters (rank {recipe.lora.r}) and the classification head trained by the finetune toolkit's
 recipe `{recipe.name}` on {recipe.data.name}. The merged model is the run's `model/` folder.
 
-| metric (test) | value |
+{software_section(software)}| metric (test) | value |
 |---|---|
 {results_rows(metrics)}
 
 ```python
 {usage}
 ```
-"""
+""")
 
 
-def write_card(folder: Path, recipe: Recipe, metrics: dict, adapter: bool = False) -> Path:
+def write_card(folder: Path, recipe: Recipe, metrics: dict, adapter: bool = False,
+               software: Sequence[str] = ()) -> Path:
     """README.md into a model folder (its config.json names the labels) or, with `adapter`, a LoRA
-    adapter folder."""
+    adapter folder; `software`: lines for the card's Software section (`software_section`)."""
     if adapter:
-        card = adapter_card(recipe, metrics, (folder / OWN_PARAMETERS_FILE).is_file())
+        card = adapter_card(recipe, metrics, (folder / OWN_PARAMETERS_FILE).is_file(), software)
     else:
-        card = model_card(recipe, metrics, json.loads((folder / "config.json").read_text()))
+        card = model_card(recipe, metrics, json.loads((folder / "config.json").read_text()), software)
     path = folder / "README.md"
     path.write_text(card)
     return path

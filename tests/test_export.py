@@ -2,6 +2,7 @@
 which weights under which licence, and how to load and score the model."""
 
 import yaml
+from huggingface_hub import ModelCard
 
 from finetune import export, recipe as recipes
 
@@ -10,9 +11,9 @@ TAGS = {str(i): t for i, t in enumerate(["guitar", "rock", "piano"])}
 
 
 def card(recipe_name: str, overrides: list[str], config: dict, metrics: dict | None = None) -> tuple[dict, str]:
-    text = export.model_card(recipes.load(recipe_name, ["data.root=/data", *overrides]), metrics or {}, config)
-    _, meta, body = text.split("---\n", 2)
-    return yaml.safe_load(meta), body
+    parsed = ModelCard(export.model_card(recipes.load(recipe_name, ["data.root=/data", *overrides]), metrics or {},
+                                         config))
+    return parsed.data.to_dict(), parsed.text
 
 
 def test_a_tagging_run_on_mtat_says_mtat_and_tagging_whatever_its_recipe_began_as():

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-import yaml
+from huggingface_hub import ModelCard
 from safetensors.torch import load_file
 
 from backbone_fixtures import TAGS, TINY_GTZAN, one_torch_thread, tiny_backbones, tiny_gtzan, tiny_mtat  # noqa: F401  fixtures
@@ -71,9 +71,9 @@ def test_a_run_that_does_not_merge_keeps_a_merged_model_with_its_card_and_predic
     assert {"adapter_config.json", "adapter_model.safetensors", OWN_PARAMETERS_FILE,
             "README.md"} <= {p.name for p in (run / "adapter").iterdir()}
     assert "load_adapter" in (run / "adapter" / "README.md").read_text()
-    meta = yaml.safe_load((run / "model" / "README.md").read_text().split("---")[1])
+    results = ModelCard.load(run / "model" / "README.md").data.eval_results
     test_accuracy = json.loads((run / "metrics.json").read_text())["test"]["accuracy"]
-    values = {m["type"]: m["value"] for m in meta["model-index"][0]["results"][0]["metrics"]}
+    values = {r.metric_type: r.metric_value for r in results}
     assert values["accuracy"] == pytest.approx(test_accuracy, abs=1e-4)
     result = Predictor.from_pretrained(run).predict(np.full(3 * 24000, 0.01, dtype=np.float32), sr=24000,
                                                     top_k=2, per_window=True)
@@ -88,7 +88,7 @@ def test_adapter_only_export_loads_back_with_equal_logits(runs, case, tmp_path):
     assert {"adapter_config.json", "adapter_model.safetensors", "README.md",
             "preprocessor_config.json"} <= files
     assert (OWN_PARAMETERS_FILE in files) == (case != "wav2vec2")  # the layer weights of weighted runs
-    assert "library_name: peft" in (folder / "README.md").read_text()
+    assert ModelCard.load(folder / "README.md").data.library_name == "peft"
     merged = load_model(run / "model")
     config = merged.model.config
     recipe = recipes.load(str(run / "recipe.yaml"), ["backbone.mode=full"])

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 import soundfile as sf
-import yaml
+from huggingface_hub import ModelCard
 
 from finetune import export
 from finetune.predict import Predictor, predict_genre
@@ -157,11 +157,10 @@ def test_export_writes_a_hub_ready_folder_with_a_card(demo_run, tmp_path):
     folder = export.export_run(demo_run, tmp_path / "export")
     for name in ("model.safetensors", "config.json", "preprocessor_config.json", "README.md", "recipe.yaml"):
         assert (folder / name).is_file(), name
-    card = (folder / "README.md").read_text()
-    meta = yaml.safe_load(card.split("---")[1])
-    assert meta["pipeline_tag"] == "audio-classification"
+    card = ModelCard.load(folder / "README.md")
+    assert card.data.pipeline_tag == "audio-classification"
     test_accuracy = json.loads((demo_run / "metrics.json").read_text())["test"]["accuracy"]
-    values = {m["type"]: m["value"] for m in meta["model-index"][0]["results"][0]["metrics"]}
+    values = {r.metric_type: r.metric_value for r in card.data.eval_results}
     assert values["accuracy"] == pytest.approx(test_accuracy, abs=1e-4)
     config = json.loads((folder / "config.json").read_text())
     assert sorted(config["id2label"].values()) == ["bells", "buzz", "drone", "harp", "pluck", "pulse"]

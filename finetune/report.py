@@ -27,7 +27,9 @@ from finetune.bootstrap import split_intervals
 from finetune.evaluation import TrackPredictions
 from finetune.leakage import KEY as LEAKAGE_KEY, leakage_text
 from finetune.metrics import LOSS, SINGLE_LABEL, headline, metrics_for, summary_names, task_of
+from finetune.provenance import describe as provenance_lines
 from finetune.published import PUBLISHED_SPLIT_ARTISTS, Published, partial_test_split, published_for, split_key
+from finetune.rundir import read_identity
 
 
 @dataclass
@@ -214,7 +216,8 @@ def published_section(recipe, test: dict) -> Section | None:
     return Section("Published results on this split", text=text, tables=[published_table(recipe, rows, test)])
 
 
-def _setup_lines(recipe) -> list[str]:
+def _setup_lines(recipe, run_dir: Path) -> list[str]:
+    """The recipe's main settings, then the code and machine the run recorded (run.json)."""
     return [
         f"recipe: {recipe.name} - {recipe.description}",
         f"data: {recipe.data.name} ({recipe.data.root or 'generated'}), split "
@@ -222,6 +225,7 @@ def _setup_lines(recipe) -> list[str]:
         f"model: {recipe.model.name} (backbone {recipe.backbone.path or 'from scratch'}, mode {recipe.backbone.mode})",
         f"training: lr {recipe.train.lr}, batch {recipe.train.batch_size}, "
         f"epochs {recipe.train.epochs}, max_steps {recipe.train.max_steps}, seed {recipe.seed}",
+        *provenance_lines(read_identity(run_dir) or {}),
     ]
 
 
@@ -237,7 +241,7 @@ def run_sections(run_dir: Path, recipe, results: dict, log_history: list[dict]) 
     leak = leakage_text(test.get(LEAKAGE_KEY))
     if leak:
         metrics.text.append(leak)
-    sections = [Section("Setup", text=_setup_lines(recipe)), metrics]
+    sections = [Section("Setup", text=_setup_lines(recipe, run_dir)), metrics]
     published = published_section(recipe, test)
     if published:
         sections.append(published)

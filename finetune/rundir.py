@@ -1,6 +1,7 @@
 """Run folders: each run's own folder, created once, locked for the run's whole life, never shared.
 
-A run folder is its identity (`run.json`: when it was created, by which process, each resume). A new
+A run folder is its identity (`run.json`: when it was created, by which process and version of the toolkit,
+on which libraries and device (`finetune.provenance`), each resume). A new
 run creates its folder atomically (`mkdir` without `exist_ok`; a default name that exists gets a
 suffix), an `output_dir` that already holds a run is refused unless resuming, and a process that
 finds the folder locked by another is refused at once. Resuming compares the recorded recipe with
@@ -27,11 +28,12 @@ import yaml
 from filelock import FileLock, Timeout
 
 from finetune.atomic import write_atomically
+from finetune.provenance import provenance
 from finetune.recipe import Recipe, RecipeError, from_dict
 
 logger = logging.getLogger("finetune")
 
-IDENTITY_FILE = "run.json"  # the run's identity: id, created, pid, host, command, resumes
+IDENTITY_FILE = "run.json"  # the run's identity: id, created, pid, host, command, provenance, resumes
 RECIPE_FILE = "recipe.yaml"  # the settings the run uses, written when it starts
 LOCK_FILE = ".lock"  # held (flock) by the process that runs in the folder; released when it dies
 HOLDER_FILE = ".lock.json"  # who holds the lock (pid, host, command), for the message that refuses another
@@ -55,6 +57,12 @@ def read_identity(folder: Path) -> dict | None:
         return json.loads((folder / IDENTITY_FILE).read_text())
     except (OSError, ValueError):
         return None
+
+
+def recorded_version(found: dict) -> str | None:
+    """The toolkit version a run.json's run was created by; None for a run folder older than
+    `provenance.RECORDED_SINCE`, whose format readers know by that."""
+    return found.get("version")
 
 
 def holds_run(folder: Path) -> bool:
@@ -158,16 +166,17 @@ def check_resume(folder: Path, recipe: Recipe) -> None:
 def identity(recipe: Recipe) -> dict:
     """A new run's `run.json`; `id` is random, so it names this run wherever its folder moves."""
     return {"id": uuid.uuid4().hex, "recipe": recipe.name, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "pid": os.getpid(),
-            "host": socket.gethostname(), "command": sys.argv, "resumes": []}
+            "host": socket.gethostname(), "command": sys.argv, **provenance(), "resumes": []}
 
 
 def in_use_message(folder: Path) -> str:
     """The refusal of a folder whose lock another process holds, naming that process (its
-    `.lock.json`; a folder locked by an older version names its run.json's)."""
+    `.lock.json`; a folder of a version that wrote none names its run.json's creator)."""
     try:
         found = json.loads((folder / HOLDER_FILE).read_text())
     except (OSError, ValueError):
-        found = read_identity(folder) or {}
+        recorded = read_identity(folder) or {}
+        found = {} if recorded_version(recorded) else recorded
     doing = f", {found['doing']}" if found.get("doing") else ""
     who = f" (pid {found['pid']} on {found['host']}{doing})" if "pid" in found and "host" in found else ""
     return f"{folder} is in use by another process{who}; wait for it to end or choose another folder (output_dir=...)"
@@ -282,7 +291,7 @@ def start(folder: Path, recipe: Recipe) -> RunFolder:
         checkpoint = usable_checkpoint(folder)
         found["resumes"] = [*found.get("resumes", []), {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                                                          "pid": os.getpid(), "host": socket.gethostname(),
-                                                         "from": checkpoint}]
+                                                         "from": checkpoint, **provenance()}]
         resumed = True
     else:
         check_new_run(folder)

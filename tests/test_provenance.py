@@ -16,9 +16,10 @@ import pytest
 import finetune
 from conftest import PROJECT_ROOT
 from finetune.machine import local_accelerator
-from finetune.provenance import LIBRARIES, checkout
+from finetune.provenance import LIBRARIES, checkout, provenance
+from finetune.recipe import load
 from finetune.report import refresh
-from finetune.rundir import IDENTITY_FILE, in_use_message
+from finetune.rundir import IDENTITY_FILE, claim, in_use_message
 
 GIT = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com", "-c", "commit.gpgsign=false"]
 
@@ -93,6 +94,18 @@ def test_a_lock_holder_is_named_from_run_json_only_in_folders_of_older_versions(
     assert "pid 4242 on elsewhere" in in_use_message(tmp_path)
     (tmp_path / IDENTITY_FILE).write_text(json.dumps({"pid": 4242, "host": "elsewhere", "version": "0.2.0"}))
     assert "4242" not in in_use_message(tmp_path)
+
+
+def test_each_resume_records_the_code_and_machine_it_ran_on(tmp_path):
+    """A resume may run another version or device than the run's start: its entry says which."""
+    folder = f"output_dir={tmp_path / 'run'}"
+    with claim(load("demo", [folder])):
+        pass
+    with claim(load("demo", [folder, "train.resume=true"])) as resumed:
+        recorded = json.loads((resumed.path / IDENTITY_FILE).read_text())
+    assert recorded["version"] == finetune.__version__
+    entry, now = recorded["resumes"][-1], provenance()
+    assert {key: entry[key] for key in now} == now
 
 
 @pytest.mark.slow

@@ -18,7 +18,7 @@ through the toolkit's public path except the reference:
     the same fixed budget of FRONT_END_STEPS optimizer steps a fold, with paired tests against log-mel
     on the pooled test tracks; artist-aware folds.
 For (b) and (d) the fold kinds are compared on the tracks both test (`fold_kinds`): each kind's
-accuracy there, the paired difference (finetune.studies.paired) and each kind's leak (test tracks
+accuracy there, the paired difference (finetune.stats.paired) and each kind's leak (test tracks
 whose artist trains in their fold: summary.json's count, and the same count by GTZAN's artist index,
 which the label-stratified runs cannot record since their groups are the tracks themselves).
 Targets: (c) >= (b) >= (a) on the mean test accuracy of the artist-aware folds; (b) under a minute
@@ -44,14 +44,14 @@ from sklearn.preprocessing import StandardScaler
 
 from bench.timing import Result, figure, timed
 from finetune import recipe as recipes
-from finetune.bootstrap import headline_interval
 from finetune.cv import cross_validate, pooled_leakage
 from finetune.data.gtzan import track_groups
 from finetune.data.recipe_data import recipe_dataset
 from finetune.evaluation import TrackPredictions
 from finetune.features import FRONTENDS
 from finetune.leakage import leakage_text
-from finetune.studies.paired import paired_test
+from finetune.stats.bootstrap import headline_interval
+from finetune.stats.paired import paired_test
 from finetune.vary import vary
 
 REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"

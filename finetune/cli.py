@@ -284,7 +284,7 @@ def explain_parser() -> argparse.ArgumentParser:
 
 
 def explain(args: argparse.Namespace) -> int:
-    from finetune.studies.explain import explain_file
+    from finetune.explain import explain_file
 
     out, saliency = explain_file(args.run, args.file, args.out, args.start, args.duration, args.label,
                                  args.bands, args.segment_seconds)
@@ -352,7 +352,7 @@ def compare(args: argparse.Namespace) -> int:
     """Compare run folders, or (--recipe, --vary) run a recipe for each value of one setting."""
     varying = args.recipe or args.vary or args.folds or args.seeds or args.jobs != 1
     if not varying:
-        from finetune.studies.compare import compare as compare_runs
+        from finetune.compare import compare as compare_runs
 
         out, markdown = compare_runs(args.runs, args.out)
         print(markdown, end="")

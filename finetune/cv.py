@@ -27,7 +27,6 @@ import numpy as np
 
 from finetune import recipe as recipes
 from finetune.atomic import write_atomically, written_whole
-from finetune.bootstrap import RESAMPLES, headline_interval
 from finetune.checks import check_recipe
 from finetune.console import each_line_once
 from finetune.data.recipe_data import check_folds
@@ -38,6 +37,7 @@ from finetune.metrics import headline, summary_names, task_of
 from finetune.report import Section, fmt, fmt_interval, render_markdown
 from finetune.run import run
 from finetune.rundir import RunFolderError, changed_settings, check_resume, holds_run, is_finished, recorded_recipe
+from finetune.stats.bootstrap import RESAMPLES, headline_interval
 from finetune.training import runnable_precision
 from finetune.workers import work_through, workers
 

@@ -1,5 +1,8 @@
 """Metrics and window -> track aggregation, computed with scikit-learn (offline), and the
-track-level predictions file that studies and reports read (RUN/predictions/<split>.npz)."""
+track-level predictions file that studies and reports read (RUN/predictions/<split>.npz).
+
+Loads no torch (`finetune.stats` reads `TrackPredictions` without it): the one use of
+`finetune.clips` imports it where windows are read."""
 
 from __future__ import annotations
 
@@ -9,7 +12,6 @@ from pathlib import Path
 import numpy as np
 from sklearn import metrics as skm
 
-from finetune.clips import unreadable_tracks
 from finetune.metrics import MULTI_LABEL, SINGLE_LABEL, metrics_for, task_name
 
 TOP_K = (3, 5)  # top-k accuracy for genres, reported when there are more than k classes
@@ -153,6 +155,8 @@ def tune_thresholds(probs: np.ndarray, targets: np.ndarray,
 def readable_windows(track_index: np.ndarray) -> np.ndarray:
     """(W,) bool: False for every window of a track that has a window that could not be read
     (marked by `finetune.clips.unreadable_window`)."""
+    from finetune.clips import unreadable_tracks  # here, not on top: clips loads torch
+
     return (track_index >= 0) & ~np.isin(track_index, unreadable_tracks(track_index))
 
 

@@ -23,13 +23,13 @@ import numpy as np
 
 from finetune import recipe as recipes
 from finetune.atomic import written_whole
-from finetune.bootstrap import split_intervals
 from finetune.evaluation import TrackPredictions
 from finetune.leakage import KEY as LEAKAGE_KEY, leakage_text
 from finetune.metrics import LOSS, SINGLE_LABEL, headline, metrics_for, summary_names, task_of
 from finetune.provenance import describe as provenance_lines
 from finetune.published import PUBLISHED_SPLIT_ARTISTS, Published, partial_test_split, published_for, split_key
 from finetune.rundir import read_identity
+from finetune.stats.bootstrap import split_intervals
 
 
 @dataclass

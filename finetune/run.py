@@ -18,7 +18,6 @@ from finetune import export, report
 from finetune.atomic import write_atomically, writing
 from finetune.augment import augment_waveform
 from finetune.backbones import family_of
-from finetune.bootstrap import split_intervals
 from finetune.checks import check_metric, check_recipe
 from finetune.clips import (
     AudioCollator,
@@ -40,6 +39,7 @@ from finetune.models import adapter_only, build_model, export_model, head_names
 from finetune.probe import probe_head_init, run_probe
 from finetune.recipe import Recipe, RecipeError
 from finetune.rundir import RunFolder, RunFolderError, claim
+from finetune.stats.bootstrap import split_intervals
 from finetune.studies import end_of_run
 from finetune.training import (
     FinetuneTrainer,

@@ -25,7 +25,6 @@ import numpy as np
 
 from finetune import recipe as recipes
 from finetune.atomic import write_atomically
-from finetune.bootstrap import RESAMPLES, bootstrap_draws, headline_score, percentile_interval
 from finetune.console import each_line_once
 from finetune.cv import STD_NOTE, Job, plan, planned_runs, pooled_leakage, run_folders, write_summary
 from finetune.evaluation import TrackPredictions
@@ -33,9 +32,10 @@ from finetune.folders import VARY_FILE, check_output_folder
 from finetune.leakage import KEY as LEAKAGE_KEY, leak_cell
 from finetune.models import load_model
 from finetune.report import Section, fmt, fmt_interval, render_markdown, save_figure
+from finetune.representations import disagreement_section, representation_section
 from finetune.rundir import flatten
-from finetune.studies.paired import paired_test
-from finetune.studies.representations import disagreement_section, representation_section
+from finetune.stats.bootstrap import RESAMPLES, bootstrap_draws, headline_score, percentile_interval
+from finetune.stats.paired import paired_test
 from finetune.workers import work_through, workers
 
 logger = logging.getLogger("finetune")
@@ -46,7 +46,7 @@ NOTES = {
               "seeds scored together (for accuracy on the same tracks: the mean over the seeds); 95% bootstrap "
               "interval over tracks (a resample draws tracks and takes every seed's predictions of them)",
     "paired": "Δ vs first: this value - the first value on the same pooled test tracks, paired per seed "
-              "(finetune.studies.paired: paired bootstrap interval and p, McNemar for genres); with several "
+              "(finetune.stats.paired: paired bootstrap interval and p, McNemar for genres); with several "
               "seeds each cell lists the seeds in order, separated by /",
     "size": "parameters: the first run's saved model (model/, LoRA merged; buffers such as front-end filters "
             "and batch-norm statistics left out); train s: the Trainer's train_runtime (a probe: from run.json's "

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from cli_helpers import run_main
-from finetune.bootstrap import headline_score
 from finetune.cli import main
 from finetune.evaluation import TrackPredictions
-from finetune.studies.paired import paired_test
+from finetune.stats.bootstrap import headline_score
+from finetune.stats.paired import paired_test
 
 FOLDS, SEEDS, PER_SPLIT = 3, (0, 1), 5
 

@@ -2,6 +2,8 @@
 no cycle (an import moved into a function to dodge a circle is a circle all the same)."""
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -117,5 +119,15 @@ def test_scoring_never_imports_the_trainer():
     modules = our_modules()
     graph = {name: imported(name, path, modules) for name, path in modules.items()}
     assert "finetune.training" in reachable(graph, "finetune.run")  # the graph sees the trainer where it is used
-    for module in ("finetune.predict", "finetune.probe", "finetune.studies.scoring"):
+    for module in ("finetune.predict", "finetune.probe", "finetune.scoring"):
         assert "finetune.training" not in reachable(graph, module), module
+
+
+def test_statistics_load_no_torch():
+    """The statistics and the predictions they read (`finetune.stats`, `TrackPredictions`) import
+    without torch, so a notebook or a script testing two prediction files stays light."""
+    code = ("import sys; import finetune.stats.bootstrap, finetune.stats.paired; "
+            "from finetune.evaluation import TrackPredictions; "
+            "loaded = sorted(m for m in ('torch', 'transformers') if m in sys.modules); "
+            "assert not loaded, loaded")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=PROJECT_ROOT)

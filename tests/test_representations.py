@@ -8,7 +8,7 @@ import pytest
 from backbone_fixtures import one_torch_thread  # noqa: F401  fixture: toy models run fastest on one thread
 from finetune.cli import main
 from finetune.evaluation import TrackPredictions
-from finetune.studies.representations import (
+from finetune.representations import (
     CELL_INCHES,
     FIGURE_NAME,
     LABEL_INCHES,

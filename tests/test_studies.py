@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from finetune import explain
 from finetune.cli import main
 from finetune.evaluation import TrackPredictions
-from finetune.studies import evaluate, explain
-from finetune.studies.scoring import RunModel
+from finetune.scoring import RunModel
+from finetune.studies import evaluate
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import yaml
 
 from finetune import recipe as recipes
 from finetune.cli import main
-from finetune.studies.compare import ComparisonError, compare
+from finetune.compare import ComparisonError, compare
 
 
 def copy_run(demo_run, folder, *overrides):

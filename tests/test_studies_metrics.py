@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from finetune import bootstrap, published, recipe as recipes
+from finetune import published, recipe as recipes
 from finetune.data import gtzan
 from finetune.evaluation import TrackPredictions, classification_metrics, tagging_metrics
 from finetune.metrics import average_precision_columns, roc_auc_columns
+from finetune.stats import bootstrap
 from finetune.studies import genre_maps
 from finetune.studies.crossdataset import cross_metrics, resolve
 from finetune.studies.mistakes import confident_mistakes

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from finetune.evaluation import TrackPredictions
-from finetune.studies.paired import paired_test
+from finetune.stats.paired import paired_test
 
 TRACKS, CLASSES, TAGS = 200, 5, 6
 

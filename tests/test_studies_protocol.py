@@ -9,7 +9,7 @@ import shutil
 from finetune import studies
 from finetune.cli import main
 from finetune.evaluation import TrackPredictions
-from finetune.studies.scoring import RunModel
+from finetune.scoring import RunModel
 
 THROWAWAY = '''
 from finetune.report import Section, save_study

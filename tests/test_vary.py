@@ -15,11 +15,11 @@ import pytest
 from safetensors.numpy import load_file
 
 from cli_helpers import run_main
-from finetune.bootstrap import headline_interval, headline_score
 from finetune.cli import main
 from finetune.evaluation import TrackPredictions
 from finetune.models import load_model
-from finetune.studies.paired import paired_test
+from finetune.stats.bootstrap import headline_interval, headline_score
+from finetune.stats.paired import paired_test
 from finetune.vary import seeds_pooled
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]

@@ -26,7 +26,7 @@ from finetune.report import Section, fmt, fmt_interval, render_html, render_mark
 from finetune.rundir import RECIPE_FILE
 from finetune.search.space import described, settings
 from finetune.search.study import ABANDONED, Search, best_trial, counted, trial_folder
-from finetune.studies.paired import paired_test
+from finetune.stats.paired import paired_test
 
 logger = logging.getLogger("finetune")
 

@@ -16,9 +16,9 @@ from finetune import report
 from finetune.evaluation import TrackPredictions
 from finetune.report import Section
 from finetune.rundir import hold
+from finetune.scoring import RunModel
 from finetune.studies import crossdataset, durations, mistakes, rare
 from finetune.studies.protocol import END_OF_RUN, EVALUATE, EVALUATE_ON, Inputs
-from finetune.studies.scoring import RunModel
 
 STUDIES = (durations.STUDY, rare.STUDY, mistakes.STUDY, crossdataset.STUDY)  # in report order
 

@@ -18,9 +18,9 @@ from finetune import recipe as recipes
 from finetune.evaluation import TrackPredictions, tagging_metrics
 from finetune.metrics import SINGLE_LABEL, summary_names, task_of
 from finetune.report import Section, class_table, confusion_matrix_plot, fmt, save_figure, save_study
+from finetune.scoring import RunModel
 from finetune.studies.genre_maps import load_mapping, packaged_mapping
 from finetune.studies.protocol import EVALUATE_ON, Inputs, Study
-from finetune.studies.scoring import RunModel
 
 NO_COUNTERPART = "(no counterpart)"
 

@@ -19,8 +19,8 @@ from finetune.data.audio import AudioReadError, audio_duration
 from finetune.evaluation import TrackPredictions, aggregate_tracks, track_metrics
 from finetune.metrics import metrics_for
 from finetune.report import Section, fmt, save_figure, save_study
+from finetune.scoring import Excerpts, RunModel
 from finetune.studies.protocol import END_OF_RUN, EVALUATE, Inputs, Study
-from finetune.studies.scoring import Excerpts, RunModel
 
 logger = logging.getLogger("finetune")
 MODES = ("start", "random")

@@ -12,8 +12,8 @@ import numpy as np
 
 from finetune.console import progress
 from finetune.evaluation import TrackPredictions
+from finetune.explain import explain_audio, save_saliency
 from finetune.report import Section, save_study
-from finetune.studies.explain import explain_audio, save_saliency
 from finetune.studies.protocol import END_OF_RUN, EVALUATE, Inputs, Study
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from finetune.evaluation import TrackPredictions
 from finetune.report import Section
-from finetune.studies.scoring import RunModel
+from finetune.scoring import RunModel
 
 END_OF_RUN = "end of run"  # every run's end (finetune.run.write_run_folder), on its test predictions
 EVALUATE = "evaluate"  # `python -m finetune evaluate RUN`, on the test split scored again

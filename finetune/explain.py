@@ -26,7 +26,7 @@ from finetune.console import progress
 from finetune.data.audio import read_window
 from finetune.features import LogMel
 from finetune.report import save_figure
-from finetune.studies.scoring import RunModel
+from finetune.scoring import RunModel
 
 N_FFT, HOP = 1024, 256
 MELS_PER_BAND = 4  # display resolution of the log-mel panel

@@ -16,9 +16,9 @@ import torch
 from finetune.console import progress
 from finetune.data.audio import audio_duration, read_window
 from finetune.evaluation import TrackPredictions
+from finetune.explain import Saliency, occlusion_saliency
 from finetune.report import Section, save_figure
-from finetune.studies.explain import Saliency, occlusion_saliency
-from finetune.studies.scoring import RunModel
+from finetune.scoring import RunModel
 
 FIGURE_NAME = "representations.png"
 CELL_INCHES = (3.6, 3.0)  # one clip under one value: representation above its saliency

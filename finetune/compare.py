@@ -1,5 +1,5 @@
 """`python -m finetune compare RUN RUN ...`: one table and one plot of several runs' test scores, and
-a paired test of each run against the first on the same test tracks (`finetune.studies.paired`).
+a paired test of each run against the first on the same test tracks (`finetune.stats.paired`).
 
 Runs are compared only on the same test set: same dataset, split scheme and options (and seed when
 the split is random), same classes and the same number of test tracks. Anything else is refused,
@@ -16,12 +16,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from finetune import recipe as recipes
-from finetune.bootstrap import split_intervals
 from finetune.evaluation import TrackPredictions
 from finetune.metrics import compared_names, task_of
 from finetune.published import split_key
 from finetune.report import Section, fmt, fmt_interval, render_markdown, save_figure
-from finetune.studies.paired import paired_test
+from finetune.stats.bootstrap import split_intervals
+from finetune.stats.paired import paired_test
 
 
 class ComparisonError(ValueError):
@@ -77,7 +77,7 @@ def comparison_figure(runs: list[dict], keys: list[str]):
 
 
 def paired_section(runs: list[dict]) -> tuple[Section, list[dict | None]]:
-    """Each later run against the first on the same tracks (`finetune.studies.paired`), and the results
+    """Each later run against the first on the same tracks (`finetune.stats.paired`), and the results
     by run (None for the first, and for all when a run has no predictions/test.npz)."""
     first = runs[0]
     title = f"Paired tests against {first['name']}"

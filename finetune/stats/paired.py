@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import binomtest
 
-from finetune.bootstrap import RESAMPLES, bootstrap_draws, headline_score, percentile_interval
 from finetune.evaluation import TrackPredictions
 from finetune.metrics import headline
+from finetune.stats.bootstrap import RESAMPLES, bootstrap_draws, headline_score, percentile_interval
 
 
 def align(a: TrackPredictions, b: TrackPredictions) -> TrackPredictions:

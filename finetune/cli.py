@@ -95,7 +95,20 @@ def list_models(args: argparse.Namespace) -> int:
         accepted = [p for p in options.parameters if p not in TOOLKIT_ARGS]
         print(f"{name:<12} {options.summary}")
         print(f"{'':<12} model.args: {', '.join(accepted) or '(none)'}")
+    list_encoders()
     return 0
+
+
+def list_encoders() -> None:
+    """The encoders installed packages register (model.name=encoder backbone.encoder=<name>)."""
+    from finetune.backbones.plugin import ENTRY_POINT_GROUP, registered_encoders
+
+    encoders = registered_encoders()
+    print(f"\nplug-in encoders (model.name=encoder backbone.encoder=<name>; entry points {ENTRY_POINT_GROUP}):")
+    for name, spec in sorted(encoders.items()):
+        print(f"{name:<12} {spec}")
+    if not encoders:
+        print(f"{'':<12} none installed; any package.module:factory or hear:package.module works too")
 
 
 def train(args: argparse.Namespace) -> int:

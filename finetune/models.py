@@ -18,13 +18,15 @@ from finetune.backbones import AUTO, BACKBONE_BUILDERS  # ... and the finetune_*
 from finetune.backbones.auto import build_auto
 from finetune.backbones.heads import base_model_name
 from finetune.backbones.lora import export_ready, lora_layers, save_adapter
+from finetune.backbones.plugin import ENCODER, EncoderConfig, build_encoder, load_encoder_model
 from finetune.bundle import ModelBundle
 from finetune.checks import check_model_args
 from finetune.features import FRONTENDS
 from finetune.model_options import OPTIONS_FILE, ModelOptions, options_of, to_json
 from finetune.recipe import Recipe
 
-MODEL_BUILDERS: dict[str, Callable[..., ModelBundle]] = {**BASELINE_BUILDERS, **BACKBONE_BUILDERS, AUTO: build_auto}
+MODEL_BUILDERS: dict[str, Callable[..., ModelBundle]] = {**BASELINE_BUILDERS, **BACKBONE_BUILDERS, AUTO: build_auto,
+                                                         ENCODER: build_encoder}
 # A spectrogram baseline's arguments whose values are a registry's names (checked without torch).
 FRONTEND_CHOICES = {"frontend": list(FRONTENDS), "frontend_norm": list(FRONTEND_NORMS)}
 
@@ -154,14 +156,23 @@ def weights_mismatch(path: Path, baseline, err: RuntimeError) -> ValueError:
                       "names every label)")
 
 
+def load_transformers_model(path: Path, model_type: str | None):
+    """A saved transformers-style model: a plug-in encoder's built again by its factory, the rest
+    by transformers."""
+    if model_type == EncoderConfig.model_type:
+        return load_encoder_model(path)
+    return AutoModelForAudioClassification.from_pretrained(path)
+
+
 def load_model(path: str | Path) -> ModelBundle:
     """Load a saved model folder (ours or a transformers audio classifier) with its extractor; a
     folder that cannot be loaded is a ValueError or OSError naming it and why."""
     path = Path(path)
     check_model_folder(path)
     try:
-        baseline = BASELINE_CLASSES.get(read_json(path / "config.json").get("model_type"))
-        model = load_saved(baseline, path) if baseline else AutoModelForAudioClassification.from_pretrained(path)
+        model_type = read_json(path / "config.json").get("model_type")
+        baseline = BASELINE_CLASSES.get(model_type)
+        model = load_saved(baseline, path) if baseline else load_transformers_model(path, model_type)
         extractor = AutoFeatureExtractor.from_pretrained(path)
     except (OSError, ValueError) as err:  # a missing weights or preprocessor file, an unknown model type
         raise ValueError(f"{path}: cannot load the model ({err})") from err

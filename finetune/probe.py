@@ -40,6 +40,7 @@ from baselines.common import probe_features, probe_head
 from finetune.backbones import family_of
 from finetune.backbones.common import keep_layers
 from finetune.backbones.heads import resolve_layer
+from finetune.backbones.plugin import EncoderForAudioClassification, plugin_head
 from finetune.clips import AudioCollator, EvalWindows, Windowing, task_of, track_table
 from finetune.console import progress
 from finetune.evaluation import evaluate_windows, scalar_metrics, track_predictions
@@ -53,7 +54,7 @@ logger = logging.getLogger("finetune")
 CACHE_VERSION = 3  # 3: one file per track, shared by every split and fold
 # Config entries that do not change the embeddings: the labels, and what only the head or training reads.
 CONFIG_KEYS_IGNORED = ("id2label", "label2id", "num_labels", "problem_type", "_name_or_path",
-                       "use_weighted_layer_sum", "pooling", "classifier_proj_size", "layerdrop",
+                       "use_weighted_layer_sum", "selected_layer", "pooling", "classifier_proj_size", "layerdrop",
                        "freq_mask", "time_mask", "num_masks", "dropout")
 SPLITS = ("train", "validation", "test")
 
@@ -70,8 +71,11 @@ class Embedder:
 
 
 def embedder_for(model_name: str, model: nn.Module) -> Embedder:
-    """The Embedder of a recipe's model: a pretrained backbone family (for `auto`, the checkpoint's),
-    else a baseline (one embedding, its classifier on top)."""
+    """The Embedder of a recipe's model: a plug-in encoder, a pretrained backbone family (for `auto`,
+    the checkpoint's), else a baseline (one embedding, its classifier on top)."""
+    if isinstance(model, EncoderForAudioClassification):  # a plug-in encoder: its outputs are the layers
+        return Embedder(EncoderForAudioClassification.layer_features, plugin_head, "classifier",
+                        model.config.num_hidden_layers, EncoderForAudioClassification.select_layer)
     family = family_of(model_name, model)
     if family is None:
         return Embedder(probe_features, probe_head, "classifier", 0, lambda m, layer: m)
@@ -241,6 +245,12 @@ def embed_split(recipe, split, name: str, bundle: ModelBundle, embedder: Embedde
     return Embedded(readable, track_index, targets[track_index], paths, skipped)
 
 
+def cache_name(recipe) -> str:
+    """The readable part of a model's cache folder: its weights' path, a plug-in's encoder, else its name
+    (the folder's hash tells models apart: a plug-in's config names its encoder)."""
+    return recipe.backbone.path or recipe.backbone.encoder or recipe.model.name
+
+
 def embeddings_folder(model: nn.Module, bundle: ModelBundle, path: str) -> Path:
     return cache_dir() / "embeddings" / model_key(model, bundle.feature_extractor, path)
 
@@ -367,7 +377,7 @@ def run_probe(recipe, dataset, bundle: ModelBundle) -> ProbeOutcome:
     device = local_accelerator()
     model = bundle.model.eval().to(device)
     embedder = embedder_for(recipe.model.name, model)
-    folder = embeddings_folder(model, bundle, recipe.backbone.path or recipe.model.name)
+    folder = embeddings_folder(model, bundle, cache_name(recipe))
     data = {name: embed_split(recipe, dataset[name], name, bundle, embedder, folder) for name in SPLITS}
     model.cpu()
     task = task_settings(recipe, dataset["train"])
@@ -403,7 +413,7 @@ def probe_head_init(recipe, dataset, bundle: ModelBundle) -> dict:
     was_training, device = model.training, local_accelerator()
     model.eval().to(device)
     embedder = embedder_for(recipe.model.name, model)
-    folder = embeddings_folder(model, bundle, recipe.backbone.path or recipe.model.name)
+    folder = embeddings_folder(model, bundle, cache_name(recipe))
     data = {name: embed_split(recipe, dataset[name], name, bundle, embedder, folder) for name in ("train", "validation")}
     model.cpu()
     weights = getattr(model, "layer_weights", None) if getattr(model.config, "use_weighted_layer_sum", False) else None

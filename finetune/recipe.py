@@ -125,6 +125,10 @@ class ModelConfig:
 @dataclass(frozen=True)
 class BackboneConfig:
     path: str | None = option(None, "pretrained weights: Hub id, local folder or .pth; null = from scratch")
+    encoder: str | None = option(None, "model.name=encoder: the encoder's factory, package.module:factory | "
+                                 "hear:package.module | a registered name (see `python -m finetune models`)")
+    encoder_weights: str | None = option(None, "model.name=encoder: a .safetensors file read into the encoder the "
+                                         "factory builds; null = the factory's own weights")
     mode: str = choice("full", "full", "lora", "probe", doc="what trains")
     layer: str = option("last", "representation: last | weighted | <layer index>")
     pooling: str = choice("mean", "mean", "attention", doc="pooling over time")

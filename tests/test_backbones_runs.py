@@ -10,12 +10,13 @@ from safetensors.torch import load_file
 from transformers import ASTModel, HubertModel, Wav2Vec2Model
 
 from backbone_fixtures import TAGS, TINY_GTZAN, one_torch_thread, tiny_backbones, tiny_gtzan, tiny_mtat  # noqa: F401  fixtures
+from finetune.backbones import FAMILIES
 from finetune.cli import main
 from finetune.data.gtzan import GENRES
 from finetune.evaluation import TrackPredictions
 from finetune.models import load_model
 
-RECIPES = {"mert": "mert_gtzan", "ast": "ast_gtzan", "wav2vec2": "wav2vec2_gtzan", "hubert": "hubert_gtzan"}
+RECIPES = {name: f"{name}_gtzan" for name in FAMILIES}  # every family has its GTZAN recipe
 NATIVE = {"mert": "HubertForSequenceClassification", "hubert": "HubertForSequenceClassification",
           "wav2vec2": "Wav2Vec2ForSequenceClassification", "ast": "ASTForAudioClassification"}
 RUN_FILES = ("recipe.yaml", "metrics.json", "report.md", "report.html", "model/config.json",

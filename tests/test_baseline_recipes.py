@@ -5,10 +5,11 @@ import json
 
 import pytest
 
+from baselines import BASELINE_BUILDERS
 from finetune import recipe as recipes
 from finetune.cli import main
 
-BASELINE_MODELS = {"simple_cnn", "fcn", "deep_cnn", "musicnn", "lstm", "gru", "cnn_lstm", "crnn", "samplecnn"}
+BASELINE_MODELS = set(BASELINE_BUILDERS)  # the registry: a new baseline needs a recipe here
 RECIPES = {name: recipes.load(name) for name in recipes.packaged_recipes()}
 BASELINE_RECIPES = sorted(n for n, r in RECIPES.items()
                           if r.model.name in BASELINE_MODELS and r.data.name != "synthetic")

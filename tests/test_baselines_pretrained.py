@@ -18,7 +18,7 @@ from finetune.data.jamendo import subset_tags
 from finetune.models import check_model_args
 from finetune.recipe import BackboneConfig, RecipeError
 
-TAGGERS = ["fcn", "musicnn", "crnn"]
+TAGGERS = [name for name, model_class in MODEL_CLASSES.items() if model_class.won_renames]  # Won et al. weights
 GTZAN_GENRES = "blues classical country disco hiphop jazz metal pop reggae rock".split()
 
 
@@ -86,7 +86,7 @@ def test_backbone_tags_only_for_won_checkpoints(realdata):
         check_model_args(recipes.load("demo", ["backbone.tags=msd"]))
     with pytest.raises(RecipeError, match="backbone.tags: model 'mert' does not import Won et al."):
         check_model_args(recipes.load("mert_gtzan", ["backbone.tags=msd"]))
-    with pytest.raises(RecipeError, match="is not mtat, msd or a file"):
+    with pytest.raises(RecipeError, match="is not mtat, msd, jamendo or a file"):
         check_model_args(recipes.load("musicnn_pretrained_gtzan", [f"backbone.path={path}", "backbone.tags=msdd"]))
 
 

@@ -7,13 +7,9 @@ import sys
 import pytest
 from safetensors.torch import load_file
 
+from cli_helpers import in_process_error, run_cli
 from finetune import cli, recipe as recipes
 from finetune.cli import main
-
-
-def run_cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "finetune", *args], capture_output=True,
-                          text=True, cwd=cwd, timeout=600)
 
 
 def test_help_explains_commands_and_keys():
@@ -154,29 +150,21 @@ def test_models_lists_every_model_with_its_args(capsys):
     assert "model.args: " in out and "n_mels" in out
 
 
-def one_line_error(capsys, *argv) -> str:
-    """Run the command line expecting a user's mistake: exit status 2, one line `error: ...`."""
-    assert main(list(argv)) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: "), err
-    return err[0]
-
-
 def test_mistakes_get_one_line_and_status_2(tmp_path, capsys):
     (tmp_path / "not_gtzan").mkdir()
     (tmp_path / "not_gtzan" / "notes.txt").write_text("hello")
-    assert "does not exist" in one_line_error(capsys, "--recipe", "cnn_gtzan", f"data.root={tmp_path / 'nope'}")
-    assert "no genre folders" in one_line_error(capsys, "--recipe", "cnn_gtzan", f"data.root={tmp_path / 'not_gtzan'}")
-    assert "is a file" in one_line_error(capsys, "--recipe", "cnn_gtzan",
+    assert "does not exist" in in_process_error(capsys, "--recipe", "cnn_gtzan", f"data.root={tmp_path / 'nope'}")
+    assert "no genre folders" in in_process_error(capsys, "--recipe", "cnn_gtzan", f"data.root={tmp_path / 'not_gtzan'}")
+    assert "is a file" in in_process_error(capsys, "--recipe", "cnn_gtzan",
                                         f"data.root={tmp_path / 'not_gtzan' / 'notes.txt'}")
     (tmp_path / "mtat").mkdir()
     (tmp_path / "mtat" / "annotations_final.csv").write_text("not,a,tab,separated,header\n")
     (tmp_path / "mtat" / "0").mkdir()
-    assert "annotations_final.csv" in one_line_error(capsys, "--recipe", "fcn_mtat", f"data.root={tmp_path / 'mtat'}")
-    assert "runs/nope" in one_line_error(capsys, "predict", "--model", "runs/nope", "song.wav")
-    assert "not a run folder" in one_line_error(capsys, "evaluate", str(tmp_path))
-    assert "did you mean train.max_steps" in one_line_error(capsys, "--recipe", "demo", "train.max_step=3")
-    assert "train.batch_size" in one_line_error(capsys, "--recipe", "demo", "--dry-run", "train.batch_size=0")
+    assert "annotations_final.csv" in in_process_error(capsys, "--recipe", "fcn_mtat", f"data.root={tmp_path / 'mtat'}")
+    assert "runs/nope" in in_process_error(capsys, "predict", "--model", "runs/nope", "song.wav")
+    assert "not a run folder" in in_process_error(capsys, "evaluate", str(tmp_path))
+    assert "did you mean train.max_steps" in in_process_error(capsys, "--recipe", "demo", "train.max_step=3")
+    assert "train.batch_size" in in_process_error(capsys, "--recipe", "demo", "--dry-run", "train.batch_size=0")
 
 
 @pytest.mark.slow

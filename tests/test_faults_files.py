@@ -7,8 +7,6 @@ import gc
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +15,7 @@ import soundfile as sf
 import torch
 from safetensors.torch import save_file
 
+from cli_helpers import one_line_error, run_cli
 from data_fixtures import write_audio
 from finetune import export
 from finetune.atomic import staged_folder, writing
@@ -25,21 +24,6 @@ from finetune.clips import CropReader, EvalWindows, Windowing
 from finetune.data.audio import AudioReadError, audio_duration, read_window, read_windows
 from finetune.data.headers import scan_files
 from finetune.models import load_model
-
-
-def run_cli(*args, **env):
-    return subprocess.run([sys.executable, "-m", "finetune", *map(str, args)], capture_output=True, text=True,
-                          timeout=600, env={**os.environ, **env})
-
-
-def one_line_error(*args, **env) -> str:
-    """Run the command line expecting exit status 2 and a single `error: ...` line; return it."""
-    result = run_cli(*args, **env)
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode == 2, result.stderr[-3000:]
-    assert "Traceback" not in result.stderr and len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    return lines[0]
-
 
 # --------------------------------------------------------------------------- audio
 

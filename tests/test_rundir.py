@@ -10,6 +10,7 @@ import time
 import pytest
 import yaml
 
+from cli_helpers import snapshot
 from finetune.recipe import load
 from finetune.rundir import RunFolderError, changed_settings, claim, hold
 
@@ -34,12 +35,6 @@ def finished(process, timeout=600):
 
 def error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("error:")]
-
-
-def snapshot(folder):
-    """Every file under `folder` with its modification time and size."""
-    return {p.relative_to(folder).as_posix(): (p.stat().st_mtime_ns, p.stat().st_size)
-            for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def printed_run(stdout: str) -> tuple[str, float]:

@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
+from cli_helpers import snapshot
+
 # 12 training tracks x 3 crops at batch 12: 3 steps an epoch, so checkpoint-4 is mid-epoch and
 # checkpoint-6 an epoch boundary
 SETTINGS = ["train.max_steps=10", "train.save_steps=2", "train.batch_size=12", "data.max_tracks=12",
@@ -22,12 +24,6 @@ SETTINGS = ["train.max_steps=10", "train.save_steps=2", "train.batch_size=12", "
 def command(run_dir, synthetic_root, *extra):
     return [sys.executable, "-m", "finetune", "--recipe", "demo", *SETTINGS, f"data.root={synthetic_root}",
             f"output_dir={run_dir}", *extra]
-
-
-def snapshot(folder):
-    """Every file of a checkpoint with its modification time and size."""
-    return {p.relative_to(folder).as_posix(): (p.stat().st_mtime_ns, p.stat().st_size)
-            for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def losses(run_dir):

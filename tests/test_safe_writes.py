@@ -5,28 +5,13 @@ damaged model folders, full disks, unwritable places and inputs without audio: e
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import soundfile as sf
 
+from cli_helpers import one_line_error, run_cli
 from finetune import export
-
-
-def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "finetune", *map(str, args)], capture_output=True, text=True,
-                          timeout=600)
-
-
-def one_line_error(*args) -> str:
-    """Run the command line expecting exit status 2 and a single `error: ...` line; return it."""
-    result = run_cli(*args)
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode == 2, result.stderr[-3000:]
-    assert "Traceback" not in result.stderr and len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    return lines[0]
 
 
 @pytest.fixture

@@ -490,17 +490,37 @@ def search_parser() -> argparse.ArgumentParser:
     parser.add_argument("--prune-warmup", type=non_negative_int, metavar="STEPS",
                         help="optimizer steps before a trial's evaluations are compared (with --folds: folds; "
                         "default 0)")
+    parser.add_argument("--jobs", type=positive_int, default=1, metavar="N",
+                        help="worker processes sharing the study (default 1), each with its share of the CPU threads "
+                        "and, on a GPU machine, one GPU; together they run --trials trials in all")
     return parser
+
+
+def search_options(args: argparse.Namespace) -> list[str]:
+    """The options as given that another worker of this search takes (not --out, --jobs, or --confirm:
+    this process confirms once the workers have ended)."""
+    given = (("--timeout", args.timeout), ("--folds", args.folds), ("--storage", args.storage),
+             ("--prune-startup", args.prune_startup), ("--prune-warmup", args.prune_warmup))
+    return [text for option, value in given if value is not None for text in (option, str(value))]
 
 
 def search(args: argparse.Namespace) -> int:
     from finetune.search import search as run_search
     from finetune.search.results import NO_TRIAL_COMPLETED
+    from finetune.workers import WorkerFailed
 
     pruning = {key: value for key, value in (("prune_startup", args.prune_startup),
                                               ("prune_warmup", args.prune_warmup)) if value is not None}
-    _, summary = run_search(args.recipe, args.space, args.overrides, args.trials, args.timeout, args.folds,
-                            args.storage, args.out, args.confirm, **pruning)
+    command = ["search", "--recipe", args.recipe, "--space", args.space, "--trials", str(args.trials),
+               *search_options(args), *args.overrides]
+    try:
+        _, summary = run_search(args.recipe, args.space, args.overrides, args.trials, args.timeout, args.folds,
+                                args.storage, args.out, args.confirm, **pruning, jobs=args.jobs, command=command)
+    except WorkerFailed as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    if not summary:  # a helper worker of --jobs: worker 1 prints the summary
+        return 0
     print(summary)
     if NO_TRIAL_COMPLETED in summary:  # every trial failed or was pruned: the search found nothing
         print(f"error: search: {NO_TRIAL_COMPLETED}; each trial's error is in trials.md", file=sys.stderr)

@@ -41,6 +41,11 @@ def worker_prefix() -> str:
     return f"worker {name}: " if name else ""
 
 
+def is_helper() -> bool:
+    """True in workers 2..N of `--jobs N`, which leave the results to worker 1 (the command's own process)."""
+    return os.environ.get(WORKER_ENV, "1/").split("/")[0] != "1"
+
+
 def held_by_another(folder: Path) -> bool:
     """True while another process holds the run folder's lock (looked at without waiting)."""
     if not (folder / LOCK_FILE).is_file():

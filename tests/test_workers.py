@@ -11,6 +11,7 @@ import sys
 import time
 
 import numpy as np
+import optuna
 import pytest
 import torch
 
@@ -137,3 +138,50 @@ def test_more_jobs_than_cores_says_how_the_threads_were_divided(one_worker, synt
     assert "--jobs 3 on 2 cores: 1 thread per worker, so 3 threads share the 2 cores" in stderr
     assert "worker 3/3: run 6/6: fold 2, seed 1" in stderr
     assert (one_worker / "summary.md").read_text() == table  # written again by each worker, the same
+
+
+def search_args(out, root, trials: int, space, *extra: str) -> list[str]:
+    """A search of the demo recipe's learning rate, 2 steps per trial on 5 tracks per split."""
+    return ["search", "--recipe", "demo", "--space", str(space), "--trials", str(trials), "--out", str(out),
+            "train.max_steps=2", "train.batch_size=4", "data.num_workers=0", "data.max_tracks=5",
+            "eval.durations=null", f"data.root={root}", *extra]
+
+
+@pytest.fixture
+def lr_space(tmp_path):
+    space = tmp_path / "space.yaml"
+    space.write_text("train.lr: {low: 1.0e-4, high: 1.0e-2, log: true}\n")
+    return space
+
+
+@pytest.mark.slow
+def test_two_search_workers_share_one_study_and_stop_at_the_asked_trials(synthetic_root, tmp_path, lr_space,
+                                                                         two_cores):
+    out = tmp_path / "search"
+    code, printed, log = run_main([*search_args(out, synthetic_root, 4, lr_space), "--jobs", "2"])
+    assert code == 0, log[-3000:]
+    study = optuna.load_study(study_name=out.name, storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(out / "journal.log"))))
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4  # 4 in all, not 4 per worker
+    folders = sorted(out.glob("trial-*"))
+    assert [f.name for f in folders] == [f"trial-{n:04d}" for n in range(4)]
+    found = [json.loads((folder / "run.json").read_text()) for folder in folders]
+    assert not any(identity["resumes"] for identity in found)  # each trial folder written once
+    assert len({identity["pid"] for identity in found}) == 2  # by both workers
+    markdown = (out / "trials.md").read_text()
+    assert all(f"[{folder.name}]({folder.name})" in markdown for folder in folders)
+    assert "--jobs 2 on 2 cores: 1 thread(s) per worker" in log and "worker 1/2: trial " in log
+    assert printed.count("search demo: 4 trials (4 complete)") == 1  # one summary, by this process
+
+
+@pytest.mark.slow
+def test_more_search_jobs_than_cores_says_how_the_threads_were_divided(synthetic_root, tmp_path, lr_space,
+                                                                       two_cores):
+    out = tmp_path / "search"
+    worker = command([*search_args(out, synthetic_root, 3, lr_space), "--jobs", "3"])
+    stdout, stderr = worker.communicate()
+    assert worker.returncode == 0, stderr[-3000:]
+    assert "--jobs 3 on 2 cores: 1 thread per worker, so 3 threads share the 2 cores" in stderr
+    assert stdout.startswith("search demo: 3 trials (3 complete)")
+    assert len(list(out.glob("trial-*/metrics.json"))) == 3
+

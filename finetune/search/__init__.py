@@ -22,8 +22,10 @@ error); a trial left running by a process that died (its worker lock is free) is
 an error and not counted, so a search killed after 2 of 4 trials ends with 4. Several processes
 given the same --storage and --out run disjoint trials of one study, each trial drawn by TPE seeded
 with its trial number, so processes started together draw different settings; a trial running in
-another process counts towards N, so they stop at N (past it only when two start a trial at the same
-moment). Like `run()` and `cv`, this sits on top: nothing imports it but the command line.
+another process counts towards N, and each process counts and starts its next trial under a lock in
+the search folder (`study.claim_trial`), so together they stop at N. `--jobs N` starts N-1 such
+processes beside this one (`finetune.workers`: each its share of the CPU threads and, on a GPU
+machine, a GPU); this one writes the results once they have ended. Like `run()` and `cv`, this sits on top: nothing imports it but the command line.
 
 Here: the command (checks, then the optimisation loop). `space`: the YAML space, checked; `study`:
 the storage, the sampler and the worker locks; `trial`: one trial drawn, run, scored and pruned;
@@ -34,10 +36,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import optuna
-from optuna.trial import FrozenTrial
 
 from finetune import recipe as recipes
 from finetune.checks import check_recipe
@@ -46,8 +48,9 @@ from finetune.folders import check_output_folder
 from finetune.metrics import selection
 from finetune.search.results import write_results, write_tables
 from finetune.search.space import SearchError, check_space, load_space
-from finetune.search.study import Search, fail_abandoned, open_study, to_start, worker_lock
-from finetune.search.trial import ended_line, objective
+from finetune.search.study import Search, claim_trial, fail_abandoned, open_study, to_start, worker_lock
+from finetune.search.trial import ended_line, run_trial
+from finetune.workers import is_helper, worker_prefix, workers
 
 logger = logging.getLogger("finetune")
 
@@ -77,34 +80,43 @@ def prepare(recipe: str, space_file: str | Path, overrides: list[str], folds: in
     return Search(recipe, list(overrides), space, out, folds, base.seed, metric, greater)
 
 
+def run_trials(study: optuna.Study, setup: Search, worker: str, trials: int, timeout: float | None) -> None:
+    """Claim and run trials until none is left to start for `trials` in all or `timeout` seconds have
+    passed; after each, the tables rewritten and its end logged with where the count stands."""
+    started = time.monotonic()
+    while timeout is None or time.monotonic() - started < timeout:
+        trial = claim_trial(study, setup.out, trials)
+        if trial is None:
+            return
+        ended = run_trial(setup, worker, study, trial)
+        write_tables(study, setup)
+        logger.info("%s%s; %s", worker_prefix(), ended_line(study, ended, setup), to_start(study, trials)[1])
+
+
 def search(recipe: str, space_file: str | Path, overrides: list[str], trials: int, timeout: float | None = None,
            folds: int | None = None, storage: str | None = None, out: str | Path | None = None,
            confirm_folds: int | None = None, prune_startup: int = PRUNE_STARTUP,
-           prune_warmup: int = PRUNE_WARMUP) -> tuple[Path, str]:
+           prune_warmup: int = PRUNE_WARMUP, jobs: int = 1, command: Sequence[str] = ()) -> tuple[Path, str]:
     """Run (or continue) the search until `trials` trials are counted or `timeout` seconds pass;
-    write its results into the search folder; return (the folder, the console summary)."""
+    write its results into the search folder; return (the folder, the console summary). `jobs` > 1:
+    `jobs` - 1 more workers run `command` (the arguments after `python -m finetune`, without --out)
+    beside this one (`finetune.workers`); this process writes the results once they have ended (a
+    helper worker writes none: its summary is '')."""
     setup = prepare(recipe, space_file, overrides, folds, out, confirm_folds)
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own lines say what each trial did
     pruner = optuna.pruners.MedianPruner(n_startup_trials=prune_startup, n_warmup_steps=prune_warmup)
     study = open_study(setup, storage, pruner)  # a storage refused leaves no folder (the default journal's is made)
     setup.out.mkdir(parents=True, exist_ok=True)
 
-    def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:
-        write_tables(study, setup)
-        remaining, standing = to_start(study, trials)
-        logger.info("%s; %s", ended_line(study, trial, setup), standing)
-        if not remaining:
-            study.stop()
-
-    with worker_lock(setup.out) as worker:
+    with workers(jobs, [*command, "--out", str(setup.out)]), worker_lock(setup.out) as worker:
         fail_abandoned(study)
         remaining, standing = to_start(study, trials)
-        logger.info("search %s: %s, %d to run", setup.out, standing, remaining)
-        if remaining:
-            study.optimize(lambda trial: objective(setup, worker, trial), n_trials=remaining, timeout=timeout,
-                           catch=(Exception,), callbacks=[after_trial])
-            remaining, standing = to_start(study, trials)
-            if remaining and timeout is not None:  # the timeout ended it before the trials were counted
-                logger.info("search stopped after --timeout %g s with %s; the same command continues it", timeout,
-                            standing)
+        logger.info("%ssearch %s: %s, %d to run", worker_prefix(), setup.out, standing, remaining)
+        run_trials(study, setup, worker, trials, timeout)
+        remaining, standing = to_start(study, trials)
+        if remaining and timeout is not None:  # the timeout ended it before the trials were counted
+            logger.info("%ssearch stopped after --timeout %g s with %s; the same command continues it",
+                        worker_prefix(), timeout, standing)
+    if is_helper():
+        return setup.out, ""
     return setup.out, write_results(study, setup, confirm_folds)

@@ -27,6 +27,7 @@ from finetune.search.space import SearchError
 logger = logging.getLogger("finetune")
 
 WORKERS_DIR = ".workers"  # each search process's lock, held while it searches
+CLAIM_LOCK = "claim.lock"  # in WORKERS_DIR: held while a process counts the trials and starts one
 ABANDONED = "abandoned: its search process ended before the trial did (not counted)"
 
 
@@ -180,6 +181,14 @@ def to_start(study: optuna.Study, trials: int) -> tuple[int, str]:
     running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
     elsewhere = f", {running} running in other processes" if running else ""
     return max(trials - done - running, 0), f"{done} of {trials} trials counted{elsewhere}"
+
+
+def claim_trial(study: optuna.Study, out: Path, trials: int) -> optuna.Trial | None:
+    """The next trial, started (RUNNING) while no other process of the search counts or starts one (a
+    lock in the search folder), so that the processes stop at `trials` in all; None when none is to
+    start."""
+    with FileLock(str(out.resolve() / WORKERS_DIR / CLAIM_LOCK)):
+        return study.ask() if to_start(study, trials)[0] else None
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial | None:

@@ -19,6 +19,7 @@ from finetune.cv import cross_validate
 from finetune.run import run
 from finetune.search.space import setting, settings
 from finetune.search.study import Search, best_trial, trial_folder
+from finetune.workers import worker_prefix
 
 logger = logging.getLogger("finetune")
 
@@ -35,8 +36,8 @@ class PruneTrial(TrainerCallback):
             return
         self.trial.report(float(value), state.global_step)
         if self.trial.should_prune():
-            logger.info("trial %d pruned at step %d (validation %s %.4f)", self.trial.number, state.global_step,
-                        self.key.removeprefix("eval_"), value)
+            logger.info("%strial %d pruned at step %d (validation %s %.4f)", worker_prefix(), self.trial.number,
+                        state.global_step, self.key.removeprefix("eval_"), value)
             self.pruned = control.should_training_stop = True
 
 
@@ -58,7 +59,7 @@ def score_folds(search: Search, trial: optuna.Trial, overrides: list[str], folde
         scores.append(validation_score(run_dir, search.metric))
         trial.report(float(np.mean(scores)), len(scores))
         if len(scores) < search.folds and trial.should_prune():
-            logger.info("trial %d pruned after fold %d of %d (mean validation %s %.4f)", trial.number,
+            logger.info("%strial %d pruned after fold %d of %d (mean validation %s %.4f)", worker_prefix(), trial.number,
                         len(scores), search.folds, search.metric, np.mean(scores))
             raise FoldsPruned
 
@@ -91,7 +92,7 @@ def objective(search: Search, worker: str, trial: optuna.Trial) -> float:
             params[key] = trial.suggest_int(key, dist.low, dist.high, step=dist.step, log=dist.log)
         else:
             params[key] = trial.suggest_float(key, dist.low, dist.high, step=dist.step, log=dist.log)
-    logger.info("trial %d: %s", trial.number, " ".join(settings(params)))
+    logger.info("%strial %d: %s", worker_prefix(), trial.number, " ".join(settings(params)))
     try:
         value, pruned = score(search, trial, [*search.overrides, *settings(params)])
         if math.isnan(value):
@@ -99,11 +100,23 @@ def objective(search: Search, worker: str, trial: optuna.Trial) -> float:
     except Exception as err:
         error = f"{type(err).__name__}: {' '.join(str(err).split())}"[:1000]
         trial.set_user_attr("error", error)
-        logger.warning("trial %d failed: %s", trial.number, error)  # one line; optuna's own log is quieted
+        logger.warning("%strial %d failed: %s", worker_prefix(), trial.number, error)  # one line; optuna's own log is quieted
         raise
     if pruned:
         raise optuna.TrialPruned(f"trial {trial.number} trailed the median")
     return value
+
+
+def run_trial(search: Search, worker: str, study: optuna.Study, trial: optuna.Trial) -> FrozenTrial:
+    """Run a claimed trial and record how it ended: COMPLETE with its score, PRUNED (its last evaluation
+    its value), or FAIL (its error recorded by `objective`)."""
+    try:
+        value = objective(search, worker, trial)
+    except optuna.TrialPruned:
+        return study.tell(trial, state=TrialState.PRUNED)
+    except Exception:
+        return study.tell(trial, state=TrialState.FAIL)
+    return study.tell(trial, value)
 
 
 def ended_line(study: optuna.Study, trial: FrozenTrial, search: Search) -> str:

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from datasets import Dataset as HFDataset
 from datasets.distributed import split_dataset_by_node
+from filelock import FileLock
 
 from finetune.console import progress
 from finetune.data.audio import AudioReadError, audio_duration, os_cause, read_window
@@ -124,28 +125,52 @@ class AudioCache:
         return self.folder / f"{hashlib.sha1(key.encode()).hexdigest()}.npy"
 
     def load(self, path: str) -> np.ndarray:
-        """(T,) int16 memory map of the whole track, decoded on first use. When the entry cannot
-        be written (disk full, read-only folder) the decoded track is returned from memory and
-        `unwritable` says why, once, in a warning."""
+        """(T,) int16 memory map of the whole track, decoded on first use, once among the processes
+        sharing the folder (the runs and workers of a comparison): the first decodes holding the
+        entry's lock, the others wait for it and read its entry. When the entry cannot be written
+        (disk full, read-only folder) the decoded track is returned from memory and `unwritable`
+        says why, once, in a warning."""
         entry = self.entry(path)
         if entry.is_file():
             return np.load(entry, mmap_mode="r")
-        track = (np.clip(read_window(path, self.sample_rate), -1.0, 1.0 - 2**-15) * 32768).astype(np.int16)
-        partial = entry.with_suffix(f".{os.getpid()}.tmp")
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            with open(partial, "wb") as f:  # written whole then renamed: workers may race
+            lock = FileLock(str(entry.with_suffix(".lock")))
+            lock.acquire()
+        except OSError as err:
+            self.cannot_write(err)
+            return self.decode(path)
+        try:
+            return np.load(entry, mmap_mode="r") if entry.is_file() else self.store(entry, self.decode(path))
+        finally:
+            with contextlib.suppress(OSError):  # the entry is written (or cannot be): no later reader waits
+                Path(lock.lock_file).unlink()
+            lock.release()
+
+    def decode(self, path: str) -> np.ndarray:
+        return (np.clip(read_window(path, self.sample_rate), -1.0, 1.0 - 2**-15) * 32768).astype(np.int16)
+
+    def store(self, entry: Path, track: np.ndarray) -> np.ndarray:
+        """The entry written whole then renamed, read back memory-mapped; `track` itself when it
+        cannot be written."""
+        partial = entry.with_suffix(f".{os.getpid()}.tmp")
+        try:
+            with open(partial, "wb") as f:
                 np.save(f, track)
             os.replace(partial, entry)
         except OSError as err:
-            with contextlib.suppress(OSError):  # the folder itself may be what failed
+            with contextlib.suppress(OSError):
                 partial.unlink()
-            if self.unwritable is None:
-                self.unwritable = os_cause(err)
-                logger.warning("audio cache %s cannot be written (%s): reading windows from the "
-                               "audio files instead", self.folder, self.unwritable)
+            self.cannot_write(err)
             return track
         return np.load(entry, mmap_mode="r")
+
+    def cannot_write(self, err: OSError) -> None:
+        """Remember (and say, once) why entries cannot be written."""
+        if self.unwritable is None:
+            self.unwritable = os_cause(err)
+            logger.warning("audio cache %s cannot be written (%s): reading windows from the "
+                           "audio files instead", self.folder, self.unwritable)
 
 
 def training_cache(setting: bool | None, seconds: float | None, folder: str | Path, sample_rate: int,

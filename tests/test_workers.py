@@ -185,3 +185,38 @@ def test_more_search_jobs_than_cores_says_how_the_threads_were_divided(synthetic
     assert stdout.startswith("search demo: 3 trials (3 complete)")
     assert len(list(out.glob("trial-*/metrics.json"))) == 3
 
+
+def load_entries(folder, paths, barrier, seen) -> None:
+    """One worker's reads through the shared audio cache, started with the other's: each entry's inode as
+    this worker found it right after its load (a decode writes a new file, renamed over the entry)."""
+    from finetune.clips import AudioCache
+
+    cache, tracks = AudioCache(folder, 8000), []
+    barrier.wait()
+    for path in paths:
+        tracks.append(cache.load(path))  # kept open: an inode is not reused while a map holds it
+        seen.put((path, os.stat(cache.entry(path)).st_ino))
+    barrier.wait()
+
+
+def test_two_workers_sharing_the_audio_cache_decode_each_file_once(tmp_path):
+    import multiprocessing
+
+    import soundfile as sf
+
+    rng = np.random.default_rng(0)
+    paths = [str(tmp_path / f"track{n}.wav") for n in range(12)]
+    for path in paths:
+        sf.write(path, rng.uniform(-0.5, 0.5, 44100 * 4).astype(np.float32), 44100)
+    context = multiprocessing.get_context("fork")
+    barrier, seen = context.Barrier(2), context.Queue()
+    workers = [context.Process(target=load_entries, args=(tmp_path / "cache", paths, barrier, seen))
+               for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    found = [seen.get(timeout=120) for _ in range(2 * len(paths))]
+    for worker in workers:
+        worker.join(timeout=120)
+    assert [worker.exitcode for worker in workers] == [0, 0]
+    inodes = {path: {inode for seen_path, inode in found if seen_path == path} for path in paths}
+    assert all(len(found_inodes) == 1 for found_inodes in inodes.values()), inodes  # one decode each

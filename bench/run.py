@@ -22,7 +22,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 import torch
 import transformers
 
-from bench import commands, data, frontends, index, inference, probe, quality, ranks, step
+from bench import commands, data, frontends, index, inference, probe, quality, ranks, step, workers
 from bench.timing import table
 
 BENCHMARKS = {
@@ -36,6 +36,7 @@ BENCHMARKS = {
     "ranks": ranks.run,
     "commands": commands.run,
     "frontends": frontends.run,
+    "workers": workers.run,
 }
 
 

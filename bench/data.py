@@ -30,7 +30,7 @@ from bench.timing import Result, alternate, median, once
 from finetune.clips import AudioCache, AudioCollator, CropReader, SharedEpoch, TrainCrops, training_cache
 from finetune.recipe import DataConfig
 
-TARGET = 0.8
+TARGET = 0.95  # raised by issue 31 (was 0.8)
 # Seconds of audio in each dataset's standard training split (tracks x clip length).
 TRAIN_SECONDS = {FMA_MP3: 6_400 * 30.0,      # FMA small
                  MTAT_MP3: 15_244 * 29.1,    # MTAT top-50, published train list

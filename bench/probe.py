@@ -5,8 +5,8 @@ window (`embed_split` with an empty cache: DataLoader, forward with all hidden s
 an epoch of training a head on a frozen backbone costs at least that forward. The sweep is what
 `backbone.mode=probe` does next: read the cached train and validation embeddings and fit a head on
 each of the 13 layer outputs (embeddings + 12 layers) by L-BFGS for every penalty of
-`probe.weight_decays`, scoring each on validation. Target (ours; issue 8 sets none): the whole sweep
-costs less than one backbone epoch.
+`probe.weight_decays`, scoring each on validation. Target (issue 31): the whole sweep costs at most
+a tenth of one backbone epoch.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from bench.models import BASE_SPEECH, LABELS, TINY_SPEECH_12, speech_backbone
 from bench.timing import Result, seconds, timed
 from finetune.probe import embed_split, embedder_for, fit_head, head_modules, probe_layers, task_settings
 
-TARGET = 1.0
+TARGET = 0.1  # raised by issue 31 (was 1.0)
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from bench.timing import Result, alternate, median, seconds
 from finetune.clips import AudioCollator
 from finetune.training import LABEL_KEYS, FinetuneTrainer, metrics_function, training_arguments
 
-TARGET = 1.15
+TARGET = 1.05  # raised by issue 31 (was 1.15)
 
 
 @dataclass(frozen=True)

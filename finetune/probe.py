@@ -405,6 +405,13 @@ def run_probe(recipe, dataset, bundle: ModelBundle) -> ProbeOutcome:
     return ProbeOutcome(exported.eval(), results, predictions, log_history)
 
 
+def head_layer(model: nn.Module, embedder: Embedder) -> int:
+    """The layer a model's head reads: a plug-in encoder's selected one (it keeps every layer), else
+    the last the model keeps."""
+    selected = getattr(model.config, "selected_layer", None)
+    return selected if isinstance(selected, int) else embedder.num_layers
+
+
 def probe_head_init(recipe, dataset, bundle: ModelBundle) -> dict:
     """Linear probe before fine-tuning: fit the model's new head on the frozen model's embeddings
     of the training split (penalty chosen on validation) and load it into the model, in place.
@@ -421,7 +428,7 @@ def probe_head_init(recipe, dataset, bundle: ModelBundle) -> dict:
     def features(split: str) -> torch.Tensor:
         if weights is not None:
             return data[split].weighted(weights, device)
-        return data[split].layer(embedder.num_layers, device)
+        return data[split].layer(head_layer(model, embedder), device)
 
     task = task_settings(recipe, dataset["train"])
     fit = fit_head(head_modules(model), embedder, features("train"), data["train"], features("validation"),

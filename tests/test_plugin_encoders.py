@@ -119,7 +119,7 @@ def test_an_installed_package_registers_its_encoders_and_the_model_records_it(tm
     config = build("tiny-music").model.config
     assert (config.encoder, config.encoder_package, config.encoder_version) == ("plugin_encoders:tiny",
                                                                                 "tiny-encoders", "1.2.3")
-    assert "`pip install tiny-encoders==1.2.3`" in requirement(config)
+    assert "`pip install tiny-encoders==1.2.3`" in requirement(config.to_dict())
 
 
 # ---------------------------------------------------------------------------- runs
@@ -159,6 +159,9 @@ def test_a_hear_module_runs_as_a_probe(tmp_path, synthetic_root):
     assert code == 0 and "hear_plugin_hear-" in log
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["validation"]["probe_layer"] == 0
     assert load_model(tmp_path / "run" / "model").model.config.encoder == "hear:plugin_hear"
+    config = json.loads((tmp_path / "run" / "model" / "config.json").read_text())
+    assert requirement(config) == ("Its encoder is built by `hear:plugin_hear` (backbone.encoder): loading this "
+                                   "model needs its module on the Python path.")
 
 
 @pytest.mark.slow
@@ -170,3 +173,27 @@ def test_compare_vary_probe_against_lora(tmp_path, synthetic_root):
     summary = json.loads((out / "vary.json").read_text())
     assert [v["value"] for v in summary["values"]] == ["probe", "lora"]
     assert "| lora |" in (out / "vary.md").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("layer", ["1", "weighted"])
+def test_the_probe_head_init_fits_the_layer_the_head_reads(tmp_path, synthetic_root, layer):
+    """Linear probe then fine-tune: the start point the Trainer evaluates scores what the probe
+    fitted, so the head was fitted on the layer (or mix) the model reads."""
+    code, _, log = run_main(["--recipe", "demo", *ENCODER, "backbone.mode=full", f"backbone.layer={layer}",
+                             "backbone.head_init=probe", f"data.root={synthetic_root}",
+                             f"output_dir={tmp_path / 'run'}", *TINY])
+    assert code == 0
+    fitted = float(log.split("backbone.head_init=probe: head fitted")[1].split("validation loss ")[1].split()[0])
+    start = json.loads((tmp_path / "run" / "start_point" / "metrics.json").read_text())
+    assert start["eval_loss"] == pytest.approx(fitted, abs=1e-3)
+
+
+@pytest.mark.slow
+def test_the_bench_case_times_the_plugin_against_the_bare_module():
+    from bench import plugin
+
+    step, embedding = plugin.run(quick=True)
+    assert (step.bench, embedding.bench) == ("plugin", "plugin")
+    assert step.case.startswith("training step") and embedding.case.startswith("frozen embedding pass")
+    assert min(step.toolkit, step.bare, embedding.toolkit, embedding.bare) > 0

@@ -97,15 +97,14 @@ def distribution_of(spec: str) -> tuple[str | None, str | None]:
     return names[0], importlib.metadata.version(names[0])
 
 
-def requirement(config) -> str | None:
-    """The line an exported model's card needs: which package (and version) builds its encoder;
-    None for a model without a plug-in encoder."""
-    spec = getattr(config, "encoder", None)
-    if getattr(config, "model_type", None) != EncoderConfig.model_type or spec is None:
+def requirement(config: dict) -> str | None:
+    """The line an exported model's card needs, from its config (config.json as a dict): which
+    package (and version) builds its encoder; None for a model without a plug-in encoder."""
+    if config.get("model_type") != EncoderConfig.model_type or not config.get("encoder"):
         return None
-    package, version = config.encoder_package, config.encoder_version
+    package, version = config.get("encoder_package"), config.get("encoder_version")
     needs = f"`pip install {package}=={version}`" if package else "its module on the Python path"
-    return f"Its encoder is built by `{spec}` (backbone.encoder): loading this model needs {needs}."
+    return f"Its encoder is built by `{config['encoder']}` (backbone.encoder): loading this model needs {needs}."
 
 
 def build_module(spec: str) -> nn.Module:
@@ -226,6 +225,11 @@ class EncoderConfig(PreTrainedConfig):
         self.selected_layer = selected_layer  # index into the encoder's outputs, or "weighted"
         self.pooling = pooling
         super().__init__(**kwargs)
+
+    @property
+    def use_weighted_layer_sum(self) -> bool:
+        """Whether the head reads the learned layer mix (what the probe's head init asks of every model)."""
+        return self.selected_layer == WEIGHTED
 
 
 class EncoderForAudioClassification(PreTrainedModel):

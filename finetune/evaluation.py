@@ -1,5 +1,6 @@
-"""Metrics and window -> track aggregation, computed with scikit-learn (offline), and the
-track-level predictions file that studies and reports read (RUN/predictions/<split>.npz).
+"""Window -> track aggregation, a split's entries in metrics.json (the registry's scores,
+`finetune.metrics`, with the per-class or per-tag tables beside them), and the track-level
+predictions file that studies and reports read (RUN/predictions/<split>.npz).
 
 Loads no torch (`finetune.stats` reads `TrackPredictions` without it): the one use of
 `finetune.clips` imports it where windows are read."""
@@ -10,12 +11,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from sklearn import metrics as skm
 
-from finetune.metrics import MULTI_LABEL, SINGLE_LABEL, metrics_for, task_name
-
-TOP_K = (3, 5)  # top-k accuracy for genres, reported when there are more than k classes
-AT_K = (3, 5, 10)  # precision@k / recall@k for tags, reported when there are more than k tags
+from finetune.metrics import (
+    MULTI_LABEL,
+    SINGLE_LABEL,
+    average_precision_columns,
+    class_rates,
+    confusion,
+    roc_auc_columns,
+    scorable_tags,
+    scores,
+    task_name,
+)
 
 
 def window_probabilities(logits: np.ndarray, multi_label: bool) -> np.ndarray:
@@ -44,77 +51,40 @@ def aggregate_tracks(window_values: np.ndarray, track_index: np.ndarray, how: st
 
 
 def classification_metrics(probs: np.ndarray, labels: np.ndarray, label_names: list[str]) -> dict:
-    """Single-label metrics from track probabilities (N, C) and integer labels (N,)."""
-    predicted = probs.argmax(axis=1)
-    classes = np.arange(len(label_names))
-    precision, recall, f1, support = skm.precision_recall_fscore_support(
-        labels, predicted, labels=classes, zero_division=0
-    )
-    result = {
+    """Single-label metrics from track probabilities (N, C) and integer labels (N,): the registry's
+    scores, the per-class table and the confusion matrix. `label_names` names the classes `labels`
+    may take, the first of probs' columns; a further column is a prediction that is always wrong
+    (cross-dataset: no counterpart), a column of predictions only in the confusion matrix."""
+    precision, recall, f1, support = class_rates(probs, labels)
+    return {
         "task": SINGLE_LABEL,
-        "accuracy": float(skm.accuracy_score(labels, predicted)),
-        "macro_f1": float(f1.mean()),
-        "macro_precision": float(precision.mean()),
-        "macro_recall": float(recall.mean()),
+        **scores(SINGLE_LABEL, probs, labels),
         "num_tracks": int(len(labels)),
+        "classes_without_tracks": [name for name, count in zip(label_names, support) if not count],
+        "per_class": {name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(n)}
+                      for name, p, r, f, n in zip(label_names, precision, recall, f1, support)},
+        "confusion_matrix": confusion(probs, labels)[:len(label_names)].tolist(),  # rows: label_names
     }
-    for k in TOP_K:
-        if len(label_names) > k:
-            result[f"top{k}_accuracy"] = float(skm.top_k_accuracy_score(labels, probs, k=k, labels=classes))
-    result["per_class"] = {
-        name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
-        for name, p, r, f, s in zip(label_names, precision, recall, f1, support)
-    }
-    result["confusion_matrix"] = skm.confusion_matrix(labels, predicted, labels=classes).tolist()
-    return result
 
 
 def tagging_metrics(probs: np.ndarray, targets: np.ndarray, label_names: list[str]) -> dict:
-    """Multi-label metrics from track probabilities (N, C) and multi-hot targets (N, C).
+    """Multi-label metrics from track probabilities (N, C) and multi-hot targets (N, C): the
+    registry's scores and the per-tag table.
 
     Tags with no positive (or no negative) track in the split have no ROC-AUC: they are listed
-    under `tags_without_positives` and left out of the macro means instead of breaking them.
+    under `tags_without_positives` and left out of the macro and micro averages instead of breaking them.
     """
     targets = targets.astype(int)
-    positives = targets.sum(axis=0)
-    scorable = (positives > 0) & (positives < len(targets))
-    per_tag = {}
-    for i, name in enumerate(label_names):
-        if scorable[i]:
-            per_tag[name] = {
-                "roc_auc": float(skm.roc_auc_score(targets[:, i], probs[:, i])),
-                "ap": float(skm.average_precision_score(targets[:, i], probs[:, i])),
-                "positives": int(positives[i]),
-            }
-    roc = [v["roc_auc"] for v in per_tag.values()]
-    ap = [v["ap"] for v in per_tag.values()]
-    flat_targets, flat_probs = targets[:, scorable].ravel(), probs[:, scorable].ravel()
-    at_k = {}
-    for k in AT_K:
-        if k < len(label_names):
-            at_k[f"precision_at_{k}"], at_k[f"recall_at_{k}"] = precision_recall_at_k(probs, targets, k)
+    positives, scorable = targets.sum(axis=0), scorable_tags(targets)
+    roc, ap = roc_auc_columns(probs, targets), average_precision_columns(probs, targets)
     return {
         "task": MULTI_LABEL,
-        "roc_auc_macro": float(np.mean(roc)) if roc else float("nan"),
-        "pr_auc_macro": float(np.mean(ap)) if ap else float("nan"),
-        "roc_auc_micro": float(skm.roc_auc_score(flat_targets, flat_probs)) if roc else float("nan"),
-        "pr_auc_micro": float(skm.average_precision_score(flat_targets, flat_probs)) if roc else float("nan"),
-        **at_k,
+        **scores(MULTI_LABEL, probs, targets),
         "num_tracks": int(len(targets)),
         "tags_without_positives": [n for n, ok in zip(label_names, scorable) if not ok],
-        "per_tag": per_tag,
+        "per_tag": {name: {"roc_auc": float(roc[i]), "ap": float(ap[i]), "positives": int(positives[i])}
+                    for i, name in enumerate(label_names) if scorable[i]},
     }
-
-
-def precision_recall_at_k(probs: np.ndarray, targets: np.ndarray, k: int) -> tuple[float, float]:
-    """Mean over tracks of (hits in the k top-scored tags) / k, and / the track's positives
-    (recall over tracks with at least one positive). probs, targets: (N, C)."""
-    top = np.argsort(-probs, axis=1, kind="stable")[:, :k]  # (N, k)
-    hits = np.take_along_axis(targets, top, axis=1).sum(axis=1)  # (N,)
-    positives = targets.sum(axis=1)  # (N,)
-    has = positives > 0
-    recall = float(np.mean(hits[has] / positives[has])) if has.any() else float("nan")
-    return float(np.mean(hits / k)), recall
 
 
 DEFAULT_TAG_THRESHOLD = 0.5  # a tag with no positive validation track keeps this threshold
@@ -180,14 +150,8 @@ def evaluate_windows(
 
 
 def track_metrics(probs: np.ndarray, labels: np.ndarray, label_names: list[str]) -> dict:
-    """Tagging metrics for multi-hot labels (N, C), classification metrics for labels (N,), and
-    every other registered metric of the task that has a scorer (`finetune.metrics`)."""
-    multi_label = labels.ndim == 2
-    result = (tagging_metrics if multi_label else classification_metrics)(probs, labels, label_names)
-    for metric in metrics_for(task_name(multi_label), len(label_names)):
-        if metric.score and metric.name not in result:
-            result[metric.name] = metric.score(probs, labels)
-    return result
+    """Tagging metrics for multi-hot labels (N, C), classification metrics for labels (N,)."""
+    return (tagging_metrics if labels.ndim == 2 else classification_metrics)(probs, labels, label_names)
 
 
 def scalar_metrics(metrics: dict) -> dict:

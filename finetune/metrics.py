@@ -2,19 +2,32 @@
 consumer derives from it (the report's rows, the card's, `compare`'s columns, the headline metric
 of a task, the metrics `train.metric` may select, bootstrap scorers, chance levels).
 
-A leaf module. Adding a metric is one `Metric` here (or in a module of its own, added to
-`METRICS`) with a `score`: evaluation computes it, bootstrap gives it an interval, the report lists
-it and, with `summary=True`, model cards, the console and the studies show it.
+A leaf module, and the one definition of every metric value: evaluation (metrics.json, the
+Trainer, the probe, the studies), cross-dataset evaluation, cv, compare --vary, the search and the
+bootstrap intervals all score through a `Metric`'s `score`. Adding a metric is one `Metric` here,
+or `register(Metric(...))` from a module of its own: every one of them reports it.
+
+What a macro average means, wherever it is reported:
+- single-label macro precision / recall / F1: the mean over the classes that have tracks in the
+  scored split (support > 0). A class without tracks there (left out of the test split by
+  `data.unsplittable=leave_out`, absent from a small split or a bootstrap resample, a target class
+  of cross-dataset evaluation that no model class maps to) has no recall: it is not a zero in the
+  mean, and metrics.json names it under `classes_without_tracks`. Predicting it is still an error
+  (accuracy, and the recall of the track's true class).
+- multi-label macro ROC-AUC / PR-AUC: the mean over the tags with both positive and negative tracks
+  in the split (`tags_without_positives` names the others); the micro averages pool those same
+  tags' (track, tag) pairs.
 
 The scorers are vectorised over classes, as bootstrap needs them hundreds of times: ROC-AUC from
 average ranks (Mann-Whitney), AP from one sort per column, both equal to scikit-learn's values,
-ties included; `finetune.evaluation` keeps scikit-learn's point estimates for metrics.json.
+ties included.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -40,7 +53,9 @@ class Metric:
     summary: bool = False  # in the short lists: model cards, console, learning curves, cv, studies
     compared: bool = False  # a column of `compare`
     chance: Callable[[np.ndarray], float] | None = None  # an uninformed model's score, from the labels
-    score: Scorer | None = None  # a fast scorer: bootstrap intervals (and evaluation for a new metric)
+    score: Scorer | None = None  # computes it, everywhere (None: the loss and the track count only)
+    reads_scores: bool = False  # single-label: reads the scores, not only the predicted class (top-k):
+    # no interval from a confusion matrix
 
     def applies(self, task: str, num_labels: int | None = None) -> bool:
         """Reported for `task` with `num_labels` classes or tags (None: as many as any metric needs)."""
@@ -88,6 +103,12 @@ def mean_or_nan(values: np.ndarray) -> float:
     return float(values.mean()) if values.size else float("nan")
 
 
+def scorable_tags(targets: np.ndarray) -> np.ndarray:
+    """(C,) bool: the tags of multi-hot targets (N, C) with both positive and negative tracks."""
+    positives = targets.sum(axis=0)  # (C,)
+    return (positives > 0) & (positives < len(targets))
+
+
 def roc_auc_macro(probs: np.ndarray, targets: np.ndarray) -> float:
     """Mean ROC-AUC over the tags with positives and negatives here."""
     roc = roc_auc_columns(probs, targets)
@@ -96,40 +117,75 @@ def roc_auc_macro(probs: np.ndarray, targets: np.ndarray) -> float:
 
 def pr_auc_macro(probs: np.ndarray, targets: np.ndarray) -> float:
     """Mean AP over the tags with positives and negatives here (the tags ROC-AUC scores)."""
-    positives = targets.sum(axis=0)  # (C,)
-    scorable = (positives > 0) & (positives < len(targets))
+    scorable = scorable_tags(targets)
     return mean_or_nan(average_precision_columns(probs[:, scorable], targets[:, scorable]))
+
+
+def micro(columns: Callable[[np.ndarray, np.ndarray], np.ndarray], probs: np.ndarray, targets: np.ndarray) -> float:
+    """A per-column score of the (track, tag) pairs of the scorable tags pooled into one column."""
+    scorable = scorable_tags(targets)
+    if not scorable.any():
+        return float("nan")
+    return float(columns(probs[:, scorable].reshape(-1, 1), targets[:, scorable].reshape(-1, 1))[0])
+
+
+def hits_at_k(probs: np.ndarray, targets: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(positives among each track's k top-scored tags (N,), each track's positives (N,))."""
+    top = np.argsort(-probs, axis=1, kind="stable")[:, :k]  # (N, k)
+    return np.take_along_axis(targets, top, axis=1).sum(axis=1), targets.sum(axis=1)
+
+
+def precision_at_k(k: int, probs: np.ndarray, targets: np.ndarray) -> float:
+    """Mean over tracks of the share of positives among their k top-scored tags."""
+    hits, _ = hits_at_k(probs, targets, k)
+    return float(np.mean(hits / k))
+
+
+def recall_at_k(k: int, probs: np.ndarray, targets: np.ndarray) -> float:
+    """Mean over the tracks with a positive of the share of their positives in their k top tags."""
+    hits, positives = hits_at_k(probs, targets, k)
+    has = positives > 0
+    return mean_or_nan(hits[has] / positives[has])
 
 
 def accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(probs.argmax(axis=1) == labels))
 
 
-def class_rates(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-class (precision, recall, F1), each (C,), of the predicted classes (argmax of probs (N, C)),
-    over all C classes, 0 where undefined (as scikit-learn's zero_division=0)."""
+def top_k_accuracy(k: int, probs: np.ndarray, labels: np.ndarray) -> float:
+    """Share of tracks whose class is among the k top-scored (ties broken by class order)."""
+    top = np.argsort(-probs, axis=1, kind="stable")[:, :k]  # (N, k)
+    return float(np.mean((top == labels[:, None]).any(axis=1)))
+
+
+def confusion(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """(C, C) counts of the predicted classes (argmax of probs (N, C), the columns) against labels
+    (N,) (the rows)."""
     num_classes = probs.shape[1]
-    confusion = np.bincount(labels * num_classes + probs.argmax(axis=1), minlength=num_classes**2)
-    confusion = confusion.reshape(num_classes, num_classes)  # (C, C) rows = truth
-    hits = np.diag(confusion).astype(np.float64)
-    predicted_count, support = confusion.sum(axis=0), confusion.sum(axis=1)
+    counts = np.bincount(labels * num_classes + probs.argmax(axis=1), minlength=num_classes**2)
+    return counts.reshape(num_classes, num_classes)
+
+
+RATES = ("precision", "recall", "f1")  # per-class rates, in the order `class_rates` returns them
+
+
+def class_rates(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Per-class (precision, recall, F1, support), each (C,), of the predicted classes (argmax of
+    probs (N, C)) over all C classes; a rate is 0 where undefined (scikit-learn's zero_division=0)."""
+    counts = confusion(probs, labels)
+    hits = np.diag(counts).astype(np.float64)
+    predicted_count, support = counts.sum(axis=0), counts.sum(axis=1)
     precision = np.divide(hits, predicted_count, out=np.zeros_like(hits), where=predicted_count > 0)
     recall = np.divide(hits, support, out=np.zeros_like(hits), where=support > 0)
     total = precision + recall
     f1 = np.divide(2 * precision * recall, total, out=np.zeros_like(hits), where=total > 0)
-    return precision, recall, f1
+    return precision, recall, f1, support
 
 
-def macro_precision(probs: np.ndarray, labels: np.ndarray) -> float:
-    return float(class_rates(probs, labels)[0].mean())
-
-
-def macro_recall(probs: np.ndarray, labels: np.ndarray) -> float:
-    return float(class_rates(probs, labels)[1].mean())
-
-
-def macro_f1(probs: np.ndarray, labels: np.ndarray) -> float:
-    return float(class_rates(probs, labels)[2].mean())
+def macro_rate(rate: str, probs: np.ndarray, labels: np.ndarray) -> float:
+    """The macro average of a per-class rate (`RATES`): its mean over the classes with tracks here."""
+    *rates, support = class_rates(probs, labels)
+    return mean_or_nan(rates[RATES.index(rate)][support > 0])
 
 
 # --------------------------------------------------------------------------- the registry
@@ -137,28 +193,49 @@ def macro_f1(probs: np.ndarray, labels: np.ndarray) -> float:
 
 def at_k(k: int) -> tuple[Metric, Metric]:
     """precision@k and recall@k of a tagger (reported with more than k tags)."""
-    return (Metric(f"precision_at_{k}", f"Precision@{k}", MULTI_LABEL, min_labels=k, compared=k == 5),
-            Metric(f"recall_at_{k}", f"Recall@{k}", MULTI_LABEL, min_labels=k))
+    return (Metric(f"precision_at_{k}", f"Precision@{k}", MULTI_LABEL, min_labels=k, compared=k == 5,
+                   score=partial(precision_at_k, k)),
+            Metric(f"recall_at_{k}", f"Recall@{k}", MULTI_LABEL, min_labels=k, score=partial(recall_at_k, k)))
+
+
+def top_k(k: int) -> Metric:
+    """Top-k accuracy of a genre model (reported with more than k classes)."""
+    return Metric(f"top{k}_accuracy", f"Top-{k} accuracy", SINGLE_LABEL, min_labels=k, reads_scores=True,
+                  score=partial(top_k_accuracy, k))
 
 
 METRICS: tuple[Metric, ...] = (  # in the order reports list them
     Metric(LOSS, "Loss", BOTH, higher_is_better=False),
     Metric("accuracy", "Accuracy", SINGLE_LABEL, headline=True, summary=True, compared=True,
            chance=lambda labels: 1.0 / float(labels.max() + 1), score=accuracy),
-    Metric("macro_f1", "Macro F1", SINGLE_LABEL, summary=True, compared=True, score=macro_f1),
-    Metric("macro_precision", "Macro precision", SINGLE_LABEL, score=macro_precision),
-    Metric("macro_recall", "Macro recall", SINGLE_LABEL, compared=True, score=macro_recall),
-    Metric("top3_accuracy", "Top-3 accuracy", SINGLE_LABEL, min_labels=3),
-    Metric("top5_accuracy", "Top-5 accuracy", SINGLE_LABEL, min_labels=5),
+    Metric("macro_f1", "Macro F1", SINGLE_LABEL, summary=True, compared=True, score=partial(macro_rate, "f1")),
+    Metric("macro_precision", "Macro precision", SINGLE_LABEL, score=partial(macro_rate, "precision")),
+    Metric("macro_recall", "Macro recall", SINGLE_LABEL, compared=True, score=partial(macro_rate, "recall")),
+    top_k(3), top_k(5),
     Metric("roc_auc_macro", "ROC-AUC (macro)", MULTI_LABEL, headline=True, summary=True, compared=True,
            chance=lambda targets: 0.5, score=roc_auc_macro),
     Metric("pr_auc_macro", "PR-AUC (macro)", MULTI_LABEL, summary=True, compared=True,
            chance=lambda targets: float(targets.mean()), score=pr_auc_macro),  # the mean tag prevalence
-    Metric("roc_auc_micro", "ROC-AUC (micro)", MULTI_LABEL),
-    Metric("pr_auc_micro", "PR-AUC (micro)", MULTI_LABEL),
+    Metric("roc_auc_micro", "ROC-AUC (micro)", MULTI_LABEL, score=partial(micro, roc_auc_columns)),
+    Metric("pr_auc_micro", "PR-AUC (micro)", MULTI_LABEL, score=partial(micro, average_precision_columns)),
     *at_k(3), *at_k(5), *at_k(10),
     Metric("num_tracks", "Tracks", BOTH, higher_is_better=None),
 )
+
+
+def register(metric: Metric) -> Metric:
+    """Add `metric` to `METRICS` (after the built-in ones): evaluation, cross-dataset evaluation, cv,
+    compare, the search, the intervals, reports and cards report it from then on. ValueError when
+    its name is taken, its task unknown, or it has no `score`."""
+    global METRICS
+    if any(m.name == metric.name for m in METRICS):
+        raise ValueError(f"a metric named {metric.name!r} is registered already; choose another name")
+    if metric.task not in (SINGLE_LABEL, MULTI_LABEL, BOTH):
+        raise ValueError(f"metric {metric.name!r}: task {metric.task!r} is none of {SINGLE_LABEL}, {MULTI_LABEL}, {BOTH}")
+    if metric.score is None:
+        raise ValueError(f"metric {metric.name!r} has no score(probs, labels): nothing could compute it")
+    METRICS = (*METRICS, metric)
+    return metric
 
 
 # --------------------------------------------------------------------------- derived lists
@@ -197,9 +274,12 @@ def selectable_names(task: str, num_labels: int | None = None) -> list[str]:
     return [m.name for m in metrics_for(task, num_labels) if m.higher_is_better is not None]
 
 
-def scores(task: str, probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """{name: score} of every metric of `task` that has a scorer."""
-    return {m.name: m.score(probs, labels) for m in metrics_for(task, probs.shape[1]) if m.score}
+def scores(task: str, probs: np.ndarray, labels: np.ndarray, predicted_only: bool = False) -> dict[str, float]:
+    """{name: score} of every metric of `task` with a scorer, for probs (N, C) and labels (N,) or
+    (N, C); `predicted_only`: only those that read nothing but the predicted class (a confusion
+    matrix's pairs)."""
+    return {m.name: m.score(probs, labels) for m in metrics_for(task, probs.shape[1])
+            if m.score and not (predicted_only and m.reads_scores)}
 
 
 # --------------------------------------------------------------------------- the task of a split

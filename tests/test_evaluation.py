@@ -4,7 +4,16 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from finetune.evaluation import aggregate_tracks, evaluate_windows, tagging_metrics, tune_thresholds
+from finetune.evaluation import (
+    TrackPredictions,
+    aggregate_tracks,
+    classification_metrics,
+    evaluate_windows,
+    scalar_metrics,
+    tagging_metrics,
+    tune_thresholds,
+)
+from finetune.studies.crossdataset import cross_metrics, resolve
 
 
 def read_scores(path):
@@ -64,6 +73,28 @@ def test_single_label_metrics_match_sklearn():
         skm.precision_score(labels, predicted, average="macro", zero_division=0))
     assert metrics["macro_recall"] == pytest.approx(skm.recall_score(labels, predicted, average="macro"))
     assert sum(v["support"] for v in metrics["per_class"].values()) == 60
+
+
+def test_macro_averages_are_over_the_classes_with_tracks_and_name_the_others():
+    """A class without test tracks (data.unsplittable=leave_out, a small split) is no zero in the
+    macro means: they average the classes with tracks, as scikit-learn does given those labels,
+    and metrics.json names the absent class; cross-dataset evaluation means the same."""
+    rng = np.random.default_rng(4)
+    labels = rng.integers(0, 4, 80)  # class 4 ("e") has no track
+    probs = rng.random((80, 5)) + 1.5 * np.eye(5)[labels] * rng.random((80, 1))
+    probs[:3, 4] = 9  # yet the model predicts it for three tracks: errors all the same
+    metrics = classification_metrics(probs, labels, list("abcde"))
+    predicted, present = probs.argmax(1), [0, 1, 2, 3]
+    assert metrics["classes_without_tracks"] == ["e"]
+    assert metrics["accuracy"] == pytest.approx(skm.accuracy_score(labels, predicted))
+    for key, score in (("macro_f1", skm.f1_score), ("macro_precision", skm.precision_score),
+                       ("macro_recall", skm.recall_score)):
+        expected = score(labels, predicted, labels=present, average="macro", zero_division=0)
+        assert metrics[key] == pytest.approx(expected, abs=1e-12), key
+    identity = {name: name for name in "abcde"}
+    predictions = TrackPredictions([str(i) for i in range(80)], [""] * 80, probs, labels, list("abcde"))
+    cross = cross_metrics(predictions, resolve(identity, list("abcde"), list("abcde")), source_multi_label=True)
+    assert {k: cross[k] for k in scalar_metrics(metrics)} == scalar_metrics(metrics)
 
 
 def test_max_aggregation():

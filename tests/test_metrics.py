@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from finetune import export, metrics, recipe as recipes
+from finetune.cli import main
 from finetune.console import metric_text
 from finetune.evaluation import evaluate_windows, scalar_metrics, track_metrics
 from finetune.report import run_summary, write_reports
@@ -38,7 +39,7 @@ def test_the_registry_names_exactly_what_evaluation_reports(task, count):
     assert {metrics.LOSS, *reported} == registered, "every reported metric registered, and only those (+ the loss)"
     assert track_metrics(probs, labels, [str(i) for i in range(count)])["task"] == task
     for metric in metrics.metrics_for(task, count):
-        if metric.score:  # the fast scorers bootstrap uses give evaluation's (scikit-learn's) values
+        if metric.score:  # evaluation reports the registry's scores (tests/test_evaluation.py: scikit-learn's)
             assert metric.score(probs, labels) == pytest.approx(reported[metric.name], abs=1e-12), metric.name
 
 
@@ -77,21 +78,36 @@ def test_run_folders_written_before_the_record_are_read_as_before():
 THROWAWAY = '''
 import numpy as np
 
-from finetune.metrics import SINGLE_LABEL, Metric
+from finetune.metrics import SINGLE_LABEL, Metric, register
 
-ERROR_RATE = Metric("error_rate", "Error rate", SINGLE_LABEL, higher_is_better=False, summary=True,
-                    score=lambda probs, labels: float(np.mean(probs.argmax(axis=1) != labels)))
+ERROR_RATE = register(Metric("error_rate", "Error rate", SINGLE_LABEL, higher_is_better=False, summary=True,
+                             score=lambda probs, labels: float(np.mean(probs.argmax(axis=1) != labels))))
 '''
 
 
-def test_a_metric_in_a_module_of_its_own_reaches_report_interval_console_and_card(tmp_path, monkeypatch):
+@pytest.fixture
+def error_rate(tmp_path, monkeypatch) -> metrics.Metric:
+    """A throwaway metric registered by a module of its own, for one test (the registry is restored)."""
+    monkeypatch.setattr(metrics, "METRICS", metrics.METRICS)
     module_file = tmp_path / "throwaway_metric.py"
     module_file.write_text(THROWAWAY)
     spec = importlib.util.spec_from_file_location("throwaway_metric", module_file)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    monkeypatch.setattr(metrics, "METRICS", (*metrics.METRICS, module.ERROR_RATE))
+    return module.ERROR_RATE
 
+
+def test_register_refuses_a_taken_name_and_a_metric_nothing_could_compute(error_rate):
+    assert metrics.named("error_rate") is error_rate
+    with pytest.raises(ValueError, match="'error_rate' is registered already"):
+        metrics.register(error_rate)
+    with pytest.raises(ValueError, match="'hit_rate' has no score"):
+        metrics.register(metrics.Metric("hit_rate", "Hit rate", metrics.SINGLE_LABEL))
+    with pytest.raises(ValueError, match="task 'genres' is none of"):
+        metrics.register(metrics.Metric("hit_rate", "Hit rate", "genres", score=metrics.accuracy))
+
+
+def test_a_metric_in_a_module_of_its_own_reaches_report_interval_console_and_card(error_rate, tmp_path):
     probs, labels = example(metrics.SINGLE_LABEL, len(GENRES), np.random.default_rng(7))
     test = track_metrics(probs, labels, GENRES)  # evaluation computes it through the registry
     assert test["error_rate"] == pytest.approx(1 - test["accuracy"])
@@ -118,3 +134,22 @@ def test_tag_scores_with_no_scorable_tag_are_nan_without_a_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert np.isnan(metrics.roc_auc_macro(probs, targets)) and np.isnan(metrics.pr_auc_macro(probs, targets))
+
+
+@pytest.mark.slow
+def test_a_registered_metric_reaches_a_runs_metrics_and_evaluate_on(error_rate, synthetic_root, tmp_path):
+    """Trained with the metric registered, a run's metrics.json has it; scored on another dataset
+    (`evaluate --on`, here the generated one through a mapping of every class to itself), so do
+    the cross-dataset metrics, by the same definition."""
+    run_dir = tmp_path / "run"
+    assert main(["--recipe", "demo", "train.max_steps=2", "train.batch_size=4", f"data.root={synthetic_root}",
+                 f"output_dir={run_dir}", "data.num_workers=0"]) == 0
+    test = json.loads((run_dir / "metrics.json").read_text())["test"]
+    assert test["error_rate"] == pytest.approx(1 - test["accuracy"])
+    mapping = tmp_path / "identity.yaml"
+    mapping.write_text("".join(f"{name}: {name}\n" for name in test["per_class"]))
+    assert main(["evaluate", str(run_dir), "--on", "synthetic", f"data.root={synthetic_root}", "--mapping",
+                 str(mapping)]) == 0
+    cross = json.loads((run_dir / "studies" / "cross_synthetic_test.json").read_text())["data"]["metrics"]
+    assert cross["error_rate"] == pytest.approx(1 - cross["accuracy"])
+    assert cross["num_tracks"] == test["num_tracks"] and cross["accuracy"] == pytest.approx(test["accuracy"])

@@ -1,6 +1,5 @@
 """Confidence intervals by bootstrap over tracks (percentile method), with the scorers of the
-metric registry (`finetune.metrics`); metrics.json keeps the point estimates from
-`finetune.evaluation`.
+metric registry (`finetune.metrics`), the same that give metrics.json's point estimates.
 """
 
 from __future__ import annotations
@@ -20,9 +19,9 @@ RESAMPLES = {SINGLE_LABEL: 1000, MULTI_LABEL: 200}
 
 
 def genre_scores(labels: np.ndarray, predicted: np.ndarray, num_classes: int) -> dict:
-    """The single-label scores (those with a scorer) of predicted classes (N,) against labels (N,)
-    over `num_classes` classes."""
-    return scores(SINGLE_LABEL, np.eye(num_classes)[predicted], labels)
+    """The single-label scores that read only the predicted class, of predicted classes (N,)
+    against labels (N,) over `num_classes` classes."""
+    return scores(SINGLE_LABEL, np.eye(num_classes)[predicted], labels, predicted_only=True)
 
 
 def headline_score(probs: np.ndarray, labels: np.ndarray) -> float:
@@ -80,7 +79,7 @@ def split_intervals(metrics: dict, predictions: TrackPredictions | None,
     task = task_of(metrics)
     if task == SINGLE_LABEL and "confusion_matrix" in metrics:
         labels, predicted = confusion_pairs(metrics["confusion_matrix"])
-        classes = len(metrics["confusion_matrix"])
+        classes = len(metrics["confusion_matrix"][0])  # its columns: every class predicted
         return bootstrap(lambda y, p: genre_scores(y, p, classes), (labels, predicted),
                          RESAMPLES[task], seed=seed)
     if task == MULTI_LABEL and predictions is not None:

@@ -12,10 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn import metrics as skm
 
 from finetune import recipe as recipes
-from finetune.evaluation import TrackPredictions, tagging_metrics
+from finetune.evaluation import TrackPredictions, classification_metrics, tagging_metrics
 from finetune.metrics import SINGLE_LABEL, summary_names, task_of
 from finetune.report import Section, class_table, confusion_matrix_plot, fmt, save_figure, save_study
 from finetune.scoring import RunModel
@@ -52,7 +51,8 @@ def mapped_scores(probs: np.ndarray, matrix: np.ndarray, multi_label: bool) -> n
 
 
 def cross_metrics(predictions: TrackPredictions, resolved: Resolved, source_multi_label: bool) -> dict:
-    """Metrics over the covered target classes; target tracks of uncovered classes are left out."""
+    """The registry's metrics over the covered target classes (`finetune.evaluation`'s, with their
+    meaning of each macro average); target tracks of uncovered classes are left out."""
     scores = mapped_scores(predictions.probs, resolved.matrix, source_multi_label)  # (N, T')
     names = predictions.label_names
     columns = [names.index(t) for t in resolved.covered]
@@ -67,21 +67,7 @@ def cross_metrics(predictions: TrackPredictions, resolved: Resolved, source_mult
     scores = scores[keep]
     if not source_multi_label:  # mass on classes without a counterpart is a (wrong) prediction
         scores = np.hstack([scores, 1.0 - scores.sum(axis=1, keepdims=True)])
-    predicted = scores.argmax(axis=1)  # (N',) may be T' = no counterpart
-    classes = np.arange(len(columns))
-    precision, recall, f1, support = skm.precision_recall_fscore_support(truth, predicted, labels=classes,
-                                                                         zero_division=0)
-    confusion = skm.confusion_matrix(truth, predicted, labels=np.arange(scores.shape[1]))  # square
-    present = support > 0  # macro means over the covered classes this split has tracks of
-    return {
-        "task": SINGLE_LABEL,
-        "accuracy": float(np.mean(truth == predicted)),
-        "macro_f1": float(f1[present].mean()), "macro_precision": float(precision[present].mean()),
-        "macro_recall": float(recall[present].mean()), "num_tracks": int(len(truth)), "left_out_tracks": left_out,
-        "per_class": {n: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
-                      for n, p, r, f, s in zip(resolved.covered, precision, recall, f1, support)},
-        "confusion_matrix": confusion[:len(columns)].tolist(),  # rows: covered classes only
-    }
+    return {**classification_metrics(scores, truth, resolved.covered), "left_out_tracks": left_out}
 
 
 def target_recipe(recipe, dataset: str, overrides: list[str]):

@@ -12,14 +12,13 @@ import json
 import time
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 
 from finetune import recipe as recipes
 from finetune.evaluation import TrackPredictions
 from finetune.metrics import compared_names, task_of
 from finetune.published import split_key
-from finetune.report import Section, fmt, fmt_interval, render_markdown, save_figure
+from finetune.report import Section, fmt, fmt_interval, render_markdown, save_figure, subplots
 from finetune.stats.bootstrap import split_intervals
 from finetune.stats.paired import paired_test
 
@@ -61,7 +60,7 @@ def check_comparable(runs: list[dict]) -> None:
 
 def comparison_figure(runs: list[dict], keys: list[str]):
     """Grouped bars: one group per metric, one bar per run, 95 % bootstrap intervals as error bars."""
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.5 * len(keys) + 0.5 * len(runs)), 4))
+    fig, ax = subplots(figsize=(max(6.0, 1.5 * len(keys) + 0.5 * len(runs)), 4))
     width = 0.8 / len(runs)
     for i, run in enumerate(runs):
         x = np.arange(len(keys)) + (i - (len(runs) - 1) / 2) * width

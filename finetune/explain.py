@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import librosa
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
@@ -25,7 +24,7 @@ from finetune.clips import fit_length, window_starts
 from finetune.console import progress
 from finetune.data.audio import read_window
 from finetune.features import LogMel
-from finetune.report import save_figure
+from finetune.report import save_figure, subplots
 from finetune.scoring import RunModel
 
 N_FFT, HOP = 1024, 256
@@ -99,7 +98,7 @@ def occlusion_saliency(model: RunModel, y: np.ndarray, target: int | None = None
 def saliency_figure(saliency: Saliency, title: str = ""):
     """Log-mel spectrogram above the saliency map, on the same time and mel axes."""
     bands = len(saliency.band_edges) - 1
-    fig, (ax_mel, ax_sal) = plt.subplots(2, 1, figsize=FIGSIZE, sharex=True)
+    fig, (ax_mel, ax_sal) = subplots(2, 1, figsize=FIGSIZE, sharex=True)
     ax_mel.imshow(saliency.log_mel, origin="lower", aspect="auto", cmap="magma",
                   extent=(0, saliency.seconds, 0, bands))
     limit = max(float(np.abs(saliency.values).max()), 1e-6)

@@ -14,12 +14,10 @@ import html
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
 
 from finetune import recipe as recipes
 from finetune.atomic import written_whole
@@ -59,8 +57,14 @@ def save_figure(fig, path: Path, dpi: int = 110) -> Path:
     """`fig` as a PNG at `path`, written whole (processes ending together never leave half an image)."""
     with written_whole(path) as temporary:
         fig.savefig(temporary, format="png", dpi=dpi)
-    plt.close(fig)
     return path
+
+
+def subplots(*grid: int, figsize: tuple[float, float], **options) -> tuple[Figure, Any]:
+    """(figure, axes) as pyplot's `subplots` makes them, without pyplot: no backend is chosen or
+    switched (a notebook keeps its own), nothing stays open to close, PNGs are drawn by Agg."""
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(*grid, **options)
 
 
 def save_study(run_dir: Path, name: str, section: Section, data: dict, place: int | None = None) -> Path:
@@ -84,7 +88,7 @@ def study_sections(run_dir: Path) -> list[Section]:
 
 def learning_curves(log_history: list[dict]):
     """Training / validation loss and validation metrics against the step."""
-    fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, (ax_loss, ax_metric) = subplots(1, 2, figsize=(10, 3.6))
     train = [(e["step"], e["loss"]) for e in log_history if "loss" in e]
     val = [(e["step"], e["eval_loss"]) for e in log_history if "eval_loss" in e]
     for points, label in ((train, "train loss"), (val, "validation loss")):
@@ -111,7 +115,7 @@ def confusion_matrix_plot(matrix: list[list[int]], label_names: list[str], predi
     rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     columns = predicted_names or label_names
     size = max(4.0, 0.55 * len(columns) + 2)
-    fig, ax = plt.subplots(figsize=(size, size * 0.85))
+    fig, ax = subplots(figsize=(size, size * 0.85))
     image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(len(columns)), columns, rotation=45, ha="right")
     ax.set_yticks(range(len(label_names)), label_names)
@@ -127,7 +131,7 @@ def confusion_matrix_plot(matrix: list[list[int]], label_names: list[str], predi
 def per_tag_plot(per_tag: dict):
     """ROC-AUC and AP per tag, sorted by ROC-AUC."""
     names = sorted(per_tag, key=lambda n: per_tag[n]["roc_auc"])
-    fig, ax = plt.subplots(figsize=(8, max(3.0, 0.18 * len(names) + 1)))
+    fig, ax = subplots(figsize=(8, max(3.0, 0.18 * len(names) + 1)))
     y = np.arange(len(names))
     ax.barh(y - 0.2, [per_tag[n]["roc_auc"] for n in names], height=0.4, label="ROC-AUC")
     ax.barh(y + 0.2, [per_tag[n]["ap"] for n in names], height=0.4, label="AP")
@@ -140,7 +144,7 @@ def per_tag_plot(per_tag: dict):
 
 def regularisation_path(log_history: list[dict], metric: str):
     """A probe's validation score against the L2 penalty, one line per layer."""
-    fig, ax = plt.subplots(figsize=(6, 3.6))
+    fig, ax = subplots(figsize=(6, 3.6))
     for layer in sorted({e["layer"] for e in log_history}):
         points = sorted((e["weight_decay"], e[f"eval_{metric}"]) for e in log_history if e["layer"] == layer)
         ax.plot(*zip(*points), marker=".", label=f"layer {layer}")

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib.figure import Figure
 
 from finetune.console import progress
 from finetune.data.audio import audio_duration, read_window
@@ -73,7 +73,7 @@ def representation_figure(cells: dict[tuple[int, str], tuple[np.ndarray, Salienc
     """Rows = clips (their labels `rows`), columns = values; each cell its representation above its
     saliency, all saliency maps on one colour scale."""
     size = (CELL_INCHES[0] * len(values) + LABEL_INCHES, CELL_INCHES[1] * len(rows))
-    fig = plt.figure(figsize=size, layout="constrained")
+    fig = Figure(figsize=size, layout="constrained")
     grid = fig.add_gridspec(2 * len(rows), len(values), height_ratios=[2, 1] * len(rows))
     limit = max(max(float(np.abs(s.values).max()) for _, s in cells.values()), 1e-6)
     saliency_axes = []

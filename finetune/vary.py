@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 
 from finetune import recipe as recipes
@@ -31,7 +30,7 @@ from finetune.evaluation import TrackPredictions
 from finetune.folders import VARY_FILE, check_output_folder
 from finetune.leakage import KEY as LEAKAGE_KEY, leak_cell
 from finetune.models import load_model
-from finetune.report import Section, fmt, fmt_interval, render_markdown, save_figure
+from finetune.report import Section, fmt, fmt_interval, render_markdown, save_figure, subplots
 from finetune.representations import disagreement_section, representation_section
 from finetune.rundir import flatten
 from finetune.stats.bootstrap import RESAMPLES, bootstrap_draws, headline_score, percentile_interval
@@ -225,7 +224,7 @@ def vary_table(key: str, results: list[dict], genres: bool) -> list[list[str]]:
 
 def vary_figure(key: str, results: list[dict]):
     """Each value's per-run test scores (points) and its pooled score with its 95 % interval."""
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(results) + 2), 4))
+    fig, ax = subplots(figsize=(max(5.0, 1.3 * len(results) + 2), 4))
     rng = np.random.default_rng(0)
     for x, r in enumerate(results):
         scores = np.array([run["score"] for run in r["runs"]], dtype=np.float64)  # (R,)

@@ -1,6 +1,8 @@
 """The end-of-run report: intervals, published results, per-class / per-tag content, study sections."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 
@@ -62,3 +64,15 @@ def test_refresh_adds_saved_study_sections_in_order(tmp_path):
     md = (tmp_path / "report.md").read_text()
     assert md.index("## Durations") < md.index("## Mistakes") and "| 1 | 0.5 |" in md
     assert "<h2>Durations</h2>" in (tmp_path / "report.html").read_text()
+
+
+def test_importing_the_plotting_modules_leaves_the_matplotlib_backend_alone(tmp_path):
+    """A notebook's backend stays its own: importing the report, compare --vary, compare and the
+    studies switches nothing, and their figures still save as PNGs."""
+    code = ("import matplotlib; matplotlib.use('svg'); "
+            "import finetune.report, finetune.vary, finetune.compare, finetune.studies; "
+            "assert matplotlib.get_backend() == 'svg', matplotlib.get_backend(); "
+            f"finetune.report.save_figure(finetune.report.per_tag_plot({{'a': {{'roc_auc': 0.8, 'ap': 0.6}}}}), "
+            f"__import__('pathlib').Path({str(tmp_path / 'tags.png')!r}))")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    assert (tmp_path / "tags.png").read_bytes().startswith(b"\x89PNG")

@@ -9,7 +9,6 @@ import json
 import logging
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 import optuna
 import yaml
@@ -22,7 +21,7 @@ from finetune.cv import cross_validate, folder_name, pooled_leakage
 from finetune.evaluation import TrackPredictions
 from finetune.folders import TRIALS_FILE
 from finetune.leakage import KEY as LEAKAGE_KEY, leak_cell
-from finetune.report import Section, fmt, fmt_interval, render_html, render_markdown, save_figure
+from finetune.report import Section, fmt, fmt_interval, render_html, render_markdown, save_figure, subplots
 from finetune.rundir import RECIPE_FILE
 from finetune.search.space import described, settings
 from finetune.search.study import ABANDONED, Search, best_trial, counted, trial_folder
@@ -111,7 +110,7 @@ def write_best(search: Search, best: FrozenTrial) -> Path:
 
 def history_plot(study: optuna.Study, search: Search):
     """Each trial's objective (pruned: its last evaluation) and the best so far."""
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = subplots(figsize=(7, 4))
     values = []
     for state, marker in ((TrialState.COMPLETE, "o"), (TrialState.PRUNED, "x")):
         shown = [t for t in study.get_trials(deepcopy=False, states=(state,)) if t.value is not None]
@@ -140,7 +139,7 @@ def importance_plot(study: optuna.Study):
     except (RuntimeError, ValueError) as err:
         logger.warning("parameter importance not estimated: %s", err)
         return None
-    fig, ax = plt.subplots(figsize=(7, 0.5 + 0.4 * len(importances)))
+    fig, ax = subplots(figsize=(7, 0.5 + 0.4 * len(importances)))
     ax.barh(list(importances)[::-1], list(importances.values())[::-1])
     ax.set_xlabel("importance (fANOVA: share of the objective's variance)")
     fig.tight_layout()

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import logging
 
-import matplotlib.pyplot as plt
 import numpy as np
 
 from finetune.clips import track_table, unreadable_tracks, window_starts
 from finetune.data.audio import AudioReadError, audio_duration
 from finetune.evaluation import TrackPredictions, aggregate_tracks, track_metrics
 from finetune.metrics import metrics_for
-from finetune.report import Section, fmt, save_figure, save_study
+from finetune.report import Section, fmt, save_figure, save_study, subplots
 from finetune.scoring import Excerpts, RunModel
 from finetune.studies.protocol import END_OF_RUN, EVALUATE, Inputs, Study
 
@@ -78,7 +77,7 @@ def duration_study(model: RunModel, split, full: TrackPredictions, durations: li
 
 def duration_figure(result: dict):
     keys = list(result["full"])
-    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.6))
+    fig, axes = subplots(1, len(keys), figsize=(5 * len(keys), 3.6))
     x = [row["duration"] for row in result["rows"]]
     for ax, key in zip(np.atleast_1d(axes), keys):
         for mode, label in zip(MODES, ("from the start", "random offset")):

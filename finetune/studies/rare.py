@@ -7,13 +7,12 @@ same count (a balanced dataset has no rare class).
 
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
 import numpy as np
 from scipy.stats import spearmanr
 
 from finetune.clips import track_table
 from finetune.evaluation import TrackPredictions, track_metrics
-from finetune.report import Section, fmt, save_figure, save_study
+from finetune.report import Section, fmt, save_figure, save_study, subplots
 from finetune.studies.protocol import END_OF_RUN, EVALUATE, Inputs, Study
 
 SHOWN = 5  # best and worst classes listed
@@ -53,7 +52,7 @@ def rare_class_figure(result: dict):
     classes = result["classes"]
     counts = np.array([c["train"] for c in classes])
     scores = np.array([c["score"] for c in classes])
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = subplots(figsize=(7, 4.5))
     ax.scatter(counts, scores)
     ranked = sorted(classes, key=lambda c: c["score"])
     labelled = classes if len(classes) <= 20 else ranked[:SHOWN] + ranked[-SHOWN:]

@@ -383,6 +383,9 @@ def _check_ranges(recipe: Recipe) -> None:
     if recipe.backbone.head_init == "probe" and recipe.backbone.pooling != "mean":
         raise RecipeError("backbone.head_init=probe fits the head on mean-pooled embeddings: "
                           "use backbone.pooling=mean")
+    if recipe.model.name == "encoder" and not recipe.backbone.encoder:  # finetune.backbones.plugin.ENCODER
+        raise RecipeError("backbone.encoder: model.name=encoder builds the encoder it names; set it to "
+                          "package.module:factory, hear:package.module or a registered name (python -m finetune models)")
     layer = recipe.backbone.layer
     if layer not in ("last", "weighted") and not layer.lstrip("-").isdigit():
         raise RecipeError(f"backbone.layer: {layer!r} is not last, weighted or a layer index")

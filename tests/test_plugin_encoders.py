@@ -197,3 +197,10 @@ def test_the_bench_case_times_the_plugin_against_the_bare_module():
     assert (step.bench, embedding.bench) == ("plugin", "plugin")
     assert step.case.startswith("training step") and embedding.case.startswith("frozen embedding pass")
     assert min(step.toolkit, step.bare, embedding.toolkit, embedding.bare) > 0
+
+
+def test_an_encoder_model_without_its_encoder_is_refused_with_the_recipe(tmp_path):
+    from finetune import recipe as recipes
+
+    with pytest.raises(recipes.RecipeError, match=r"^backbone.encoder: model.name=encoder builds the encoder it names"):
+        recipes.load("demo", ["model.name=encoder"])

@@ -55,11 +55,9 @@ def registered_encoders() -> dict[str, str]:
     return {point.name: point.value for point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
 
 
-def resolve_spec(spec: str | None) -> str:
-    """`backbone.encoder` as a factory spec: a registered name is looked up, a spec checked."""
-    if not spec:
-        raise ValueError("backbone.encoder: model.name=encoder builds the encoder it names; set it to "
-                         "package.module:factory, hear:package.module or a registered name")
+def resolve_spec(spec: str) -> str:
+    """`backbone.encoder` (set: the recipe refuses model.name=encoder without it) as a factory spec:
+    a registered name is looked up, a spec checked."""
     registered = registered_encoders()
     if spec in registered:
         return registered[spec]

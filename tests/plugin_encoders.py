@@ -48,6 +48,15 @@ class NotFinite(TinyEncoder):
         return super().forward(audio) * float("nan")
 
 
+class Raises(TinyEncoder):
+    def forward(self, audio):
+        raise RuntimeError("expected a (B, 1, T) input\n(a second line of the message)")
+
+
+def raises() -> nn.Module:
+    return Raises()
+
+
 def wrong_rank() -> nn.Module:
     return WrongRank()
 

@@ -55,6 +55,8 @@ def installed(tmp_path: Path, monkeypatch, name: str, entry_points: str = "", to
     ("plugin_encoders:wrong_rank", "returned shape (2, 40, 8) for a batch of 2; an encoder returns (B, L, T', D)"),
     ("plugin_encoders:nan_output", "returned NaN or infinite hidden states"),
     ("plugin_encoders:other_rate", "at its sample_rate 16000 Hz gave 73 more frames, its frame_rate 100 says 100"),
+    ("plugin_encoders:raises", "its forward on a (2, 16000) waveform batch at 16000 Hz raised RuntimeError: "
+                               "expected a (B, 1, T) input"),
     ("plugin_encoders:no_attributes", "the encoder has no sample_rate, frame_rate, num_layers"),
     ("plugin_encoders:absent", "plugin_encoders has no callable 'absent'"),
     ("no_such_package.encoders:tiny", "cannot import no_such_package.encoders (ModuleNotFoundError"),

@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from finetune.backbones.plugin import cause
+
 HEAR_FUNCTIONS = ("load_model", "get_scene_embeddings", "get_timestamp_embeddings")
 HEAR_ATTRIBUTES = ("sample_rate", "scene_embedding_size", "timestamp_embedding_size")
 
@@ -30,7 +32,7 @@ def load_hear_model(module, spec: str) -> nn.Module:
     try:
         model = module.load_model(model_file_path="")
     except Exception as err:  # the module's own loading may fail in any way
-        raise ValueError(f"backbone.encoder={spec}: load_model raised {type(err).__name__}: {err}") from err
+        raise ValueError(f"backbone.encoder={spec}: load_model raised {cause(err)}") from err
     missing = [name for name in HEAR_ATTRIBUTES if getattr(model, name, None) is None]
     if missing:
         raise ValueError(f"backbone.encoder={spec}: load_model returned a model without {', '.join(missing)} "

@@ -67,13 +67,18 @@ def resolve_spec(spec: str) -> str:
     return spec
 
 
+def cause(err: Exception) -> str:
+    """An exception from the user's code, in one line: its type and its message's first line."""
+    return f"{type(err).__name__}: {(str(err).splitlines() or [''])[0]}"
+
+
 def import_named(spec: str, module_name: str):
     """The module `module_name` (only it, and what it imports itself); a one-line error when it fails."""
     try:
         return importlib.import_module(module_name)
     except Exception as err:  # an encoder's module may fail in any way while importing
-        raise ValueError(f"backbone.encoder={spec}: cannot import {module_name} "
-                         f"({type(err).__name__}: {err}); install the package that provides it") from err
+        raise ValueError(f"backbone.encoder={spec}: cannot import {module_name} ({cause(err)}); install the "
+                         "package that provides it") from err
 
 
 def load_factory(spec: str) -> Callable[[], nn.Module]:
@@ -116,7 +121,7 @@ def build_module(spec: str) -> nn.Module:
     try:
         encoder = factory()
     except Exception as err:  # the user's factory may fail in any way
-        raise ValueError(f"backbone.encoder={spec}: the factory raised {type(err).__name__}: {err}") from err
+        raise ValueError(f"backbone.encoder={spec}: the factory raised {cause(err)}") from err
     if not isinstance(encoder, nn.Module):
         raise ValueError(f"backbone.encoder={spec}: the factory returned a {type(encoder).__name__}, not a "
                          "torch.nn.Module")
@@ -167,6 +172,17 @@ def probe_signal(seconds: float, rate: int) -> torch.Tensor:
     return torch.from_numpy(0.1 * generator.standard_normal((2, int(seconds * rate))).astype(np.float32))
 
 
+def run_on_noise(encoder: nn.Module, spec: str, seconds: float, rate: int):
+    """The encoder's output for `probe_signal`; what its forward raises, in one line."""
+    audio = probe_signal(seconds, rate)
+    try:
+        with torch.no_grad():
+            return encoder(audio)
+    except Exception as err:  # the user's forward may fail in any way
+        raise ValueError(f"backbone.encoder={spec}: its forward on a {tuple(audio.shape)} waveform batch at "
+                         f"{rate} Hz raised {cause(err)}") from err
+
+
 def check_output(hidden, spec: str, seconds: float, declared: dict) -> tuple[int, int]:
     """(frames, width) of the encoder's output for `seconds` of audio, refused unless it is
     (B, num_layers, T', D) and finite."""
@@ -190,9 +206,8 @@ def check_encoder(encoder: nn.Module, spec: str) -> dict:
     Returns the declared attributes and the width `hidden_size`."""
     declared = check_attributes(encoder, spec)
     was_training = encoder.training
-    with torch.no_grad():
-        frames = [check_output(encoder.eval()(probe_signal(s, declared["sample_rate"])), spec, s, declared)
-                  for s in CHECK_SECONDS]
+    frames = [check_output(run_on_noise(encoder.eval(), spec, s, declared["sample_rate"]), spec, s, declared)
+              for s in CHECK_SECONDS]
     encoder.train(was_training)
     measured = frames[1][0] - frames[0][0]  # frames of one more second
     expected = declared["frame_rate"] * (CHECK_SECONDS[1] - CHECK_SECONDS[0])

@@ -20,7 +20,7 @@ from finetune.bundle import TOOLKIT_ARGS
 from finetune.data import known_multi_label
 from finetune.data.recipe_data import dataset_arguments
 from finetune.metrics import LOSS, selectable_names, task_name
-from finetune.model_options import MODEL_OPTIONS, names_of
+from finetune.model_options import ENCODER, MODEL_OPTIONS, names_of
 from finetune.recipe import Recipe, RecipeError, check_bounds, coerce, listed
 
 
@@ -68,6 +68,18 @@ def check_metric(recipe: Recipe, multi_label: bool, num_labels: int | None = Non
                           f"valid: {listed(valid)}")
 
 
+def check_plugin_keys(recipe: Recipe) -> None:
+    """backbone.encoder / encoder_weights only with model.name=encoder, which has no layer list to decay."""
+    name = recipe.model.name
+    given = [key for key in ("encoder", "encoder_weights") if getattr(recipe.backbone, key) is not None]
+    if given and name != ENCODER:
+        raise RecipeError(f"backbone.{given[0]}: only model.name={ENCODER} builds a plug-in encoder; model {name!r} "
+                          f"would ignore it (set model.name={ENCODER}, or backbone.{given[0]}=null)")
+    if name == ENCODER and recipe.train.layer_decay != 1:
+        raise RecipeError("train.layer_decay: a plug-in encoder has no layer list the toolkit knows, so layer-wise "
+                          "decay cannot apply; use train.head_lr, or train.layer_decay=1")
+
+
 def check_model_args(recipe: Recipe) -> dict:
     """`model.args` checked against the builder's signature and converted to its annotated types.
 
@@ -87,6 +99,7 @@ def check_model_args(recipe: Recipe) -> dict:
                           "head vocabulary this names; set backbone.tags=null")
     if options.kind == "auto":
         check_auto_backbone(recipe)
+    check_plugin_keys(recipe)
     accepted = [p for p in options.parameters if p not in TOOLKIT_ARGS]
     args = {}
     for key, value in recipe.model.args.items():

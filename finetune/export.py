@@ -13,9 +13,11 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData, constants as h
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 from baselines.loading import is_won_checkpoint
+from finetune import __version__
 from finetune.atomic import staged_folder
 from finetune.backbones import FAMILIES
 from finetune.backbones.lora import OWN_PARAMETERS_FILE
+from finetune.backbones.plugin import requirement
 from finetune.data import DATASET_CARDS
 from finetune.leakage import KEY as LEAKAGE_KEY, leakage_text
 from finetune.metrics import Metric, metrics_for
@@ -282,11 +284,15 @@ recipe `{recipe.name}` on {recipe.data.name}. The merged model is the run's `mod
 def write_card(folder: Path, recipe: Recipe, metrics: dict, adapter: bool = False,
                software: Sequence[str] = ()) -> Path:
     """README.md into a model folder (its config.json names the labels) or, with `adapter`, a LoRA
-    adapter folder; `software`: lines for the card's Software section (`software_section`)."""
+    adapter folder; `software`: lines for the card's Software section (`software_section`), after
+    the toolkit's version and, for a plug-in encoder, the package it needs."""
+    software = [f"finetune {__version__}", *software]
     if adapter:
         card = adapter_card(recipe, metrics, (folder / OWN_PARAMETERS_FILE).is_file(), software)
     else:
-        card = model_card(recipe, metrics, json.loads((folder / "config.json").read_text()), software)
+        config = json.loads((folder / "config.json").read_text())
+        needs = requirement(config)
+        card = model_card(recipe, metrics, config, [*software, needs] if needs else software)
     path = folder / "README.md"
     path.write_text(card)
     return path

@@ -18,11 +18,11 @@ from finetune.backbones import AUTO, BACKBONE_BUILDERS  # ... and the finetune_*
 from finetune.backbones.auto import build_auto
 from finetune.backbones.heads import base_model_name
 from finetune.backbones.lora import export_ready, lora_layers, save_adapter
-from finetune.backbones.plugin import ENCODER, EncoderConfig, build_encoder, load_encoder_model
+from finetune.backbones.plugin import EncoderConfig, build_encoder, load_encoder_model
 from finetune.bundle import ModelBundle
 from finetune.checks import check_model_args
 from finetune.features import FRONTENDS
-from finetune.model_options import OPTIONS_FILE, ModelOptions, options_of, to_json
+from finetune.model_options import ENCODER, OPTIONS_FILE, ModelOptions, options_of, to_json
 from finetune.recipe import Recipe
 
 MODEL_BUILDERS: dict[str, Callable[..., ModelBundle]] = {**BASELINE_BUILDERS, **BACKBONE_BUILDERS, AUTO: build_auto,

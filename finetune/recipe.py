@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+from finetune.model_options import ENCODER
+
 logger = logging.getLogger("finetune")
 
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
@@ -383,7 +385,7 @@ def _check_ranges(recipe: Recipe) -> None:
     if recipe.backbone.head_init == "probe" and recipe.backbone.pooling != "mean":
         raise RecipeError("backbone.head_init=probe fits the head on mean-pooled embeddings: "
                           "use backbone.pooling=mean")
-    if recipe.model.name == "encoder" and not recipe.backbone.encoder:  # finetune.backbones.plugin.ENCODER
+    if recipe.model.name == ENCODER and not recipe.backbone.encoder:
         raise RecipeError("backbone.encoder: model.name=encoder builds the encoder it names; set it to "
                           "package.module:factory, hear:package.module or a registered name (python -m finetune models)")
     layer = recipe.backbone.layer

@@ -9,6 +9,7 @@ import pytest
 from huggingface_hub import ModelCard, ModelCardData
 from huggingface_hub.repocard_data import model_index_to_eval_results
 
+import finetune
 from finetune import export, metrics, recipe as recipes
 
 TAGS = {str(i): t for i, t in enumerate(["guitar", "rock", "piano", "drums"])}
@@ -49,6 +50,7 @@ def test_an_exported_card_parses_back_into_the_runs_test_results(demo_run, tmp_p
     assert card.data.metrics == list(expected) and card.data.model_name == "demo"
     check_round_trip(card.data)
     assert "| Accuracy |" in card.text and "## Usage" in card.text  # the body is kept
+    assert f"## Software\n- finetune {finetune.__version__}\n" in card.text  # what made it, on every card
 
 
 def test_a_tagging_card_holds_every_score_its_licence_base_and_dataset():

@@ -151,6 +151,8 @@ def test_trains_in_every_mode_and_exports_a_model_that_loads_back(tmp_path, synt
     assert all(torch.equal(loaded.model.state_dict()[name], tensor) for name, tensor in saved.items())
     track = next(synthetic_root.rglob("*.wav"))
     assert Predictor.from_pretrained(tmp_path / "export").predict(str(track))
+    card = (tmp_path / "export" / "README.md").read_text()
+    assert "Its encoder is built by `plugin_encoders:tiny` (backbone.encoder)" in card  # what loading it needs
 
 
 @pytest.mark.slow
@@ -206,3 +208,17 @@ def test_an_encoder_model_without_its_encoder_is_refused_with_the_recipe(tmp_pat
 
     with pytest.raises(recipes.RecipeError, match=r"^backbone.encoder: model.name=encoder builds the encoder it names"):
         recipes.load("demo", ["model.name=encoder"])
+
+
+def test_plugin_keys_belong_to_the_encoder_model_which_has_no_layers_to_decay():
+    from finetune import recipe as recipes
+    from finetune.checks import check_model_args
+
+    for key in ("backbone.encoder=plugin_encoders:tiny", "backbone.encoder_weights=w.safetensors"):
+        with pytest.raises(recipes.RecipeError, match=r"only model.name=encoder builds a plug-in encoder; "
+                                                      r"model 'simple_cnn' would ignore it"):
+            check_model_args(recipes.load("demo", [key]))
+    decayed = recipes.load("demo", ["model.name=encoder", "model.args={}", "backbone.encoder=plugin_encoders:tiny",
+                                    "train.layer_decay=0.8"])
+    with pytest.raises(recipes.RecipeError, match="train.layer_decay: a plug-in encoder has no layer list"):
+        check_model_args(decayed)

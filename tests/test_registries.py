@@ -22,7 +22,7 @@ from finetune.data import (
     load_dataset,
 )
 from finetune.export import BASE_LICENSES, dataset_id, dataset_name, license_of
-from finetune.model_options import MODEL_OPTIONS, OPTIONS_FILE, to_json
+from finetune.model_options import ENCODER, MODEL_OPTIONS, OPTIONS_FILE, to_json
 from finetune.models import check_model_args, model_builders, model_options
 from finetune.published import split_key
 from finetune.recipe import DATASET_KEYS, DataConfig, RecipeError
@@ -45,13 +45,13 @@ def test_model_names_and_their_lists_come_from_the_registries():
     assert BACKBONE_BUILDERS == {name: family.build for name, family in FAMILIES.items()}
     assert all(family.name == name for name, family in FAMILIES.items())
     assert BASELINE_BUILDERS.keys() == MODEL_CLASSES.keys()
-    assert model_builders().keys() == {*BASELINE_BUILDERS, *FAMILIES, AUTO}
+    assert model_builders().keys() == {*BASELINE_BUILDERS, *FAMILIES, AUTO, ENCODER}
     assert {family.name for family in NAMED.values()} == set(FAMILIES)  # auto detects every named family
     for name, family in FAMILIES.items():  # each family's own weights get its licence on a card
         recipe = recipes.load("demo", [f"model.name={name}", "model.args={}", f"backbone.path={family.default_path}"])
         assert license_of(recipe) == family.license == BASE_LICENSES[family.license_prefix]
     lora = recipes.load("demo", ["backbone.mode=lora"])
-    with pytest.raises(RecipeError, match=f"pretrained backbones \\({', '.join([*FAMILIES, AUTO])}\\)"):
+    with pytest.raises(RecipeError, match=f"pretrained backbones \\({', '.join([*FAMILIES, ENCODER, AUTO])}\\)"):
         check_model_args(lora)
 
 

@@ -42,7 +42,6 @@ from finetune.recipe import listed
 
 logger = logging.getLogger("finetune")
 
-ENCODER = "encoder"  # model.name of `build_encoder`
 ENTRY_POINT_GROUP = "finetune.encoders"  # installed packages register `name = package.module:factory`
 HEAR_PREFIX = "hear:"  # backbone.encoder=hear:package.module
 SPEC = re.compile(r"(hear:[A-Za-z_][\w.]*|[A-Za-z_][\w.]*:[A-Za-z_]\w*)")

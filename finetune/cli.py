@@ -101,7 +101,7 @@ def list_models(args: argparse.Namespace) -> int:
 
 def list_encoders() -> None:
     """The encoders installed packages register (model.name=encoder backbone.encoder=<name>)."""
-    from finetune.backbones.plugin import ENTRY_POINT_GROUP, registered_encoders
+    from finetune.encoder_specs import ENTRY_POINT_GROUP, registered_encoders
 
     encoders = registered_encoders()
     print(f"\nplug-in encoders (model.name=encoder backbone.encoder=<name>; entry points {ENTRY_POINT_GROUP}):")

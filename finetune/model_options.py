@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 OPTIONS_FILE = Path(__file__).resolve().parent / "model_options.json"
-ENCODER = "encoder"  # model.name of plug-in encoders (finetune.backbones.plugin.build_encoder)
 KINDS = ("baseline", "backbone", "auto")  # from-scratch baseline, named backbone family, `auto`
 REQUIRED = "<required>"  # a parameter without a default, as the file writes it
 

@@ -22,8 +22,8 @@ from finetune.backbones.plugin import EncoderConfig, build_encoder, load_encoder
 from finetune.bundle import ModelBundle
 from finetune.checks import check_model_args
 from finetune.features import FRONTENDS
-from finetune.model_options import ENCODER, OPTIONS_FILE, ModelOptions, options_of, to_json
-from finetune.recipe import Recipe
+from finetune.model_options import OPTIONS_FILE, ModelOptions, options_of, to_json
+from finetune.recipe import ENCODER, Recipe
 
 MODEL_BUILDERS: dict[str, Callable[..., ModelBundle]] = {**BASELINE_BUILDERS, **BACKBONE_BUILDERS, AUTO: build_auto,
                                                          ENCODER: build_encoder}

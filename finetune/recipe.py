@@ -18,9 +18,9 @@ from typing import Any
 
 import yaml
 
-from finetune.model_options import ENCODER
-
 logger = logging.getLogger("finetune")
+
+ENCODER = "encoder"  # model.name of plug-in encoders (finetune.backbones.plugin.build_encoder)
 
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 

@@ -222,3 +222,18 @@ def test_plugin_keys_belong_to_the_encoder_model_which_has_no_layers_to_decay():
                                     "train.layer_decay=0.8"])
     with pytest.raises(recipes.RecipeError, match="train.layer_decay: a plug-in encoder has no layer list"):
         check_model_args(decayed)
+
+
+def test_an_encoder_that_cannot_be_found_is_refused_with_the_recipe_checks():
+    """Found by its spec alone (no import of it, no torch), before any data is generated or indexed."""
+    from finetune import recipe as recipes
+    from finetune.checks import check_model_args
+
+    for spec, module in (("no_such_package.encoders:build", "no_such_package.encoders"),
+                         ("hear:no_such_hear_module", "no_such_hear_module"), ("json:no_such", None)):
+        recipe = recipes.load("demo", ["model.name=encoder", "model.args={}", f"backbone.encoder={spec}"])
+        if module is None:  # the module exists: its factory is looked up when the encoder is built
+            check_model_args(recipe)
+            continue
+        with pytest.raises(ValueError, match=rf"^backbone.encoder={spec}: cannot import {module} \("):
+            check_model_args(recipe)

@@ -22,10 +22,10 @@ from finetune.data import (
     load_dataset,
 )
 from finetune.export import BASE_LICENSES, dataset_id, dataset_name, license_of
-from finetune.model_options import ENCODER, MODEL_OPTIONS, OPTIONS_FILE, to_json
+from finetune.model_options import MODEL_OPTIONS, OPTIONS_FILE, to_json
 from finetune.models import check_model_args, model_builders, model_options
 from finetune.published import split_key
-from finetune.recipe import DATASET_KEYS, DataConfig, RecipeError
+from finetune.recipe import DATASET_KEYS, ENCODER, DataConfig, RecipeError
 
 # Builder options a recipe never sets under data.*: the run's seed, data.streaming (how clips are
 # drawn, not which dataset), and GTZAN's `genres` (for Python callers only).

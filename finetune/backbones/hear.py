@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from finetune.backbones.plugin import cause
+from finetune.encoder_specs import cause
 
 HEAR_FUNCTIONS = ("load_model", "get_scene_embeddings", "get_timestamp_embeddings")
 HEAR_ATTRIBUTES = ("sample_rate", "scene_embedding_size", "timestamp_embedding_size")

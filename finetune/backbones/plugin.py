@@ -16,7 +16,6 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import logging
-import re
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -37,38 +36,14 @@ from finetune.backbones.common import check_modes, head_parameters
 from finetune.backbones.heads import WEIGHTED, AttentionPooling, resolve_layer
 from finetune.backbones.lora import add_lora
 from finetune.bundle import ModelBundle, label_config
+from finetune.encoder_specs import HEAR_PREFIX, cause, module_of, resolve_spec
 from finetune.losses import task_loss
 from finetune.recipe import listed
 
 logger = logging.getLogger("finetune")
 
-ENTRY_POINT_GROUP = "finetune.encoders"  # installed packages register `name = package.module:factory`
-HEAR_PREFIX = "hear:"  # backbone.encoder=hear:package.module
-SPEC = re.compile(r"(hear:[A-Za-z_][\w.]*|[A-Za-z_][\w.]*:[A-Za-z_]\w*)")
 ATTRIBUTES = ("sample_rate", "frame_rate", "num_layers")
 CHECK_SECONDS = (1.0, 2.0)  # the check's two inputs: their frame counts tell the frame rate
-
-
-def registered_encoders() -> dict[str, str]:
-    """Encoder name -> factory spec, from the installed packages' `finetune.encoders` entry points."""
-    return {point.name: point.value for point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
-
-
-def resolve_spec(spec: str) -> str:
-    """`backbone.encoder` (set: the recipe refuses model.name=encoder without it) as a factory spec:
-    a registered name is looked up, a spec checked."""
-    registered = registered_encoders()
-    if spec in registered:
-        return registered[spec]
-    if not SPEC.fullmatch(spec):
-        raise ValueError(f"backbone.encoder={spec}: not package.module:factory, hear:package.module or a "
-                         f"registered encoder ({listed(sorted(registered))})")
-    return spec
-
-
-def cause(err: Exception) -> str:
-    """An exception from the user's code, in one line: its type and its message's first line."""
-    return f"{type(err).__name__}: {(str(err).splitlines() or [''])[0]}"
 
 
 def import_named(spec: str, module_name: str):
@@ -92,7 +67,7 @@ def load_factory(spec: str) -> Callable[[], nn.Module]:
 def distribution_of(spec: str) -> tuple[str | None, str | None]:
     """(package, version) of the installed distribution holding the spec's module; (None, None)
     for a module outside any (a local file)."""
-    top = spec.removeprefix(HEAR_PREFIX).partition(":")[0].split(".")[0]
+    top = module_of(spec).split(".")[0]
     names = importlib.metadata.packages_distributions().get(top, [])
     if not names:
         return None, None

@@ -192,8 +192,12 @@ def summarise(out: Path, jobs: list[Job], run_dirs: list[Path]) -> dict:
              LEAKAGE_KEY: m.get("test", {}).get(LEAKAGE_KEY)}
             for job, run_dir, m in zip(jobs, run_dirs, metrics)]
     first = jobs[0].recipe
+    absent = [m.get("test", {}).get("classes_without_tracks", []) for m in metrics]
     return {"recipe": first.name, "folds": first.data.folds, "seeds": list(dict.fromkeys(j.seed for j in jobs)),
             "headline": summary_names(task_of(metrics[0]["test"])), "std": STD_NOTE, "runs": runs,
+            "classes_without_test_tracks": {name: sum(name in a for a in absent)
+                                            for name in dict.fromkeys(n for a in absent for n in a)},
+            "unsplittable": first.data.unsplittable,
             "mean_std": {split: mean_std(runs, split) for split in ("test", "validation")},
             "pooled": pooled_scores(out, jobs, run_dirs)}
 
@@ -206,6 +210,18 @@ def pooled_leakage(runs: list[dict]) -> dict | None:
     counts = [key for key in found[0] if key.endswith(("_tracks", "_sharing", "_shared")) and all(key in f for f in found)]
     return {"group_by": found[0]["group_by"], "groups_known": all(f["groups_known"] for f in found),
             **{key: sum(f[key] for f in found) for key in counts}}
+
+
+def absent_classes_text(summary: dict) -> str:
+    """The classes some runs tested no track of (left out by data.unsplittable=leave_out, or too rare),
+    which those runs' macro averages leave out; '' when every run tested every class."""
+    absent = summary.get("classes_without_test_tracks") or {}
+    if not absent:
+        return ""
+    listed = ", ".join(f"{name} ({count} of {len(summary['runs'])} runs)" for name, count in absent.items())
+    return (f"classes without test tracks: {listed}; data.unsplittable={summary.get('unsplittable')}. Those runs' "
+            "macro averages are over the classes they tested, and the pooled scores hold no track of a class no "
+            "run tested.")
 
 
 def summary_markdown(summary: dict) -> str:
@@ -226,8 +242,8 @@ def summary_markdown(summary: dict) -> str:
     folds = f"{summary['folds']} folds" if summary["folds"] else "the dataset's own split"
     leak = leakage_text(pooled_leakage(summary["runs"]))
     sections = [
-        Section(f"Runs: {folds} x seeds {', '.join(map(str, summary['seeds']))}", text=[leak] if leak else [],
-                tables=[runs]),
+        Section(f"Runs: {folds} x seeds {', '.join(map(str, summary['seeds']))}",
+                text=[line for line in (leak, absent_classes_text(summary)) if line], tables=[runs]),
         Section(f"Mean ± std over {count} runs", text=[f"std: {STD_NOTE}"], tables=[spread]),
         Section("Pooled test predictions", text=[
             "each seed's test predictions over all its runs, every track once; 95% bootstrap interval over "

@@ -157,3 +157,25 @@ def test_compare_adds_the_paired_test(cv_run, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "the paired test needs every run's predictions/test.npz" in printed and "runs/a" in printed
     assert "| runs/b | accuracy |" not in printed
+
+
+@pytest.mark.slow
+def test_the_summary_names_classes_left_out_of_the_tests(tmp_path):
+    """data.unsplittable=leave_out: a class of one artist is tested in no fold, which summary.md says."""
+    from data_fixtures import write_audio
+
+    root = tmp_path / "music"
+    for name, artists in (("calm", 3), ("loud", 3), ("solo", 1)):
+        for a in range(artists):
+            for t in range(2):
+                write_audio(root / name / f"{name}-artist{a}" / f"{t}.wav", seconds=1.0, sample_rate=16000,
+                            seed=10 * a + t)
+    out = tmp_path / "cv"
+    code, printed, log = run_main(["cv", "--recipe", "demo", "--folds", "3", "--out", str(out), "data.name=folder",
+                                   f"data.root={root}", "data.unsplittable=leave_out", "train.max_steps=1",
+                                   "train.batch_size=4", "data.num_workers=0", "eval.durations=null"])
+    assert code == 0, log[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["classes_without_test_tracks"] == {"solo": 3} and summary["unsplittable"] == "leave_out"
+    assert "classes without test tracks: solo (3 of 3 runs); data.unsplittable=leave_out." in \
+        (out / "summary.md").read_text()

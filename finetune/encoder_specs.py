@@ -12,13 +12,16 @@ import re
 from finetune.recipe import listed
 
 ENTRY_POINT_GROUP = "finetune.encoders"  # installed packages register `name = package.module:factory`
+PACKAGED = {"muq": "finetune.encoders.muq:muq_large"}  # the toolkit's own encoders (finetune/encoders/)
 HEAR_PREFIX = "hear:"  # backbone.encoder=hear:package.module
 SPEC = re.compile(r"(hear:[A-Za-z_][\w.]*|[A-Za-z_][\w.]*:[A-Za-z_]\w*)")
 
 
 def registered_encoders() -> dict[str, str]:
-    """Encoder name -> factory spec, from the installed packages' `finetune.encoders` entry points."""
-    return {point.name: point.value for point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
+    """Encoder name -> factory spec: the installed packages' `finetune.encoders` entry points and the
+    toolkit's own (PACKAGED), whose names keep their meaning whatever is installed."""
+    installed = {point.name: point.value for point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
+    return {**installed, **PACKAGED}
 
 
 def resolve_spec(spec: str) -> str:

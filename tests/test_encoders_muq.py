@@ -235,3 +235,14 @@ def test_lora_on_the_conformer_attention(tmp_path, synthetic_root):
     metrics = train(tmp_path, synthetic_root, "lora", "backbone.layer=weighted",
                     "lora.target_modules=[linear_q,linear_k,linear_v,linear_out]")
     assert 0 <= metrics["test"]["accuracy"] <= 1
+
+
+@pytest.mark.slow
+def test_the_mtat_lora_recipe_trains_a_tiny_muq(tmp_path, mtat_root):
+    """The packaged recipe as it is (LoRA on the attention, layer mix, head fitted by a probe first),
+    on a tiny MuQ with random weights."""
+    code, _, _ = run_main(["--recipe", "muq_mtat_lora", f"backbone.encoder={TINY_SPEC}", "backbone.encoder_weights=null",
+                           f"data.root={mtat_root}", "data.tags=7", "data.clip_seconds=3.0",
+                           f"output_dir={tmp_path / 'run'}", *TINY])
+    assert code == 0
+    assert "roc_auc_macro" in json.loads((tmp_path / "run" / "metrics.json").read_text())["test"]

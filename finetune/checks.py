@@ -19,7 +19,7 @@ from pathlib import Path
 from finetune.bundle import TOOLKIT_ARGS
 from finetune.data import known_multi_label
 from finetune.data.recipe_data import dataset_arguments
-from finetune.encoder_specs import check_findable
+from finetune.encoder_specs import check_findable, check_weights_file
 from finetune.metrics import LOSS, selectable_names, task_name
 from finetune.model_options import MODEL_OPTIONS, names_of
 from finetune.recipe import ENCODER, Recipe, RecipeError, check_bounds, coerce, listed
@@ -78,6 +78,8 @@ def check_plugin_keys(recipe: Recipe) -> None:
                           f"would ignore it (set model.name={ENCODER}, or backbone.{given[0]}=null)")
     if name == ENCODER and recipe.backbone.encoder:
         check_findable(recipe.backbone.encoder)
+    if name == ENCODER and recipe.backbone.encoder_weights:
+        check_weights_file(recipe.backbone.encoder_weights)
     if name == ENCODER and recipe.train.layer_decay != 1:
         raise RecipeError("train.layer_decay: a plug-in encoder has no layer list the toolkit knows, so layer-wise "
                           "decay cannot apply; use train.head_lr, or train.layer_decay=1")

@@ -100,15 +100,15 @@ def list_models(args: argparse.Namespace) -> int:
 
 
 def list_encoders() -> None:
-    """The encoders installed packages register (model.name=encoder backbone.encoder=<name>)."""
+    """The encoders the toolkit packages and installed packages register (model.name=encoder
+    backbone.encoder=<name>); any package.module:factory or hear:package.module works too."""
     from finetune.encoder_specs import ENTRY_POINT_GROUP, registered_encoders
 
     encoders = registered_encoders()
     print(f"\nplug-in encoders (model.name=encoder backbone.encoder=<name>; entry points {ENTRY_POINT_GROUP}):")
     for name, spec in sorted(encoders.items()):
         print(f"{name:<12} {spec}")
-    if not encoders:
-        print(f"{'':<12} none installed; any package.module:factory or hear:package.module works too")
+    print(f"{'':<12} or any package.module:factory, or hear:package.module")
 
 
 def train(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import re
+from pathlib import Path
 
 from finetune.recipe import listed
 
@@ -59,3 +60,14 @@ def check_findable(spec: str) -> None:
     if found is None:
         raise ValueError(f"backbone.encoder={spec}: cannot import {name} ({reason}); install the package "
                          "that provides it, or put its folder on PYTHONPATH")
+
+
+def check_weights_file(weights: str) -> None:
+    """`backbone.encoder_weights` must be an existing .safetensors file (weights are never unpickled)."""
+    path = Path(weights).expanduser()
+    if not path.exists():
+        raise ValueError(f"backbone.encoder_weights={weights}: no such file; convert the published weights first "
+                         "(a packaged encoder's recipe gives the command, e.g. python -m finetune.encoders.muq convert)")
+    if path.suffix != ".safetensors" or not path.is_file():
+        raise ValueError(f"backbone.encoder_weights={weights}: not a .safetensors file (only safetensors weights "
+                         "are read: no pickles)")

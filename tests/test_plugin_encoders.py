@@ -237,3 +237,21 @@ def test_an_encoder_that_cannot_be_found_is_refused_with_the_recipe_checks():
             continue
         with pytest.raises(ValueError, match=rf"^backbone.encoder={spec}: cannot import {module} \("):
             check_model_args(recipe)
+
+
+def test_encoder_weights_that_are_missing_or_a_pickle_are_refused_with_the_recipe_checks(tmp_path):
+    from finetune import recipe as recipes
+    from finetune.checks import check_model_args
+
+    def checked(weights):
+        check_model_args(recipes.load("demo", ["model.name=encoder", "model.args={}",
+                                               "backbone.encoder=plugin_encoders:tiny",
+                                               f"backbone.encoder_weights={weights}"]))
+
+    with pytest.raises(ValueError, match=r"encoder_weights=.*muq_large.safetensors: no such file; convert the "
+                                         r"published weights first"):
+        checked(tmp_path / "muq_large.safetensors")
+    pickle = tmp_path / "weights.bin"
+    pickle.write_bytes(b"not read")
+    with pytest.raises(ValueError, match=r"weights.bin: not a .safetensors file \(only safetensors"):
+        checked(pickle)

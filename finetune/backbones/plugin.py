@@ -36,7 +36,7 @@ from finetune.backbones.common import check_modes, head_parameters
 from finetune.backbones.heads import WEIGHTED, AttentionPooling, resolve_layer
 from finetune.backbones.lora import add_lora
 from finetune.bundle import ModelBundle, label_config
-from finetune.encoder_specs import HEAR_PREFIX, cause, module_of, resolve_spec
+from finetune.encoder_specs import HEAR_PREFIX, cause, check_weights_file, module_of, resolve_spec
 from finetune.losses import task_loss
 from finetune.recipe import listed
 
@@ -107,9 +107,7 @@ def load_weights(encoder: nn.Module, spec: str, weights: str) -> None:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    if Path(weights).suffix != ".safetensors" or not Path(weights).is_file():
-        raise ValueError(f"backbone.encoder_weights={weights}: not a .safetensors file (only safetensors "
-                         "weights are read: no pickles)")
+    check_weights_file(weights)
     try:
         state = load_file(weights)
     except SafetensorError as err:

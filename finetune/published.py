@@ -27,6 +27,11 @@ PUBLISHED = (
               "released test predictions (philtgun/music-tagging-benchmark); recomputed in tests/test_evaluation.py"),
     Published("gtzan/fault_filtered", "MERT-95M, frozen, MLP probe", {"accuracy": 0.748},
               "MARBLE benchmark (Yuan et al., NeurIPS 2023)"),
+    Published("gtzan/fault_filtered", "MuQ (160K h in-house pretraining), frozen, probe", {"accuracy": 0.855},
+              "MuQ paper's MARBLE table (Zhu et al. 2025, arXiv:2501.01108); the released MSD weights may score lower"),
+    Published("mtat/standard/top50", "MuQ (160K h in-house pretraining), frozen, probe",
+              {"roc_auc_macro": 0.914, "pr_auc_macro": 0.403},
+              "MuQ paper's MARBLE table (Zhu et al. 2025, arXiv:2501.01108); the released MSD weights may score lower"),
     Published("jamendo/official/split0-moodtheme", "VGG-ish on mel-spectrograms (task baseline)",
               {"roc_auc_macro": 0.725821, "pr_auc_macro": 0.107734},
               "MediaEval 2019 Emotion and Theme Recognition task (Bogdanov et al. 2019); "

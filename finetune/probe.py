@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from filelock import FileLock
 from torch import nn
 
 from baselines.common import probe_features, probe_head
@@ -57,6 +58,7 @@ CONFIG_KEYS_IGNORED = ("id2label", "label2id", "num_labels", "problem_type", "_n
                        "use_weighted_layer_sum", "selected_layer", "pooling", "classifier_proj_size", "layerdrop",
                        "freq_mask", "time_mask", "num_masks", "dropout")
 SPLITS = ("train", "validation", "test")
+EMBEDDING_LOCK = ".embedding.lock"  # held while a windows folder's missing tracks are listed and embedded
 
 
 @dataclass(frozen=True)
@@ -217,17 +219,19 @@ def embed_split(recipe, split, name: str, bundle: ModelBundle, embedder: Embedde
     windows_folder = folder / f"{bundle.sample_rate}Hz-{windowing.clip_seconds:g}s-hop{windowing.hop:g}s{capped}"
     windows_folder.mkdir(parents=True, exist_ok=True)
     files = [track_file(windows_folder, path) for path in paths]
-    todo = [t for t, f in enumerate(files)
-            if f is not None and not f.is_file() and not unreadable_mark(f).is_file()]
-    if todo:
-        logger.info("probe: embedding %d %s track(s) into %s", len(todo), name, windows_folder)
-        windows = EvalWindows([paths[t] for t in todo], targets[todo], bundle.sample_rate, windowing,
-                              description=f"indexing {name} windows")
-        workers = recipe.data.num_workers if recipe.data.num_workers is not None else default_workers()
-        compute_embeddings(bundle.model, embedder, windows, AudioCollator(bundle.feature_extractor, bundle.sample_rate),
-                           [files[t] for t in todo], recipe.train.eval_batch_size or recipe.train.batch_size, workers)
-    else:
-        logger.info("probe: reusing cached %s embeddings (%d tracks) in %s", name, len(paths), windows_folder)
+    with FileLock(windows_folder / EMBEDDING_LOCK):  # workers of one comparison embed each track once
+        todo = [t for t, f in enumerate(files)
+                if f is not None and not f.is_file() and not unreadable_mark(f).is_file()]
+        if todo:
+            logger.info("probe: embedding %d %s track(s) into %s", len(todo), name, windows_folder)
+            windows = EvalWindows([paths[t] for t in todo], targets[todo], bundle.sample_rate, windowing,
+                                  description=f"indexing {name} windows")
+            workers = recipe.data.num_workers if recipe.data.num_workers is not None else default_workers()
+            compute_embeddings(bundle.model, embedder, windows,
+                               AudioCollator(bundle.feature_extractor, bundle.sample_rate), [files[t] for t in todo],
+                               recipe.train.eval_batch_size or recipe.train.batch_size, workers)
+        else:
+            logger.info("probe: reusing cached %s embeddings (%d tracks) in %s", name, len(paths), windows_folder)
     readable, track_index, skipped = [], [], []
     for track, (path, file) in enumerate(zip(paths, files)):
         if file is None:

@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 from sklearn.linear_model import LogisticRegression
 from torch import nn
 
+from backbone_fixtures import tiny_backbones  # noqa: F401  fixture
 from baselines.loading import import_won_checkpoint
 from baselines.musicnn import MusicnnModel
 from finetune.cli import main
@@ -151,3 +152,39 @@ def test_fine_tuning_starts_from_the_probe_and_keeps_the_pretrained_statistics(r
 ])
 def test_the_embedding_cache_folder_names_whole_path_components(path, slug):
     assert path_slug(path) == slug
+
+
+@pytest.mark.slow
+def test_two_workers_embedding_one_split_embed_each_track_once(tiny_backbones, synthetic_root, tmp_path):
+    """Two processes of one comparison (threads here) asking for the same split's embeddings: the
+    second waits on the windows folder's lock and reads what the first wrote."""
+    import threading
+
+    from transformers import HubertModel
+
+    from backbone_fixtures import build_tiny
+    from finetune import recipe as recipes
+    from finetune.data.recipe_data import recipe_dataset
+    from finetune.probe import embed_split, embedder_for
+
+    recipe = recipes.load("demo", [f"data.root={synthetic_root}", "data.max_tracks=3", "data.num_workers=0",
+                                   "model.name=hubert", f"backbone.path={tiny_backbones['hubert']}",
+                                   "backbone.mode=probe"])
+    split = recipe_dataset(recipe)["validation"]
+    bundle = build_tiny(tiny_backbones, "hubert", mode="probe", labels=len(split.features["label"].names))
+    embedder = embedder_for("hubert", bundle.model)
+    forwards = []
+    handle = torch.nn.modules.module.register_module_forward_hook(
+        lambda module, args, output: forwards.append(1) if isinstance(module, HubertModel) else None)
+    try:
+        embed_split(recipe, split, "validation", bundle, embedder, tmp_path / "alone")
+        alone, forwards[:] = len(forwards), []
+        workers = [threading.Thread(target=embed_split, args=(recipe, split, "validation", bundle, embedder,
+                                                              tmp_path / "shared")) for _ in range(2)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+    finally:
+        handle.remove()
+    assert alone > 0 and len(forwards) == alone

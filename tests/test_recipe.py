@@ -41,6 +41,9 @@ def test_every_packaged_recipe_resolves_and_fits_its_builders(name, tmp_path):
     if recipe.backbone.path and recipe.backbone.path.endswith(".pth"):  # the user's copy of the weights
         (tmp_path / "best_model.pth").touch()
         overrides.append(f"backbone.path={tmp_path / 'best_model.pth'}")
+    if recipe.backbone.encoder_weights:  # the user's converted copy of a plug-in's weights
+        (tmp_path / "weights.safetensors").touch()
+        overrides.append(f"backbone.encoder_weights={tmp_path / 'weights.safetensors'}")
     check_recipe(recipes.load(name, overrides))  # data options and model args, before any data
     path = recipes.packaged_recipes()[name]
     assert path.read_text().startswith("#"), "a recipe opens with a comment saying what it trains"

@@ -14,6 +14,16 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 REALDATA = PROJECT_ROOT.parent / "shared" / "realdata"
+# Fixtures that train (a run, a search, a comparison): every test that uses one is in the slow tier,
+# so `pytest -m "not slow"` never pays for them. A new fixture that trains is added here.
+TRAINING_FIXTURES = {"demo_run", "pruned_search", "vary_run", "one_worker", "evaluated_run", "straight",
+                     "finished_run", "finished", "studied_run", "cv_run", "real_probe"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if TRAINING_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

@@ -44,6 +44,7 @@ def planted_root(tmp_path_factory):
     return planted.generate(tmp_path_factory.mktemp("planted"))
 
 
+@pytest.mark.slow
 def test_folds_that_share_artists_overstate_accuracy_on_new_artists(planted_root):
     by_artist = planted.build(planted_root, group_by="artist")
     by_track = planted.build(planted_root, group_by="none")  # each track its own group: folds ignore artists

@@ -81,6 +81,7 @@ def test_mert_loads_as_hubert_from_merts_own_format(tiny_backbones):
     assert bundle.model.config.model_type == "hubert" and bundle.feature_extractor.do_normalize is False
 
 
+@pytest.mark.slow
 def test_real_mert_95m_config_has_94_371_712_parameters_and_loads_merts_keys(realdata, tmp_path):
     """The published MERT-v1-95M config and preprocessor, random weights saved under MERT's names."""
     hub = realdata / "hub" / "MERT-v1-95M"

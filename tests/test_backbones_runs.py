@@ -75,6 +75,7 @@ def count_backbone_forwards() -> tuple[list, object]:
     return calls, torch.nn.modules.module.register_module_forward_hook(hook)
 
 
+@pytest.mark.slow
 def test_probe_caches_embeddings_once_and_sweeps_every_layer(tiny_backbones, tiny_gtzan, finetune_cache,
                                                              tmp_path, capsys, monkeypatch):
     sweep = ("probe.layers=all", "data.eval_hop_seconds=0.5", "probe.max_iter=20")  # windows no other run uses

@@ -48,6 +48,7 @@ def test_script_entry_point_lists_the_benchmarks():
     assert run_bench("bench/run.py", "--quick", "nope").returncode == 2
 
 
+@pytest.mark.slow
 def test_quality_fold_kinds_run_alone():
     result = run_bench("-m", "bench", "--help")  # the fold-kind comparison, without the hours-long arms
     assert result.returncode == 0, result.stderr

@@ -65,6 +65,7 @@ def test_exported_folder_scores_the_same_in_a_transformers_pipeline(runs, case, 
         assert abs(sum(mine.values()) - 1.0) > 0.1
 
 
+@pytest.mark.slow
 def test_a_run_that_does_not_merge_keeps_a_merged_model_with_its_card_and_predicts(runs):
     run = runs("mert")  # lora.merge_on_export=false, weighted layers
     assert not [k for k in load_file(str(run / "model" / "model.safetensors")) if "lora" in k]
@@ -80,6 +81,7 @@ def test_a_run_that_does_not_merge_keeps_a_merged_model_with_its_card_and_predic
     assert len(result["labels"]) == 2 and len(result["windows"]) == 3  # 1 s windows
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["wav2vec2", "mert", "mert-tags"])
 def test_adapter_only_export_loads_back_with_equal_logits(runs, case, tmp_path):
     run = runs(case)

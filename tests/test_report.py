@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from finetune import recipe as recipes
 from finetune.evaluation import TrackPredictions, classification_metrics, tagging_metrics
@@ -66,6 +67,7 @@ def test_refresh_adds_saved_study_sections_in_order(tmp_path):
     assert "<h2>Durations</h2>" in (tmp_path / "report.html").read_text()
 
 
+@pytest.mark.slow
 def test_importing_the_plotting_modules_leaves_the_matplotlib_backend_alone(tmp_path):
     """A notebook's backend stays its own: importing the report, compare --vary, compare and the
     studies switches nothing, and their figures still save as PNGs."""

@@ -133,6 +133,7 @@ def test_a_resume_keeps_the_creator_in_run_json_and_the_lock_names_its_holder(fi
         holder.wait()
 
 
+@pytest.mark.slow
 def test_a_cv_fold_killed_while_scoring_ends_as_uninterrupted(synthetic_root, tmp_path):
     args = ["cv", "--recipe", "demo", "--folds", "3", "--seeds", "0", "train.max_steps=2", "train.save_steps=2",
             "train.batch_size=4", "data.num_workers=0", "data.max_tracks=5", "eval.durations=null",

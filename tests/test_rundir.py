@@ -44,6 +44,7 @@ def printed_run(stdout: str) -> tuple[str, float]:
     return folder, float(test.split("accuracy ")[1].split()[0])
 
 
+@pytest.mark.slow
 def test_two_runs_started_together_get_their_own_folders(tmp_path, synthetic_root):
     """Same recipe, same second, default folder names: two folders, each summary from its own run."""
     runs = [finetune(tmp_path, "--recipe", "demo", *QUICK, f"data.root={synthetic_root}", f"seed={seed}")
@@ -62,6 +63,7 @@ def test_two_runs_started_together_get_their_own_folders(tmp_path, synthetic_roo
     assert len(folders) == 2
 
 
+@pytest.mark.slow
 def test_second_process_on_the_same_output_dir_is_refused_at_once(tmp_path, synthetic_root):
     """While one run trains in a folder, a second process pointed at it is refused at once; the first
     run's folder stays its own."""
@@ -88,6 +90,7 @@ def test_second_process_on_the_same_output_dir_is_refused_at_once(tmp_path, synt
     assert json.loads((run_dir / "run.json").read_text())["pid"] == first.pid
 
 
+@pytest.mark.slow
 def test_a_new_run_never_replaces_a_finished_one(tmp_path, demo_run):
     before = snapshot(demo_run)
     code, out, err = finished(finetune(tmp_path, "--recipe", "demo", *QUICK, f"output_dir={demo_run}"))
@@ -96,6 +99,7 @@ def test_a_new_run_never_replaces_a_finished_one(tmp_path, demo_run):
     assert snapshot(demo_run) == before
 
 
+@pytest.mark.slow
 def test_resume_refuses_changed_settings_and_records_nothing(tmp_path, demo_run):
     before = snapshot(demo_run)
     code, out, err = finished(finetune(tmp_path, "--recipe", "demo", *QUICK, f"output_dir={demo_run}",
@@ -137,6 +141,7 @@ def test_a_run_refused_before_training_leaves_no_run_behind(tmp_path):
         assert claimed.path == tmp_path / "run" and not claimed.resumed
 
 
+@pytest.mark.slow
 def test_a_failed_upload_keeps_the_results_and_exits_non_zero(tmp_path, synthetic_root):
     """A Hub endpoint nobody answers (a closed local port: no network is used) makes the upload fail
     after training (HF_HUB_OFFLINE=1 is refused before it, finetune.checks.check_hub_push)."""
@@ -151,6 +156,7 @@ def test_a_failed_upload_keeps_the_results_and_exits_non_zero(tmp_path, syntheti
     assert printed_run(out)[0] == str(run_dir)  # the summary is still printed, from this run
 
 
+@pytest.mark.slow
 def test_a_full_disk_while_checkpointing_gets_one_line_and_leaves_no_run(tmp_path, synthetic_root, small_disk):
     run_dir = small_disk / "run"
     code, out, err = finished(finetune(tmp_path, "--recipe", "demo", *QUICK, "train.save_steps=1",

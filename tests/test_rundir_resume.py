@@ -39,6 +39,7 @@ def straight(tmp_path_factory, synthetic_root):
 
 @pytest.mark.parametrize("checkpoint, stop", [("checkpoint-4", signal.SIGKILL), ("checkpoint-6", signal.SIGINT)],
                          ids=["sigkill-mid-epoch", "sigint-epoch-boundary"])
+@pytest.mark.slow
 def test_interrupted_run_resumes_bit_identical(tmp_path, synthetic_root, straight, checkpoint, stop):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     killed = tmp_path / "run"

@@ -34,6 +34,7 @@ def truncate(path):
 # --------------------------------------------------------------------------- damaged model folders
 
 
+@pytest.mark.slow
 def test_damaged_model_folders_get_one_line_naming_the_file_and_debug_the_traceback(run_copy, wav, tmp_path):
     weights, config = tmp_path / "weights", tmp_path / "config"
     for folder in (weights, config):
@@ -48,6 +49,7 @@ def test_damaged_model_folders_get_one_line_naming_the_file_and_debug_the_traceb
         f"error: {config}: config.json is damaged (not valid JSON")
 
 
+@pytest.mark.slow
 def test_a_checkpoint_folder_is_refused_naming_the_run_folder(demo_run, wav):
     checkpoint = next(demo_run.glob("checkpoint-*"))
     assert one_line_error("predict", "--model", checkpoint, wav) == (
@@ -55,6 +57,7 @@ def test_a_checkpoint_folder_is_refused_naming_the_run_folder(demo_run, wav):
         "(its model/ holds the trained model)")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["export", "evaluate", "explain"])
 def test_a_run_with_damaged_weights_gets_one_line(run_copy, wav, tmp_path, command):
     truncate(run_copy / "model" / "model.safetensors")
@@ -66,6 +69,7 @@ def test_a_run_with_damaged_weights_gets_one_line(run_copy, wav, tmp_path, comma
 # --------------------------------------------------------------------------- predict's inputs and options
 
 
+@pytest.mark.slow
 def test_inputs_without_audio_are_refused_naming_them(demo_run, tmp_path):
     empty, notes = tmp_path / "empty", tmp_path / "notes"
     empty.mkdir()
@@ -88,6 +92,7 @@ def test_counts_below_one_are_refused_by_the_parser(args):
 # --------------------------------------------------------------------------- export
 
 
+@pytest.mark.slow
 def test_export_refuses_a_folder_of_the_users_and_overwrite_replaces_it(demo_run, tmp_path):
     target = tmp_path / "mine"
     target.mkdir()
@@ -121,6 +126,7 @@ def test_a_re_export_of_the_same_run_replaces_it_whole(demo_run, run_copy, tmp_p
     assert (moved / "model" / "model.safetensors").is_file()
 
 
+@pytest.mark.slow
 def test_export_onto_a_full_disk_leaves_nothing_behind(demo_run, small_disk):
     target = small_disk / "export"
     assert one_line_error("export", demo_run, "--to", target) == f"error: {target}: No space left on device"
@@ -133,6 +139,7 @@ def test_export_onto_a_full_disk_leaves_nothing_behind(demo_run, small_disk):
 PACK = ["pack", "--recipe", "demo", "data.max_tracks=4", "data.num_workers=0"]
 
 
+@pytest.mark.slow
 def test_pack_onto_a_full_disk_leaves_nothing_behind(synthetic_root, small_disk):
     target = small_disk / "packed"
     line = one_line_error(*PACK, f"data.root={synthetic_root}", "--to", target)
@@ -140,6 +147,7 @@ def test_pack_onto_a_full_disk_leaves_nothing_behind(synthetic_root, small_disk)
     assert list(small_disk.iterdir()) == [], "a retry is not refused as 'not empty'"
 
 
+@pytest.mark.slow
 def test_pack_under_a_file_names_the_path(synthetic_root, tmp_path):
     (tmp_path / "file").write_text("")
     assert one_line_error(*PACK, f"data.root={synthetic_root}", "--to", tmp_path / "file" / "packed") == \

@@ -49,6 +49,7 @@ def pruned_search(synthetic_root, tmp_path_factory):
     return folder / "out", printed.getvalue(), progress.getvalue()
 
 
+@pytest.mark.slow
 def test_a_search_writes_its_tables_plots_and_best_recipe(pruned_search):
     out, printed, progress = pruned_search
     rows = trials_of(out)
@@ -127,6 +128,7 @@ def drawn(choices: list, trials: int, seed: int) -> list:
     return values
 
 
+@pytest.mark.slow
 def test_a_cross_validated_trial_trailing_the_median_runs_no_further_fold(synthetic_root, tmp_path):
     """An absurd learning rate drawn after a sane one completed stops after its first of 3 folds."""
     choices, trials = [1000.0, 0.002], 3
@@ -148,6 +150,7 @@ def test_a_cross_validated_trial_trailing_the_median_runs_no_further_fold(synthe
             assert (row["state"], folds_run, summarised) == ("COMPLETE", 3, True)
 
 
+@pytest.mark.slow
 def test_confirm_cross_validates_the_best_and_the_recipes_settings_and_tests_the_difference(
         synthetic_root, tmp_path, lr_space):
     out = tmp_path / "out"
@@ -170,6 +173,7 @@ def test_confirm_cross_validates_the_best_and_the_recipes_settings_and_tests_the
     assert "## Confirmation" in (out / "search.md").read_text()
 
 
+@pytest.mark.slow
 def test_a_killed_search_restarted_ends_with_the_asked_trials(synthetic_root, tmp_path, lr_space):
     out = tmp_path / "out"
     command = search_command(synthetic_root, lr_space, out, 4, "train.max_steps=2")
@@ -185,6 +189,7 @@ def test_a_killed_search_restarted_ends_with_the_asked_trials(synthetic_root, tm
     assert "search demo: " in restarted.stdout
 
 
+@pytest.mark.slow
 def test_two_processes_share_one_study_with_disjoint_trials(synthetic_root, tmp_path, lr_space):
     out, storage = tmp_path / "out", tmp_path / "shared" / "study.log"
     command = search_command(synthetic_root, lr_space, out, 3, "--storage", str(storage), "train.max_steps=2")
@@ -200,6 +205,7 @@ def test_two_processes_share_one_study_with_disjoint_trials(synthetic_root, tmp_
     assert storage.is_file() and not (out / "journal.log").exists()
 
 
+@pytest.mark.slow
 def test_an_rdb_url_holds_the_study_and_the_search_continues_from_it(synthetic_root, tmp_path, lr_space):
     out, database = tmp_path / "out", tmp_path / "study.db"
     url = f"sqlite:///{database}"

@@ -104,6 +104,7 @@ def test_streaming_max_tracks_is_a_fixed_seeded_sample(synthetic_root):
     assert len(rows(limit_tracks(data, 1000, seed=3)["train"])) == len(full)
 
 
+@pytest.mark.slow
 def test_streaming_run_skips_missing_and_unreadable_training_files(tmp_path, synthetic_root, caplog, capfd):
     root = tmp_path / "synthetic"
     shutil.copytree(synthetic_root, root)

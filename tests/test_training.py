@@ -36,6 +36,7 @@ def test_augmentation_is_off_by_default_and_changes_audio_when_on():
     np.testing.assert_array_equal(out, augment(y, rng=np.random.default_rng(0)))
 
 
+@pytest.mark.slow
 def test_streaming_with_augmentation_and_mixup_trains(tmp_path, synthetic_root):
     run_dir = tmp_path / "run"
     assert main(["--recipe", "demo", "data.streaming=true", "train.max_steps=2", "train.batch_size=4",
@@ -206,6 +207,7 @@ def test_audio_cache_auto_follows_the_split_size_and_the_free_disk(tmp_path):
     assert not (tmp_path / "audio").exists(), "deciding creates nothing"
 
 
+@pytest.mark.slow
 def test_default_run_caches_a_small_training_split(tmp_path, caplog):
     import logging
 

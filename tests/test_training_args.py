@@ -107,6 +107,7 @@ def evaluations(history):
     return [(e["step"], e["eval_accuracy"]) for e in history if "eval_accuracy" in e]
 
 
+@pytest.mark.slow
 def test_early_stopping_ends_a_run_that_cannot_improve(tmp_path, synthetic_root):
     # lr 1e-30 (0 is refused): below float32 resolution, the weights never change (only batch-norm statistics drift), so the accuracy stalls.
     history = short_run(tmp_path, synthetic_root, "train.max_steps=10", "train.lr=1e-30",
@@ -125,6 +126,7 @@ def test_early_stopping_ends_a_run_that_cannot_improve(tmp_path, synthetic_root)
         f"early stopping should end the run at step {expected_stop} of 10, it reached {final_step}: {evals}")
 
 
+@pytest.mark.slow
 def test_plateau_halves_the_learning_rate_after_an_evaluation_without_improvement(tmp_path, synthetic_root):
     lr = 0.002
     history = short_run(tmp_path, synthetic_root, "train.max_steps=6", f"train.lr={lr}",
@@ -148,6 +150,7 @@ def test_plateau_halves_the_learning_rate_after_an_evaluation_without_improvemen
         assert rate == pytest.approx(expected[step], rel=1e-6), (step, logged, evals)
 
 
+@pytest.mark.slow
 def test_early_stopping_counts_no_evaluation_before_its_minimum_steps(tmp_path, synthetic_root):
     """The same stalled run (lr 1e-30) with patience 1 but 6 steps before anything counts: it goes on to
     the first evaluation after step 6 that does not beat the best, never stopping earlier."""
@@ -165,6 +168,7 @@ def test_early_stopping_counts_no_evaluation_before_its_minimum_steps(tmp_path, 
     assert expected_stop >= 6
 
 
+@pytest.mark.slow
 def test_a_model_kept_from_its_first_steps_is_warned_about(tmp_path, synthetic_root, caplog):
     """lr 1e-30: nothing moves, so the first evaluation stays the best and the kept model is step 2's."""
     with caplog.at_level(logging.WARNING, logger="finetune"):

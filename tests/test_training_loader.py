@@ -2,9 +2,12 @@
 
 import json
 
+import pytest
+
 from finetune.cli import main
 
 
+@pytest.mark.slow
 def test_epoch_ending_in_a_batch_of_one_trains(tmp_path, synthetic_root):
     """9 training tracks in batches of 4 would leave one track for the last step: musicnn's dense
     batch norm cannot train on it, so that remainder is dropped (the next epoch draws new crops)."""

@@ -70,6 +70,7 @@ def test_report_to_needs_its_package():
     assert check_trainer_args(recipes.load("demo", ["train.trainer_args.report_to=none"])) == {"report_to": "none"}
 
 
+@pytest.mark.slow
 def test_a_real_run_uses_the_requested_optimizer(tmp_path, synthetic_root):
     run_dir = tmp_path / "run"
     assert main(["--recipe", "demo", "train.max_steps=2", "train.batch_size=4", "data.max_tracks=6",
@@ -99,6 +100,7 @@ def test_dry_run_refuses_a_bad_trainer_arg_in_one_line(capsys):
                    "did you mean train.trainer_args.optim?"]
 
 
+@pytest.mark.slow
 def test_a_run_reports_to_wandb_offline(tmp_path, synthetic_root, monkeypatch):
     pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_MODE", "offline")  # never the network

@@ -149,6 +149,7 @@ def test_refusals(argv, message, capsys):
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_killed_and_started_again_it_completes(synthetic_root, tmp_path):
     """Two runs (the dataset's own split): killed once the first is finished, the same command again
     keeps it and runs the other once."""

@@ -77,6 +77,7 @@ def two_cores():
     os.sched_setaffinity(0, cores)
 
 
+@pytest.mark.slow
 def test_two_workers_train_each_run_once_and_write_the_one_worker_table(one_worker, synthetic_root, tmp_path,
                                                                          two_cores):
     out = tmp_path / "cv"
@@ -102,6 +103,7 @@ def stopped_run_with_checkpoint(out, worker: subprocess.Popen):
     pytest.fail(f"the worker never held a run with a checkpoint: {worker.communicate()}")
 
 
+@pytest.mark.slow
 def test_a_run_whose_worker_was_killed_is_resumed_by_another(synthetic_root, tmp_path):
     out = tmp_path / "cv"
     argv = cv_args(out, synthetic_root, "0", "train.max_steps=4", "train.eval_steps=1", "train.save_steps=1")
@@ -118,6 +120,7 @@ def test_a_run_whose_worker_was_killed_is_resumed_by_another(synthetic_root, tmp
     assert [r["run"] for r in summary["runs"]] == [f"fold{f}-seed0" for f in range(FOLDS)]
 
 
+@pytest.mark.slow
 def test_two_commands_on_one_folder_cooperate(synthetic_root, tmp_path):
     out = tmp_path / "cv"
     machines = [command(cv_args(out, synthetic_root, "0")) for _ in range(2)]
@@ -130,6 +133,7 @@ def test_two_commands_on_one_folder_cooperate(synthetic_root, tmp_path):
     assert [stdout for stdout, _ in printed] == [table + f"summary: {out / 'summary.md'}\n"] * 2
 
 
+@pytest.mark.slow
 def test_more_jobs_than_cores_says_how_the_threads_were_divided(one_worker, synthetic_root, two_cores):
     table = (one_worker / "summary.md").read_text()
     worker = command([*cv_args(one_worker, synthetic_root), "--jobs", "3"])

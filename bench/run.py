@@ -22,7 +22,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 import torch
 import transformers
 
-from bench import commands, data, frontends, index, inference, probe, quality, ranks, step, workers
+from bench import commands, data, frontends, index, inference, plugin, probe, quality, ranks, step, workers
 from bench.timing import table
 
 BENCHMARKS = {
@@ -37,6 +37,7 @@ BENCHMARKS = {
     "commands": commands.run,
     "frontends": frontends.run,
     "workers": workers.run,
+    "plugin": plugin.run,
 }
 
 

@@ -66,7 +66,7 @@ FOLD_KINDS = {ARTIST_AWARE: ["data.group_by=artist", "data.unsplittable=leave_ou
               STRATIFIED: ["data.group_by=none"]}
 SCRATCH_STEPS = 60  # (d): its budget, steps a fold
 FRONT_END_STEPS = 120  # (e): every front end's budget, steps a fold
-QUICK = ["train.max_steps=2", "data.num_workers=0", "eval.durations=null"]
+QUICK = ["train.max_steps=2", "data.num_workers=0", "eval.durations=null", "eval.max_seconds=3"]  # 1 window a clip
 PROBE = "(b) probe of Won et al.'s MTAT MusiCNN"
 SCRATCH = "(d) simple_cnn from scratch (cnn_gtzan)"
 

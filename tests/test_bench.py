@@ -14,7 +14,7 @@ import pytest
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 REALDATA = PROJECT_ROOT.parent / "shared" / "realdata"
 BENCHMARKS = ("data", "step", "inference", "probe", "index", "quality", "ranks", "commands", "frontends",
-              "workers")
+              "workers", "plugin")  # bench/run.py's, less quality-folds (it prints under [quality])
 RATIO_LINE = re.compile(r"^\[(\w+)\] .+: toolkit \S+ \S+, bare \S+ \S+ -> \d+\.\d\dx "
                         r"\((target [<>]= [\d.]+x\) (met|MISSED)|target none\) info)")
 

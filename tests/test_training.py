@@ -189,6 +189,24 @@ def test_audio_cache_decodes_once_and_crops_like_the_full_decode(tmp_path, synth
         reader.crop(str(tmp_path / "missing.wav"), np.random.default_rng(0))
 
 
+def test_audio_cache_crops_survive_a_cleared_cache(tmp_path, synthetic_root):
+    """The cache remembers where an entry's samples lie; an entry removed meanwhile (a user clearing
+    the cache mid-run) is decoded again, never a crash or a stale read."""
+    from finetune.clips import AudioCache, CropReader
+
+    path = str(next((synthetic_root / "genres" / "buzz").glob("*.wav")))
+    cache = AudioCache(tmp_path / "audio", 16000)
+    reader = CropReader(16000, 2.0, cache=cache)
+    first = reader.crop(path, np.random.default_rng([0, 0, 0]))
+    entry = cache.entry(path)
+    entry.unlink()
+    again = reader.crop(path, np.random.default_rng([0, 0, 0]))
+    np.testing.assert_array_equal(again, first)
+    assert entry.is_file(), "the entry was written again"
+    track = cache.track(path)
+    assert track.length == len(np.load(entry)) and track.read(track.length - 10, 100).shape == (10,)
+
+
 def test_audio_cache_auto_follows_the_split_size_and_the_free_disk(tmp_path):
     import shutil
 

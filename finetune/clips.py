@@ -237,7 +237,13 @@ class CropReader:
         self.clip_samples = int(round(clip_seconds * sample_rate))
         self.augment = augment  # callable (y, rng=...) -> y, or None
         self.cache = cache
-        self._durations: dict[str, float] = {}
+        self._durations: dict[str, float] = {}  # path -> seconds, from its header
+
+    def know_durations(self, paths, durations) -> None:
+        """Durations the dataset's index already read from the headers (`audio_duration`, as the
+        reader would): DataLoader workers forked after this never read a header again."""
+        self._durations.update((path, float(seconds)) for path, seconds in zip(paths, durations)
+                               if seconds is not None)
 
     def _start(self, duration: float, rng: np.random.Generator) -> float:
         slack = max(0.0, duration - self.clip_seconds)
@@ -295,9 +301,12 @@ class TrainCrops(SharedEpoch, torch.utils.data.Dataset):
     skipped (the next track stands in) and reported once.
     """
 
-    def __init__(self, paths, targets, reader: CropReader, seed: int = 0, crops: np.ndarray | None = None):
+    def __init__(self, paths, targets, reader: CropReader, seed: int = 0, crops: np.ndarray | None = None,
+                 durations=None):
         super().__init__()
         self.paths, self.targets, self.reader, self.seed = paths, targets, reader, seed
+        if durations is not None:  # the index's (N,) seconds of `paths`
+            reader.know_durations(paths, durations)
         counts = np.ones(len(paths), dtype=np.int64) if crops is None else np.asarray(crops)
         self.tracks = np.repeat(np.arange(len(paths)), counts)  # (items,) the track of each item
         self._reported: set[int] = set()

@@ -106,7 +106,7 @@ def training_set(recipe: Recipe, split, reader: CropReader):
                            world_size=state.num_processes)
     paths, targets = track_table(split)
     crops = crops_per_track(split["duration"], recipe.data.clip_seconds, recipe.data.crops_per_track)
-    return TrainCrops(paths, targets, reader, seed=recipe.seed, crops=crops)
+    return TrainCrops(paths, targets, reader, seed=recipe.seed, crops=crops, durations=split["duration"])
 
 
 FEW_STEPS = 300  # fewer optimizer steps than this: warn that the run may stop before it converges

@@ -207,6 +207,27 @@ def test_audio_cache_crops_survive_a_cleared_cache(tmp_path, synthetic_root):
     assert track.length == len(np.load(entry)) and track.read(track.length - 10, 100).shape == (10,)
 
 
+def test_training_crops_take_the_index_durations_and_read_no_header(synthetic_root, monkeypatch):
+    """The dataset index already holds each track's header duration: the crops use it (the same
+    draws as reading the header), so DataLoader workers never read a header again."""
+    import finetune.clips
+    from finetune.clips import CropReader, TrainCrops
+    from finetune.data.audio import audio_duration
+
+    paths = sorted(str(p) for p in (synthetic_root / "genres" / "buzz").glob("*.wav"))[:3]
+    targets = np.zeros(len(paths), dtype=np.int64)
+    expected = [TrainCrops(paths, targets, CropReader(16000, 1.0))[i]["input_values"] for i in range(3)]
+    durations = [audio_duration(path) for path in paths]
+
+    def no_header_read(path):
+        raise AssertionError(f"header of {path} read again")
+
+    monkeypatch.setattr(finetune.clips, "audio_duration", no_header_read)
+    crops = TrainCrops(paths, targets, CropReader(16000, 1.0), durations=durations)
+    for i in range(3):
+        np.testing.assert_array_equal(crops[i]["input_values"], expected[i])
+
+
 def test_audio_cache_auto_follows_the_split_size_and_the_free_disk(tmp_path):
     import shutil
 

@@ -12,7 +12,9 @@ embedded again.
 Head: the model's own head modules (a linear classifier, or projector + classifier), fitted
 full-batch to convergence with L-BFGS on one layer's window embeddings for each L2 penalty in
 `probe.weight_decays` (strongest first, each warm-started from the previous); the penalty with the
-best validation score (`train.metric`, default the validation loss) is kept. Inputs are
+best validation score (`train.metric`, default the validation loss) is kept. A projector (H units)
+-> classifier (C < H classes) is fitted with C hidden units and padded back with zeros: the same
+minimum of the penalised loss (`reduced_head`), at a fraction of the cost. Inputs are
 standardised while fitting and the scaling is folded into the head's first linear layer, so the
 result is a plain head on the raw embeddings. Validation and test are scored by the same window ->
 track aggregation as every other path (`finetune.evaluation.evaluate_windows`).
@@ -42,6 +44,7 @@ from finetune.backbones import family_of
 from finetune.backbones.common import keep_layers
 from finetune.backbones.heads import resolve_layer
 from finetune.backbones.plugin import EncoderForAudioClassification, plugin_head
+from finetune.backbones.wav2vec2 import speech_head
 from finetune.clips import AudioCollator, EvalWindows, Windowing, task_of, track_table
 from finetune.console import progress
 from finetune.evaluation import evaluate_windows, scalar_metrics, track_predictions
@@ -70,6 +73,7 @@ class Embedder:
     head_input: str | None  # the head's first Linear, where the standardisation folds in
     num_layers: int  # L: features hold the embeddings (0) and L layers
     cut: Callable[[nn.Module, int], nn.Module]  # the model cut after a layer, in place
+    linear_chain: tuple[str, str] | None = None  # (projector, classifier): a head that is two nn.Linear in a row
 
 
 def embedder_for(model_name: str, model: nn.Module) -> Embedder:
@@ -82,8 +86,9 @@ def embedder_for(model_name: str, model: nn.Module) -> Embedder:
     if family is None:
         return Embedder(probe_features, probe_head, "classifier", 0, lambda m, layer: m)
     layers = model.config.num_hidden_layers
+    chain = ("projector", "classifier") if family.head is speech_head else None
     return Embedder(family.layer_features, family.head, family.head_input, layers,
-                    lambda m, layer: keep_layers(m, family, layer) if layer < layers else m)
+                    lambda m, layer: keep_layers(m, family, layer) if layer < layers else m, chain)
 
 
 def probe_layers(spec: str, num_layers: int) -> list[int]:
@@ -288,21 +293,61 @@ def fold_standardisation(linear: nn.Linear, mean: torch.Tensor, std: torch.Tenso
         linear.bias.sub_(linear.weight @ mean)
 
 
+def copy_block(source: nn.Linear, target: nn.Linear) -> None:
+    """`target`'s weight and bias := `source`'s on their common rows and columns, zeros elsewhere."""
+    rows, cols = (min(a, b) for a, b in zip(source.weight.shape, target.weight.shape))
+    with torch.no_grad():
+        target.weight.zero_()[:rows, :cols] = source.weight[:rows, :cols]
+        target.bias.zero_()[:rows] = source.bias[:rows]
+
+
+def reduced_head(head: nn.ModuleDict, embedder: Embedder) -> nn.ModuleDict | None:
+    """The head's projector (A: H x D) -> classifier (B: C x H) cut to its first k = C hidden units;
+    None when the head is no such chain or C >= H. Fitting it instead is exact: the logits depend on
+    B A and B b_A only, and for any orthogonal R, (R A, R b_A, B R^T) gives the same logits and
+    penalty; the part of A outside B's row space (rank <= C) only adds penalty, so some minimiser of
+    the full head lies in the first C rows of A and columns of B."""
+    if embedder.linear_chain is None:
+        return None
+    projector, classifier = (head[name] for name in embedder.linear_chain)
+    k = classifier.out_features
+    if k >= projector.out_features:
+        return None
+    kind = {"device": projector.weight.device, "dtype": projector.weight.dtype}
+    small = nn.ModuleDict({embedder.linear_chain[0]: nn.Linear(projector.in_features, k, **kind),
+                           embedder.linear_chain[1]: nn.Linear(k, k, **kind)})
+    for name in embedder.linear_chain:
+        copy_block(head[name], small[name])
+    return small
+
+
+def expanded_head(small: nn.ModuleDict, full: nn.ModuleDict, embedder: Embedder) -> nn.ModuleDict:
+    """`full` (the model's head shapes) given a reduced head's weights, zeros in its other hidden
+    units: the same logits and penalty as `small` (in place; returns `full`)."""
+    for name in embedder.linear_chain:
+        copy_block(small[name], full[name])
+    return full
+
+
+def penalised_loss(head: nn.ModuleDict, embedder: Embedder, x: torch.Tensor, y: torch.Tensor, multi_label: bool,
+                   weight_decay: float) -> torch.Tensor:
+    """What the probe minimises: the task loss + weight_decay / 2 * ||weights||^2 (biases unpenalised)."""
+    penalty = sum(p.square().sum() for p in head.parameters() if p.ndim >= 2)
+    return task_loss(embedder.head(head, x), y, multi_label) + weight_decay / 2 * penalty
+
+
 def lbfgs_fit(head: nn.ModuleDict, embedder: Embedder, x: torch.Tensor, y: torch.Tensor, multi_label: bool,
               weight_decay: float, max_iter: int) -> None:
-    """Minimise the task loss + weight_decay / 2 * ||weights||^2 over the head's parameters,
-    full-batch, to convergence (in place)."""
+    """Minimise `penalised_loss` over the head's parameters, full-batch, to convergence (in place)."""
     params = [p for p in head.parameters()]
     for p in params:
         p.requires_grad_(True)
-    weights = [p for p in params if p.ndim >= 2]
     optimiser = torch.optim.LBFGS(params, lr=1.0, max_iter=max_iter, history_size=20,
                                   tolerance_grad=1e-6, tolerance_change=1e-9, line_search_fn="strong_wolfe")
 
     def closure():
         optimiser.zero_grad()
-        loss = task_loss(embedder.head(head, x), y, multi_label)
-        loss = loss + weight_decay / 2 * sum(w.square().sum() for w in weights)
+        loss = penalised_loss(head, embedder, x, y, multi_label, weight_decay)
         loss.backward()
         return loss
 
@@ -326,9 +371,12 @@ def score_windows(head: nn.ModuleDict, embedder: Embedder, x: torch.Tensor, data
 def fit_head(initial: nn.ModuleDict, embedder: Embedder, train_x: torch.Tensor, train: Embedded,
              validation_x: torch.Tensor, validation: Embedded, task: dict, weight_decays: list[float],
              max_iter: int) -> FittedHead:
-    """The head fitted for each penalty (strongest first, warm-started), the best on validation kept."""
+    """The head fitted for each penalty (strongest first, warm-started), the best on validation kept;
+    a projector -> classifier head in its reduced form (`reduced_head`), returned in full shapes."""
     device = train_x.device
-    head = copy.deepcopy(initial).to(device).eval()  # eval: no dropout while fitting
+    full = copy.deepcopy(initial).to(device).eval()  # eval: no dropout while fitting
+    small = reduced_head(full, embedder)
+    head = full if small is None else small
     mean, std = (standardiser(train_x) if embedder.head_input
                  else (torch.zeros(train_x.shape[1], device=device), torch.ones(train_x.shape[1], device=device)))
     x, vx = (train_x - mean) / std, (validation_x - mean) / std
@@ -342,7 +390,7 @@ def fit_head(initial: nn.ModuleDict, embedder: Embedder, train_x: torch.Tensor, 
         log.append({"weight_decay": decay, **{f"eval_{k}": v for k, v in scalar_metrics(metrics).items()}})
         if best is None or rank(score, task) < rank(best.score, task):
             best = FittedHead(copy.deepcopy(head), decay, score, log)
-    fitted = best.head.cpu()
+    fitted = best.head.cpu() if small is None else expanded_head(best.head, full, embedder).cpu()
     if embedder.head_input:
         fold_standardisation(fitted.get_submodule(embedder.head_input), mean.cpu(), std.cpu())
     for p in fitted.parameters():

@@ -1,6 +1,7 @@
 """The probe for every model: a head fitted to convergence on cached embeddings, and the linear
 probe that fine-tuning starts from (LP-FT), on tiny data and on the real GTZAN clips."""
 
+import copy
 import json
 
 import numpy as np
@@ -13,10 +14,22 @@ from torch import nn
 from backbone_fixtures import tiny_backbones  # noqa: F401  fixture
 from baselines.loading import import_won_checkpoint
 from baselines.musicnn import MusicnnModel
+from finetune.backbones.wav2vec2 import speech_head
 from finetune.cli import main
 from finetune.evaluation import TrackPredictions
 from finetune.predict import Predictor
-from finetune.probe import Embedded, Embedder, fit_head, fold_standardisation, path_slug, standardiser
+from finetune.probe import (
+    Embedded,
+    Embedder,
+    expanded_head,
+    fit_head,
+    fold_standardisation,
+    lbfgs_fit,
+    path_slug,
+    penalised_loss,
+    reduced_head,
+    standardiser,
+)
 
 MUSICNN = "pretrained/sota-music-tagging-models/mtat/musicnn/best_model.pth"
 
@@ -24,6 +37,16 @@ MUSICNN = "pretrained/sota-music-tagging-models/mtat/musicnn/best_model.pth"
 def linear_embedder() -> Embedder:
     return Embedder(layer_features=None, head=lambda modules, x: modules.classifier(x), head_input="classifier",
                     num_layers=0, cut=lambda model, layer: model)
+
+
+def chain_embedder() -> Embedder:
+    """The wav2vec2 / HuBERT / MERT head: projector then classifier, declared a linear chain."""
+    return Embedder(layer_features=None, head=speech_head, head_input="projector", num_layers=0,
+                    cut=lambda model, layer: model, linear_chain=("projector", "classifier"))
+
+
+def speech_head_modules(dims: int, hidden: int, classes: int) -> nn.ModuleDict:
+    return nn.ModuleDict({"projector": nn.Linear(dims, hidden), "classifier": nn.Linear(hidden, classes)})
 
 
 def blobs(rng, count: int, classes: int = 3, dims: int = 6) -> tuple[np.ndarray, np.ndarray]:
@@ -85,6 +108,57 @@ def test_folding_the_standardisation_leaves_the_outputs_unchanged():
     before = linear((x - mean) / std)
     fold_standardisation(linear, mean, std)
     torch.testing.assert_close(linear(x), before, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("multi_label", [False, True], ids=["genres", "tags"])
+def test_a_projector_classifier_head_fitted_with_as_many_units_as_classes_loses_nothing(multi_label):
+    """Fitting projector (8 units) -> classifier (3 classes) through 3 hidden units reaches the
+    penalised loss of fitting all 8, and padding the 3 back to 8 with zeros keeps its logits and
+    penalty."""
+    torch.manual_seed(0)
+    x = torch.randn(40, 12, dtype=torch.float64)
+    y = (torch.rand(40, 3) < 0.4).double() if multi_label else torch.randint(0, 3, (40,))
+    initial, embedder, decay = speech_head_modules(12, 8, 3).double(), chain_embedder(), 1e-2
+    full = copy.deepcopy(initial)
+    lbfgs_fit(full, embedder, x, y, multi_label, decay, max_iter=500)
+    small = reduced_head(copy.deepcopy(initial), embedder)
+    assert small["projector"].weight.shape == (3, 12) and small["classifier"].weight.shape == (3, 3)
+    lbfgs_fit(small, embedder, x, y, multi_label, decay, max_iter=500)
+    expanded = expanded_head(small, copy.deepcopy(initial), embedder)
+    objective = {name: penalised_loss(head, embedder, x, y, multi_label, decay).item()
+                 for name, head in (("full", full), ("small", small), ("expanded", expanded))}
+    assert objective["small"] <= objective["full"] + 1e-5
+    assert objective["expanded"] == pytest.approx(objective["small"], abs=1e-12)
+    with torch.no_grad():
+        torch.testing.assert_close(speech_head(expanded, x), speech_head(small, x), rtol=0, atol=1e-12)
+    assert expanded["projector"].weight.shape == (8, 12) and expanded["classifier"].weight.shape == (3, 8)
+
+
+def test_the_reduced_probe_head_has_the_models_shapes_and_reads_raw_features():
+    """fit_head returns the model's projector (8 units) -> classifier, its units beyond the 3 classes
+    zero, with the standardisation folded in: on raw features it gives the logits of the reduced
+    head fitted on standardised ones."""
+    rng = np.random.default_rng(4)
+    x, y = blobs(rng, 60)
+    vx, vy = blobs(np.random.default_rng(5), 30)
+    torch.manual_seed(1)
+    initial, embedder, decay = speech_head_modules(6, 8, 3), chain_embedder(), 1e-2
+    fit = fit_head(initial, embedder, torch.from_numpy(x), embedded(y), torch.from_numpy(vx), embedded(vy),
+                   task(), [decay], max_iter=300)
+    assert {n: p.shape for n, p in fit.head.named_parameters()} == {n: p.shape for n, p in initial.named_parameters()}
+    assert not fit.head["projector"].weight[3:].any() and not fit.head["projector"].bias[3:].any()
+    assert not fit.head["classifier"].weight[:, 3:].any()
+    mean, std = standardiser(torch.from_numpy(x))
+    by_hand = reduced_head(copy.deepcopy(initial), embedder)
+    lbfgs_fit(by_hand, embedder, (torch.from_numpy(x) - mean) / std, torch.from_numpy(y), False, decay, max_iter=300)
+    with torch.no_grad():
+        torch.testing.assert_close(speech_head(fit.head, torch.from_numpy(vx)),
+                                   speech_head(by_hand, (torch.from_numpy(vx) - mean) / std), rtol=1e-4, atol=1e-4)
+
+
+def test_a_head_with_no_fewer_classes_than_units_is_fitted_whole():
+    assert reduced_head(speech_head_modules(6, 3, 3), chain_embedder()) is None
+    assert reduced_head(nn.ModuleDict({"classifier": nn.Linear(6, 3)}), linear_embedder()) is None
 
 
 def probe_args(realdata, run_dir, *overrides):

@@ -14,7 +14,8 @@ full-batch to convergence with L-BFGS on one layer's window embeddings for each 
 `probe.weight_decays` (strongest first, each warm-started from the previous); the penalty with the
 best validation score (`train.metric`, default the validation loss) is kept. A projector (H units)
 -> classifier (C < H classes) is fitted with C hidden units and padded back with zeros: the same
-minimum of the penalised loss (`reduced_head`), at a fraction of the cost. Inputs are
+minimum of the penalised loss (`reduced_head`), at a fraction of the cost; where a stronger penalty
+shrank it to zero, a saddle, it is refitted from the model's initial head (`refit_if_saddle`). Inputs are
 standardised while fitting and the scaling is folded into the head's first linear layer, so the
 result is a plain head on the raw embeddings. Validation and test are scored by the same window ->
 track aggregation as every other path (`finetune.evaluation.evaluate_windows`).
@@ -354,6 +355,22 @@ def lbfgs_fit(head: nn.ModuleDict, embedder: Embedder, x: torch.Tensor, y: torch
     optimiser.step(closure)
 
 
+def refit_if_saddle(head: nn.ModuleDict, start: nn.ModuleDict, embedder: Embedder, x: torch.Tensor,
+                    y: torch.Tensor, multi_label: bool, weight_decay: float, max_iter: int) -> nn.ModuleDict:
+    """A fitted projector -> classifier head, or the head fitted from `start` if that is lower. Over
+    M = B A the penalised loss is loss(M) + weight_decay * ||M||_* (nuclear norm), minimal only where
+    ||d loss / d M||_2 <= weight_decay; a warm start that a stronger penalty shrank to zero fails that
+    yet has zero gradient (a saddle), so it would stay there."""
+    logits = embedder.head(head, x).detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(task_loss(logits, y, multi_label), logits)
+    if torch.linalg.matrix_norm(grad.T.to(x.dtype) @ x, ord=2) <= 1.01 * weight_decay:
+        return head
+    fresh = copy.deepcopy(start)
+    lbfgs_fit(fresh, embedder, x, y, multi_label, weight_decay, max_iter)
+    with torch.no_grad():
+        return min((head, fresh), key=lambda h: penalised_loss(h, embedder, x, y, multi_label, weight_decay).item())
+
+
 def score_windows(head: nn.ModuleDict, embedder: Embedder, x: torch.Tensor, data: Embedded,
                   task: dict) -> tuple[dict, float, np.ndarray, np.ndarray]:
     """Track-level metrics, mean window loss, track probabilities (N, C) and labels of a head on
@@ -376,15 +393,18 @@ def fit_head(initial: nn.ModuleDict, embedder: Embedder, train_x: torch.Tensor, 
     device = train_x.device
     full = copy.deepcopy(initial).to(device).eval()  # eval: no dropout while fitting
     small = reduced_head(full, embedder)
-    head = full if small is None else small
+    start = full if small is None else small
     mean, std = (standardiser(train_x) if embedder.head_input
                  else (torch.zeros(train_x.shape[1], device=device), torch.ones(train_x.shape[1], device=device)))
     x, vx = (train_x - mean) / std, (validation_x - mean) / std
     y = torch.as_tensor(train.targets).to(device)
     best: FittedHead | None = None
     log = []
+    head = copy.deepcopy(start)
     for decay in sorted(weight_decays, reverse=True):
         lbfgs_fit(head, embedder, x, y, task["multi_label"], decay, max_iter)
+        if embedder.linear_chain:
+            head = refit_if_saddle(head, start, embedder, x, y, task["multi_label"], decay, max_iter)
         metrics, _, _, _ = score_windows(head, embedder, vx, validation, task)
         score = metrics[task["metric"]]
         log.append({"weight_decay": decay, **{f"eval_{k}": v for k, v in scalar_metrics(metrics).items()}})

@@ -156,6 +156,27 @@ def test_the_reduced_probe_head_has_the_models_shapes_and_reads_raw_features():
                                    speech_head(by_hand, (torch.from_numpy(vx) - mean) / std), rtol=1e-4, atol=1e-4)
 
 
+def test_a_two_layer_head_shrunk_to_zero_by_a_strong_penalty_is_refitted_under_a_weaker_one():
+    """Penalty 1.0 shrinks projector -> classifier to zero on weak class signal; under 1e-3 zero is a
+    saddle with zero gradient, so the warm start alone stays at chance while the initial head learns."""
+    torch.manual_seed(2)
+    y = torch.randint(0, 3, (300,))
+    x = (0.2 * torch.randn(3, 12)[y] + torch.randn(300, 12)).numpy()
+    initial = speech_head_modules(12, 8, 3)
+    for module in initial.values():  # transformers' initialisation: small weights, zero biases
+        nn.init.normal_(module.weight, std=0.02)
+        nn.init.zeros_(module.bias)
+
+    def fit(decays):
+        return fit_head(initial, chain_embedder(), torch.from_numpy(x), embedded(y.numpy()), torch.from_numpy(x),
+                        embedded(y.numpy()), task(), decays, max_iter=500)
+
+    sweep, alone = fit([1.0, 1e-3]), fit([1e-3])
+    assert sweep.log[0]["eval_loss"] == pytest.approx(np.log(3), abs=0.02)  # zero head: the class priors
+    assert alone.log[0]["eval_loss"] < 0.9
+    assert sweep.log[1]["eval_loss"] == pytest.approx(alone.log[0]["eval_loss"], abs=1e-4)
+
+
 def test_a_head_with_no_fewer_classes_than_units_is_fitted_whole():
     assert reduced_head(speech_head_modules(6, 3, 3), chain_embedder()) is None
     assert reduced_head(nn.ModuleDict({"classifier": nn.Linear(6, 3)}), linear_embedder()) is None

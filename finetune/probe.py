@@ -363,7 +363,7 @@ def refit_if_saddle(head: nn.ModuleDict, start: nn.ModuleDict, embedder: Embedde
     yet has zero gradient (a saddle), so it would stay there."""
     logits = embedder.head(head, x).detach().requires_grad_(True)
     (grad,) = torch.autograd.grad(task_loss(logits, y, multi_label), logits)
-    if torch.linalg.matrix_norm(grad.T.to(x.dtype) @ x, ord=2) <= 1.01 * weight_decay:
+    if torch.linalg.matrix_norm(grad.T.to(x.dtype) @ x, ord=2) <= 1.01 * weight_decay:  # a nonzero minimum: at 1.0
         return head
     fresh = copy.deepcopy(start)
     lbfgs_fit(fresh, embedder, x, y, multi_label, weight_decay, max_iter)

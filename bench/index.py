@@ -18,15 +18,14 @@ from __future__ import annotations
 import importlib.util
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 
 from bench.media import FMA_MP3, copies, write_tone
-from bench.timing import Result, alternate, median, timed
+from bench.timing import Result, alternate, median, process_context, timed
 
-TRACKS = {False: 106_574, True: 2_000}  # FMA-large's track count
+TRACKS = {False: 106_574, True: 200}  # FMA-large's track count
 ROUNDS = {False: 3, True: 1}
 TOP_GENRES = ["Blues", "Classical", "Country", "Easy Listening", "Electronic", "Experimental", "Folk",
               "Hip-Hop", "Instrumental", "International", "Jazz", "Old-Time / Historic", "Pop", "Rock",
@@ -96,14 +95,15 @@ def measure(kind: str, root: str) -> tuple[float, int]:
     return elapsed, peak_rss() - before
 
 
-def in_fresh_process(kind: str, root: Path) -> tuple[float, int]:
-    with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+def in_fresh_process(kind: str, root: Path, quick: bool) -> tuple[float, int]:
+    """`measure` in a process of its own (`quick`: forked, its peak memory not its own)."""
+    with ProcessPoolExecutor(1, mp_context=process_context(quick)) as pool:
         return pool.submit(measure, kind, str(root)).result()
 
 
-def fresh_arm(kind: str, root: Path):
+def fresh_arm(kind: str, root: Path, quick: bool):
     """An arm for `alternate`: one measurement in a fresh process per round."""
-    return lambda: [in_fresh_process(kind, root)]
+    return lambda: [in_fresh_process(kind, root, quick)]
 
 
 def run(quick: bool) -> list[Result]:
@@ -119,8 +119,8 @@ def run(quick: bool) -> list[Result]:
         template = write_tone(root / "template.mp3", 30.0, FMA_MP3)
         copies(template, (root / "fma_large" / f"{t:06d}"[:3] / f"{t:06d}.mp3" for t in ids))
         megabytes = (root / "fma_metadata" / "tracks.csv").stat().st_size / 2**20
-        first, first_peak = in_fresh_process("toolkit", root)  # empty header cache
-        runs = alternate({kind: fresh_arm(kind, root) for kind in ("toolkit", "bare")}, ROUNDS[quick])
+        first, first_peak = in_fresh_process("toolkit", root, quick)  # empty header cache
+        runs = alternate({kind: fresh_arm(kind, root, quick) for kind in ("toolkit", "bare")}, ROUNDS[quick])
     elapsed = {kind: median([s for s, _ in measured]) for kind, measured in runs.items()}
     peak = {kind: max(p for _, p in measured) / 2**20 for kind, measured in runs.items()}
     return [Result("index", f"FMA large, {count:,} tracks, tracks.csv {megabytes:.0f} MiB, "

@@ -57,7 +57,7 @@ from finetune.vary import vary
 REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
 GTZAN = REALDATA / "gtzan"
 MUSICNN = REALDATA / "pretrained" / "sota-music-tagging-models" / "mtat" / "musicnn" / "best_model.pth"
-FOLDS = 4
+FOLDS = {False: 4, True: 3}  # --quick: the fewest cross-validation takes
 PROBE_SECONDS = 60.0  # target: the 4-fold probe, embeddings included
 DATA = [f"data.root={GTZAN}", "data.split_scheme=random"]  # every clip present; the folds pool the splits
 STRATIFIED = "label-stratified"
@@ -66,7 +66,9 @@ FOLD_KINDS = {ARTIST_AWARE: ["data.group_by=artist", "data.unsplittable=leave_ou
               STRATIFIED: ["data.group_by=none"]}
 SCRATCH_STEPS = 60  # (d): its budget, steps a fold
 FRONT_END_STEPS = 120  # (e): every front end's budget, steps a fold
-QUICK = ["train.max_steps=2", "data.num_workers=0", "eval.durations=null", "eval.max_seconds=3"]  # 1 window a clip
+# --quick: 2 steps of two 1 s crops; one 1 s window a clip scored
+QUICK = ["train.max_steps=2", "train.batch_size=2", "data.clip_seconds=1", "data.num_workers=0", "eval.durations=null",
+         "eval.max_seconds=1"]
 PROBE = "(b) probe of Won et al.'s MTAT MusiCNN"
 SCRATCH = "(d) simple_cnn from scratch (cnn_gtzan)"
 
@@ -78,10 +80,10 @@ def mfcc_features(path: str) -> np.ndarray:
     return np.concatenate([mfcc.mean(axis=1), mfcc.std(axis=1)])
 
 
-def fold_datasets(kind: str) -> list:
-    """The FOLDS cross-validation splits of the clips under a fold kind, as any recipe sees them."""
-    return [recipe_dataset(recipes.load("cnn_gtzan", [*DATA, *FOLD_KINDS[kind], f"data.folds={FOLDS}",
-                                                      f"data.fold={i}"])) for i in range(FOLDS)]
+def fold_datasets(kind: str, folds: int) -> list:
+    """The `folds` cross-validation splits of the clips under a fold kind, as any recipe sees them."""
+    return [recipe_dataset(recipes.load("cnn_gtzan", [*DATA, *FOLD_KINDS[kind], f"data.folds={folds}",
+                                                      f"data.fold={i}"])) for i in range(folds)]
 
 
 def reference_accuracies(folds: list) -> dict[str, list[float]]:
@@ -115,9 +117,9 @@ def artist_leak(folds: list) -> set[str]:
     return shared
 
 
-def toolkit_cv(recipe: str, overrides: list[str], out: Path) -> dict:
+def toolkit_cv(recipe: str, overrides: list[str], folds: int, out: Path) -> dict:
     """summary.json of `finetune cv` of a toolkit recipe (seed 0) on the clips."""
-    folder, _ = cross_validate(recipe, [*DATA, *overrides], FOLDS, [0], out)
+    folder, _ = cross_validate(recipe, [*DATA, *overrides], folds, [0], out)
     return json.loads((folder / "summary.json").read_text())
 
 
@@ -125,12 +127,12 @@ def fold_accuracies(summary: dict) -> list[float]:
     return [run["test"]["accuracy"] for run in summary["runs"]]
 
 
-def both_kinds(recipe: str, overrides: list[str], out: Path) -> dict[str, tuple[dict, Path, float]]:
+def both_kinds(recipe: str, overrides: list[str], folds: int, out: Path) -> dict[str, tuple[dict, Path, float]]:
     """The recipe's cross-validation on each fold kind: {kind: (summary.json, cv folder, seconds)}."""
     runs = {}
     for kind, settings in FOLD_KINDS.items():
         folder = out / kind
-        summary, seconds = timed(partial(toolkit_cv, recipe, [*settings, *overrides], folder))
+        summary, seconds = timed(partial(toolkit_cv, recipe, [*settings, *overrides], folds, folder))
         runs[kind] = (summary, folder, seconds)
     return runs
 
@@ -203,8 +205,8 @@ def compare_kinds(out: Path, quick: bool) -> dict[str, dict]:
     arms = {PROBE: ("musicnn_pretrained_gtzan", [f"backbone.path={MUSICNN}", "backbone.mode=probe",
                                                  *(QUICK if quick else [])]),
             SCRATCH: ("cnn_gtzan", QUICK if quick else [f"train.max_steps={SCRATCH_STEPS}"])}
-    leaks = {kind: artist_leak(fold_datasets(kind)) for kind in FOLD_KINDS}
-    return {name: kind_comparison(both_kinds(recipe, overrides, out / name[1]), leaks)
+    leaks = {kind: artist_leak(fold_datasets(kind, FOLDS[quick])) for kind in FOLD_KINDS}
+    return {name: kind_comparison(both_kinds(recipe, overrides, FOLDS[quick], out / name[1]), leaks)
             for name, (recipe, overrides) in arms.items()}
 
 
@@ -214,7 +216,7 @@ def frontend_comparison(out: Path, quick: bool) -> tuple[dict, float]:
     spec = f"model.args.frontend={','.join(list(FRONTENDS)[:2] if quick else FRONTENDS)}"
     budget = QUICK if quick else [f"train.max_steps={FRONT_END_STEPS}"]
     overrides = [*DATA, *FOLD_KINDS[ARTIST_AWARE], *budget]
-    (folder, _), seconds = timed(lambda: vary("cnn_gtzan", overrides, spec, FOLDS, [0], out))
+    (folder, _), seconds = timed(lambda: vary("cnn_gtzan", overrides, spec, FOLDS[quick], [0], out))
     return json.loads((folder / "vary.json").read_text()), seconds
 
 
@@ -255,8 +257,8 @@ def absent() -> bool:
     return True
 
 
-def print_kinds(comparisons: dict[str, dict]) -> None:
-    print(f"[quality] {FOLDS}-fold CV on the real GTZAN clips of {GTZAN}, {' and '.join(FOLD_KINDS)} folds: "
+def print_kinds(comparisons: dict[str, dict], folds: int) -> None:
+    print(f"[quality] {folds}-fold CV on the real GTZAN clips of {GTZAN}, {' and '.join(FOLD_KINDS)} folds: "
           "mean ± std (ddof=1) test accuracy over folds, pooled test accuracy [95% interval]:")
     for name, comparison in comparisons.items():
         for line in kind_lines(name, comparison):
@@ -269,7 +271,7 @@ def fold_kinds(quick: bool) -> list[Result]:
         return []
     with tempfile.TemporaryDirectory(prefix="bench-quality-") as tmp:
         comparisons = compare_kinds(Path(tmp), quick)
-    print_kinds(comparisons)
+    print_kinds(comparisons, FOLDS[quick])
     return [kind_result(name, comparison) for name, comparison in comparisons.items()]
 
 
@@ -277,13 +279,15 @@ def run(quick: bool) -> list[Result]:
     if absent():
         return []
     pretrained = [f"backbone.path={MUSICNN}", *FOLD_KINDS[ARTIST_AWARE], *(QUICK if quick else [])]
+    folds = FOLDS[quick]
     with tempfile.TemporaryDirectory(prefix="bench-quality-") as tmp:
         out = Path(tmp)
         comparisons = compare_kinds(out, quick)
-        reference, reference_seconds = timed(lambda: reference_accuracies(fold_datasets(ARTIST_AWARE)))
-        finetune, finetune_seconds = timed(lambda: toolkit_cv("musicnn_pretrained_gtzan", pretrained, out / "c"))
+        reference, reference_seconds = timed(lambda: reference_accuracies(fold_datasets(ARTIST_AWARE, folds)))
+        finetune, finetune_seconds = timed(lambda: toolkit_cv("musicnn_pretrained_gtzan", pretrained, folds,
+                                                              out / "c"))
         frontends, frontend_seconds = frontend_comparison(out / "frontends", quick)
-    print_kinds(comparisons)
+    print_kinds(comparisons, folds)
     aware = {name: comparison["kinds"][ARTIST_AWARE] for name, comparison in comparisons.items()}
     arms = {
         "(a) MFCC-20 mean+std + logistic regression (fit on train)": (reference["train"], reference_seconds),
@@ -292,7 +296,7 @@ def run(quick: bool) -> list[Result]:
         "(c) fine-tune of it (musicnn_pretrained_gtzan as packaged)": (fold_accuracies(finetune), finetune_seconds),
         SCRATCH: (aware[SCRATCH]["folds"], aware[SCRATCH]["seconds"]),
     }
-    print(f"[quality] {FOLDS}-fold CV, {ARTIST_AWARE} folds: mean ± std (ddof=1) test accuracy over folds, "
+    print(f"[quality] {folds}-fold CV, {ARTIST_AWARE} folds: mean ± std (ddof=1) test accuracy over folds, "
           "wall time of all folds:")
     for name, (accuracies, seconds) in arms.items():
         print(f"[quality]   {name}: {spread(accuracies)} ({', '.join(f'{a:.2f}' for a in accuracies)}), "
@@ -307,7 +311,7 @@ def run(quick: bool) -> list[Result]:
                "acc", 1.0, higher_is_better=True),
         Result("quality", "(d) scratch CNN vs (a) MFCC reference, mean test accuracy", mean["(d)"], mean["(a)"],
                "acc", None, higher_is_better=True),
-        Result("quality", f"(b) probe wall time, {FOLDS} folds, cold cache, vs {PROBE_SECONDS:g} s",
+        Result("quality", f"(b) probe wall time, {folds} folds, cold cache, vs {PROBE_SECONDS:g} s",
                aware[PROBE]["seconds"], PROBE_SECONDS, "s", 1.0, higher_is_better=False),
         *[kind_result(name, comparison) for name, comparison in comparisons.items()],
         *frontend_results(frontends),

@@ -9,7 +9,6 @@ and dispatched batches, so 2 processes read at 1 process's rate (1.0x). Target: 
 
 from __future__ import annotations
 
-import multiprocessing
 import tempfile
 import time
 from pathlib import Path
@@ -18,7 +17,7 @@ import torch
 
 from bench.media import FMA_MP3, track_files
 from bench.models import SAMPLE_RATE
-from bench.timing import Result, median
+from bench.timing import Result, median, process_context
 from finetune.clips import CropReader, StreamCrops
 from finetune.data.common import iterable_split, split_features
 
@@ -40,9 +39,9 @@ def one_pass(rank: int, world: int, paths: list[str], clip_seconds: float, barri
     seconds[rank] = (count, time.perf_counter() - start)
 
 
-def aggregate_rate(world: int, paths: list[str], clip_seconds: float) -> float:
+def aggregate_rate(world: int, paths: list[str], clip_seconds: float, quick: bool) -> float:
     """Crops per second of `world` processes together, each streaming its own shards."""
-    context = multiprocessing.get_context("spawn")
+    context = process_context(quick)
     barrier, seconds = context.Barrier(world), context.Manager().dict()
     processes = [context.Process(target=one_pass, args=(rank, world, paths, clip_seconds, barrier, seconds))
                  for rank in range(world)]
@@ -63,7 +62,7 @@ def run(quick: bool) -> list[Result]:
         rates = {1: [], 2: []}
         for _ in range(rounds):  # alternating, so the machine's noise falls on both
             for world in rates:
-                rates[world].append(aggregate_rate(world, paths, clip_seconds))
+                rates[world].append(aggregate_rate(world, paths, clip_seconds, quick))
     return [Result("ranks", f"2 processes streaming their own shards vs 1 streaming all, {FMA_MP3.label}, "
                    f"{clip_seconds:g} s crops at {SAMPLE_RATE} Hz", median(rates[2]), median(rates[1]),
                    "crops/s", TARGET, higher_is_better=True)]

@@ -7,6 +7,7 @@ reaches the Hub; caches go to a temporary folder (never the user's), removed at 
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 import tempfile
@@ -22,29 +23,21 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 import torch
 import transformers
 
-from bench import commands, data, frontends, index, inference, plugin, probe, quality, ranks, step, workers
+from bench.registry import BENCHMARKS, all_names
 from bench.timing import table
 
-BENCHMARKS = {
-    "data": data.run,
-    "step": step.run,
-    "inference": inference.run,
-    "probe": probe.run,
-    "index": index.run,
-    "quality": quality.run,
-    "quality-folds": quality.fold_kinds,  # the fold-kind comparison alone (part of quality)
-    "ranks": ranks.run,
-    "commands": commands.run,
-    "frontends": frontends.run,
-    "workers": workers.run,
-    "plugin": plugin.run,
-}
+
+def listing() -> str:
+    """The benchmarks, one unbroken line, and those a run of all leaves out (parts of others)."""
+    parts = [f"{name} (a part of {benchmark.tag})" for name, benchmark in BENCHMARKS.items()
+             if name not in all_names()]
+    return f"benchmarks: {', '.join(BENCHMARKS)}\nnone named: all but {', '.join(parts)}"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    parser.add_argument("names", nargs="*", metavar="name",
-                        help=f"benchmarks to run (default: all): {', '.join(BENCHMARKS)}")
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0],
+                                     epilog=listing(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("names", nargs="*", metavar="name", help="benchmarks to run (listed below)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test), not figures")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (default 1: on a shared machine, 2 threads stall at "
@@ -56,6 +49,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def load(name: str, quick: bool):
+    """The benchmark's function, its module imported. --quick leaves every object made so far out of
+    garbage collection (gc.freeze): each toolkit run ends with a gc.collect, a third of a second over
+    all the imported modules otherwise; the figures' runs keep the interpreter's default."""
+    function = BENCHMARKS[name].load()
+    if quick:
+        gc.freeze()
+    return function
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     transformers.logging.set_verbosity_error()
@@ -63,8 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     with tempfile.TemporaryDirectory(prefix="bench-cache-") as cache:
         os.environ["FINETUNE_CACHE"] = cache
-        for name in args.names or BENCHMARKS:
-            for result in BENCHMARKS[name](args.quick):
+        for name in args.names or all_names():
+            for result in load(name, args.quick)(args.quick):
                 print(result.line(), flush=True)
                 results.append(result)
     print()

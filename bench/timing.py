@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -39,6 +40,12 @@ def alternate(arms: Mapping[str, Callable[[], Sequence[T]]], rounds: int,
             if index >= warmup_rounds:
                 samples[name] += timings
     return samples
+
+
+def process_context(quick: bool) -> multiprocessing.context.BaseContext:
+    """Where a benchmark's processes come from: fresh interpreters (spawn: nothing inherited, as a
+    launcher starts them); `quick` forks this one instead, which spares each process its imports."""
+    return multiprocessing.get_context("fork" if quick else "spawn")
 
 
 def median(values: Sequence[float]) -> float:

@@ -10,6 +10,8 @@ workers one thread each on 2 cores (`--jobs` divides them). DataLoader workers a
 per machine, each file decoded once under its entry's lock): the files the one-worker comparison
 decoded into it, and a bare decode of them (read_window, this process); a cache per run would decode
 each file again in every run that trains on it ((folds - 2) of the folds). Target on 2 cores: >= 1.6x.
+`--quick` runs the demo on a folder of 12 generated 2 s tones (3 classes; generating the demo's dataset
+takes seconds), 1 s crops and windows, batches of 2.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.media import GTZAN_WAV, copies, write_tone
 from bench.timing import Result, seconds
 from finetune.clips import AudioCache
 from finetune.data import synthetic
@@ -34,19 +37,37 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 class Size:
     folds: int
     steps: int
-    tracks: int | None  # data.max_tracks per split (None: the whole generated dataset)
+    batch: int
+    tones: bool  # a folder of generated tones (`tones`) instead of the demo's dataset, 1 s crops and windows
 
 
-SIZES = {False: Size(folds=4, steps=8, tracks=None), True: Size(folds=3, steps=1, tracks=4)}
+SIZES = {False: Size(folds=4, steps=8, batch=8, tones=False), True: Size(folds=3, steps=1, batch=2, tones=True)}
+TONE_CLASSES, TONES_PER_CLASS, TONE_SECONDS = 3, 4, 2.0
 
 
-def comparison(root: Path, out: Path, cache: Path, jobs: int, size: Size) -> float:
+def tones(folder: Path) -> Path:
+    """A class-per-subfolder dataset (`data.name=folder`): TONES_PER_CLASS copies of one generated tone
+    in each of TONE_CLASSES class folders."""
+    template = write_tone(folder / f"tone.{GTZAN_WAV.suffix}", TONE_SECONDS, GTZAN_WAV)
+    root = folder / "tones"
+    copies(template, (root / f"class{c}" / f"tone{i}.{GTZAN_WAV.suffix}"
+                      for c in range(TONE_CLASSES) for i in range(TONES_PER_CLASS)))
+    return root
+
+
+def dataset(folder: Path, size: Size) -> tuple[Path, list[str]]:
+    """The dataset's root and the settings that read it."""
+    if size.tones:
+        return tones(folder), ["data.name=folder", "data.clip_seconds=1", "eval.max_seconds=1"]
+    return synthetic.generate(folder / "synthetic"), []
+
+
+def comparison(root: Path, settings: list[str], out: Path, cache: Path, jobs: int, size: Size) -> float:
     """Wall-clock seconds of one `compare --vary` by `jobs` workers, its audio cache in `cache`."""
-    tracks = [f"data.max_tracks={size.tracks}"] if size.tracks else []
     argv = [sys.executable, "-m", "finetune", "compare", "--recipe", "demo", "--vary", "train.lr=0.001,0.002",
-            "--folds", str(size.folds), "--out", str(out), "--jobs", str(jobs), f"data.root={root}",
-            f"train.max_steps={size.steps}", "train.batch_size=8", "data.num_workers=0", "eval.durations=null",
-            "data.audio_cache=true", *tracks]
+            "--folds", str(size.folds), "--out", str(out), "--jobs", str(jobs), f"data.root={root}", *settings,
+            f"train.max_steps={size.steps}", f"train.batch_size={size.batch}", "data.num_workers=0",
+            "eval.durations=null", "data.audio_cache=true"]
     environment = {**os.environ, "FINETUNE_CACHE": str(cache)}
     return seconds(lambda: subprocess.run(argv, cwd=PROJECT_ROOT, env=environment, check=True, capture_output=True))
 
@@ -65,9 +86,9 @@ def run(quick: bool) -> list[Result]:
     runs = 2 * size.folds
     with tempfile.TemporaryDirectory(prefix="bench-workers-") as tmp:
         folder = Path(tmp)
-        root = synthetic.generate(folder / "synthetic")
-        one = comparison(root, folder / "one", folder / "cache-one", 1, size)
-        two = comparison(root, folder / "two", folder / "cache-two", 2, size)
+        root, settings = dataset(folder, size)
+        one = comparison(root, settings, folder / "one", folder / "cache-one", 1, size)
+        two = comparison(root, settings, folder / "two", folder / "cache-two", 2, size)
         files, decode = decoding(root, folder / "cache-one")
     per_run_caches = decode * (runs * (size.folds - 2) / size.folds - 1)
     return [Result("workers", f"compare --vary, 2 values x {size.folds} folds of the demo ({runs} runs, "

@@ -295,3 +295,31 @@ def test_an_unwritable_audio_cache_falls_back_to_windows_with_one_warning(tmp_pa
     for i in (1, 2):  # later crops are windows read from the files: not int16-quantised
         start = np.random.default_rng([0, 0, i]).uniform(0.0, audio_duration(paths[i]) - 2.0)
         np.testing.assert_array_equal(crops[i], read_window(paths[i], 16000, start, 2.0))
+
+
+def test_the_collator_batches_like_the_extractor_when_it_passes_clips_through():
+    """The baselines' extractor neither normalises nor masks: the collator stacks equal-length clips
+    itself, to the same batch; anything else (clips of other lengths, normalising extractors) goes
+    through the extractor."""
+    import torch
+    from transformers import Wav2Vec2FeatureExtractor
+
+    from finetune.clips import AudioCollator
+
+    rng = np.random.default_rng(0)
+    plain = Wav2Vec2FeatureExtractor(sampling_rate=16000, do_normalize=False, return_attention_mask=False)
+    normalising = Wav2Vec2FeatureExtractor(sampling_rate=16000, do_normalize=True, return_attention_mask=True)
+    equal = [{"input_values": rng.standard_normal(800).astype(np.float32), "labels": i % 2, "track_index": i}
+             for i in range(4)]
+    ragged = [{**item, "input_values": item["input_values"][: 800 - 100 * i]} for i, item in enumerate(equal)]
+    for extractor in (plain, normalising):
+        collator = AudioCollator(extractor, 16000)
+        assert collator.passes_clips_through == (extractor is plain)
+        batch = collator(equal)
+        expected = extractor([item["input_values"] for item in equal], sampling_rate=16000, return_tensors="pt")
+        assert set(batch) == {*expected, "labels", "track_index"}
+        for key, value in expected.items():
+            assert batch[key].dtype == value.dtype and torch.equal(batch[key], value), key
+        with pytest.raises(ValueError, match="input_values"):  # unpadded clips of other lengths: the extractor's refusal
+            collator(ragged)
+    assert not AudioCollator(plain, 22050).passes_clips_through, "a rate mismatch is the extractor's to refuse"

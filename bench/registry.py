@@ -45,7 +45,7 @@ BENCHMARKS = {
     "ranks": own("ranks", 1),
     "commands": own("commands", 2),
     "frontends": own("frontends", 1),
-    "workers": own("workers", 35),
+    "workers": own("workers", 18),
     "plugin": own("plugin", 1),
 }
 

@@ -24,9 +24,7 @@ class CNNLSTMModel(SpectrogramModel):
     def __init__(self, config: CNNLSTMConfig):
         super().__init__(config)
         self.blocks = conv_stack(config.channels, [(2, 2)] * len(config.channels))
-        self.rnn = PooledRecurrent(
-            "lstm", config.channels[-1], config.hidden_size, config.num_layers, config.dropout
-        )
+        self.rnn = PooledRecurrent("lstm", config.channels[-1], config.hidden_size, config.num_layers, config.dropout)
         self.add_classifier(2 * config.hidden_size)
 
     def embed(self, input_values: torch.Tensor) -> torch.Tensor:

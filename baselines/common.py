@@ -147,8 +147,9 @@ class SpectrogramModel(BaselinePreTrainedModel):
         self.frontend = SpectrogramFrontend(config)
 
 
-def probe_features(model: BaselinePreTrainedModel, input_values: torch.Tensor,
-                   attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+def probe_features(
+    model: BaselinePreTrainedModel, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """The embedding the classifier reads, as the probe caches it: (B, T) -> (B, 1, D) (one layer)."""
     return model.embed(input_values).unsqueeze(1)
 

@@ -34,9 +34,7 @@ class CRNNModel(SpectrogramModel):
     def __init__(self, config: CRNNConfig):
         super().__init__(config)
         self.blocks = conv_stack(config.channels, CRNN_POOLS)
-        self.rnn = nn.GRU(
-            config.channels[-1], config.rnn_hidden, config.rnn_layers, batch_first=True
-        )
+        self.rnn = nn.GRU(config.channels[-1], config.rnn_hidden, config.rnn_layers, batch_first=True)
         self.add_classifier(config.rnn_hidden)
 
     def embed(self, input_values: torch.Tensor) -> torch.Tensor:

@@ -23,9 +23,7 @@ class FCNModel(SpectrogramModel):
     """Conv blocks with the published pools, then the max over what remains (B, C)."""
 
     config_class = FCNConfig
-    won_renames = tuple((f"layer{i + 1}.", f"blocks.{i}.") for i in range(5)) + (
-        ("dense.", "classifier."),
-    )
+    won_renames = tuple((f"layer{i + 1}.", f"blocks.{i}.") for i in range(5)) + (("dense.", "classifier."),)
 
     def __init__(self, config: FCNConfig):
         super().__init__(config)

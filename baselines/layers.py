@@ -67,9 +67,7 @@ class HiddenLayer(nn.Module):
 class PooledRecurrent(nn.Module):
     """Bidirectional LSTM or GRU over (B, T, D), mean-pooled over time -> (B, 2 * hidden_size)."""
 
-    def __init__(
-        self, cell: str, input_size: int, hidden_size: int, num_layers: int, dropout: float
-    ):
+    def __init__(self, cell: str, input_size: int, hidden_size: int, num_layers: int, dropout: float):
         super().__init__()
         rnn_class = {"lstm": nn.LSTM, "gru": nn.GRU}[cell]
         self.rnn = rnn_class(

@@ -57,8 +57,10 @@ def renamed_old_frontend(path: Path) -> dict | None:
     with safe_open(str(weights), "pt") as saved:
         if not any(key.startswith(OLD_FRONTEND_PREFIX) for key in saved.keys()):
             return None
-    return {FRONTEND_PREFIX + key.removeprefix(OLD_FRONTEND_PREFIX) if key.startswith(OLD_FRONTEND_PREFIX) else key:
-            value for key, value in load_file(str(weights)).items()}
+    return {
+        FRONTEND_PREFIX + key.removeprefix(OLD_FRONTEND_PREFIX) if key.startswith(OLD_FRONTEND_PREFIX) else key: value
+        for key, value in load_file(str(weights)).items()
+    }
 
 
 def load_saved(model_class: type[BaselinePreTrainedModel], path: Path) -> BaselinePreTrainedModel:
@@ -96,8 +98,10 @@ def won_vocabulary(tags: str | None) -> list[str]:
     if tags is None or tags in WON_VOCABULARIES:
         return list(WON_VOCABULARIES[tags or "mtat"])
     if not Path(tags).is_file():
-        raise RecipeError(f"backbone.tags: {tags!r} is not {', '.join(WON_VOCABULARIES)} or a file "
-                          "(one tag per line, in the checkpoint's output order)")
+        raise RecipeError(
+            f"backbone.tags: {tags!r} is not {', '.join(WON_VOCABULARIES)} or a file "
+            "(one tag per line, in the checkpoint's output order)"
+        )
     names = [line.strip() for line in Path(tags).read_text().splitlines() if line.strip()]
     repeated = [name for i, name in enumerate(names) if name in names[:i]]
     if repeated:
@@ -122,14 +126,18 @@ def import_won_checkpoint(
     if not model_class.won_renames:
         raise ValueError(f"{model_class.__name__} has no Won et al. checkpoint to import")
     if config is not None and (config.frontend, config.frontend_norm) != ("mel", "batch"):
-        raise RecipeError(f"model.args.frontend: {path} holds Won et al. weights trained on the mel front end "
-                          f"with batch norm, not {config.frontend} with {config.frontend_norm} norm")
+        raise RecipeError(
+            f"model.args.frontend: {path} holds Won et al. weights trained on the mel front end "
+            f"with batch norm, not {config.frontend} with {config.frontend_norm} norm"
+        )
     vocabulary = won_vocabulary(tags)
     state = rename_won_keys(torch.load(path, weights_only=True, map_location="cpu"), model_class.won_renames)
     head = state.get("classifier.bias")
     if head is not None and len(head) != len(vocabulary):
-        raise RecipeError(f"backbone.tags: {tags or 'mtat'} has {len(vocabulary)} tags but the head of {path} "
-                          f"has {len(head)} outputs; name the vocabulary the checkpoint was trained on")
+        raise RecipeError(
+            f"backbone.tags: {tags or 'mtat'} has {len(vocabulary)} tags but the head of {path} "
+            f"has {len(head)} outputs; name the vocabulary the checkpoint was trained on"
+        )
     config = config if config is not None else model_class.config_class()
     config.update(label_config(vocabulary, multi_label=True))
     model = model_class(config)
@@ -138,7 +146,9 @@ def import_won_checkpoint(
 
 
 def start_model(
-    model_class: type[BaselinePreTrainedModel], config: BaselineConfig, path: str | Path | None,
+    model_class: type[BaselinePreTrainedModel],
+    config: BaselineConfig,
+    path: str | Path | None,
     tags: str | None = None,
 ) -> BaselinePreTrainedModel:
     """A fresh model (path None), a ``save_pretrained`` folder, or a Won et al. ``.pth`` file
@@ -152,9 +162,7 @@ def start_model(
         raise ValueError(f"backbone.path {path} is neither a .pth file nor a saved model folder")
     saved_type = json.loads((path / "config.json").read_text())["model_type"]
     if saved_type != model_class.config_class.model_type:
-        raise ValueError(
-            f"{path} holds a {saved_type!r} model, not {model_class.config_class.model_type!r}"
-        )
+        raise ValueError(f"{path} holds a {saved_type!r} model, not {model_class.config_class.model_type!r}")
     return load_saved(model_class, path)
 
 

@@ -23,9 +23,7 @@ class LSTMModel(SpectrogramModel):
 
     def __init__(self, config: LSTMConfig):
         super().__init__(config)
-        self.rnn = PooledRecurrent(
-            self.cell, self.frontend.bins, config.hidden_size, config.num_layers, config.dropout
-        )
+        self.rnn = PooledRecurrent(self.cell, self.frontend.bins, config.hidden_size, config.num_layers, config.dropout)
         self.add_classifier(2 * config.hidden_size)
 
     def embed(self, input_values: torch.Tensor) -> torch.Tensor:

@@ -56,12 +56,9 @@ class MusicnnModel(SpectrogramModel):
     def __init__(self, config: MusicnnConfig):
         super().__init__(config)
         self.timbral = nn.ModuleList(
-            TimbralBlock(config.timbral_channels, int(share * self.frontend.bins))
-            for share in TIMBRAL_HEIGHTS
+            TimbralBlock(config.timbral_channels, int(share * self.frontend.bins)) for share in TIMBRAL_HEIGHTS
         )
-        self.temporal = nn.ModuleList(
-            ConvBlock1d(1, config.temporal_channels, length) for length in TEMPORAL_LENGTHS
-        )
+        self.temporal = nn.ModuleList(ConvBlock1d(1, config.temporal_channels, length) for length in TEMPORAL_LENGTHS)
         front = len(TIMBRAL_HEIGHTS) * config.timbral_channels
         front += len(TEMPORAL_LENGTHS) * config.temporal_channels
         back = config.backend_channels

@@ -26,9 +26,7 @@ class SampleCNNModel(BaselinePreTrainedModel):
     def __init__(self, config: SampleCNNConfig):
         super().__init__(config)
         widths = list(config.channels)
-        self.stem = nn.Sequential(
-            nn.Conv1d(1, widths[0], 3, stride=3), nn.BatchNorm1d(widths[0]), nn.ReLU()
-        )
+        self.stem = nn.Sequential(nn.Conv1d(1, widths[0], 3, stride=3), nn.BatchNorm1d(widths[0]), nn.ReLU())
         self.blocks = nn.Sequential(
             *(ConvBlock1d(a, b, 3, pool=3) for a, b in zip(widths[:-1], widths[1:])),
             ConvBlock1d(widths[-1], widths[-1], 1),

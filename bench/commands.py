@@ -27,6 +27,7 @@ GOAL_SECONDS = 1.0
 
 def process(argv: list[str]):
     """An arm: one fresh interpreter running `argv`, its wall-clock seconds."""
+
     def arm() -> list[float]:
         return [seconds(lambda: subprocess.run([sys.executable, *argv], check=True, capture_output=True))]
 
@@ -37,7 +38,16 @@ def run(quick: bool) -> list[Result]:
     arms = {"bare": process(["-c", "pass"])}
     arms.update({name: process(["-m", "finetune", *argv]) for name, argv in COMMANDS.items()})
     times = {name: median(measured) for name, measured in alternate(arms, ROUNDS[quick], WARMUP_ROUNDS[quick]).items()}
-    return [Result("commands", f"python -m finetune {name}", times[name], times["bare"], "s", None,
-                   higher_is_better=False,
-                   note=f"{'under' if times[name] < GOAL_SECONDS else 'NOT under'} {GOAL_SECONDS:g} s")
-            for name in COMMANDS]
+    return [
+        Result(
+            "commands",
+            f"python -m finetune {name}",
+            times[name],
+            times["bare"],
+            "s",
+            None,
+            higher_is_better=False,
+            note=f"{'under' if times[name] < GOAL_SECONDS else 'NOT under'} {GOAL_SECONDS:g} s",
+        )
+        for name in COMMANDS
+    ]

@@ -33,9 +33,11 @@ from finetune.recipe import DataConfig
 
 TARGET = 0.95  # raised by issue 31 (was 0.8)
 # Seconds of audio in each dataset's standard training split (tracks x clip length).
-TRAIN_SECONDS = {FMA_MP3: 6_400 * 30.0,      # FMA small
-                 MTAT_MP3: 15_244 * 29.1,    # MTAT top-50, published train list
-                 GTZAN_WAV: 443 * 30.0}      # GTZAN fault-filtered
+TRAIN_SECONDS = {
+    FMA_MP3: 6_400 * 30.0,  # FMA small
+    MTAT_MP3: 15_244 * 29.1,  # MTAT top-50, published train list
+    GTZAN_WAV: 443 * 30.0,
+}  # GTZAN fault-filtered
 
 
 @dataclass(frozen=True)
@@ -48,8 +50,10 @@ class Size:
     rounds: int
 
 
-SIZES = {False: Size(clips=384, track_seconds=30.0, clip_seconds=5.0, batch=16, workers=2, rounds=5),
-         True: Size(clips=8, track_seconds=3.0, clip_seconds=1.0, batch=4, workers=1, rounds=1)}
+SIZES = {
+    False: Size(clips=384, track_seconds=30.0, clip_seconds=5.0, batch=16, workers=2, rounds=5),
+    True: Size(clips=8, track_seconds=3.0, clip_seconds=1.0, batch=4, workers=1, rounds=1),
+}
 
 
 class BareWindows(SharedEpoch, torch.utils.data.Dataset):
@@ -79,9 +83,14 @@ def stack(items: list[np.ndarray]) -> torch.Tensor:
 
 def epoch_arm(dataset, collate, size: Size):
     """An arm for `alternate`: one timed pass over a persistent-worker loader, a new epoch each."""
-    loader = torch.utils.data.DataLoader(dataset, batch_size=size.batch, shuffle=True,
-                                         num_workers=size.workers, collate_fn=collate,
-                                         persistent_workers=size.workers > 0)
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=size.batch,
+        shuffle=True,
+        num_workers=size.workers,
+        collate_fn=collate,
+        persistent_workers=size.workers > 0,
+    )
     epochs = itertools.count()
 
     def one_epoch() -> None:
@@ -94,9 +103,13 @@ def epoch_arm(dataset, collate, size: Size):
 def training_crops(paths: list[str], size: Size, cache: AudioCache | None) -> TrainCrops:
     """The toolkit's training dataset over `paths` (four classes in turn), with the durations a
     dataset's index holds (read from the headers before training, as for the bare arm)."""
-    return TrainCrops(paths, np.arange(len(paths)) % 4,
-                      CropReader(SAMPLE_RATE, size.clip_seconds, cache=cache), seed=0,
-                      durations=[audio_duration(path) for path in paths])
+    return TrainCrops(
+        paths,
+        np.arange(len(paths)) % 4,
+        CropReader(SAMPLE_RATE, size.clip_seconds, cache=cache),
+        seed=0,
+        durations=[audio_duration(path) for path in paths],
+    )
 
 
 def fill_arm(paths: list[str], size: Size, collator: AudioCollator, folder: Path):
@@ -105,26 +118,33 @@ def fill_arm(paths: list[str], size: Size, collator: AudioCollator, folder: Path
 
     def one_epoch() -> None:
         crops = training_crops(paths, size, AudioCache(folder / str(next(rounds)), SAMPLE_RATE))
-        collections.deque(torch.utils.data.DataLoader(crops, batch_size=size.batch, shuffle=True,
-                                                      num_workers=size.workers,
-                                                      collate_fn=collator), maxlen=0)
+        collections.deque(
+            torch.utils.data.DataLoader(
+                crops, batch_size=size.batch, shuffle=True, num_workers=size.workers, collate_fn=collator
+            ),
+            maxlen=0,
+        )
 
     return once(one_epoch)
 
 
-def measure(fmt: AudioFormat, folder: Path, size: Size, collator: AudioCollator,
-            audio_cache: bool | None = None) -> list[Result]:
+def measure(
+    fmt: AudioFormat, folder: Path, size: Size, collator: AudioCollator, audio_cache: bool | None = None
+) -> list[Result]:
     """The toolkit's crops vs bare windows, with the cache `audio_cache` gives for `fmt`'s dataset;
     for a cached run, also its first epoch (filling the cache) vs a bare epoch."""
     paths = [str(p) for p in track_files(folder, fmt, size.clips, size.track_seconds)]
-    cache = training_cache(audio_cache, TRAIN_SECONDS[fmt], folder / "cache", SAMPLE_RATE,
-                           DataConfig().audio_cache_max_gib)
+    cache = training_cache(
+        audio_cache, TRAIN_SECONDS[fmt], folder / "cache", SAMPLE_RATE, DataConfig().audio_cache_max_gib
+    )
     crops = training_crops(paths, size, cache)
     if cache is not None:  # filled before timing, as after a run's first epoch
         for path in paths:
             cache.load(path)
-    arms = {"toolkit": epoch_arm(crops, collator, size),
-            "bare": epoch_arm(BareWindows(paths, size.clip_seconds), stack, size)}
+    arms = {
+        "toolkit": epoch_arm(crops, collator, size),
+        "bare": epoch_arm(BareWindows(paths, size.clip_seconds), stack, size),
+    }
     if cache is not None:
         arms["filling"] = fill_arm(paths, size, collator, folder / "filling")
     samples = alternate(arms, size.rounds, warmup_rounds=1)
@@ -132,12 +152,30 @@ def measure(fmt: AudioFormat, folder: Path, size: Size, collator: AudioCollator,
     setting = {None: "default", False: "data.audio_cache=false"}[audio_cache]
     path = "cached" if cache is not None else "windowed"
     case = f"{fmt.label} -> {SAMPLE_RATE // 1000} kHz, {size.workers} worker(s), {setting} ({path})"
-    results = [Result("data", case, speed["toolkit"], speed["bare"], "clips/s",
-                      TARGET if audio_cache is None else None, higher_is_better=True,
-                      note=f"toolkit {speed['toolkit'] * size.clip_seconds:,.0f} audio-s/s")]
+    results = [
+        Result(
+            "data",
+            case,
+            speed["toolkit"],
+            speed["bare"],
+            "clips/s",
+            TARGET if audio_cache is None else None,
+            higher_is_better=True,
+            note=f"toolkit {speed['toolkit'] * size.clip_seconds:,.0f} audio-s/s",
+        )
+    ]
     if cache is not None:
-        results.append(Result("data", f"{fmt.label}: first epoch, filling the cache", speed["filling"],
-                              speed["bare"], "clips/s", None, higher_is_better=True))
+        results.append(
+            Result(
+                "data",
+                f"{fmt.label}: first epoch, filling the cache",
+                speed["filling"],
+                speed["bare"],
+                "clips/s",
+                None,
+                higher_is_better=True,
+            )
+        )
     return results
 
 
@@ -147,6 +185,8 @@ def run(quick: bool) -> list[Result]:
     collator = AudioCollator(bundle.feature_extractor, SAMPLE_RATE)
     cases = [(FMA_MP3, None), (MTAT_MP3, None), (GTZAN_WAV, None), (GTZAN_WAV, False)]
     with tempfile.TemporaryDirectory() as tmp:
-        return [result for fmt, setting in cases
-                for result in measure(fmt, Path(tmp) / fmt.suffix / str(fmt.rate) / str(setting),
-                                      size, collator, setting)]
+        return [
+            result
+            for fmt, setting in cases
+            for result in measure(fmt, Path(tmp) / fmt.suffix / str(fmt.rate) / str(setting), size, collator, setting)
+        ]

@@ -27,17 +27,36 @@ from bench.timing import Result, alternate, median, process_context, timed
 
 TRACKS = {False: 106_574, True: 200}  # FMA-large's track count
 ROUNDS = {False: 3, True: 1}
-TOP_GENRES = ["Blues", "Classical", "Country", "Easy Listening", "Electronic", "Experimental", "Folk",
-              "Hip-Hop", "Instrumental", "International", "Jazz", "Old-Time / Historic", "Pop", "Rock",
-              "Soul-RnB", "Spoken"]
+TOP_GENRES = [
+    "Blues",
+    "Classical",
+    "Country",
+    "Easy Listening",
+    "Electronic",
+    "Experimental",
+    "Folk",
+    "Hip-Hop",
+    "Instrumental",
+    "International",
+    "Jazz",
+    "Old-Time / Historic",
+    "Pop",
+    "Rock",
+    "Soul-RnB",
+    "Spoken",
+]
 FILLER = {
-    ("artist", "bio"): ('<p>A "collective" from the coast, writing, recording\nand touring since '
-                        "2004." + " Their records mix field recordings, tape loops and drums." * 5
-                        + "</p>\n"),
+    ("artist", "bio"): (
+        '<p>A "collective" from the coast, writing, recording\nand touring since '
+        "2004." + " Their records mix field recordings, tape loops and drums." * 5 + "</p>\n"
+    ),
     ("album", "information"): "<p>Recorded live to two-track, mixed at home, mastered in a day.</p>",
-    ("album", "date_created"): "2008-11-26 01:44:45", ("track", "date_created"): "2008-11-26 01:48:12",
-    ("album", "tags"): "['field recording', 'tape']", ("track", "tags"): "['ambient', 'loops']",
-    ("artist", "website"): "http://example.org/band", ("track", "license"): "Attribution-NonCommercial",
+    ("album", "date_created"): "2008-11-26 01:44:45",
+    ("track", "date_created"): "2008-11-26 01:48:12",
+    ("album", "tags"): "['field recording', 'tape']",
+    ("track", "tags"): "['ambient', 'loops']",
+    ("artist", "website"): "http://example.org/band",
+    ("track", "license"): "Attribution-NonCommercial",
 }
 
 
@@ -64,10 +83,18 @@ def track_rows(ids: np.ndarray, rng: np.random.Generator) -> dict[int, dict]:
     subset[order[:8_000]], subset[order[8_000:25_000]] = "small", "medium"
     split = rng.choice(["training", "validation", "test"], size=len(ids), p=[0.8, 0.1, 0.1])
     genre = rng.integers(0, len(TOP_GENRES), size=len(ids))
-    return {int(track): {**FILLER, ("set", "subset"): subset[i], ("set", "split"): split[i],
-                         ("track", "title"): f"Track {track}", ("track", "genre_top"): TOP_GENRES[g],
-                         ("track", "genres"): f"[{g + 1}]", ("track", "genres_all"): f"[{g + 1}]"}
-            for i, (track, g) in enumerate(zip(ids, genre))}
+    return {
+        int(track): {
+            **FILLER,
+            ("set", "subset"): subset[i],
+            ("set", "split"): split[i],
+            ("track", "title"): f"Track {track}",
+            ("track", "genre_top"): TOP_GENRES[g],
+            ("track", "genres"): f"[{g + 1}]",
+            ("track", "genres_all"): f"[{g + 1}]",
+        }
+        for i, (track, g) in enumerate(zip(ids, genre))
+    }
 
 
 def peak_rss() -> int:
@@ -83,13 +110,13 @@ def measure(kind: str, root: str) -> tuple[float, int]:
         import pandas as pd
 
         def build():
-            return pd.read_csv(Path(root) / "fma_metadata" / "tracks.csv", header=[0, 1], index_col=0,
-                               low_memory=False)
+            return pd.read_csv(Path(root) / "fma_metadata" / "tracks.csv", header=[0, 1], index_col=0, low_memory=False)
     else:
         from finetune.data import fma
 
         def build():
             return fma.build(root, subset="large")
+
     before = peak_rss()  # after the imports
     _, elapsed = timed(build)
     return elapsed, peak_rss() - before
@@ -114,8 +141,9 @@ def run(quick: bool) -> list[Result]:
         ids = track_ids(count, rng)
         metadata = fixtures()
         metadata.write_tracks(root / "fma_metadata" / "tracks.csv", track_rows(ids, rng))
-        metadata.write_genres(root / "fma_metadata" / "genres.csv",
-                              [(i + 1, 0, title) for i, title in enumerate(TOP_GENRES)])
+        metadata.write_genres(
+            root / "fma_metadata" / "genres.csv", [(i + 1, 0, title) for i, title in enumerate(TOP_GENRES)]
+        )
         template = write_tone(root / "template.mp3", 30.0, FMA_MP3)
         copies(template, (root / "fma_large" / f"{t:06d}"[:3] / f"{t:06d}.mp3" for t in ids))
         megabytes = (root / "fma_metadata" / "tracks.csv").stat().st_size / 2**20
@@ -123,9 +151,17 @@ def run(quick: bool) -> list[Result]:
         runs = alternate({kind: fresh_arm(kind, root, quick) for kind in ("toolkit", "bare")}, ROUNDS[quick])
     elapsed = {kind: median([s for s, _ in measured]) for kind, measured in runs.items()}
     peak = {kind: max(p for _, p in measured) / 2**20 for kind, measured in runs.items()}
-    return [Result("index", f"FMA large, {count:,} tracks, tracks.csv {megabytes:.0f} MiB, "
-                   "header cache warm", elapsed["toolkit"], elapsed["bare"], "s", None,
-                   higher_is_better=False,
-                   note=f"first build (reads every file's header) {first:.1f} s; peak RSS growth: "
-                        f"toolkit {peak['toolkit']:,.0f} MiB (first build {first_peak / 2**20:,.0f}), "
-                        f"bare {peak['bare']:,.0f} MiB")]
+    return [
+        Result(
+            "index",
+            f"FMA large, {count:,} tracks, tracks.csv {megabytes:.0f} MiB, header cache warm",
+            elapsed["toolkit"],
+            elapsed["bare"],
+            "s",
+            None,
+            higher_is_better=False,
+            note=f"first build (reads every file's header) {first:.1f} s; peak RSS growth: "
+            f"toolkit {peak['toolkit']:,.0f} MiB (first build {first_peak / 2**20:,.0f}), "
+            f"bare {peak['bare']:,.0f} MiB",
+        )
+    ]

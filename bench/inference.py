@@ -31,16 +31,17 @@ class Size:
     rounds: int
 
 
-SIZES = {False: Size(file_seconds=600.0, clip_seconds=5.0, rounds=3),
-         True: Size(file_seconds=20.0, clip_seconds=2.0, rounds=1)}
+SIZES = {
+    False: Size(file_seconds=600.0, clip_seconds=5.0, rounds=3),
+    True: Size(file_seconds=20.0, clip_seconds=2.0, rounds=1),
+}
 
 
 def windows_in_memory(path: Path, rate: int, clip_seconds: float) -> torch.Tensor:
     """The windows `predict` reads, decoded beforehand: (W, T)."""
     samples = int(round(clip_seconds * rate))
     starts = window_starts(audio_duration(path), clip_seconds, clip_seconds)
-    return torch.from_numpy(np.stack([fit_length(read_window(path, rate, s, clip_seconds), samples)
-                                      for s in starts]))
+    return torch.from_numpy(np.stack([fit_length(read_window(path, rate, s, clip_seconds), samples) for s in starts]))
 
 
 def run(quick: bool) -> list[Result]:
@@ -56,9 +57,18 @@ def run(quick: bool) -> list[Result]:
             for batch in windows.split(BATCH):
                 predictor.model(input_values=batch)
 
-        samples = alternate({"toolkit": once(lambda: predictor.predict(path)), "bare": once(bare)},
-                            size.rounds, warmup_rounds=1)
+        samples = alternate(
+            {"toolkit": once(lambda: predictor.predict(path)), "bare": once(bare)}, size.rounds, warmup_rounds=1
+        )
     toolkit, bare = (size.file_seconds / median(samples[arm]) for arm in ("toolkit", "bare"))
-    return [Result("inference", f"baseline CNN, {size.file_seconds:g} s {FMA_MP3.label}, "
-                   f"{len(windows)} windows of {size.clip_seconds:g} s", toolkit, bare, "audio-s/s",
-                   TARGET, higher_is_better=True)]
+    return [
+        Result(
+            "inference",
+            f"baseline CNN, {size.file_seconds:g} s {FMA_MP3.label}, {len(windows)} windows of {size.clip_seconds:g} s",
+            toolkit,
+            bare,
+            "audio-s/s",
+            TARGET,
+            higher_is_better=True,
+        )
+    ]

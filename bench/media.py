@@ -33,8 +33,10 @@ def tone(seconds: float, rate: int, channels: int) -> np.ndarray:
     LAME encodes noise 4x slower, and decoding time does not depend on it."""
     t = np.arange(int(round(seconds * rate))) / rate  # (T,)
     tremolo = 0.6 + 0.4 * np.sin(2 * np.pi * 0.5 * t)
-    columns = [tremolo * sum(0.15 * np.sin(2 * np.pi * f * (1 + 0.25 * c) * t) for f in (220, 277, 330))
-               for c in range(channels)]
+    columns = [
+        tremolo * sum(0.15 * np.sin(2 * np.pi * f * (1 + 0.25 * c) * t) for f in (220, 277, 330))
+        for c in range(channels)
+    ]
     return np.stack(columns, axis=1).astype(np.float32)
 
 
@@ -63,10 +65,13 @@ def track_files(folder: Path, fmt: AudioFormat, count: int, seconds: float) -> l
     return copies(template, (folder / f"track{i:05d}.{fmt.suffix}" for i in range(count)))
 
 
-def labelled_splits(root: Path, splits: Mapping[str, Sequence[Path]],
-                    label_names: Sequence[str]) -> DatasetDict:
+def labelled_splits(root: Path, splits: Mapping[str, Sequence[Path]], label_names: Sequence[str]) -> DatasetDict:
     """A DatasetDict like the dataset loaders build; track i of a split gets label i mod C."""
-    clips = {name: [Clip(rel, rel, i % len(label_names))  # the relative path doubles as the id
-                    for i, rel in enumerate(p.relative_to(root).as_posix() for p in paths)]
-             for name, paths in splits.items()}
+    clips = {
+        name: [
+            Clip(rel, rel, i % len(label_names))  # the relative path doubles as the id
+            for i, rel in enumerate(p.relative_to(root).as_posix() for p in paths)
+        ]
+        for name, paths in splits.items()
+    }
     return assemble("bench", str(root), clips, label_names, multi_label=False, allow_missing=False)

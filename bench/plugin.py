@@ -40,8 +40,10 @@ class BenchEncoder(nn.Module):
         super().__init__()
         self.num_layers = layers + 1
         self.frames = nn.Conv1d(1, width, kernel_size=WINDOW, stride=HOP)
-        self.layers = nn.ModuleList(nn.TransformerEncoderLayer(width, nhead=4, dim_feedforward=4 * width,
-                                                               batch_first=True) for _ in range(layers))
+        self.layers = nn.ModuleList(
+            nn.TransformerEncoderLayer(width, nhead=4, dim_feedforward=4 * width, batch_first=True)
+            for _ in range(layers)
+        )
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         states = [self.frames(audio.unsqueeze(1)).transpose(1, 2)]  # (B, T', width)
@@ -90,22 +92,43 @@ def embedding_arms(model, batches: list[torch.Tensor]) -> dict:
 def run(quick: bool) -> list[Result]:
     size: Size = SIZES[quick]
     spec = "bench.plugin:tiny_encoder" if quick else "bench.plugin:encoder"
-    recipe, bundle = bundle_for({"model": {"name": "encoder"}, "backbone": {"encoder": spec, "mode": "full"},
-                                 **sections(size)})
+    recipe, bundle = bundle_for(
+        {"model": {"name": "encoder"}, "backbone": {"encoder": spec, "mode": "full"}, **sections(size)}
+    )
     model = bundle.model
     bare = BareClassifier(model.encoder, model.classifier)
     items = crops(size.batch * (size.warmup + size.steps), int(round(size.clip_seconds * SAMPLE_RATE)))
     collator = AudioCollator(bundle.feature_extractor, bundle.sample_rate)
-    case = f"{spec.split(':')[1]} ({model.config.num_hidden_layers + 1} layers), batch {size.batch} x " \
-           f"{size.clip_seconds:g} s, fp32"
+    case = (
+        f"{spec.split(':')[1]} ({model.config.num_hidden_layers + 1} layers), batch {size.batch} x "
+        f"{size.clip_seconds:g} s, fp32"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        arms = {"toolkit": trainer_arm(recipe, model, items, collator, size, folder / "toolkit"),
-                "bare": bare_arm(recipe, bare, items, collator, size, folder / "bare")}
+        arms = {
+            "toolkit": trainer_arm(recipe, model, items, collator, size, folder / "toolkit"),
+            "bare": bare_arm(recipe, bare, items, collator, size, folder / "bare"),
+        }
         step = alternate(arms, size.rounds)
-    batches = [collator(items[i:i + size.batch])["input_values"] for i in range(0, len(items), size.batch)]
+    batches = [collator(items[i : i + size.batch])["input_values"] for i in range(0, len(items), size.batch)]
     passes = alternate(embedding_arms(model.eval(), batches), size.rounds, warmup_rounds=1)
-    return [Result("plugin", f"training step, {case}", median(step["toolkit"]), median(step["bare"]), "s/step",
-                   STEP_TARGET, higher_is_better=False),
-            Result("plugin", f"frozen embedding pass, {case}", median(passes["toolkit"]), median(passes["bare"]),
-                   "s/batch", PASS_TARGET, higher_is_better=False)]
+    return [
+        Result(
+            "plugin",
+            f"training step, {case}",
+            median(step["toolkit"]),
+            median(step["bare"]),
+            "s/step",
+            STEP_TARGET,
+            higher_is_better=False,
+        ),
+        Result(
+            "plugin",
+            f"frozen embedding pass, {case}",
+            median(passes["toolkit"]),
+            median(passes["bare"]),
+            "s/batch",
+            PASS_TARGET,
+            higher_is_better=False,
+        ),
+    ]

@@ -34,9 +34,16 @@ class Size:
     max_iter: int  # L-BFGS iterations per penalty, at most
 
 
-SIZES = {False: Size(BASE_SPEECH, "HuBERT-base size (MERT-v1-95M architecture), random weights",
-                     train_tracks=4, track_seconds=20.0, max_iter=500),
-         True: Size(TINY_SPEECH_12, "tiny 12-layer HuBERT", train_tracks=2, track_seconds=4.0, max_iter=5)}
+SIZES = {
+    False: Size(
+        BASE_SPEECH,
+        "HuBERT-base size (MERT-v1-95M architecture), random weights",
+        train_tracks=4,
+        track_seconds=20.0,
+        max_iter=500,
+    ),
+    True: Size(TINY_SPEECH_12, "tiny 12-layer HuBERT", train_tracks=2, track_seconds=4.0, max_iter=5),
+}
 CLIP_SECONDS = 5.0
 
 
@@ -44,13 +51,19 @@ def run(quick: bool) -> list[Result]:
     size = SIZES[quick]
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        files = {"train": track_files(root / "train", GTZAN_WAV, size.train_tracks, size.track_seconds),
-                 "validation": track_files(root / "validation", GTZAN_WAV, 2, CLIP_SECONDS),
-                 "test": track_files(root / "test", GTZAN_WAV, 1, CLIP_SECONDS)}
+        files = {
+            "train": track_files(root / "train", GTZAN_WAV, size.train_tracks, size.track_seconds),
+            "validation": track_files(root / "validation", GTZAN_WAV, 2, CLIP_SECONDS),
+            "test": track_files(root / "test", GTZAN_WAV, 1, CLIP_SECONDS),
+        }
         dataset = labelled_splits(root, files, LABELS)
         recipe, bundle = speech_backbone(
-            root / "backbone", size.model, "probe", data={"clip_seconds": CLIP_SECONDS},
-            probe={"layers": "all", "max_iter": size.max_iter})
+            root / "backbone",
+            size.model,
+            "probe",
+            data={"clip_seconds": CLIP_SECONDS},
+            probe={"layers": "all", "max_iter": size.max_iter},
+        )
         model = bundle.model.eval()
         embedder, task = embedder_for("hubert", model), task_settings(recipe, dataset["train"])
         cache = root / "embeddings"
@@ -65,11 +78,28 @@ def run(quick: bool) -> list[Result]:
         def sweep() -> None:
             data = {name: embedded(name) for name in ("train", "validation")}
             for layer in layers:
-                fit_head(head_modules(model), embedder, data["train"].layer(layer), data["train"],
-                         data["validation"].layer(layer), data["validation"], task, recipe.probe.weight_decays,
-                         recipe.probe.max_iter)
+                fit_head(
+                    head_modules(model),
+                    embedder,
+                    data["train"].layer(layer),
+                    data["train"],
+                    data["validation"].layer(layer),
+                    data["validation"],
+                    task,
+                    recipe.probe.weight_decays,
+                    recipe.probe.max_iter,
+                )
 
         sweep_seconds = seconds(sweep)
-    return [Result("probe", f"{len(layers)}-layer sweep x {len(recipe.probe.weight_decays)} penalties vs one frozen epoch, "
-                   f"{size.model_name}, {len(train.track_index)} train windows of {CLIP_SECONDS:g} s",
-                   sweep_seconds, epoch, "s", TARGET, higher_is_better=False)]
+    return [
+        Result(
+            "probe",
+            f"{len(layers)}-layer sweep x {len(recipe.probe.weight_decays)} penalties vs one frozen epoch, "
+            f"{size.model_name}, {len(train.track_index)} train windows of {CLIP_SECONDS:g} s",
+            sweep_seconds,
+            epoch,
+            "s",
+            TARGET,
+            higher_is_better=False,
+        )
+    ]

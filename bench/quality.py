@@ -63,13 +63,21 @@ PROBE_SECONDS = 60.0  # target: the 4-fold probe, embeddings included
 DATA = [f"data.root={GTZAN}", "data.split_scheme=random"]  # every clip present; the folds pool the splits
 STRATIFIED = "label-stratified"
 ARTIST_AWARE = "artist-aware"
-FOLD_KINDS = {ARTIST_AWARE: ["data.group_by=artist", "data.unsplittable=leave_out"],  # first: a cold cache
-              STRATIFIED: ["data.group_by=none"]}
+FOLD_KINDS = {
+    ARTIST_AWARE: ["data.group_by=artist", "data.unsplittable=leave_out"],  # first: a cold cache
+    STRATIFIED: ["data.group_by=none"],
+}
 SCRATCH_STEPS = 60  # (d): its budget, steps a fold
 FRONT_END_STEPS = 120  # (e): every front end's budget, steps a fold
 # --quick: 2 steps of two 1 s crops; one 1 s window a clip scored
-QUICK = ["train.max_steps=2", "train.batch_size=2", "data.clip_seconds=1", "data.num_workers=0", "eval.durations=null",
-         "eval.max_seconds=1"]
+QUICK = [
+    "train.max_steps=2",
+    "train.batch_size=2",
+    "data.clip_seconds=1",
+    "data.num_workers=0",
+    "eval.durations=null",
+    "eval.max_seconds=1",
+]
 PROBE = "(b) probe of Won et al.'s MTAT MusiCNN"
 SCRATCH = "(d) simple_cnn from scratch (cnn_gtzan)"
 
@@ -83,8 +91,10 @@ def mfcc_features(path: str) -> np.ndarray:
 
 def fold_datasets(kind: str, folds: int) -> list:
     """The `folds` cross-validation splits of the clips under a fold kind, as any recipe sees them."""
-    return [recipe_dataset(recipes.load("cnn_gtzan", [*DATA, *FOLD_KINDS[kind], f"data.folds={folds}",
-                                                      f"data.fold={i}"])) for i in range(folds)]
+    return [
+        recipe_dataset(recipes.load("cnn_gtzan", [*DATA, *FOLD_KINDS[kind], f"data.folds={folds}", f"data.fold={i}"]))
+        for i in range(folds)
+    ]
 
 
 def reference_accuracies(folds: list) -> dict[str, list[float]]:
@@ -142,8 +152,9 @@ def on_tracks(tracks: TrackPredictions, ids: list[str]) -> TrackPredictions:
     """`tracks` restricted to `ids`, in their order (paired_test refuses two different sets of tracks)."""
     row = {track: i for i, track in enumerate(tracks.ids)}
     order = np.array([row[track] for track in ids])  # (len(ids),)
-    return TrackPredictions(list(ids), [tracks.paths[i] for i in order], tracks.probs[order], tracks.labels[order],
-                            tracks.label_names)
+    return TrackPredictions(
+        list(ids), [tracks.paths[i] for i in order], tracks.probs[order], tracks.labels[order], tracks.label_names
+    )
 
 
 def right(tracks: TrackPredictions, ids: set[str]) -> int:
@@ -156,18 +167,26 @@ def kind_comparison(runs: dict[str, tuple[dict, Path, float]], leaks: dict[str, 
     """One arm's two fold kinds (`both_kinds`) on the tracks both test: per kind its fold and pooled
     scores, its score there with its interval, its leaks and seconds; the paired difference
     label-stratified - artist-aware there."""
-    tracks = {kind: TrackPredictions.load(folder / "predictions" / "test-seed0.npz")
-              for kind, (_, folder, _) in runs.items()}
+    tracks = {
+        kind: TrackPredictions.load(folder / "predictions" / "test-seed0.npz") for kind, (_, folder, _) in runs.items()
+    }
     tested = set(tracks[ARTIST_AWARE].ids)
     common = [track for track in tracks[STRATIFIED].ids if track in tested]
     paired = {kind: on_tracks(found, common) for kind, found in tracks.items()}
-    kinds = {kind: {"folds": fold_accuracies(summary), "pooled": summary["pooled"][0],
-                    "on_common": headline_interval(paired[kind]), "leak": pooled_leakage(summary["runs"]),
-                    "artist_leak": len(leaks[kind]), "artist_leak_on_common": len(leaks[kind] & set(common)),
-                    "leaky_right": right(tracks[kind], leaks[kind]),
-                    "others_right": right(tracks[kind], set(tracks[kind].ids) - leaks[kind]),
-                    "seconds": seconds}
-             for kind, (summary, _, seconds) in runs.items()}
+    kinds = {
+        kind: {
+            "folds": fold_accuracies(summary),
+            "pooled": summary["pooled"][0],
+            "on_common": headline_interval(paired[kind]),
+            "leak": pooled_leakage(summary["runs"]),
+            "artist_leak": len(leaks[kind]),
+            "artist_leak_on_common": len(leaks[kind] & set(common)),
+            "leaky_right": right(tracks[kind], leaks[kind]),
+            "others_right": right(tracks[kind], set(tracks[kind].ids) - leaks[kind]),
+            "seconds": seconds,
+        }
+        for kind, (summary, _, seconds) in runs.items()
+    }
     return {"tracks": len(common), "kinds": kinds, "paired": paired_test(paired[STRATIFIED], paired[ARTIST_AWARE])}
 
 
@@ -181,34 +200,49 @@ def kind_lines(name: str, comparison: dict) -> list[str]:
             f"pooled {pooled['value']:.3f} [{pooled['interval'][0]:.3f}, {pooled['interval'][1]:.3f}] on "
             f"{pooled['tracks']} tracks, {score:.3f} [{interval[0]:.3f}, {interval[1]:.3f}] on the {count} both "
             f"test, {figure(found['seconds'])} s; leak: summary.json says "
-            f"\"{leakage_text(found['leak']) or 'none recorded'}\"; by GTZAN's artist index {found['artist_leak']} "
+            f'"{leakage_text(found["leak"]) or "none recorded"}"; by GTZAN\'s artist index {found["artist_leak"]} '
             f"of {pooled['tracks']} test tracks share an artist with training ({found['artist_leak_on_common']} "
             f"of the {count}), {found['leaky_right']} of them right, {found['others_right']} of the other "
-            f"{pooled['tracks'] - found['artist_leak']}")
+            f"{pooled['tracks'] - found['artist_leak']}"
+        )
     paired = comparison["paired"]
-    lines.append(f"  {STRATIFIED} - {ARTIST_AWARE} on the {paired['tracks']} tracks both test: "
-                 f"{paired['difference']:+.3f} [{paired['interval'][0]:+.3f}, {paired['interval'][1]:+.3f}], "
-                 f"bootstrap p {paired['bootstrap_p']:.2g}, McNemar p {paired['mcnemar_p']:.2g} "
-                 f"({paired['b']} right only on {STRATIFIED} folds, {paired['c']} only on {ARTIST_AWARE})")
+    lines.append(
+        f"  {STRATIFIED} - {ARTIST_AWARE} on the {paired['tracks']} tracks both test: "
+        f"{paired['difference']:+.3f} [{paired['interval'][0]:+.3f}, {paired['interval'][1]:+.3f}], "
+        f"bootstrap p {paired['bootstrap_p']:.2g}, McNemar p {paired['mcnemar_p']:.2g} "
+        f"({paired['b']} right only on {STRATIFIED} folds, {paired['c']} only on {ARTIST_AWARE})"
+    )
     return lines
 
 
 def kind_result(name: str, comparison: dict) -> Result:
     """(information) An arm's accuracy on the tracks both kinds test, label-stratified against artist-aware."""
     score = {kind: found["on_common"][0] for kind, found in comparison["kinds"].items()}
-    return Result("quality", f"{name[:3]} {STRATIFIED} vs {ARTIST_AWARE} folds, accuracy on the "
-                  f"{comparison['tracks']} tracks both test", score[STRATIFIED], score[ARTIST_AWARE], "acc",
-                  None, higher_is_better=True)
+    return Result(
+        "quality",
+        f"{name[:3]} {STRATIFIED} vs {ARTIST_AWARE} folds, accuracy on the {comparison['tracks']} tracks both test",
+        score[STRATIFIED],
+        score[ARTIST_AWARE],
+        "acc",
+        None,
+        higher_is_better=True,
+    )
 
 
 def compare_kinds(out: Path, quick: bool) -> dict[str, dict]:
     """(b) and (d) on both fold kinds: {arm: its `kind_comparison`}."""
-    arms = {PROBE: ("musicnn_pretrained_gtzan", [f"backbone.path={MUSICNN}", "backbone.mode=probe",
-                                                 *(QUICK if quick else [])]),
-            SCRATCH: ("cnn_gtzan", QUICK if quick else [f"train.max_steps={SCRATCH_STEPS}"])}
+    arms = {
+        PROBE: (
+            "musicnn_pretrained_gtzan",
+            [f"backbone.path={MUSICNN}", "backbone.mode=probe", *(QUICK if quick else [])],
+        ),
+        SCRATCH: ("cnn_gtzan", QUICK if quick else [f"train.max_steps={SCRATCH_STEPS}"]),
+    }
     leaks = {kind: artist_leak(fold_datasets(kind, FOLDS[quick])) for kind in FOLD_KINDS}
-    return {name: kind_comparison(both_kinds(recipe, overrides, FOLDS[quick], out / name[1]), leaks)
-            for name, (recipe, overrides) in arms.items()}
+    return {
+        name: kind_comparison(both_kinds(recipe, overrides, FOLDS[quick], out / name[1]), leaks)
+        for name, (recipe, overrides) in arms.items()
+    }
 
 
 def frontend_comparison(out: Path, quick: bool) -> tuple[dict, float]:
@@ -224,26 +258,44 @@ def frontend_comparison(out: Path, quick: bool) -> tuple[dict, float]:
 def frontend_lines(summary: dict, seconds: float) -> list[str]:
     """One line per front end: per-fold accuracies, pooled accuracy with its interval, the paired
     test against the first (log-mel)."""
-    lines = [f"(e) cnn_gtzan per front end (paired against "
-             f"{summary['values'][0]['value']} on the pooled test tracks), {figure(seconds)} s in all:"]
+    lines = [
+        f"(e) cnn_gtzan per front end (paired against "
+        f"{summary['values'][0]['value']} on the pooled test tracks), {figure(seconds)} s in all:"
+    ]
     for value in summary["values"]:
         folds = ", ".join(f"{run['score']:.2f}" for run in value["runs"])
         pooled = value["pooled"]
         paired = value["paired_against_first"]
-        versus = "" if paired is None else (
-            f"; vs first {paired[0]['difference']:+.3f} [{paired[0]['interval'][0]:+.3f}, "
-            f"{paired[0]['interval'][1]:+.3f}], McNemar p {paired[0]['mcnemar_p']:.2g}")
-        lines.append(f"  {value['value']}: {spread([run['score'] for run in value['runs']])} ({folds}), pooled "
-                     f"{pooled['value']:.3f} [{pooled['interval'][0]:.3f}, {pooled['interval'][1]:.3f}]{versus}")
+        versus = (
+            ""
+            if paired is None
+            else (
+                f"; vs first {paired[0]['difference']:+.3f} [{paired[0]['interval'][0]:+.3f}, "
+                f"{paired[0]['interval'][1]:+.3f}], McNemar p {paired[0]['mcnemar_p']:.2g}"
+            )
+        )
+        lines.append(
+            f"  {value['value']}: {spread([run['score'] for run in value['runs']])} ({folds}), pooled "
+            f"{pooled['value']:.3f} [{pooled['interval'][0]:.3f}, {pooled['interval'][1]:.3f}]{versus}"
+        )
     return lines
 
 
 def frontend_results(summary: dict) -> list[Result]:
     """(e) as information: each front end's pooled test accuracy against the first's."""
     first = summary["values"][0]
-    return [Result("quality", f"(e) {value['value']} vs {first['value']} front end, pooled test accuracy",
-                   value["pooled"]["value"], first["pooled"]["value"], "acc", None, higher_is_better=True)
-            for value in summary["values"][1:]]
+    return [
+        Result(
+            "quality",
+            f"(e) {value['value']} vs {first['value']} front end, pooled test accuracy",
+            value["pooled"]["value"],
+            first["pooled"]["value"],
+            "acc",
+            None,
+            higher_is_better=True,
+        )
+        for value in summary["values"][1:]
+    ]
 
 
 def spread(values: list[float]) -> str:
@@ -259,8 +311,10 @@ def absent() -> bool:
 
 
 def print_kinds(comparisons: dict[str, dict], folds: int) -> None:
-    print(f"[quality] {folds}-fold CV on the real GTZAN clips of {GTZAN}, {' and '.join(FOLD_KINDS)} folds: "
-          "mean ± std (ddof=1) test accuracy over folds, pooled test accuracy [95% interval]:")
+    print(
+        f"[quality] {folds}-fold CV on the real GTZAN clips of {GTZAN}, {' and '.join(FOLD_KINDS)} folds: "
+        "mean ± std (ddof=1) test accuracy over folds, pooled test accuracy [95% interval]:"
+    )
     for name, comparison in comparisons.items():
         for line in kind_lines(name, comparison):
             print(f"[quality] {line}")
@@ -285,8 +339,7 @@ def run(quick: bool) -> list[Result]:
         out = Path(tmp)
         comparisons = compare_kinds(out, quick)
         reference, reference_seconds = timed(lambda: reference_accuracies(fold_datasets(ARTIST_AWARE, folds)))
-        finetune, finetune_seconds = timed(lambda: toolkit_cv("musicnn_pretrained_gtzan", pretrained, folds,
-                                                              out / "c"))
+        finetune, finetune_seconds = timed(lambda: toolkit_cv("musicnn_pretrained_gtzan", pretrained, folds, out / "c"))
         frontends, frontend_seconds = frontend_comparison(out / "frontends", quick)
     print_kinds(comparisons, folds)
     aware = {name: comparison["kinds"][ARTIST_AWARE] for name, comparison in comparisons.items()}
@@ -297,23 +350,55 @@ def run(quick: bool) -> list[Result]:
         "(c) fine-tune of it (musicnn_pretrained_gtzan as packaged)": (fold_accuracies(finetune), finetune_seconds),
         SCRATCH: (aware[SCRATCH]["folds"], aware[SCRATCH]["seconds"]),
     }
-    print(f"[quality] {folds}-fold CV, {ARTIST_AWARE} folds: mean ± std (ddof=1) test accuracy over folds, "
-          "wall time of all folds:")
+    print(
+        f"[quality] {folds}-fold CV, {ARTIST_AWARE} folds: mean ± std (ddof=1) test accuracy over folds, "
+        "wall time of all folds:"
+    )
     for name, (accuracies, seconds) in arms.items():
-        print(f"[quality]   {name}: {spread(accuracies)} ({', '.join(f'{a:.2f}' for a in accuracies)}), "
-              f"{figure(seconds)} s")
+        print(
+            f"[quality]   {name}: {spread(accuracies)} ({', '.join(f'{a:.2f}' for a in accuracies)}), "
+            f"{figure(seconds)} s"
+        )
     for line in frontend_lines(frontends, frontend_seconds):
         print(f"[quality] {line}")
     mean = {name[:3].strip(): float(np.mean(acc)) for name, (acc, _) in arms.items()}
     return [
-        Result("quality", "(b) probe vs (a) MFCC reference, mean test accuracy", mean["(b)"], mean["(a)"],
-               "acc", 1.0, higher_is_better=True),
-        Result("quality", "(c) fine-tune vs (b) probe, mean test accuracy", mean["(c)"], mean["(b)"],
-               "acc", 1.0, higher_is_better=True),
-        Result("quality", "(d) scratch CNN vs (a) MFCC reference, mean test accuracy", mean["(d)"], mean["(a)"],
-               "acc", None, higher_is_better=True),
-        Result("quality", f"(b) probe wall time, {folds} folds, cold cache, vs {PROBE_SECONDS:g} s",
-               aware[PROBE]["seconds"], PROBE_SECONDS, "s", 1.0, higher_is_better=False),
+        Result(
+            "quality",
+            "(b) probe vs (a) MFCC reference, mean test accuracy",
+            mean["(b)"],
+            mean["(a)"],
+            "acc",
+            1.0,
+            higher_is_better=True,
+        ),
+        Result(
+            "quality",
+            "(c) fine-tune vs (b) probe, mean test accuracy",
+            mean["(c)"],
+            mean["(b)"],
+            "acc",
+            1.0,
+            higher_is_better=True,
+        ),
+        Result(
+            "quality",
+            "(d) scratch CNN vs (a) MFCC reference, mean test accuracy",
+            mean["(d)"],
+            mean["(a)"],
+            "acc",
+            None,
+            higher_is_better=True,
+        ),
+        Result(
+            "quality",
+            f"(b) probe wall time, {folds} folds, cold cache, vs {PROBE_SECONDS:g} s",
+            aware[PROBE]["seconds"],
+            PROBE_SECONDS,
+            "s",
+            1.0,
+            higher_is_better=False,
+        ),
         *[kind_result(name, comparison) for name, comparison in comparisons.items()],
         *frontend_results(frontends),
     ]

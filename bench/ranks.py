@@ -30,8 +30,14 @@ def one_pass(rank: int, world: int, paths: list[str], clip_seconds: float, barri
     """In one process: stream this rank's shards of the split and time one pass of crops."""
     torch.set_num_threads(1)
     rows = [{"id": str(i), "audio": path, "label": i % len(LABELS), "duration": None} for i, path in enumerate(paths)]
-    crops = StreamCrops(iterable_split(rows, split_features(LABELS, False)), len(LABELS), False,
-                        CropReader(SAMPLE_RATE, clip_seconds), rank=rank, world_size=world)
+    crops = StreamCrops(
+        iterable_split(rows, split_features(LABELS, False)),
+        len(LABELS),
+        False,
+        CropReader(SAMPLE_RATE, clip_seconds),
+        rank=rank,
+        world_size=world,
+    )
     stream = crops.rank_stream()
     barrier.wait()
     start = time.perf_counter()
@@ -43,8 +49,10 @@ def aggregate_rate(world: int, paths: list[str], clip_seconds: float, quick: boo
     """Crops per second of `world` processes together, each streaming its own shards."""
     context = process_context(quick)
     barrier, seconds = context.Barrier(world), context.Manager().dict()
-    processes = [context.Process(target=one_pass, args=(rank, world, paths, clip_seconds, barrier, seconds))
-                 for rank in range(world)]
+    processes = [
+        context.Process(target=one_pass, args=(rank, world, paths, clip_seconds, barrier, seconds))
+        for rank in range(world)
+    ]
     for process in processes:
         process.start()
     for process in processes:
@@ -63,6 +71,15 @@ def run(quick: bool) -> list[Result]:
         for _ in range(rounds):  # alternating, so the machine's noise falls on both
             for world in rates:
                 rates[world].append(aggregate_rate(world, paths, clip_seconds, quick))
-    return [Result("ranks", f"2 processes streaming their own shards vs 1 streaming all, {FMA_MP3.label}, "
-                   f"{clip_seconds:g} s crops at {SAMPLE_RATE} Hz", median(rates[2]), median(rates[1]),
-                   "crops/s", TARGET, higher_is_better=True)]
+    return [
+        Result(
+            "ranks",
+            f"2 processes streaming their own shards vs 1 streaming all, {FMA_MP3.label}, "
+            f"{clip_seconds:g} s crops at {SAMPLE_RATE} Hz",
+            median(rates[2]),
+            median(rates[1]),
+            "crops/s",
+            TARGET,
+            higher_is_better=True,
+        )
+    ]

@@ -29,19 +29,26 @@ from bench.timing import table
 
 def listing() -> str:
     """The benchmarks, one unbroken line, and those a run of all leaves out (parts of others)."""
-    parts = [f"{name} (a part of {benchmark.tag})" for name, benchmark in BENCHMARKS.items()
-             if name not in all_names()]
+    parts = [f"{name} (a part of {benchmark.tag})" for name, benchmark in BENCHMARKS.items() if name not in all_names()]
     return f"benchmarks: {', '.join(BENCHMARKS)}\nnone named: all but {', '.join(parts)}"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0],
-                                     epilog=listing(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__.splitlines()[0],
+        epilog=listing(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("names", nargs="*", metavar="name", help="benchmarks to run (listed below)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test), not figures")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads (default 1: on a shared machine, 2 threads stall at "
-                             "OpenMP barriers whenever another process takes a core)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (default 1: on a shared machine, 2 threads stall at "
+        "OpenMP barriers whenever another process takes a core)",
+    )
     args = parser.parse_args(argv)
     unknown = [name for name in args.names if name not in BENCHMARKS]
     if unknown:

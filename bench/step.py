@@ -39,8 +39,10 @@ class Size:
     rounds: int
 
 
-SIZES = {False: Size(batch=8, clip_seconds=5.0, warmup=2, steps=10, rounds=3),
-         True: Size(batch=2, clip_seconds=1.0, warmup=1, steps=2, rounds=1)}
+SIZES = {
+    False: Size(batch=8, clip_seconds=5.0, warmup=2, steps=10, rounds=3),
+    True: Size(batch=2, clip_seconds=1.0, warmup=1, steps=2, rounds=1),
+}
 
 
 class StepClock(TrainerCallback):
@@ -56,14 +58,22 @@ class StepClock(TrainerCallback):
 def crops(count: int, samples: int) -> list[dict]:
     """What TrainCrops yields, from memory: waveform (T,), label, track index."""
     rng = np.random.default_rng(0)
-    return [{"input_values": rng.standard_normal(samples).astype(np.float32),
-             "labels": np.int64(i % len(LABELS)), "track_index": i} for i in range(count)]
+    return [
+        {
+            "input_values": rng.standard_normal(samples).astype(np.float32),
+            "labels": np.int64(i % len(LABELS)),
+            "track_index": i,
+        }
+        for i in range(count)
+    ]
 
 
 def sections(size: Size) -> dict:
     """Recipe sections shared by every case: one epoch (warm-up and timed steps), no workers."""
-    return {"data": {"clip_seconds": size.clip_seconds, "num_workers": 0},
-            "train": {"batch_size": size.batch, "max_steps": size.warmup + size.steps}}
+    return {
+        "data": {"clip_seconds": size.clip_seconds, "num_workers": 0},
+        "train": {"batch_size": size.batch, "max_steps": size.warmup + size.steps},
+    }
 
 
 def trainer_arm(recipe, model, items, collator, size: Size, folder: Path):
@@ -74,20 +84,25 @@ def trainer_arm(recipe, model, items, collator, size: Size, folder: Path):
         clock = StepClock()
         args = training_arguments(recipe, folder / f"round{next(rounds)}", multi_label=False)
         trainer = FinetuneTrainer(
-            model=copy.deepcopy(model), args=args, train_dataset=items,
-            eval_dataset=items[:size.batch], data_collator=collator,
+            model=copy.deepcopy(model),
+            args=args,
+            train_dataset=items,
+            eval_dataset=items[: size.batch],
+            data_collator=collator,
             compute_metrics=metrics_function(LABELS, False, recipe.eval.aggregate),
-            callbacks=[clock], multi_label=False)  # the run's own callbacks act once per epoch
+            callbacks=[clock],
+            multi_label=False,
+        )  # the run's own callbacks act once per epoch
         trainer.remove_callback(ProgressCallback)  # display only: its log lines would bury ours
         trainer.train()
-        return list(np.diff(clock.stamps)[size.warmup - 1:])  # step k-1 end -> step k end
+        return list(np.diff(clock.stamps)[size.warmup - 1 :])  # step k-1 end -> step k end
 
     return train
 
 
 def bare_arm(recipe, model, items, collator, size: Size, folder: Path):
     """An arm for `alternate`: the bare loop on a fresh copy per round; its steady-state step times."""
-    batches = [collator(items[i:i + size.batch]) for i in range(0, len(items), size.batch)]
+    batches = [collator(items[i : i + size.batch]) for i in range(0, len(items), size.batch)]
     args = training_arguments(recipe, folder / "bare", multi_label=False)
     optimizer_class, options = Trainer.get_optimizer_cls_and_kwargs(args)
 
@@ -101,7 +116,7 @@ def bare_arm(recipe, model, items, collator, size: Size, folder: Path):
             optimizer.step()
             optimizer.zero_grad()
 
-        return [seconds(partial(step, batch)) for batch in batches][size.warmup:]
+        return [seconds(partial(step, batch)) for batch in batches][size.warmup :]
 
     return train
 
@@ -109,12 +124,20 @@ def bare_arm(recipe, model, items, collator, size: Size, folder: Path):
 def measure(case: str, recipe, bundle, size: Size, folder: Path) -> Result:
     items = crops(size.batch * (size.warmup + size.steps), int(round(size.clip_seconds * SAMPLE_RATE)))
     collator = AudioCollator(bundle.feature_extractor, bundle.sample_rate)
-    arms = {name: arm(recipe, bundle.model, items, collator, size, folder / name)
-            for name, arm in (("toolkit", trainer_arm), ("bare", bare_arm))}
+    arms = {
+        name: arm(recipe, bundle.model, items, collator, size, folder / name)
+        for name, arm in (("toolkit", trainer_arm), ("bare", bare_arm))
+    }
     samples = alternate(arms, size.rounds)
-    return Result("step", f"{case}, batch {size.batch} x {size.clip_seconds:g} s, fp32",
-                  median(samples["toolkit"]), median(samples["bare"]), "s/step", TARGET,
-                  higher_is_better=False)
+    return Result(
+        "step",
+        f"{case}, batch {size.batch} x {size.clip_seconds:g} s, fp32",
+        median(samples["toolkit"]),
+        median(samples["bare"]),
+        "s/step",
+        TARGET,
+        higher_is_better=False,
+    )
 
 
 def run(quick: bool) -> list[Result]:
@@ -123,5 +146,7 @@ def run(quick: bool) -> list[Result]:
         folder = Path(tmp)
         cnn = baseline_cnn(**sections(size))
         backbone = speech_backbone(folder / "tiny-hubert", TINY_SPEECH, "full", **sections(size))
-        return [measure("baseline CNN (simple_cnn)", *cnn, size, folder / "cnn"),
-                measure("tiny HuBERT backbone, full fine-tune", *backbone, size, folder / "hubert")]
+        return [
+            measure("baseline CNN (simple_cnn)", *cnn, size, folder / "cnn"),
+            measure("tiny HuBERT backbone, full fine-tune", *backbone, size, folder / "hubert"),
+        ]

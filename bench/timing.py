@@ -29,8 +29,7 @@ def once(fn: Callable[[], object]) -> Callable[[], list[float]]:
     return lambda: [seconds(fn)]
 
 
-def alternate(arms: Mapping[str, Callable[[], Sequence[T]]], rounds: int,
-              warmup_rounds: int = 0) -> dict[str, list[T]]:
+def alternate(arms: Mapping[str, Callable[[], Sequence[T]]], rounds: int, warmup_rounds: int = 0) -> dict[str, list[T]]:
     """Call every arm once per round, in turn, and pool the measurements each returns, leaving
     out the first `warmup_rounds`. Alternating spreads a shared machine's noise over the arms."""
     samples: dict[str, list[T]] = {name: [] for name in arms}
@@ -88,15 +87,19 @@ class Result:
 
     def line(self) -> str:
         note = f"; {self.note}" if self.note else ""
-        return (f"[{self.bench}] {self.case}: toolkit {figure(self.toolkit)} {self.unit}, bare "
-                f"{figure(self.bare)} {self.unit} -> {self.ratio:.2f}x (target {self.target_text}) "
-                f"{self.verdict}{note}")
+        return (
+            f"[{self.bench}] {self.case}: toolkit {figure(self.toolkit)} {self.unit}, bare "
+            f"{figure(self.bare)} {self.unit} -> {self.ratio:.2f}x (target {self.target_text}) "
+            f"{self.verdict}{note}"
+        )
 
 
 def table(results: Sequence[Result]) -> str:
     """The results as a Markdown table (readable in a terminal, pasteable into RESULTS.md)."""
-    rows = ["| benchmark | case | toolkit | bare | unit | ratio | target | |",
-            "|---|---|---|---|---|---|---|---|"]
-    rows += [f"| {r.bench} | {r.case} | {figure(r.toolkit)} | {figure(r.bare)} | {r.unit} | "
-             f"{r.ratio:.2f}x | {r.target_text} | {r.verdict} |" for r in results]
+    rows = ["| benchmark | case | toolkit | bare | unit | ratio | target | |", "|---|---|---|---|---|---|---|---|"]
+    rows += [
+        f"| {r.bench} | {r.case} | {figure(r.toolkit)} | {figure(r.bare)} | {r.unit} | "
+        f"{r.ratio:.2f}x | {r.target_text} | {r.verdict} |"
+        for r in results
+    ]
     return "\n".join(rows)

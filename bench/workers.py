@@ -51,8 +51,14 @@ def tones(folder: Path) -> Path:
     in each of TONE_CLASSES class folders."""
     template = write_tone(folder / f"tone.{GTZAN_WAV.suffix}", TONE_SECONDS, GTZAN_WAV)
     root = folder / "tones"
-    copies(template, (root / f"class{c}" / f"tone{i}.{GTZAN_WAV.suffix}"
-                      for c in range(TONE_CLASSES) for i in range(TONES_PER_CLASS)))
+    copies(
+        template,
+        (
+            root / f"class{c}" / f"tone{i}.{GTZAN_WAV.suffix}"
+            for c in range(TONE_CLASSES)
+            for i in range(TONES_PER_CLASS)
+        ),
+    )
     return root
 
 
@@ -66,10 +72,28 @@ def dataset(folder: Path, size: Size) -> tuple[Path, list[str]]:
 def comparison(root: Path, settings: list[str], out: Path, cache: Path, jobs: int, size: Size) -> float:
     """Wall-clock seconds of one `compare --vary` by `jobs` workers, its audio cache in `cache`."""
     folds = ["--folds", str(size.folds)] if size.folds else []
-    argv = [sys.executable, "-m", "finetune", "compare", "--recipe", "demo", "--vary", "train.lr=0.001,0.002",
-            *folds, "--out", str(out), "--jobs", str(jobs), f"data.root={root}", *settings,
-            f"train.max_steps={size.steps}", f"train.batch_size={size.batch}", "data.num_workers=0",
-            "eval.durations=null", "data.audio_cache=true"]
+    argv = [
+        sys.executable,
+        "-m",
+        "finetune",
+        "compare",
+        "--recipe",
+        "demo",
+        "--vary",
+        "train.lr=0.001,0.002",
+        *folds,
+        "--out",
+        str(out),
+        "--jobs",
+        str(jobs),
+        f"data.root={root}",
+        *settings,
+        f"train.max_steps={size.steps}",
+        f"train.batch_size={size.batch}",
+        "data.num_workers=0",
+        "eval.durations=null",
+        "data.audio_cache=true",
+    ]
     environment = {**os.environ, "FINETUNE_CACHE": str(cache)}
     return seconds(lambda: subprocess.run(argv, cwd=PROJECT_ROOT, env=environment, check=True, capture_output=True))
 
@@ -95,9 +119,17 @@ def run(quick: bool) -> list[Result]:
         files, decode = decoding(root, folder / "cache-one")
     per_run_caches = decode * (runs * trained_share - 1)
     shape = f"{size.folds} folds" if size.folds else "the dataset's split"
-    return [Result("workers", f"compare --vary, 2 values x {shape} of the demo ({runs} runs, "
-                   f"{size.steps} steps each), 2 workers vs 1", 60 * runs / two, 60 * runs / one, "runs/min",
-                   TARGET, higher_is_better=True,
-                   note=f"{os.cpu_count()} cores; 1 worker {one:.0f} s, 2 workers {two:.0f} s; shared audio cache: "
-                        f"{files} files decoded once per comparison ({decode:.2f} s of bare decode), a cache per run "
-                        f"would decode {per_run_caches:.2f} s more")]
+    return [
+        Result(
+            "workers",
+            f"compare --vary, 2 values x {shape} of the demo ({runs} runs, {size.steps} steps each), 2 workers vs 1",
+            60 * runs / two,
+            60 * runs / one,
+            "runs/min",
+            TARGET,
+            higher_is_better=True,
+            note=f"{os.cpu_count()} cores; 1 worker {one:.0f} s, 2 workers {two:.0f} s; shared audio cache: "
+            f"{files} files decoded once per comparison ({decode:.2f} s of bare decode), a cache per run "
+            f"would decode {per_run_caches:.2f} s more",
+        )
+    ]

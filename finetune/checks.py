@@ -48,12 +48,16 @@ def check_hub_push(repo_id: str | None) -> None:
     try:
         validate_repo_id(repo_id)
     except HFValidationError as err:
-        raise RecipeError(f"hub.repo_id: {repo_id!r} is not a Hub repository id (user/name or name: letters, "
-                          "digits, '-', '_' and '.', at most 96 characters, no '--' or '..')") from err
+        raise RecipeError(
+            f"hub.repo_id: {repo_id!r} is not a Hub repository id (user/name or name: letters, "
+            "digits, '-', '_' and '.', at most 96 characters, no '--' or '..')"
+        ) from err
     if constants.HF_HUB_OFFLINE:
-        raise RecipeError("hub.push_to_hub=true: the upload cannot happen offline (HF_HUB_OFFLINE=1); unset "
-                          "HF_HUB_OFFLINE, or train with hub.push_to_hub=false and push the run later with "
-                          f"`python -m finetune export RUN --to DIR --push-to-hub {repo_id}`")
+        raise RecipeError(
+            "hub.push_to_hub=true: the upload cannot happen offline (HF_HUB_OFFLINE=1); unset "
+            "HF_HUB_OFFLINE, or train with hub.push_to_hub=false and push the run later with "
+            f"`python -m finetune export RUN --to DIR --push-to-hub {repo_id}`"
+        )
 
 
 def check_metric(recipe: Recipe, multi_label: bool, num_labels: int | None = None) -> None:
@@ -65,8 +69,9 @@ def check_metric(recipe: Recipe, multi_label: bool, num_labels: int | None = Non
     if metric not in valid:
         task = "multi-label tagging" if multi_label else "single-label classification"
         over = "" if num_labels is None else f" over {num_labels} {'tags' if multi_label else 'classes'}"
-        raise RecipeError(f"train.metric: {metric!r} is not a validation metric of {task}{over}; "
-                          f"valid: {listed(valid)}")
+        raise RecipeError(
+            f"train.metric: {metric!r} is not a validation metric of {task}{over}; valid: {listed(valid)}"
+        )
 
 
 def check_plugin_keys(recipe: Recipe) -> None:
@@ -74,15 +79,19 @@ def check_plugin_keys(recipe: Recipe) -> None:
     name = recipe.model.name
     given = [key for key in ("encoder", "encoder_weights") if getattr(recipe.backbone, key) is not None]
     if given and name != ENCODER:
-        raise RecipeError(f"backbone.{given[0]}: only model.name={ENCODER} builds a plug-in encoder; model {name!r} "
-                          f"would ignore it (set model.name={ENCODER}, or backbone.{given[0]}=null)")
+        raise RecipeError(
+            f"backbone.{given[0]}: only model.name={ENCODER} builds a plug-in encoder; model {name!r} "
+            f"would ignore it (set model.name={ENCODER}, or backbone.{given[0]}=null)"
+        )
     if name == ENCODER and recipe.backbone.encoder:
         check_findable(recipe.backbone.encoder)
     if name == ENCODER and recipe.backbone.encoder_weights:
         check_weights_file(recipe.backbone.encoder_weights)
     if name == ENCODER and recipe.train.layer_decay != 1:
-        raise RecipeError("train.layer_decay: a plug-in encoder has no layer list the toolkit knows, so layer-wise "
-                          "decay cannot apply; use train.head_lr, or train.layer_decay=1")
+        raise RecipeError(
+            "train.layer_decay: a plug-in encoder has no layer list the toolkit knows, so layer-wise "
+            "decay cannot apply; use train.head_lr, or train.layer_decay=1"
+        )
 
 
 def check_model_args(recipe: Recipe) -> dict:
@@ -100,8 +109,10 @@ def check_model_args(recipe: Recipe) -> dict:
     elif recipe.train.freeze_batch_norm:
         raise RecipeError(f"train.freeze_batch_norm: model {name!r} has no batch norm (it is for the baselines)")
     elif recipe.backbone.tags is not None:
-        raise RecipeError(f"backbone.tags: model {name!r} does not import Won et al. .pth checkpoints, whose "
-                          "head vocabulary this names; set backbone.tags=null")
+        raise RecipeError(
+            f"backbone.tags: model {name!r} does not import Won et al. .pth checkpoints, whose "
+            "head vocabulary this names; set backbone.tags=null"
+        )
     if options.kind == "auto":
         check_auto_backbone(recipe)
     check_plugin_keys(recipe)
@@ -140,11 +151,15 @@ def frontend_needs(settings: dict, clip_seconds: float) -> dict[str, float]:
     Nyquist frequency; cqt pads with zeros, and its top filter must end below the Nyquist frequency."""
     if settings["frontend"] == "cqt":
         edge = cqt_top_edge(settings["f_min"], settings["cqt_bins"], settings["bins_per_octave"])
-        return {f"cqt_bins = {settings['cqt_bins']} from {settings['f_min'] or C1_HZ:g} Hz at "
-                f"{settings['bins_per_octave']} per octave (the top filter reaches {edge:.0f} Hz)": 2 * edge}
+        return {
+            f"cqt_bins = {settings['cqt_bins']} from {settings['f_min'] or C1_HZ:g} Hz at "
+            f"{settings['bins_per_octave']} per octave (the top filter reaches {edge:.0f} Hz)": 2 * edge
+        }
     n_fft = settings["n_fft"]
-    needs = {f"one STFT frame (more than n_fft // 2 = {n_fft // 2} samples in a {clip_seconds:g} s clip)":
-             (n_fft // 2 + 1) / clip_seconds}
+    needs = {
+        f"one STFT frame (more than n_fft // 2 = {n_fft // 2} samples in a {clip_seconds:g} s clip)": (n_fft // 2 + 1)
+        / clip_seconds
+    }
     if settings["f_max"] is not None:
         bands = "mel bands" if settings["frontend"] != "stft" else "STFT bins"
         needs[f"{bands} up to f_max = {settings['f_max']:g} Hz"] = 2 * settings["f_max"]
@@ -158,8 +173,10 @@ def check_sample_rate(recipe: Recipe, args: dict) -> None:
     name = recipe.model.name
     options = MODEL_OPTIONS[name]
     if recipe.data.sample_rate is not None and "sample_rate" not in options.parameters:
-        raise RecipeError(f"data.sample_rate: model {name!r} has a fixed rate (its feature extractor's); "
-                          "unset it (data.sample_rate=null)")
+        raise RecipeError(
+            f"data.sample_rate: model {name!r} has a fixed rate (its feature extractor's); "
+            "unset it (data.sample_rate=null)"
+        )
     if not options.log_mel:
         return
     settings = {key: args.get(key, options.default(key)) for key in FRONTEND_SETTINGS}
@@ -170,8 +187,10 @@ def check_sample_rate(recipe: Recipe, args: dict) -> None:
     frontend = "log-mel" if settings["frontend"] == "mel" else settings["frontend"]
     for need, lowest in frontend_needs(settings, recipe.data.clip_seconds).items():
         if rate < lowest:
-            raise RecipeError(f"{key}: {rate} Hz is too low for the {frontend} front end of model {name!r}: "
-                              f"it needs at least {math.ceil(lowest)} Hz for {need}")
+            raise RecipeError(
+                f"{key}: {rate} Hz is too low for the {frontend} front end of model {name!r}: "
+                f"it needs at least {math.ceil(lowest)} Hz for {need}"
+            )
 
 
 def check_frontend(recipe: Recipe, args: dict) -> None:
@@ -184,8 +203,10 @@ def check_frontend(recipe: Recipe, args: dict) -> None:
 
     saved = saved_frontend(path)
     if saved is not None and saved != frontend:
-        raise RecipeError(f"model.args.frontend: {frontend} was asked, but backbone.path {path} was trained with "
-                          f"the {saved} front end; its weights fix it (drop model.args.frontend or start from scratch)")
+        raise RecipeError(
+            f"model.args.frontend: {frontend} was asked, but backbone.path {path} was trained with "
+            f"the {saved} front end; its weights fix it (drop model.args.frontend or start from scratch)"
+        )
 
 
 def check_baseline_backbone(recipe: Recipe) -> None:
@@ -193,52 +214,82 @@ def check_baseline_backbone(recipe: Recipe) -> None:
     fitted on their cached embeddings); LoRA and layer-wise decay are for the pretrained backbones."""
     mode, name, path = recipe.backbone.mode, recipe.model.name, recipe.backbone.path
     if path is not None and not Path(path).exists():
-        raise RecipeError(f"backbone.path: {path} does not exist; a baseline starts from a local Won et "
-                          "al. .pth file or an exported model folder (backbone.path=null: from scratch)")
+        raise RecipeError(
+            f"backbone.path: {path} does not exist; a baseline starts from a local Won et "
+            "al. .pth file or an exported model folder (backbone.path=null: from scratch)"
+        )
     if mode == "lora":
-        raise RecipeError(f"backbone.mode: lora applies to the pretrained backbones "
-                          f"({listed(names_of('backbone') + names_of('auto'))}), not to baseline {name!r}; "
-                          "use full or probe")
+        raise RecipeError(
+            f"backbone.mode: lora applies to the pretrained backbones "
+            f"({listed(names_of('backbone') + names_of('auto'))}), not to baseline {name!r}; "
+            "use full or probe"
+        )
     if recipe.backbone.head_init == "probe" and path is None:
-        raise RecipeError(f"backbone.head_init=probe: baseline {name!r} starts from scratch here; it needs "
-                          "pretrained weights (backbone.path=<Won et al. .pth or exported folder>)")
+        raise RecipeError(
+            f"backbone.head_init=probe: baseline {name!r} starts from scratch here; it needs "
+            "pretrained weights (backbone.path=<Won et al. .pth or exported folder>)"
+        )
     if recipe.train.layer_decay != 1:
-        raise RecipeError(f"train.layer_decay: layer-wise decay is for the pretrained transformer backbones "
-                          f"({listed(names_of('backbone'))}), not baseline {name!r}; use train.head_lr")
+        raise RecipeError(
+            f"train.layer_decay: layer-wise decay is for the pretrained transformer backbones "
+            f"({listed(names_of('backbone'))}), not baseline {name!r}; use train.head_lr"
+        )
     if mode == "probe" and recipe.probe.layers != "last":
-        raise RecipeError(f"probe.layers: baseline {name!r} is probed on its embedding only; "
-                          "the layer sweep is for the pretrained backbones (use probe.layers=last)")
+        raise RecipeError(
+            f"probe.layers: baseline {name!r} is probed on its embedding only; "
+            "the layer sweep is for the pretrained backbones (use probe.layers=last)"
+        )
     if recipe.backbone.tags is not None:  # a Won et al. checkpoint's vocabulary: the baselines' (torch) side
         from baselines.loading import is_won_checkpoint, won_vocabulary
 
         if not is_won_checkpoint(path):
-            raise RecipeError(f"backbone.tags: names the head vocabulary of a Won et al. .pth checkpoint; "
-                              f"backbone.path={path} is not one (set backbone.tags=null)")
+            raise RecipeError(
+                f"backbone.tags: names the head vocabulary of a Won et al. .pth checkpoint; "
+                f"backbone.path={path} is not one (set backbone.tags=null)"
+            )
         won_vocabulary(recipe.backbone.tags)  # a vocabulary name or a readable file
 
 
 def check_auto_backbone(recipe: Recipe) -> None:
     """`model.name=auto` reads everything from the checkpoint, so it needs one."""
     if recipe.backbone.path is None:
-        raise RecipeError("backbone.path: model.name=auto builds the checkpoint it names; set a Hub id "
-                          "(e.g. microsoft/wavlm-base-plus) or a local folder")
+        raise RecipeError(
+            "backbone.path: model.name=auto builds the checkpoint it names; set a Hub id "
+            "(e.g. microsoft/wavlm-base-plus) or a local folder"
+        )
 
 
 # TrainingArguments that a recipe key sets: train.trainer_args refuses them, naming the key to use.
 RECIPE_SETS = {
-    "output_dir": "output_dir", "seed": "seed", "num_train_epochs": "train.epochs", "max_steps": "train.max_steps",
-    "per_device_train_batch_size": "train.batch_size", "per_device_eval_batch_size": "train.eval_batch_size",
-    "learning_rate": "train.lr", "weight_decay": "train.weight_decay", "warmup_steps": "train.warmup_ratio",
+    "output_dir": "output_dir",
+    "seed": "seed",
+    "num_train_epochs": "train.epochs",
+    "max_steps": "train.max_steps",
+    "per_device_train_batch_size": "train.batch_size",
+    "per_device_eval_batch_size": "train.eval_batch_size",
+    "learning_rate": "train.lr",
+    "weight_decay": "train.weight_decay",
+    "warmup_steps": "train.warmup_ratio",
     "warmup_ratio": "train.warmup_ratio",  # transformers 4's name
-    "lr_scheduler_type": "train.scheduler", "lr_scheduler_kwargs": "train.plateau_patience and train.plateau_factor",
-    "gradient_accumulation_steps": "train.grad_accum", "max_grad_norm": "train.max_grad_norm",
-    "fp16": "train.precision", "bf16": "train.precision",
-    "eval_strategy": "train.eval_steps", "eval_steps": "train.eval_steps",
-    "save_strategy": "train.save_steps", "save_steps": "train.save_steps", "save_total_limit": "train.save_total_limit",
-    "metric_for_best_model": "train.metric", "greater_is_better": "train.metric",
-    "logging_strategy": "train.logging_steps", "logging_steps": "train.logging_steps",
-    "resume_from_checkpoint": "train.resume", "dataloader_num_workers": "data.num_workers",
-    "dataloader_persistent_workers": "data.persistent_workers", "dataloader_pin_memory": "data.pin_memory",
+    "lr_scheduler_type": "train.scheduler",
+    "lr_scheduler_kwargs": "train.plateau_patience and train.plateau_factor",
+    "gradient_accumulation_steps": "train.grad_accum",
+    "max_grad_norm": "train.max_grad_norm",
+    "fp16": "train.precision",
+    "bf16": "train.precision",
+    "eval_strategy": "train.eval_steps",
+    "eval_steps": "train.eval_steps",
+    "save_strategy": "train.save_steps",
+    "save_steps": "train.save_steps",
+    "save_total_limit": "train.save_total_limit",
+    "metric_for_best_model": "train.metric",
+    "greater_is_better": "train.metric",
+    "logging_strategy": "train.logging_steps",
+    "logging_steps": "train.logging_steps",
+    "resume_from_checkpoint": "train.resume",
+    "dataloader_num_workers": "data.num_workers",
+    "dataloader_persistent_workers": "data.persistent_workers",
+    "dataloader_pin_memory": "data.pin_memory",
 }
 # TrainingArguments the toolkit's own code relies on: refused, with the reason.
 FINETUNE_SETS = {
@@ -246,7 +297,11 @@ FINETUNE_SETS = {
     "remove_unused_columns": "false: the collator reads columns the model does not take",
     "load_best_model_at_end": "true: the run keeps its best checkpoint (train.metric picks it)",
 }
-REPORTER_PACKAGES = {"azure_ml": "azureml-core", "comet_ml": "comet-ml", "flyte": "flytekit"}  # pip name, where it differs
+REPORTER_PACKAGES = {
+    "azure_ml": "azureml-core",
+    "comet_ml": "comet-ml",
+    "flyte": "flytekit",
+}  # pip name, where it differs
 PLAIN_TYPES = (bool, int, float, str, dict, type(None))
 # Fields whose annotation is narrower than what TrainingArguments takes (transformers 5.x annotates
 # fsdp as str | None, yet wants fsdp=True and deprecates the strings).
@@ -305,11 +360,14 @@ def check_report_to(value) -> None:
         if name in ("all", "none"):
             continue
         if name not in INTEGRATION_TO_CALLBACK:
-            raise RecipeError(f"train.trainer_args.report_to: {name!r} is not one of all, none, "
-                              f"{', '.join(INTEGRATION_TO_CALLBACK)}")
+            raise RecipeError(
+                f"train.trainer_args.report_to: {name!r} is not one of all, none, {', '.join(INTEGRATION_TO_CALLBACK)}"
+            )
         if name not in installed:
-            raise RecipeError(f"train.trainer_args.report_to: {name} is not installed; "
-                              f"pip install {REPORTER_PACKAGES.get(name, name)}")
+            raise RecipeError(
+                f"train.trainer_args.report_to: {name} is not installed; "
+                f"pip install {REPORTER_PACKAGES.get(name, name)}"
+            )
 
 
 def check_trainer_args(recipe: Recipe) -> dict:

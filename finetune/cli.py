@@ -55,8 +55,10 @@ def usage(default_line: str) -> str:
 
 def command_list() -> str:
     """The `commands:` section of `--help`: each command's help line, wrapped."""
-    lines = [textwrap.fill(command.help, width=105, initial_indent=f"  {name:<10} ", subsequent_indent=" " * 13)
-             for name, command in COMMANDS.items()]
+    lines = [
+        textwrap.fill(command.help, width=105, initial_indent=f"  {name:<10} ", subsequent_indent=" " * 13)
+        for name, command in COMMANDS.items()
+    ]
     return "commands:\n" + "\n".join(lines)
 
 
@@ -64,16 +66,22 @@ def train_parser() -> argparse.ArgumentParser:
     """`python -m finetune [train] --recipe ...`, the default command: its --help is the toolkit's
     (every command's usage and help line, then every recipe key)."""
     parser = argparse.ArgumentParser(
-        prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="recipe keys (override with key=value; lists as a,b,c; null for none):\n"
-        + recipes.describe_schema(),
+        prog=PROG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="recipe keys (override with key=value; lists as a,b,c; null for none):\n" + recipes.describe_schema(),
     )
-    parser.add_argument("--recipe", required=True, metavar="NAME_OR_YAML",
-                        help="a packaged recipe name (see `recipes`) or a path to a YAML file")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="validate and print the resolved recipe, then exit without running")
-    parser.add_argument("overrides", nargs="*", metavar="key=value",
-                        help="dotted overrides, e.g. train.lr=3e-4 data.root=/data/gtzan")
+    parser.add_argument(
+        "--recipe",
+        required=True,
+        metavar="NAME_OR_YAML",
+        help="a packaged recipe name (see `recipes`) or a path to a YAML file",
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="validate and print the resolved recipe, then exit without running"
+    )
+    parser.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. train.lr=3e-4 data.root=/data/gtzan"
+    )
     parser.usage = usage(synopsis(parser))
     parser.description = f"{INTRO}\n\n{command_list()}\n\n{EXAMPLES}"
     return parser
@@ -170,15 +178,23 @@ def predict_parser() -> argparse.ArgumentParser:
         "tag with no validation positives); a model saved without tuned thresholds prints the top "
         "5. With either threshold, --top-k K then keeps only the best K of the tags that pass "
         "(--threshold 0 --top-k K: plain top K). Labels are sorted by score; a tagging result can "
-        "be empty.")
+        "be empty.",
+    )
     parser.add_argument("--model", required=True, metavar="RUN_OR_MODEL_DIR", help="a run folder or a model folder")
     parser.add_argument("inputs", nargs="+", help="audio files or folders (searched recursively)")
-    parser.add_argument("--top-k", type=positive_int, default=None,
-                        help="genres: labels to print (default 5); tagging: at most this many of "
-                        "the tags at/above their threshold (default: all of them)")
-    parser.add_argument("--threshold", type=float, default=None,
-                        help="tagging: one threshold for every tag, overriding the tuned per-tag "
-                        "thresholds; ignored for genres")
+    parser.add_argument(
+        "--top-k",
+        type=positive_int,
+        default=None,
+        help="genres: labels to print (default 5); tagging: at most this many of "
+        "the tags at/above their threshold (default: all of them)",
+    )
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="tagging: one threshold for every tag, overriding the tuned per-tag thresholds; ignored for genres",
+    )
     parser.add_argument("--per-window", action="store_true", help="add each window's scores")
     parser.add_argument("--batch-size", type=positive_int, default=16, help="windows scored per batch")
     return parser
@@ -190,8 +206,7 @@ def predict(args: argparse.Namespace) -> int:
     files = audio_files(args.inputs)  # before loading the model: inputs without audio are refused at once
     predictor = Predictor.from_pretrained(args.model, batch_size=args.batch_size)
     failed = 0
-    for result in predictor.predict_many(files, top_k=args.top_k, threshold=args.threshold,
-                                         per_window=args.per_window):
+    for result in predictor.predict_many(files, top_k=args.top_k, threshold=args.threshold, per_window=args.per_window):
         failed += "error" in result
         print(json.dumps(result), flush=True)
     return 1 if failed else 0
@@ -202,17 +217,26 @@ def export_parser() -> argparse.ArgumentParser:
         "export",
         "Write a Hub-ready folder from a run: safetensors weights, config.json with "
         "id2label, preprocessor_config.json, recipe.yaml and a model card README.md; "
-        "optionally upload it (token from HF_TOKEN or `hf auth login`).")
+        "optionally upload it (token from HF_TOKEN or `hf auth login`).",
+    )
     parser.add_argument("run", help="a run folder")
-    parser.add_argument("--to", required=True, metavar="DIR",
-                        help="folder to write: new, empty or an earlier export of the same run (replaced whole)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace the --to folder whatever it holds (deleting its content)")
+    parser.add_argument(
+        "--to",
+        required=True,
+        metavar="DIR",
+        help="folder to write: new, empty or an earlier export of the same run (replaced whole)",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace the --to folder whatever it holds (deleting its content)"
+    )
     parser.add_argument("--push-to-hub", metavar="USER/NAME", help="upload the folder to this repo")
     parser.add_argument("--private", action="store_true", help="create the Hub repo as private")
-    parser.add_argument("--adapter-only", action="store_true",
-                        help="LoRA runs: export the adapters and head alone (load with PeftModel, or "
-                        "finetune.backbones.lora.load_adapter for backbone.layer=weighted runs)")
+    parser.add_argument(
+        "--adapter-only",
+        action="store_true",
+        help="LoRA runs: export the adapters and head alone (load with PeftModel, or "
+        "finetune.backbones.lora.load_adapter for backbone.layer=weighted runs)",
+    )
     return parser
 
 
@@ -248,21 +272,41 @@ def evaluate_parser() -> argparse.ArgumentParser:
         "Studies of a trained run, each saved under RUN/studies/ and added to its report: "
         "test predictions (RUN/predictions/test.npz, for bootstrap intervals), rare classes, the most "
         "confidently wrong tracks with saliency maps; --durations adds the input-length study; --on "
-        "scores the run on another dataset through a genre mapping instead (finetune/studies/genre_maps.py).")
+        "scores the run on another dataset through a genre mapping instead (finetune/studies/genre_maps.py).",
+    )
     parser.add_argument("run", help="a run folder")
-    parser.add_argument("overrides", nargs="*", metavar="data.key=value",
-                        help="with --on: the other dataset's settings, e.g. data.root=/data/fma")
-    parser.add_argument("--durations", type=seconds_list, metavar="S,S,...",
-                        help="input lengths in seconds, each scored from the start and from a random offset")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="data.key=value",
+        help="with --on: the other dataset's settings, e.g. data.root=/data/fma",
+    )
+    parser.add_argument(
+        "--durations",
+        type=seconds_list,
+        metavar="S,S,...",
+        help="input lengths in seconds, each scored from the start and from a random offset",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the random offsets (default 0)")
     parser.add_argument("--on", metavar="DATASET", help="score on another dataset: gtzan, fma or mtat")
-    parser.add_argument("--mapping", metavar="FILE.yaml",
-                        help="with --on: a YAML genre mapping `model label: dataset label` (null: none) "
-                        "instead of the packaged one")
-    parser.add_argument("--split", default="test", choices=("train", "validation", "test"),
-                        help="with --on: the split to score (default test)")
-    parser.add_argument("--explain", type=int, default=3, metavar="N",
-                        help="saliency maps for the N most confidently wrong tracks (default 3; 0: none)")
+    parser.add_argument(
+        "--mapping",
+        metavar="FILE.yaml",
+        help="with --on: a YAML genre mapping `model label: dataset label` (null: none) instead of the packaged one",
+    )
+    parser.add_argument(
+        "--split",
+        default="test",
+        choices=("train", "validation", "test"),
+        help="with --on: the split to score (default test)",
+    )
+    parser.add_argument(
+        "--explain",
+        type=int,
+        default=3,
+        metavar="N",
+        help="saliency maps for the N most confidently wrong tracks (default 3; 0: none)",
+    )
     parser.add_argument("--batch-size", type=positive_int, help="windows scored per batch (default: the recipe's)")
     return parser
 
@@ -271,9 +315,17 @@ def evaluate(args: argparse.Namespace) -> int:
     from finetune.report import console_text
     from finetune.studies import evaluate as run_studies
 
-    sections = run_studies(args.run, durations=args.durations, on=args.on, overrides=args.overrides,
-                           mapping_file=args.mapping, split=args.split, explain=args.explain, seed=args.seed,
-                           batch_size=args.batch_size)
+    sections = run_studies(
+        args.run,
+        durations=args.durations,
+        on=args.on,
+        overrides=args.overrides,
+        mapping_file=args.mapping,
+        split=args.split,
+        explain=args.explain,
+        seed=args.seed,
+        batch_size=args.batch_size,
+    )
     print(console_text(sections))
     print(f"report: {args.run}/report.html")
     return 0
@@ -284,7 +336,8 @@ def explain_parser() -> argparse.ArgumentParser:
         "explain",
         "Occlusion saliency of an audio file for the predicted (or given) label: bands of "
         "the log-mel plane times short segments are removed in the STFT, the audio is re-synthesised "
-        "and re-scored; the drop in probability is drawn under the log-mel spectrogram (PNG).")
+        "and re-scored; the drop in probability is drawn under the log-mel spectrogram (PNG).",
+    )
     parser.add_argument("run", help="a run folder")
     parser.add_argument("file", help="an audio file")
     parser.add_argument("--out", help="PNG to write (default RUN/explanations/<file stem>.png)")
@@ -299,10 +352,12 @@ def explain_parser() -> argparse.ArgumentParser:
 def explain(args: argparse.Namespace) -> int:
     from finetune.explain import explain_file
 
-    out, saliency = explain_file(args.run, args.file, args.out, args.start, args.duration, args.label,
-                                 args.bands, args.segment_seconds)
-    print(json.dumps({"file": args.file, "label": saliency.label, "score": round(saliency.score, 5),
-                      "image": str(out)}))
+    out, saliency = explain_file(
+        args.run, args.file, args.out, args.start, args.duration, args.label, args.bands, args.segment_seconds
+    )
+    print(
+        json.dumps({"file": args.file, "label": saliency.label, "score": round(saliency.score, 5), "image": str(out)})
+    )
     return 0
 
 
@@ -316,28 +371,52 @@ def compare_parser() -> argparse.ArgumentParser:
         "per value, every recipe checked first); OUT/vary.md, vary.json and vary.png: per value the "
         "mean ± std over the runs, the pooled score with its bootstrap interval, a paired test against "
         "the first value, parameters, training seconds and scoring speed. The same command again "
-        "continues: finished runs are kept, stopped ones resumed.")
-    parser.add_argument("runs", nargs="*", metavar="RUN | key=value",
-                        help="run folders to compare; with --recipe: dotted overrides for every run")
+        "continues: finished runs are kept, stopped ones resumed.",
+    )
+    parser.add_argument(
+        "runs",
+        nargs="*",
+        metavar="RUN | key=value",
+        help="run folders to compare; with --recipe: dotted overrides for every run",
+    )
     parser.add_argument("--recipe", metavar="NAME_OR_YAML", help="a recipe to run for every --vary value")
-    parser.add_argument("--vary", metavar="KEY=V1,V2,...",
-                        help="the setting to vary and its values (at least 2), e.g. train.lr=1e-4,3e-4,1e-3 "
-                        "or model.args.frontend=mel,stft,cqt")
-    parser.add_argument("--folds", type=fold_count, metavar="K",
-                        help="with --vary: number of folds, at least 3 (default: the dataset's own split)")
-    parser.add_argument("--seeds", type=seed_list, metavar="S,S,...",
-                        help="with --vary: comma-separated seeds, each run on every fold (default 0)")
-    parser.add_argument("--out", help="folder to write (default <first run's parent>/compare-<timestamp>; "
-                        "with --vary runs/<recipe>-vary-<KEY>, so the same command resumes)")
+    parser.add_argument(
+        "--vary",
+        metavar="KEY=V1,V2,...",
+        help="the setting to vary and its values (at least 2), e.g. train.lr=1e-4,3e-4,1e-3 "
+        "or model.args.frontend=mel,stft,cqt",
+    )
+    parser.add_argument(
+        "--folds",
+        type=fold_count,
+        metavar="K",
+        help="with --vary: number of folds, at least 3 (default: the dataset's own split)",
+    )
+    parser.add_argument(
+        "--seeds",
+        type=seed_list,
+        metavar="S,S,...",
+        help="with --vary: comma-separated seeds, each run on every fold (default 0)",
+    )
+    parser.add_argument(
+        "--out",
+        help="folder to write (default <first run's parent>/compare-<timestamp>; "
+        "with --vary runs/<recipe>-vary-<KEY>, so the same command resumes)",
+    )
     add_jobs(parser, "with --vary: ")
     return parser
 
 
 def add_jobs(parser: argparse.ArgumentParser, when: str = "") -> None:
-    parser.add_argument("--jobs", type=positive_int, default=1, metavar="N",
-                        help=f"{when}worker processes sharing the runs (default 1), each with its share of the CPU "
-                        "threads and, on a GPU machine, one GPU; the same command on other machines with the same "
-                        "--out (a shared disk with working flock) joins in through the run folders' locks")
+    parser.add_argument(
+        "--jobs",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help=f"{when}worker processes sharing the runs (default 1), each with its share of the CPU "
+        "threads and, on a GPU machine, one GPU; the same command on other machines with the same "
+        "--out (a shared disk with working flock) joins in through the run folders' locks",
+    )
 
 
 def recipe_options(args: argparse.Namespace) -> list[str]:
@@ -373,17 +452,24 @@ def compare(args: argparse.Namespace) -> int:
         return 0
     folders = [item for item in args.runs if "=" not in item]
     if folders:
-        raise ValueError("compare takes run folders, or --recipe with --vary KEY=V1,V2,... (and key=value "
-                         f"overrides), not both: {' '.join(folders)}")
+        raise ValueError(
+            "compare takes run folders, or --recipe with --vary KEY=V1,V2,... (and key=value "
+            f"overrides), not both: {' '.join(folders)}"
+        )
     missing = [option for option, value in (("--recipe", args.recipe), ("--vary", args.vary)) if not value]
     if missing:
-        raise ValueError(f"compare: {' and '.join(missing)} needed too: to run a recipe for each value of one "
-                         "setting, give --recipe with --vary KEY=V1,V2,... (--folds and --seeds optional)")
+        raise ValueError(
+            f"compare: {' and '.join(missing)} needed too: to run a recipe for each value of one "
+            "setting, give --recipe with --vary KEY=V1,V2,... (--folds and --seeds optional)"
+        )
     from finetune.vary import vary
 
     command = ["compare", *recipe_options(args), "--vary", args.vary, *args.runs]
-    return run_workers(lambda: vary(args.recipe, args.runs, args.vary, args.folds, args.seeds or [0], args.out,
-                                    args.jobs, command), "written", "vary.md")
+    return run_workers(
+        lambda: vary(args.recipe, args.runs, args.vary, args.folds, args.seeds or [0], args.out, args.jobs, command),
+        "written",
+        "vary.md",
+    )
 
 
 def fold_count(text: str) -> int:
@@ -401,8 +487,9 @@ def seed_list(text: str) -> list[int]:
 def recipe_command_parser(name: str, description: str, overrides_help: str) -> argparse.ArgumentParser:
     """A command's parser that takes --recipe and dotted overrides."""
     parser = command_parser(name, description)
-    parser.add_argument("--recipe", required=True, metavar="NAME_OR_YAML",
-                        help="a packaged recipe name or a path to a YAML file")
+    parser.add_argument(
+        "--recipe", required=True, metavar="NAME_OR_YAML", help="a packaged recipe name or a path to a YAML file"
+    )
     parser.add_argument("overrides", nargs="*", metavar="key=value", help=overrides_help)
     return parser
 
@@ -413,11 +500,21 @@ def cv_parser() -> argparse.ArgumentParser:
         "Run a recipe on every fold (the splits pooled into K label-stratified folds) and seed, "
         "one run folder each (OUT/fold{i}-seed{s}); OUT/summary.md and summary.json: per-run test scores, mean "
         "± sample std (ddof=1), each seed's test predictions pooled over the folds with a bootstrap interval.",
-        "dotted overrides for every run, e.g. train.max_steps=200")
-    parser.add_argument("--folds", type=fold_count, metavar="K",
-                        help="number of folds, at least 3 (default: no folds, the dataset's own split)")
-    parser.add_argument("--seeds", type=seed_list, default="0", metavar="S,S,...",
-                        help="comma-separated seeds, each run on every fold (default 0)")
+        "dotted overrides for every run, e.g. train.max_steps=200",
+    )
+    parser.add_argument(
+        "--folds",
+        type=fold_count,
+        metavar="K",
+        help="number of folds, at least 3 (default: no folds, the dataset's own split)",
+    )
+    parser.add_argument(
+        "--seeds",
+        type=seed_list,
+        default="0",
+        metavar="S,S,...",
+        help="comma-separated seeds, each run on every fold (default 0)",
+    )
     parser.add_argument("--out", help="folder to write (default runs/<recipe>-cv-<timestamp>)")
     add_jobs(parser)
     return parser
@@ -427,8 +524,13 @@ def cv(args: argparse.Namespace) -> int:
     from finetune.cv import cross_validate
 
     command = ["cv", *recipe_options(args), *args.overrides]
-    return run_workers(lambda: cross_validate(args.recipe, args.overrides, args.folds, args.seeds, args.out,
-                                              jobs=args.jobs, command=command), "summary", "summary.md")
+    return run_workers(
+        lambda: cross_validate(
+            args.recipe, args.overrides, args.folds, args.seeds, args.out, jobs=args.jobs, command=command
+        ),
+        "summary",
+        "summary.md",
+    )
 
 
 def non_negative_int(text: str) -> int:
@@ -465,42 +567,84 @@ def search_parser() -> argparse.ArgumentParser:
         "over --folds. Each trial is a run folder OUT/trial-NNNN. OUT/trials.csv, trials.md, best.yaml (the "
         "best trial's recipe), history.png, importance.png, search.md, report.html. The same command again "
         "continues the study; processes given one --storage and --out share it.",
-        "dotted overrides for every trial, e.g. data.root=/data/gtzan")
-    parser.add_argument("--space", required=True, metavar="SPACE.yaml",
-                        help="dotted recipe keys to distributions: train.lr: {low: 1.0e-5, high: 1.0e-2, log: true}, "
-                        "train.max_steps: {low: 50, high: 300, step: 50} (ints), model.name: {choices: [a, b]}")
-    parser.add_argument("--trials", type=positive_int, default=20, metavar="N",
-                        help="trials in all, those already in the study included: complete, pruned or failed "
-                        "with an error (default 20)")
-    parser.add_argument("--timeout", type=positive_seconds, metavar="SECONDS",
-                        help="start no trial after this many seconds (the trial running then finishes)")
-    parser.add_argument("--folds", type=fold_count, metavar="K",
-                        help="score each trial by its mean over K folds (a cross-validation each, pruned between folds "
-                        "on the mean so far)")
-    parser.add_argument("--storage", metavar="URL_OR_FILE",
-                        help="the study's storage: an RDB URL (sqlite:///x.db, postgresql://...) or a journal "
-                        "file on shared storage (default OUT/journal.log)")
+        "dotted overrides for every trial, e.g. data.root=/data/gtzan",
+    )
+    parser.add_argument(
+        "--space",
+        required=True,
+        metavar="SPACE.yaml",
+        help="dotted recipe keys to distributions: train.lr: {low: 1.0e-5, high: 1.0e-2, log: true}, "
+        "train.max_steps: {low: 50, high: 300, step: 50} (ints), model.name: {choices: [a, b]}",
+    )
+    parser.add_argument(
+        "--trials",
+        type=positive_int,
+        default=20,
+        metavar="N",
+        help="trials in all, those already in the study included: complete, pruned or failed "
+        "with an error (default 20)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=positive_seconds,
+        metavar="SECONDS",
+        help="start no trial after this many seconds (the trial running then finishes)",
+    )
+    parser.add_argument(
+        "--folds",
+        type=fold_count,
+        metavar="K",
+        help="score each trial by its mean over K folds (a cross-validation each, pruned between folds "
+        "on the mean so far)",
+    )
+    parser.add_argument(
+        "--storage",
+        metavar="URL_OR_FILE",
+        help="the study's storage: an RDB URL (sqlite:///x.db, postgresql://...) or a journal "
+        "file on shared storage (default OUT/journal.log)",
+    )
     parser.add_argument("--out", help="search folder (default runs/<recipe>-search-<timestamp>; give it to resume)")
-    parser.add_argument("--confirm", type=fold_count, metavar="K",
-                        help="then run the best settings and the recipe's own over K folds (OUT/confirm-best, "
-                        "OUT/confirm-packaged) and compare their pooled test predictions by a paired test "
-                        "(OUT/confirm.json; the same command without --confirm keeps it in the report)")
-    parser.add_argument("--prune-startup", type=non_negative_int, metavar="N",
-                        help="trials that complete before any is pruned (default 5)")
-    parser.add_argument("--prune-warmup", type=non_negative_int, metavar="STEPS",
-                        help="optimizer steps before a trial's evaluations are compared (with --folds: folds; "
-                        "default 0)")
-    parser.add_argument("--jobs", type=positive_int, default=1, metavar="N",
-                        help="worker processes sharing the study (default 1), each with its share of the CPU threads "
-                        "and, on a GPU machine, one GPU; together they run --trials trials in all")
+    parser.add_argument(
+        "--confirm",
+        type=fold_count,
+        metavar="K",
+        help="then run the best settings and the recipe's own over K folds (OUT/confirm-best, "
+        "OUT/confirm-packaged) and compare their pooled test predictions by a paired test "
+        "(OUT/confirm.json; the same command without --confirm keeps it in the report)",
+    )
+    parser.add_argument(
+        "--prune-startup",
+        type=non_negative_int,
+        metavar="N",
+        help="trials that complete before any is pruned (default 5)",
+    )
+    parser.add_argument(
+        "--prune-warmup",
+        type=non_negative_int,
+        metavar="STEPS",
+        help="optimizer steps before a trial's evaluations are compared (with --folds: folds; default 0)",
+    )
+    parser.add_argument(
+        "--jobs",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="worker processes sharing the study (default 1), each with its share of the CPU threads "
+        "and, on a GPU machine, one GPU; together they run --trials trials in all",
+    )
     return parser
 
 
 def search_options(args: argparse.Namespace) -> list[str]:
     """The options as given that another worker of this search takes (not --out, --jobs, or --confirm:
     this process confirms once the workers have ended)."""
-    given = (("--timeout", args.timeout), ("--folds", args.folds), ("--storage", args.storage),
-             ("--prune-startup", args.prune_startup), ("--prune-warmup", args.prune_warmup))
+    given = (
+        ("--timeout", args.timeout),
+        ("--folds", args.folds),
+        ("--storage", args.storage),
+        ("--prune-startup", args.prune_startup),
+        ("--prune-warmup", args.prune_warmup),
+    )
     return [text for option, value in given if value is not None for text in (option, str(value))]
 
 
@@ -509,13 +653,37 @@ def search(args: argparse.Namespace) -> int:
     from finetune.search.results import NO_TRIAL_COMPLETED
     from finetune.workers import WorkerFailed
 
-    pruning = {key: value for key, value in (("prune_startup", args.prune_startup),
-                                              ("prune_warmup", args.prune_warmup)) if value is not None}
-    command = ["search", "--recipe", args.recipe, "--space", args.space, "--trials", str(args.trials),
-               *search_options(args), *args.overrides]
+    pruning = {
+        key: value
+        for key, value in (("prune_startup", args.prune_startup), ("prune_warmup", args.prune_warmup))
+        if value is not None
+    }
+    command = [
+        "search",
+        "--recipe",
+        args.recipe,
+        "--space",
+        args.space,
+        "--trials",
+        str(args.trials),
+        *search_options(args),
+        *args.overrides,
+    ]
     try:
-        _, summary = run_search(args.recipe, args.space, args.overrides, args.trials, args.timeout, args.folds,
-                                args.storage, args.out, args.confirm, **pruning, jobs=args.jobs, command=command)
+        _, summary = run_search(
+            args.recipe,
+            args.space,
+            args.overrides,
+            args.trials,
+            args.timeout,
+            args.folds,
+            args.storage,
+            args.out,
+            args.confirm,
+            **pruning,
+            jobs=args.jobs,
+            command=command,
+        )
     except WorkerFailed as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -533,14 +701,24 @@ def pack_parser() -> argparse.ArgumentParser:
         "pack",
         "Write a recipe's dataset as Parquet shards (audio as FLAC at the model's sample rate, labels, ids, "
         "durations) with a dataset card, for training with data.name=hub data.path=DEST (streamed, each "
-        "process reading its own shards).", "dotted recipe overrides, e.g. data.root=/data/gtzan")
-    parser.add_argument("--to", required=True, metavar="DEST",
-                        help="a new folder, an fsspec URL (s3://bucket/x, gs://..., file:///...) or a Hub "
-                        "dataset repo (hf://datasets/user/name)")
-    parser.add_argument("--shard-mb", type=positive_megabytes, default=256.0,
-                        help="audio per Parquet shard, MB (default 256)")
-    parser.add_argument("--sample-rate", type=int,
-                        help="rate to store the audio at (default: the recipe's model's, found by building it)")
+        "process reading its own shards).",
+        "dotted recipe overrides, e.g. data.root=/data/gtzan",
+    )
+    parser.add_argument(
+        "--to",
+        required=True,
+        metavar="DEST",
+        help="a new folder, an fsspec URL (s3://bucket/x, gs://..., file:///...) or a Hub "
+        "dataset repo (hf://datasets/user/name)",
+    )
+    parser.add_argument(
+        "--shard-mb", type=positive_megabytes, default=256.0, help="audio per Parquet shard, MB (default 256)"
+    )
+    parser.add_argument(
+        "--sample-rate",
+        type=int,
+        help="rate to store the audio at (default: the recipe's model's, found by building it)",
+    )
     return parser
 
 
@@ -568,31 +746,50 @@ def no_options(name: str, help: str) -> Callable[[], argparse.ArgumentParser]:
 
 DEFAULT = "train"  # `python -m finetune --recipe X` is `python -m finetune train --recipe X`
 COMMANDS = {
-    "train": Command("train and evaluate a recipe (the default command): python -m finetune --recipe demo",
-                     train_parser, train),
-    "recipes": Command("list the packaged recipes", no_options("recipes", "List the packaged recipes."),
-                       list_recipes),
-    "models": Command("list the model names a recipe can use (model.name=...)",
-                      no_options("models", "List the model names a recipe can use and their model.args."),
-                      list_models),
-    "predict": Command("score audio files of any length with a trained model (JSON line per file)",
-                       predict_parser, predict),
-    "export": Command("write a Hub-ready folder (weights, config, model card) and optionally push it",
-                      export_parser, export),
-    "evaluate": Command("studies of a trained run added to its report: rare classes, most confidently wrong "
-                        "tracks with saliency maps, input duration (--durations), another dataset (--on)",
-                        evaluate_parser, evaluate),
-    "explain": Command("occlusion saliency map of a file over the log-mel plane, saved as PNG",
-                       explain_parser, explain),
-    "compare": Command("one table and plot across runs tested on the same split, paired tests against the first; "
-                       "--recipe R --vary KEY=V1,V2,...: run and compare each value of one setting",
-                       compare_parser, compare),
-    "cv": Command("a recipe on every cross-validation fold and seed: per-run table, mean ± std, pooled scores",
-                  cv_parser, cv),
-    "search": Command("a resumable Optuna search over any recipe keys: trials table, best recipe, plots, report",
-                      search_parser, search),
-    "pack": Command("a recipe's dataset as Parquet shards (folder, s3:// gs:// file:// URL, hf://datasets/...) "
-                    "to train from with data.name=hub data.path=...", pack_parser, pack),
+    "train": Command(
+        "train and evaluate a recipe (the default command): python -m finetune --recipe demo", train_parser, train
+    ),
+    "recipes": Command("list the packaged recipes", no_options("recipes", "List the packaged recipes."), list_recipes),
+    "models": Command(
+        "list the model names a recipe can use (model.name=...)",
+        no_options("models", "List the model names a recipe can use and their model.args."),
+        list_models,
+    ),
+    "predict": Command(
+        "score audio files of any length with a trained model (JSON line per file)", predict_parser, predict
+    ),
+    "export": Command(
+        "write a Hub-ready folder (weights, config, model card) and optionally push it", export_parser, export
+    ),
+    "evaluate": Command(
+        "studies of a trained run added to its report: rare classes, most confidently wrong "
+        "tracks with saliency maps, input duration (--durations), another dataset (--on)",
+        evaluate_parser,
+        evaluate,
+    ),
+    "explain": Command(
+        "occlusion saliency map of a file over the log-mel plane, saved as PNG", explain_parser, explain
+    ),
+    "compare": Command(
+        "one table and plot across runs tested on the same split, paired tests against the first; "
+        "--recipe R --vary KEY=V1,V2,...: run and compare each value of one setting",
+        compare_parser,
+        compare,
+    ),
+    "cv": Command(
+        "a recipe on every cross-validation fold and seed: per-run table, mean ± std, pooled scores", cv_parser, cv
+    ),
+    "search": Command(
+        "a resumable Optuna search over any recipe keys: trials table, best recipe, plots, report",
+        search_parser,
+        search,
+    ),
+    "pack": Command(
+        "a recipe's dataset as Parquet shards (folder, s3:// gs:// file:// URL, hf://datasets/...) "
+        "to train from with data.name=hub data.path=...",
+        pack_parser,
+        pack,
+    ),
 }
 
 

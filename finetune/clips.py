@@ -92,15 +92,20 @@ class Windowing:
 
     @classmethod
     def of_recipe(cls, recipe) -> Windowing:
-        return cls(recipe.data.clip_seconds, recipe.data.eval_hop_seconds, recipe.eval.aggregate,
-                   recipe.eval.max_seconds)
+        return cls(
+            recipe.data.clip_seconds, recipe.data.eval_hop_seconds, recipe.eval.aggregate, recipe.eval.max_seconds
+        )
 
     @classmethod
     def of_config(cls, config, default_clip_seconds: float) -> Windowing:
         """A saved model's windowing (`clip_seconds`, `hop_seconds`, `aggregate`, `max_seconds` in its config)."""
         clip = getattr(config, "clip_seconds", None) or default_clip_seconds
-        return cls(float(clip), getattr(config, "hop_seconds", None), getattr(config, "aggregate", None) or "mean",
-                   getattr(config, "max_seconds", None))
+        return cls(
+            float(clip),
+            getattr(config, "hop_seconds", None),
+            getattr(config, "aggregate", None) or "mean",
+            getattr(config, "max_seconds", None),
+        )
 
     def save_to(self, config) -> None:
         config.clip_seconds, config.hop_seconds, config.aggregate = self.clip_seconds, self.hop, self.aggregate
@@ -122,7 +127,7 @@ class CachedTrack:
         for every crop cost more than the crop: 0.3 ms of the 0.8 ms a 5 s crop took)."""
         count = max(0, min(count, self.length - first))
         if self.samples is not None:
-            return self.samples[first:first + count]
+            return self.samples[first : first + count]
         return np.fromfile(self.file, dtype=np.int16, count=count, offset=self.offset + 2 * first)
 
 
@@ -202,12 +207,16 @@ class AudioCache:
         """Remember (and say, once) why entries cannot be written."""
         if self.unwritable is None:
             self.unwritable = os_cause(err)
-            logger.warning("audio cache %s cannot be written (%s): reading windows from the "
-                           "audio files instead", self.folder, self.unwritable)
+            logger.warning(
+                "audio cache %s cannot be written (%s): reading windows from the audio files instead",
+                self.folder,
+                self.unwritable,
+            )
 
 
-def training_cache(setting: bool | None, seconds: float | None, folder: str | Path, sample_rate: int,
-                   max_gib: float) -> AudioCache | None:
+def training_cache(
+    setting: bool | None, seconds: float | None, folder: str | Path, sample_rate: int, max_gib: float
+) -> AudioCache | None:
     """The training split's `AudioCache`, or None for windowed reads. `setting` true / false forces
     it; None (auto) turns it on when the split's audio at `sample_rate` (`seconds` in all; None
     when unknown, as when streaming) fits in `max_gib` and in half the free disk: GTZAN yes,
@@ -221,9 +230,16 @@ def training_cache(setting: bool | None, seconds: float | None, folder: str | Pa
     existing = next(p for p in (Path(folder), *Path(folder).absolute().parents) if p.exists())
     free = shutil.disk_usage(existing).free
     fits = size <= max_gib * 2**30 and 2 * size <= free
-    logger.info("data.audio_cache: %s (training audio at %d Hz: %.2f GiB; limit "
-                "data.audio_cache_max_gib=%g, %.1f GiB free in %s)", "on" if fits else "off",
-                sample_rate, size / 2**30, max_gib, free / 2**30, existing)
+    logger.info(
+        "data.audio_cache: %s (training audio at %d Hz: %.2f GiB; limit "
+        "data.audio_cache_max_gib=%g, %.1f GiB free in %s)",
+        "on" if fits else "off",
+        sample_rate,
+        size / 2**30,
+        max_gib,
+        free / 2**30,
+        existing,
+    )
     return AudioCache(folder, sample_rate) if fits else None
 
 
@@ -231,8 +247,7 @@ class CropReader:
     """Reads a random `clip_seconds` crop of a file at `sample_rate`, augmented when asked;
     through an `AudioCache` when given one."""
 
-    def __init__(self, sample_rate: int, clip_seconds: float, augment=None,
-                 cache: AudioCache | None = None):
+    def __init__(self, sample_rate: int, clip_seconds: float, augment=None, cache: AudioCache | None = None):
         self.sample_rate, self.clip_seconds = sample_rate, clip_seconds
         self.clip_samples = int(round(clip_seconds * sample_rate))
         self.augment = augment  # callable (y, rng=...) -> y, or None
@@ -242,8 +257,7 @@ class CropReader:
     def know_durations(self, paths, durations) -> None:
         """Durations the dataset's index already read from the headers (`audio_duration`, as the
         reader would): DataLoader workers forked after this never read a header again."""
-        self._durations.update((path, float(seconds)) for path, seconds in zip(paths, durations)
-                               if seconds is not None)
+        self._durations.update((path, float(seconds)) for path, seconds in zip(paths, durations) if seconds is not None)
 
     def _start(self, duration: float, rng: np.random.Generator) -> float:
         slack = max(0.0, duration - self.clip_seconds)
@@ -301,8 +315,9 @@ class TrainCrops(SharedEpoch, torch.utils.data.Dataset):
     skipped (the next track stands in) and reported once.
     """
 
-    def __init__(self, paths, targets, reader: CropReader, seed: int = 0, crops: np.ndarray | None = None,
-                 durations=None):
+    def __init__(
+        self, paths, targets, reader: CropReader, seed: int = 0, crops: np.ndarray | None = None, durations=None
+    ):
         super().__init__()
         self.paths, self.targets, self.reader, self.seed = paths, targets, reader, seed
         if durations is not None:  # the index's (N,) seconds of `paths`
@@ -346,9 +361,18 @@ class StreamCrops(SharedEpoch, torch.utils.data.IterableDataset):
     `finetune.data` logger. A pass in which no file could be read is an error, not an endless loop.
     """
 
-    def __init__(self, stream, num_labels: int, multi_label: bool, reader: CropReader,
-                 seed: int = 0, buffer_size: int = 1000, crops_per_row: int = 1, rank: int = 0,
-                 world_size: int = 1):
+    def __init__(
+        self,
+        stream,
+        num_labels: int,
+        multi_label: bool,
+        reader: CropReader,
+        seed: int = 0,
+        buffer_size: int = 1000,
+        crops_per_row: int = 1,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
         super().__init__()
         self.stream, self.reader, self.seed, self.buffer_size = stream, reader, seed, buffer_size
         self.crops_per_row = crops_per_row
@@ -367,8 +391,14 @@ class StreamCrops(SharedEpoch, torch.utils.data.IterableDataset):
         if skipped:
             shown = "; ".join(f"{path} ({cause})" for path, cause in list(skipped.items())[:3])
             more = f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""
-            logger.warning("streamed training data: skipped %d missing or unreadable file(s) of %d "
-                           "row(s) read in epoch %d: %s%s", len(skipped), rows, epoch, shown, more)
+            logger.warning(
+                "streamed training data: skipped %d missing or unreadable file(s) of %d row(s) read in epoch %d: %s%s",
+                len(skipped),
+                rows,
+                epoch,
+                shown,
+                more,
+            )
 
     def rank_stream(self):
         """The rows this process streams: its shards of the split (all of it in one process)."""
@@ -401,8 +431,10 @@ class StreamCrops(SharedEpoch, torch.utils.data.IterableDataset):
             self._summary(rows, skipped, epoch)
         worker = torch.utils.data.get_worker_info()
         if rows and not yielded and (worker is None or worker.num_workers == 1):
-            raise RuntimeError(f"no training file could be read: all {rows} streamed file(s) were "
-                               f"missing or unreadable, e.g. {next(iter(skipped))}")
+            raise RuntimeError(
+                f"no training file could be read: all {rows} streamed file(s) were "
+                f"missing or unreadable, e.g. {next(iter(skipped))}"
+            )
         return rows
 
     def __iter__(self):
@@ -432,8 +464,7 @@ class EvalWindows(torch.utils.data.Dataset):
     -1 - track: evaluation drops every window of that track (`finetune.evaluation.readable_windows`)
     and `skipped_files` names it."""
 
-    def __init__(self, paths, targets, sample_rate: int, windowing: Windowing,
-                 description: str = "indexing windows"):
+    def __init__(self, paths, targets, sample_rate: int, windowing: Windowing, description: str = "indexing windows"):
         self.paths, self.targets, self.sample_rate = paths, targets, sample_rate
         self.clip_seconds = windowing.clip_seconds
         self.clip_samples = windowing.samples(sample_rate)
@@ -447,8 +478,7 @@ class EvalWindows(torch.utils.data.Dataset):
                 continue
             windows += [(track, start) for start in windowing.starts(duration)]
         if self.skipped:
-            logger.warning("left %d unreadable file(s) out of evaluation, e.g. %s",
-                           len(self.skipped), self.skipped[0])
+            logger.warning("left %d unreadable file(s) out of evaluation, e.g. %s", len(self.skipped), self.skipped[0])
         self.windows = windows
 
     def __len__(self) -> int:
@@ -468,8 +498,10 @@ class EvalWindows(torch.utils.data.Dataset):
     def skipped_files(self, track_index: np.ndarray) -> list[str]:
         """What was left out of an evaluation whose windows came back with `track_index` (W,):
         the unreadable headers, then the tracks with a window marked unreadable."""
-        return self.skipped + [str(AudioReadError(self.paths[t], "a window could not be read, "
-                                                  "see the warnings")) for t in unreadable_tracks(track_index)]
+        return self.skipped + [
+            str(AudioReadError(self.paths[t], "a window could not be read, see the warnings"))
+            for t in unreadable_tracks(track_index)
+        ]
 
 
 class AudioCollator:
@@ -483,10 +515,12 @@ class AudioCollator:
         # The baselines' extractor (their front end is in the model) neither normalises nor masks:
         # equal-length clips come out as they went in, stacked, so they are stacked here directly
         # (the extractor's per-clip conversions cost 3-4 % of a training crop's read).
-        self.passes_clips_through = (type(feature_extractor) is Wav2Vec2FeatureExtractor
-                                     and not feature_extractor.do_normalize
-                                     and not feature_extractor.return_attention_mask
-                                     and feature_extractor.sampling_rate == sample_rate)
+        self.passes_clips_through = (
+            type(feature_extractor) is Wav2Vec2FeatureExtractor
+            and not feature_extractor.do_normalize
+            and not feature_extractor.return_attention_mask
+            and feature_extractor.sampling_rate == sample_rate
+        )
 
     def __call__(self, items: list[dict]) -> dict:
         clips = [item["input_values"] for item in items]

@@ -36,14 +36,23 @@ def load_run(run_dir: Path) -> dict:
     test = json.loads((run_dir / "metrics.json").read_text())["test"]
     id2label = json.loads((run_dir / "model" / "config.json").read_text())["id2label"]
     split = split_key(recipe)
-    signature = {"dataset and split": split, "classes": [id2label[str(i)] for i in range(len(id2label))],
-                 "test tracks": test["num_tracks"]}
+    signature = {
+        "dataset and split": split,
+        "classes": [id2label[str(i)] for i in range(len(id2label))],
+        "test tracks": test["num_tracks"],
+    }
     if split.split("/")[1] == "random":
         signature["split seed"] = recipe.seed
     predictions_file = run_dir / "predictions" / "test.npz"
     predictions = TrackPredictions.load(predictions_file) if predictions_file.is_file() else None
-    return {"name": f"{run_dir.parent.name}/{run_dir.name}", "recipe": recipe, "test": test, "signature": signature,
-            "intervals": split_intervals(test, predictions), "predictions": predictions}
+    return {
+        "name": f"{run_dir.parent.name}/{run_dir.name}",
+        "recipe": recipe,
+        "test": test,
+        "signature": signature,
+        "intervals": split_intervals(test, predictions),
+        "predictions": predictions,
+    }
 
 
 def check_comparable(runs: list[dict]) -> None:
@@ -82,22 +91,33 @@ def paired_section(runs: list[dict]) -> tuple[Section, list[dict | None]]:
     title = f"Paired tests against {first['name']}"
     missing = [r["name"] for r in runs if r["predictions"] is None]
     if missing:
-        note = (f"the paired test needs every run's predictions/test.npz (`python -m finetune evaluate RUN` "
-                f"writes it); missing in: {', '.join(missing)}")
+        note = (
+            f"the paired test needs every run's predictions/test.npz (`python -m finetune evaluate RUN` "
+            f"writes it); missing in: {', '.join(missing)}"
+        )
         return Section(title, text=[note]), [None] * len(runs)
     results = [None] + [paired_test(r["predictions"], first["predictions"]) for r in runs[1:]]
     genres = not first["predictions"].multi_label
     header = ["run", "metric", "difference", "95% interval", "bootstrap p"]
     table = [header + (["McNemar p", "b / c"] if genres else [])]
     for run, result in zip(runs[1:], results[1:]):
-        row = [run["name"], result["metric"], f"{result['difference']:+.4f}", fmt_interval(result["interval"]),
-               f"{result['bootstrap_p']:.3g}"]
+        row = [
+            run["name"],
+            result["metric"],
+            f"{result['difference']:+.4f}",
+            fmt_interval(result["interval"]),
+            f"{result['bootstrap_p']:.3g}",
+        ]
         table.append(row + ([f"{result['mcnemar_p']:.3g}", f"{result['b']} / {result['c']}"] if genres else []))
-    text = [f"difference = run - {first['name']} on the same {results[1]['tracks']} test tracks; interval and p "
-            f"from {results[1]['resamples']} paired bootstrap resamples of the tracks"]
+    text = [
+        f"difference = run - {first['name']} on the same {results[1]['tracks']} test tracks; interval and p "
+        f"from {results[1]['resamples']} paired bootstrap resamples of the tracks"
+    ]
     if genres:
-        text.append("McNemar: exact two-sided binomial test on b (tracks only the run gets right) and "
-                    "c (tracks only the first run gets right)")
+        text.append(
+            "McNemar: exact two-sided binomial test on b (tracks only the run gets right) and "
+            "c (tracks only the first run gets right)"
+        )
     return Section(title, text=text, tables=[table]), results
 
 
@@ -114,16 +134,28 @@ def compare(run_dirs: list[str | Path], out: str | Path | None = None) -> tuple[
     for run in runs:
         recipe = run["recipe"]
         cells = [f"{fmt(run['test'].get(k))} {fmt_interval(run['intervals'].get(k), 3)}" for k in keys]
-        table.append([run["name"], recipe.model.name, recipe.backbone.path or "from scratch", recipe.backbone.mode]
-                     + cells)
+        table.append(
+            [run["name"], recipe.model.name, recipe.backbone.path or "from scratch", recipe.backbone.mode] + cells
+        )
     save_figure(comparison_figure(runs, keys), out / "compare.png")
-    section = Section(f"Test split: {runs[0]['signature']['dataset and split']}", tables=[table],
-                      images=["compare.png"])
+    section = Section(
+        f"Test split: {runs[0]['signature']['dataset and split']}", tables=[table], images=["compare.png"]
+    )
     paired, paired_results = paired_section(runs)
     markdown = render_markdown("finetune comparison", [section, paired])
     (out / "compare.md").write_text(markdown)
-    (out / "compare.json").write_text(json.dumps(
-        [{"run": str(d), "test": {k: r["test"].get(k) for k in keys}, "intervals": r["intervals"],
-          "paired_test_against_first": result}
-         for d, r, result in zip(run_dirs, runs, paired_results)], indent=2))
+    (out / "compare.json").write_text(
+        json.dumps(
+            [
+                {
+                    "run": str(d),
+                    "test": {k: r["test"].get(k) for k in keys},
+                    "intervals": r["intervals"],
+                    "paired_test_against_first": result,
+                }
+                for d, r, result in zip(run_dirs, runs, paired_results)
+            ],
+            indent=2,
+        )
+    )
     return out, markdown

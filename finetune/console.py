@@ -28,9 +28,13 @@ LOG_EVERY_SECONDS = 15.0  # without a terminal: a line at most this often during
 QUIET_SECONDS = 2.0  # without a terminal: phases shorter than this end silently
 
 # The libraries underneath read these when first imported: no bars or chatter of theirs.
-QUIET_LIBRARIES = {"HF_DATASETS_DISABLE_PROGRESS_BARS": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-                   "DATASETS_VERBOSITY": "error", "TRANSFORMERS_VERBOSITY": "error",
-                   "TOKENIZERS_PARALLELISM": "false"}
+QUIET_LIBRARIES = {
+    "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "DATASETS_VERBOSITY": "error",
+    "TRANSFORMERS_VERBOSITY": "error",
+    "TOKENIZERS_PARALLELISM": "false",
+}
 # Warnings that library code raises on every call and that say nothing a user can act on.
 QUIET_WARNINGS = ("Support for mismatched key_padding_mask and attn_mask",)  # torch, from WavLM's attention
 

@@ -69,15 +69,21 @@ def plan(name_or_path: str, overrides: list[str], folds: int | None, seeds: list
     against the finished run already in its folder, if any)."""
     clash = [o for o in overrides if o.split("=", 1)[0] in SET_BY_CV]
     if clash:
-        raise recipes.RecipeError(f"the cross-validation sets {', '.join(SET_BY_CV)} itself (from --seeds, --out, "
-                                  f"--folds): drop {' '.join(clash)}")
+        raise recipes.RecipeError(
+            f"the cross-validation sets {', '.join(SET_BY_CV)} itself (from --seeds, --out, "
+            f"--folds): drop {' '.join(clash)}"
+        )
     if not seeds or len(set(seeds)) != len(seeds):
         raise recipes.RecipeError(f"--seeds: give distinct seeds, not {seeds}")
     jobs = []
     for seed in seeds:
         for fold in range(folds) if folds else [None]:
-            settings = [f"seed={seed}", f"output_dir={json.dumps(str(out / folder_name(fold, seed)))}",
-                        f"data.folds={folds or 'null'}", f"data.fold={fold or 0}"]
+            settings = [
+                f"seed={seed}",
+                f"output_dir={json.dumps(str(out / folder_name(fold, seed)))}",
+                f"data.folds={folds or 'null'}",
+                f"data.fold={fold or 0}",
+            ]
             recipe = recipes.load(name_or_path, [*overrides, *settings])
             check_recipe(recipe)
             check_existing(recipe)
@@ -85,8 +91,12 @@ def plan(name_or_path: str, overrides: list[str], folds: int | None, seeds: list
     if folds:  # classes no fold can test on unseen artists: refused, or said once, before any run
         flagged = check_folds(jobs[0].recipe)
         if flagged:
-            logger.warning("data.unsplittable=%s: %s cannot be tested on artists training has not seen (every "
-                           "track of each by too few artists)", jobs[0].recipe.data.unsplittable, ", ".join(flagged))
+            logger.warning(
+                "data.unsplittable=%s: %s cannot be tested on artists training has not seen (every "
+                "track of each by too few artists)",
+                jobs[0].recipe.data.unsplittable,
+                ", ".join(flagged),
+            )
     return jobs
 
 
@@ -104,8 +114,10 @@ def check_existing(recipe: recipes.Recipe) -> None:
         raise RunFolderError(f"{folder} holds a finished run without a recorded recipe.yaml; choose another --out")
     changed = changed_settings(recorded, planned)
     if changed:
-        raise RunFolderError(f"{folder} holds a finished run with other settings ({changed}); it is kept: "
-                             "drop these overrides, or choose another --out")
+        raise RunFolderError(
+            f"{folder} holds a finished run with other settings ({changed}); it is kept: "
+            "drop these overrides, or choose another --out"
+        )
 
 
 def run_or_reuse(recipe: recipes.Recipe) -> Path:
@@ -126,8 +138,10 @@ def run_folders(jobs: list[Job]) -> list[Path]:
 
 def planned_runs(jobs: list[Job], prefix: str = "") -> list[tuple[Path, str, Callable[[], Path]]]:
     """Each job as `workers.work_through` takes it: its folder, its progress line (`prefix` first), its start."""
-    return [(folder, f"{prefix}run {number}/{len(jobs)}: {job.label}", functools.partial(run_or_reuse, job.recipe))
-            for number, (job, folder) in enumerate(zip(jobs, run_folders(jobs)), 1)]
+    return [
+        (folder, f"{prefix}run {number}/{len(jobs)}: {job.label}", functools.partial(run_or_reuse, job.recipe))
+        for number, (job, folder) in enumerate(zip(jobs, run_folders(jobs)), 1)
+    ]
 
 
 def run_all(jobs: list[Job], prefix: str = "", after_run: Callable[[Path], None] | None = None) -> list[Path]:
@@ -146,9 +160,13 @@ def pool(predictions: list[TrackPredictions]) -> TrackPredictions:
         raise ValueError(f"pooled test predictions: {len(ids) - len(set(ids))} tracks tested more than once")
     if any(p.label_names != first.label_names for p in predictions):
         raise ValueError("pooled test predictions: the runs have different classes")
-    return TrackPredictions(ids, [path for p in predictions for path in p.paths],
-                            np.concatenate([p.probs for p in predictions]),  # (N, C)
-                            np.concatenate([p.labels for p in predictions]), first.label_names)
+    return TrackPredictions(
+        ids,
+        [path for p in predictions for path in p.paths],
+        np.concatenate([p.probs for p in predictions]),  # (N, C)
+        np.concatenate([p.labels for p in predictions]),
+        first.label_names,
+    )
 
 
 def finite(value: float) -> float | None:
@@ -172,34 +190,60 @@ def pooled_scores(out: Path, jobs: list[Job], run_dirs: list[Path]) -> list[dict
     with the pooled headline metric and its 95 % bootstrap interval."""
     result = []
     for seed in dict.fromkeys(job.seed for job in jobs):
-        tracks = pool([TrackPredictions.load(d / "predictions" / "test.npz")
-                       for job, d in zip(jobs, run_dirs) if job.seed == seed])
+        tracks = pool(
+            [
+                TrackPredictions.load(d / "predictions" / "test.npz")
+                for job, d in zip(jobs, run_dirs)
+                if job.seed == seed
+            ]
+        )
         path = out / "predictions" / f"test-seed{seed}.npz"
         with written_whole(path) as temporary:
             tracks.save(temporary)
         value, interval = headline_interval(tracks, seed=seed)
-        result.append({"seed": seed, "file": path.relative_to(out).as_posix(), "tracks": len(tracks.ids),
-                       "metric": headline(tracks.task).name, "value": value, "interval": interval,
-                       "resamples": RESAMPLES[tracks.task]})
+        result.append(
+            {
+                "seed": seed,
+                "file": path.relative_to(out).as_posix(),
+                "tracks": len(tracks.ids),
+                "metric": headline(tracks.task).name,
+                "value": value,
+                "interval": interval,
+                "resamples": RESAMPLES[tracks.task],
+            }
+        )
     return result
 
 
 def summarise(out: Path, jobs: list[Job], run_dirs: list[Path]) -> dict:
     """summary.json's content: the runs' scalar metrics, their mean and std, the pooled scores."""
     metrics = [json.loads((run_dir / "metrics.json").read_text()) for run_dir in run_dirs]
-    runs = [{"fold": job.fold, "seed": job.seed, "run": os.path.relpath(run_dir, out),
-             **{split: scalar_metrics(m.get(split, {})) for split in ("test", "validation")},
-             LEAKAGE_KEY: m.get("test", {}).get(LEAKAGE_KEY)}
-            for job, run_dir, m in zip(jobs, run_dirs, metrics)]
+    runs = [
+        {
+            "fold": job.fold,
+            "seed": job.seed,
+            "run": os.path.relpath(run_dir, out),
+            **{split: scalar_metrics(m.get(split, {})) for split in ("test", "validation")},
+            LEAKAGE_KEY: m.get("test", {}).get(LEAKAGE_KEY),
+        }
+        for job, run_dir, m in zip(jobs, run_dirs, metrics)
+    ]
     first = jobs[0].recipe
     absent = [m.get("test", {}).get("classes_without_tracks", []) for m in metrics]
-    return {"recipe": first.name, "folds": first.data.folds, "seeds": list(dict.fromkeys(j.seed for j in jobs)),
-            "headline": summary_names(task_of(metrics[0]["test"])), "std": STD_NOTE, "runs": runs,
-            "classes_without_test_tracks": {name: sum(name in a for a in absent)
-                                            for name in dict.fromkeys(n for a in absent for n in a)},
-            "unsplittable": first.data.unsplittable,
-            "mean_std": {split: mean_std(runs, split) for split in ("test", "validation")},
-            "pooled": pooled_scores(out, jobs, run_dirs)}
+    return {
+        "recipe": first.name,
+        "folds": first.data.folds,
+        "seeds": list(dict.fromkeys(j.seed for j in jobs)),
+        "headline": summary_names(task_of(metrics[0]["test"])),
+        "std": STD_NOTE,
+        "runs": runs,
+        "classes_without_test_tracks": {
+            name: sum(name in a for a in absent) for name in dict.fromkeys(n for a in absent for n in a)
+        },
+        "unsplittable": first.data.unsplittable,
+        "mean_std": {split: mean_std(runs, split) for split in ("test", "validation")},
+        "pooled": pooled_scores(out, jobs, run_dirs),
+    }
 
 
 def pooled_leakage(runs: list[dict]) -> dict | None:
@@ -207,9 +251,14 @@ def pooled_leakage(runs: list[dict]) -> dict | None:
     found = [r.get(LEAKAGE_KEY) for r in runs]
     if not found or not all(found):
         return None
-    counts = [key for key in found[0] if key.endswith(("_tracks", "_sharing", "_shared")) and all(key in f for f in found)]
-    return {"group_by": found[0]["group_by"], "groups_known": all(f["groups_known"] for f in found),
-            **{key: sum(f[key] for f in found) for key in counts}}
+    counts = [
+        key for key in found[0] if key.endswith(("_tracks", "_sharing", "_shared")) and all(key in f for f in found)
+    ]
+    return {
+        "group_by": found[0]["group_by"],
+        "groups_known": all(f["groups_known"] for f in found),
+        **{key: sum(f[key] for f in found) for key in counts},
+    }
 
 
 def absent_classes_text(summary: dict) -> str:
@@ -219,35 +268,55 @@ def absent_classes_text(summary: dict) -> str:
     if not absent:
         return ""
     listed = ", ".join(f"{name} ({count} of {len(summary['runs'])} runs)" for name, count in absent.items())
-    return (f"classes without test tracks: {listed}; data.unsplittable={summary.get('unsplittable')}. Those runs' "
-            "macro averages are over the classes they tested, and the pooled scores hold no track of a class no "
-            "run tested.")
+    return (
+        f"classes without test tracks: {listed}; data.unsplittable={summary.get('unsplittable')}. Those runs' "
+        "macro averages are over the classes they tested, and the pooled scores hold no track of a class no "
+        "run tested."
+    )
 
 
 def summary_markdown(summary: dict) -> str:
     """summary.md: the runs, the mean ± std table, the pooled scores."""
     keys = summary["headline"]
     runs = [["fold", "seed", *keys, "test tracks sharing an artist", "run"]]
-    runs += [[fmt(r["fold"]), str(r["seed"]), *(fmt(r["test"].get(k)) for k in keys), leak_cell(r.get(LEAKAGE_KEY)),
-              f"[{r['run']}]({r['run']})"] for r in summary["runs"]]
+    runs += [
+        [
+            fmt(r["fold"]),
+            str(r["seed"]),
+            *(fmt(r["test"].get(k)) for k in keys),
+            leak_cell(r.get(LEAKAGE_KEY)),
+            f"[{r['run']}]({r['run']})",
+        ]
+        for r in summary["runs"]
+    ]
     spread = [["metric", "test", "validation"]]
     aggregate = summary["mean_std"]
     for key in dict.fromkeys([*aggregate["test"], *aggregate["validation"]]):
         cells = [aggregate[split].get(key) for split in ("test", "validation")]
         spread.append([key, *(f"{fmt(c['mean'])} ± {fmt(c['std'])}" if c else "-" for c in cells)])
     pooled = [["seed", "tracks", "metric", "pooled", "95% interval", "predictions"]]
-    pooled += [[str(p["seed"]), str(p["tracks"]), p["metric"], fmt(p["value"]), fmt_interval(p["interval"]), p["file"]]
-               for p in summary["pooled"]]
+    pooled += [
+        [str(p["seed"]), str(p["tracks"]), p["metric"], fmt(p["value"]), fmt_interval(p["interval"]), p["file"]]
+        for p in summary["pooled"]
+    ]
     count = len(summary["runs"])
     folds = f"{summary['folds']} folds" if summary["folds"] else "the dataset's own split"
     leak = leakage_text(pooled_leakage(summary["runs"]))
     sections = [
-        Section(f"Runs: {folds} x seeds {', '.join(map(str, summary['seeds']))}",
-                text=[line for line in (leak, absent_classes_text(summary)) if line], tables=[runs]),
+        Section(
+            f"Runs: {folds} x seeds {', '.join(map(str, summary['seeds']))}",
+            text=[line for line in (leak, absent_classes_text(summary)) if line],
+            tables=[runs],
+        ),
         Section(f"Mean ± std over {count} runs", text=[f"std: {STD_NOTE}"], tables=[spread]),
-        Section("Pooled test predictions", text=[
-            "each seed's test predictions over all its runs, every track once; 95% bootstrap interval over "
-            f"tracks ({summary['pooled'][0]['resamples']} resamples)"], tables=[pooled]),
+        Section(
+            "Pooled test predictions",
+            text=[
+                "each seed's test predictions over all its runs, every track once; 95% bootstrap interval over "
+                f"tracks ({summary['pooled'][0]['resamples']} resamples)"
+            ],
+            tables=[pooled],
+        ),
     ]
     return render_markdown(f"finetune cross-validation: {summary['recipe']}", sections)
 
@@ -261,9 +330,16 @@ def write_summary(out: Path, jobs: list[Job], run_dirs: list[Path]) -> tuple[dic
     return summary, markdown
 
 
-def cross_validate(recipe_name_or_path: str, overrides: list[str], folds: int | None, seeds: list[int],
-                   out: str | Path | None = None, after_run: Callable[[Path], None] | None = None,
-                   jobs: int = 1, command: Sequence[str] = ()) -> tuple[Path, str]:
+def cross_validate(
+    recipe_name_or_path: str,
+    overrides: list[str],
+    folds: int | None,
+    seeds: list[int],
+    out: str | Path | None = None,
+    after_run: Callable[[Path], None] | None = None,
+    jobs: int = 1,
+    command: Sequence[str] = (),
+) -> tuple[Path, str]:
     """Train and evaluate the recipe on every fold (None: the dataset's own split) with every
     seed; write summary.json, summary.md and the pooled test predictions into `out` (default
     runs/<recipe name>-cv-<timestamp>); return (out, summary markdown). Into an existing `out`,

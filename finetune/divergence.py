@@ -35,8 +35,9 @@ def diverged(args, step: int, what: str, optimizer) -> TrainingDiverged:
     tries = ["a lower train.lr", f"a lower train.max_grad_norm (now {args.max_grad_norm:g})"]
     if args.fp16 or args.bf16:
         tries.append("train.precision=fp32")
-    return TrainingDiverged(f"training diverged at step {step}: {what} ({learning_rate_text(optimizer)}); "
-                            f"try {', '.join(tries)}")
+    return TrainingDiverged(
+        f"training diverged at step {step}: {what} ({learning_rate_text(optimizer)}); try {', '.join(tries)}"
+    )
 
 
 class StopOnDivergence(TrainerCallback):
@@ -45,8 +46,12 @@ class StopOnDivergence(TrainerCallback):
 
     def on_optimizer_step(self, args, state, control, model=None, optimizer=None, **kwargs):
         if not weights_finite(model):  # global_step counts the steps before this one
-            raise diverged(args, state.global_step + 1, "the training loss or its gradients were nan/inf and the "
-                           "weights are no longer finite", optimizer)
+            raise diverged(
+                args,
+                state.global_step + 1,
+                "the training loss or its gradients were nan/inf and the weights are no longer finite",
+                optimizer,
+            )
 
     def on_log(self, args, state, control, logs=None, optimizer=None, **kwargs):
         loss = (logs or {}).get("loss")

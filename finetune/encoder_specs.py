@@ -31,8 +31,10 @@ def resolve_spec(spec: str) -> str:
     if spec in registered:
         return registered[spec]
     if not SPEC.fullmatch(spec):
-        raise ValueError(f"backbone.encoder={spec}: not package.module:factory, hear:package.module or a "
-                         f"registered encoder ({listed(sorted(registered))})")
+        raise ValueError(
+            f"backbone.encoder={spec}: not package.module:factory, hear:package.module or a "
+            f"registered encoder ({listed(sorted(registered))})"
+        )
     return spec
 
 
@@ -58,16 +60,22 @@ def check_findable(spec: str) -> None:
     else:
         reason = f"no module named {name!r}"
     if found is None:
-        raise ValueError(f"backbone.encoder={spec}: cannot import {name} ({reason}); install the package "
-                         "that provides it, or put its folder on PYTHONPATH")
+        raise ValueError(
+            f"backbone.encoder={spec}: cannot import {name} ({reason}); install the package "
+            "that provides it, or put its folder on PYTHONPATH"
+        )
 
 
 def check_weights_file(weights: str) -> None:
     """`backbone.encoder_weights` must be an existing .safetensors file (weights are never unpickled)."""
     path = Path(weights).expanduser()
     if not path.exists():
-        raise ValueError(f"backbone.encoder_weights={weights}: no such file; convert the published weights first "
-                         "(a packaged encoder's recipe gives the command, e.g. python -m finetune.encoders.muq convert)")
+        raise ValueError(
+            f"backbone.encoder_weights={weights}: no such file; convert the published weights first "
+            "(a packaged encoder's recipe gives the command, e.g. python -m finetune.encoders.muq convert)"
+        )
     if path.suffix != ".safetensors" or not path.is_file():
-        raise ValueError(f"backbone.encoder_weights={weights}: not a .safetensors file (only safetensors weights "
-                         "are read: no pickles)")
+        raise ValueError(
+            f"backbone.encoder_weights={weights}: not a .safetensors file (only safetensors weights "
+            "are read: no pickles)"
+        )

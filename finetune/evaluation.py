@@ -61,9 +61,11 @@ def classification_metrics(probs: np.ndarray, labels: np.ndarray, label_names: l
         **scores(SINGLE_LABEL, probs, labels),
         "num_tracks": int(len(labels)),
         "classes_without_tracks": [name for name, count in zip(label_names, support) if not count],
-        "per_class": {name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(n)}
-                      for name, p, r, f, n in zip(label_names, precision, recall, f1, support)},
-        "confusion_matrix": confusion(probs, labels)[:len(label_names)].tolist(),  # rows: label_names
+        "per_class": {
+            name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(n)}
+            for name, p, r, f, n in zip(label_names, precision, recall, f1, support)
+        },
+        "confusion_matrix": confusion(probs, labels)[: len(label_names)].tolist(),  # rows: label_names
     }
 
 
@@ -82,16 +84,18 @@ def tagging_metrics(probs: np.ndarray, targets: np.ndarray, label_names: list[st
         **scores(MULTI_LABEL, probs, targets),
         "num_tracks": int(len(targets)),
         "tags_without_positives": [n for n, ok in zip(label_names, scorable) if not ok],
-        "per_tag": {name: {"roc_auc": float(roc[i]), "ap": float(ap[i]), "positives": int(positives[i])}
-                    for i, name in enumerate(label_names) if scorable[i]},
+        "per_tag": {
+            name: {"roc_auc": float(roc[i]), "ap": float(ap[i]), "positives": int(positives[i])}
+            for i, name in enumerate(label_names)
+            if scorable[i]
+        },
     }
 
 
 DEFAULT_TAG_THRESHOLD = 0.5  # a tag with no positive validation track keeps this threshold
 
 
-def tune_thresholds(probs: np.ndarray, targets: np.ndarray,
-                    fallback: float = DEFAULT_TAG_THRESHOLD) -> np.ndarray:
+def tune_thresholds(probs: np.ndarray, targets: np.ndarray, fallback: float = DEFAULT_TAG_THRESHOLD) -> np.ndarray:
     """One decision threshold per tag from track probabilities (N, C) and multi-hot targets (N, C):
     the threshold maximising that tag's F1 when a tag is predicted for scores >= threshold.
 
@@ -159,8 +163,14 @@ def scalar_metrics(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
 
 
-def track_predictions(ids: list[str], paths: list[str], track_index: np.ndarray, probs: np.ndarray,
-                      labels: np.ndarray, label_names: list[str]) -> TrackPredictions:
+def track_predictions(
+    ids: list[str],
+    paths: list[str],
+    track_index: np.ndarray,
+    probs: np.ndarray,
+    labels: np.ndarray,
+    label_names: list[str],
+) -> TrackPredictions:
     """A split's track-level predictions from `evaluate_windows` (its rows: the tracks whose
     windows all read, in track order), with each track's id and path from the split's `ids` and
     `paths` (indexed by the windows' `track_index` (W,))."""
@@ -189,12 +199,23 @@ class TrackPredictions:
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(path, ids=np.asarray(self.ids, dtype=str), paths=np.asarray(self.paths, dtype=str),
-                            probs=self.probs, labels=self.labels, label_names=np.asarray(self.label_names, dtype=str))
+        np.savez_compressed(
+            path,
+            ids=np.asarray(self.ids, dtype=str),
+            paths=np.asarray(self.paths, dtype=str),
+            probs=self.probs,
+            labels=self.labels,
+            label_names=np.asarray(self.label_names, dtype=str),
+        )
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> TrackPredictions:
         with np.load(path, allow_pickle=False) as data:
-            return cls(ids=data["ids"].tolist(), paths=data["paths"].tolist(), probs=data["probs"],
-                       labels=data["labels"], label_names=data["label_names"].tolist())
+            return cls(
+                ids=data["ids"].tolist(),
+                paths=data["paths"].tolist(),
+                probs=data["probs"],
+                labels=data["labels"],
+                label_names=data["label_names"].tolist(),
+            )

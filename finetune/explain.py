@@ -43,13 +43,15 @@ class Saliency:
     score: float  # target probability of the unmasked excerpt
 
 
-def occlusion_saliency(model: RunModel, y: np.ndarray, target: int | None = None, bands: int = 16,
-                       segment_seconds: float = 0.5) -> Saliency:
+def occlusion_saliency(
+    model: RunModel, y: np.ndarray, target: int | None = None, bands: int = 16, segment_seconds: float = 0.5
+) -> Saliency:
     """Saliency of waveform y (T,) at the model's rate for class `target` (default: predicted)."""
     sr, length = model.sample_rate, len(y)
     window = torch.hann_window(N_FFT)
-    spec = torch.stft(torch.from_numpy(y).float(), N_FFT, HOP, window=window, center=True,
-                      return_complex=True)  # (F, frames)
+    spec = torch.stft(
+        torch.from_numpy(y).float(), N_FFT, HOP, window=window, center=True, return_complex=True
+    )  # (F, frames)
     seconds = length / sr
     edges = librosa.mel_frequencies(bands + 1, fmin=0.0, fmax=sr / 2)  # (bands + 1,)
     band_of_bin = np.clip(np.searchsorted(edges, np.fft.rfftfreq(N_FFT, 1 / sr), side="right") - 1, 0, bands - 1)
@@ -63,7 +65,7 @@ def occlusion_saliency(model: RunModel, y: np.ndarray, target: int | None = None
         return torch.istft(masked, N_FFT, HOP, window=window, center=True, length=length).numpy()  # (T,)
 
     reference = resynthesise(spec)
-    base = model.probabilities([fit_length(reference[s:s + clip], clip) for s in starts])  # (W, C)
+    base = model.probabilities([fit_length(reference[s : s + clip], clip) for s in starts])  # (W, C)
     target = int(model.track_scores(base).argmax()) if target is None else target
     change = np.zeros((bands, segments))  # mean over windows of (occluded - reference) probability
     pending: list[tuple[int, int, int, np.ndarray]] = []
@@ -85,25 +87,38 @@ def occlusion_saliency(model: RunModel, y: np.ndarray, target: int | None = None
         first, last = frames[0] * HOP - N_FFT // 2, frames[-1] * HOP + N_FFT // 2  # samples it can touch
         for w, s in enumerate(starts):
             if s <= last and s + clip > first:
-                pending.append((band, segment, w, fit_length(occluded[s:s + clip], clip)))
+                pending.append((band, segment, w, fit_length(occluded[s : s + clip], clip)))
         if len(pending) >= model.batch_size:
             flush()
     if pending:
         flush()
     log_mel = LogMel(sr, N_FFT, HOP, bands * MELS_PER_BAND, f_max=sr / 2)(torch.from_numpy(y)[None].float())[0]
-    return Saliency(values=-change, band_edges=edges, segment_seconds=segment_seconds, log_mel=log_mel.numpy(),
-                    seconds=seconds, label=model.label_names[target], score=float(base.mean(axis=0)[target]))
+    return Saliency(
+        values=-change,
+        band_edges=edges,
+        segment_seconds=segment_seconds,
+        log_mel=log_mel.numpy(),
+        seconds=seconds,
+        label=model.label_names[target],
+        score=float(base.mean(axis=0)[target]),
+    )
 
 
 def saliency_figure(saliency: Saliency, title: str = ""):
     """Log-mel spectrogram above the saliency map, on the same time and mel axes."""
     bands = len(saliency.band_edges) - 1
     fig, (ax_mel, ax_sal) = subplots(2, 1, figsize=FIGSIZE, sharex=True)
-    ax_mel.imshow(saliency.log_mel, origin="lower", aspect="auto", cmap="magma",
-                  extent=(0, saliency.seconds, 0, bands))
+    ax_mel.imshow(saliency.log_mel, origin="lower", aspect="auto", cmap="magma", extent=(0, saliency.seconds, 0, bands))
     limit = max(float(np.abs(saliency.values).max()), 1e-6)
-    image = ax_sal.imshow(saliency.values, origin="lower", aspect="auto", cmap="RdBu_r", vmin=-limit, vmax=limit,
-                          extent=(0, saliency.values.shape[1] * saliency.segment_seconds, 0, bands))
+    image = ax_sal.imshow(
+        saliency.values,
+        origin="lower",
+        aspect="auto",
+        cmap="RdBu_r",
+        vmin=-limit,
+        vmax=limit,
+        extent=(0, saliency.values.shape[1] * saliency.segment_seconds, 0, bands),
+    )
     ticks = np.arange(0, bands + 1, max(1, bands // 4))
     for ax in (ax_mel, ax_sal):
         ax.set_yticks(ticks, [f"{saliency.band_edges[t]:.0f}" for t in ticks])
@@ -114,8 +129,15 @@ def saliency_figure(saliency: Saliency, title: str = ""):
     return fig
 
 
-def explain_audio(model: RunModel, path: str | Path, start: float = 0.0, duration: float = 30.0,
-                  label: str | None = None, bands: int = 16, segment_seconds: float = 0.5) -> Saliency:
+def explain_audio(
+    model: RunModel,
+    path: str | Path,
+    start: float = 0.0,
+    duration: float = 30.0,
+    label: str | None = None,
+    bands: int = 16,
+    segment_seconds: float = 0.5,
+) -> Saliency:
     """The saliency of `duration` seconds of an audio file from `start`."""
     if label is not None and label not in model.label_names:
         raise ValueError(f"label {label!r} is not one of the model's: {', '.join(model.label_names)}")
@@ -132,9 +154,17 @@ def save_saliency(saliency: Saliency, path: str | Path, out: Path) -> Path:
     return save_figure(saliency_figure(saliency, title), out, dpi=DPI)
 
 
-def explain_file(run_dir: str | Path, path: str | Path, out: str | Path | None = None, start: float = 0.0,
-                 duration: float = 30.0, label: str | None = None, bands: int = 16, segment_seconds: float = 0.5,
-                 model: RunModel | None = None) -> tuple[Path, Saliency]:
+def explain_file(
+    run_dir: str | Path,
+    path: str | Path,
+    out: str | Path | None = None,
+    start: float = 0.0,
+    duration: float = 30.0,
+    label: str | None = None,
+    bands: int = 16,
+    segment_seconds: float = 0.5,
+    model: RunModel | None = None,
+) -> tuple[Path, Saliency]:
     """Explain `duration` seconds of an audio file from `start`; save the PNG (default
     RUN/explanations/<file stem>.png)."""
     saliency = explain_audio(model or RunModel(run_dir), path, start, duration, label, bands, segment_seconds)

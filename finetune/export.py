@@ -31,8 +31,11 @@ PIPELINE_TAG = "audio-classification"  # the Hub's task of every model the toolk
 # Licences of the named backbone families' published weights (Hub id prefix -> SPDX-like id).
 BASE_LICENSES = {family.license_prefix: family.license for family in FAMILIES.values() if family.license_prefix}
 WON_LICENSE = "mit"  # Won et al.'s sota-music-tagging-models weights
-WON_VOCABULARY_NAMES = {"mtat": "the MagnaTagATune top-50 tags", "msd": "the Million Song Dataset top-50 tags",
-                        "jamendo": "the MTG-Jamendo top-50 tags"}
+WON_VOCABULARY_NAMES = {
+    "mtat": "the MagnaTagATune top-50 tags",
+    "msd": "the Million Song Dataset top-50 tags",
+    "jamendo": "the MTG-Jamendo top-50 tags",
+}
 TOOLKIT_LICENSE = "mit"  # a model trained from scratch by this toolkit
 EXPORT_MARKER = "finetune_export.json"  # in every export: which run it came from (its run.json id)
 
@@ -78,8 +81,13 @@ def dataset_name(data) -> str:
 def reported_metrics(metrics: dict) -> list[Metric]:
     """Every registered score (not a count) that the test `metrics` hold with a finite value: the
     results of the card's model-index."""
-    return [m for m in metrics_for() if m.higher_is_better is not None
-            and isinstance(metrics.get(m.name), (int, float)) and math.isfinite(metrics[m.name])]
+    return [
+        m
+        for m in metrics_for()
+        if m.higher_is_better is not None
+        and isinstance(metrics.get(m.name), (int, float))
+        and math.isfinite(metrics[m.name])
+    ]
 
 
 def split_args(recipe: Recipe, metrics: dict) -> dict:
@@ -98,21 +106,38 @@ def split_args(recipe: Recipe, metrics: dict) -> dict:
 def eval_results(recipe: Recipe, metrics: dict) -> list[EvalResult]:
     """The run's test results as huggingface_hub's model-index entries: one per reported metric."""
     data, args = recipe.data, split_args(recipe, metrics)
-    return [EvalResult(task_type=PIPELINE_TAG, task_name=PIPELINE_TAG.replace("-", " "),
-                       dataset_type=dataset_id(data), dataset_name=data.name, dataset_config=data.subset or None,
-                       dataset_split="test", dataset_args=args,
-                       metric_type=m.name, metric_name=m.label, metric_value=float(metrics[m.name]))
-            for m in reported_metrics(metrics)]
+    return [
+        EvalResult(
+            task_type=PIPELINE_TAG,
+            task_name=PIPELINE_TAG.replace("-", " "),
+            dataset_type=dataset_id(data),
+            dataset_name=data.name,
+            dataset_config=data.subset or None,
+            dataset_split="test",
+            dataset_args=args,
+            metric_type=m.name,
+            metric_name=m.label,
+            metric_value=float(metrics[m.name]),
+        )
+        for m in reported_metrics(metrics)
+    ]
 
 
 def card_data(recipe: Recipe, metrics: dict, library: str, tags: Sequence[str]) -> ModelCardData:
     """The metadata a Hub model page reads (library, licence, base model, task, tags, dataset and
     the model-index of the test results), as huggingface_hub's card data."""
     results = eval_results(recipe, metrics)
-    return ModelCardData(library_name=library, license=license_of(recipe), base_model=hub_base_model(recipe),
-                         pipeline_tag=PIPELINE_TAG, tags=["audio", "music", *tags, "finetune", recipe.model.name],
-                         datasets=[dataset_id(recipe.data)], metrics=[r.metric_type for r in results] or None,
-                         model_name=recipe.name, eval_results=results or None)
+    return ModelCardData(
+        library_name=library,
+        license=license_of(recipe),
+        base_model=hub_base_model(recipe),
+        pipeline_tag=PIPELINE_TAG,
+        tags=["audio", "music", *tags, "finetune", recipe.model.name],
+        datasets=[dataset_id(recipe.data)],
+        metrics=[r.metric_type for r in results] or None,
+        model_name=recipe.name,
+        eval_results=results or None,
+    )
 
 
 def card_text(data: ModelCardData, body: str) -> str:
@@ -138,9 +163,11 @@ def threshold_line(config: dict) -> str:
     values = config.get("tag_thresholds")
     if not values:
         return ""
-    return (f"\n- decision thresholds: one per tag in `config.json` `tag_thresholds` (aligned with "
-            f"id2label; range {min(values):.3f}-{max(values):.3f}), each maximising that tag's F1 on "
-            f"the validation split (0.5 for tags without validation positives)")
+    return (
+        f"\n- decision thresholds: one per tag in `config.json` `tag_thresholds` (aligned with "
+        f"id2label; range {min(values):.3f}-{max(values):.3f}), each maximising that tag's F1 on "
+        f"the validation split (0.5 for tags without validation positives)"
+    )
 
 
 def hub_base_model(recipe: Recipe) -> str | None:
@@ -164,14 +191,24 @@ def license_of(recipe: Recipe) -> str:
 def what_was_trained(recipe: Recipe, multi_label: bool, labels: int) -> str:
     """One sentence from the resolved recipe: the model, how it trained, on which data and task."""
     data, backbone = recipe.data, recipe.backbone
-    how = {"full": "fine-tuned (every weight)", "lora": f"fine-tuned with LoRA adapters (rank {recipe.lora.r})",
-           "probe": "kept frozen, with a head fitted on its embeddings (probe)"}[backbone.mode]
+    how = {
+        "full": "fine-tuned (every weight)",
+        "lora": f"fine-tuned with LoRA adapters (rank {recipe.lora.r})",
+        "probe": "kept frozen, with a head fitted on its embeddings (probe)",
+    }[backbone.mode]
     if backbone.head_init == "probe" and backbone.mode != "probe":
         how = f"{how}, starting from a head fitted by a linear probe"
-    model = f"`{recipe.model.name}` from {backbone.path}, {how}," if backbone.path else \
-        f"`{recipe.model.name}` trained from scratch"
+    model = (
+        f"`{recipe.model.name}` from {backbone.path}, {how},"
+        if backbone.path
+        else f"`{recipe.model.name}` trained from scratch"
+    )
     dataset = dataset_name(data)
-    split = f"{data.folds}-fold cross-validation, fold {data.fold}" if data.folds else f"split {data.split_scheme or 'standard'}"
+    split = (
+        f"{data.folds}-fold cross-validation, fold {data.fold}"
+        if data.folds
+        else f"split {data.split_scheme or 'standard'}"
+    )
     task = f"music tagging ({labels} tags)" if multi_label else f"music genre classification ({labels} genres)"
     return f"{model} for {task} on {dataset} ({split})."
 
@@ -206,17 +243,21 @@ def model_card(recipe: Recipe, metrics: dict, config: dict, software: Sequence[s
     multi = config.get("problem_type") == "multi_label_classification"
     clip, hop = config.get("clip_seconds", recipe.data.clip_seconds), config.get("hop_seconds")
     windows = f"{clip:g} s windows every {hop or clip:g} s, {config.get('aggregate', 'mean')} over the windows"
-    toolkit = ("```python\nfrom finetune.predict import Predictor  # pip install music-finetune\n\n"
-               'Predictor.from_pretrained("PATH").predict("song.mp3")\n```\n\n'
-               f"`Predictor` and `python -m finetune predict` score a file as the results below were "
-               f"computed: {windows}.")
+    toolkit = (
+        "```python\nfrom finetune.predict import Predictor  # pip install music-finetune\n\n"
+        'Predictor.from_pretrained("PATH").predict("song.mp3")\n```\n\n'
+        f"`Predictor` and `python -m finetune predict` score a file as the results below were "
+        f"computed: {windows}."
+    )
     if native:
-        usage = ('```python\nfrom transformers import pipeline\n\n'
-                 'classifier = pipeline("audio-classification", model="PATH_OR_REPO")\n'
-                 'classifier("song.mp3")\n```\n\n'
-                 "`transformers.pipeline` scores a file in one pass of its feature extractor (which pads "
-                 "or cuts it to the model's input); with the finetune toolkit it is scored in the run's "
-                 f"windows instead:\n\n{toolkit}")
+        usage = (
+            "```python\nfrom transformers import pipeline\n\n"
+            'classifier = pipeline("audio-classification", model="PATH_OR_REPO")\n'
+            'classifier("song.mp3")\n```\n\n'
+            "`transformers.pipeline` scores a file in one pass of its feature extractor (which pads "
+            "or cuts it to the model's input); with the finetune toolkit it is scored in the run's "
+            f"windows instead:\n\n{toolkit}"
+        )
     else:
         usage = f"This model is one of finetune's baselines (model type `{config.get('model_type')}`); load it with the toolkit:\n\n{toolkit}"
     body = f"""# {recipe.name}
@@ -252,13 +293,13 @@ relying on a label.
 
 
 ADAPTER_USAGE = {
-    False: '''from peft import PeftModel
+    False: """from peft import PeftModel
 # base: {base} built for the same labels, e.g. with finetune's builder in full mode
-model = PeftModel.from_pretrained(base, "PATH_OR_REPO")''',
-    True: '''from finetune.backbones.lora import load_adapter
+model = PeftModel.from_pretrained(base, "PATH_OR_REPO")""",
+    True: """from finetune.backbones.lora import load_adapter
 # base: {base} built for the same labels and backbone.layer=weighted, e.g. with finetune's
 # builder in full mode; load_adapter also restores the learned layer weights ({own_file})
-model = load_adapter(base, "PATH")  # a local copy of this folder''',
+model = load_adapter(base, "PATH")  # a local copy of this folder""",
 }
 
 
@@ -266,7 +307,9 @@ def adapter_card(recipe: Recipe, metrics: dict, own_parameters: bool = False, so
     """README.md for a LoRA adapter folder; `own_parameters`: it carries OWN_PARAMETERS_FILE;
     `software`: as for `model_card`."""
     usage = ADAPTER_USAGE[own_parameters].format(base=recipe.backbone.path, own_file=OWN_PARAMETERS_FILE)
-    return card_text(card_data(recipe, metrics, "peft", ["lora"]), f"""# {recipe.name} (LoRA adapter)
+    return card_text(
+        card_data(recipe, metrics, "peft", ["lora"]),
+        f"""# {recipe.name} (LoRA adapter)
 
 LoRA adapters (rank {recipe.lora.r}) and the classification head trained by the finetune toolkit's
 recipe `{recipe.name}` on {recipe.data.name}. The merged model is the run's `model/` folder.
@@ -278,11 +321,13 @@ recipe `{recipe.name}` on {recipe.data.name}. The merged model is the run's `mod
 ```python
 {usage}
 ```
-""")
+""",
+    )
 
 
-def write_card(folder: Path, recipe: Recipe, metrics: dict, adapter: bool = False,
-               software: Sequence[str] = ()) -> Path:
+def write_card(
+    folder: Path, recipe: Recipe, metrics: dict, adapter: bool = False, software: Sequence[str] = ()
+) -> Path:
     """README.md into a model folder (its config.json names the labels) or, with `adapter`, a LoRA
     adapter folder; `software`: lines for the card's Software section (`software_section`), after
     the toolkit's version and, for a plug-in encoder, the package it needs."""
@@ -318,15 +363,20 @@ def check_export_target(to: Path, run_dir: Path, overwrite: bool) -> None:
     """Refuse to write `to` over the run itself, or over a folder that holds anything but an
     earlier export of this run (unless `overwrite`)."""
     if run_dir.resolve().is_relative_to(to.resolve()) or to.resolve() in (
-            (run_dir / "model").resolve(), (run_dir / "adapter").resolve()):
-        raise FileExistsError(f"export: writing {to} would replace the run {run_dir} or its model; choose a "
-                              "folder outside the run")
+        (run_dir / "model").resolve(),
+        (run_dir / "adapter").resolve(),
+    ):
+        raise FileExistsError(
+            f"export: writing {to} would replace the run {run_dir} or its model; choose a folder outside the run"
+        )
     if to.exists() and not to.is_dir():
         raise FileExistsError(f"export: {to} is a file; choose a folder")
     if overwrite or not to.exists() or not any(to.iterdir()) or exported_from(to) == run_identity(run_dir):
         return
-    raise FileExistsError(f"export: {to} is not empty and is not an earlier export of {run_dir}; choose a new "
-                          "folder, or pass --overwrite to replace it (deleting what it holds)")
+    raise FileExistsError(
+        f"export: {to} is not empty and is not an earlier export of {run_dir}; choose a new "
+        "folder, or pass --overwrite to replace it (deleting what it holds)"
+    )
 
 
 def export_run(run_dir: str | Path, to: str | Path, adapter_only: bool = False, overwrite: bool = False) -> Path:
@@ -339,8 +389,7 @@ def export_run(run_dir: str | Path, to: str | Path, adapter_only: bool = False, 
     if not (model_dir / "config.json").is_file():
         raise FileNotFoundError(f"{run_dir} has no trained model (model/config.json)")
     if adapter_only and not (run_dir / "adapter" / "adapter_config.json").is_file():
-        raise FileNotFoundError(f"{run_dir} has no LoRA adapter (adapter/): only backbone.mode=lora "
-                                "runs keep one")
+        raise FileNotFoundError(f"{run_dir} has no LoRA adapter (adapter/): only backbone.mode=lora runs keep one")
     source = run_dir / "adapter" if adapter_only else model_dir
     for folder in dict.fromkeys((source, model_dir)):
         check_model_files(folder)
@@ -367,12 +416,19 @@ def check_push(repo_id: str, given: str, instead: str, api=None) -> None:
     except HFValidationError as err:
         raise ValueError(f"{given} {repo_id!r} is not a Hub repo id ({err})") from err
     if api is None and hub_constants.HF_HUB_OFFLINE:
-        raise ValueError(f"{given} {repo_id}: HF_HUB_OFFLINE is set, so nothing can be uploaded; unset it to push, "
-                         f"or {instead}")
+        raise ValueError(
+            f"{given} {repo_id}: HF_HUB_OFFLINE is set, so nothing can be uploaded; unset it to push, or {instead}"
+        )
 
 
-def push_to_hub(folder: str | Path, repo_id: str, private: bool = False, api=None, repo_type: str = "model",
-                retry: str | None = None) -> str:
+def push_to_hub(
+    folder: str | Path,
+    repo_id: str,
+    private: bool = False,
+    api=None,
+    repo_type: str = "model",
+    retry: str | None = None,
+) -> str:
     """Upload a folder (an exported model; a packed dataset with repo_type="dataset"); `api` is an
     `HfApi` (token from HF_TOKEN or `hf auth login`). `retry`: how the error says to push later."""
     if api is None:
@@ -381,10 +437,16 @@ def push_to_hub(folder: str | Path, repo_id: str, private: bool = False, api=Non
         api = HfApi()
     try:
         api.create_repo(repo_id=repo_id, private=private, exist_ok=True, repo_type=repo_type)
-        api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type=repo_type,
-                          commit_message=f"Upload {repo_type} written by finetune")
+        api.upload_folder(
+            folder_path=str(folder),
+            repo_id=repo_id,
+            repo_type=repo_type,
+            commit_message=f"Upload {repo_type} written by finetune",
+        )
     except Exception as err:  # network, auth, offline mode: all leave the local folder intact
         retry = retry or f"`python -m finetune export RUN --to {folder} --push-to-hub {repo_id}`"
-        raise HubError(f"could not push {folder} to the Hub as {repo_id}: {err}. The local folder {folder} is "
-                       f"intact; push it later with {retry}") from err
+        raise HubError(
+            f"could not push {folder} to the Hub as {repo_id}: {err}. The local folder {folder} is "
+            f"intact; push it later with {retry}"
+        ) from err
     return f"https://huggingface.co/{'datasets/' if repo_type == 'dataset' else ''}{repo_id}"

@@ -57,8 +57,15 @@ class PowerSTFT(nn.Module):
         self.register_buffer("window", torch.hann_window(n_fft))  # (n_fft,)
 
     def power(self, waveform: torch.Tensor) -> torch.Tensor:
-        stft = torch.stft(waveform, n_fft=self.n_fft, hop_length=self.hop_length, window=self.window,
-                          center=True, pad_mode="reflect", return_complex=True)  # (B, n_freqs, frames)
+        stft = torch.stft(
+            waveform,
+            n_fft=self.n_fft,
+            hop_length=self.hop_length,
+            window=self.window,
+            center=True,
+            pad_mode="reflect",
+            return_complex=True,
+        )  # (B, n_freqs, frames)
         return stft.real.square() + stft.imag.square()
 
 
@@ -69,18 +76,34 @@ class LogMel(PowerSTFT):
     et al. store theirs: ``htk=True, norm=None`` reproduces it; librosa's default is Slaney).
     """
 
-    def __init__(self, sample_rate: int = 16000, n_fft: int = 512, hop_length: int = 256, n_mels: int = 96,
-                 f_min: float = 0.0, f_max: float | None = None, htk: bool = False, norm: str | None = "slaney"):
+    def __init__(
+        self,
+        sample_rate: int = 16000,
+        n_fft: int = 512,
+        hop_length: int = 256,
+        n_mels: int = 96,
+        f_min: float = 0.0,
+        f_max: float | None = None,
+        htk: bool = False,
+        norm: str | None = "slaney",
+    ):
         super().__init__(n_fft, hop_length)
         self.bins = n_mels
-        fb = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=f_min, fmax=f_max, htk=htk,
-                                 norm=norm)
+        fb = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=f_min, fmax=f_max, htk=htk, norm=norm)
         self.register_buffer("fb", torch.from_numpy(fb.T).float())  # (n_fft // 2 + 1, n_mels)
 
     @classmethod
     def from_config(cls, config) -> LogMel:
-        return cls(config.sample_rate, config.n_fft, config.hop_length, config.n_mels, config.f_min,
-                   config.f_max, config.mel_htk, config.mel_norm)
+        return cls(
+            config.sample_rate,
+            config.n_fft,
+            config.hop_length,
+            config.n_mels,
+            config.f_min,
+            config.f_max,
+            config.mel_htk,
+            config.mel_norm,
+        )
 
     def filterbank(self) -> torch.Tensor:
         return self.fb  # (n_freqs, n_mels)
@@ -110,8 +133,14 @@ class LearnableMel(LogMel):
 class LogSTFT(PowerSTFT):
     """Waveform (B, T) -> power STFT in dB (B, bins, frames), the bins from f_min to f_max (inclusive)."""
 
-    def __init__(self, sample_rate: int = 16000, n_fft: int = 512, hop_length: int = 256, f_min: float = 0.0,
-                 f_max: float | None = None):
+    def __init__(
+        self,
+        sample_rate: int = 16000,
+        n_fft: int = 512,
+        hop_length: int = 256,
+        f_min: float = 0.0,
+        f_max: float | None = None,
+    ):
         super().__init__(n_fft, hop_length)
         step = sample_rate / n_fft
         self.low = int(np.ceil(f_min / step))
@@ -133,13 +162,18 @@ class LogCQT(nn.Module):
     1e-5 as librosa.amplitude_to_db(|librosa.cqt|); bins from f_min (C1 when 0), centred frames with
     zero padding as librosa.cqt pads."""
 
-    def __init__(self, sample_rate: int = 16000, hop_length: int = 256, bins: int = 84,
-                 bins_per_octave: int = 12, f_min: float = 0.0):
+    def __init__(
+        self,
+        sample_rate: int = 16000,
+        hop_length: int = 256,
+        bins: int = 84,
+        bins_per_octave: int = 12,
+        f_min: float = 0.0,
+    ):
         super().__init__()
         self.hop_length = hop_length
         self.bins = bins
-        freqs = librosa.cqt_frequencies(bins, fmin=f_min or librosa.note_to_hz("C1"),
-                                        bins_per_octave=bins_per_octave)
+        freqs = librosa.cqt_frequencies(bins, fmin=f_min or librosa.note_to_hz("C1"), bins_per_octave=bins_per_octave)
         basis, lengths = librosa.filters.wavelet(freqs=freqs, sr=sample_rate, norm=1, pad_fft=True)
         # librosa.cqt's response is lengths * <y, basis>, then divided by sqrt(lengths) (scale=True).
         basis = basis * np.sqrt(lengths)[:, None]  # (bins, n_fft), each kernel centred

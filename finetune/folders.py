@@ -46,5 +46,7 @@ def check_output_folder(folder: str | Path, command: str) -> None:
     held = holder(Path(folder))
     if held is not None and held[0] != command:
         (theirs, _), (ours, _) = RESULTS[held[0]], RESULTS[command]
-        raise OtherResults(f"--out {folder} holds {theirs} ({held[1]}); {ours} needs a new or empty folder, or its "
-                           "own to continue it: choose another --out")
+        raise OtherResults(
+            f"--out {folder} holds {theirs} ({held[1]}); {ours} needs a new or empty folder, or its "
+            "own to continue it: choose another --out"
+        )

@@ -30,12 +30,19 @@ def leakage(dataset, group_by: str) -> dict:
     known = group_by != "none" and any(g != i for i, g in zip([*train_ids, *test_ids], [*train_groups, *test_groups]))
     seen = set(train_groups)
     shared = [g for g in test_groups if g in seen]
-    found = {"group_by": group_by, "groups_known": known, "test_tracks": len(test_groups),
-             "test_tracks_sharing": len(shared), "groups_shared": len(set(shared))}
+    found = {
+        "group_by": group_by,
+        "groups_known": known,
+        "test_tracks": len(test_groups),
+        "test_tracks_sharing": len(shared),
+        "groups_shared": len(set(shared)),
+    }
     if "validation" in dataset:  # model selection on artists that trained favours memorising them
         _, validation_groups = split_groups(dataset["validation"])
-        found.update(validation_tracks=len(validation_groups),
-                     validation_tracks_sharing=sum(g in seen for g in validation_groups))
+        found.update(
+            validation_tracks=len(validation_groups),
+            validation_tracks_sharing=sum(g in seen for g in validation_groups),
+        )
     return found
 
 
@@ -45,13 +52,17 @@ def leakage_text(found: dict | None) -> str:
         return ""
     level = found["group_by"] if found["group_by"] != "none" else "artist"
     if not found["groups_known"]:
-        return (f"{level}s: unknown for these tracks (each its own group), so the split cannot be checked "
-                f"for the {level} effect")
+        return (
+            f"{level}s: unknown for these tracks (each its own group), so the split cannot be checked "
+            f"for the {level} effect"
+        )
     shared, total = found["test_tracks_sharing"], found["test_tracks"]
     if shared == 0:
         return f"{level}s: none of the {total} test tracks shares an {level} with training ({level}-disjoint split)"
-    return (f"{level}s: {shared} of {total} test tracks share an {level} with training ({found['groups_shared']} "
-            f"{level}s on both sides): figures are inflated by the {level} effect")
+    return (
+        f"{level}s: {shared} of {total} test tracks share an {level} with training ({found['groups_shared']} "
+        f"{level}s on both sides): figures are inflated by the {level} effect"
+    )
 
 
 def leak_cell(found: dict | None, split: str = "test") -> str:

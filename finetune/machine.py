@@ -28,6 +28,7 @@ def default_workers() -> int:
 
 def cache_dir() -> Path:
     """$FINETUNE_CACHE, else $XDG_CACHE_HOME/finetune (default ~/.cache/finetune)."""
-    base = os.environ.get("FINETUNE_CACHE") or Path(
-        os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "finetune"
+    base = (
+        os.environ.get("FINETUNE_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "finetune"
+    )
     return Path(base)

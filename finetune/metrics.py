@@ -193,32 +193,72 @@ def macro_rate(rate: str, probs: np.ndarray, labels: np.ndarray) -> float:
 
 def at_k(k: int) -> tuple[Metric, Metric]:
     """precision@k and recall@k of a tagger (reported with more than k tags)."""
-    return (Metric(f"precision_at_{k}", f"Precision@{k}", MULTI_LABEL, min_labels=k, compared=k == 5,
-                   score=partial(precision_at_k, k)),
-            Metric(f"recall_at_{k}", f"Recall@{k}", MULTI_LABEL, min_labels=k, score=partial(recall_at_k, k)))
+    return (
+        Metric(
+            f"precision_at_{k}",
+            f"Precision@{k}",
+            MULTI_LABEL,
+            min_labels=k,
+            compared=k == 5,
+            score=partial(precision_at_k, k),
+        ),
+        Metric(f"recall_at_{k}", f"Recall@{k}", MULTI_LABEL, min_labels=k, score=partial(recall_at_k, k)),
+    )
 
 
 def top_k(k: int) -> Metric:
     """Top-k accuracy of a genre model (reported with more than k classes)."""
-    return Metric(f"top{k}_accuracy", f"Top-{k} accuracy", SINGLE_LABEL, min_labels=k, reads_scores=True,
-                  score=partial(top_k_accuracy, k))
+    return Metric(
+        f"top{k}_accuracy",
+        f"Top-{k} accuracy",
+        SINGLE_LABEL,
+        min_labels=k,
+        reads_scores=True,
+        score=partial(top_k_accuracy, k),
+    )
 
 
 METRICS: tuple[Metric, ...] = (  # in the order reports list them
     Metric(LOSS, "Loss", BOTH, higher_is_better=False),
-    Metric("accuracy", "Accuracy", SINGLE_LABEL, headline=True, summary=True, compared=True,
-           chance=lambda labels: 1.0 / float(labels.max() + 1), score=accuracy),
+    Metric(
+        "accuracy",
+        "Accuracy",
+        SINGLE_LABEL,
+        headline=True,
+        summary=True,
+        compared=True,
+        chance=lambda labels: 1.0 / float(labels.max() + 1),
+        score=accuracy,
+    ),
     Metric("macro_f1", "Macro F1", SINGLE_LABEL, summary=True, compared=True, score=partial(macro_rate, "f1")),
     Metric("macro_precision", "Macro precision", SINGLE_LABEL, score=partial(macro_rate, "precision")),
     Metric("macro_recall", "Macro recall", SINGLE_LABEL, compared=True, score=partial(macro_rate, "recall")),
-    top_k(3), top_k(5),
-    Metric("roc_auc_macro", "ROC-AUC (macro)", MULTI_LABEL, headline=True, summary=True, compared=True,
-           chance=lambda targets: 0.5, score=roc_auc_macro),
-    Metric("pr_auc_macro", "PR-AUC (macro)", MULTI_LABEL, summary=True, compared=True,
-           chance=lambda targets: float(targets.mean()), score=pr_auc_macro),  # the mean tag prevalence
+    top_k(3),
+    top_k(5),
+    Metric(
+        "roc_auc_macro",
+        "ROC-AUC (macro)",
+        MULTI_LABEL,
+        headline=True,
+        summary=True,
+        compared=True,
+        chance=lambda targets: 0.5,
+        score=roc_auc_macro,
+    ),
+    Metric(
+        "pr_auc_macro",
+        "PR-AUC (macro)",
+        MULTI_LABEL,
+        summary=True,
+        compared=True,
+        chance=lambda targets: float(targets.mean()),
+        score=pr_auc_macro,
+    ),  # the mean tag prevalence
     Metric("roc_auc_micro", "ROC-AUC (micro)", MULTI_LABEL, score=partial(micro, roc_auc_columns)),
     Metric("pr_auc_micro", "PR-AUC (micro)", MULTI_LABEL, score=partial(micro, average_precision_columns)),
-    *at_k(3), *at_k(5), *at_k(10),
+    *at_k(3),
+    *at_k(5),
+    *at_k(10),
     Metric("num_tracks", "Tracks", BOTH, higher_is_better=None),
 )
 
@@ -231,7 +271,9 @@ def register(metric: Metric) -> Metric:
     if any(m.name == metric.name for m in METRICS):
         raise ValueError(f"a metric named {metric.name!r} is registered already; choose another name")
     if metric.task not in (SINGLE_LABEL, MULTI_LABEL, BOTH):
-        raise ValueError(f"metric {metric.name!r}: task {metric.task!r} is none of {SINGLE_LABEL}, {MULTI_LABEL}, {BOTH}")
+        raise ValueError(
+            f"metric {metric.name!r}: task {metric.task!r} is none of {SINGLE_LABEL}, {MULTI_LABEL}, {BOTH}"
+        )
     if metric.score is None:
         raise ValueError(f"metric {metric.name!r} has no score(probs, labels): nothing could compute it")
     METRICS = (*METRICS, metric)
@@ -278,8 +320,11 @@ def scores(task: str, probs: np.ndarray, labels: np.ndarray, predicted_only: boo
     """{name: score} of every metric of `task` with a scorer, for probs (N, C) and labels (N,) or
     (N, C); `predicted_only`: only those that read nothing but the predicted class (a confusion
     matrix's pairs)."""
-    return {m.name: m.score(probs, labels) for m in metrics_for(task, probs.shape[1])
-            if m.score and not (predicted_only and m.reads_scores)}
+    return {
+        m.name: m.score(probs, labels)
+        for m in metrics_for(task, probs.shape[1])
+        if m.score and not (predicted_only and m.reads_scores)
+    }
 
 
 # --------------------------------------------------------------------------- the task of a split

@@ -22,8 +22,16 @@ KINDS = ("baseline", "backbone", "auto")  # from-scratch baseline, named backbon
 REQUIRED = "<required>"  # a parameter without a default, as the file writes it
 
 # Names a builder's string annotations may use (baseline configs postpone their annotations).
-ANNOTATION_NAMES = {"int": int, "float": float, "bool": bool, "str": str, "list": list, "tuple": tuple,
-                    "dict": dict, "None": None}
+ANNOTATION_NAMES = {
+    "int": int,
+    "float": float,
+    "bool": bool,
+    "str": str,
+    "list": list,
+    "tuple": tuple,
+    "dict": dict,
+    "None": None,
+}
 
 
 def split_top_level(text: str, separator: str) -> list[str]:
@@ -95,15 +103,23 @@ def to_json(options: dict[str, ModelOptions]) -> str:
     for name, o in options.items():
         params = ",\n".join(f"   {json.dumps(p)}: {json.dumps(list(v))}" for p, v in o.parameters.items())
         facts = json.dumps({"kind": o.kind, "summary": o.summary, "log_mel": o.log_mel, "choices": o.choices})[:-1]
-        models.append(f" {json.dumps(name)}: {facts}, \"parameters\": {{\n{params}\n }}}}")
+        models.append(f' {json.dumps(name)}: {facts}, "parameters": {{\n{params}\n }}}}')
     return "{\n" + ",\n".join(models) + "\n}\n"
 
 
 def read_model_options(text: str | None = None) -> dict[str, ModelOptions]:
     """Model name -> ModelOptions, in the registry's order, from `model_options.json` (or `text`)."""
     raw = json.loads(OPTIONS_FILE.read_text() if text is None else text)
-    return {name: ModelOptions(o["kind"], o["summary"], {p: tuple(v) for p, v in o["parameters"].items()},
-                               o["log_mel"], o.get("choices", {})) for name, o in raw.items()}
+    return {
+        name: ModelOptions(
+            o["kind"],
+            o["summary"],
+            {p: tuple(v) for p, v in o["parameters"].items()},
+            o["log_mel"],
+            o.get("choices", {}),
+        )
+        for name, o in raw.items()
+    }
 
 
 MODEL_OPTIONS = read_model_options()

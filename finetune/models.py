@@ -25,8 +25,12 @@ from finetune.features import FRONTENDS
 from finetune.model_options import OPTIONS_FILE, ModelOptions, options_of, to_json
 from finetune.recipe import ENCODER, Recipe
 
-MODEL_BUILDERS: dict[str, Callable[..., ModelBundle]] = {**BASELINE_BUILDERS, **BACKBONE_BUILDERS, AUTO: build_auto,
-                                                         ENCODER: build_encoder}
+MODEL_BUILDERS: dict[str, Callable[..., ModelBundle]] = {
+    **BASELINE_BUILDERS,
+    **BACKBONE_BUILDERS,
+    AUTO: build_auto,
+    ENCODER: build_encoder,
+}
 # A spectrogram baseline's arguments whose values are a registry's names (checked without torch).
 FRONTEND_CHOICES = {"frontend": list(FRONTENDS), "frontend_norm": list(FRONTEND_NORMS)}
 
@@ -39,14 +43,17 @@ def model_builders() -> dict[str, Callable[..., ModelBundle]]:
 def model_options() -> dict[str, ModelOptions]:
     """Every model name -> its builder's options, read off the builders (what `model_options.json`
     must hold: `finetune.model_options` reads it there without importing torch)."""
+
     def kind(name: str) -> str:
         return "baseline" if name in BASELINE_BUILDERS else "auto" if name == AUTO else "backbone"
 
     def spectrogram(name: str) -> bool:
         return name in MODEL_CLASSES and issubclass(MODEL_CLASSES[name].config_class, SpectrogramConfig)
 
-    return {name: options_of(builder, kind(name), spectrogram(name), FRONTEND_CHOICES if spectrogram(name) else None)
-            for name, builder in MODEL_BUILDERS.items()}
+    return {
+        name: options_of(builder, kind(name), spectrogram(name), FRONTEND_CHOICES if spectrogram(name) else None)
+        for name, builder in MODEL_BUILDERS.items()
+    }
 
 
 def write_model_options() -> None:
@@ -115,8 +122,10 @@ def check_model_folder(path: Path) -> None:
     lacks the windowing and feature extractor the run saves with model/), a folder without
     config.json, damaged files."""
     if (path / CHECKPOINT_STATE).is_file():
-        raise ValueError(f"{path} is a training checkpoint, not a model folder: pass the run folder "
-                         f"{path.parent} (its model/ holds the trained model)")
+        raise ValueError(
+            f"{path} is a training checkpoint, not a model folder: pass the run folder "
+            f"{path.parent} (its model/ holds the trained model)"
+        )
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path} is neither a run folder (with model/) nor a model folder (with config.json)")
     check_model_files(path)
@@ -150,10 +159,14 @@ def weights_mismatch(path: Path, baseline, err: RuntimeError) -> ValueError:
     they differ (a config.json edited, or taken from another model), else the library's words."""
     model = described_model(path, baseline)
     saved = saved_label_count(path, model)
-    found = f"config.json has {model.config.num_labels} labels, the weights {saved}" if saved is not None else \
-        f"the weights do not fit config.json ({str(err).splitlines()[0]})"
-    return ValueError(f"{path}: {found}: restore the config.json saved with these weights (its id2label "
-                      "names every label)")
+    found = (
+        f"config.json has {model.config.num_labels} labels, the weights {saved}"
+        if saved is not None
+        else f"the weights do not fit config.json ({str(err).splitlines()[0]})"
+    )
+    return ValueError(
+        f"{path}: {found}: restore the config.json saved with these weights (its id2label names every label)"
+    )
 
 
 def load_transformers_model(path: Path, model_type: str | None):
@@ -178,8 +191,7 @@ def load_model(path: str | Path) -> ModelBundle:
         raise ValueError(f"{path}: cannot load the model ({err})") from err
     except RuntimeError as err:  # weights of other shapes than config.json describes
         raise weights_mismatch(path, baseline, err) from err
-    return ModelBundle(model=model.eval(), feature_extractor=extractor,
-                       sample_rate=int(extractor.sampling_rate))
+    return ModelBundle(model=model.eval(), feature_extractor=extractor, sample_rate=int(extractor.sampling_rate))
 
 
 def adapter_only(model, folder: str | Path) -> bool:

@@ -60,8 +60,15 @@ def shard_rows(split, sample_rate: int, shard_bytes: int, name: str, group_colum
         except AudioReadError as err:
             unreadable.append(f"{row['audio']['path']} ({err.cause})")
             continue
-        rows.append({"id": row["id"], "audio": {"bytes": data, "path": f"{Path(row['id']).name}.flac"},
-                     target: row[target], "duration": duration, **{k: known_group(row) for k in groups}})
+        rows.append(
+            {
+                "id": row["id"],
+                "audio": {"bytes": data, "path": f"{Path(row['id']).name}.flac"},
+                target: row[target],
+                "duration": duration,
+                **{k: known_group(row) for k in groups},
+            }
+        )
         size += len(data)
         if size >= shard_bytes:
             yield rows
@@ -71,8 +78,15 @@ def shard_rows(split, sample_rate: int, shard_bytes: int, name: str, group_colum
         yield rows
 
 
-def write_split(split, name: str, folder: Path, features: Features, sample_rate: int, shard_mb: float,
-                group_column: str | None = None) -> int:
+def write_split(
+    split,
+    name: str,
+    folder: Path,
+    features: Features,
+    sample_rate: int,
+    shard_mb: float,
+    group_column: str | None = None,
+) -> int:
     """`folder/data/<name>-<i>-of-<n>.parquet` for one split; returns the number of rows written.
     The audio column is built as plain {bytes, path} structs and cast to Audio as a table (no
     torchcodec), so the Parquet metadata declares the Audio feature."""
@@ -87,11 +101,14 @@ def write_split(split, name: str, folder: Path, features: Features, sample_rate:
     return sum(count for _, count in written)
 
 
-def dataset_card(recipe: Recipe, label_names: list[str], multi_label: bool, sample_rate: int,
-                 counts: dict[str, int]) -> str:
+def dataset_card(
+    recipe: Recipe, label_names: list[str], multi_label: bool, sample_rate: int, counts: dict[str, int]
+) -> str:
     """README.md of a packed dataset: its metadata, what it holds and how to train from it."""
     size = sum(counts.values())
-    category = "n<1K" if size < 1000 else "1K<n<10K" if size < 10_000 else "10K<n<100K" if size < 100_000 else "100K<n<1M"
+    category = (
+        "n<1K" if size < 1000 else "1K<n<10K" if size < 10_000 else "10K<n<100K" if size < 100_000 else "100K<n<1M"
+    )
     target = "labels (tags, a list of indices)" if multi_label else "label (a class index)"
     return f"""---
 task_categories:
@@ -126,8 +143,14 @@ The licence of the audio is the original dataset's.
 def group_line(recipe: Recipe) -> str:
     """The dataset card's line on the group column ('' when the recipe groups nothing)."""
     level = recipe.data.group_by
-    return "" if level == "none" else (f"\n- `{level}`: each track's {level} group (collaborations joined; the id "
-                                       f"where the source names none): splits and folds keep it on one side")
+    return (
+        ""
+        if level == "none"
+        else (
+            f"\n- `{level}`: each track's {level} group (collaborations joined; the id "
+            f"where the source names none): splits and folds keep it on one side"
+        )
+    )
 
 
 def write_packed(recipe: Recipe, dataset, folder: Path, shard_mb: float, sample_rate: int) -> None:
@@ -138,13 +161,13 @@ def write_packed(recipe: Recipe, dataset, folder: Path, shard_mb: float, sample_
     grouped = {group_column: Value("string")} if group_column else {}
     features = Features({**split_features(label_names, multi_label), **grouped, "audio": AUDIO_STORAGE})
     (folder / "data").mkdir()
-    counts = {name: write_split(dataset[name], name, folder, features, sample_rate, shard_mb, group_column)
-              for name in SPLITS}
+    counts = {
+        name: write_split(dataset[name], name, folder, features, sample_rate, shard_mb, group_column) for name in SPLITS
+    }
     (folder / "README.md").write_text(dataset_card(recipe, label_names, multi_label, sample_rate, counts))
 
 
-def pack(recipe: Recipe, destination: str, shard_mb: float = 256.0, sample_rate: int | None = None,
-         api=None) -> str:
+def pack(recipe: Recipe, destination: str, shard_mb: float = 256.0, sample_rate: int | None = None, api=None) -> str:
     """Write `recipe`'s dataset as Parquet shards to `destination`; returns where they went. A
     local folder is written under a temporary name beside it and renamed at the end, so a failure
     leaves nothing behind. A remote destination is written to a local temporary folder first,
@@ -192,8 +215,13 @@ def check_destination(destination: str, api=None) -> None:
 def copy_out(folder: Path, destination: str, api=None) -> None:
     """Copy the packed `folder` to a Hub dataset repo (hf://datasets/user/name) or an fsspec URL."""
     if destination.startswith(HUB_PREFIX):
-        push_to_hub(folder, hub_repo(destination), api=api, repo_type="dataset",
-                    retry=f"`hf upload --repo-type dataset <user/name> {folder}`")
+        push_to_hub(
+            folder,
+            hub_repo(destination),
+            api=api,
+            repo_type="dataset",
+            retry=f"`hf upload --repo-type dataset <user/name> {folder}`",
+        )
         return
     filesystem, root = fsspec.core.url_to_fs(destination)
     filesystem.put(f"{folder}/", root, recursive=True)

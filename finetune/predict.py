@@ -85,8 +85,7 @@ class Predictor:
     (`Windowing`: length, hop, aggregation), so a test file's scores here equal its row of the
     run's predictions/test.npz."""
 
-    def __init__(self, bundle: ModelBundle, windowing: Windowing, batch_size: int = 16,
-                 device: str | None = None):
+    def __init__(self, bundle: ModelBundle, windowing: Windowing, batch_size: int = 16, device: str | None = None):
         self.bundle = bundle
         self.device = device or local_accelerator()
         self.model = bundle.model.to(self.device).eval()
@@ -124,14 +123,16 @@ class Predictor:
             y = soxr.resample(y, sr, self.sample_rate)
         duration = len(y) / self.sample_rate
         starts = self.windowing.starts(duration)
-        return duration, ((s, fit_length(y[int(s * self.sample_rate):][:size], size)) for s in starts)
+        return duration, ((s, fit_length(y[int(s * self.sample_rate) :][:size], size)) for s in starts)
 
     def _batches(self, windows) -> Iterator[tuple[list[float], dict]]:
         """(starts, model inputs) per batch of `batch_size` windows."""
         while batch := list(itertools.islice(windows, self.batch_size)):
             starts, waveforms = zip(*batch)
-            yield list(starts), self.bundle.feature_extractor(list(waveforms), sampling_rate=self.sample_rate,
-                                                              return_tensors="pt")
+            yield (
+                list(starts),
+                self.bundle.feature_extractor(list(waveforms), sampling_rate=self.sample_rate, return_tensors="pt"),
+            )
 
     @torch.no_grad()
     def _score(self, inputs: dict) -> np.ndarray:
@@ -145,8 +146,7 @@ class Predictor:
 
     def track_scores(self, window_probs: np.ndarray) -> np.ndarray:
         """One track's window probabilities (W, C) -> its scores (C,), aggregated as evaluation does."""
-        return aggregate_tracks(window_probs, np.zeros(len(window_probs), dtype=np.int64),
-                                self.windowing.aggregate)[0]
+        return aggregate_tracks(window_probs, np.zeros(len(window_probs), dtype=np.int64), self.windowing.aggregate)[0]
 
     def window_scores(self, source, sr: int | None = None) -> tuple[float, list[float], np.ndarray]:
         """(duration, window starts, window probabilities (W, C))."""
@@ -162,11 +162,12 @@ class Predictor:
         clip = self.windowing.clip_seconds
         if duration >= max(SHORT_SECONDS, SHORT_FRACTION * clip):
             return None
-        return (f"{name}: {duration:.4f} s of audio, far shorter than the model's {clip:g} s window (looped to "
-                "fill it): its labels say little")
+        return (
+            f"{name}: {duration:.4f} s of audio, far shorter than the model's {clip:g} s window (looped to "
+            "fill it): its labels say little"
+        )
 
-    def selected(self, track: np.ndarray, top_k: int | None = None,
-                 threshold: float | None = None) -> list[int]:
+    def selected(self, track: np.ndarray, top_k: int | None = None, threshold: float | None = None) -> list[int]:
         """Label indices to report for track scores (C,), best first (see `predict`)."""
         order = [int(i) for i in np.argsort(-track, kind="stable")]
         if self.multi_label and threshold is not None:
@@ -177,8 +178,14 @@ class Predictor:
             top_k = DEFAULT_TOP_K
         return order if top_k is None else order[:top_k]
 
-    def predict(self, source, sr: int | None = None, top_k: int | None = None,
-                threshold: float | None = None, per_window: bool = False) -> dict:
+    def predict(
+        self,
+        source,
+        sr: int | None = None,
+        top_k: int | None = None,
+        threshold: float | None = None,
+        per_window: bool = False,
+    ) -> dict:
         """Scores for a file path or an array (mono (T,) or (T, channels), with `sr`).
 
         Which labels come back: genres (single-label): the `top_k` best (5 when None). Tagging:
@@ -204,8 +211,13 @@ class Predictor:
             ]
         return result
 
-    def predict_many(self, inputs: str | Path | Iterable[str | Path], top_k: int | None = None,
-                     threshold: float | None = None, per_window: bool = False) -> Iterator[dict]:
+    def predict_many(
+        self,
+        inputs: str | Path | Iterable[str | Path],
+        top_k: int | None = None,
+        threshold: float | None = None,
+        per_window: bool = False,
+    ) -> Iterator[dict]:
         """`predict`'s result for each audio file of `inputs` (a file, a folder searched recursively,
         or a list of them), in order, as they are scored. A file that cannot be read gives
         {"file", "error"} instead of raising, so one bad file does not stop the rest; inputs that
@@ -217,8 +229,9 @@ class Predictor:
                 yield {"file": str(path), "error": str(err)}
 
 
-def predict_genre(model: Predictor | str | Path, path: str | Path,
-                  genre_names: list[str] | None = None) -> tuple[str, float]:
+def predict_genre(
+    model: Predictor | str | Path, path: str | Path, genre_names: list[str] | None = None
+) -> tuple[str, float]:
     """The original project's API: the most likely genre of a file and its confidence."""
     predictor = model if isinstance(model, Predictor) else Predictor.from_pretrained(model)
     result = predictor.predict(path, top_k=1)

@@ -58,9 +58,22 @@ logger = logging.getLogger("finetune")
 
 CACHE_VERSION = 3  # 3: one file per track, shared by every split and fold
 # Config entries that do not change the embeddings: the labels, and what only the head or training reads.
-CONFIG_KEYS_IGNORED = ("id2label", "label2id", "num_labels", "problem_type", "_name_or_path",
-                       "use_weighted_layer_sum", "selected_layer", "pooling", "classifier_proj_size", "layerdrop",
-                       "freq_mask", "time_mask", "num_masks", "dropout")
+CONFIG_KEYS_IGNORED = (
+    "id2label",
+    "label2id",
+    "num_labels",
+    "problem_type",
+    "_name_or_path",
+    "use_weighted_layer_sum",
+    "selected_layer",
+    "pooling",
+    "classifier_proj_size",
+    "layerdrop",
+    "freq_mask",
+    "time_mask",
+    "num_masks",
+    "dropout",
+)
 SPLITS = ("train", "validation", "test")
 EMBEDDING_LOCK = ".embedding.lock"  # held while a windows folder's missing tracks are listed and embedded
 
@@ -81,15 +94,26 @@ def embedder_for(model_name: str, model: nn.Module) -> Embedder:
     """The Embedder of a recipe's model: a plug-in encoder, a pretrained backbone family (for `auto`,
     the checkpoint's), else a baseline (one embedding, its classifier on top)."""
     if isinstance(model, EncoderForAudioClassification):  # a plug-in encoder: its outputs are the layers
-        return Embedder(EncoderForAudioClassification.layer_features, plugin_head, "classifier",
-                        model.config.num_hidden_layers, EncoderForAudioClassification.select_layer)
+        return Embedder(
+            EncoderForAudioClassification.layer_features,
+            plugin_head,
+            "classifier",
+            model.config.num_hidden_layers,
+            EncoderForAudioClassification.select_layer,
+        )
     family = family_of(model_name, model)
     if family is None:
         return Embedder(probe_features, probe_head, "classifier", 0, lambda m, layer: m)
     layers = model.config.num_hidden_layers
     chain = ("projector", "classifier") if family.head is speech_head else None
-    return Embedder(family.layer_features, family.head, family.head_input, layers,
-                    lambda m, layer: keep_layers(m, family, layer) if layer < layers else m, chain)
+    return Embedder(
+        family.layer_features,
+        family.head,
+        family.head_input,
+        layers,
+        lambda m, layer: keep_layers(m, family, layer) if layer < layers else m,
+        chain,
+    )
 
 
 def probe_layers(spec: str, num_layers: int) -> list[int]:
@@ -181,8 +205,15 @@ class Embedded:
         return sum(share[i] * self.layer(i) for i in range(len(share))).to(device)
 
 
-def compute_embeddings(model: nn.Module, embedder: Embedder, windows: EvalWindows, collator,
-                       files: list[Path], batch_size: int, workers: int) -> None:
+def compute_embeddings(
+    model: nn.Module,
+    embedder: Embedder,
+    windows: EvalWindows,
+    collator,
+    files: list[Path],
+    batch_size: int,
+    workers: int,
+) -> None:
     """Embed every window and write each track's (L+1, W_t, D) to `files[track]` (atomically), or
     an unreadable mark when its header or a window could not be read."""
     expected = np.bincount([t for t, _ in windows.windows], minlength=len(files))  # windows per track
@@ -196,8 +227,9 @@ def compute_embeddings(model: nn.Module, embedder: Embedder, windows: EvalWindow
     with torch.no_grad():
         for batch in progress(loader, "embedding windows", unit="batches"):
             mask = batch.get("attention_mask")
-            features = embedder.layer_features(model, batch[model.main_input_name].to(device),
-                                               None if mask is None else mask.to(device))  # (B, L+1, D)
+            features = embedder.layer_features(
+                model, batch[model.main_input_name].to(device), None if mask is None else mask.to(device)
+            )  # (B, L+1, D)
             features = features.float().cpu().numpy()
             for row, marked in enumerate(batch["track_index"].tolist()):
                 track = marked if marked >= 0 else -1 - marked
@@ -226,16 +258,28 @@ def embed_split(recipe, split, name: str, bundle: ModelBundle, embedder: Embedde
     windows_folder.mkdir(parents=True, exist_ok=True)
     files = [track_file(windows_folder, path) for path in paths]
     with FileLock(windows_folder / EMBEDDING_LOCK):  # workers of one comparison embed each track once
-        todo = [t for t, f in enumerate(files)
-                if f is not None and not f.is_file() and not unreadable_mark(f).is_file()]
+        todo = [
+            t for t, f in enumerate(files) if f is not None and not f.is_file() and not unreadable_mark(f).is_file()
+        ]
         if todo:
             logger.info("probe: embedding %d %s track(s) into %s", len(todo), name, windows_folder)
-            windows = EvalWindows([paths[t] for t in todo], targets[todo], bundle.sample_rate, windowing,
-                                  description=f"indexing {name} windows")
+            windows = EvalWindows(
+                [paths[t] for t in todo],
+                targets[todo],
+                bundle.sample_rate,
+                windowing,
+                description=f"indexing {name} windows",
+            )
             workers = recipe.data.num_workers if recipe.data.num_workers is not None else default_workers()
-            compute_embeddings(bundle.model, embedder, windows,
-                               AudioCollator(bundle.feature_extractor, bundle.sample_rate), [files[t] for t in todo],
-                               recipe.train.eval_batch_size or recipe.train.batch_size, workers)
+            compute_embeddings(
+                bundle.model,
+                embedder,
+                windows,
+                AudioCollator(bundle.feature_extractor, bundle.sample_rate),
+                [files[t] for t in todo],
+                recipe.train.eval_batch_size or recipe.train.batch_size,
+                workers,
+            )
         else:
             logger.info("probe: reusing cached %s embeddings (%d tracks) in %s", name, len(paths), windows_folder)
     readable, track_index, skipped = [], [], []
@@ -315,8 +359,12 @@ def reduced_head(head: nn.ModuleDict, embedder: Embedder) -> nn.ModuleDict | Non
     if k >= projector.out_features:
         return None
     kind = {"device": projector.weight.device, "dtype": projector.weight.dtype}
-    small = nn.ModuleDict({embedder.linear_chain[0]: nn.Linear(projector.in_features, k, **kind),
-                           embedder.linear_chain[1]: nn.Linear(k, k, **kind)})
+    small = nn.ModuleDict(
+        {
+            embedder.linear_chain[0]: nn.Linear(projector.in_features, k, **kind),
+            embedder.linear_chain[1]: nn.Linear(k, k, **kind),
+        }
+    )
     for name in embedder.linear_chain:
         copy_block(head[name], small[name])
     return small
@@ -330,21 +378,36 @@ def expanded_head(small: nn.ModuleDict, full: nn.ModuleDict, embedder: Embedder)
     return full
 
 
-def penalised_loss(head: nn.ModuleDict, embedder: Embedder, x: torch.Tensor, y: torch.Tensor, multi_label: bool,
-                   weight_decay: float) -> torch.Tensor:
+def penalised_loss(
+    head: nn.ModuleDict, embedder: Embedder, x: torch.Tensor, y: torch.Tensor, multi_label: bool, weight_decay: float
+) -> torch.Tensor:
     """What the probe minimises: the task loss + weight_decay / 2 * ||weights||^2 (biases unpenalised)."""
     penalty = sum(p.square().sum() for p in head.parameters() if p.ndim >= 2)
     return task_loss(embedder.head(head, x), y, multi_label) + weight_decay / 2 * penalty
 
 
-def lbfgs_fit(head: nn.ModuleDict, embedder: Embedder, x: torch.Tensor, y: torch.Tensor, multi_label: bool,
-              weight_decay: float, max_iter: int) -> None:
+def lbfgs_fit(
+    head: nn.ModuleDict,
+    embedder: Embedder,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    multi_label: bool,
+    weight_decay: float,
+    max_iter: int,
+) -> None:
     """Minimise `penalised_loss` over the head's parameters, full-batch, to convergence (in place)."""
     params = [p for p in head.parameters()]
     for p in params:
         p.requires_grad_(True)
-    optimiser = torch.optim.LBFGS(params, lr=1.0, max_iter=max_iter, history_size=20,
-                                  tolerance_grad=1e-6, tolerance_change=1e-9, line_search_fn="strong_wolfe")
+    optimiser = torch.optim.LBFGS(
+        params,
+        lr=1.0,
+        max_iter=max_iter,
+        history_size=20,
+        tolerance_grad=1e-6,
+        tolerance_change=1e-9,
+        line_search_fn="strong_wolfe",
+    )
 
     def closure():
         optimiser.zero_grad()
@@ -355,8 +418,16 @@ def lbfgs_fit(head: nn.ModuleDict, embedder: Embedder, x: torch.Tensor, y: torch
     optimiser.step(closure)
 
 
-def refit_if_saddle(head: nn.ModuleDict, start: nn.ModuleDict, embedder: Embedder, x: torch.Tensor,
-                    y: torch.Tensor, multi_label: bool, weight_decay: float, max_iter: int) -> nn.ModuleDict:
+def refit_if_saddle(
+    head: nn.ModuleDict,
+    start: nn.ModuleDict,
+    embedder: Embedder,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    multi_label: bool,
+    weight_decay: float,
+    max_iter: int,
+) -> nn.ModuleDict:
     """A fitted projector -> classifier head, or the head fitted from `start` if that is lower. Over
     M = B A the penalised loss is loss(M) + weight_decay * ||M||_* (nuclear norm), minimal only where
     ||d loss / d M||_2 <= weight_decay; a warm start that a stronger penalty shrank to zero fails that
@@ -371,31 +442,44 @@ def refit_if_saddle(head: nn.ModuleDict, start: nn.ModuleDict, embedder: Embedde
         return min((head, fresh), key=lambda h: penalised_loss(h, embedder, x, y, multi_label, weight_decay).item())
 
 
-def score_windows(head: nn.ModuleDict, embedder: Embedder, x: torch.Tensor, data: Embedded,
-                  task: dict) -> tuple[dict, float, np.ndarray, np.ndarray]:
+def score_windows(
+    head: nn.ModuleDict, embedder: Embedder, x: torch.Tensor, data: Embedded, task: dict
+) -> tuple[dict, float, np.ndarray, np.ndarray]:
     """Track-level metrics, mean window loss, track probabilities (N, C) and labels of a head on
     one split's window features (W, D)."""
     with torch.no_grad():
         logits = embedder.head(head.eval(), x).float().cpu()  # (W, C)
         loss = task_loss(logits, torch.as_tensor(data.targets), task["multi_label"]).item()
-    metrics, probs, labels = evaluate_windows(logits.numpy(), data.targets, data.track_index,
-                                              task["label_names"], task["multi_label"], task["aggregate"])
+    metrics, probs, labels = evaluate_windows(
+        logits.numpy(), data.targets, data.track_index, task["label_names"], task["multi_label"], task["aggregate"]
+    )
     metrics["loss"] = loss
     metrics["skipped_files"] = data.skipped
     return metrics, loss, probs, labels
 
 
-def fit_head(initial: nn.ModuleDict, embedder: Embedder, train_x: torch.Tensor, train: Embedded,
-             validation_x: torch.Tensor, validation: Embedded, task: dict, weight_decays: list[float],
-             max_iter: int) -> FittedHead:
+def fit_head(
+    initial: nn.ModuleDict,
+    embedder: Embedder,
+    train_x: torch.Tensor,
+    train: Embedded,
+    validation_x: torch.Tensor,
+    validation: Embedded,
+    task: dict,
+    weight_decays: list[float],
+    max_iter: int,
+) -> FittedHead:
     """The head fitted for each penalty (strongest first, warm-started), the best on validation kept;
     a projector -> classifier head in its reduced form (`reduced_head`), returned in full shapes."""
     device = train_x.device
     full = copy.deepcopy(initial).to(device).eval()  # eval: no dropout while fitting
     small = reduced_head(full, embedder)
     start = full if small is None else small
-    mean, std = (standardiser(train_x) if embedder.head_input
-                 else (torch.zeros(train_x.shape[1], device=device), torch.ones(train_x.shape[1], device=device)))
+    mean, std = (
+        standardiser(train_x)
+        if embedder.head_input
+        else (torch.zeros(train_x.shape[1], device=device), torch.ones(train_x.shape[1], device=device))
+    )
     x, vx = (train_x - mean) / std, (validation_x - mean) / std
     y = torch.as_tensor(train.targets).to(device)
     best: FittedHead | None = None
@@ -426,8 +510,13 @@ def rank(score: float, task: dict) -> tuple[bool, float]:
 def task_settings(recipe, split) -> dict:
     label_names, multi_label = task_of(split)
     metric, greater = selection(recipe.train.metric)
-    return {"label_names": label_names, "multi_label": multi_label, "aggregate": Windowing.of_recipe(recipe).aggregate,
-            "metric": metric, "greater_is_better": greater}
+    return {
+        "label_names": label_names,
+        "multi_label": multi_label,
+        "aggregate": Windowing.of_recipe(recipe).aggregate,
+        "metric": metric,
+        "greater_is_better": greater,
+    }
 
 
 # --------------------------------------------------------------------------- the two uses
@@ -455,21 +544,39 @@ def run_probe(recipe, dataset, bundle: ModelBundle) -> ProbeOutcome:
     task = task_settings(recipe, dataset["train"])
     fits = {}
     for layer in probe_layers(recipe.probe.layers, embedder.num_layers):
-        fits[layer] = fit_head(head_modules(model), embedder, data["train"].layer(layer, device), data["train"],
-                               data["validation"].layer(layer, device), data["validation"], task,
-                               recipe.probe.weight_decays, recipe.probe.max_iter)
+        fits[layer] = fit_head(
+            head_modules(model),
+            embedder,
+            data["train"].layer(layer, device),
+            data["train"],
+            data["validation"].layer(layer, device),
+            data["validation"],
+            task,
+            recipe.probe.weight_decays,
+            recipe.probe.max_iter,
+        )
     scores = {layer: fit.score for layer, fit in fits.items()}
     best = min(scores, key=lambda layer: rank(scores[layer], task))
     fit = fits[best]
-    logger.info("probe: validation %s by layer: %s; best layer %d (weight decay %g)", task["metric"],
-                ", ".join(f"{k}: {v:.4f}" for k, v in scores.items()), best, fit.weight_decay)
+    logger.info(
+        "probe: validation %s by layer: %s; best layer %d (weight decay %g)",
+        task["metric"],
+        ", ".join(f"{k}: {v:.4f}" for k, v in scores.items()),
+        best,
+        fit.weight_decay,
+    )
     results, predictions = {}, {}
     for name in ("validation", "test"):
         results[name], _, probs, labels = score_windows(fit.head, embedder, data[name].layer(best), data[name], task)
-        predictions[name] = track_predictions(dataset[name]["id"], data[name].paths, data[name].track_index, probs,
-                                              labels, task["label_names"])
-    results["validation"].update(probe_layer=best, probe_metric=task["metric"], probe_weight_decay=fit.weight_decay,
-                                 probe_layer_scores={str(k): v for k, v in scores.items()})
+        predictions[name] = track_predictions(
+            dataset[name]["id"], data[name].paths, data[name].track_index, probs, labels, task["label_names"]
+        )
+    results["validation"].update(
+        probe_layer=best,
+        probe_metric=task["metric"],
+        probe_weight_decay=fit.weight_decay,
+        probe_layer_scores={str(k): v for k, v in scores.items()},
+    )
     exported = embedder.cut(copy.deepcopy(model), best)
     for name, module in fit.head.items():
         setattr(exported, name, module)
@@ -493,7 +600,9 @@ def probe_head_init(recipe, dataset, bundle: ModelBundle) -> dict:
     model.eval().to(device)
     embedder = embedder_for(recipe.model.name, model)
     folder = embeddings_folder(model, bundle, cache_name(recipe))
-    data = {name: embed_split(recipe, dataset[name], name, bundle, embedder, folder) for name in ("train", "validation")}
+    data = {
+        name: embed_split(recipe, dataset[name], name, bundle, embedder, folder) for name in ("train", "validation")
+    }
     model.cpu()
     weights = getattr(model, "layer_weights", None) if getattr(model.config, "use_weighted_layer_sum", False) else None
 
@@ -503,12 +612,25 @@ def probe_head_init(recipe, dataset, bundle: ModelBundle) -> dict:
         return data[split].layer(head_layer(model, embedder), device)
 
     task = task_settings(recipe, dataset["train"])
-    fit = fit_head(head_modules(model), embedder, features("train"), data["train"], features("validation"),
-                   data["validation"], task, recipe.probe.weight_decays, recipe.probe.max_iter)
+    fit = fit_head(
+        head_modules(model),
+        embedder,
+        features("train"),
+        data["train"],
+        features("validation"),
+        data["validation"],
+        task,
+        recipe.probe.weight_decays,
+        recipe.probe.max_iter,
+    )
     with torch.no_grad():
         for name, module in fit.head.items():
             model.get_submodule(name).load_state_dict(module.state_dict())
     model.train(was_training)
-    logger.info("backbone.head_init=probe: head fitted on frozen embeddings (weight decay %g), validation %s %.4f",
-                fit.weight_decay, task["metric"], fit.score)
+    logger.info(
+        "backbone.head_init=probe: head fitted on frozen embeddings (weight decay %g), validation %s %.4f",
+        fit.weight_decay,
+        task["metric"],
+        fit.score,
+    )
     return {"weight_decay": fit.weight_decay, task["metric"]: fit.score}

@@ -53,8 +53,13 @@ def git(folder: Path, *args: str) -> str | None:
     if shutil.which("git") is None:
         return None
     try:
-        done = subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True,
-                              timeout=GIT_SECONDS, stdin=subprocess.DEVNULL)
+        done = subprocess.run(
+            ["git", "-C", str(folder), *args],
+            capture_output=True,
+            text=True,
+            timeout=GIT_SECONDS,
+            stdin=subprocess.DEVNULL,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return done.stdout if done.returncode == 0 else None
@@ -78,8 +83,13 @@ def checkout(folder: Path = SOURCE) -> dict | None:
 def provenance() -> dict:
     """The facts run.json records of the code and machine that run: `version`, `python`, `libraries`,
     `device`, `git`."""
-    return {"version": __version__, "python": platform.python_version(), "libraries": library_versions(),
-            "device": device(), "git": checkout()}
+    return {
+        "version": __version__,
+        "python": platform.python_version(),
+        "libraries": library_versions(),
+        "device": device(),
+        "git": checkout(),
+    }
 
 
 def describe(recorded: dict) -> list[str]:
@@ -91,8 +101,11 @@ def describe(recorded: dict) -> list[str]:
     found = recorded["device"]
     source = recorded["git"]
     changes = {True: ", with changes not committed", False: ", clean", None: ""}
-    return [f"toolkit: finetune {recorded['version']}, Python {recorded['python']}",
-            f"libraries: {libraries}",
-            f"device: {found['type']} ({found['name']}), {found['count']} {'cores' if found['type'] == 'cpu' else 'visible'}",
-            f"source: git commit {source['commit']}{changes[source['dirty']]}" if source
-            else "source: not a git checkout (commit not recorded)"]
+    return [
+        f"toolkit: finetune {recorded['version']}, Python {recorded['python']}",
+        f"libraries: {libraries}",
+        f"device: {found['type']} ({found['name']}), {found['count']} {'cores' if found['type'] == 'cpu' else 'visible'}",
+        f"source: git commit {source['commit']}{changes[source['dirty']]}"
+        if source
+        else "source: not a git checkout (commit not recorded)",
+    ]

@@ -49,8 +49,7 @@ def option(default: Any = None, doc: str = "", default_factory: Any = None, **bo
 
 
 BOUND_TEXT = {"ge": "at least", "gt": "greater than", "le": "at most", "lt": "less than"}
-BOUND_TEST = {"ge": lambda v, b: v >= b, "gt": lambda v, b: v > b, "le": lambda v, b: v <= b,
-              "lt": lambda v, b: v < b}
+BOUND_TEST = {"ge": lambda v, b: v >= b, "gt": lambda v, b: v > b, "le": lambda v, b: v <= b, "lt": lambda v, b: v < b}
 
 
 def check_bounds(key: str, value: Any, bounds: dict) -> None:
@@ -70,52 +69,96 @@ def check_bounds(key: str, value: Any, bounds: dict) -> None:
 @dataclass(frozen=True)
 class DataConfig:
     # the choices are finetune.data.DATASET_MODULES' names (tests/test_registries.py: the schema imports none of it)
-    name: str = choice("gtzan", "gtzan", "mtat", "fma", "jamendo", "synthetic", "folder", "hub",
-                       doc="dataset builder: a named dataset, a folder of your audio, or any datasets dataset")
+    name: str = choice(
+        "gtzan",
+        "gtzan",
+        "mtat",
+        "fma",
+        "jamendo",
+        "synthetic",
+        "folder",
+        "hub",
+        doc="dataset builder: a named dataset, a folder of your audio, or any datasets dataset",
+    )
     root: str | None = option(None, "dataset folder (synthetic: cache folder, generated if absent)")
     path: str | None = option(None, "hub: a Hub dataset id or a local dataset (save_to_disk folder or data files)")
     config: str | None = option(None, "hub: the dataset's configuration name")
     audio_column: str | None = option(None, "hub: the column holding the audio (path or bytes); null = audio")
-    label_column: str | None = option(None, "folder (metadata.csv) / hub: the label column, one label or a list "
-                                      "of tags (multi-label); null = label")
-    split_ratios: list[float] = option(doc="folder / hub without splits of their own: seeded, stratified "
-                                       "train / validation / test fractions",
-                                       default_factory=lambda: [0.8, 0.1, 0.1], gt=0)
+    label_column: str | None = option(
+        None, "folder (metadata.csv) / hub: the label column, one label or a list of tags (multi-label); null = label"
+    )
+    split_ratios: list[float] = option(
+        doc="folder / hub without splits of their own: seeded, stratified train / validation / test fractions",
+        default_factory=lambda: [0.8, 0.1, 0.1],
+        gt=0,
+    )
     split_scheme: str | None = option(None, "dataset's split scheme; null = the dataset's standard")
     allow_missing: bool | None = option(None, "keep going when files named by a split are missing")
     tags: int | None = option(None, "mtat: number of top tags (50, or 188 for all)")
-    subset: str | None = option(None, "fma: small | medium | large; jamendo: top50tags | genre | instrument | "
-                                "moodtheme | all")
+    subset: str | None = option(
+        None, "fma: small | medium | large; jamendo: top50tags | genre | instrument | moodtheme | all"
+    )
     split_number: int | None = option(None, "jamendo: the official split, 0-4; null = 0", ge=0, le=4)
     task: str | None = option(None, "fma: genre_top | genres_all")
     sample_rate: int | None = option(None, "audio rate fed to the model; null = the model's own", gt=0)
     clip_seconds: float = option(5.0, "training crop length; evaluation windows have this length too", gt=0)
-    crops_per_track: int | None = option(None, "random crops drawn from each training track per epoch; null = "
-                                         "the track's duration over data.clip_seconds (30 s, 3 s crops: 10)", ge=1)
+    crops_per_track: int | None = option(
+        None,
+        "random crops drawn from each training track per epoch; null = "
+        "the track's duration over data.clip_seconds (30 s, 3 s crops: 10)",
+        ge=1,
+    )
     eval_hop_seconds: float | None = option(None, "hop between evaluation windows; null = clip_seconds", gt=0)
     num_workers: int | None = option(None, "DataLoader workers; null = from the core count", ge=0)
     pin_memory: bool | None = option(None, "pinned host memory; null = on when a GPU is used")
     persistent_workers: bool = option(True, "keep DataLoader workers alive between epochs")
-    audio_cache: bool | None = option(None, "decode training audio once into an int16 cache at the model's rate "
-                                      "(fast, uses disk); null = on when it fits in data.audio_cache_max_gib")
-    audio_cache_max_gib: float = option(4.0, "largest training split data.audio_cache=null caches (GTZAN's: 0.4 GiB "
-                                        "at 16 kHz); 0 keeps the automatic cache off", ge=0)
+    audio_cache: bool | None = option(
+        None,
+        "decode training audio once into an int16 cache at the model's rate "
+        "(fast, uses disk); null = on when it fits in data.audio_cache_max_gib",
+    )
+    audio_cache_max_gib: float = option(
+        4.0,
+        "largest training split data.audio_cache=null caches (GTZAN's: 0.4 GiB "
+        "at 16 kHz); 0 keeps the automatic cache off",
+        ge=0,
+    )
     max_tracks: int | None = option(None, "use at most N tracks per split (seeded sample), for quick checks", ge=1)
-    folds: int | None = option(None, "K-fold cross-validation: pool the splits into K label-stratified folds "
-                               "(at least 3: one tests, the next validates, the rest train); null = the "
-                               "dataset's own splits", ge=3)
-    fold: int = option(0, "with data.folds: the test fold (0..K-1); validation is the next fold, training the rest",
-                       ge=0)
-    group_by: str = choice("artist", "artist", "album", "none",
-                           doc="what no split may divide (folds, random and carved splits deal whole groups): "
-                           "the artist, the album, or none (each track its own group)")
-    group_column: str | None = option(None, "folder (metadata.csv) / hub: the column naming each track's artist "
-                                      "(album); null = the column named like data.group_by, where there is one")
-    unsplittable: str = choice("refuse", "refuse", "leave_out", "leak",
-                               doc="with data.folds, a class some fold would test without training tracks of its "
-                               "own (all by one artist): refuse, leave it out of the test folds, or deal it by "
-                               "track (its test tracks then share artists with training)")
-    streaming: bool = option(False, "stream the training split from its metadata, no header scan (needs train.max_steps)")
+    folds: int | None = option(
+        None,
+        "K-fold cross-validation: pool the splits into K label-stratified folds "
+        "(at least 3: one tests, the next validates, the rest train); null = the "
+        "dataset's own splits",
+        ge=3,
+    )
+    fold: int = option(
+        0, "with data.folds: the test fold (0..K-1); validation is the next fold, training the rest", ge=0
+    )
+    group_by: str = choice(
+        "artist",
+        "artist",
+        "album",
+        "none",
+        doc="what no split may divide (folds, random and carved splits deal whole groups): "
+        "the artist, the album, or none (each track its own group)",
+    )
+    group_column: str | None = option(
+        None,
+        "folder (metadata.csv) / hub: the column naming each track's artist "
+        "(album); null = the column named like data.group_by, where there is one",
+    )
+    unsplittable: str = choice(
+        "refuse",
+        "refuse",
+        "leave_out",
+        "leak",
+        doc="with data.folds, a class some fold would test without training tracks of its "
+        "own (all by one artist): refuse, leave it out of the test folds, or deal it by "
+        "track (its test tracks then share artists with training)",
+    )
+    streaming: bool = option(
+        False, "stream the training split from its metadata, no header scan (needs train.max_steps)"
+    )
 
 
 @dataclass(frozen=True)
@@ -127,19 +170,32 @@ class ModelConfig:
 @dataclass(frozen=True)
 class BackboneConfig:
     path: str | None = option(None, "pretrained weights: Hub id, local folder or .pth; null = from scratch")
-    encoder: str | None = option(None, "model.name=encoder: the encoder's factory, package.module:factory | "
-                                 "hear:package.module | a registered name (see `python -m finetune models`)")
-    encoder_weights: str | None = option(None, "model.name=encoder: a .safetensors file read into the encoder the "
-                                         "factory builds; null = the factory's own weights")
+    encoder: str | None = option(
+        None,
+        "model.name=encoder: the encoder's factory, package.module:factory | "
+        "hear:package.module | a registered name (see `python -m finetune models`)",
+    )
+    encoder_weights: str | None = option(
+        None,
+        "model.name=encoder: a .safetensors file read into the encoder the "
+        "factory builds; null = the factory's own weights",
+    )
     mode: str = choice("full", "full", "lora", "probe", doc="what trains")
     layer: str = option("last", "representation: last | weighted | <layer index>")
     pooling: str = choice("mean", "mean", "attention", doc="pooling over time")
     freeze_feature_encoder: bool = option(True, "keep the convolutional feature encoder frozen")
-    tags: str | None = option(None, "Won et al. .pth checkpoints: their head's tag vocabulary, mtat | msd | jamendo "
-                              "| a file with one tag per line in output order; null = mtat")
-    head_init: str = choice("random", "random", "probe",
-                            doc="probe: fit the new head on frozen embeddings before fine-tuning "
-                            "(linear probe then fine-tune, Kumar et al. 2022)")
+    tags: str | None = option(
+        None,
+        "Won et al. .pth checkpoints: their head's tag vocabulary, mtat | msd | jamendo "
+        "| a file with one tag per line in output order; null = mtat",
+    )
+    head_init: str = choice(
+        "random",
+        "random",
+        "probe",
+        doc="probe: fit the new head on frozen embeddings before fine-tuning "
+        "(linear probe then fine-tune, Kumar et al. 2022)",
+    )
 
 
 @dataclass(frozen=True)
@@ -148,16 +204,21 @@ class LoraConfig:
     alpha: int = option(16, "LoRA scaling numerator", gt=0)
     dropout: float = option(0.1, "dropout on the LoRA path", ge=0, lt=1)
     target_modules: list[str] | None = option(None, "module names; null = the backbone's defaults")
-    merge_on_export: bool = option(True, "false: the end-of-run Hub push uploads the LoRA adapter (RUN/adapter) "
-                                   "instead of the merged model; RUN/model is always merged")
+    merge_on_export: bool = option(
+        True,
+        "false: the end-of-run Hub push uploads the LoRA adapter (RUN/adapter) "
+        "instead of the merged model; RUN/model is always merged",
+    )
 
 
 @dataclass(frozen=True)
 class ProbeConfig:
     layers: str = option("last", "layers to probe: last | all | comma-separated indices")
-    weight_decays: list[float] = option(doc="L2 penalties tried for the head (full-batch L-BFGS to convergence); "
-                                        "the best on validation is kept",
-                                        default_factory=lambda: [1e-4, 1e-3, 1e-2, 1e-1, 1.0], ge=0)
+    weight_decays: list[float] = option(
+        doc="L2 penalties tried for the head (full-batch L-BFGS to convergence); the best on validation is kept",
+        default_factory=lambda: [1e-4, 1e-3, 1e-2, 1e-1, 1.0],
+        ge=0,
+    )
     max_iter: int = option(500, "L-BFGS iterations per penalty, at most", ge=1)
 
 
@@ -178,47 +239,70 @@ class TrainConfig:
     batch_size: int = option(16, "per-device training batch size", ge=1)
     eval_batch_size: int | None = option(None, "per-device evaluation batch size; null = batch_size", ge=1)
     lr: float = option(1e-3, "peak learning rate (of the pretrained body when train.head_lr is set)", gt=0)
-    head_lr: float | None = option(None, "peak learning rate of the new head (classifier, projector, layer "
-                                   "weights); null = train.lr", gt=0)
-    layer_decay: float = option(1.0, "layer-wise learning-rate decay of pretrained transformer layers: layer k "
-                                "of L (1 = the top) trains at lr x decay^(L-k), the embeddings at lr x decay^L; "
-                                "1 = off", gt=0, le=1)
+    head_lr: float | None = option(
+        None, "peak learning rate of the new head (classifier, projector, layer weights); null = train.lr", gt=0
+    )
+    layer_decay: float = option(
+        1.0,
+        "layer-wise learning-rate decay of pretrained transformer layers: layer k "
+        "of L (1 = the top) trains at lr x decay^(L-k), the embeddings at lr x decay^L; "
+        "1 = off",
+        gt=0,
+        le=1,
+    )
     weight_decay: float = option(0.0, "AdamW weight decay", ge=0)
     warmup_ratio: float = option(0.0, "fraction of steps for linear warm-up", ge=0, lt=1)
     scheduler: str = choice(
-        "linear", "linear", "cosine", "constant", "constant_with_warmup", "reduce_lr_on_plateau",
+        "linear",
+        "linear",
+        "cosine",
+        "constant",
+        "constant_with_warmup",
+        "reduce_lr_on_plateau",
         doc="learning-rate schedule",
     )
     plateau_patience: int = option(2, "reduce_lr_on_plateau: evaluations without improvement", ge=0)
     plateau_factor: float = option(0.5, "reduce_lr_on_plateau: multiplier on the learning rate", gt=0, lt=1)
-    freeze_batch_norm: bool | None = option(None, "keep batch-norm statistics at their pretrained values while "
-                                            "fine-tuning a baseline; null = on when backbone.path is set")
+    freeze_batch_norm: bool | None = option(
+        None,
+        "keep batch-norm statistics at their pretrained values while "
+        "fine-tuning a baseline; null = on when backbone.path is set",
+    )
     grad_accum: int = option(1, "gradient accumulation steps", ge=1)
     max_grad_norm: float = option(1.0, "gradient clipping norm", gt=0)
     precision: str = choice("fp32", "fp32", "fp16", "bf16", doc="mixed precision")
-    metric: str | None = option(None, "validation metric that picks the best checkpoint and drives early "
-                                "stopping; null = loss (lower is better); or accuracy, macro_f1, roc_auc_macro ...")
-    early_stopping_patience: int | None = option(None, "evaluations without improvement, counted once "
-                                                 "train.early_stopping_min_steps are done; null = off", ge=1)
-    early_stopping_min_steps: int = option(200, "optimizer steps before early stopping may count an evaluation",
-                                           ge=0)
+    metric: str | None = option(
+        None,
+        "validation metric that picks the best checkpoint and drives early "
+        "stopping; null = loss (lower is better); or accuracy, macro_f1, roc_auc_macro ...",
+    )
+    early_stopping_patience: int | None = option(
+        None, "evaluations without improvement, counted once train.early_stopping_min_steps are done; null = off", ge=1
+    )
+    early_stopping_min_steps: int = option(200, "optimizer steps before early stopping may count an evaluation", ge=0)
     eval_steps: int | None = option(None, "evaluate every N steps; null = every epoch", ge=1)
     save_steps: int | None = option(None, "checkpoint every N steps; null = every epoch", ge=1)
     save_total_limit: int = option(2, "checkpoints kept", ge=1)
     logging_steps: int = option(10, "log training loss every N steps", ge=1)
     resume: bool = option(False, "continue from the last checkpoint in output_dir")
-    trainer_args: dict = option(doc="further transformers.TrainingArguments, e.g. {report_to: wandb, optim: "
-                                "adamw_torch_fused}; keys a train.* or data.* key sets are refused",
-                                default_factory=dict)
+    trainer_args: dict = option(
+        doc="further transformers.TrainingArguments, e.g. {report_to: wandb, optim: "
+        "adamw_torch_fused}; keys a train.* or data.* key sets are refused",
+        default_factory=dict,
+    )
 
 
 @dataclass(frozen=True)
 class EvalConfig:
     aggregate: str = choice("mean", "mean", "max", doc="window -> track aggregation")
-    durations: list[float] | None = option(None, "after training, re-score the test set cut to these "
-                                           "lengths in seconds (the duration study); null = off", gt=0)
-    max_seconds: float | None = option(None, "score only each track's first seconds (full tracks of minutes); "
-                                       "null = the whole track", gt=0)
+    durations: list[float] | None = option(
+        None,
+        "after training, re-score the test set cut to these lengths in seconds (the duration study); null = off",
+        gt=0,
+    )
+    max_seconds: float | None = option(
+        None, "score only each track's first seconds (full tracks of minutes); null = the whole track", gt=0
+    )
 
 
 @dataclass(frozen=True)
@@ -342,8 +426,10 @@ def _build(cls: type, values: dict, prefix: str) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = [k for k in values if k not in fields]
     if unknown:
-        raise RecipeError(f"unknown key {prefix}{unknown[0]}{suggestion(prefix + unknown[0], fields, prefix)} "
-                          f"(valid keys here: {', '.join(fields)})")
+        raise RecipeError(
+            f"unknown key {prefix}{unknown[0]}{suggestion(prefix + unknown[0], fields, prefix)} "
+            f"(valid keys here: {', '.join(fields)})"
+        )
     kwargs = {}
     for name, value in values.items():
         key = prefix + name
@@ -365,12 +451,16 @@ def _check_ranges(recipe: Recipe) -> None:
     if recipe.data.streaming and recipe.train.max_steps <= 0:
         raise RecipeError("train.max_steps: a streamed dataset has no length; set train.max_steps > 0")
     if recipe.data.streaming and recipe.backbone.mode == "probe":
-        raise RecipeError("data.streaming: the probe embeds every training window once into its cache; "
-                          "use the indexed training split (data.streaming=false)")
+        raise RecipeError(
+            "data.streaming: the probe embeds every training window once into its cache; "
+            "use the indexed training split (data.streaming=false)"
+        )
     train = recipe.train
     if train.eval_steps and train.save_steps and train.save_steps % train.eval_steps:
-        raise RecipeError(f"train.save_steps: {train.save_steps} must be a multiple of train.eval_steps "
-                          f"({train.eval_steps}), so that the best checkpoint can be kept")
+        raise RecipeError(
+            f"train.save_steps: {train.save_steps} must be a multiple of train.eval_steps "
+            f"({train.eval_steps}), so that the best checkpoint can be kept"
+        )
     data = recipe.data
     if data.folds is not None:
         if not 0 <= data.fold < data.folds:
@@ -378,16 +468,18 @@ def _check_ranges(recipe: Recipe) -> None:
         if data.streaming:
             raise RecipeError("data.folds: cross-validation pools indexed splits; use data.streaming=false")
     if len(data.split_ratios) != 3 or abs(sum(data.split_ratios) - 1) > 1e-6:
-        raise RecipeError(f"data.split_ratios: {data.split_ratios} must be three fractions (train, validation, "
-                          "test) that sum to 1")
+        raise RecipeError(
+            f"data.split_ratios: {data.split_ratios} must be three fractions (train, validation, test) that sum to 1"
+        )
     if not recipe.probe.weight_decays:
         raise RecipeError("probe.weight_decays: list at least one penalty (e.g. 0.01)")
     if recipe.backbone.head_init == "probe" and recipe.backbone.pooling != "mean":
-        raise RecipeError("backbone.head_init=probe fits the head on mean-pooled embeddings: "
-                          "use backbone.pooling=mean")
+        raise RecipeError("backbone.head_init=probe fits the head on mean-pooled embeddings: use backbone.pooling=mean")
     if recipe.model.name == ENCODER and not recipe.backbone.encoder:
-        raise RecipeError("backbone.encoder: model.name=encoder builds the encoder it names; set it to "
-                          "package.module:factory, hear:package.module or a registered name (python -m finetune models)")
+        raise RecipeError(
+            "backbone.encoder: model.name=encoder builds the encoder it names; set it to "
+            "package.module:factory, hear:package.module or a registered name (python -m finetune models)"
+        )
     layer = recipe.backbone.layer
     if layer not in ("last", "weighted") and not layer.lstrip("-").isdigit():
         raise RecipeError(f"backbone.layer: {layer!r} is not last, weighted or a layer index")
@@ -427,8 +519,22 @@ def apply_overrides(values: dict, overrides: list[str]) -> dict:
 
 # data.* keys that describe one dataset (where it is, its split and options), as opposed to how clips
 # are drawn from any dataset: `root` and the dataset builders' options (tests/test_registries.py)
-DATASET_KEYS = ("root", "split_scheme", "allow_missing", "tags", "subset", "split_number", "task", "path", "config",
-                "audio_column", "label_column", "split_ratios", "group_by", "group_column")
+DATASET_KEYS = (
+    "root",
+    "split_scheme",
+    "allow_missing",
+    "tags",
+    "subset",
+    "split_number",
+    "task",
+    "path",
+    "config",
+    "audio_column",
+    "label_column",
+    "split_ratios",
+    "group_by",
+    "group_column",
+)
 
 
 def overridden_keys(overrides: list[str], holder: tuple[str, ...]) -> set[str]:
@@ -438,10 +544,10 @@ def overridden_keys(overrides: list[str], holder: tuple[str, ...]) -> set[str]:
     keys = set()
     for text in overrides:
         path, value = parse_override(text)
-        if tuple(path[:len(holder)]) == holder and len(path) > len(holder):
+        if tuple(path[: len(holder)]) == holder and len(path) > len(holder):
             keys.add(path[len(holder)])
-        elif holder[:len(path)] == tuple(path):
-            keys |= set(nested(value, holder[len(path):]))
+        elif holder[: len(path)] == tuple(path):
+            keys |= set(nested(value, holder[len(path) :]))
     return keys
 
 
@@ -452,8 +558,9 @@ def nested(values: Any, parts: tuple[str, ...]) -> dict:
     return values if isinstance(values, dict) else {}
 
 
-def drop_switched_options(values: dict, merged: dict, overrides: list[str], holder: tuple[str, ...],
-                          keys: tuple[str, ...] | None = None) -> dict:
+def drop_switched_options(
+    values: dict, merged: dict, overrides: list[str], holder: tuple[str, ...], keys: tuple[str, ...] | None = None
+) -> dict:
     """When the overrides change the name of the section `holder[0]`, the recipe file's options for
     its former choice (the keys under `holder`, only `keys` when given) go with it: those the
     overrides do not set again are dropped from `merged`, so the defaults apply, and the drop is
@@ -469,8 +576,13 @@ def drop_switched_options(values: dict, merged: dict, overrides: list[str], hold
     for key in dropped:
         new.pop(key, None)
     if dropped:
-        logger.info("%s.name=%s: the recipe's options for %s left out: %s", section, after.get("name"),
-                    before.get("name", default), ", ".join(f"{'.'.join(holder)}.{key}={old[key]}" for key in dropped))
+        logger.info(
+            "%s.name=%s: the recipe's options for %s left out: %s",
+            section,
+            after.get("name"),
+            before.get("name", default),
+            ", ".join(f"{'.'.join(holder)}.{key}={old[key]}" for key in dropped),
+        )
     return merged
 
 
@@ -501,8 +613,7 @@ def resolve_path(name_or_path: str) -> Path:
     recipes = packaged_recipes()
     if name_or_path not in recipes:
         raise RecipeError(
-            f"unknown recipe {name_or_path!r}; packaged recipes: {', '.join(recipes)} "
-            "(or give a path to a YAML file)"
+            f"unknown recipe {name_or_path!r}; packaged recipes: {', '.join(recipes)} (or give a path to a YAML file)"
         )
     return recipes[name_or_path]
 
@@ -537,8 +648,10 @@ def read_recipe_file(path: Path) -> dict:
     finally:
         loader.dispose()
     if not isinstance(values, dict):
-        raise RecipeError(f"{path}: a recipe is a mapping of keys (`train:` with `lr: 0.001` under it ...), "
-                          f"not {'a list' if isinstance(values, list) else repr(values)}")
+        raise RecipeError(
+            f"{path}: a recipe is a mapping of keys (`train:` with `lr: 0.001` under it ...), "
+            f"not {'a list' if isinstance(values, list) else repr(values)}"
+        )
     return values
 
 

@@ -108,8 +108,12 @@ def learning_curves(log_history: list[dict]):
     return fig
 
 
-def confusion_matrix_plot(matrix: list[list[int]], label_names: list[str], predicted_names: list[str] | None = None,
-                          title: str = "Test confusion matrix"):
+def confusion_matrix_plot(
+    matrix: list[list[int]],
+    label_names: list[str],
+    predicted_names: list[str] | None = None,
+    title: str = "Test confusion matrix",
+):
     """Row-normalised confusion matrix with counts (columns may name more classes than rows)."""
     counts = np.asarray(matrix)  # (C, C') rows = truth
     rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
@@ -121,8 +125,15 @@ def confusion_matrix_plot(matrix: list[list[int]], label_names: list[str], predi
     ax.set_yticks(range(len(label_names)), label_names)
     ax.set(xlabel="predicted", ylabel="true", title=title)
     for (row, col), count in np.ndenumerate(counts):
-        ax.text(col, row, str(count), ha="center", va="center",
-                color="white" if rates[row, col] > 0.5 else "black", fontsize=8)
+        ax.text(
+            col,
+            row,
+            str(count),
+            ha="center",
+            va="center",
+            color="white" if rates[row, col] > 0.5 else "black",
+            fontsize=8,
+        )
     fig.colorbar(image, ax=ax, fraction=0.046)
     fig.tight_layout()
     return fig
@@ -148,8 +159,12 @@ def regularisation_path(log_history: list[dict], metric: str):
     for layer in sorted({e["layer"] for e in log_history}):
         points = sorted((e["weight_decay"], e[f"eval_{metric}"]) for e in log_history if e["layer"] == layer)
         ax.plot(*zip(*points), marker=".", label=f"layer {layer}")
-    ax.set(xscale="log", xlabel="weight decay (L2 penalty)", ylabel=f"validation {metric}",
-           title="Probe: validation score by penalty")
+    ax.set(
+        xscale="log",
+        xlabel="weight decay (L2 penalty)",
+        ylabel=f"validation {metric}",
+        title="Probe: validation score by penalty",
+    )
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
@@ -159,8 +174,11 @@ def figures(results: dict, log_history: list[dict]) -> dict:
     """name -> matplotlib figure, for whatever this run has: learning curves for a trained run, the
     regularisation path for a probe."""
     probe_metric = results.get("validation", {}).get("probe_metric")
-    figs = ({"probe_path": regularisation_path(log_history, probe_metric)} if probe_metric
-            else {"learning_curves": learning_curves(log_history)})
+    figs = (
+        {"probe_path": regularisation_path(log_history, probe_metric)}
+        if probe_metric
+        else {"learning_curves": learning_curves(log_history)}
+    )
     test = results.get("test", {})
     if "confusion_matrix" in test:
         figs["confusion_matrix"] = confusion_matrix_plot(test["confusion_matrix"], list(test["per_class"]))
@@ -186,12 +204,13 @@ def metrics_table(results: dict, intervals: dict) -> list[list[str]]:
 def class_table(test: dict) -> list[list[str]]:
     if task_of(test) == SINGLE_LABEL:
         rows = [["class", "precision", "recall", "f1", "support"]]
-        rows += [[n, fmt(v["precision"]), fmt(v["recall"]), fmt(v["f1"]), str(v["support"])]
-                 for n, v in test.get("per_class", {}).items()]
+        rows += [
+            [n, fmt(v["precision"]), fmt(v["recall"]), fmt(v["f1"]), str(v["support"])]
+            for n, v in test.get("per_class", {}).items()
+        ]
         return rows
     rows = [["tag", "ROC-AUC", "AP", "positives"]]
-    rows += [[n, fmt(v["roc_auc"]), fmt(v["ap"]), str(v["positives"])]
-             for n, v in test.get("per_tag", {}).items()]
+    rows += [[n, fmt(v["roc_auc"]), fmt(v["ap"]), str(v["positives"])] for n, v in test.get("per_tag", {}).items()]
     return rows
 
 
@@ -212,11 +231,16 @@ def published_section(recipe, test: dict) -> Section | None:
         return None
     partial = partial_test_split(recipe, test)
     if partial:
-        return Section("Published results", text=[f"This run was {partial}: published figures are not comparable "
-                                                  "and are not shown."])
+        return Section(
+            "Published results",
+            text=[f"This run was {partial}: published figures are not comparable and are not shown."],
+        )
     artists = PUBLISHED_SPLIT_ARTISTS.get(split_key(recipe))
-    text = [f"Artists: the published split {artists}; this run: {leakage_text(test.get(LEAKAGE_KEY)) or 'not recorded'}"
-            ] if artists else []
+    text = (
+        [f"Artists: the published split {artists}; this run: {leakage_text(test.get(LEAKAGE_KEY)) or 'not recorded'}"]
+        if artists
+        else []
+    )
     return Section("Published results on this split", text=text, tables=[published_table(recipe, rows, test)])
 
 
@@ -252,18 +276,29 @@ def run_sections(run_dir: Path, recipe, results: dict, log_history: list[dict]) 
     layer_scores = results.get("validation", {}).get("probe_layer_scores")
     if layer_scores:
         validation = results["validation"]
-        sections.append(Section(
-            "Probe layer sweep (validation)",
-            text=[f"Best layer: {validation['probe_layer']} (exported as the model), L2 penalty "
-                  f"{validation.get('probe_weight_decay', 'n/a')}."],
-            tables=[[["layer", f"validation {validation.get('probe_metric', 'score')}"]]
-                    + [[layer, fmt(score)] for layer, score in layer_scores.items()]]))
+        sections.append(
+            Section(
+                "Probe layer sweep (validation)",
+                text=[
+                    f"Best layer: {validation['probe_layer']} (exported as the model), L2 penalty "
+                    f"{validation.get('probe_weight_decay', 'n/a')}."
+                ],
+                tables=[
+                    [["layer", f"validation {validation.get('probe_metric', 'score')}"]]
+                    + [[layer, fmt(score)] for layer, score in layer_scores.items()]
+                ],
+            )
+        )
     per_class = Section("Test per class", tables=[class_table(test)])
     if test.get("tags_without_positives"):
-        per_class.text.append("Tags with no positive (or no negative) test track, left out of the means: "
-                              + ", ".join(test["tags_without_positives"]))
-    images = [str(save_figure(fig, run_dir / "plots" / f"{name}.png").relative_to(run_dir))
-              for name, fig in figures(results, log_history).items()]
+        per_class.text.append(
+            "Tags with no positive (or no negative) test track, left out of the means: "
+            + ", ".join(test["tags_without_positives"])
+        )
+    images = [
+        str(save_figure(fig, run_dir / "plots" / f"{name}.png").relative_to(run_dir))
+        for name, fig in figures(results, log_history).items()
+    ]
     return sections + [per_class, Section("Plots", images=images)]
 
 
@@ -304,8 +339,10 @@ def render_html(title: str, sections: list[Section], run_dir: Path) -> str:
         for path in section.images:
             data = base64.b64encode((run_dir / path).read_bytes()).decode()
             name = Path(path).stem.replace("_", " ")
-            body.append(f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{data}">'
-                        f"<figcaption>{html.escape(name)}</figcaption></figure>")
+            body.append(
+                f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{data}">'
+                f"<figcaption>{html.escape(name)}</figcaption></figure>"
+            )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <link rel="icon" href="data:,">
@@ -317,7 +354,7 @@ td:first-child, th:first-child {{ text-align: left; }}
 img {{ max-width: 100%; }} figure {{ margin: 1em 0; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
-{''.join(body)}
+{"".join(body)}
 </body></html>
 """
 
@@ -333,9 +370,12 @@ def run_summary(run_dir: Path, recipe, results: dict) -> str:
         if not metrics:
             continue
         intervals = metrics.get("intervals", {})
-        parts = [f"{key} {fmt(metrics[key])}" + (" (95% CI {:.3f}-{:.3f})".format(*intervals[key])
-                                                 if key in intervals else "")
-                 for key in keys if key in metrics]
+        parts = [
+            f"{key} {fmt(metrics[key])}"
+            + (" (95% CI {:.3f}-{:.3f})".format(*intervals[key]) if key in intervals else "")
+            for key in keys
+            if key in metrics
+        ]
         lines.append(f"  {split:<10}  {', '.join(parts)}; {metrics.get('num_tracks', '?')} tracks")
     leak = leakage_text(results.get("test", {}).get(LEAKAGE_KEY))
     if leak:

@@ -41,8 +41,9 @@ def clip_tracks(predictions: TrackPredictions, classes: int) -> list[tuple[int, 
     """(track row, class) for the `classes` classes with the most test tracks (ties: label order),
     each with the track that `predictions` gives the highest probability of that class, a track
     used once."""
-    positives = (predictions.labels if predictions.multi_label
-                 else np.eye(len(predictions.label_names))[predictions.labels]).astype(bool)  # (N, C)
+    positives = (
+        predictions.labels if predictions.multi_label else np.eye(len(predictions.label_names))[predictions.labels]
+    ).astype(bool)  # (N, C)
     chosen: dict[int, int] = {}  # track row -> class
     for label in np.argsort(-positives.sum(axis=0), kind="stable")[:classes]:
         rows = [row for row in np.flatnonzero(positives[:, label]) if row not in chosen]
@@ -68,8 +69,9 @@ def cell(model: RunModel, path: str, label: str) -> tuple[np.ndarray, Saliency]:
 # --------------------------------------------------------------------------- figure
 
 
-def representation_figure(cells: dict[tuple[int, str], tuple[np.ndarray, Saliency]], rows: list[str],
-                          values: list[str]):
+def representation_figure(
+    cells: dict[tuple[int, str], tuple[np.ndarray, Saliency]], rows: list[str], values: list[str]
+):
     """Rows = clips (their labels `rows`), columns = values; each cell its representation above its
     saliency, all saliency maps on one colour scale."""
     size = (CELL_INCHES[0] * len(values) + LABEL_INCHES, CELL_INCHES[1] * len(rows))
@@ -83,14 +85,29 @@ def representation_figure(cells: dict[tuple[int, str], tuple[np.ndarray, Salienc
         low, high = np.percentile(shown, (1, 99))  # a floor (silence, cut bands) must not take the whole scale
         ax_rep.imshow(shown, origin="lower", aspect="auto", cmap="magma", vmin=low, vmax=high)
         ax_rep.set(xlabel="frames", ylabel="bins", title=f"{value}: p({saliency.label}) = {saliency.score:.2f}")
-        image = ax_sal.imshow(saliency.values, origin="lower", aspect="auto", cmap="RdBu_r", vmin=-limit, vmax=limit,
-                              extent=(0, saliency.values.shape[1] * saliency.segment_seconds, 0,
-                                      saliency.values.shape[0]))
+        image = ax_sal.imshow(
+            saliency.values,
+            origin="lower",
+            aspect="auto",
+            cmap="RdBu_r",
+            vmin=-limit,
+            vmax=limit,
+            extent=(0, saliency.values.shape[1] * saliency.segment_seconds, 0, saliency.values.shape[0]),
+        )
         ax_sal.set(xlabel="seconds", ylabel="mel band")
         saliency_axes.append(ax_sal)
         if column == 0:
-            ax_rep.annotate(rows[row], xy=(0, 0.5), xycoords="axes fraction", xytext=(-48, 0),
-                            textcoords="offset points", ha="right", va="center", rotation=90, fontweight="bold")
+            ax_rep.annotate(
+                rows[row],
+                xy=(0, 0.5),
+                xycoords="axes fraction",
+                xytext=(-48, 0),
+                textcoords="offset points",
+                ha="right",
+                va="center",
+                rotation=90,
+                fontweight="bold",
+            )
     fig.colorbar(image, ax=saliency_axes, fraction=0.02, label="probability drop when removed")
     return fig
 
@@ -106,20 +123,28 @@ def representation_section(runs: dict[str, Path], out: Path, classes: int = 3) -
     clips = clip_tracks(first, classes)
     rows = [f"{first.label_names[label]}\n{first.ids[track]}" for track, label in clips]
     jobs = [(row, value) for row in range(len(clips)) for value in values]
-    cells = {(row, value): cell(models[value], first.paths[clips[row][0]], first.label_names[clips[row][1]])
-             for row, value in progress(jobs, "representations and saliency", unit="cells")}
+    cells = {
+        (row, value): cell(models[value], first.paths[clips[row][0]], first.label_names[clips[row][1]])
+        for row, value in progress(jobs, "representations and saliency", unit="cells")
+    }
     save_figure(representation_figure(cells, rows, values), Path(out) / FIGURE_NAME)
     grid = next(iter(cells.values()))[1]
-    return Section("How each front end sees the music", images=[FIGURE_NAME], text=[
-        f"Rows: the {len(clips)} classes with the most test tracks, each shown by the test track that "
-        f"'{values[0]}' gives the highest probability of that class; each model sees one clip-length excerpt "
-        "from the middle of the track, at its own sample rate. Clips: "
-        + ", ".join(f"{first.ids[track]} ({first.label_names[label]})" for track, label in clips) + ".",
-        "Top of each cell: the model's own representation of the excerpt (its front end before "
-        "normalisation; bins up, frames across).",
-        f"Below: occlusion saliency for the true class, the drop in its probability when one of "
-        f"{len(grid.band_edges) - 1} mel bands x {grid.segment_seconds} s of the waveform's STFT is removed "
-        "(red: the sound there supports the class; blue: it argues against it); one colour scale for all cells."])
+    return Section(
+        "How each front end sees the music",
+        images=[FIGURE_NAME],
+        text=[
+            f"Rows: the {len(clips)} classes with the most test tracks, each shown by the test track that "
+            f"'{values[0]}' gives the highest probability of that class; each model sees one clip-length excerpt "
+            "from the middle of the track, at its own sample rate. Clips: "
+            + ", ".join(f"{first.ids[track]} ({first.label_names[label]})" for track, label in clips)
+            + ".",
+            "Top of each cell: the model's own representation of the excerpt (its front end before "
+            "normalisation; bins up, frames across).",
+            f"Below: occlusion saliency for the true class, the drop in its probability when one of "
+            f"{len(grid.band_edges) - 1} mel bands x {grid.segment_seconds} s of the waveform's STFT is removed "
+            "(red: the sound there supports the class; blue: it argues against it); one colour scale for all cells.",
+        ],
+    )
 
 
 # --------------------------------------------------------------------------- disagreement
@@ -143,8 +168,10 @@ def aligned(predictions: dict[str, TrackPredictions]) -> tuple[TrackPredictions,
     for value in values[1:]:
         other = predictions[value]
         if sorted(other.ids) != sorted(first.ids) or other.label_names != first.label_names:
-            raise ValueError(f"the test predictions of {values[0]} and {value} are not on the same tracks and "
-                             f"classes ({len(first.ids)} and {len(other.ids)} tracks): they cannot be compared")
+            raise ValueError(
+                f"the test predictions of {values[0]} and {value} are not on the same tracks and "
+                f"classes ({len(first.ids)} and {len(other.ids)} tracks): they cannot be compared"
+            )
     return first, np.stack([on_tracks(predictions[value], first.ids) for value in values])  # (V, N, C)
 
 
@@ -185,13 +212,22 @@ def disagreement_section(predictions: dict[str, TrackPredictions], top: int = 10
     key, agree = disagreement(first, probs)
     order = np.lexsort((-key[:, 1], -key[:, 0]))[:top]  # stable: ties keep the track order
     table = [["track", "true"] + values]
-    table += [[first.ids[t], truth_text(first, t)]
-              + [prediction_text(probs[v, t], first.label_names, first.multi_label) for v in range(len(values))]
-              for t in order]
-    rule = (f"by the mean absolute difference of tag probabilities; agreeing means the same top {TOP_TAGS} tags"
-            if first.multi_label else
-            "by the number of distinct predicted classes, then the spread (max - min) of the true class's "
-            "probability; agreeing means the same predicted class")
-    return Section("Test tracks the runs disagree on most", tables=[table], text=[
-        f"All {len(values)} values ({', '.join(values)}) agree on {int(agree.sum())} of {len(agree)} test tracks.",
-        f"The {len(order)} tracks on which they disagree most, {rule}."])
+    table += [
+        [first.ids[t], truth_text(first, t)]
+        + [prediction_text(probs[v, t], first.label_names, first.multi_label) for v in range(len(values))]
+        for t in order
+    ]
+    rule = (
+        f"by the mean absolute difference of tag probabilities; agreeing means the same top {TOP_TAGS} tags"
+        if first.multi_label
+        else "by the number of distinct predicted classes, then the spread (max - min) of the true class's "
+        "probability; agreeing means the same predicted class"
+    )
+    return Section(
+        "Test tracks the runs disagree on most",
+        tables=[table],
+        text=[
+            f"All {len(values)} values ({', '.join(values)}) agree on {int(agree.sum())} of {len(agree)} test tracks.",
+            f"The {len(order)} tracks on which they disagree most, {rule}.",
+        ],
+    )

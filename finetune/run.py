@@ -83,12 +83,17 @@ def run_folder(recipe: Recipe) -> Iterator[RunFolder]:
 def augmenter(recipe: Recipe, sample_rate: int):
     """The recipe's waveform augmentation as a picklable callable (y, rng=...), or None when off."""
     aug = recipe.augment
-    if aug.probability <= 0 or not (aug.gain_db or aug.noise_snr_db is not None
-                                    or aug.time_stretch or aug.pitch_shift):
+    if aug.probability <= 0 or not (aug.gain_db or aug.noise_snr_db is not None or aug.time_stretch or aug.pitch_shift):
         return None
-    return functools.partial(augment_waveform, sr=sample_rate, gain_db=aug.gain_db,
-                             noise_snr_db=aug.noise_snr_db, time_stretch=aug.time_stretch,
-                             pitch_shift=aug.pitch_shift, probability=aug.probability)
+    return functools.partial(
+        augment_waveform,
+        sr=sample_rate,
+        gain_db=aug.gain_db,
+        noise_snr_db=aug.noise_snr_db,
+        time_stretch=aug.time_stretch,
+        pitch_shift=aug.pitch_shift,
+        probability=aug.probability,
+    )
 
 
 def training_set(recipe: Recipe, split, reader: CropReader):
@@ -101,9 +106,16 @@ def training_set(recipe: Recipe, split, reader: CropReader):
     if recipe.data.streaming:
         label_names, multi_label = task_of(split)
         state = PartialState()
-        return StreamCrops(split, len(label_names), multi_label, reader, seed=recipe.seed,
-                           crops_per_row=recipe.data.crops_per_track or 1, rank=state.process_index,
-                           world_size=state.num_processes)
+        return StreamCrops(
+            split,
+            len(label_names),
+            multi_label,
+            reader,
+            seed=recipe.seed,
+            crops_per_row=recipe.data.crops_per_track or 1,
+            rank=state.process_index,
+            world_size=state.num_processes,
+        )
     paths, targets = track_table(split)
     crops = crops_per_track(split["duration"], recipe.data.clip_seconds, recipe.data.crops_per_track)
     return TrainCrops(paths, targets, reader, seed=recipe.seed, crops=crops, durations=split["duration"])
@@ -123,12 +135,22 @@ def planned_steps(recipe: Recipe, train_set, processes: int) -> int:
 
 def warn_if_few_steps(recipe: Recipe, train_set, processes: int) -> None:
     steps = planned_steps(recipe, train_set, processes)
-    logger.info("training: %d crops of %g s per epoch, %d optimizer steps in all", len(train_set),
-                recipe.data.clip_seconds, steps)
+    logger.info(
+        "training: %d crops of %g s per epoch, %d optimizer steps in all",
+        len(train_set),
+        recipe.data.clip_seconds,
+        steps,
+    )
     if steps < FEW_STEPS and recipe.train.max_steps <= 0:
-        logger.warning("this run trains for only %d optimizer steps (%d crops an epoch, batch %d, %g epochs): "
-                       "too few to converge; raise train.epochs or data.crops_per_track, or lower "
-                       "train.batch_size", steps, len(train_set), recipe.train.batch_size, recipe.train.epochs)
+        logger.warning(
+            "this run trains for only %d optimizer steps (%d crops an epoch, batch %d, %g epochs): "
+            "too few to converge; raise train.epochs or data.crops_per_track, or lower "
+            "train.batch_size",
+            steps,
+            len(train_set),
+            recipe.train.batch_size,
+            recipe.train.epochs,
+        )
 
 
 def learning_rates(recipe: Recipe, model) -> dict[str, float]:
@@ -136,8 +158,9 @@ def learning_rates(recipe: Recipe, model) -> dict[str, float]:
     train = recipe.train
     family = family_of(recipe.model.name, model)  # auto: the checkpoint's
     head_lr = train.lr if train.head_lr is None else train.head_lr
-    return parameter_learning_rates(model, head_names(model), family.layers if family else None, train.lr,
-                                    head_lr, train.layer_decay)
+    return parameter_learning_rates(
+        model, head_names(model), family.layers if family else None, train.lr, head_lr, train.layer_decay
+    )
 
 
 def training_seconds(recipe: Recipe, split) -> float | None:
@@ -166,8 +189,9 @@ def run(recipe: Recipe, callbacks: tuple = ()) -> Path:
     return claimed.path
 
 
-def train_and_evaluate(recipe: Recipe, run_dir: Path, checkpoint: str | None, resumed: bool,
-                       extra_callbacks: tuple = ()) -> None:
+def train_and_evaluate(
+    recipe: Recipe, run_dir: Path, checkpoint: str | None, resumed: bool, extra_callbacks: tuple = ()
+) -> None:
     """Data, model, training (from `checkpoint` when resuming), scores on every split, the run folder."""
     transformers.set_seed(recipe.seed)
     with PartialState().main_process_first():  # one process generates / indexes, the rest read
@@ -179,12 +203,21 @@ def train_and_evaluate(recipe: Recipe, run_dir: Path, checkpoint: str | None, re
         with PartialState().main_process_first():  # one process embeds into the cache, the rest read it
             outcome = run_probe(recipe, dataset, bundle)
         if PartialState().is_main_process:
-            write_run_folder(run_dir, recipe, outcome.model, bundle, outcome.results, outcome.log_history,
-                             outcome.predictions, dataset)
+            write_run_folder(
+                run_dir,
+                recipe,
+                outcome.model,
+                bundle,
+                outcome.results,
+                outcome.log_history,
+                outcome.predictions,
+                dataset,
+            )
         return
     if resumed:
         logger.info("resuming %s from %s", run_dir, checkpoint) if checkpoint else logger.warning(
-            "train.resume=true but %s has no complete checkpoint: starting from the beginning", run_dir)
+            "train.resume=true but %s has no complete checkpoint: starting from the beginning", run_dir
+        )
     if recipe.backbone.head_init == "probe" and checkpoint is None:  # a resumed run's head is in its checkpoint
         with PartialState().main_process_first():
             probe_head_init(recipe, dataset, bundle)
@@ -193,8 +226,13 @@ def train_and_evaluate(recipe: Recipe, run_dir: Path, checkpoint: str | None, re
         bundle.model.freeze_batch_norm()
     rate, clip = bundle.sample_rate, recipe.data.clip_seconds
 
-    cache = training_cache(recipe.data.audio_cache, training_seconds(recipe, dataset["train"]),
-                           cache_dir() / "audio" / str(rate), rate, recipe.data.audio_cache_max_gib)
+    cache = training_cache(
+        recipe.data.audio_cache,
+        training_seconds(recipe, dataset["train"]),
+        cache_dir() / "audio" / str(rate),
+        rate,
+        recipe.data.audio_cache_max_gib,
+    )
     reader = CropReader(rate, clip, augmenter(recipe, rate), cache)
     train_set = training_set(recipe, dataset["train"], reader)
     if not recipe.data.streaming:
@@ -202,7 +240,8 @@ def train_and_evaluate(recipe: Recipe, run_dir: Path, checkpoint: str | None, re
     windowing = Windowing.of_recipe(recipe)
     eval_sets = {
         split: EvalWindows(*track_table(dataset[split]), rate, windowing, description=f"indexing {split} windows")
-        for split in ("validation", "test") if split in dataset
+        for split in ("validation", "test")
+        if split in dataset
     }
     trainer = FinetuneTrainer(
         model=bundle.model,
@@ -226,20 +265,24 @@ def train_and_evaluate(recipe: Recipe, run_dir: Path, checkpoint: str | None, re
     for split, windows in eval_sets.items():
         prediction = trainer.predict(windows, metric_key_prefix=split)
         labels, track_index = prediction.label_ids
-        metrics, probs, track_labels = evaluate_windows(prediction.predictions, labels, track_index,
-                                                        label_names, multi_label, windowing.aggregate)
+        metrics, probs, track_labels = evaluate_windows(
+            prediction.predictions, labels, track_index, label_names, multi_label, windowing.aggregate
+        )
         metrics["loss"] = prediction.metrics.get(f"{split}_loss")
         metrics["skipped_files"] = windows.skipped_files(track_index)
         results[split] = metrics
-        predictions[split] = track_predictions(dataset[split]["id"], windows.paths, track_index, probs,
-                                               track_labels, label_names)
+        predictions[split] = track_predictions(
+            dataset[split]["id"], windows.paths, track_index, probs, track_labels, label_names
+        )
     if start is not None:  # the linear-probed starting point: its validation scores, and whether it was kept
         timing = ("runtime", "samples_per_second", "steps_per_second", "model_preparation_time", "epoch")
-        results["validation"]["start_point"] = {key.removeprefix("eval_"): value for key, value in start.items()
-                                                if key.removeprefix("eval_") not in timing}
+        results["validation"]["start_point"] = {
+            key.removeprefix("eval_"): value for key, value in start.items() if key.removeprefix("eval_") not in timing
+        }
     if trainer.is_world_process_zero():
-        write_run_folder(run_dir, recipe, trainer.model, bundle, results, trainer.state.log_history,
-                         predictions, dataset)
+        write_run_folder(
+            run_dir, recipe, trainer.model, bundle, results, trainer.state.log_history, predictions, dataset
+        )
 
 
 def push_run(run_dir: Path, recipe: Recipe) -> None:
@@ -263,8 +306,16 @@ def finish(run_dir: Path, steps: dict) -> None:
         raise RunIncomplete(run_dir, f"{run_dir}: training and its results are saved, but {causes}")
 
 
-def write_run_folder(run_dir: Path, recipe: Recipe, model, bundle, results: dict,
-                     log_history: list[dict], predictions: dict | None = None, dataset=None) -> None:
+def write_run_folder(
+    run_dir: Path,
+    recipe: Recipe,
+    model,
+    bundle,
+    results: dict,
+    log_history: list[dict],
+    predictions: dict | None = None,
+    dataset=None,
+) -> None:
     """metrics.json, predictions/<split>.npz, the trained model (LoRA merged) with its
     model card, the LoRA adapter alone in adapter/, the end-of-run studies of the test predictions
     (with the run's `dataset`), the reports; then the upload if the recipe asks."""
@@ -290,8 +341,9 @@ def write_run_folder(run_dir: Path, recipe: Recipe, model, bundle, results: dict
         write_atomically(run_dir / "metrics.json", json.dumps(results, indent=2))
     steps = {}
     if dataset is not None and "test" in (predictions or {}):
-        steps["the end-of-run studies"] = lambda: end_of_run(run_dir, dataset=dataset, test=predictions["test"],
-                                                             durations=recipe.eval.durations, seed=recipe.seed)
+        steps["the end-of-run studies"] = lambda: end_of_run(
+            run_dir, dataset=dataset, test=predictions["test"], durations=recipe.eval.durations, seed=recipe.seed
+        )
     steps["the report"] = lambda: report.write_reports(run_dir, recipe, results, log_history)
     if recipe.hub.push_to_hub:
         steps["the upload (export.push_to_hub)"] = lambda: push_run(run_dir, recipe)

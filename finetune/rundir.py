@@ -42,9 +42,20 @@ CHECKPOINT_PREFIX = "checkpoint-"
 
 # Keys a resume may change: they decide how a run is watched, fed or published, never what it
 # computes. Any other change is a new run.
-RESUME_MAY_CHANGE = ("description", "output_dir", "train.resume", "train.logging_steps", "data.num_workers",
-                     "data.persistent_workers", "data.pin_memory", "eval.durations", "hub.push_to_hub",
-                     "hub.repo_id", "hub.private", "train.trainer_args.report_to")
+RESUME_MAY_CHANGE = (
+    "description",
+    "output_dir",
+    "train.resume",
+    "train.logging_steps",
+    "data.num_workers",
+    "data.persistent_workers",
+    "data.pin_memory",
+    "eval.durations",
+    "hub.push_to_hub",
+    "hub.repo_id",
+    "hub.private",
+    "train.trainer_args.report_to",
+)
 
 
 class RunFolderError(RecipeError):
@@ -136,8 +147,11 @@ def changed_settings(recorded: Recipe, new: Recipe) -> str:
     """The settings that differ between two recipes and that a resume may not change, shown as
     `key old -> new, ...` ("" when there are none)."""
     before, after = flatten(recorded.to_dict()), flatten(new.to_dict())
-    changed = [key for key in sorted(set(before) | set(after))
-               if before.get(key) != after.get(key) and key not in RESUME_MAY_CHANGE]
+    changed = [
+        key
+        for key in sorted(set(before) | set(after))
+        if before.get(key) != after.get(key) and key not in RESUME_MAY_CHANGE
+    ]
     return ", ".join(f"{key} {before.get(key)!r} -> {after.get(key)!r}" for key in changed)
 
 
@@ -159,14 +173,24 @@ def check_resume(folder: Path, recipe: Recipe) -> None:
         return
     changed = changed_settings(recorded, recipe)
     if changed:
-        raise RunFolderError(f"train.resume: {folder} was started with other settings ({changed}); a resumed run "
-                             "keeps its settings: drop these overrides, or start a new run in another folder")
+        raise RunFolderError(
+            f"train.resume: {folder} was started with other settings ({changed}); a resumed run "
+            "keeps its settings: drop these overrides, or start a new run in another folder"
+        )
 
 
 def identity(recipe: Recipe) -> dict:
     """A new run's `run.json`; `id` is random, so it names this run wherever its folder moves."""
-    return {"id": uuid.uuid4().hex, "recipe": recipe.name, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "pid": os.getpid(),
-            "host": socket.gethostname(), "command": sys.argv, **provenance(), "resumes": []}
+    return {
+        "id": uuid.uuid4().hex,
+        "recipe": recipe.name,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "command": sys.argv,
+        **provenance(),
+        "resumes": [],
+    }
 
 
 def in_use_message(folder: Path) -> str:
@@ -190,8 +214,10 @@ def lock(folder: Path, doing: str = "a run") -> FileLock:
         held.acquire()
     except Timeout:
         raise RunFolderError(in_use_message(folder)) from None
-    write_atomically(folder / HOLDER_FILE, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                                                       "doing": doing, "command": sys.argv}))
+    write_atomically(
+        folder / HOLDER_FILE,
+        json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "doing": doing, "command": sys.argv}),
+    )
     return held
 
 
@@ -254,12 +280,16 @@ def check_new_run(folder: Path) -> None:
     found = read_identity(folder)
     if holds_run(folder):
         since = f" from {found['created']}" if found and "created" in found else ""
-        raise RunFolderError(f"{folder} already holds a run{since}; train.resume=true continues it, or choose "
-                             "another folder (output_dir=...)")
+        raise RunFolderError(
+            f"{folder} already holds a run{since}; train.resume=true continues it, or choose "
+            "another folder (output_dir=...)"
+        )
     others = sorted(p.name for p in folder.iterdir() if p.name not in (LOCK_FILE, HOLDER_FILE))
     if others:
-        raise RunFolderError(f"{folder} is not empty ({', '.join(others[:3])}{' ...' if len(others) > 3 else ''}) "
-                             "and holds no run; choose an empty or new folder (output_dir=...)")
+        raise RunFolderError(
+            f"{folder} is not empty ({', '.join(others[:3])}{' ...' if len(others) > 3 else ''}) "
+            "and holds no run; choose an empty or new folder (output_dir=...)"
+        )
 
 
 @dataclasses.dataclass
@@ -267,6 +297,7 @@ class RunFolder:
     """A claimed run folder: `path`, whether the run continues one that was there (`resumed`), from
     which checkpoint (None: from the start), and whether that run had already finished (`finished`:
     nothing is left to do, nothing is written)."""
+
     path: Path
     resumed: bool
     checkpoint: str | None
@@ -284,14 +315,25 @@ def start(folder: Path, recipe: Recipe) -> RunFolder:
     if recipe.train.resume and holds_run(folder):
         check_resume(folder, recipe)
         if is_finished(folder):
-            logger.info("%s holds a finished run: train.resume=true has nothing to do, its results stay as they "
-                        "are (`python -m finetune evaluate %s` scores it again)", folder, folder)
+            logger.info(
+                "%s holds a finished run: train.resume=true has nothing to do, its results stay as they "
+                "are (`python -m finetune evaluate %s` scores it again)",
+                folder,
+                folder,
+            )
             return RunFolder(folder, resumed=True, checkpoint=None, finished=True)
         found = read_identity(folder) or identity(recipe)
         checkpoint = usable_checkpoint(folder)
-        found["resumes"] = [*found.get("resumes", []), {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                                                         "pid": os.getpid(), "host": socket.gethostname(),
-                                                         "from": checkpoint, **provenance()}]
+        found["resumes"] = [
+            *found.get("resumes", []),
+            {
+                "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "from": checkpoint,
+                **provenance(),
+            },
+        ]
         resumed = True
     else:
         check_new_run(folder)

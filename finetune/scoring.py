@@ -30,8 +30,12 @@ class RunModel(Predictor):
         if not (self.run_dir / "recipe.yaml").is_file() or not (self.run_dir / "model" / "config.json").is_file():
             raise FileNotFoundError(f"{self.run_dir} is not a run folder (needs recipe.yaml and model/)")
         self.recipe = recipes.load(str(self.run_dir / "recipe.yaml"))
-        super().__init__(load_model(self.run_dir / "model"), Windowing.of_recipe(self.recipe),
-                         batch_size or self.recipe.train.eval_batch_size or self.recipe.train.batch_size, device)
+        super().__init__(
+            load_model(self.run_dir / "model"),
+            Windowing.of_recipe(self.recipe),
+            batch_size or self.recipe.train.eval_batch_size or self.recipe.train.batch_size,
+            device,
+        )
 
     @property
     def clip_seconds(self) -> float:
@@ -44,8 +48,12 @@ class RunModel(Predictor):
     def score(self, windows: torch.utils.data.Dataset, description: str) -> tuple[np.ndarray, np.ndarray]:
         """Items {input_values (T,), track_index} -> (window probabilities (W, C), track index (W,))."""
         workers = self.recipe.data.num_workers
-        loader = torch.utils.data.DataLoader(windows, batch_size=self.batch_size, collate_fn=list,
-                                             num_workers=default_workers() if workers is None else workers)
+        loader = torch.utils.data.DataLoader(
+            windows,
+            batch_size=self.batch_size,
+            collate_fn=list,
+            num_workers=default_workers() if workers is None else workers,
+        )
         probs, tracks = [], []
         for items in progress(loader, description, unit="batches"):
             probs.append(self.probabilities([item["input_values"] for item in items]))
@@ -60,14 +68,14 @@ class RunModel(Predictor):
     def predictions(self, split_data, description: str) -> TrackPredictions:
         """Track-level predictions on a dataset split, windowed as the run evaluated."""
         paths, targets = track_table(split_data)
-        windows = EvalWindows(paths, targets, self.sample_rate, self.windowing,
-                              description=f"indexing {description} windows")
+        windows = EvalWindows(
+            paths, targets, self.sample_rate, self.windowing, description=f"indexing {description} windows"
+        )
         window_probs, track_index = self.score(windows, f"scoring {description}")
         keep = readable_windows(track_index)
         probs = aggregate_tracks(window_probs[keep], track_index[keep], self.windowing.aggregate)  # (N, C)
         tracks = np.unique(track_index[keep])
-        return track_predictions(split_data["id"], paths, track_index, probs, targets[tracks],
-                                 task_of(split_data)[0])
+        return track_predictions(split_data["id"], paths, track_index, probs, targets[tracks], task_of(split_data)[0])
 
 
 class Excerpts(torch.utils.data.Dataset):
@@ -75,8 +83,9 @@ class Excerpts(torch.utils.data.Dataset):
     model's clip length (as evaluation treats a short track); an unreadable one is marked as
     `EvalWindows` marks it (`finetune.clips.unreadable_window`)."""
 
-    def __init__(self, paths: list[str], windows: list[tuple[int, float, float]], sample_rate: int,
-                 clip_seconds: float):
+    def __init__(
+        self, paths: list[str], windows: list[tuple[int, float, float]], sample_rate: int, clip_seconds: float
+    ):
         self.paths, self.windows, self.sample_rate = paths, windows, sample_rate
         self.clip_samples = int(round(clip_seconds * sample_rate))
 

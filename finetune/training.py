@@ -55,8 +55,9 @@ class TrainingProgress(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         self.started = time.monotonic()
         if bars_enabled() and state.is_world_process_zero:
-            self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="training", unit="step",
-                            dynamic_ncols=True)
+            self.bar = tqdm(
+                total=state.max_steps, initial=state.global_step, desc="training", unit="step", dynamic_ncols=True
+            )
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.bar is not None:
@@ -69,8 +70,13 @@ class TrainingProgress(TrainerCallback):
         if self.bar is not None:
             self.bar.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{logs.get('learning_rate', 0):.2e}")
         else:
-            logger.info("step %d/%d: loss %.4f, lr %.2e", state.global_step, state.max_steps, logs["loss"],
-                        logs.get("learning_rate", 0.0))
+            logger.info(
+                "step %d/%d: loss %.4f, lr %.2e",
+                state.global_step,
+                state.max_steps,
+                logs["loss"],
+                logs.get("learning_rate", 0.0),
+            )
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         if state.is_world_process_zero:
@@ -84,10 +90,14 @@ class TrainingProgress(TrainerCallback):
             best = f", best checkpoint at step {state.best_global_step}" if state.best_global_step else ""
             logger.info("training: %d steps in %.0f s%s", state.global_step, time.monotonic() - self.started, best)
             if early_best(state):
-                logger.warning("the model kept is the checkpoint of step %d of %d, selected on validation %s: it has "
-                               "barely trained; a small validation split, or one of other artists than training, "
-                               "can favour it (train.metric picks another metric; more validation tracks help)",
-                               state.best_global_step, state.global_step, args.metric_for_best_model)
+                logger.warning(
+                    "the model kept is the checkpoint of step %d of %d, selected on validation %s: it has "
+                    "barely trained; a small validation split, or one of other artists than training, "
+                    "can favour it (train.metric picks another metric; more validation tracks help)",
+                    state.best_global_step,
+                    state.global_step,
+                    args.metric_for_best_model,
+                )
 
 
 EARLY_BEST = 0.1  # a best checkpoint in the first tenth of a run's steps is worth a warning
@@ -95,15 +105,24 @@ EARLY_BEST = 0.1  # a best checkpoint in the first tenth of a run's steps is wor
 
 def early_best(state) -> bool:
     """True when the checkpoint kept as best comes from the first EARLY_BEST of at least 20 steps."""
-    return bool(state.best_global_step) and state.global_step >= 20 and (
-        state.best_global_step <= EARLY_BEST * state.global_step)
+    return (
+        bool(state.best_global_step)
+        and state.global_step >= 20
+        and (state.best_global_step <= EARLY_BEST * state.global_step)
+    )
 
 
 class FinetuneTrainer(Trainer):
     """Trainer whose loss follows the task, not the model class."""
 
-    def __init__(self, *args, multi_label: bool, mixup_alpha: float = 0.0,
-                 learning_rates: dict[str, float] | None = None, **kwargs):
+    def __init__(
+        self,
+        *args,
+        multi_label: bool,
+        mixup_alpha: float = 0.0,
+        learning_rates: dict[str, float] | None = None,
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
         self.multi_label = multi_label
         self.mixup_alpha = mixup_alpha
@@ -132,8 +151,12 @@ class FinetuneTrainer(Trainer):
                     groups.setdefault((rate, name in decay), []).append(param)
             optimizer_cls, kwargs = self.get_optimizer_cls_and_kwargs(self.args, model)
             self.optimizer = optimizer_cls(
-                [{"params": params, "lr": rate, "weight_decay": self.args.weight_decay if decays else 0.0}
-                 for (rate, decays), params in groups.items()], **kwargs)
+                [
+                    {"params": params, "lr": rate, "weight_decay": self.args.weight_decay if decays else 0.0}
+                    for (rate, decays), params in groups.items()
+                ],
+                **kwargs,
+            )
         return super().create_optimizer(model)
 
     def train(self, resume_from_checkpoint: str | None = None, **kwargs):
@@ -143,8 +166,10 @@ class FinetuneTrainer(Trainer):
         self.resumed_from = resume_from_checkpoint
         self.training_over = bool(resume_from_checkpoint) and training_ended(Path(resume_from_checkpoint))
         if self.training_over:
-            logger.info("%s was taken when training ended: finishing the run (no further step)",
-                        Path(resume_from_checkpoint).name)
+            logger.info(
+                "%s was taken when training ended: finishing the run (no further step)",
+                Path(resume_from_checkpoint).name,
+            )
         self.started = time.monotonic()
         return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
 
@@ -165,10 +190,16 @@ class FinetuneTrainer(Trainer):
         with writing(folder, "the checkpoint"):
             if self.args.should_save:
                 folder.mkdir(parents=True, exist_ok=True)
-                (folder / RUNNING_LOSS_FILE).write_text(json.dumps({
-                    "loss_since_log": float(self._tr_loss.item()), "total_loss": self._total_loss_scalar,
-                    "last_logged_step": self._globalstep_last_logged,
-                    "train_seconds": self.seconds_before + time.monotonic() - self.started}))
+                (folder / RUNNING_LOSS_FILE).write_text(
+                    json.dumps(
+                        {
+                            "loss_since_log": float(self._tr_loss.item()),
+                            "total_loss": self._total_loss_scalar,
+                            "last_logged_step": self._globalstep_last_logged,
+                            "train_seconds": self.seconds_before + time.monotonic() - self.started,
+                        }
+                    )
+                )
             super()._save_checkpoint(model, trial)
 
     def restore_running_loss(self) -> None:
@@ -239,7 +270,10 @@ class FinetuneTrainer(Trainer):
             generator = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,))))  # torch RNG: resumable
             key = self.model.main_input_name  # input_values; input_features for Whisper
             inputs[key], targets = mixup(
-                inputs[key], targets, self.mixup_alpha, generator,
+                inputs[key],
+                targets,
+                self.mixup_alpha,
+                generator,
                 num_labels=self.model.config.num_labels,
             )
         outputs = model(**inputs)
@@ -256,8 +290,9 @@ def training_ended(checkpoint: Path) -> bool:
     return bool(control.get("should_training_stop")) or 0 < state.get("max_steps", 0) <= state.get("global_step", 0)
 
 
-def parameter_learning_rates(model, heads: list[str], layers: str | None, lr: float, head_lr: float,
-                             layer_decay: float) -> dict[str, float]:
+def parameter_learning_rates(
+    model, heads: list[str], layers: str | None, lr: float, head_lr: float, layer_decay: float
+) -> dict[str, float]:
     """Parameter name -> peak learning rate: `head_lr` for the head (the top-level modules `heads`
     and the model's own parameters, such as `layer_weights`), `lr` for the body; with `layer_decay`
     < 1 and `layers` (the backbone's layer list, relative to the base model), transformer layer k of
@@ -274,9 +309,9 @@ def parameter_learning_rates(model, heads: list[str], layers: str | None, lr: fl
         elif prefix is None:
             rates[name] = lr
         elif name.startswith(prefix):
-            rates[name] = lr * layer_decay ** (count - 1 - int(name[len(prefix):].split(".")[0]))
+            rates[name] = lr * layer_decay ** (count - 1 - int(name[len(prefix) :].split(".")[0]))
         else:
-            rates[name] = lr * layer_decay ** count
+            rates[name] = lr * layer_decay**count
     return rates
 
 
@@ -314,8 +349,12 @@ def train_from_start_point(trainer: Trainer, resume_from_checkpoint: str | None 
     key = f"eval_{trainer.args.metric_for_best_model}".replace("eval_eval_", "eval_")
     best, first = trainer.state.best_metric, start.get(key)
     if first is not None and (best is None or (first > best if trainer.args.greater_is_better else first < best)):
-        logger.info("fine-tuning did not beat its starting point on validation %s (%.4f vs %s): keeping the start",
-                    key.removeprefix("eval_"), first, "none" if best is None else f"{best:.4f}")
+        logger.info(
+            "fine-tuning did not beat its starting point on validation %s (%.4f vs %s): keeping the start",
+            key.removeprefix("eval_"),
+            first,
+            "none" if best is None else f"{best:.4f}",
+        )
         trainer.model.load_state_dict(state)
         start["kept_start"] = True
     trainer.state.log_history.insert(0, {**start, "step": 0})
@@ -327,11 +366,14 @@ def metrics_function(label_names: list[str], multi_label: bool, aggregate: str):
 
     def compute(prediction) -> dict:
         if not np.isfinite(prediction.predictions).all():  # a diverged model: say so, not scikit-learn's NaN error
-            raise TrainingDiverged("training diverged: the model's outputs on validation are nan/inf; try a lower "
-                                   "train.lr or a lower train.max_grad_norm")
+            raise TrainingDiverged(
+                "training diverged: the model's outputs on validation are nan/inf; try a lower "
+                "train.lr or a lower train.max_grad_norm"
+            )
         labels, track_index = prediction.label_ids
-        metrics, _, _ = evaluate_windows(prediction.predictions, labels, track_index,
-                                         label_names, multi_label, aggregate)
+        metrics, _, _ = evaluate_windows(
+            prediction.predictions, labels, track_index, label_names, multi_label, aggregate
+        )
         return scalar_metrics(metrics)
 
     return compute
@@ -358,8 +400,11 @@ def runnable_precision(recipe: Recipe) -> Recipe:
     asked, device = recipe.train.precision, local_accelerator()
     if precision_runs(asked, device):
         return recipe
-    logger.warning("train.precision=%s does not train on this machine (%s): training in fp32, recorded as "
-                   "train.precision=fp32", asked, device)
+    logger.warning(
+        "train.precision=%s does not train on this machine (%s): training in fp32, recorded as train.precision=fp32",
+        asked,
+        device,
+    )
     return dataclasses.replace(recipe, train=dataclasses.replace(recipe.train, precision="fp32"))
 
 
@@ -386,9 +431,13 @@ def training_arguments(recipe: Recipe, run_dir: Path, multi_label: bool) -> Trai
         warmup_steps=train.warmup_ratio,  # transformers 5 reads a value below 1 as a ratio
         lr_scheduler_type=train.scheduler,
         lr_scheduler_kwargs=(
-            {"mode": "max" if greater_is_better else "min", "patience": train.plateau_patience,
-             "factor": train.plateau_factor}
-            if plateau else {}
+            {
+                "mode": "max" if greater_is_better else "min",
+                "patience": train.plateau_patience,
+                "factor": train.plateau_factor,
+            }
+            if plateau
+            else {}
         ),
         gradient_accumulation_steps=train.grad_accum,
         max_grad_norm=train.max_grad_norm,
@@ -420,8 +469,10 @@ def training_arguments(recipe: Recipe, run_dir: Path, multi_label: bool) -> Trai
     extra = check_trainer_args(recipe)
     engines = [name for name in GPU_ENGINES if extra.get(name)]
     if engines and device == "cpu":
-        logger.warning("train.trainer_args.%s: accelerate ignores it on CPU processes (no GPU here); this run "
-                       "trains without it", engines[0])
+        logger.warning(
+            "train.trainer_args.%s: accelerate ignores it on CPU processes (no GPU here); this run trains without it",
+            engines[0],
+        )
     return TrainingArguments(**{**settings, **extra})
 
 
@@ -463,9 +514,15 @@ class EarlyStopping(TrainerCallback, ExportableState):
         self.waited = 0
 
     def state(self) -> dict:
-        return {"args": {"metric": self.metric, "greater_is_better": self.greater, "patience": self.patience,
-                         "min_steps": self.min_steps},
-                "attributes": {"best": self.best, "best_step": self.best_step, "waited": self.waited}}
+        return {
+            "args": {
+                "metric": self.metric,
+                "greater_is_better": self.greater,
+                "patience": self.patience,
+                "min_steps": self.min_steps,
+            },
+            "attributes": {"best": self.best, "best_step": self.best_step, "waited": self.waited},
+        }
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         value = (metrics or {}).get(self.key)
@@ -478,9 +535,14 @@ class EarlyStopping(TrainerCallback, ExportableState):
             return
         self.waited += 1
         if self.waited >= self.patience:
-            logger.info("early stopping at step %d: validation %s has not improved for %d evaluations "
-                        "(best %.4f at step %d)", state.global_step, self.key.removeprefix("eval_"),
-                        self.waited, self.best, self.best_step)
+            logger.info(
+                "early stopping at step %d: validation %s has not improved for %d evaluations (best %.4f at step %d)",
+                state.global_step,
+                self.key.removeprefix("eval_"),
+                self.waited,
+                self.best,
+                self.best_step,
+            )
             control.should_training_stop = True
 
 
@@ -490,6 +552,7 @@ def callbacks(recipe: Recipe, train_set) -> list:
     found = [EpochToDataset(train_set), StopOnDivergence()]
     if recipe.train.early_stopping_patience:
         metric, greater = selection(recipe.train.metric)
-        found.append(EarlyStopping(metric, greater, recipe.train.early_stopping_patience,
-                                   recipe.train.early_stopping_min_steps))
+        found.append(
+            EarlyStopping(metric, greater, recipe.train.early_stopping_patience, recipe.train.early_stopping_min_steps)
+        )
     return found

@@ -42,15 +42,15 @@ logger = logging.getLogger("finetune")
 FRONT_END_KEY = "model.args.frontend"  # varying it adds how each front end sees the music
 NOTES = {
     "pooled": "pooled: each seed's test predictions pooled over the folds (every track once per seed), all "
-              "seeds scored together (for accuracy on the same tracks: the mean over the seeds); 95% bootstrap "
-              "interval over tracks (a resample draws tracks and takes every seed's predictions of them)",
+    "seeds scored together (for accuracy on the same tracks: the mean over the seeds); 95% bootstrap "
+    "interval over tracks (a resample draws tracks and takes every seed's predictions of them)",
     "paired": "Δ vs first: this value - the first value on the same pooled test tracks, paired per seed "
-              "(finetune.stats.paired: paired bootstrap interval and p, McNemar for genres); with several "
-              "seeds each cell lists the seeds in order, separated by /",
+    "(finetune.stats.paired: paired bootstrap interval and p, McNemar for genres); with several "
+    "seeds each cell lists the seeds in order, separated by /",
     "size": "parameters: the first run's saved model (model/, LoRA merged; buffers such as front-end filters "
-            "and batch-norm statistics left out); train s: the Trainer's train_runtime (a probe: from run.json's "
-            "start to metrics.json); val windows/s: the Trainer's last validation throughput; both the mean over "
-            "the runs, - where not recorded",
+    "and batch-norm statistics left out); train s: the Trainer's train_runtime (a probe: from run.json's "
+    "start to metrics.json); val windows/s: the Trainer's last validation throughput; both the mean over "
+    "the runs, - where not recorded",
 }
 
 
@@ -95,8 +95,9 @@ def check_distinct(key: str, values: list[Value]) -> None:
                 raise recipes.RecipeError(f"--vary {key}: {values[i].text} and {values[j].text} {what} ({seen[i]})")
 
 
-def plan_values(recipe: str, overrides: list[str], key: str, values: list[str], folds: int | None,
-                seeds: list[int], out: Path) -> list[Value]:
+def plan_values(
+    recipe: str, overrides: list[str], key: str, values: list[str], folds: int | None, seeds: list[int], out: Path
+) -> list[Value]:
     """Every value's runs (`finetune.cv.plan`: each recipe loaded and checked), before anything trains."""
     planned = []
     for text in values:
@@ -175,15 +176,22 @@ def value_result(value: Value, summary: dict, pooled: list[TrackPredictions], ru
     metric = summary["pooled"][0]["metric"]
     spread = summary["mean_std"]["test"][metric]
     score, interval = seeds_pooled(pooled)
-    return {"value": value.text, "folder": value.folder, "metric": metric,
-            "runs": [{"fold": r["fold"], "seed": r["seed"], "run": f"{value.folder}/{r['run']}",
-                      "score": r["test"][metric]} for r in summary["runs"]],
-            "mean": spread["mean"], "std": spread["std"],
-            "pooled": {"value": score, "interval": interval, "tracks": len(pooled[0].ids)},
-            LEAKAGE_KEY: pooled_leakage(summary["runs"]),
-            "parameters": parameter_count(run_dirs[0]),
-            "train_seconds": mean_of([training_seconds(d) for d in run_dirs]),
-            "eval_windows_per_second": mean_of([logged(d, "eval_samples_per_second") for d in run_dirs])}
+    return {
+        "value": value.text,
+        "folder": value.folder,
+        "metric": metric,
+        "runs": [
+            {"fold": r["fold"], "seed": r["seed"], "run": f"{value.folder}/{r['run']}", "score": r["test"][metric]}
+            for r in summary["runs"]
+        ],
+        "mean": spread["mean"],
+        "std": spread["std"],
+        "pooled": {"value": score, "interval": interval, "tracks": len(pooled[0].ids)},
+        LEAKAGE_KEY: pooled_leakage(summary["runs"]),
+        "parameters": parameter_count(run_dirs[0]),
+        "train_seconds": mean_of([training_seconds(d) for d in run_dirs]),
+        "eval_windows_per_second": mean_of([logged(d, "eval_samples_per_second") for d in run_dirs]),
+    }
 
 
 def paired_cells(results: list[dict] | None, genres: bool) -> list[str]:
@@ -193,8 +201,11 @@ def paired_cells(results: list[dict] | None, genres: bool) -> list[str]:
         return ["first"] + ["-"] * (count - 1)
     if any("error" in r for r in results):
         return ["not paired: " + next(r["error"] for r in results if "error" in r)] + ["-"] * (count - 1)
-    cells = [[f"{r['difference']:+.4f}" for r in results], [fmt_interval(r["interval"]) for r in results],
-             [f"{r['bootstrap_p']:.3g}" for r in results]]
+    cells = [
+        [f"{r['difference']:+.4f}" for r in results],
+        [fmt_interval(r["interval"]) for r in results],
+        [f"{r['bootstrap_p']:.3g}" for r in results],
+    ]
     if genres:
         cells.append([f"{r['mcnemar_p']:.3g} ({r['b']} / {r['c']})" for r in results])
     return [" / ".join(c) for c in cells]
@@ -208,17 +219,27 @@ def rounded(value: float | None) -> str:
 def vary_table(key: str, results: list[dict], genres: bool) -> list[list[str]]:
     """One row per value: spread, pooled score, paired test against the first, size and speed."""
     metric = results[0]["metric"]
-    header = [key, f"{metric} mean ± std", f"pooled {metric}", "95% interval", "Δ vs first", "95% interval",
-              "bootstrap p"] + (["McNemar p (b / c)"] if genres else []) + ["test tracks sharing an artist",
-                                                                           "parameters", "train s", "val windows/s",
-                                                                           "runs"]
+    header = (
+        [key, f"{metric} mean ± std", f"pooled {metric}", "95% interval", "Δ vs first", "95% interval", "bootstrap p"]
+        + (["McNemar p (b / c)"] if genres else [])
+        + ["test tracks sharing an artist", "parameters", "train s", "val windows/s", "runs"]
+    )
     rows = [header]
     for r in results:
-        rows.append([r["value"], f"{fmt(r['mean'])} ± {fmt(r['std'])}", fmt(r["pooled"]["value"]),
-                     fmt_interval(r["pooled"]["interval"]), *paired_cells(r["paired_against_first"], genres),
-                     leak_cell(r.get(LEAKAGE_KEY)), f"{r['parameters']:,}",
-                     rounded(r["train_seconds"]), rounded(r["eval_windows_per_second"]),
-                     f"[{len(r['runs'])} run{'s' if len(r['runs']) > 1 else ''}]({r['folder']}/summary.md)"])
+        rows.append(
+            [
+                r["value"],
+                f"{fmt(r['mean'])} ± {fmt(r['std'])}",
+                fmt(r["pooled"]["value"]),
+                fmt_interval(r["pooled"]["interval"]),
+                *paired_cells(r["paired_against_first"], genres),
+                leak_cell(r.get(LEAKAGE_KEY)),
+                f"{r['parameters']:,}",
+                rounded(r["train_seconds"]),
+                rounded(r["eval_windows_per_second"]),
+                f"[{len(r['runs'])} run{'s' if len(r['runs']) > 1 else ''}]({r['folder']}/summary.md)",
+            ]
+        )
     return rows
 
 
@@ -228,11 +249,24 @@ def vary_figure(key: str, results: list[dict]):
     rng = np.random.default_rng(0)
     for x, r in enumerate(results):
         scores = np.array([run["score"] for run in r["runs"]], dtype=np.float64)  # (R,)
-        ax.scatter(x - 0.15 + rng.uniform(-0.06, 0.06, len(scores)), scores, s=18, alpha=0.7, color="tab:blue",
-                   label="runs (fold x seed)" if x == 0 else None)
+        ax.scatter(
+            x - 0.15 + rng.uniform(-0.06, 0.06, len(scores)),
+            scores,
+            s=18,
+            alpha=0.7,
+            color="tab:blue",
+            label="runs (fold x seed)" if x == 0 else None,
+        )
         low, high = r["pooled"]["interval"]
-        ax.errorbar(x + 0.15, r["pooled"]["value"], yerr=[[r["pooled"]["value"] - low], [high - r["pooled"]["value"]]],
-                    fmt="o", color="black", capsize=4, label="pooled (95% interval)" if x == 0 else None)
+        ax.errorbar(
+            x + 0.15,
+            r["pooled"]["value"],
+            yerr=[[r["pooled"]["value"] - low], [high - r["pooled"]["value"]]],
+            fmt="o",
+            color="black",
+            capsize=4,
+            label="pooled (95% interval)" if x == 0 else None,
+        )
     ax.set_xticks(range(len(results)), [r["value"] for r in results])
     ax.set(xlabel=key, ylabel=f"test {results[0]['metric']}", title=f"Test scores by {key}")
     ax.legend(fontsize=8)
@@ -240,8 +274,9 @@ def vary_figure(key: str, results: list[dict]):
     return fig
 
 
-def extra_sections(key: str, run_dirs: dict[str, list[Path]], pooled: dict[str, list[TrackPredictions]],
-                   out: Path) -> list[Section]:
+def extra_sections(
+    key: str, run_dirs: dict[str, list[Path]], pooled: dict[str, list[TrackPredictions]], out: Path
+) -> list[Section]:
     """How each front end sees the music (when the key is the front end: the first run of each value),
     and where the values' pooled predictions of the first seed disagree."""
     sections = []
@@ -255,16 +290,32 @@ def vary_markdown(summary: dict, sections: list[Section]) -> str:
     results, genres = summary["values"], summary["task"] == "single_label"
     folds = f"{summary['folds']} folds" if summary["folds"] else "the dataset's own split"
     runs = len(results[0]["runs"])
-    text = [f"{results[0]['metric']} over each value's runs ({runs}: {folds} x seeds "
-            f"{', '.join(map(str, summary['seeds']))}): mean ± {STD_NOTE}", NOTES["pooled"], NOTES["paired"],
-            NOTES["size"]]
-    table = Section(f"{summary['key']} on {summary['recipe']}", text=text,
-                    tables=[vary_table(summary["key"], results, genres)], images=["vary.png"])
+    text = [
+        f"{results[0]['metric']} over each value's runs ({runs}: {folds} x seeds "
+        f"{', '.join(map(str, summary['seeds']))}): mean ± {STD_NOTE}",
+        NOTES["pooled"],
+        NOTES["paired"],
+        NOTES["size"],
+    ]
+    table = Section(
+        f"{summary['key']} on {summary['recipe']}",
+        text=text,
+        tables=[vary_table(summary["key"], results, genres)],
+        images=["vary.png"],
+    )
     return render_markdown(f"finetune compare: which {summary['key']} is best", [table, *sections])
 
 
-def vary(recipe: str, overrides: list[str], spec: str, folds: int | None, seeds: list[int],
-         out: str | Path | None = None, jobs: int = 1, command: Sequence[str] = ()) -> tuple[Path, str]:
+def vary(
+    recipe: str,
+    overrides: list[str],
+    spec: str,
+    folds: int | None,
+    seeds: list[int],
+    out: str | Path | None = None,
+    jobs: int = 1,
+    command: Sequence[str] = (),
+) -> tuple[Path, str]:
     """Run the recipe for every value of `spec` (KEY=V1,V2,...) over the same folds and seeds, or reuse
     the runs already in `out` (default runs/<recipe>-vary-<KEY>), all values' runs in one worker loop
     (`workers.work_through`; `jobs` > 1: `jobs` - 1 more workers run `command`, the arguments after
@@ -276,8 +327,13 @@ def vary(recipe: str, overrides: list[str], spec: str, folds: int | None, seeds:
         check_output_folder(out, "vary")
         values = plan_values(recipe, overrides, key, texts, folds, seeds, out)
     with workers(jobs, [*command, "--out", str(out)]):
-        work_through([run for number, value in enumerate(values, 1)
-                      for run in planned_runs(value.jobs, f"value {number}/{len(values)} ({key}={value.text}), ")])
+        work_through(
+            [
+                run
+                for number, value in enumerate(values, 1)
+                for run in planned_runs(value.jobs, f"value {number}/{len(values)} ({key}={value.text}), ")
+            ]
+        )
         markdown = write_vary(out, name, key, values, folds, seeds)
     return out, markdown
 
@@ -292,10 +348,18 @@ def write_vary(out: Path, name: str, key: str, values: list[Value], folds: int |
         pooled[value.text] = [TrackPredictions.load(out / value.folder / p["file"]) for p in summary["pooled"]]
         results.append(value_result(value, summary, pooled[value.text], run_dirs[value.text]))
     for r in results:
-        r["paired_against_first"] = None if r is results[0] else paired_against(pooled[r["value"]],
-                                                                                 pooled[results[0]["value"]])
-    summary = {"recipe": name, "key": key, "folds": folds, "seeds": seeds,
-               "task": pooled[results[0]["value"]][0].task, "notes": {"std": STD_NOTE, **NOTES}, "values": results}
+        r["paired_against_first"] = (
+            None if r is results[0] else paired_against(pooled[r["value"]], pooled[results[0]["value"]])
+        )
+    summary = {
+        "recipe": name,
+        "key": key,
+        "folds": folds,
+        "seeds": seeds,
+        "task": pooled[results[0]["value"]][0].task,
+        "notes": {"std": STD_NOTE, **NOTES},
+        "values": results,
+    }
     save_figure(vary_figure(key, results), out / "vary.png")
     markdown = vary_markdown(summary, extra_sections(key, run_dirs, pooled, out))
     write_atomically(out / VARY_FILE, json.dumps(summary, indent=2))

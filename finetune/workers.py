@@ -76,8 +76,9 @@ def try_run(folder: Path, label: str, start: Callable[[], Path]) -> bool:
     return True
 
 
-def work_through(runs: list[tuple[Path, str, Callable[[], Path]]],
-                 after_run: Callable[[Path], None] | None = None) -> None:
+def work_through(
+    runs: list[tuple[Path, str, Callable[[], Path]]], after_run: Callable[[Path], None] | None = None
+) -> None:
     """Each (folder, progress label, start) run or reused, in order; one another process holds is passed
     over and looked at again every POLL_SECONDS until it is finished or free (its holder died: then it
     is resumed here). `after_run(folder)` after each (it may raise to stop the rest)."""
@@ -91,8 +92,12 @@ def work_through(runs: list[tuple[Path, str, Callable[[], Path]]],
             else:
                 held.append((folder, label, start))
         if held and held != said:
-            logger.info("%swaiting for %d run(s) other processes hold: %s", worker_prefix(), len(held),
-                        ", ".join(str(folder) for folder, _, _ in held))
+            logger.info(
+                "%swaiting for %d run(s) other processes hold: %s",
+                worker_prefix(),
+                len(held),
+                ", ".join(str(folder) for folder, _, _ in held),
+            )
             said = held
         if held:
             time.sleep(POLL_SECONDS)
@@ -109,8 +114,9 @@ def share_threads(jobs: int) -> int:
     count = cores()
     threads = max(1, count // jobs)
     if jobs > count:
-        logger.warning("--jobs %d on %d cores: 1 thread per worker, so %d threads share the %d cores", jobs, count,
-                       jobs, count)
+        logger.warning(
+            "--jobs %d on %d cores: 1 thread per worker, so %d threads share the %d cores", jobs, count, jobs, count
+        )
     else:
         logger.info("--jobs %d on %d cores: %d thread(s) per worker", jobs, count, threads)
     return threads
@@ -139,8 +145,11 @@ def start_worker(command: list[str], settings: dict[str, str]) -> subprocess.Pop
     (this process prints it), its log goes to stderr."""
     package_root = str(Path(__file__).resolve().parents[1])
     path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
-    return subprocess.Popen([sys.executable, "-m", "finetune", *command, "--jobs", "1"],
-                            env={**os.environ, **settings, "PYTHONPATH": path}, stdout=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [sys.executable, "-m", "finetune", *command, "--jobs", "1"],
+        env={**os.environ, **settings, "PYTHONPATH": path},
+        stdout=subprocess.DEVNULL,
+    )
 
 
 def restore_environment(before: dict[str, str | None]) -> None:
@@ -179,7 +188,10 @@ def workers(jobs: int, command: list[str]) -> Iterator[None]:
             process.wait()
         torch.set_num_threads(threads_before)
         restore_environment(before)
-    failed = [f"worker {n}/{jobs} (pid {p.pid}) exited with status {p.returncode}"
-              for n, p in enumerate(others, 2) if p.returncode]
+    failed = [
+        f"worker {n}/{jobs} (pid {p.pid}) exited with status {p.returncode}"
+        for n, p in enumerate(others, 2)
+        if p.returncode
+    ]
     if failed:
         raise WorkerFailed(f"{'; '.join(failed)}: its error is printed above")

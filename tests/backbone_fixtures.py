@@ -43,27 +43,52 @@ from finetune.data.gtzan import GENRES
 from finetune.models import ModelBundle
 from finetune.recipe import BackboneConfig, LoraConfig
 
-SPEECH_SIZE = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
-               "conv_dim": [32] * 7, "conv_kernel": [10, 3, 3, 3, 3, 2, 2],  # the real kernels and
-               "conv_stride": [5, 2, 2, 2, 2, 2, 2],  # strides: 400-sample receptive field, hop 320
-               "num_conv_pos_embeddings": 16, "num_conv_pos_embedding_groups": 4, "classifier_proj_size": 16,
-               "feat_extract_norm": "group", "mask_time_prob": 0.05, "mask_time_length": 2, "layerdrop": 0.1}
+SPEECH_SIZE = {
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+    "conv_dim": [32] * 7,
+    "conv_kernel": [10, 3, 3, 3, 3, 2, 2],  # the real kernels and
+    "conv_stride": [5, 2, 2, 2, 2, 2, 2],  # strides: 400-sample receptive field, hop 320
+    "num_conv_pos_embeddings": 16,
+    "num_conv_pos_embedding_groups": 4,
+    "classifier_proj_size": 16,
+    "feat_extract_norm": "group",
+    "mask_time_prob": 0.05,
+    "mask_time_length": 2,
+    "layerdrop": 0.1,
+}
 TAGS = ["guitar", "piano", "drums", "vocal"]
-AST_SIZE = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
-            "num_mel_bins": 32, "max_length": 128, "num_labels": 5}  # 2 x 12 patches; 5 "AudioSet" labels
+AST_SIZE = {
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+    "num_mel_bins": 32,
+    "max_length": 128,
+    "num_labels": 5,
+}  # 2 x 12 patches; 5 "AudioSet" labels
 
 # MERT-v1's config.json entries that are not HuBERT's (values as published).
-MERT_FIELDS = {"model_type": "mert_model", "architectures": ["MERTModel"],
-               "auto_map": {"AutoConfig": "configuration_MERT.MERTConfig",
-                            "AutoModel": "modeling_MERT.MERTModel"},
-               "attention_relax": -1.0, "deepnorm": False, "feature_extractor_cqt": False,
-               "feature_extractor_cqt_bins": 336, "sample_rate": 24000, "hidden_dropout_prob": 0.1}
+MERT_FIELDS = {
+    "model_type": "mert_model",
+    "architectures": ["MERTModel"],
+    "auto_map": {"AutoConfig": "configuration_MERT.MERTConfig", "AutoModel": "modeling_MERT.MERTModel"},
+    "attention_relax": -1.0,
+    "deepnorm": False,
+    "feature_extractor_cqt": False,
+    "feature_extractor_cqt_bins": 336,
+    "sample_rate": 24000,
+    "hidden_dropout_prob": 0.1,
+}
 
 
 def mert_key(key: str) -> str:
     """transformers' weight-norm parameter names -> the ones MERT's checkpoints use."""
-    return (key.replace("parametrizations.weight.original0", "weight_g")
-            .replace("parametrizations.weight.original1", "weight_v"))
+    return key.replace("parametrizations.weight.original0", "weight_g").replace(
+        "parametrizations.weight.original1", "weight_v"
+    )
 
 
 def save_mert_format(model: HubertModel, folder: Path, extra_config: dict | None = None) -> Path:
@@ -73,8 +98,9 @@ def save_mert_format(model: HubertModel, folder: Path, extra_config: dict | None
     (folder / "config.json").write_text(json.dumps(config, indent=2))
     state = {mert_key(k): v.contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
-    Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=24000, padding_value=0.0, do_normalize=False,
-                             return_attention_mask=True).save_pretrained(folder)
+    Wav2Vec2FeatureExtractor(
+        feature_size=1, sampling_rate=24000, padding_value=0.0, do_normalize=False, return_attention_mask=True
+    ).save_pretrained(folder)
     return folder
 
 
@@ -97,10 +123,23 @@ def make_tiny_backbones(root: Path) -> dict[str, Path]:
 
 # Checkpoints for model.name=auto, each as its Hub models are published (the body alone; Whisper
 # whole, decoder included). Whisper at toy size: 16 mel bins, 1 s inputs (100 frames -> 50 positions).
-WHISPER_SIZE = {"d_model": 32, "encoder_layers": 2, "encoder_attention_heads": 2, "encoder_ffn_dim": 64,
-                "decoder_layers": 1, "decoder_attention_heads": 2, "decoder_ffn_dim": 64, "num_mel_bins": 16,
-                "max_source_positions": 50, "classifier_proj_size": 16, "vocab_size": 100, "pad_token_id": 0,
-                "bos_token_id": 1, "eos_token_id": 2, "decoder_start_token_id": 3}
+WHISPER_SIZE = {
+    "d_model": 32,
+    "encoder_layers": 2,
+    "encoder_attention_heads": 2,
+    "encoder_ffn_dim": 64,
+    "decoder_layers": 1,
+    "decoder_attention_heads": 2,
+    "decoder_ffn_dim": 64,
+    "num_mel_bins": 16,
+    "max_source_positions": 50,
+    "classifier_proj_size": 16,
+    "vocab_size": 100,
+    "pad_token_id": 0,
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+    "decoder_start_token_id": 3,
+}
 AUTO_MODELS = {
     "wavlm": lambda: WavLMModel(WavLMConfig(**SPEECH_SIZE)),
     "data2vec-audio": lambda: Data2VecAudioModel(Data2VecAudioConfig(**{**SPEECH_SIZE, "num_conv_pos_embeddings": 2})),
@@ -117,8 +156,11 @@ def make_tiny_auto_checkpoints(root: Path) -> dict[str, Path]:
     for name, model in AUTO_MODELS.items():
         folders[name] = root / name
         model().save_pretrained(folders[name])
-        extractor = (WhisperFeatureExtractor(feature_size=16, chunk_length=1) if name == "whisper" else
-                     Wav2Vec2FeatureExtractor(sampling_rate=16000, do_normalize=True, return_attention_mask=True))
+        extractor = (
+            WhisperFeatureExtractor(feature_size=16, chunk_length=1)
+            if name == "whisper"
+            else Wav2Vec2FeatureExtractor(sampling_rate=16000, do_normalize=True, return_attention_mask=True)
+        )
         extractor.save_pretrained(folders[name])
     return folders
 
@@ -138,15 +180,25 @@ def tiny_backbones(tmp_path_factory) -> dict[str, Path]:
     return make_tiny_backbones(tmp_path_factory.mktemp("tiny-backbones"))
 
 
-def build_tiny(tiny_backbones, name: str, mode: str = "full", labels: int = 3, multi_label: bool = False,
-               lora: LoraConfig | None = None, **backbone) -> ModelBundle:
+def build_tiny(
+    tiny_backbones,
+    name: str,
+    mode: str = "full",
+    labels: int = 3,
+    multi_label: bool = False,
+    lora: LoraConfig | None = None,
+    **backbone,
+) -> ModelBundle:
     """A backbone builder called the way the toolkit calls it, on a tiny checkpoint."""
     from finetune.backbones import BACKBONE_BUILDERS
 
     return BACKBONE_BUILDERS[name](
-        num_labels=labels, label_names=[f"label{i}" for i in range(labels)], multi_label=multi_label,
+        num_labels=labels,
+        label_names=[f"label{i}" for i in range(labels)],
+        multi_label=multi_label,
         backbone=BackboneConfig(path=str(tiny_backbones[name]), mode=mode, **backbone),
-        lora=lora or LoraConfig(r=4, alpha=8, dropout=0.0))
+        lora=lora or LoraConfig(r=4, alpha=8, dropout=0.0),
+    )
 
 
 @pytest.fixture(scope="session")
@@ -166,8 +218,9 @@ def tiny_gtzan(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("tiny-gtzan")
     for g, genre in enumerate(GENRES):
         for n in range(4):
-            write_audio(root / "genres" / genre / f"{genre}.{n:05d}.wav", seconds=2.5, sample_rate=16000,
-                        seed=10 * g + n)
+            write_audio(
+                root / "genres" / genre / f"{genre}.{n:05d}.wav", seconds=2.5, sample_rate=16000, seed=10 * g + n
+            )
     return root
 
 

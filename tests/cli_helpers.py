@@ -36,8 +36,14 @@ def in_process_error(capsys, *argv) -> str:
 
 def run_cli(*args, cwd=None, **env) -> subprocess.CompletedProcess:
     """`python -m finetune *args` in a subprocess, with `env` added to the environment."""
-    return subprocess.run([sys.executable, "-m", "finetune", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, timeout=600, env={**os.environ, **env})
+    return subprocess.run(
+        [sys.executable, "-m", "finetune", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=600,
+        env={**os.environ, **env},
+    )
 
 
 def one_line_error(*args, **env) -> str:
@@ -51,5 +57,8 @@ def one_line_error(*args, **env) -> str:
 
 def snapshot(folder) -> dict[str, tuple[int, int]]:
     """Every file under `folder` with its modification time and size."""
-    return {p.relative_to(folder).as_posix(): (p.stat().st_mtime_ns, p.stat().st_size)
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): (p.stat().st_mtime_ns, p.stat().st_size)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }

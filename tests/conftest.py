@@ -16,8 +16,19 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 REALDATA = PROJECT_ROOT.parent / "shared" / "realdata"
 # Fixtures that train (a run, a search, a comparison): every test that uses one is in the slow tier,
 # so `pytest -m "not slow"` never pays for them. A new fixture that trains is added here.
-TRAINING_FIXTURES = {"demo_run", "pruned_search", "vary_run", "one_worker", "evaluated_run", "straight",
-                     "finished_run", "finished", "studied_run", "cv_run", "real_probe"}
+TRAINING_FIXTURES = {
+    "demo_run",
+    "pruned_search",
+    "vary_run",
+    "one_worker",
+    "evaluated_run",
+    "straight",
+    "finished_run",
+    "finished",
+    "studied_run",
+    "cv_run",
+    "real_probe",
+}
 
 
 def pytest_collection_modifyitems(items):
@@ -56,8 +67,20 @@ def demo_run(synthetic_root, tmp_path_factory) -> Path:
     from finetune.cli import main
 
     run_dir = tmp_path_factory.mktemp("demo-run") / "run"
-    assert main(["--recipe", "demo", "train.max_steps=2", "train.batch_size=4",
-                 f"data.root={synthetic_root}", f"output_dir={run_dir}", "data.num_workers=0"]) == 0
+    assert (
+        main(
+            [
+                "--recipe",
+                "demo",
+                "train.max_steps=2",
+                "train.batch_size=4",
+                f"data.root={synthetic_root}",
+                f"output_dir={run_dir}",
+                "data.num_workers=0",
+            ]
+        )
+        == 0
+    )
     return run_dir
 
 
@@ -81,8 +104,12 @@ def mtat_root(tmp_path_factory) -> Path:
         folder = "0123456789abcdef"[n % 16]
         path = f"{folder}/clip-{n:03d}.mp3"
         (root / folder).mkdir(exist_ok=True)
-        sf.write(root / path, synthetic.make_track(name, rng)[: synthetic.SAMPLE_RATE * 4],
-                 synthetic.SAMPLE_RATE, format="MP3")
+        sf.write(
+            root / path,
+            synthetic.make_track(name, rng)[: synthetic.SAMPLE_RATE * 4],
+            synthetic.SAMPLE_RATE,
+            format="MP3",
+        )
         row = [tag == name for tag in synthetic.CLASSES] + [name == "pulse"]
         clip_ids.append(str(n))
         paths.append(path)
@@ -97,8 +124,9 @@ def small_disk(tmp_path):
     mount_point = tmp_path / "small-disk"
     mount_point.mkdir()
     mount = shutil.which("mount")
-    result = mount and subprocess.run([mount, "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount_point)],
-                                      capture_output=True, text=True)
+    result = mount and subprocess.run(
+        [mount, "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount_point)], capture_output=True, text=True
+    )
     if not result or result.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs to fill up here ({result.stderr.strip() if result else 'no mount'})")
     yield mount_point

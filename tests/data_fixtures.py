@@ -18,13 +18,15 @@ def tone(seconds: float, sample_rate: int, channels: int = 1, seed: int = 0) -> 
     """Deterministic test signal (T, C): a different sine plus a little noise per channel."""
     t = np.arange(int(round(seconds * sample_rate))) / sample_rate  # (T,)
     rng = np.random.default_rng(seed)
-    columns = [0.5 * np.sin(2 * np.pi * (220 + 110 * c) * t) + 0.01 * rng.standard_normal(len(t))
-               for c in range(channels)]
+    columns = [
+        0.5 * np.sin(2 * np.pi * (220 + 110 * c) * t) + 0.01 * rng.standard_normal(len(t)) for c in range(channels)
+    ]
     return np.stack(columns, axis=1).astype(np.float32)  # (T, C)
 
 
-def write_audio(path: Path, seconds: float = 0.2, sample_rate: int = 8000, channels: int = 1,
-                seed: int = 0, **options) -> np.ndarray:
+def write_audio(
+    path: Path, seconds: float = 0.2, sample_rate: int = 8000, channels: int = 1, seed: int = 0, **options
+) -> np.ndarray:
     """Write `tone(...)` to `path` (format from the suffix unless given); return the samples."""
     path.parent.mkdir(parents=True, exist_ok=True)
     data = tone(seconds, sample_rate, channels, seed)
@@ -39,8 +41,9 @@ def copy_to(template: bytes, paths: Iterable[Path]) -> None:
         path.write_bytes(template)
 
 
-def write_annotations(path: Path, clip_ids: Sequence[str], mp3_paths: Sequence[str],
-                      tag_names: Sequence[str], tags: np.ndarray) -> None:
+def write_annotations(
+    path: Path, clip_ids: Sequence[str], mp3_paths: Sequence[str], tag_names: Sequence[str], tags: np.ndarray
+) -> None:
     """MTAT annotations_final.csv: tab-separated, every field double-quoted; tags (N, T) 0/1."""
     cells = np.where(tags.astype(bool), '"1"', '"0"')  # (N, T) quoted fields
 
@@ -49,22 +52,28 @@ def write_annotations(path: Path, clip_ids: Sequence[str], mp3_paths: Sequence[s
 
     with open(path, "w", encoding="utf-8") as f:
         f.write(line(f'"{name}"' for name in ["clip_id", *tag_names, "mp3_path"]))
-        f.writelines(line([f'"{clip_id}"', *row, f'"{mp3}"'])
-                     for clip_id, mp3, row in zip(clip_ids, mp3_paths, cells.tolist()))
+        f.writelines(
+            line([f'"{clip_id}"', *row, f'"{mp3}"']) for clip_id, mp3, row in zip(clip_ids, mp3_paths, cells.tolist())
+        )
 
 
 # FMA tracks.csv: first header row (column groups), second header row (fields); the third row
 # names the index ("track_id").
 _FMA_FIELDS = {
-    "album": ("comments date_created date_released engineer favorites id information listens "
-              "producer tags title tracks type"),
-    "artist": ("active_year_begin active_year_end associated_labels bio comments date_created "
-               "favorites id latitude location longitude members name related_projects tags "
-               "website wikipedia_page"),
+    "album": (
+        "comments date_created date_released engineer favorites id information listens producer tags title tracks type"
+    ),
+    "artist": (
+        "active_year_begin active_year_end associated_labels bio comments date_created "
+        "favorites id latitude location longitude members name related_projects tags "
+        "website wikipedia_page"
+    ),
     "set": "split subset",
-    "track": ("bit_rate comments composer date_created date_recorded duration favorites genre_top "
-              "genres genres_all information interest language_code license listens lyricist "
-              "number publisher tags title"),
+    "track": (
+        "bit_rate comments composer date_created date_recorded duration favorites genre_top "
+        "genres genres_all information interest language_code license listens lyricist "
+        "number publisher tags title"
+    ),
 }
 FMA_COLUMNS = [(group, name) for group, names in _FMA_FIELDS.items() for name in names.split()]
 
@@ -109,7 +118,8 @@ def write_parquet_split(path: Path, columns: Mapping[str, list], features) -> No
     metadata, as the Hub's Parquet exports do: an `Audio` column of {bytes, path} structs stays audio."""
     path.parent.mkdir(parents=True, exist_ok=True)
     table = pa.table(dict(columns)).replace_schema_metadata(
-        {"huggingface": json.dumps({"info": {"features": features.to_dict()}})})
+        {"huggingface": json.dumps({"info": {"features": features.to_dict()}})}
+    )
     pq.write_table(table, path)
 
 

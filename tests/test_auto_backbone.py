@@ -31,9 +31,13 @@ from finetune.models import build_model
 from finetune.recipe import BackboneConfig, LoraConfig
 from finetune.run import learning_rates
 
-NATIVE = {"wavlm": "WavLMForSequenceClassification", "data2vec-audio": "Data2VecAudioForSequenceClassification",
-          "unispeech-sat": "UniSpeechSatForSequenceClassification", "sew": "SEWForSequenceClassification",
-          "whisper": "WhisperForAudioClassification"}
+NATIVE = {
+    "wavlm": "WavLMForSequenceClassification",
+    "data2vec-audio": "Data2VecAudioForSequenceClassification",
+    "unispeech-sat": "UniSpeechSatForSequenceClassification",
+    "sew": "SEWForSequenceClassification",
+    "whisper": "WhisperForAudioClassification",
+}
 # mode -> the layer setting each run also exercises
 MODES = {"full": "backbone.layer=1", "lora": "backbone.layer=weighted", "probe": "probe.layers=all"}
 HEAD = ("projector", "classifier", "layer_weights")
@@ -44,15 +48,36 @@ LORA_TARGETS = {"wavlm": {"intermediate_dense", "output_dense"}}
 
 def run(checkpoint, data_root, out, mode: str, *extra) -> int:
     """The demo recipe on an auto checkpoint for 2 steps, in this process."""
-    return main(["--recipe", "demo", "model.name=auto", "model.args={}", f"backbone.path={checkpoint}",
-                 f"backbone.mode={mode}", "data.split_scheme=random", f"data.root={data_root}", "data.max_tracks=8",
-                 "train.max_steps=2", "train.batch_size=2", "data.num_workers=0", "eval.durations=null",
-                 "data.clip_seconds=1.0", f"output_dir={out}", *extra])
+    return main(
+        [
+            "--recipe",
+            "demo",
+            "model.name=auto",
+            "model.args={}",
+            f"backbone.path={checkpoint}",
+            f"backbone.mode={mode}",
+            "data.split_scheme=random",
+            f"data.root={data_root}",
+            "data.max_tracks=8",
+            "train.max_steps=2",
+            "train.batch_size=2",
+            "data.num_workers=0",
+            "eval.durations=null",
+            "data.clip_seconds=1.0",
+            f"output_dir={out}",
+            *extra,
+        ]
+    )
 
 
 def build(folder, mode: str = "full", layer: str = "last", **backbone):
-    return build_auto(3, ["a", "b", "c"], False, BackboneConfig(path=str(folder), mode=mode, layer=layer, **backbone),
-                      LoraConfig(r=4, alpha=8, dropout=0.0))
+    return build_auto(
+        3,
+        ["a", "b", "c"],
+        False,
+        BackboneConfig(path=str(folder), mode=mode, layer=layer, **backbone),
+        LoraConfig(r=4, alpha=8, dropout=0.0),
+    )
 
 
 def batch(bundle) -> dict:
@@ -65,12 +90,20 @@ def batch(bundle) -> dict:
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", list(MODES))
 @pytest.mark.parametrize("name", list(NATIVE))
-def test_every_mode_trains_and_exports_a_plain_transformers_classifier(tiny_auto_checkpoints, synthetic_root,
-                                                                      tmp_path, name, mode):
+def test_every_mode_trains_and_exports_a_plain_transformers_classifier(
+    tiny_auto_checkpoints, synthetic_root, tmp_path, name, mode
+):
     out = tmp_path / "run"
     assert run(tiny_auto_checkpoints[name], synthetic_root, out, mode, MODES[mode]) == 0
-    for file in ("recipe.yaml", "metrics.json", "report.md", "model/config.json", "model/model.safetensors",
-                 "model/preprocessor_config.json", "predictions/test.npz"):
+    for file in (
+        "recipe.yaml",
+        "metrics.json",
+        "report.md",
+        "model/config.json",
+        "model/model.safetensors",
+        "model/preprocessor_config.json",
+        "predictions/test.npz",
+    ):
         assert (out / file).is_file(), file
     metrics = json.loads((out / "metrics.json").read_text())
     assert 0.0 <= metrics["test"]["accuracy"] <= 1.0
@@ -84,9 +117,13 @@ def test_every_mode_trains_and_exports_a_plain_transformers_classifier(tiny_auto
     classify = pipeline("audio-classification", model=str(out / "model"))
     wave = (0.1 * np.sin(np.arange(16000) / 7.0)).astype(np.float32)
     scores = classify(wave, top_k=len(CLASSES))
-    assert {s["label"] for s in scores} == set(CLASSES) and sum(s["score"] for s in scores) == pytest.approx(1, abs=1e-4)
+    assert {s["label"] for s in scores} == set(CLASSES) and sum(s["score"] for s in scores) == pytest.approx(
+        1, abs=1e-4
+    )
     if mode == "lora":
-        check_lora_trained_adapters_and_head_only(out, LORA_TARGETS.get(name, {"q_proj", "k_proj", "v_proj", "out_proj"}))
+        check_lora_trained_adapters_and_head_only(
+            out, LORA_TARGETS.get(name, {"q_proj", "k_proj", "v_proj", "out_proj"})
+        )
 
 
 def check_lora_trained_adapters_and_head_only(out, targets):
@@ -106,8 +143,9 @@ def check_lora_trained_adapters_and_head_only(out, targets):
 
 
 @pytest.mark.slow
-def test_lp_ft_fits_the_head_on_frozen_embeddings_first(tiny_auto_checkpoints, synthetic_root, finetune_cache,
-                                                        tmp_path):
+def test_lp_ft_fits_the_head_on_frozen_embeddings_first(
+    tiny_auto_checkpoints, synthetic_root, finetune_cache, tmp_path
+):
     out = tmp_path / "run"
     assert run(tiny_auto_checkpoints["whisper"], synthetic_root, out, "full", "backbone.head_init=probe") == 0
     metrics = json.loads((out / "metrics.json").read_text())
@@ -135,10 +173,12 @@ def test_layer_features_are_what_the_model_cut_after_that_layer_gives(tiny_auto_
 
 def test_lora_targets_are_the_attention_projections_of_every_audio_classifier():
     """Every audio classifier transformers has, as a meta skeleton whose Linear layers all count as called."""
-    expected = {"audio-spectrogram-transformer": ["k_proj", "o_proj", "q_proj", "v_proj"],
-                "sew-d": ["attention.output.dense", "key_proj", "query_proj", "value_proj"],  # `dense` is in FFNs too
-                "wav2vec2-bert": ["linear_k", "linear_out", "linear_q", "linear_v"],
-                "wav2vec2-conformer": ["linear_k", "linear_out", "linear_pos", "linear_q", "linear_v"]}
+    expected = {
+        "audio-spectrogram-transformer": ["k_proj", "o_proj", "q_proj", "v_proj"],
+        "sew-d": ["attention.output.dense", "key_proj", "query_proj", "value_proj"],  # `dense` is in FFNs too
+        "wav2vec2-bert": ["linear_k", "linear_out", "linear_q", "linear_v"],
+        "wav2vec2-conformer": ["linear_k", "linear_out", "linear_pos", "linear_q", "linear_v"],
+    }
     for model_type in MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING_NAMES:  # WavLM: not its position gate
         config = AutoConfig.for_model(model_type)
         with torch.device("meta"):
@@ -159,8 +199,10 @@ def test_named_model_types_are_built_by_their_family(tiny_backbones):
 
 @pytest.mark.slow
 def test_what_auto_cannot_build_fails_in_one_line(tiny_auto_checkpoints, synthetic_root, tmp_path, capsys):
-    for config in (BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32),
-                   GPT2Config(n_embd=32, n_layer=1, n_head=2)):
+    for config in (
+        BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32),
+        GPT2Config(n_embd=32, n_layer=1, n_head=2),
+    ):
         folder = tmp_path / config.model_type
         config.save_pretrained(folder)
         assert run(folder, synthetic_root, tmp_path / "run", "full") == 2
@@ -176,8 +218,17 @@ def test_what_auto_cannot_build_fails_in_one_line(tiny_auto_checkpoints, synthet
 def test_layer_decay_follows_the_layers_auto_finds(tiny_auto_checkpoints):
     """Whisper keeps its body under `encoder`, not its base_model_prefix: layer k of 2 still gets
     lr x decay^(1-k), the rest of the body lr x decay^2, the head train.head_lr."""
-    recipe = recipes.load("demo", ["model.name=auto", "model.args={}", f"backbone.path={tiny_auto_checkpoints['whisper']}",
-                                   "train.lr=1e-4", "train.head_lr=1e-3", "train.layer_decay=0.5"])
+    recipe = recipes.load(
+        "demo",
+        [
+            "model.name=auto",
+            "model.args={}",
+            f"backbone.path={tiny_auto_checkpoints['whisper']}",
+            "train.lr=1e-4",
+            "train.head_lr=1e-3",
+            "train.layer_decay=0.5",
+        ],
+    )
     model = build(tiny_auto_checkpoints["whisper"]).model
     rates = learning_rates(recipe, model)
     assert rates["classifier.weight"] == rates["projector.bias"] == pytest.approx(1e-3)

@@ -25,16 +25,19 @@ from finetune.models import load_model
 from finetune.probe import probe_layers, track_file
 from finetune.recipe import BackboneConfig, LoraConfig
 
-NATIVE = {"mert": HubertForSequenceClassification, "hubert": HubertForSequenceClassification,
-          "wav2vec2": Wav2Vec2ForSequenceClassification, "ast": ASTForAudioClassification}
+NATIVE = {
+    "mert": HubertForSequenceClassification,
+    "hubert": HubertForSequenceClassification,
+    "wav2vec2": Wav2Vec2ForSequenceClassification,
+    "ast": ASTForAudioClassification,
+}
 BACKBONES = list(FAMILIES)  # the registry; NATIVE must say what each one builds
 
 
 def batch(bundle, count: int = 2, seconds: float = 1.0, seed: int = 0) -> dict:
     """The model's inputs for `count` random waveforms, through its own feature extractor."""
     rng = np.random.default_rng(seed)
-    waves = [rng.standard_normal(int(seconds * bundle.sample_rate)).astype(np.float32) * 0.1
-             for _ in range(count)]
+    waves = [rng.standard_normal(int(seconds * bundle.sample_rate)).astype(np.float32) * 0.1 for _ in range(count)]
     return dict(bundle.feature_extractor(waves, sampling_rate=bundle.sample_rate, return_tensors="pt"))
 
 
@@ -72,12 +75,12 @@ def test_mert_loads_as_hubert_from_merts_own_format(tiny_backbones):
     assert "encoder.pos_conv_embed.conv.weight_g" in saved
     settings = read_config(FAMILIES["mert"], str(folder))
     assert "auto_map" not in settings and "feature_extractor_cqt" not in settings
-    _, info = HubertModel.from_pretrained(folder, config=HubertConfig.from_dict(settings),
-                                          output_loading_info=True)
+    _, info = HubertModel.from_pretrained(folder, config=HubertConfig.from_dict(settings), output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
     bundle = build_tiny(tiny_backbones, "mert")
-    assert torch.equal(bundle.model.hubert.encoder.layers[1].attention.q_proj.weight,
-                       saved["encoder.layers.1.attention.q_proj.weight"])
+    assert torch.equal(
+        bundle.model.hubert.encoder.layers[1].attention.q_proj.weight, saved["encoder.layers.1.attention.q_proj.weight"]
+    )
     assert bundle.model.config.model_type == "hubert" and bundle.feature_extractor.do_normalize is False
 
 
@@ -91,16 +94,18 @@ def test_real_mert_95m_config_has_94_371_712_parameters_and_loads_merts_keys(rea
     assert sum(p.numel() for p in model.parameters()) == 94_371_712
     folder = save_mert_format(model, tmp_path / "mert95", extra_config=raw)
     (folder / "preprocessor_config.json").write_text((hub / "preprocessor_config.json").read_text())
-    _, info = HubertModel.from_pretrained(folder, config=HubertConfig.from_dict(settings),
-                                          output_loading_info=True)
+    _, info = HubertModel.from_pretrained(folder, config=HubertConfig.from_dict(settings), output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"]
-    bundle = BACKBONE_BUILDERS["mert"](num_labels=50, label_names=[str(i) for i in range(50)],
-                                       multi_label=True,
-                                       backbone=BackboneConfig(path=str(folder)), lora=LoraConfig())
+    bundle = BACKBONE_BUILDERS["mert"](
+        num_labels=50,
+        label_names=[str(i) for i in range(50)],
+        multi_label=True,
+        backbone=BackboneConfig(path=str(folder)),
+        lora=LoraConfig(),
+    )
     assert sum(p.numel() for p in bundle.model.hubert.parameters()) == 94_371_712
     assert bundle.sample_rate == 24000
-    assert torch.equal(bundle.model.hubert.encoder.pos_conv_embed.conv.weight,
-                       model.encoder.pos_conv_embed.conv.weight)
+    assert torch.equal(bundle.model.hubert.encoder.pos_conv_embed.conv.weight, model.encoder.pos_conv_embed.conv.weight)
 
 
 def test_a_checkpoint_missing_backbone_weights_is_refused(tiny_backbones, tmp_path):
@@ -124,8 +129,9 @@ def test_layer_index_keeps_the_layers_up_to_it_and_matches_the_probe_features(ti
     full = build_tiny(tiny_backbones, name, mode="probe")
     inputs = batch(full)
     with torch.no_grad():
-        features = family.layer_features(full.model.eval(), inputs["input_values"],
-                                         inputs.get("attention_mask"))  # (B, L+1, D)
+        features = family.layer_features(
+            full.model.eval(), inputs["input_values"], inputs.get("attention_mask")
+        )  # (B, L+1, D)
     assert features.shape[1] == 3
     for layer in (0, 1, -1):
         torch.manual_seed(0)
@@ -138,14 +144,14 @@ def test_layer_index_keeps_the_layers_up_to_it_and_matches_the_probe_features(ti
 
 def test_pre_norm_models_follow_the_cut_layer_with_the_final_norm(tiny_backbones, tmp_path):
     """MERT-330M and wav2vec2-large are pre-norm (do_stable_layer_norm): same guarantee there."""
-    config = HubertConfig(**{**SPEECH_SIZE, "do_stable_layer_norm": True, "feat_extract_norm": "layer",
-                             "conv_bias": True})
+    config = HubertConfig(
+        **{**SPEECH_SIZE, "do_stable_layer_norm": True, "feat_extract_norm": "layer", "conv_bias": True}
+    )
     folder = save_mert_format(HubertModel(config), tmp_path / "mert330-like")
     full = build_tiny({"mert": folder}, "mert", mode="probe")
     inputs = batch(full)
     with torch.no_grad():
-        features = FAMILIES["mert"].layer_features(full.model.eval(), inputs["input_values"],
-                                                   inputs["attention_mask"])
+        features = FAMILIES["mert"].layer_features(full.model.eval(), inputs["input_values"], inputs["attention_mask"])
     cut = build_tiny({"mert": folder}, "mert", layer="1")
     with torch.no_grad():
         expected = FAMILIES["mert"].head(cut.model, features[:, 1])
@@ -245,10 +251,10 @@ def test_lora_trains_only_adapters_head_and_layer_weights(tiny_backbones, name):
 
 def test_lora_targets_are_checked_against_the_backbone(tiny_backbones):
     with pytest.raises(ValueError, match="o_proj not in this backbone"):
-        build_tiny(tiny_backbones, "hubert", mode="lora",
-                   lora=LoraConfig(target_modules=["q_proj", "o_proj"]))
-    bundle = build_tiny(tiny_backbones, "hubert", mode="lora",
-                        lora=LoraConfig(target_modules=["intermediate_dense", "output_dense"]))
+        build_tiny(tiny_backbones, "hubert", mode="lora", lora=LoraConfig(target_modules=["q_proj", "o_proj"]))
+    bundle = build_tiny(
+        tiny_backbones, "hubert", mode="lora", lora=LoraConfig(target_modules=["intermediate_dense", "output_dense"])
+    )
     adapted = {n.rsplit(".", 1)[-1] for n, _ in lora_layers(bundle.model)}
     assert adapted == {"intermediate_dense", "output_dense"}
 
@@ -271,8 +277,7 @@ def test_lora_export_merges_into_a_plain_model_that_loads_with_equal_logits(tiny
 
 
 @pytest.mark.parametrize("name,layer", [("wav2vec2", "1"), ("mert", "weighted"), ("ast", "weighted")])
-def test_adapter_folder_loads_back_with_the_trained_head_and_layer_weights(tiny_backbones, tmp_path,
-                                                                          name, layer):
+def test_adapter_folder_loads_back_with_the_trained_head_and_layer_weights(tiny_backbones, tmp_path, name, layer):
     from peft import PeftModel
 
     bundle = build_tiny(tiny_backbones, name, mode="lora", layer=layer)
@@ -320,8 +325,9 @@ def test_ast_max_length_interpolates_positions_instead_of_zeroing_them(tiny_back
 
     saved = load_file(str(tiny_backbones["ast"] / "model.safetensors"))
     old = saved["audio_spectrogram_transformer.embeddings.position_embeddings"]  # (1, 2 + 2 * 12, D)
-    bundle = build_ast(3, ["a", "b", "c"], False, BackboneConfig(path=str(tiny_backbones["ast"])),
-                       LoraConfig(), max_length=248)  # 2 x 24 patches
+    bundle = build_ast(
+        3, ["a", "b", "c"], False, BackboneConfig(path=str(tiny_backbones["ast"])), LoraConfig(), max_length=248
+    )  # 2 x 24 patches
     new = bundle.model.audio_spectrogram_transformer.embeddings.position_embeddings
     assert new.shape == (1, 2 + 2 * 24, old.shape[-1])
     assert torch.equal(new[:, :2], old[:, :2])  # [CLS] and distillation tokens as they were

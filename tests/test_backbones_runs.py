@@ -17,11 +17,24 @@ from finetune.evaluation import TrackPredictions
 from finetune.models import load_model
 
 RECIPES = {name: f"{name}_gtzan" for name in FAMILIES}  # every family has its GTZAN recipe
-NATIVE = {"mert": "HubertForSequenceClassification", "hubert": "HubertForSequenceClassification",
-          "wav2vec2": "Wav2Vec2ForSequenceClassification", "ast": "ASTForAudioClassification"}
-RUN_FILES = ("recipe.yaml", "metrics.json", "report.md", "report.html", "model/config.json",
-             "model/model.safetensors", "model/preprocessor_config.json", "model/README.md",
-             "predictions/validation.npz", "predictions/test.npz")
+NATIVE = {
+    "mert": "HubertForSequenceClassification",
+    "hubert": "HubertForSequenceClassification",
+    "wav2vec2": "Wav2Vec2ForSequenceClassification",
+    "ast": "ASTForAudioClassification",
+}
+RUN_FILES = (
+    "recipe.yaml",
+    "metrics.json",
+    "report.md",
+    "report.html",
+    "model/config.json",
+    "model/model.safetensors",
+    "model/preprocessor_config.json",
+    "model/README.md",
+    "predictions/validation.npz",
+    "predictions/test.npz",
+)
 
 
 def run(name: str, mode: str, checkpoint, data_root, out, *extra) -> int:
@@ -29,9 +42,20 @@ def run(name: str, mode: str, checkpoint, data_root, out, *extra) -> int:
     (tiny GTZAN, or tiny MTAT for tagging)."""
     tagging = (data_root / "annotations_final.csv").is_file()
     data = ["data.name=mtat", "data.split_scheme=standard", f"data.tags={len(TAGS)}"] if tagging else TINY_GTZAN
-    args = ["--recipe", RECIPES[name], f"backbone.path={checkpoint}", f"backbone.mode={mode}",
-            f"data.root={data_root}", *data, "data.clip_seconds=1.0", "data.num_workers=0",
-            "train.max_steps=2", "train.batch_size=4", "train.eval_batch_size=16", f"output_dir={out}"]
+    args = [
+        "--recipe",
+        RECIPES[name],
+        f"backbone.path={checkpoint}",
+        f"backbone.mode={mode}",
+        f"data.root={data_root}",
+        *data,
+        "data.clip_seconds=1.0",
+        "data.num_workers=0",
+        "train.max_steps=2",
+        "train.batch_size=4",
+        "train.eval_batch_size=16",
+        f"output_dir={out}",
+    ]
     if name == "ast":
         args.append("model.args.max_length=100")  # 1 s clips: the tiny AST's positions interpolated
     return main(args + list(extra))
@@ -41,12 +65,15 @@ def run(name: str, mode: str, checkpoint, data_root, out, *extra) -> int:
 @pytest.mark.parametrize("multi_label", [False, True], ids=["genres", "tags"])
 @pytest.mark.parametrize("mode", ["full", "lora", "probe"])
 @pytest.mark.parametrize("name", list(RECIPES))
-def test_two_steps_write_a_run_folder_that_loads(tiny_backbones, tiny_gtzan, tiny_mtat, tmp_path,
-                                                 name, mode, multi_label):
+def test_two_steps_write_a_run_folder_that_loads(
+    tiny_backbones, tiny_gtzan, tiny_mtat, tmp_path, name, mode, multi_label
+):
     out = tmp_path / "run"
     layer = "weighted" if mode == "lora" else "last"  # LoRA runs also train the layer weights
-    assert run(name, mode, tiny_backbones[name], tiny_mtat if multi_label else tiny_gtzan, out,
-               f"backbone.layer={layer}") == 0
+    assert (
+        run(name, mode, tiny_backbones[name], tiny_mtat if multi_label else tiny_gtzan, out, f"backbone.layer={layer}")
+        == 0
+    )
     for file in RUN_FILES:
         assert (out / file).is_file(), file
     metrics = json.loads((out / "metrics.json").read_text())
@@ -57,8 +84,9 @@ def test_two_steps_write_a_run_folder_that_loads(tiny_backbones, tiny_gtzan, tin
     weighted_ast = (name, layer) == ("ast", "weighted")  # AST has no native weighted sum
     expected_class = "ASTPooledForAudioClassification" if weighted_ast else NATIVE[name]
     assert type(bundle.model).__name__ == expected_class
-    assert bundle.model.config.problem_type == ("multi_label_classification" if multi_label
-                                                else "single_label_classification")
+    assert bundle.model.config.problem_type == (
+        "multi_label_classification" if multi_label else "single_label_classification"
+    )
     wave = np.zeros(bundle.sample_rate, dtype=np.float32) + 0.01
     inputs = bundle.feature_extractor([wave], sampling_rate=bundle.sample_rate, return_tensors="pt")
     assert bundle.model(**inputs).logits.shape == (1, len(TAGS) if multi_label else len(GENRES))
@@ -76,8 +104,9 @@ def count_backbone_forwards() -> tuple[list, object]:
 
 
 @pytest.mark.slow
-def test_probe_caches_embeddings_once_and_sweeps_every_layer(tiny_backbones, tiny_gtzan, finetune_cache,
-                                                             tmp_path, capsys, monkeypatch):
+def test_probe_caches_embeddings_once_and_sweeps_every_layer(
+    tiny_backbones, tiny_gtzan, finetune_cache, tmp_path, capsys, monkeypatch
+):
     sweep = ("probe.layers=all", "data.eval_hop_seconds=0.5", "probe.max_iter=20")  # windows no other run uses
     calls, handle = count_backbone_forwards()
     try:
@@ -89,8 +118,19 @@ def test_probe_caches_embeddings_once_and_sweeps_every_layer(tiny_backbones, tin
         monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
         monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")
         monkeypatch.setenv("HF_TOKEN", "hf_unused")
-        assert run("mert", "probe", tiny_backbones["mert"], tiny_gtzan, tmp_path / "second", *sweep,
-                   "hub.push_to_hub=true", "hub.repo_id=someone/probe") == 1
+        assert (
+            run(
+                "mert",
+                "probe",
+                tiny_backbones["mert"],
+                tiny_gtzan,
+                tmp_path / "second",
+                *sweep,
+                "hub.push_to_hub=true",
+                "hub.repo_id=someone/probe",
+            )
+            == 1
+        )
     finally:
         handle.remove()
     assert first_calls > 0 and calls == [], "the second run reads the cache: no backbone forward pass"

@@ -28,9 +28,7 @@ TINY = {
     "simple_cnn": dict(n_mels=32, channels=(4, 8, 8, 8)),
     "fcn": dict(n_mels=32, channels=(4, 8, 8, 8, 8)),
     "deep_cnn": dict(n_mels=32, channels=8, num_blocks=3),
-    "musicnn": dict(
-        n_mels=32, timbral_channels=8, temporal_channels=4, backend_channels=8, hidden_units=16
-    ),
+    "musicnn": dict(n_mels=32, timbral_channels=8, temporal_channels=4, backend_channels=8, hidden_units=16),
     "lstm": dict(n_mels=32, hidden_size=16, num_layers=2),
     "gru": dict(n_mels=32, hidden_size=16, num_layers=1),
     "cnn_lstm": dict(n_mels=32, channels=(4, 8), hidden_size=16),
@@ -87,9 +85,7 @@ def test_shapes_for_any_length(name, multi_label):
     assert bundle.sample_rate == SR and bundle.feature_extractor.sampling_rate == SR
     assert model.config.id2label == dict(enumerate(LABELS))
     assert model.config.label2id == {label: i for i, label in enumerate(LABELS)}
-    assert model.config.problem_type == (
-        "multi_label_classification" if multi_label else "single_label_classification"
-    )
+    assert model.config.problem_type == ("multi_label_classification" if multi_label else "single_label_classification")
     for seconds in (1.0, 3.0, 5.3):
         waves = [np.random.default_rng(0).standard_normal(int(SR * seconds)).astype(np.float32)] * 3
         inputs = bundle.feature_extractor(waves, sampling_rate=SR, return_tensors="pt")
@@ -238,11 +234,15 @@ def test_learns_multi_label_tone_mixtures():
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (["model.args.frontend=cqt", "model.args.cqt_bins=96"],
-         "model.args.sample_rate: 16000 Hz is too low for the cqt front end of model 'simple_cnn': it needs at least "
-         "16489 Hz for cqt_bins = 96 from 32.7032 Hz at 12 per octave (the top filter reaches 8244 Hz)"),
-        (["model.args.frontend=stft", "model.args.f_max=9000"],
-         "16000 Hz is too low for the stft front end of model 'simple_cnn': it needs at least 18000 Hz for STFT bins"),
+        (
+            ["model.args.frontend=cqt", "model.args.cqt_bins=96"],
+            "model.args.sample_rate: 16000 Hz is too low for the cqt front end of model 'simple_cnn': it needs at least "
+            "16489 Hz for cqt_bins = 96 from 32.7032 Hz at 12 per octave (the top filter reaches 8244 Hz)",
+        ),
+        (
+            ["model.args.frontend=stft", "model.args.f_max=9000"],
+            "16000 Hz is too low for the stft front end of model 'simple_cnn': it needs at least 18000 Hz for STFT bins",
+        ),
         (["model.args.frontend=mfcc", "data.sample_rate=50"], "for one STFT frame"),
     ],
 )

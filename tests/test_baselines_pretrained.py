@@ -57,8 +57,9 @@ def test_the_jamendo_vocabulary_is_the_loaders_top50_so_a_jamendo_run_keeps_the_
     row = (realdata / "jamendo/splits/split-0/autotagging_top50tags-train.tsv").read_text().splitlines()[1].split("\t")
     assert set(row[5:]) <= set(published)
     path = checkpoint(realdata, "musicnn")
-    bundle = BASELINE_BUILDERS["musicnn"](50, subset_tags("top50tags"), True,
-                                          BackboneConfig(path=str(path), tags="jamendo"))
+    bundle = BASELINE_BUILDERS["musicnn"](
+        50, subset_tags("top50tags"), True, BackboneConfig(path=str(path), tags="jamendo")
+    )
     assert bundle.model.config.won_head == {"tags": "jamendo", "same_labels": True}
     assert bundle.model.config.id2label == dict(enumerate(published))
 
@@ -102,14 +103,17 @@ def card_sentence(tmp_path, path, labels, multi_label, *overrides) -> str:
 
 def test_the_card_names_the_head_vocabulary(realdata, tmp_path):
     path = checkpoint(realdata, "musicnn")
-    assert ("It started from a Won et al. checkpoint whose head used the Million Song Dataset top-50 tags; "
-            "that head was replaced for this task's labels.") in card_sentence(
-                tmp_path, path, GTZAN_GENRES, False, "backbone.tags=msd")
-    assert ("whose head used the MagnaTagATune top-50 tags; that head was kept for the same tags"
-            in card_sentence(tmp_path, path, sorted(MTAT_TAGS), True, "backbone.head_init=random"))
+    assert (
+        "It started from a Won et al. checkpoint whose head used the Million Song Dataset top-50 tags; "
+        "that head was replaced for this task's labels."
+    ) in card_sentence(tmp_path, path, GTZAN_GENRES, False, "backbone.tags=msd")
+    assert "whose head used the MagnaTagATune top-50 tags; that head was kept for the same tags" in card_sentence(
+        tmp_path, path, sorted(MTAT_TAGS), True, "backbone.head_init=random"
+    )
     assert "that head was refitted by a linear probe" in card_sentence(tmp_path, path, sorted(MTAT_TAGS), True)
     assert "Won et al. checkpoint" not in export.model_card(
-        recipes.load("cnn_gtzan"), {}, {"model_type": "finetune_simple_cnn", "id2label": {"0": "rock"}})
+        recipes.load("cnn_gtzan"), {}, {"model_type": "finetune_simple_cnn", "id2label": {"0": "rock"}}
+    )
 
 
 @pytest.mark.parametrize("name", TAGGERS)
@@ -158,9 +162,7 @@ def test_pretrained_builder_reorders_the_head_for_the_same_tags(realdata):
 def test_pretrained_with_a_mismatched_architecture_fails_loudly(realdata):
     path = checkpoint(realdata, "fcn")
     with pytest.raises(RuntimeError, match="size mismatch"):
-        BASELINE_BUILDERS["fcn"](
-            2, ["a", "b"], False, BackboneConfig(path=str(path)), channels=(8,) * 5
-        )
+        BASELINE_BUILDERS["fcn"](2, ["a", "b"], False, BackboneConfig(path=str(path)), channels=(8,) * 5)
 
 
 def tag_scores(model, path, window_seconds: float = 3.0) -> torch.Tensor:
@@ -197,11 +199,15 @@ def test_pretrained_weights_fix_their_front_end(realdata, tmp_path):
     path = checkpoint(realdata, "musicnn")
     with pytest.raises(RecipeError) as err:
         check_model_args(recipes.load("musicnn_pretrained_gtzan", [f"backbone.path={path}", "model.args.frontend=cqt"]))
-    assert str(err.value) == (f"model.args.frontend: cqt was asked, but backbone.path {path} was trained with the mel "
-                              "front end; its weights fix it (drop model.args.frontend or start from scratch)")
+    assert str(err.value) == (
+        f"model.args.frontend: cqt was asked, but backbone.path {path} was trained with the mel "
+        "front end; its weights fix it (drop model.args.frontend or start from scratch)"
+    )
     check_model_args(recipes.load("musicnn_pretrained_gtzan", [f"backbone.path={path}", "model.args.frontend=mel"]))
-    with pytest.raises(RecipeError, match="holds Won et al. weights trained on the mel front end with batch norm, "
-                                          "not cqt with batch norm"):
+    with pytest.raises(
+        RecipeError,
+        match="holds Won et al. weights trained on the mel front end with batch norm, not cqt with batch norm",
+    ):
         BASELINE_BUILDERS["musicnn"](10, GTZAN_GENRES, False, BackboneConfig(path=str(path)), frontend="cqt")
     saved = BASELINE_BUILDERS["simple_cnn"](2, ["a", "b"], False, BackboneConfig(), frontend="mfcc", n_mels=32)
     saved.model.save_pretrained(tmp_path / "model")

@@ -18,13 +18,14 @@ from bench.registry import BENCHMARKS, all_names
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 REALDATA = PROJECT_ROOT.parent / "shared" / "realdata"
 PROCESSES = 2  # the smoke test's benchmark processes at once: one per core of the 2-core machine
-RATIO_LINE = re.compile(r"^\[(\w+)\] .+: toolkit \S+ \S+, bare \S+ \S+ -> \d+\.\d\dx "
-                        r"\((target [<>]= [\d.]+x\) (met|MISSED)|target none\) info)")
+RATIO_LINE = re.compile(
+    r"^\[(\w+)\] .+: toolkit \S+ \S+, bare \S+ \S+ -> \d+\.\d\dx "
+    r"\((target [<>]= [\d.]+x\) (met|MISSED)|target none\) info)"
+)
 
 
 def run_bench(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *args], cwd=PROJECT_ROOT, capture_output=True, text=True,
-                          timeout=900)
+    return subprocess.run([sys.executable, *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=900)
 
 
 def shares(count: int) -> list[list[str]]:
@@ -74,10 +75,11 @@ def test_quality_fold_kinds_run_alone():
 
 
 def test_the_registry_is_data_read_without_side_effects():
-    code = ("import os, sys; before = dict(os.environ); from bench.registry import BENCHMARKS, all_names; "
-            "print(dict(os.environ) == before, 'torch' in sys.modules)")
-    result = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True,
-                            check=True)
+    code = (
+        "import os, sys; before = dict(os.environ); from bench.registry import BENCHMARKS, all_names; "
+        "print(dict(os.environ) == before, 'torch' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True)
     assert result.stdout.split() == ["True", "False"]  # no environment set, no benchmark (nor torch) imported
     tags = {BENCHMARKS[name].tag for name in all_names()}
     assert all(benchmark.tag in tags for benchmark in BENCHMARKS.values())  # a part prints under its whole

@@ -65,14 +65,24 @@ def test_a_command_added_to_the_table_is_listed_and_dispatched(monkeypatch, caps
     assert listed_commands(help_text)[1] == list(cli.COMMANDS)
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["recipes"], ["models"], ["--recipe", "demo", "--dry-run"],
-                                  ["--recipe", "mert_mtat", "--dry-run", "data.root=/mtat"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--help"],
+        ["recipes"],
+        ["models"],
+        ["--recipe", "demo", "--dry-run"],
+        ["--recipe", "mert_mtat", "--dry-run", "data.root=/mtat"],
+    ],
+)
 @pytest.mark.slow
 def test_light_commands_import_no_heavy_library(argv):
     """Listing and checking read the registries as data: no torch, transformers or datasets."""
-    code = ("import sys\nfrom finetune.cli import main\ntry:\n    status = main(%r)\nexcept SystemExit as end:\n"
-            "    status = end.code\nprint(status, sorted(m for m in ('torch', 'transformers', 'datasets') "
-            "if m in sys.modules), file=sys.stderr)")
+    code = (
+        "import sys\nfrom finetune.cli import main\ntry:\n    status = main(%r)\nexcept SystemExit as end:\n"
+        "    status = end.code\nprint(status, sorted(m for m in ('torch', 'transformers', 'datasets') "
+        "if m in sys.modules), file=sys.stderr)"
+    )
     result = subprocess.run([sys.executable, "-c", code % argv], capture_output=True, text=True, timeout=120)
     assert result.stderr.strip().splitlines()[-1] == "0 []"
 
@@ -108,8 +118,15 @@ def test_bad_key_exits_non_zero_naming_key_and_choices(tmp_path):
 @pytest.mark.slow
 def test_demo_two_steps_writes_the_run_folder(demo_run):
     run_dir = demo_run
-    for name in ("recipe.yaml", "metrics.json", "report.md", "report.html",
-                 "model/config.json", "model/model.safetensors", "model/preprocessor_config.json"):
+    for name in (
+        "recipe.yaml",
+        "metrics.json",
+        "report.md",
+        "report.html",
+        "model/config.json",
+        "model/model.safetensors",
+        "model/preprocessor_config.json",
+    ):
         assert (run_dir / name).is_file(), name
     metrics = json.loads((run_dir / "metrics.json").read_text())
     for split in ("validation", "test"):
@@ -132,8 +149,22 @@ def test_same_seed_same_weights(tmp_path, synthetic_root):
     weights = []
     for name in ("a", "b"):
         run_dir = tmp_path / name
-        assert main(["--recipe", "demo", "train.max_steps=3", "train.batch_size=4", "seed=5", "data.max_tracks=10",
-                     f"data.root={synthetic_root}", f"output_dir={run_dir}", "data.num_workers=0"]) == 0
+        assert (
+            main(
+                [
+                    "--recipe",
+                    "demo",
+                    "train.max_steps=3",
+                    "train.batch_size=4",
+                    "seed=5",
+                    "data.max_tracks=10",
+                    f"data.root={synthetic_root}",
+                    f"output_dir={run_dir}",
+                    "data.num_workers=0",
+                ]
+            )
+            == 0
+        )
         weights.append(load_file(run_dir / "model" / "model.safetensors"))
     assert weights[0].keys() == weights[1].keys()
     for key in weights[0]:
@@ -154,9 +185,12 @@ def test_mistakes_get_one_line_and_status_2(tmp_path, capsys):
     (tmp_path / "not_gtzan").mkdir()
     (tmp_path / "not_gtzan" / "notes.txt").write_text("hello")
     assert "does not exist" in in_process_error(capsys, "--recipe", "cnn_gtzan", f"data.root={tmp_path / 'nope'}")
-    assert "no genre folders" in in_process_error(capsys, "--recipe", "cnn_gtzan", f"data.root={tmp_path / 'not_gtzan'}")
-    assert "is a file" in in_process_error(capsys, "--recipe", "cnn_gtzan",
-                                        f"data.root={tmp_path / 'not_gtzan' / 'notes.txt'}")
+    assert "no genre folders" in in_process_error(
+        capsys, "--recipe", "cnn_gtzan", f"data.root={tmp_path / 'not_gtzan'}"
+    )
+    assert "is a file" in in_process_error(
+        capsys, "--recipe", "cnn_gtzan", f"data.root={tmp_path / 'not_gtzan' / 'notes.txt'}"
+    )
     (tmp_path / "mtat").mkdir()
     (tmp_path / "mtat" / "annotations_final.csv").write_text("not,a,tab,separated,header\n")
     (tmp_path / "mtat" / "0").mkdir()
@@ -180,9 +214,24 @@ def test_a_run_reports_progress_lines_and_ends_with_its_results(tmp_path, synthe
     """Without a terminal (as under pytest, CI or nohup): plain log lines, no progress bars or raw
     log dictionaries; the run ends with the validation and test results, their intervals, the report."""
     run_dir = tmp_path / "run"
-    assert main(["--recipe", "demo", "train.max_steps=4", "train.batch_size=4", "train.eval_steps=2",
-                 "train.logging_steps=2", "data.max_tracks=8", "eval.durations=null", "data.num_workers=0",
-                 f"data.root={synthetic_root}", f"output_dir={run_dir}"]) == 0
+    assert (
+        main(
+            [
+                "--recipe",
+                "demo",
+                "train.max_steps=4",
+                "train.batch_size=4",
+                "train.eval_steps=2",
+                "train.logging_steps=2",
+                "data.max_tracks=8",
+                "eval.durations=null",
+                "data.num_workers=0",
+                f"data.root={synthetic_root}",
+                f"output_dir={run_dir}",
+            ]
+        )
+        == 0
+    )
     out, err = capsys.readouterr()
     assert "\r" not in err and "{'loss'" not in out + err and "it/s" not in err
     assert "step 2/4: loss" in err and "step 2: validation loss" in err and "step 4: validation loss" in err

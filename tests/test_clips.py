@@ -35,8 +35,9 @@ def test_aggregation_follows_the_windowing(demo_run):
     assert len(window_probs) > 1
     predictor.windowing = Windowing(3.0, 2.5, "max")
     np.testing.assert_allclose(predictor.track_scores(window_probs), window_probs.max(axis=0))
-    assert np.allclose(aggregate_tracks(window_probs, np.zeros(len(window_probs), dtype=int), "mean")[0],
-                       window_probs.mean(axis=0))
+    assert np.allclose(
+        aggregate_tracks(window_probs, np.zeros(len(window_probs), dtype=int), "mean")[0], window_probs.mean(axis=0)
+    )
 
 
 @pytest.mark.slow
@@ -44,9 +45,24 @@ def test_eval_max_seconds_scores_a_tracks_first_seconds_and_travels_with_the_mod
     capped = Windowing(3.0, None, "mean", 6.0)
     assert capped.starts(600.0) == [0.0, 3.0] and capped.starts(4.0) == Windowing(3.0).starts(4.0)
     run_dir = tmp_path / "run"
-    assert main(["--recipe", "demo", "train.max_steps=1", "train.batch_size=4", "data.max_tracks=4",
-                 "data.num_workers=0", "eval.durations=null", "eval.max_seconds=1.5", "data.clip_seconds=1",
-                 f"data.root={synthetic_root}", f"output_dir={run_dir}"]) == 0
+    assert (
+        main(
+            [
+                "--recipe",
+                "demo",
+                "train.max_steps=1",
+                "train.batch_size=4",
+                "data.max_tracks=4",
+                "data.num_workers=0",
+                "eval.durations=null",
+                "eval.max_seconds=1.5",
+                "data.clip_seconds=1",
+                f"data.root={synthetic_root}",
+                f"output_dir={run_dir}",
+            ]
+        )
+        == 0
+    )
     config = json.loads((run_dir / "model" / "config.json").read_text())
     assert config["max_seconds"] == 1.5
     windowing = Predictor.from_pretrained(run_dir / "model").windowing

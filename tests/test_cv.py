@@ -19,9 +19,24 @@ FOLDS, SEEDS, PER_SPLIT = 3, (0, 1), 5
 
 def cv_args(out, root, *extra: str) -> list[str]:
     """The 3-fold x 2-seed cross-validation of the demo recipe, 2 steps per run on 5 tracks per split."""
-    return ["cv", "--recipe", "demo", "--folds", str(FOLDS), "--seeds", "0,1", "--out", str(out),
-            "train.max_steps=2", "train.batch_size=4", "data.num_workers=0", f"data.max_tracks={PER_SPLIT}",
-            "eval.durations=null", f"data.root={root}", *extra]
+    return [
+        "cv",
+        "--recipe",
+        "demo",
+        "--folds",
+        str(FOLDS),
+        "--seeds",
+        "0,1",
+        "--out",
+        str(out),
+        "train.max_steps=2",
+        "train.batch_size=4",
+        "data.num_workers=0",
+        f"data.max_tracks={PER_SPLIT}",
+        "eval.durations=null",
+        f"data.root={root}",
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +154,8 @@ def test_compare_adds_the_paired_test(cv_run, tmp_path, capsys):
     ours = TrackPredictions.load(first / "predictions" / "test.npz")
     perfect = np.eye(ours.probs.shape[1])[ours.labels]  # (N, C) one-hot on the truth
     TrackPredictions(ours.ids, ours.paths, perfect, ours.labels, ours.label_names).save(
-        second / "predictions" / "test.npz")
+        second / "predictions" / "test.npz"
+    )
 
     assert main(["compare", str(first), str(second), "--out", str(tmp_path / "cmp")]) == 0
     printed = capsys.readouterr().out
@@ -168,14 +184,32 @@ def test_the_summary_names_classes_left_out_of_the_tests(tmp_path):
     for name, artists in (("calm", 3), ("loud", 3), ("solo", 1)):
         for a in range(artists):
             for t in range(2):
-                write_audio(root / name / f"{name}-artist{a}" / f"{t}.wav", seconds=1.0, sample_rate=16000,
-                            seed=10 * a + t)
+                write_audio(
+                    root / name / f"{name}-artist{a}" / f"{t}.wav", seconds=1.0, sample_rate=16000, seed=10 * a + t
+                )
     out = tmp_path / "cv"
-    code, printed, log = run_main(["cv", "--recipe", "demo", "--folds", "3", "--out", str(out), "data.name=folder",
-                                   f"data.root={root}", "data.unsplittable=leave_out", "train.max_steps=1",
-                                   "train.batch_size=4", "data.num_workers=0", "eval.durations=null"])
+    code, printed, log = run_main(
+        [
+            "cv",
+            "--recipe",
+            "demo",
+            "--folds",
+            "3",
+            "--out",
+            str(out),
+            "data.name=folder",
+            f"data.root={root}",
+            "data.unsplittable=leave_out",
+            "train.max_steps=1",
+            "train.batch_size=4",
+            "data.num_workers=0",
+            "eval.durations=null",
+        ]
+    )
     assert code == 0, log[-2000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["classes_without_test_tracks"] == {"solo": 3} and summary["unsplittable"] == "leave_out"
-    assert "classes without test tracks: solo (3 of 3 runs); data.unsplittable=leave_out." in \
-        (out / "summary.md").read_text()
+    assert (
+        "classes without test tracks: solo (3 of 3 runs); data.unsplittable=leave_out."
+        in (out / "summary.md").read_text()
+    )

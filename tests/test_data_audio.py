@@ -24,10 +24,16 @@ def full_decode(path) -> tuple[np.ndarray, int]:
     return data.mean(axis=1), rate
 
 
-@pytest.mark.parametrize("name, options", [
-    ("clip.wav", {"subtype": "PCM_16"}), ("clip.au", {"subtype": "PCM_16"}),
-    ("clip.flac", {}), ("clip.ogg", {"subtype": "VORBIS"}), ("clip.mp3", {}),
-])
+@pytest.mark.parametrize(
+    "name, options",
+    [
+        ("clip.wav", {"subtype": "PCM_16"}),
+        ("clip.au", {"subtype": "PCM_16"}),
+        ("clip.flac", {}),
+        ("clip.ogg", {"subtype": "VORBIS"}),
+        ("clip.mp3", {}),
+    ],
+)
 def test_window_equals_span_of_full_decode(tmp_path, name, options):
     path = tmp_path / name
     write_audio(path, seconds=2.0, sample_rate=16000, channels=2, **options)
@@ -77,8 +83,12 @@ def test_errors_name_the_file_and_the_cause(tmp_path):
     text.write_text("these are notes, not audio " * 20)
     cut = tmp_path / "cut.wav"
     cut.write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt ")  # header cut off mid-chunk
-    cases = {empty: "empty file", text: "not readable as audio", cut: "not readable as audio",
-             tmp_path / "absent.flac": "file not found"}
+    cases = {
+        empty: "empty file",
+        text: "not readable as audio",
+        cut: "not readable as audio",
+        tmp_path / "absent.flac": "file not found",
+    }
     for path, cause in cases.items():
         for call in (partial(audio_duration, path), partial(read_window, path, 8000)):
             with pytest.raises(AudioReadError, match=cause) as info:
@@ -138,8 +148,9 @@ def test_real_fma_mp3_decodes(realdata):
     y = read_window(path, 44100)
     assert y.shape == (1_321_967,)
     full, _ = full_decode(path)
-    np.testing.assert_allclose(read_window(path, 44100, start=10.0, duration=5.0),
-                               full[441_000:661_500], rtol=0, atol=MP3_STEP)
+    np.testing.assert_allclose(
+        read_window(path, 44100, start=10.0, duration=5.0), full[441_000:661_500], rtol=0, atol=MP3_STEP
+    )
     assert read_window(path, 16000, start=10.0, duration=5.0).shape == (80_000,)
 
 
@@ -154,7 +165,7 @@ def test_real_mtat_mp3_windows_and_quiet_decoder(realdata, tmp_path, capfd, name
     for start in (0.74, 1.11, 2.22, 3.7, 28.9):  # the first four make libmpg123 print notes
         window = read_window(path, 16000, start=start, duration=3.0)
         first = int(start * 16000)
-        np.testing.assert_allclose(window, full[first:first + 48000], rtol=0, atol=MP3_STEP)
+        np.testing.assert_allclose(window, full[first : first + 48000], rtol=0, atol=MP3_STEP)
     assert "part2_3_length" not in capfd.readouterr().err
 
 
@@ -162,8 +173,7 @@ def test_real_gtzan_wav_window_is_exact(realdata):
     path = realdata / "gtzan/genres/jazz/jazz.00000.wav"
     full, rate = full_decode(path)
     assert rate == 22050
-    np.testing.assert_array_equal(read_window(path, 22050, start=12.5, duration=5.0),
-                                  full[275_625:385_875])
+    np.testing.assert_array_equal(read_window(path, 22050, start=12.5, duration=5.0), full[275_625:385_875])
 
 
 def test_read_windows_through_one_handle_equals_separate_reads(tmp_path):

@@ -41,11 +41,14 @@ def test_unknown_names_and_options_name_the_choices(tmp_path):
         load_dataset("gtzan", tmp_path, subset="small")
 
 
-@pytest.mark.parametrize("name, options, headers_read, rows", [
-    ("gtzan", {"split_scheme": "random", "genres": list(gtzan.GENRES[:2])}, 6, 6),
-    ("mtat", {"tags": 2, "split_scheme": "pons"}, 64, 64),  # MP3s
-    ("fma", {}, 5, 4),  # MP3s, one of them unreadable
-])
+@pytest.mark.parametrize(
+    "name, options, headers_read, rows",
+    [
+        ("gtzan", {"split_scheme": "random", "genres": list(gtzan.GENRES[:2])}, 6, 6),
+        ("mtat", {"tags": 2, "split_scheme": "pons"}, 64, 64),  # MP3s
+        ("fma", {}, 5, 4),  # MP3s, one of them unreadable
+    ],
+)
 @pytest.mark.slow
 def test_building_reads_headers_only(name, options, headers_read, rows, tmp_path, monkeypatch, request):
     if name == "gtzan":
@@ -116,7 +119,10 @@ def test_files_denied_to_us_are_unreadable_not_missing(tmp_path, monkeypatch):
     assert scan.unreadable == {"hidden/b.wav": "permission denied", "locked.wav": "permission denied"}
     monkeypatch.undo()  # access granted (chmod leaves size and mtime as they were)
     assert set(scan_files(str(tmp_path), ["a.wav", "hidden/b.wav", "locked.wav"]).durations) == {
-        "a.wav", "hidden/b.wav", "locked.wav"}
+        "a.wav",
+        "hidden/b.wav",
+        "locked.wav",
+    }
 
 
 def test_unwritable_cache_only_warns(tmp_path, monkeypatch, caplog):
@@ -129,8 +135,9 @@ def test_unwritable_cache_only_warns(tmp_path, monkeypatch, caplog):
 
 def test_paths_escaping_the_root_are_rejected(tmp_path):
     write_audio(tmp_path.parent / f"{tmp_path.name}-outside.mp3", format="MP3")
-    write_annotations(tmp_path / mtat.ANNOTATIONS, ["1"], [f"c/../../{tmp_path.name}-outside.mp3"],
-                      ["a"], np.array([[1]]))
+    write_annotations(
+        tmp_path / mtat.ANNOTATIONS, ["1"], [f"c/../../{tmp_path.name}-outside.mp3"], ["a"], np.array([[1]])
+    )
     (tmp_path / "c").mkdir()
     with pytest.raises(ValueError, match=r"path 'c/\.\./\.\./.*' of clip 1 is not inside the dataset folder"):
         mtat.build(tmp_path, tags=1)
@@ -142,8 +149,14 @@ def test_an_empty_split_keeps_its_typed_columns(tmp_path, multi_label):
 
     write_audio(tmp_path / "a.wav")
     target = (0,) if multi_label else 0
-    built = assemble("test", str(tmp_path), {"train": [Clip("a", "a.wav", target)], "validation": [],
-                                             "test": []}, ["x", "y"], multi_label, False)
+    built = assemble(
+        "test",
+        str(tmp_path),
+        {"train": [Clip("a", "a.wav", target)], "validation": [], "test": []},
+        ["x", "y"],
+        multi_label,
+        False,
+    )
     column = "labels" if multi_label else "label"
     for split in built.values():
         assert split.features == built["train"].features

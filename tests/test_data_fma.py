@@ -8,8 +8,14 @@ import pytest
 from data_fixtures import write_audio, write_genres, write_tracks
 from finetune.data import fma, load_dataset
 
-GENRES = [(12, 0, "Rock"), (25, 12, "Punk"), (15, 0, "Electronic"), (181, 15, "Techno"),
-          (21, 0, "Hip-Hop"), (38, 0, "Experimental")]
+GENRES = [
+    (12, 0, "Rock"),
+    (25, 12, "Punk"),
+    (15, 0, "Electronic"),
+    (181, 15, "Techno"),
+    (21, 0, "Hip-Hop"),
+    (38, 0, "Experimental"),
+]
 # track id: (subset, split, genre_top, genres_all)
 TRACKS = {
     2: ("small", "training", "Hip-Hop", "[21]"),
@@ -26,9 +32,15 @@ TRACKS = {
 
 
 def track_rows(tracks):
-    return {t: {("set", "subset"): subset, ("set", "split"): split, ("track", "genre_top"): top,
-                ("track", "genres_all"): genres_all}
-            for t, (subset, split, top, genres_all) in tracks.items()}
+    return {
+        t: {
+            ("set", "subset"): subset,
+            ("set", "split"): split,
+            ("track", "genre_top"): top,
+            ("track", "genres_all"): genres_all,
+        }
+        for t, (subset, split, top, genres_all) in tracks.items()
+    }
 
 
 @pytest.fixture
@@ -52,8 +64,7 @@ def ids_by_split(data):
 def test_small_genre_top(fma_root, caplog):
     with caplog.at_level(logging.INFO, logger="finetune.data"):
         data = load_dataset("fma", fma_root)
-    assert ids_by_split(data) == {"train": ["000002", "000010"], "validation": ["000003"],
-                                  "test": ["000005"]}
+    assert ids_by_split(data) == {"train": ["000002", "000010"], "validation": ["000003"], "test": ["000005"]}
     assert "098565.mp3 (no audio in the FMA release)" in caplog.text
     assert "1 unreadable files" in caplog.text and "000011.mp3" in caplog.text
     names = data["train"].features["label"].names
@@ -64,8 +75,11 @@ def test_small_genre_top(fma_root, caplog):
 
 def test_medium_contains_small(fma_root):
     data = fma.build(fma_root, subset="medium")
-    assert ids_by_split(data) == {"train": ["000002", "000010", "000140"], "validation": ["000003"],
-                                  "test": ["000005", "000141"]}
+    assert ids_by_split(data) == {
+        "train": ["000002", "000010", "000140"],
+        "validation": ["000003"],
+        "test": ["000005", "000141"],
+    }
     assert data["train"].features["label"].names == ["Electronic", "Experimental", "Hip-Hop", "Rock"]
     assert all(a["path"].startswith(str(fma_root / "fma_medium")) for a in data["train"]["audio"])
 
@@ -74,8 +88,7 @@ def test_large_genres_all_is_multi_label_over_titles(fma_root, caplog):
     data = fma.build(fma_root, subset="large", task="genres_all")
     names = data["train"].features["labels"].feature.names
     assert names == ["Electronic", "Experimental", "Hip-Hop", "Punk", "Rock", "Techno"]
-    labels = {i: [names[k] for k in tags] for split in data.values()
-              for i, tags in zip(split["id"], split["labels"])}
+    labels = {i: [names[k] for k in tags] for split in data.values() for i, tags in zip(split["id"], split["labels"])}
     assert labels["000200"] == ["Punk", "Rock"] and labels["000005"] == ["Electronic", "Techno"]
     with caplog.at_level(logging.INFO, logger="finetune.data"):
         top = fma.build(fma_root, subset="large")
@@ -94,12 +107,10 @@ def test_bad_options_and_metadata(fma_root):
         fma.build(fma_root, subset="full")
     with pytest.raises(ValueError, match="'genre_top', 'genres_all'"):
         fma.build(fma_root, task="genres")
-    write_tracks(fma_root / "fma_metadata" / "tracks.csv",
-                 track_rows({2: ("small", "train", "Rock", "[12]")}))
+    write_tracks(fma_root / "fma_metadata" / "tracks.csv", track_rows({2: ("small", "train", "Rock", "[12]")}))
     with pytest.raises(ValueError, match="set.split='train'"):
         fma.build(fma_root)
-    write_tracks(fma_root / "fma_metadata" / "tracks.csv",
-                 track_rows({2: ("small", "training", "Rock", "[99]")}))
+    write_tracks(fma_root / "fma_metadata" / "tracks.csv", track_rows({2: ("small", "training", "Rock", "[99]")}))
     with pytest.raises(ValueError, match=r"genre ids \[99\] absent"):
         fma.build(fma_root, task="genres_all")
     (fma_root / "fma_metadata" / "tracks.csv").write_text("track_id,genre\n2,Rock\n")
@@ -117,9 +128,10 @@ def test_real_genres_taxonomy(realdata):
 
 def test_real_track_through_the_loader(realdata, tmp_path):
     """Track 2 of the real release (Hip-Hop, training, small) read from ../shared/realdata."""
-    write_tracks(tmp_path / "fma_metadata" / "tracks.csv",
-                 track_rows({2: ("small", "training", "Hip-Hop", "[21]"),
-                             5: ("small", "test", "Hip-Hop", "[21]")}))
+    write_tracks(
+        tmp_path / "fma_metadata" / "tracks.csv",
+        track_rows({2: ("small", "training", "Hip-Hop", "[21]"), 5: ("small", "test", "Hip-Hop", "[21]")}),
+    )
     os.symlink(realdata / "fma" / "fma_metadata" / "genres.csv", tmp_path / "fma_metadata" / "genres.csv")
     os.symlink(realdata / "fma" / "fma_small", tmp_path / "fma_small")
     data = fma.build(tmp_path, task="genres_all", allow_missing=True)

@@ -96,8 +96,11 @@ def test_root_metadata_with_split_paths_and_tags(tmp_path):
     assert dataset["train"].features["labels"].feature.names == ["guitar", "jazz", "piano", "rock"]
     assert list(dataset["train"]["labels"])[:4] == [[0, 3], [2, 3], [], [1]]
     assert dataset["test"]["id"][0] == "test/0.ogg" and decodes(dataset["test"])
-    with pytest.raises(ValueError, match=r"metadata.csv has no column 'label'; its columns: file_name, "
-                                         r"other, tags \(set data.label_column"):
+    with pytest.raises(
+        ValueError,
+        match=r"metadata.csv has no column 'label'; its columns: file_name, "
+        r"other, tags \(set data.label_column",
+    ):
         load_dataset("folder", tmp_path)
     write_metadata(tmp_path / "metadata.csv", rows + [("stray.ogg", "x", "jazz")], ("file_name", "other", "tags"))
     with pytest.raises(ValueError, match=r"inside split folders and outside them \(e.g. stray.ogg\)"):
@@ -114,8 +117,11 @@ def test_formats_soundfile_reads_and_ones_it_refuses(tmp_path):
     for rows in dataset.values():
         assert all(len(read_window(audio["path"], 8000, duration=0.1)) == 800 for audio in rows["audio"])
     (tmp_path / "b" / "song.m4a").write_bytes(b"\0\0\0 ftypM4A ")
-    with pytest.raises(ValueError, match=r"1 file\(s\) in a format soundfile cannot read \(.m4a\), e.g. "
-                                         r"b/song.m4a; convert .* `ffmpeg -i song.m4a song.flac`"):
+    with pytest.raises(
+        ValueError,
+        match=r"1 file\(s\) in a format soundfile cannot read \(.m4a\), e.g. "
+        r"b/song.m4a; convert .* `ffmpeg -i song.m4a song.flac`",
+    ):
         load_dataset("folder", tmp_path)
 
 
@@ -135,8 +141,11 @@ def test_unreadable_files_are_dropped_and_reported_and_training_streams(tmp_path
 
 def test_a_folder_without_audio_says_what_it_should_hold(tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
-    with pytest.raises(FileNotFoundError, match="no audio under .*: expected one subfolder of audio files per "
-                                                "class, or a metadata.csv with file_name and label columns"):
+    with pytest.raises(
+        FileNotFoundError,
+        match="no audio under .*: expected one subfolder of audio files per "
+        "class, or a metadata.csv with file_name and label columns",
+    ):
         load_dataset("folder", tmp_path)
 
 
@@ -145,16 +154,27 @@ def test_recipe_options_of_folder_and_hub():
         return recipes.from_dict({"data": keys})
 
     assert dataset_arguments(data(name="folder", root="/m", label_column="genre")) == {
-        "root": "/m", "label_column": "genre", "split_ratios": [0.8, 0.1, 0.1], "group_by": "artist", "seed": 0}
+        "root": "/m",
+        "label_column": "genre",
+        "split_ratios": [0.8, 0.1, 0.1],
+        "group_by": "artist",
+        "seed": 0,
+    }
     assert dataset_arguments(data(name="hub", path="user/set"))["root"] is None
     with pytest.raises(recipes.RecipeError, match="data.path: set it to a Hub dataset id or a local dataset"):
         dataset_arguments(data(name="hub"))
     assert "split_ratios" not in dataset_arguments(data(name="gtzan", root="/g"))  # at its default
-    with pytest.raises(recipes.RecipeError, match=r"data.split_ratios does not apply to dataset 'gtzan' "
-                                                  r"\(unset it: data.split_ratios=\[0.8, 0.1, 0.1\]\)"):
+    with pytest.raises(
+        recipes.RecipeError,
+        match=r"data.split_ratios does not apply to dataset 'gtzan' "
+        r"\(unset it: data.split_ratios=\[0.8, 0.1, 0.1\]\)",
+    ):
         dataset_arguments(data(name="gtzan", root="/g", split_ratios=[0.6, 0.2, 0.2]))
-    with pytest.raises(recipes.RecipeError, match=r"data.split_scheme does not apply to dataset 'folder' \(unset "
-                                                  r"it: data.split_scheme=null\); its options: data.label_column"):
+    with pytest.raises(
+        recipes.RecipeError,
+        match=r"data.split_scheme does not apply to dataset 'folder' \(unset "
+        r"it: data.split_scheme=null\); its options: data.label_column",
+    ):
         dataset_arguments(data(name="folder", root="/m", split_scheme="random"))
 
 
@@ -164,8 +184,17 @@ def test_the_demo_recipe_trains_on_a_folder(tmp_path):
     for name in ("rock", "jazz"):
         for n in range(5):
             write_audio(root / name / f"{n}.wav", seconds=1.0, sample_rate=16000, seed=n)
-    args = ["--recipe", "demo", "data.name=folder", f"data.root={root}", "train.max_steps=2",
-            "train.batch_size=4", "data.num_workers=0", f"output_dir={tmp_path / 'run'}", "eval.durations=null"]
+    args = [
+        "--recipe",
+        "demo",
+        "data.name=folder",
+        f"data.root={root}",
+        "train.max_steps=2",
+        "train.batch_size=4",
+        "data.num_workers=0",
+        f"output_dir={tmp_path / 'run'}",
+        "eval.durations=null",
+    ]
     assert main(args) == 0  # the demo's own split_scheme (synthetic's) is dropped with its dataset
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert set(metrics) >= {"validation", "test"} and "accuracy" in metrics["test"]

@@ -66,8 +66,9 @@ def test_gtzan_folds_partition_and_stratify(gtzan_data):
 def test_gtzan_folds_ignore_the_recipe_seed(gtzan_data):
     own = [recipe_dataset(recipes.from_dict({"seed": seed, "data": gtzan_data})) for seed in (0, 7)]
     assert list(own[0]["test"]["id"]) != list(own[1]["test"]["id"]), "the random split itself follows the seed"
-    as_sets = [[{split: set(ids) for split, ids in fold.items()} for fold in fold_splits(gtzan_data, seed)]
-               for seed in (0, 7)]
+    as_sets = [
+        [{split: set(ids) for split, ids in fold.items()} for fold in fold_splits(gtzan_data, seed)] for seed in (0, 7)
+    ]
     assert as_sets[0] == as_sets[1]
 
 

@@ -34,10 +34,18 @@ def random_dataset(rng, multi_label=False) -> DatasetDict:
     artists = rng.integers(0, int(rng.integers(count // 6 + 2, count)), count)
     ids = [f"t{n:03d}" for n in rng.permutation(count)]
     label = ClassLabel(names=names)
-    target = {"labels": [sorted({int(x), int(y)}) for x, y in zip(labels, rng.integers(0, classes, count))]} \
-        if multi_label else {"label": labels.tolist()}
-    features = Features({"id": Value("string"), "group": Value("string"),
-                         **({"labels": Sequence(label)} if multi_label else {"label": label})})
+    target = (
+        {"labels": [sorted({int(x), int(y)}) for x, y in zip(labels, rng.integers(0, classes, count))]}
+        if multi_label
+        else {"label": labels.tolist()}
+    )
+    features = Features(
+        {
+            "id": Value("string"),
+            "group": Value("string"),
+            **({"labels": Sequence(label)} if multi_label else {"label": label}),
+        }
+    )
     table = Dataset.from_dict({"id": ids, "group": [f"artist {a}" for a in artists], **target}, features=features)
     cut = sorted(rng.integers(0, count, 2))
     return DatasetDict({name: table.select(range(a, b)) for name, a, b in zip(SPLITS, [0, *cut], [*cut, count])})
@@ -120,9 +128,12 @@ def one_artist_class() -> DatasetDict:
     """Class `solo` by one artist (6 tracks), classes `a` and `b` by many."""
     labels = ["solo"] * 6 + ["a", "b"] * 12
     groups = ["the soloist"] * 6 + [f"artist {n}" for n in range(24)]
-    table = Dataset.from_dict({"id": [f"t{n:02d}" for n in range(30)], "group": groups, "label": labels},
-                              features=Features({"id": Value("string"), "group": Value("string"),
-                                                 "label": ClassLabel(names=["a", "b", "solo"])}))
+    table = Dataset.from_dict(
+        {"id": [f"t{n:02d}" for n in range(30)], "group": groups, "label": labels},
+        features=Features(
+            {"id": Value("string"), "group": Value("string"), "label": ClassLabel(names=["a", "b", "solo"])}
+        ),
+    )
     return DatasetDict({"train": table, "validation": table.select([]), "test": table.select([])})
 
 
@@ -132,8 +143,11 @@ def test_unsplittable_classes_are_refused_left_out_or_leaked_in_one_line(caplog)
     with pytest.raises(UnsplittableClasses) as refused:
         cross_validation_split(dataset, 3, 0)
     message = str(refused.value)
-    assert "\n" not in message and re.search(r"class\(es\) solo would be tested .*data.unsplittable=leave_out .*"
-                                             r"data.unsplittable=leak", message)
+    assert "\n" not in message and re.search(
+        r"class\(es\) solo would be tested .*data.unsplittable=leave_out .*"
+        r"data.unsplittable=leak",
+        message,
+    )
     assert isinstance(refused.value, ValueError)
     with pytest.raises(UnsplittableClasses):
         check_unsplittable(dataset, 3)
@@ -145,8 +159,11 @@ def test_unsplittable_classes_are_refused_left_out_or_leaked_in_one_line(caplog)
         assert "solo" not in {left["test"].features["label"].int2str(x) for x in left["test"]["label"]}
         check_disjoint(left)
         lines = [r.getMessage() for r in caplog.records if "leave_out" in r.getMessage()]
-        assert len(lines) == 1 and re.fullmatch(r"data.unsplittable=leave_out: left \d+ test track\(s\) of solo out "
-                                                r"of fold \d's test split", lines[0])
+        assert len(lines) == 1 and re.fullmatch(
+            r"data.unsplittable=leave_out: left \d+ test track\(s\) of solo out "
+            r"of fold \d's test split",
+            lines[0],
+        )
     solo = dataset["train"].features["label"].str2int("solo")
     for fold in range(3):
         with caplog.at_level(logging.WARNING, logger="finetune.data"):
@@ -154,16 +171,20 @@ def test_unsplittable_classes_are_refused_left_out_or_leaked_in_one_line(caplog)
             leaked = cross_validation_split(dataset, 3, fold, unsplittable="leak")
         assert leaked["test"]["label"].count(solo) == 2 and solo in leaked["train"]["label"]  # dealt by track
         lines = [r.getMessage() for r in caplog.records if "leak" in r.getMessage()]
-        assert lines == [f"data.unsplittable=leak: solo dealt by track; 2 of fold {fold}'s 10 test tracks share an "
-                         f"artist with training"]
+        assert lines == [
+            f"data.unsplittable=leak: solo dealt by track; 2 of fold {fold}'s 10 test tracks share an "
+            f"artist with training"
+        ]
         assert leaked["test"]["group"].count("the soloist") == 2  # the real groups stay in the column
 
 
 def test_a_class_too_small_even_by_track_is_refused_when_leaked():
     table = one_artist_class()["train"].select(range(4, 30))  # solo: two tracks
     dataset = DatasetDict({"train": table, "validation": table.select([]), "test": table.select([])})
-    with pytest.raises(UnsplittableClasses, match="solo .*too few tracks, even dealt by track\\); set "
-                                                  "data.unsplittable=leave_out, or use fewer folds$"):
+    with pytest.raises(
+        UnsplittableClasses,
+        match="solo .*too few tracks, even dealt by track\\); set data.unsplittable=leave_out, or use fewer folds$",
+    ):
         cross_validation_split(dataset, 3, 0, unsplittable="leak")
 
 
@@ -178,9 +199,27 @@ def gtzan_root(tmp_path_factory):
 
 def test_recipe_folds_keep_artists_apart_and_ignore_the_seed(gtzan_root):
     def folds(seed, **data):
-        return [{name: set(split["id"]) for name, split in recipe_dataset(recipes.from_dict({"seed": seed, "data": {
-            "name": "gtzan", "root": str(gtzan_root), "split_scheme": "random", "folds": 4, "fold": fold,
-            **data}})).items()} for fold in range(4)]
+        return [
+            {
+                name: set(split["id"])
+                for name, split in recipe_dataset(
+                    recipes.from_dict(
+                        {
+                            "seed": seed,
+                            "data": {
+                                "name": "gtzan",
+                                "root": str(gtzan_root),
+                                "split_scheme": "random",
+                                "folds": 4,
+                                "fold": fold,
+                                **data,
+                            },
+                        }
+                    )
+                ).items()
+            }
+            for fold in range(4)
+        ]
 
     data = {"name": "gtzan", "root": str(gtzan_root), "split_scheme": "random", "folds": 4}
     with pytest.raises(UnsplittableClasses, match="class\\(es\\) .*reggae"):

@@ -78,21 +78,46 @@ def test_every_split_has_the_group_column_and_unknown_artists_are_their_own(tmp_
     streamed = gtzan.build(tmp_path, streaming=True)
     assert streamed["train"].features["group"] == Value("string")
     assert next(iter(streamed["train"]))["group"] == groups[next(iter(streamed["train"]))["id"]]
-    with pytest.raises(ValueError, match=r"gtzan: data.group_by='album': the dataset knows no album of its tracks; "
-                                         r"choose one of: artist, none$"):
+    with pytest.raises(
+        ValueError,
+        match=r"gtzan: data.group_by='album': the dataset knows no album of its tracks; "
+        r"choose one of: artist, none$",
+    ):
         gtzan.build(tmp_path, group_by="album")
 
 
 def write_clip_info(path, rows):
     """MTAT's clip_info_final.csv: tab-separated, every field double-quoted, as released."""
-    header = ["clip_id", "track_number", "title", "artist", "album", "url", "segmentStart", "segmentEnd",
-              "original_url", "mp3_path"]
+    header = [
+        "clip_id",
+        "track_number",
+        "title",
+        "artist",
+        "album",
+        "url",
+        "segmentStart",
+        "segmentEnd",
+        "original_url",
+        "mp3_path",
+    ]
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f, delimiter="\t", quoting=csv.QUOTE_ALL, lineterminator="\n")
         writer.writerow(header)
         for clip_id, artist, album, mp3 in rows:
-            writer.writerow([clip_id, "1", "a song", artist, album, "http://magnatune.com/x", "30", "59",
-                             "http://magnatune.com/x.mp3", mp3])
+            writer.writerow(
+                [
+                    clip_id,
+                    "1",
+                    "a song",
+                    artist,
+                    album,
+                    "http://magnatune.com/x",
+                    "30",
+                    "59",
+                    "http://magnatune.com/x.mp3",
+                    mp3,
+                ]
+            )
 
 
 def test_mtat_groups_from_clip_info(mtat_root, tmp_path):
@@ -101,8 +126,10 @@ def test_mtat_groups_from_clip_info(mtat_root, tmp_path):
     paths = [f"{'0123456789abcdef'[n % 16]}/clip-{n:03d}.mp3" for n in range(64)]
     without = mtat.build(root, tags=7, split_scheme="pons")
     assert all(track == group for track, group in groups_of(without).items())  # no clip_info_final.csv
-    artists = {n: ("Jade Leary" if n < 20 else "jade leary & Ehren Starks" if n == 20 else "Ehren Starks" if n < 40
-                   else "") for n in range(64)}
+    artists = {
+        n: ("Jade Leary" if n < 20 else "jade leary & Ehren Starks" if n == 20 else "Ehren Starks" if n < 40 else "")
+        for n in range(64)
+    }
     write_clip_info(root / mtat.CLIP_INFO, [(ids[n], artists[n], f"album {n // 10}", paths[n]) for n in range(60)])
     groups = groups_of(mtat.build(root, tags=7, split_scheme="pons"))
     assert {groups[str(n)] for n in range(40)} == {"ehren starks"}  # joined through clip 20's duet
@@ -115,18 +142,31 @@ def test_mtat_groups_from_clip_info(mtat_root, tmp_path):
 def test_fma_groups_from_the_artist_ids_of_tracks_csv(realdata, tmp_path):
     """Track 2 of the real release (AWOL, artist 1, album 1) and two tracks by another artist."""
     tracks = {2: ("training", "Hip-Hop", 1, 1), 3: ("training", "Rock", 7, 9), 5: ("test", "Rock", 7, 10)}
-    write_tracks(tmp_path / "fma_metadata" / "tracks.csv", {
-        track: {("set", "subset"): "small", ("set", "split"): split, ("track", "genre_top"): genre,
-                ("track", "genres_all"): "[]", ("artist", "id"): str(artist), ("album", "id"): str(album)}
-        for track, (split, genre, artist, album) in tracks.items()})
+    write_tracks(
+        tmp_path / "fma_metadata" / "tracks.csv",
+        {
+            track: {
+                ("set", "subset"): "small",
+                ("set", "split"): split,
+                ("track", "genre_top"): genre,
+                ("track", "genres_all"): "[]",
+                ("artist", "id"): str(artist),
+                ("album", "id"): str(album),
+            }
+            for track, (split, genre, artist, album) in tracks.items()
+        },
+    )
     write_genres(tmp_path / "fma_metadata" / "genres.csv", [(21, 0, "Hip-Hop"), (12, 0, "Rock")])
     shutil.copy(realdata / "fma" / "fma_small" / "000" / "000002.mp3", tmp_path / "real.mp3")
     for track in tracks:
         (tmp_path / "fma_small" / "000").mkdir(parents=True, exist_ok=True)
         shutil.copy(tmp_path / "real.mp3", tmp_path / "fma_small" / "000" / f"{track:06d}.mp3")
     assert groups_of(fma.build(tmp_path)) == {"000002": "artist 1", "000003": "artist 7", "000005": "artist 7"}
-    assert groups_of(fma.build(tmp_path, group_by="album")) == {"000002": "album 1", "000003": "album 9",
-                                                               "000005": "album 10"}
+    assert groups_of(fma.build(tmp_path, group_by="album")) == {
+        "000002": "album 1",
+        "000003": "album 9",
+        "000005": "album 10",
+    }
 
 
 def test_folder_groups_from_metadata_and_artist_subfolders(tmp_path):
@@ -139,11 +179,16 @@ def test_folder_groups_from_metadata_and_artist_subfolders(tmp_path):
     assert {groups[f"{n}.wav"] for n in range(12) if n % 4 != 3} == {"ann"} and groups["3.wav"] == "3.wav"
     discs = groups_of(load_dataset("folder", tmp_path / "meta", group_by="album", group_column="disc"))
     assert discs["0.wav"] == discs["3.wav"] == "disc 0" != discs["1.wav"]
-    with pytest.raises(ValueError, match=r"folder: .*metadata.csv has no column 'singer'; its columns: file_name, "
-                                         r"label, artist, disc \(set data.label_column .*data.group_column"):
+    with pytest.raises(
+        ValueError,
+        match=r"folder: .*metadata.csv has no column 'singer'; its columns: file_name, "
+        r"label, artist, disc \(set data.label_column .*data.group_column",
+    ):
         load_dataset("folder", tmp_path / "meta", group_column="singer")
     for n in range(8):  # <class>/<artist>/<album>/ and files right in a class folder
-        write_audio(tmp_path / "tree" / ("rock" if n < 4 else "jazz") / ("A" if n % 2 else "B") / "x" / f"{n}.wav", seed=n)
+        write_audio(
+            tmp_path / "tree" / ("rock" if n < 4 else "jazz") / ("A" if n % 2 else "B") / "x" / f"{n}.wav", seed=n
+        )
     write_audio(tmp_path / "tree" / "rock" / "loose.wav", seed=9)
     groups = groups_of(load_dataset("folder", tmp_path / "tree"))
     assert groups["rock/A/x/1.wav"] == groups["jazz/A/x/5.wav"] == "a" and groups["rock/loose.wav"] == "rock/loose.wav"
@@ -152,13 +197,20 @@ def test_folder_groups_from_metadata_and_artist_subfolders(tmp_path):
 
 def test_hub_groups_from_a_named_column(tmp_path):
     features = Features({"audio": Audio(), "genre": ClassLabel(names=["a", "b"]), "singer": Value("string")})
-    write_parquet_split(tmp_path / "set" / "data" / "train-00000-of-00001.parquet", {
-        "audio": [{"bytes": audio_bytes(n, format="FLAC"), "path": f"{n}.flac"} for n in range(9)],
-        "genre": [n % 2 for n in range(9)], "singer": ["Cy", "Dee", None] * 3}, features)
+    write_parquet_split(
+        tmp_path / "set" / "data" / "train-00000-of-00001.parquet",
+        {
+            "audio": [{"bytes": audio_bytes(n, format="FLAC"), "path": f"{n}.flac"} for n in range(9)],
+            "genre": [n % 2 for n in range(9)],
+            "singer": ["Cy", "Dee", None] * 3,
+        },
+        features,
+    )
     unnamed = load_dataset("hub", None, path=str(tmp_path / "set"), label_column="genre")
     assert all(track == group for track, group in groups_of(unnamed).items())  # no column named artist
-    groups = groups_of(load_dataset("hub", None, path=str(tmp_path / "set"), label_column="genre",
-                                    group_column="singer"))
+    groups = groups_of(
+        load_dataset("hub", None, path=str(tmp_path / "set"), label_column="genre", group_column="singer")
+    )
     assert [groups[f"train/{n}"] for n in range(3)] == ["cy", "dee", "train/2"]
     with pytest.raises(ValueError, match=r"hub: .* has no column 'artist' \(data.group_column\); its columns"):
         load_dataset("hub", None, path=str(tmp_path / "set"), label_column="genre", group_column="artist")

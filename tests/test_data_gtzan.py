@@ -24,8 +24,10 @@ def clip_bytes(fmt: str) -> bytes:
 def make_gtzan(root, layout="genres_original", ext=".wav", genres=gtzan.GENRES, count=100):
     """`count` clips per genre at `root/layout/<genre>/<genre>.000NN<ext>`."""
     folder = root / layout if layout else root
-    copy_to(clip_bytes("AU" if ext == ".au" else "WAV"),
-            (folder / g / f"{g}.{n:05d}{ext}" for g in genres for n in range(count)))
+    copy_to(
+        clip_bytes("AU" if ext == ".au" else "WAV"),
+        (folder / g / f"{g}.{n:05d}{ext}" for g in genres for n in range(count)),
+    )
     return folder
 
 

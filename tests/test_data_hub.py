@@ -34,10 +34,17 @@ def parquet_dataset(root, splits=(("train", 12), ("test", 3)), label=GENRE_LABEL
     for index, (split, count) in enumerate(splits):
         seeds = [100 * index + n for n in range(count)]  # distinct files (the cache is content-addressed)
         labels = [n % 3 if isinstance(label, ClassLabel) else GENRES[n % 3] for n in range(count)]
-        write_parquet_split(root / "data" / f"{split}-00000-of-00001.parquet", {
-            "audio": [{"bytes": audio_bytes(seed, seconds, format="FLAC"), "path": f"{split}-{n}.flac"}
-                      for n, seed in enumerate(seeds)],
-            "genre": labels}, features)
+        write_parquet_split(
+            root / "data" / f"{split}-00000-of-00001.parquet",
+            {
+                "audio": [
+                    {"bytes": audio_bytes(seed, seconds, format="FLAC"), "path": f"{split}-{n}.flac"}
+                    for n, seed in enumerate(seeds)
+                ],
+                "genre": labels,
+            },
+            features,
+        )
     return root
 
 
@@ -76,8 +83,11 @@ def test_string_labels_and_a_missing_column_name_the_columns(tmp_path):
     assert [len(rows) for rows in dataset.values()] == [9, 3, 3]
     with pytest.raises(ValueError, match=r"has no column 'label' \(data.label_column\); its columns: audio, genre"):
         load_dataset("hub", None, path=str(root))
-    with pytest.raises(ValueError, match=r"has no column 'sound' \(data.audio_column\) or 'label' "
-                                         r"\(data.label_column\); its columns: audio, genre"):
+    with pytest.raises(
+        ValueError,
+        match=r"has no column 'sound' \(data.audio_column\) or 'label' "
+        r"\(data.label_column\); its columns: audio, genre",
+    ):
         load_dataset("hub", None, path=str(root), audio_column="sound")
 
 
@@ -109,8 +119,7 @@ def test_saved_dataset_with_paths_and_tags(tmp_path):
     (tmp_path / "wavs" / "train3.wav").unlink()
     with pytest.raises(FileNotFoundError, match="1 of .* files named by the split are missing"):
         load_dataset("hub", None, path=str(saved), audio_column="file", label_column="tags")
-    dataset = load_dataset("hub", None, path=str(saved), audio_column="file", label_column="tags",
-                           allow_missing=True)
+    dataset = load_dataset("hub", None, path=str(saved), audio_column="file", label_column="tags", allow_missing=True)
     assert sum(len(split) for split in dataset.values()) == 9
 
 
@@ -119,10 +128,13 @@ def test_split_names_and_hidden_test_labels(tmp_path):
     dataset = load_dataset("hub", None, path=str(saved), audio_column="file", label_column="tags")
     assert list(dataset["validation"]["id"]) == [f"dev/{n}" for n in range(6)]  # dev is the validation split
     assert dataset["train"].features["label"].names == ["0", "1"]
-    hidden = Dataset.from_dict({"file": [str(tmp_path / "wavs/test0.wav")] * 2, "tags": [-1, -1]},
-                               features=Features({"file": Value("string"), "tags": ClassLabel(names=["a", "b"])}))
-    labelled = Dataset.from_dict({"file": [str(tmp_path / f"wavs/train{n}.wav") for n in range(6)],
-                                  "tags": [0, 1] * 3}, features=hidden.features)
+    hidden = Dataset.from_dict(
+        {"file": [str(tmp_path / "wavs/test0.wav")] * 2, "tags": [-1, -1]},
+        features=Features({"file": Value("string"), "tags": ClassLabel(names=["a", "b"])}),
+    )
+    labelled = Dataset.from_dict(
+        {"file": [str(tmp_path / f"wavs/train{n}.wav") for n in range(6)], "tags": [0, 1] * 3}, features=hidden.features
+    )
     DatasetDict(train=labelled, test=hidden).save_to_disk(tmp_path / "hidden")
     dataset = load_dataset("hub", None, path=str(tmp_path / "hidden"), audio_column="file", label_column="tags")
     assert [len(rows) for rows in dataset.values()] == [2, 2, 2]  # test's labels hidden: carved from train
@@ -139,26 +151,53 @@ def test_streaming_extracts_training_audio_as_it_is_read(tmp_path):
     assert [row["label"] for row in rows] == [0, 1, 2, 0, 1, 2] and rows[0]["duration"] is None
     assert all(len(read_window(row["audio"]["path"], 8000)) == 1600 for row in rows)
     assert len(cache_files()) == 12
-    with pytest.raises(ValueError, match="data.streaming=true streams the train split of a dataset with its own "
-                                         "labelled validation and test splits"):
+    with pytest.raises(
+        ValueError,
+        match="data.streaming=true streams the train split of a dataset with its own "
+        "labelled validation and test splits",
+    ):
         load_dataset("hub", None, path=str(parquet_dataset(tmp_path / "two")), label_column="genre", streaming=True)
 
 
 def test_formats_soundfile_cannot_read_are_refused(tmp_path):
     features = Features({"audio": Audio(), "label": Value("string")})
-    write_parquet_split(tmp_path / "set" / "train.parquet", {
-        "audio": [{"bytes": audio_bytes(n), "path": f"{n}.wav"} for n in range(5)]
-        + [{"bytes": b"\0\0\0 ftypM4A ", "path": "song.m4a"}], "label": ["a", "b"] * 3}, features)
-    with pytest.raises(ValueError, match=r"hub: split train: 1 file\(s\) in a format soundfile cannot read "
-                                         r"\(.m4a\), e.g. song.m4a; .*`ffmpeg -i song.m4a song.flac`"):
+    write_parquet_split(
+        tmp_path / "set" / "train.parquet",
+        {
+            "audio": [{"bytes": audio_bytes(n), "path": f"{n}.wav"} for n in range(5)]
+            + [{"bytes": b"\0\0\0 ftypM4A ", "path": "song.m4a"}],
+            "label": ["a", "b"] * 3,
+        },
+        features,
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"hub: split train: 1 file\(s\) in a format soundfile cannot read "
+        r"\(.m4a\), e.g. song.m4a; .*`ffmpeg -i song.m4a song.flac`",
+    ):
         load_dataset("hub", None, path=str(tmp_path / "set"))
 
 
 @pytest.mark.slow
 def test_the_demo_recipe_trains_on_a_local_parquet_dataset(tmp_path):
     root = parquet_dataset(tmp_path / "set", (("train", 9), ("validation", 3), ("test", 3)), seconds=1.0)
-    assert main(["--recipe", "demo", "data.name=hub", f"data.path={root}", "data.label_column=genre",
-                 "data.split_scheme=null", "train.max_steps=2", "train.batch_size=4", "data.num_workers=0",
-                 f"output_dir={tmp_path / 'run'}", "eval.durations=null"]) == 0
+    assert (
+        main(
+            [
+                "--recipe",
+                "demo",
+                "data.name=hub",
+                f"data.path={root}",
+                "data.label_column=genre",
+                "data.split_scheme=null",
+                "train.max_steps=2",
+                "train.batch_size=4",
+                "data.num_workers=0",
+                f"output_dir={tmp_path / 'run'}",
+                "eval.durations=null",
+            ]
+        )
+        == 0
+    )
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert set(metrics) >= {"validation", "test"} and "accuracy" in metrics["test"]

@@ -45,8 +45,15 @@ def mp3(tmp_path_factory) -> bytes:
     return path.read_bytes()
 
 
-def jamendo_root(root: Path, real_splits: Path, mp3: bytes, subset: str = "top50tags", rows: slice = slice(None),
-                 folder: str = "audio", suffix: str = ".mp3") -> Path:
+def jamendo_root(
+    root: Path,
+    real_splits: Path,
+    mp3: bytes,
+    subset: str = "top50tags",
+    rows: slice = slice(None),
+    folder: str = "audio",
+    suffix: str = ".mp3",
+) -> Path:
     """A download laid out as the real one: the real split files of `subset` (the `rows` of their
     tracks, byte for byte) under data/splits/split-0, and an MP3 at every path they name under
     `folder`, named with `suffix`."""
@@ -56,7 +63,7 @@ def jamendo_root(root: Path, real_splits: Path, mp3: bytes, subset: str = "top50
         name = f"{jamendo.SUBSET_FILES[subset]}-{split}.tsv"
         lines = (real_splits / name).read_bytes().splitlines(keepends=True)
         (target / name).write_bytes(b"".join(lines[:1] + lines[1:][rows]))
-        copy_to(mp3, [root / folder / (row[3][:-len(".mp3")] + suffix) for row in real_rows(target / name)])
+        copy_to(mp3, [root / folder / (row[3][: -len(".mp3")] + suffix) for row in real_rows(target / name)])
     return root
 
 
@@ -65,13 +72,18 @@ def test_tag_vocabularies_are_the_published_lists(real_splits, realdata):
     moods = (realdata / "jamendo" / "tags_moodtheme.txt").read_text().split()
     assert jamendo.subset_tags("moodtheme") == [tag for tag in moods if tag not in DISCARDED_MOODS]
     assert len(jamendo.subset_tags("genre")) == 87 and len(jamendo.subset_tags("instrument")) == 40
-    assert jamendo.subset_tags("all") == sorted(jamendo.subset_tags("genre") + jamendo.subset_tags("instrument")
-                                                + jamendo.subset_tags("moodtheme"))
+    assert jamendo.subset_tags("all") == sorted(
+        jamendo.subset_tags("genre") + jamendo.subset_tags("instrument") + jamendo.subset_tags("moodtheme")
+    )
     for subset in SUBSETS:
         vocabulary = jamendo.subset_tags(subset)
         assert vocabulary == sorted(vocabulary)
-        used = {tag for split in ("train", "validation", "test")
-                for row in real_rows(real_splits / f"autotagging_{subset}-{split}.tsv") for tag in row[5:]}
+        used = {
+            tag
+            for split in ("train", "validation", "test")
+            for row in real_rows(real_splits / f"autotagging_{subset}-{split}.tsv")
+            for tag in row[5:]
+        }
         assert used <= set(vocabulary), used - set(vocabulary)
 
 
@@ -89,8 +101,11 @@ def test_each_subset_loads_the_real_split_files(subset, real_splits, mp3, tmp_pa
         assert tags == [sorted(row[5:]) for row in expected]
         assert [os.path.relpath(a["path"], root) for a in rows["audio"]] == [f"audio/{row[3]}" for row in expected]
     artists = {split: set(rows["group"]) for split, rows in data.items()}
-    assert not (artists["train"] & artists["validation"] or artists["train"] & artists["test"]
-                or artists["validation"] & artists["test"])
+    assert not (
+        artists["train"] & artists["validation"]
+        or artists["train"] & artists["test"]
+        or artists["validation"] & artists["test"]
+    )
 
 
 def test_albums_are_the_groups_on_request(real_splits, mp3, tmp_path):
@@ -102,15 +117,21 @@ def test_albums_are_the_groups_on_request(real_splits, mp3, tmp_path):
 
 @pytest.mark.parametrize("subset", SUBSETS)
 def test_no_artist_crosses_the_published_splits(subset, real_splits):
-    artists = {split: {row[1] for row in real_rows(real_splits / f"autotagging_{subset}-{split}.tsv")}
-               for split in ("train", "validation", "test")}
+    artists = {
+        split: {row[1] for row in real_rows(real_splits / f"autotagging_{subset}-{split}.tsv")}
+        for split in ("train", "validation", "test")
+    }
     assert all(len(names) > 10 for names in artists.values())
-    assert not (artists["train"] & artists["validation"] or artists["train"] & artists["test"]
-                or artists["validation"] & artists["test"])
+    assert not (
+        artists["train"] & artists["validation"]
+        or artists["train"] & artists["test"]
+        or artists["validation"] & artists["test"]
+    )
 
 
-@pytest.mark.parametrize("folder, suffix", [("audio", ".mp3"), ("audio-low", ".low.mp3"), ("", ".low.mp3"),
-                                            ("", ".mp3")])
+@pytest.mark.parametrize(
+    "folder, suffix", [("audio", ".mp3"), ("audio-low", ".low.mp3"), ("", ".low.mp3"), ("", ".mp3")]
+)
 def test_both_published_audio_layouts(folder, suffix, real_splits, mp3, tmp_path):
     """`NN/<id>.mp3` (full quality) or `NN/<id>.low.mp3` (the low-quality download), in audio/,
     audio-low/ or data.root itself."""
@@ -118,7 +139,7 @@ def test_both_published_audio_layouts(folder, suffix, real_splits, mp3, tmp_path
     data = load_dataset("jamendo", root)
     paths = [os.path.relpath(a["path"], root) for a in data["train"]["audio"]]
     rows = real_rows(root / "data/splits/split-0/autotagging_top50tags-train.tsv")
-    assert paths == [os.path.join(folder, row[3][:-len(".mp3")] + suffix) for row in rows]
+    assert paths == [os.path.join(folder, row[3][: -len(".mp3")] + suffix) for row in rows]
     assert [len(split) for split in data.values()] == [3, 3, 3]
 
 
@@ -130,13 +151,17 @@ def test_a_partial_download_loads_what_is_there_and_is_not_comparable(real_split
     with caplog.at_level(logging.WARNING, logger="finetune.data"):
         data = load_dataset("jamendo", root)
     assert [len(split) for split in data.values()] == [4, 6, 5]
-    assert "jamendo: no audio file for 2 of 6 train, 0 of 6 validation, 1 of 6 test tracks (a partial download)" \
+    assert (
+        "jamendo: no audio file for 2 of 6 train, 0 of 6 validation, 1 of 6 test tracks (a partial download)"
         in caplog.text
+    )
     assert "the published split has 32136 / 10888 / 11356" in caplog.text
     recipe = recipes.load("mert_jamendo", [f"data.root={root}"])
     assert published.split_key(recipe) == "jamendo/official/split0-top50tags"
-    assert published.partial_test_split(recipe, {"num_tracks": len(data["test"])}) == \
-        "tested on 5 tracks; the published test split has 11356"
+    assert (
+        published.partial_test_split(recipe, {"num_tracks": len(data["test"])})
+        == "tested on 5 tracks; the published test split has 11356"
+    )
     assert published.partial_test_split(recipe, {"num_tracks": 11356}) == ""
     with pytest.raises(FileNotFoundError, match=r"3 of 18 files named by the split are missing"):
         load_dataset("jamendo", root, allow_missing=False)
@@ -164,8 +189,11 @@ def test_wrong_files_and_settings_are_clear_errors(real_splits, mp3, tmp_path):
         load_dataset("jamendo", root, subset="mood")
     genre = root / "data/splits/split-0/autotagging_top50tags-test.tsv"
     genre.write_bytes((real_splits / "autotagging_genre-test.tsv").read_bytes())
-    with pytest.raises(ValueError, match=r"top50tags-test.tsv, line \d+: tag 'genre---\w+' is not one of this "
-                                         r"subset's 50 tags; is the file of another subset\?"):
+    with pytest.raises(
+        ValueError,
+        match=r"top50tags-test.tsv, line \d+: tag 'genre---\w+' is not one of this "
+        r"subset's 50 tags; is the file of another subset\?",
+    ):
         load_dataset("jamendo", root)
     (root / "audio").rename(root / "elsewhere")
     genre.write_bytes((real_splits / "autotagging_top50tags-test.tsv").read_bytes())
@@ -173,18 +201,26 @@ def test_wrong_files_and_settings_are_clear_errors(real_splits, mp3, tmp_path):
         load_dataset("jamendo", root)
 
 
-@pytest.mark.skipif(not FULL_METADATA, reason="the full MTG-Jamendo split files are not here (only the 200-track "
-                    "cuts in ../shared/realdata/jamendo): set FINETUNE_JAMENDO_METADATA to a clone of "
-                    "MTG/mtg-jamendo-dataset to check the published counts")
+@pytest.mark.skipif(
+    not FULL_METADATA,
+    reason="the full MTG-Jamendo split files are not here (only the 200-track "
+    "cuts in ../shared/realdata/jamendo): set FINETUNE_JAMENDO_METADATA to a clone of "
+    "MTG/mtg-jamendo-dataset to check the published counts",
+)
 @pytest.mark.parametrize("split_number", jamendo.SPLIT_NUMBERS)
 def test_the_full_split_files_hold_the_published_counts_and_keep_artists_apart(split_number):
     for subset in [subset for number, subset in jamendo.PUBLISHED_COUNTS if number == split_number]:
         tracks = jamendo.read_splits(FULL_METADATA, split_number, subset)
-        assert tuple(len(tracks[split]) for split in ("train", "validation", "test")) == \
-            jamendo.PUBLISHED_COUNTS[(split_number, subset)]
+        assert (
+            tuple(len(tracks[split]) for split in ("train", "validation", "test"))
+            == jamendo.PUBLISHED_COUNTS[(split_number, subset)]
+        )
         artists = {split: {t.artist for t in rows} for split, rows in tracks.items()}
-        assert not (artists["train"] & artists["validation"] or artists["train"] & artists["test"]
-                    or artists["validation"] & artists["test"])
+        assert not (
+            artists["train"] & artists["validation"]
+            or artists["train"] & artists["test"]
+            or artists["validation"] & artists["test"]
+        )
 
 
 @pytest.mark.slow
@@ -192,9 +228,18 @@ def test_the_scratch_recipe_trains_evaluates_and_exports_end_to_end(real_splits,
     spread = slice(None, None, 25)  # 8 tracks a split, of several artists and tags (the first 8 share both)
     root = jamendo_root(tmp_path / "jamendo", real_splits, mp3, rows=spread)
     run_dir = tmp_path / "run"
-    code, _, log = run_main(["--recipe", "musicnn_jamendo", f"data.root={root}", "train.max_steps=2",
-                             "train.batch_size=4", "data.num_workers=0", "data.crops_per_track=1",
-                             f"output_dir={run_dir}"])
+    code, _, log = run_main(
+        [
+            "--recipe",
+            "musicnn_jamendo",
+            f"data.root={root}",
+            "train.max_steps=2",
+            "train.batch_size=4",
+            "data.num_workers=0",
+            "data.crops_per_track=1",
+            f"output_dir={run_dir}",
+        ]
+    )
     assert code == 0, log[-2000:]
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert 0.0 <= metrics["test"]["roc_auc_macro"] <= 1.0 and metrics["test"]["num_tracks"] == 8
@@ -211,8 +256,10 @@ def test_the_scratch_recipe_trains_evaluates_and_exports_end_to_end(real_splits,
     recipe = recipes.load("musicnn_jamendo", [f"data.root={root}"])
     pack(recipe, str(packed), shard_mb=1)
     assert "split `jamendo/official/split0-top50tags`" in (packed / "README.md").read_text()
-    loaded, original = load_dataset("hub", None, path=str(packed), label_column="labels"), load_dataset(
-        "jamendo", root, subset="top50tags")
+    loaded, original = (
+        load_dataset("hub", None, path=str(packed), label_column="labels"),
+        load_dataset("jamendo", root, subset="top50tags"),
+    )
     for split in ("train", "test"):  # each track's artist, kept
         assert sorted(loaded[split]["group"]) == sorted(original[split]["group"])
 
@@ -223,10 +270,21 @@ def test_the_mert_recipes_train_and_evaluate_on_a_tiny_mert(name, tiny_backbones
     """LoRA and the per-layer probe through the recipes as written, on a tiny random MERT in MERT's format."""
     root = jamendo_root(tmp_path / "jamendo", real_splits, mp3, subset="instrument", rows=slice(None, None, 25))
     run_dir = tmp_path / "run"
-    code, _, log = run_main(["--recipe", name, f"data.root={root}", "data.subset=instrument",
-                             f"backbone.path={tiny_backbones['mert']}", "train.max_steps=2", "train.batch_size=4",
-                             "data.num_workers=0", "data.crops_per_track=1", "eval.max_seconds=2",
-                             f"output_dir={run_dir}"])
+    code, _, log = run_main(
+        [
+            "--recipe",
+            name,
+            f"data.root={root}",
+            "data.subset=instrument",
+            f"backbone.path={tiny_backbones['mert']}",
+            "train.max_steps=2",
+            "train.batch_size=4",
+            "data.num_workers=0",
+            "data.crops_per_track=1",
+            "eval.max_seconds=2",
+            f"output_dir={run_dir}",
+        ]
+    )
     assert code == 0, log[-2000:]
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert 0.0 <= metrics["test"]["roc_auc_macro"] <= 1.0 and 0.0 <= metrics["test"]["pr_auc_macro"] <= 1.0
@@ -236,8 +294,9 @@ def test_the_mert_recipes_train_and_evaluate_on_a_tiny_mert(name, tiny_backbones
 
 
 def test_the_jamendo_recipes_are_listed_and_resolve(tmp_path):
-    listed = subprocess.run([sys.executable, "-m", "finetune", "recipes"], capture_output=True, text=True,
-                            check=True).stdout
+    listed = subprocess.run(
+        [sys.executable, "-m", "finetune", "recipes"], capture_output=True, text=True, check=True
+    ).stdout
     for name in ("mert_jamendo", "mert_jamendo_probe", "musicnn_jamendo"):
         assert re.search(rf"^{name}\s", listed, re.MULTILINE), listed
         recipe = recipes.load(name, [f"data.root={tmp_path}"])

@@ -44,7 +44,7 @@ def real_tag_matrix(index, labels, truth, train_counts, train_rows, rng):
     train_rows = np.array(train_rows)
     slots = np.repeat(np.arange(len(labels)), [train_counts[t] for t in labels])
     rng.shuffle(slots)
-    tags[train_rows, slots[:len(train_rows)]] = True  # one tag per listed train row
+    tags[train_rows, slots[: len(train_rows)]] = True  # one tag per listed train row
     for j, tag in enumerate(labels):
         free = train_rows[~tags[train_rows, j]]
         extra = train_counts[tag] - tags[train_rows, j].sum()
@@ -67,8 +67,13 @@ def real_mtat(realdata, tmp_path_factory):
     order = rng.permutation(188)
     names = np.array(labels + [f"filler tag {j}" for j in range(138)])[order].tolist()
     root = tmp_path_factory.mktemp("mtat")
-    write_annotations(root / mtat.ANNOTATIONS, [c for c, _ in index], [p for _, p in index], names,
-                      np.concatenate([top, filler], axis=1)[:, order])
+    write_annotations(
+        root / mtat.ANNOTATIONS,
+        [c for c, _ in index],
+        [p for _, p in index],
+        names,
+        np.concatenate([top, filler], axis=1)[:, order],
+    )
     clip = realdata / "mtat" / "audio" / "joram-moments_of_clarity-08-solipsism-59-88.mp3"
     for folder in "0123456789abcdef":
         (root / folder).mkdir()
@@ -89,8 +94,9 @@ def test_standard_top50_reproduces_won_et_al(real_mtat, realdata):
     assert set(names) == set(np.load(realdata.joinpath(*SPLITS_DIR, "tags.npy")).tolist())
     row_of = {clip_id: row for row, (clip_id, _) in enumerate(index)}
     for split, published in (("validation", won["valid"]), ("test", won["test"])):
-        ours = {f"{row_of[i]}\t{os.path.relpath(a['path'], root)}"
-                for i, a in zip(data[split]["id"], data[split]["audio"])}
+        ours = {
+            f"{row_of[i]}\t{os.path.relpath(a['path'], root)}" for i, a in zip(data[split]["id"], data[split]["audio"])
+        }
         assert ours == published and len(ours) == {"validation": 1529, "test": 4332}[split]
     assert len(data["train"]) == 15_247
     # train.txt (rows of annotations_final.csv) is the train list of the same standard split
@@ -122,24 +128,25 @@ def test_all_188_tags_in_frequency_order(real_mtat):
 
 
 def test_top_tags_breaks_ties_by_column_order():
-    tags = np.array([[1, 1, 0, 1, 1],
-                     [0, 1, 1, 1, 0],
-                     [0, 0, 1, 1, 1]], dtype=bool)  # counts 1, 2, 2, 3, 2
+    tags = np.array([[1, 1, 0, 1, 1], [0, 1, 1, 1, 0], [0, 0, 1, 1, 1]], dtype=bool)  # counts 1, 2, 2, 3, 2
     assert mtat.top_tags(tags, 5) == [3, 1, 2, 4, 0]
     assert mtat.top_tags(tags, 2) == [3, 1]
 
 
 def small_mtat(root, paths, tag_rows):
     """annotations_final.csv over tags a..d for `paths`; clip ids are 1, 2, ..."""
-    write_annotations(root / mtat.ANNOTATIONS, [str(i + 1) for i in range(len(paths))], paths,
-                      ["a", "b", "c", "d"], np.array(tag_rows))
+    write_annotations(
+        root / mtat.ANNOTATIONS,
+        [str(i + 1) for i in range(len(paths))],
+        paths,
+        ["a", "b", "c", "d"],
+        np.array(tag_rows),
+    )
 
 
 def test_small_dataset_labels_splits_and_bad_files(tmp_path, caplog):
-    paths = ["0/x-0-29.mp3", "b/y-0-29.mp3", "c/z-0-29.mp3", "c/zero-0-29.mp3", "d/w-0-29.mp3",
-             "f/broken-0-29.mp3"]
-    small_mtat(tmp_path, paths, [[1, 0, 0, 1], [1, 1, 0, 0], [0, 1, 0, 0], [0, 0, 0, 0],
-                                 [1, 0, 1, 0], [1, 0, 0, 0]])
+    paths = ["0/x-0-29.mp3", "b/y-0-29.mp3", "c/z-0-29.mp3", "c/zero-0-29.mp3", "d/w-0-29.mp3", "f/broken-0-29.mp3"]
+    small_mtat(tmp_path, paths, [[1, 0, 0, 1], [1, 1, 0, 0], [0, 1, 0, 0], [0, 0, 0, 0], [1, 0, 1, 0], [1, 0, 0, 0]])
     for i, path in enumerate(paths[:-1]):
         write_audio(tmp_path / path, seed=i, format="MP3")
     (tmp_path / "f").mkdir()
@@ -187,18 +194,21 @@ def test_flat_and_original_layouts_load_the_same(folder, tmp_path):
     for i, path in enumerate(paths):
         write_audio(audio / path, seed=i, format="MP3")
     data = mtat.build(tmp_path, tags=2)
-    assert {split: [(i, labels, os.path.relpath(a["path"], audio))
-                    for i, labels, a in zip(s["id"], s["labels"], s["audio"])]
-            for split, s in data.items()} == {
-        "train": [("1", [0], paths[0])], "validation": [("2", [1], paths[1])],
-        "test": [("3", [0, 1], paths[2])]}
+    assert {
+        split: [
+            (i, labels, os.path.relpath(a["path"], audio)) for i, labels, a in zip(s["id"], s["labels"], s["audio"])
+        ]
+        for split, s in data.items()
+    } == {"train": [("1", [0], paths[0])], "validation": [("2", [1], paths[1])], "test": [("3", [0, 1], paths[2])]}
 
 
 def test_csv_without_mp3_folders_is_one_error_naming_both_layouts(tmp_path):
     small_mtat(tmp_path, ["0/a.mp3", "c/b.mp3"], [[1, 0, 0, 0]] * 2)
     (tmp_path / "audio").mkdir()
-    message = (f"mtat: none of the mp3 folders 0..f is in {tmp_path} or {tmp_path / 'audio'}; data.root "
-               f"should be the folder holding annotations_final.csv beside the mp3 folders 0..f or "
-               f"beside an audio/ folder holding them")
+    message = (
+        f"mtat: none of the mp3 folders 0..f is in {tmp_path} or {tmp_path / 'audio'}; data.root "
+        f"should be the folder holding annotations_final.csv beside the mp3 folders 0..f or "
+        f"beside an audio/ folder holding them"
+    )
     with pytest.raises(FileNotFoundError, match=f"^{re.escape(message)}$"):
         mtat.build(tmp_path, tags=1)

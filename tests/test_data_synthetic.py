@@ -28,13 +28,19 @@ def test_class_counts_are_imbalanced_and_every_split_has_every_class(synthetic_r
     data = synthetic.build(synthetic_root)
     for split in data.values():
         assert set(split["label"]) == set(range(len(synthetic.CLASSES)))
-    assert json.loads((synthetic_root / "finetune_synthetic.json").read_text())["version"] == synthetic.GENERATOR_VERSION
+    assert (
+        json.loads((synthetic_root / "finetune_synthetic.json").read_text())["version"] == synthetic.GENERATOR_VERSION
+    )
 
 
 @pytest.mark.slow
 def test_harp_and_pluck_are_the_closest_pair(synthetic_root):
-    profiles = np.stack([np.mean([timbre_profile(p) for p in sorted((synthetic_root / "genres" / name).glob("*.wav"))[:8]],
-                                 axis=0) for name in synthetic.CLASSES])  # (C, 19)
+    profiles = np.stack(
+        [
+            np.mean([timbre_profile(p) for p in sorted((synthetic_root / "genres" / name).glob("*.wav"))[:8]], axis=0)
+            for name in synthetic.CLASSES
+        ]
+    )  # (C, 19)
     distance = np.linalg.norm(profiles[:, None] - profiles[None], axis=2)  # (C, C)
     np.fill_diagonal(distance, np.inf)
     harp, pluck = synthetic.CLASSES.index("harp"), synthetic.CLASSES.index("pluck")

@@ -23,14 +23,26 @@ def free_port() -> int:
 
 def launcher(name: str, port: int) -> list[str]:
     if name == "torchrun":
-        return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                "--master_port", str(port)]
+        return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port)]
     # Not `--cpu`: with it accelerate 1.x starts ONE process whatever --num_processes says (its
     # multi-CPU path needs mpirun). `--multi_gpu` is its torchrun-based multi-process launcher; with
     # no visible GPU each process trains on the CPU over gloo.
-    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-            "--main_process_port", str(port)]
+    return [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(port),
+    ]
 
 
 @pytest.mark.slow
@@ -38,20 +50,33 @@ def launcher(name: str, port: int) -> list[str]:
 def test_two_processes_train_as_one_job_and_write_one_run_folder(tmp_path, synthetic_root, name):
     # info verbosity makes the Trainer print its training summary (with the total batch size).
     # No visible GPU: two ranks on one GPU would fail in NCCL; this test is about CPU processes.
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TRANSFORMERS_VERBOSITY": "info",
-           "CUDA_VISIBLE_DEVICES": ""}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TRANSFORMERS_VERBOSITY": "info", "CUDA_VISIBLE_DEVICES": ""}
     result = subprocess.run(
-        [*launcher(name, free_port()), "-m", "finetune",
-         "--recipe", "demo", "train.max_steps=2", f"train.batch_size={PER_DEVICE_BATCH}",
-         "data.num_workers=0", "data.max_tracks=10", f"data.root={synthetic_root}"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+        [
+            *launcher(name, free_port()),
+            "-m",
+            "finetune",
+            "--recipe",
+            "demo",
+            "train.max_steps=2",
+            f"train.batch_size={PER_DEVICE_BATCH}",
+            "data.num_workers=0",
+            "data.max_tracks=10",
+            f"data.root={synthetic_root}",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     output = result.stdout + result.stderr
     # Two processes that each trained alone would each report the per-device batch (4).
     summaries = [line for line in output.splitlines() if "Total train batch size" in line]
     assert summaries and all(line.rstrip().endswith(f"= {2 * PER_DEVICE_BATCH}") for line in summaries), (
-        "the Trainer must see a world of 2 processes:\n" + "\n".join(summaries))
+        "the Trainer must see a world of 2 processes:\n" + "\n".join(summaries)
+    )
     assert output.count("data.audio_cache: on") == 1, "the toolkit's progress is logged by rank 0 only"
     runs = list((tmp_path / "runs").iterdir())
     assert len(runs) == 1, f"both processes must agree on one run folder, got {runs}"
@@ -84,8 +109,14 @@ def test_two_processes_stream_disjoint_files_whose_union_is_the_split(tmp_path, 
     script = tmp_path / "rank_reads.py"
     script.write_text(RANK_READS)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    result = subprocess.run([*launcher("torchrun", free_port()), str(script), str(synthetic_root), str(tmp_path)],
-                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [*launcher("torchrun", free_port()), str(script), str(synthetic_root), str(tmp_path)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     reads = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
     recipe = recipes.load("demo", ["data.streaming=true", "train.max_steps=1", f"data.root={synthetic_root}"])
@@ -102,10 +133,26 @@ def test_two_processes_stream_disjoint_files_whose_union_is_the_split(tmp_path, 
 def test_two_processes_train_from_their_own_streamed_shards(tmp_path, synthetic_root):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     result = subprocess.run(
-        [*launcher("torchrun", free_port()), "-m", "finetune", "--recipe", "demo", "data.streaming=true",
-         "train.max_steps=3", f"train.batch_size={PER_DEVICE_BATCH}", "data.num_workers=0",
-         f"data.root={synthetic_root}", f"output_dir={tmp_path / 'run'}", "eval.durations=null"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        [
+            *launcher("torchrun", free_port()),
+            "-m",
+            "finetune",
+            "--recipe",
+            "demo",
+            "data.streaming=true",
+            "train.max_steps=3",
+            f"train.batch_size={PER_DEVICE_BATCH}",
+            "data.num_workers=0",
+            f"data.root={synthetic_root}",
+            f"output_dir={tmp_path / 'run'}",
+            "eval.durations=null",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     history = json.loads((tmp_path / "run" / "log_history.json").read_text())
     assert max(entry.get("step", 0) for entry in history) == 3

@@ -35,8 +35,13 @@ def tone(seconds: float = 1.0, frequency: float = 440.0) -> np.ndarray:
 
 
 def batch_norm(name: str, size: int) -> dict[str, tuple]:
-    return {f"{name}.weight": (size,), f"{name}.bias": (size,), f"{name}.running_mean": (size,),
-            f"{name}.running_var": (size,), f"{name}.num_batches_tracked": ()}
+    return {
+        f"{name}.weight": (size,),
+        f"{name}.bias": (size,),
+        f"{name}.running_mean": (size,),
+        f"{name}.running_var": (size,),
+        f"{name}.num_batches_tracked": (),
+    }
 
 
 def linear(name: str, fan_in: int, fan_out: int, bias: bool = True) -> dict[str, tuple]:
@@ -59,8 +64,11 @@ def conformer_layer(prefix: str, width: int) -> dict[str, tuple]:
         shapes |= linear(f"{prefix}.self_attn.{projection}", width, width)
     conv = f"{prefix}.conv_module"
     shapes |= layer_norm(f"{conv}.layer_norm", width) | batch_norm(f"{conv}.batch_norm", width)
-    shapes |= {f"{conv}.pointwise_conv1.weight": (2 * width, width, 1), f"{conv}.depthwise_conv.weight": (width, 1, 31),
-               f"{conv}.pointwise_conv2.weight": (width, width, 1)}
+    shapes |= {
+        f"{conv}.pointwise_conv1.weight": (2 * width, width, 1),
+        f"{conv}.depthwise_conv.weight": (width, 1, 31),
+        f"{conv}.pointwise_conv2.weight": (width, width, 1),
+    }
     return shapes | layer_norm(f"{prefix}.final_layer_norm", width)
 
 
@@ -76,14 +84,20 @@ def published_shapes(width: int = WIDTH, depth: int = DEPTH) -> dict[str, tuple]
         for norm in ("bn1", "bn2", "bn3"):
             shapes |= batch_norm(f"{prefix}.{norm}", CHANNELS)
     shapes |= linear("conv.linear", CHANNELS * muq.N_MELS // 4, width)
-    shapes |= {"conformer.embed_positions.inv_freq": (HEAD_SIZE // 2,), "conformer.pos_conv_embed.conv.bias": (width,),
-               "conformer.pos_conv_embed.conv.weight_g": (1, 1, 128),
-               "conformer.pos_conv_embed.conv.weight_v": (width, width // 16, 128)}
+    shapes |= {
+        "conformer.embed_positions.inv_freq": (HEAD_SIZE // 2,),
+        "conformer.pos_conv_embed.conv.bias": (width,),
+        "conformer.pos_conv_embed.conv.weight_g": (1, 1, 128),
+        "conformer.pos_conv_embed.conv.weight_v": (width, width // 16, 128),
+    }
     for index in range(depth):
         shapes |= conformer_layer(f"conformer.layers.{index}", width)
     shapes |= layer_norm("conformer.layer_norm", width)
     shapes |= linear("linear", width, 16) | {"cls_token": (width,)}
-    shapes |= {"quantizer_melspec_2048.random_projection": (muq.N_MELS * 4, 16), "quantizer_melspec_2048.codebook": (16, 16)}
+    shapes |= {
+        "quantizer_melspec_2048.random_projection": (muq.N_MELS * 4, 16),
+        "quantizer_melspec_2048.codebook": (16, 16),
+    }
     return {f"model.{name}": shape for name, shape in shapes.items()}
 
 
@@ -125,14 +139,26 @@ def test_a_tiny_muq_meets_the_encoder_interface():
     assert hidden.shape == (2, DEPTH + 1, 3 * 25, WIDTH)  # 3 s at the declared 25 frames a second
     with torch.no_grad():  # index 0: the Conformer's input, the convolutions' projection of the mel
         assert torch.allclose(hidden[0, 0], encoder.conv(encoder.mel(torch.from_numpy(tone(3.0))[None]))[0], atol=1e-5)
-    model = build_encoder(3, ["a", "b", "c"], False, BackboneConfig(encoder=TINY_SPEC, mode="probe"), LoraConfig()).model
+    model = build_encoder(
+        3, ["a", "b", "c"], False, BackboneConfig(encoder=TINY_SPEC, mode="probe"), LoraConfig()
+    ).model
     assert (model.config.sample_rate, model.config.frame_rate, model.config.num_hidden_layers) == (24000, 25.0, DEPTH)
 
 
 def test_the_mel_front_end_is_librosas_melspectrogram():
     audio = tone()
-    expected = librosa.feature.melspectrogram(y=audio, sr=24000, n_fft=2048, hop_length=240, n_mels=128, power=2.0,
-                                              htk=True, norm=None, center=True, pad_mode="reflect")
+    expected = librosa.feature.melspectrogram(
+        y=audio,
+        sr=24000,
+        n_fft=2048,
+        hop_length=240,
+        n_mels=128,
+        power=2.0,
+        htk=True,
+        norm=None,
+        center=True,
+        pad_mode="reflect",
+    )
     front_end = muq.MelFrontEnd()
     power = front_end.power_mel(torch.from_numpy(audio)[None])[0].numpy()
     assert power.shape == expected.shape == (128, 101)
@@ -163,18 +189,26 @@ def test_the_published_names_convert_to_weights_the_encoder_reads(tmp_path, file
     state = encoder.state_dict()
     for name in ("conformer.layers.1.self_attn.linear_q.weight", "conv.conv.1.bn3.running_var", "conv.linear.weight"):
         assert torch.equal(state[name], tensors[f"model.{name}"])
-    assert torch.equal(state["conformer.pos_conv_embed.conv.parametrizations.weight.original0"],
-                       tensors["model.conformer.pos_conv_embed.conv.weight_g"])
+    assert torch.equal(
+        state["conformer.pos_conv_embed.conv.parametrizations.weight.original0"],
+        tensors["model.conformer.pos_conv_embed.conv.weight_g"],
+    )
     assert not [name for name in load_file(str(out)) if "cls_token" in name or "quantizer" in name]
 
 
 def test_a_checkpoint_of_another_size_is_refused_in_one_line(tmp_path):
     fewer = {name: t for name, t in published().items() if ".layers.1." not in name}
-    with pytest.raises(ValueError, match=r"^\S+model.safetensors: does not fit MuQ with 2 layers of 32: 33 weights "
-                                         r"missing \(e.g. conformer.layers.1.ffn1_layer_norm.weight, "):
+    with pytest.raises(
+        ValueError,
+        match=r"^\S+model.safetensors: does not fit MuQ with 2 layers of 32: 33 weights "
+        r"missing \(e.g. conformer.layers.1.ffn1_layer_norm.weight, ",
+    ):
         muq.convert(download(tmp_path / "fewer", fewer), tmp_path / "out.safetensors", muq.muq_tiny())
-    with pytest.raises(ValueError, match=r"^\S+model.safetensors: does not fit MuQ with 2 layers of 32: \d+ weights of "
-                                         r"another shape \(e.g. conformer.layer_norm.bias \(48,\) \(ours \(32,\)\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"^\S+model.safetensors: does not fit MuQ with 2 layers of 32: \d+ weights of "
+        r"another shape \(e.g. conformer.layer_norm.bias \(48,\) \(ours \(32,\)\)",
+    ):
         muq.convert(download(tmp_path / "wider", published(width=48)), tmp_path / "out.safetensors", muq.muq_tiny())
     assert not (tmp_path / "out.safetensors").exists()
 
@@ -191,11 +225,17 @@ def test_a_pickle_is_read_as_tensors_only(tmp_path):
 
 def test_the_convert_command_refuses_in_one_line_before_writing(tmp_path):
     (tmp_path / "empty").mkdir()
-    for args, message in (([tmp_path / "empty", tmp_path / "out.safetensors"],
-                           f"error: {tmp_path / 'empty'}: no model.safetensors or pytorch_model.bin in it; download "
-                           "OpenMuQ/MuQ-large-msd-iter into it first"),
-                          ([tmp_path / "empty", tmp_path / "out.pt"],
-                           f"error: {tmp_path / 'out.pt'}: the converted weights are written as .safetensors")):
+    for args, message in (
+        (
+            [tmp_path / "empty", tmp_path / "out.safetensors"],
+            f"error: {tmp_path / 'empty'}: no model.safetensors or pytorch_model.bin in it; download "
+            "OpenMuQ/MuQ-large-msd-iter into it first",
+        ),
+        (
+            [tmp_path / "empty", tmp_path / "out.pt"],
+            f"error: {tmp_path / 'out.pt'}: the converted weights are written as .safetensors",
+        ),
+    ):
         err = io.StringIO()
         with contextlib.redirect_stderr(err):
             assert muq.main(["convert", *map(str, args)]) == 2
@@ -211,14 +251,28 @@ def test_lora_adapts_the_attention_projections_the_recipe_names():
     lora = LoraConfig(target_modules=["linear_q", "linear_k", "linear_v", "linear_out"])
     model = build_encoder(3, ["a", "b", "c"], False, BackboneConfig(encoder=TINY_SPEC, mode="lora"), lora).model
     adapted = sorted(name.split(".lora_A")[0] for name, p in model.named_parameters() if "lora_A" in name)
-    assert adapted == [f"encoder.conformer.layers.{i}.self_attn.{projection}" for i in range(DEPTH)
-                       for projection in ("linear_k", "linear_out", "linear_q", "linear_v")]
+    assert adapted == [
+        f"encoder.conformer.layers.{i}.self_attn.{projection}"
+        for i in range(DEPTH)
+        for projection in ("linear_k", "linear_out", "linear_q", "linear_v")
+    ]
 
 
 def train(tmp_path, root, mode: str, *extra: str) -> dict:
     out = tmp_path / "run"
-    code, _, _ = run_main(["--recipe", "demo", "model.name=encoder", f"backbone.encoder={TINY_SPEC}",
-                           f"backbone.mode={mode}", f"data.root={root}", f"output_dir={out}", *TINY, *extra])
+    code, _, _ = run_main(
+        [
+            "--recipe",
+            "demo",
+            "model.name=encoder",
+            f"backbone.encoder={TINY_SPEC}",
+            f"backbone.mode={mode}",
+            f"data.root={root}",
+            f"output_dir={out}",
+            *TINY,
+            *extra,
+        ]
+    )
     assert code == 0
     return json.loads((out / "metrics.json").read_text())
 
@@ -232,8 +286,13 @@ def test_a_probe_of_every_layer_of_the_converted_weights(tmp_path, synthetic_roo
 
 @pytest.mark.slow
 def test_lora_on_the_conformer_attention(tmp_path, synthetic_root):
-    metrics = train(tmp_path, synthetic_root, "lora", "backbone.layer=weighted",
-                    "lora.target_modules=[linear_q,linear_k,linear_v,linear_out]")
+    metrics = train(
+        tmp_path,
+        synthetic_root,
+        "lora",
+        "backbone.layer=weighted",
+        "lora.target_modules=[linear_q,linear_k,linear_v,linear_out]",
+    )
     assert 0 <= metrics["test"]["accuracy"] <= 1
 
 
@@ -241,8 +300,18 @@ def test_lora_on_the_conformer_attention(tmp_path, synthetic_root):
 def test_the_mtat_lora_recipe_trains_a_tiny_muq(tmp_path, mtat_root):
     """The packaged recipe as it is (LoRA on the attention, layer mix, head fitted by a probe first),
     on a tiny MuQ with random weights."""
-    code, _, _ = run_main(["--recipe", "muq_mtat_lora", f"backbone.encoder={TINY_SPEC}", "backbone.encoder_weights=null",
-                           f"data.root={mtat_root}", "data.tags=7", "data.clip_seconds=3.0",
-                           f"output_dir={tmp_path / 'run'}", *TINY])
+    code, _, _ = run_main(
+        [
+            "--recipe",
+            "muq_mtat_lora",
+            f"backbone.encoder={TINY_SPEC}",
+            "backbone.encoder_weights=null",
+            f"data.root={mtat_root}",
+            "data.tags=7",
+            "data.clip_seconds=3.0",
+            f"output_dir={tmp_path / 'run'}",
+            *TINY,
+        ]
+    )
     assert code == 0
     assert "roc_auc_macro" in json.loads((tmp_path / "run" / "metrics.json").read_text())["test"]

@@ -70,7 +70,8 @@ def test_single_label_metrics_match_sklearn():
     assert metrics["accuracy"] == pytest.approx(skm.accuracy_score(labels, predicted))
     assert metrics["macro_f1"] == pytest.approx(skm.f1_score(labels, predicted, average="macro"))
     assert metrics["macro_precision"] == pytest.approx(
-        skm.precision_score(labels, predicted, average="macro", zero_division=0))
+        skm.precision_score(labels, predicted, average="macro", zero_division=0)
+    )
     assert metrics["macro_recall"] == pytest.approx(skm.recall_score(labels, predicted, average="macro"))
     assert sum(v["support"] for v in metrics["per_class"].values()) == 60
 
@@ -87,8 +88,11 @@ def test_macro_averages_are_over_the_classes_with_tracks_and_name_the_others():
     predicted, present = probs.argmax(1), [0, 1, 2, 3]
     assert metrics["classes_without_tracks"] == ["e"]
     assert metrics["accuracy"] == pytest.approx(skm.accuracy_score(labels, predicted))
-    for key, score in (("macro_f1", skm.f1_score), ("macro_precision", skm.precision_score),
-                       ("macro_recall", skm.recall_score)):
+    for key, score in (
+        ("macro_f1", skm.f1_score),
+        ("macro_precision", skm.precision_score),
+        ("macro_recall", skm.recall_score),
+    ):
         expected = score(labels, predicted, labels=present, average="macro", zero_division=0)
         assert metrics[key] == pytest.approx(expected, abs=1e-12), key
     identity = {name: name for name in "abcde"}
@@ -105,19 +109,23 @@ def test_max_aggregation():
 
 
 def test_tuned_thresholds_on_a_hand_made_example():
-    probs = np.array([
-        # a: F1 1.0 at 0.8   b: best: all   c: none   d: tie 0.6   e: F1 tie 0.9 / 0.2
-        [0.9, 0.7, 0.3, 0.6, 0.9],
-        [0.8, 0.6, 0.2, 0.6, 0.8],
-        [0.3, 0.4, 0.1, 0.1, 0.7],
-        [0.1, 0.2, 0.4, 0.1, 0.2],
-    ])
-    targets = np.array([
-        [1, 0, 0, 1, 1],
-        [1, 0, 0, 0, 0],
-        [0, 1, 0, 0, 0],
-        [0, 1, 0, 0, 1],
-    ])
+    probs = np.array(
+        [
+            # a: F1 1.0 at 0.8   b: best: all   c: none   d: tie 0.6   e: F1 tie 0.9 / 0.2
+            [0.9, 0.7, 0.3, 0.6, 0.9],
+            [0.8, 0.6, 0.2, 0.6, 0.8],
+            [0.3, 0.4, 0.1, 0.1, 0.7],
+            [0.1, 0.2, 0.4, 0.1, 0.2],
+        ]
+    )
+    targets = np.array(
+        [
+            [1, 0, 0, 1, 1],
+            [1, 0, 0, 0, 0],
+            [0, 1, 0, 0, 0],
+            [0, 1, 0, 0, 1],
+        ]
+    )
     thresholds = tune_thresholds(probs, targets)
     # a: midpoint of 0.8 and 0.3; b: negatives outscore both positives, best F1 predicts all (the
     # lowest score); c: no positives -> fallback 0.5; d: the tied 0.6s go in together (never 0.6

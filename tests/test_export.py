@@ -11,16 +11,27 @@ TAGS = {str(i): t for i, t in enumerate(["guitar", "rock", "piano"])}
 
 
 def card(recipe_name: str, overrides: list[str], config: dict, metrics: dict | None = None) -> tuple[dict, str]:
-    parsed = ModelCard(export.model_card(recipes.load(recipe_name, ["data.root=/data", *overrides]), metrics or {},
-                                         config))
+    parsed = ModelCard(
+        export.model_card(recipes.load(recipe_name, ["data.root=/data", *overrides]), metrics or {}, config)
+    )
     return parsed.data.to_dict(), parsed.text
 
 
 def test_a_tagging_run_on_mtat_says_mtat_and_tagging_whatever_its_recipe_began_as():
-    config = {"model_type": "hubert", "id2label": TAGS, "problem_type": "multi_label_classification",
-              "clip_seconds": 5.0, "hop_seconds": 5.0, "aggregate": "mean"}
-    meta, body = card("mert_gtzan", ["name=mert_lora", "data.name=mtat", "data.split_scheme=standard",
-                                     "backbone.mode=lora"], config, {"roc_auc_macro": 0.91})
+    config = {
+        "model_type": "hubert",
+        "id2label": TAGS,
+        "problem_type": "multi_label_classification",
+        "clip_seconds": 5.0,
+        "hop_seconds": 5.0,
+        "aggregate": "mean",
+    }
+    meta, body = card(
+        "mert_gtzan",
+        ["name=mert_lora", "data.name=mtat", "data.split_scheme=standard", "backbone.mode=lora"],
+        config,
+        {"roc_auc_macro": 0.91},
+    )
     assert "gtzan" not in (body + yaml.safe_dump(meta)).lower()  # the recipe's own description names GTZAN
     assert "MagnaTagATune" in body and "music tagging (3 tags)" in body and "LoRA adapters (rank 8)" in body
     assert "linear probe" in body  # head_init=probe, from the recipe
@@ -31,10 +42,17 @@ def test_a_tagging_run_on_mtat_says_mtat_and_tagging_whatever_its_recipe_began_a
 
 
 def test_a_baseline_card_says_how_to_load_it_and_its_licence():
-    config = {"model_type": "finetune_musicnn", "id2label": GENRES, "problem_type": "single_label_classification",
-              "clip_seconds": 3.0, "hop_seconds": 1.5, "aggregate": "max"}
-    meta, body = card("musicnn_pretrained_gtzan", ["backbone.path=/weights/mtat/musicnn/best_model.pth"], config,
-                      {"accuracy": 0.7})
+    config = {
+        "model_type": "finetune_musicnn",
+        "id2label": GENRES,
+        "problem_type": "single_label_classification",
+        "clip_seconds": 3.0,
+        "hop_seconds": 1.5,
+        "aggregate": "max",
+    }
+    meta, body = card(
+        "musicnn_pretrained_gtzan", ["backbone.path=/weights/mtat/musicnn/best_model.pth"], config, {"accuracy": 0.7}
+    )
     assert meta["library_name"] == "finetune" and meta["license"] == "mit" and "base_model" not in meta
     assert "Predictor.from_pretrained" in body and "pip install music-finetune" in body
     assert "3 s windows every 1.5 s, max over the windows" in body

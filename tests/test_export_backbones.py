@@ -37,9 +37,23 @@ def runs(tiny_backbones, tiny_gtzan, tiny_mtat, tmp_path_factory):
             recipe, tagging, extra = CASES[case]
             out = tmp_path_factory.mktemp(case) / "run"
             data = [f"data.root={tiny_mtat}"] if tagging else [f"data.root={tiny_gtzan}", *TINY_GTZAN]
-            assert main(["--recipe", recipe, f"backbone.path={tiny_backbones[case.split('-')[0]]}", *data,
-                         "data.clip_seconds=1.0", "data.num_workers=0", "train.max_steps=2",
-                         "train.batch_size=4", f"output_dir={out}", *extra]) == 0
+            assert (
+                main(
+                    [
+                        "--recipe",
+                        recipe,
+                        f"backbone.path={tiny_backbones[case.split('-')[0]]}",
+                        *data,
+                        "data.clip_seconds=1.0",
+                        "data.num_workers=0",
+                        "train.max_steps=2",
+                        "train.batch_size=4",
+                        f"output_dir={out}",
+                        *extra,
+                    ]
+                )
+                == 0
+            )
             folders[case] = out
         return folders[case]
 
@@ -69,15 +83,17 @@ def test_exported_folder_scores_the_same_in_a_transformers_pipeline(runs, case, 
 def test_a_run_that_does_not_merge_keeps_a_merged_model_with_its_card_and_predicts(runs):
     run = runs("mert")  # lora.merge_on_export=false, weighted layers
     assert not [k for k in load_file(str(run / "model" / "model.safetensors")) if "lora" in k]
-    assert {"adapter_config.json", "adapter_model.safetensors", OWN_PARAMETERS_FILE,
-            "README.md"} <= {p.name for p in (run / "adapter").iterdir()}
+    assert {"adapter_config.json", "adapter_model.safetensors", OWN_PARAMETERS_FILE, "README.md"} <= {
+        p.name for p in (run / "adapter").iterdir()
+    }
     assert "load_adapter" in (run / "adapter" / "README.md").read_text()
     results = ModelCard.load(run / "model" / "README.md").data.eval_results
     test_accuracy = json.loads((run / "metrics.json").read_text())["test"]["accuracy"]
     values = {r.metric_type: r.metric_value for r in results}
     assert values["accuracy"] == pytest.approx(test_accuracy, abs=1e-4)
-    result = Predictor.from_pretrained(run).predict(np.full(3 * 24000, 0.01, dtype=np.float32), sr=24000,
-                                                    top_k=2, per_window=True)
+    result = Predictor.from_pretrained(run).predict(
+        np.full(3 * 24000, 0.01, dtype=np.float32), sr=24000, top_k=2, per_window=True
+    )
     assert len(result["labels"]) == 2 and len(result["windows"]) == 3  # 1 s windows
 
 
@@ -87,8 +103,7 @@ def test_adapter_only_export_loads_back_with_equal_logits(runs, case, tmp_path):
     run = runs(case)
     folder = export.export_run(run, tmp_path / "adapter", adapter_only=True)
     files = {p.name for p in folder.iterdir()}
-    assert {"adapter_config.json", "adapter_model.safetensors", "README.md",
-            "preprocessor_config.json"} <= files
+    assert {"adapter_config.json", "adapter_model.safetensors", "README.md", "preprocessor_config.json"} <= files
     assert (OWN_PARAMETERS_FILE in files) == (case != "wav2vec2")  # the layer weights of weighted runs
     assert ModelCard.load(folder / "README.md").data.library_name == "peft"
     merged = load_model(run / "model")

@@ -57,20 +57,28 @@ def test_search_refuses_a_finished_runs_folder_and_writes_nothing_into_it(finish
     code = main(search_command(finished_run.parent, finished_run.parent / "space.yaml", finished_run, 1))
     assert code == 2 and error_lines(capsys.readouterr().err) == [
         f"error: --out {finished_run} holds a training run (run.json); a search needs a new or empty folder, or "
-        "its own to continue it: choose another --out"]
+        "its own to continue it: choose another --out"
+    ]
     assert listing(finished_run) == before and (finished_run / "report.html").read_bytes() == report
 
 
-@pytest.mark.parametrize("command, theirs", [
-    (["compare", "--recipe", "demo", "--vary", "train.lr=1e-3,2e-3"], "a comparison of values (compare --vary)"),
-    (["cv", "--recipe", "demo", "--folds", "3"], "a cross-validation")], ids=["compare-vary", "cv"])
-def test_compare_vary_and_cv_refuse_a_finished_runs_folder_and_write_nothing_into_it(finished_run, capsys,
-                                                                                      command, theirs):
+@pytest.mark.parametrize(
+    "command, theirs",
+    [
+        (["compare", "--recipe", "demo", "--vary", "train.lr=1e-3,2e-3"], "a comparison of values (compare --vary)"),
+        (["cv", "--recipe", "demo", "--folds", "3"], "a cross-validation"),
+    ],
+    ids=["compare-vary", "cv"],
+)
+def test_compare_vary_and_cv_refuse_a_finished_runs_folder_and_write_nothing_into_it(
+    finished_run, capsys, command, theirs
+):
     before = listing(finished_run)
     code = main([*command, "--out", str(finished_run)])
     assert code == 2 and error_lines(capsys.readouterr().err) == [
         f"error: --out {finished_run} holds a training run (run.json); {theirs} needs a new or empty folder, or "
-        "its own to continue it: choose another --out"]
+        "its own to continue it: choose another --out"
+    ]
     assert listing(finished_run) == before
 
 
@@ -83,15 +91,25 @@ def postgresql_without_driver() -> str:
     return "postgresql://u:secret@h/db"
 
 
-@pytest.mark.parametrize("storage, problem", [
-    (postgresql_without_driver, "--storage postgresql://u:***@h/db: its database driver (psycopg) is not "
-                                "installed; install it, or give a journal file instead"),
-    (lambda: "sqlite:////nonexistent/dir/x.db", "--storage sqlite:////nonexistent/dir/x.db: cannot be opened "
-     "(unable to open database file); a sqlite file needs a folder that exists and can be written"),
-])
+@pytest.mark.parametrize(
+    "storage, problem",
+    [
+        (
+            postgresql_without_driver,
+            "--storage postgresql://u:***@h/db: its database driver (psycopg) is not "
+            "installed; install it, or give a journal file instead",
+        ),
+        (
+            lambda: "sqlite:////nonexistent/dir/x.db",
+            "--storage sqlite:////nonexistent/dir/x.db: cannot be opened "
+            "(unable to open database file); a sqlite file needs a folder that exists and can be written",
+        ),
+    ],
+)
 @pytest.mark.parametrize("users_empty_folder", [False, True])
-def test_a_storage_that_cannot_be_opened_is_one_line_and_leaves_no_folder(tmp_path, capsys, storage, problem,
-                                                                         users_empty_folder):
+def test_a_storage_that_cannot_be_opened_is_one_line_and_leaves_no_folder(
+    tmp_path, capsys, storage, problem, users_empty_folder
+):
     url, out, space = storage(), tmp_path / "out", tmp_path / "space.yaml"
     space.write_text("train.lr: {low: 0.001, high: 0.01}\n")
     if users_empty_folder:
@@ -100,7 +118,7 @@ def test_a_storage_that_cannot_be_opened_is_one_line_and_leaves_no_folder(tmp_pa
     err = capsys.readouterr().err
     assert "Traceback" not in err and len(error_lines(err)) == 1 and problem in error_lines(err)[0]
     assert "secret" not in err, "the password is not shown"
-    assert (listing(out) == [] if users_empty_folder else not out.exists())
+    assert listing(out) == [] if users_empty_folder else not out.exists()
 
 
 def test_a_search_stopped_by_its_timeout_says_so(tmp_path, capsys):
@@ -110,8 +128,9 @@ def test_a_search_stopped_by_its_timeout_says_so(tmp_path, capsys):
     stopped = [line for line in err.splitlines() if line.startswith("search stopped")]
     assert code == 1 and len(stopped) == 1, err[-2000:]
     counted = len(trials_of(tmp_path / "out"))
-    assert stopped[0] == (f"search stopped after --timeout 1 s with {counted} of 100000 trials counted; the same "
-                          "command continues it")
+    assert stopped[0] == (
+        f"search stopped after --timeout 1 s with {counted} of 100000 trials counted; the same command continues it"
+    )
 
 
 def test_trials_md_links_only_run_folders_that_exist(tmp_path, capsys):
@@ -130,7 +149,8 @@ def test_compare_vary_without_recipe_asks_for_it(capsys):
     assert main(["compare", "--vary", "train.lr=1e-3,3e-3"]) == 2
     assert error_lines(capsys.readouterr().err) == [
         "error: compare: --recipe needed too: to run a recipe for each value of one setting, give --recipe with "
-        "--vary KEY=V1,V2,... (--folds and --seeds optional)"]
+        "--vary KEY=V1,V2,... (--folds and --seeds optional)"
+    ]
 
 
 @pytest.mark.slow
@@ -145,8 +165,24 @@ def test_compare_vary_says_the_dropped_dataset_options_once(tmp_path, capsys):
     """Every run planned loads the recipe: its data.name override drops the gtzan recipe's options, said
     once for the 6 runs (the refusal after planning ends the command before any trains)."""
     root = folder_dataset(tmp_path / "data", ["a", "b", "c"], 4)
-    assert main(["compare", "--recipe", "cnn_gtzan", "--vary", "train.lr=1e-3,0.001", "--folds", "3",
-                 "data.name=folder", f"data.root={root}", "--out", str(tmp_path / "out")]) == 2
+    assert (
+        main(
+            [
+                "compare",
+                "--recipe",
+                "cnn_gtzan",
+                "--vary",
+                "train.lr=1e-3,0.001",
+                "--folds",
+                "3",
+                "data.name=folder",
+                f"data.root={root}",
+                "--out",
+                str(tmp_path / "out"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.count("data.name=folder: the recipe's options for gtzan left out: data.split_scheme=fault_filtered") == 1
     assert error_lines(err) == ["error: --vary train.lr: 1e-3 and 0.001 set the same value (0.001)"]
@@ -158,8 +194,22 @@ def test_cv_says_the_dropped_dataset_options_once(tmp_path, capsys):
     root = folder_dataset(tmp_path / "data", ["b", "c"], 4)
     for n in range(4):
         write_audio(root / "a" / "one-artist" / f"{n}.wav", seconds=1.0, sample_rate=16000, seed=n)
-    assert main(["cv", "--recipe", "cnn_gtzan", "--folds", "3", "data.name=folder", f"data.root={root}",
-                 "--out", str(tmp_path / "out")]) == 2
+    assert (
+        main(
+            [
+                "cv",
+                "--recipe",
+                "cnn_gtzan",
+                "--folds",
+                "3",
+                "data.name=folder",
+                f"data.root={root}",
+                "--out",
+                str(tmp_path / "out"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.count("data.name=folder: the recipe's options for gtzan left out: data.split_scheme=fault_filtered") == 1
     assert len(error_lines(err)) == 1 and "class(es) a would be tested" in error_lines(err)[0]

@@ -74,8 +74,10 @@ def test_predict_warns_about_a_file_far_shorter_than_the_window(demo_run, tmp_pa
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-2000:]
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
     seconds = f"{samples / 16_000:.4f} s"
-    assert warnings == [f"warning: {short}: {seconds} of audio, far shorter than the model's 3 s window "
-                        "(looped to fill it): its labels say little"]
+    assert warnings == [
+        f"warning: {short}: {seconds} of audio, far shorter than the model's 3 s window "
+        "(looped to fill it): its labels say little"
+    ]
     flagged, plain = [json.loads(text) for text in result.stdout.splitlines()]
     assert flagged["file"] == str(short) and flagged["warning"] == warnings[0].removeprefix("warning: ")
     assert flagged["labels"] and "warning" not in plain
@@ -89,8 +91,9 @@ def test_a_config_that_disagrees_with_the_weights_on_labels_is_one_line(demo_run
     folder = shutil.copytree(demo_run / "model", tmp_path / "model")
     config = json.loads((folder / "config.json").read_text())
     kept = list(config["id2label"].values())[:3]
-    config.update(id2label={str(i): name for i, name in enumerate(kept)},
-                  label2id={name: i for i, name in enumerate(kept)})
+    config.update(
+        id2label={str(i): name for i, name in enumerate(kept)}, label2id={name: i for i, name in enumerate(kept)}
+    )
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match="config.json has 3 labels, the weights 6"):
         load_model(folder)
@@ -98,7 +101,8 @@ def test_a_config_that_disagrees_with_the_weights_on_labels_is_one_line(demo_run
     write_audio(wav, seconds=1.0, sample_rate=16_000)
     assert one_line_error("predict", "--model", folder, wav) == (
         f"error: {folder}: config.json has 3 labels, the weights 6: restore the config.json saved with "
-        "these weights (its id2label names every label)")
+        "these weights (its id2label names every label)"
+    )
 
 
 # --------------------------------------------------------------------------- export and push
@@ -111,8 +115,10 @@ def test_a_push_that_cannot_happen_is_refused_before_the_export_is_written(demo_
     assert line.startswith("error: --push-to-hub 'not a/valid id' is not a Hub repo id (")
     assert not target.exists()
     line = one_line_error("export", demo_run, "--to", target, "--push-to-hub", "user/name", HF_HUB_OFFLINE="1")
-    assert line == ("error: --push-to-hub user/name: HF_HUB_OFFLINE is set, so nothing can be uploaded; unset "
-                    "it to push, or export without --push-to-hub and upload the folder later")
+    assert line == (
+        "error: --push-to-hub user/name: HF_HUB_OFFLINE is set, so nothing can be uploaded; unset "
+        "it to push, or export without --push-to-hub and upload the folder later"
+    )
     assert not target.exists()
 
 
@@ -159,8 +165,10 @@ def test_pack_refuses_a_hub_upload_that_cannot_happen_before_packing(tmp_path):
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     line = one_line_error(*PACK, "--to", "hf://datasets/user/name", HF_HUB_OFFLINE="1", TMPDIR=str(scratch))
-    assert line == ("error: --to user/name: HF_HUB_OFFLINE is set, so nothing can be uploaded; unset it to push, "
-                    "or pack to a folder and upload it later")
+    assert line == (
+        "error: --to user/name: HF_HUB_OFFLINE is set, so nothing can be uploaded; unset it to push, "
+        "or pack to a folder and upload it later"
+    )
     assert list(scratch.iterdir()) == [], "nothing was packed"
 
 
@@ -175,9 +183,14 @@ def test_pack_refuses_a_shard_size_that_is_not_positive_in_the_parser(tmp_path, 
 # --------------------------------------------------------------------------- full disks
 
 
-@pytest.mark.parametrize("save", [lambda path: torch.save({"w": torch.zeros(100_000)}, path),  # 400 kB
-                                  lambda path: save_file({"w": torch.zeros(100_000)}, path)],
-                         ids=["torch", "safetensors"])
+@pytest.mark.parametrize(
+    "save",
+    [
+        lambda path: torch.save({"w": torch.zeros(100_000)}, path),  # 400 kB
+        lambda path: save_file({"w": torch.zeros(100_000)}, path),
+    ],
+    ids=["torch", "safetensors"],
+)
 def test_a_full_disk_under_a_checkpoint_write_says_so(small_disk, save):
     place = small_disk / "checkpoint-1"
     place.mkdir()
@@ -193,8 +206,9 @@ def test_a_full_disk_under_a_checkpoint_write_says_so(small_disk, save):
 @pytest.mark.slow
 def test_a_full_disk_while_generating_the_demo_data_is_one_line_and_leaves_nothing(tmp_path, small_disk):
     root = small_disk / "synthetic"
-    line = one_line_error("--recipe", "demo", "train.max_steps=2", f"data.root={root}",
-                          f"output_dir={tmp_path / 'run'}")
+    line = one_line_error(
+        "--recipe", "demo", "train.max_steps=2", f"data.root={root}", f"output_dir={tmp_path / 'run'}"
+    )
     assert line == f"error: {root / 'genres'}: could not write the generated dataset: No space left on device"
     assert [path for path in small_disk.rglob("*") if path.is_file()] == [], "nothing a later run would trust"
     assert not (tmp_path / "run").exists()

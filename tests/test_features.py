@@ -105,8 +105,9 @@ def _run(frontend, y: np.ndarray) -> np.ndarray:
 
 
 def _mel_power(y: np.ndarray) -> np.ndarray:
-    return librosa.feature.melspectrogram(y=y.astype(np.float64), sr=SR, n_fft=512, hop_length=HOP, n_mels=96,
-                                          htk=True, norm=None, pad_mode="reflect")
+    return librosa.feature.melspectrogram(
+        y=y.astype(np.float64), sr=SR, n_fft=512, hop_length=HOP, n_mels=96, htk=True, norm=None, pad_mode="reflect"
+    )
 
 
 @pytest.mark.parametrize("band", [{}, dict(f_min=100.0, f_max=4000.0)])
@@ -126,9 +127,12 @@ def test_cqt_matches_librosa_on_bins_with_energy(music):
     """librosa.cqt filters octave by octave on a downsampled signal, this conv at the full rate: on
     bins within 40 dB of the peak the median difference stays under 0.2 dB and the 99th percentile
     under 3 dB (librosa's own res_type="fft" differs from its default by 6.7 dB there on the chord)."""
-    expected = librosa.amplitude_to_db(np.abs(librosa.cqt(music.astype(np.float64), sr=SR, hop_length=HOP,
-                                                          fmin=librosa.note_to_hz("C1"), n_bins=84)),
-                                       ref=1.0, amin=1e-5, top_db=None)
+    expected = librosa.amplitude_to_db(
+        np.abs(librosa.cqt(music.astype(np.float64), sr=SR, hop_length=HOP, fmin=librosa.note_to_hz("C1"), n_bins=84)),
+        ref=1.0,
+        amin=1e-5,
+        top_db=None,
+    )
     out = _run(LogCQT(SR, HOP, bins=84), music)
     assert out.shape == expected.shape
     diff = np.abs(out - expected)[expected > expected.max() - 40]
@@ -137,8 +141,9 @@ def test_cqt_matches_librosa_on_bins_with_energy(music):
 
 def test_mfcc_matches_librosa(music):
     """Within 1e-3 of librosa.feature.mfcc on the same log-mel (coefficients reach hundreds)."""
-    expected = librosa.feature.mfcc(S=librosa.power_to_db(_mel_power(music), ref=1.0, amin=1e-10, top_db=None),
-                                    n_mfcc=20)
+    expected = librosa.feature.mfcc(
+        S=librosa.power_to_db(_mel_power(music), ref=1.0, amin=1e-10, top_db=None), n_mfcc=20
+    )
     out = _run(MFCC(LogMel(SR, 512, HOP, 96, htk=True, norm=None), 20), music)
     assert out.shape == expected.shape
     assert np.abs(out - expected).max() < 1e-3

@@ -19,10 +19,23 @@ def runs(synthetic_root, tmp_path_factory) -> dict:
     folders = {}
     for name in FRONTENDS:
         folder = tmp_path_factory.mktemp(f"demo-{name}") / "run"
-        folders[name] = run(recipes.load("demo", [
-            f"model.args.frontend={name}", "train.max_steps=2", "train.batch_size=4", "data.clip_seconds=1.0",
-            "data.eval_hop_seconds=1.0", "data.max_tracks=12", "eval.durations=null", f"data.root={synthetic_root}",
-            f"output_dir={folder}", "data.num_workers=0"]))
+        folders[name] = run(
+            recipes.load(
+                "demo",
+                [
+                    f"model.args.frontend={name}",
+                    "train.max_steps=2",
+                    "train.batch_size=4",
+                    "data.clip_seconds=1.0",
+                    "data.eval_hop_seconds=1.0",
+                    "data.max_tracks=12",
+                    "eval.durations=null",
+                    f"data.root={synthetic_root}",
+                    f"output_dir={folder}",
+                    "data.num_workers=0",
+                ],
+            )
+        )
     return folders
 
 

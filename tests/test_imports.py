@@ -40,8 +40,10 @@ def imported(module: str, path: Path, modules: dict[str, Path]) -> set[str]:
                 for _ in range(node.level - 1):
                     package = package.rpartition(".")[0]
                 base = f"{package}.{base}".strip(".")
-            found |= {ours(f"{base}.{alias.name}") if f"{base}.{alias.name}" in modules else ours(base)
-                      for alias in node.names}
+            found |= {
+                ours(f"{base}.{alias.name}") if f"{base}.{alias.name}" in modules else ours(base)
+                for alias in node.names
+            }
     return found - {None, module}
 
 
@@ -54,7 +56,7 @@ def cycle_in(graph: dict[str, set[str]]) -> list[str] | None:
         stack.append(node)
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == "open":
-                return stack[stack.index(nxt):] + [nxt]
+                return stack[stack.index(nxt) :] + [nxt]
             if nxt not in state and (found := visit(nxt)):
                 return found
         state[node] = "done"
@@ -95,10 +97,18 @@ def test_only_public_datasets_apis_are_used():
     private = []
     for module, path in our_modules().items():
         for node in ast.walk(ast.parse(path.read_text())):
-            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
-                     else [node.module] if isinstance(node, ast.ImportFrom) and not node.level else [])
-            private += [f"{module}: {name}" for name in names
-                        if name and name.split(".")[0] == "datasets" and name not in PUBLIC_DATASETS_MODULES]
+            names = (
+                [alias.name for alias in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module]
+                if isinstance(node, ast.ImportFrom) and not node.level
+                else []
+            )
+            private += [
+                f"{module}: {name}"
+                for name in names
+                if name and name.split(".")[0] == "datasets" and name not in PUBLIC_DATASETS_MODULES
+            ]
     assert not private, private
 
 
@@ -126,8 +136,10 @@ def test_scoring_never_imports_the_trainer():
 def test_statistics_load_no_torch():
     """The statistics and the predictions they read (`finetune.stats`, `TrackPredictions`) import
     without torch, so a notebook or a script testing two prediction files stays light."""
-    code = ("import sys; import finetune.stats.bootstrap, finetune.stats.paired; "
-            "from finetune.evaluation import TrackPredictions; "
-            "loaded = sorted(m for m in ('torch', 'transformers') if m in sys.modules); "
-            "assert not loaded, loaded")
+    code = (
+        "import sys; import finetune.stats.bootstrap, finetune.stats.paired; "
+        "from finetune.evaluation import TrackPredictions; "
+        "loaded = sorted(m for m in ('torch', 'transformers') if m in sys.modules); "
+        "assert not loaded, loaded"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=PROJECT_ROOT)

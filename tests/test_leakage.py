@@ -18,13 +18,25 @@ def split(ids, groups):
 
 
 def test_leakage_counts_the_tracks_and_artists_on_both_sides():
-    data = DatasetDict(train=split(["1", "2", "3"], ["a", "a", "b"]), validation=split(["4", "5"], ["b", "e"]),
-                       test=split(["6", "7", "8", "9"], ["a", "a", "c", "9"]))
+    data = DatasetDict(
+        train=split(["1", "2", "3"], ["a", "a", "b"]),
+        validation=split(["4", "5"], ["b", "e"]),
+        test=split(["6", "7", "8", "9"], ["a", "a", "c", "9"]),
+    )
     found = leakage(data, "artist")
-    assert found == {"group_by": "artist", "groups_known": True, "test_tracks": 4, "test_tracks_sharing": 2,
-                     "groups_shared": 1, "validation_tracks": 2, "validation_tracks_sharing": 1}
-    assert leakage_text(found) == ("artists: 2 of 4 test tracks share an artist with training (1 artists on both "
-                                   "sides): figures are inflated by the artist effect")
+    assert found == {
+        "group_by": "artist",
+        "groups_known": True,
+        "test_tracks": 4,
+        "test_tracks_sharing": 2,
+        "groups_shared": 1,
+        "validation_tracks": 2,
+        "validation_tracks_sharing": 1,
+    }
+    assert leakage_text(found) == (
+        "artists: 2 of 4 test tracks share an artist with training (1 artists on both "
+        "sides): figures are inflated by the artist effect"
+    )
     assert leak_cell(found) == "2/4" and leak_cell(found, "validation") == "1/2" and leak_cell(None) == "-"
 
 
@@ -34,7 +46,8 @@ def test_a_split_whose_tracks_are_their_own_groups_says_artists_are_unknown():
     assert not found["groups_known"] and leak_cell(found) == "?"
     assert leakage_text(found).startswith("artists: unknown for these tracks")
     assert leakage_text(leakage(DatasetDict(train=split(["1"], ["x"]), test=split(["2"], ["y"])), "album")) == (
-        "albums: none of the 1 test tracks shares an album with training (album-disjoint split)")
+        "albums: none of the 1 test tracks shares an album with training (album-disjoint split)"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -44,27 +57,46 @@ def artist_folders(tmp_path_factory):
     for genre in ("a", "b", "c"):
         for artist in range(3):
             for n in range(2):
-                write_audio(root / genre / f"{genre}-artist{artist}" / f"{n}.wav", seconds=1.0, sample_rate=16000,
-                            seed=artist * 10 + n)
+                write_audio(
+                    root / genre / f"{genre}-artist{artist}" / f"{n}.wav",
+                    seconds=1.0,
+                    sample_rate=16000,
+                    seed=artist * 10 + n,
+                )
     return root
 
 
-TINY = ["train.max_steps=2", "train.batch_size=4", "data.num_workers=0", "eval.durations=null",
-        "data.clip_seconds=0.5"]
+TINY = ["train.max_steps=2", "train.batch_size=4", "data.num_workers=0", "eval.durations=null", "data.clip_seconds=0.5"]
 
 
 @pytest.mark.slow
 def test_compare_vary_and_cv_tables_state_the_leak_of_every_value(artist_folders, tmp_path):
     out = tmp_path / "vary"
-    code, printed, _ = run_main(["compare", "--recipe", "demo", "--vary", "train.lr=1e-3,2e-3", "--folds", "3",
-                                 "--out", str(out), "data.name=folder", f"data.root={artist_folders}", *TINY])
+    code, printed, _ = run_main(
+        [
+            "compare",
+            "--recipe",
+            "demo",
+            "--vary",
+            "train.lr=1e-3,2e-3",
+            "--folds",
+            "3",
+            "--out",
+            str(out),
+            "data.name=folder",
+            f"data.root={artist_folders}",
+            *TINY,
+        ]
+    )
     assert code == 0
     vary_md = (out / "vary.md").read_text()
     assert "test tracks sharing an artist" in vary_md and vary_md.count("| 0/18 |") == 2  # every track, no artist
     for value in json.loads((out / "vary.json").read_text())["values"]:
         assert value["artist_leakage"]["test_tracks_sharing"] == 0 and value["artist_leakage"]["groups_known"]
         summary_md = (out / value["folder"] / "summary.md").read_text()
-        assert "artists: none of the 18 test tracks shares an artist with training (artist-disjoint split)" in summary_md
+        assert (
+            "artists: none of the 18 test tracks shares an artist with training (artist-disjoint split)" in summary_md
+        )
         run = out / value["runs"][0]["run"]
         assert json.loads((run / "metrics.json").read_text())["test"]["artist_leakage"]["test_tracks"] == 6
         assert "shares an artist with training" in (run / "report.md").read_text()
@@ -74,15 +106,38 @@ def test_compare_vary_and_cv_tables_state_the_leak_of_every_value(artist_folders
 @pytest.mark.slow
 def test_a_run_prints_its_leak_and_the_search_lists_each_trials(artist_folders, tmp_path):
     run_dir = tmp_path / "run"
-    code, printed, _ = run_main(["--recipe", "demo", "data.name=folder", f"data.root={artist_folders}",
-                                 f"output_dir={run_dir}", "data.group_by=none", *TINY])
+    code, printed, _ = run_main(
+        [
+            "--recipe",
+            "demo",
+            "data.name=folder",
+            f"data.root={artist_folders}",
+            f"output_dir={run_dir}",
+            "data.group_by=none",
+            *TINY,
+        ]
+    )
     assert code == 0
     assert "artists: unknown for these tracks (each its own group)" in printed  # group_by=none: not checked
     space = tmp_path / "space.yaml"
     space.write_text("train.lr: {low: 0.001, high: 0.01, log: true}\n")
     out = tmp_path / "search"
-    code, _, _ = run_main(["search", "--recipe", "demo", "--space", str(space), "--out", str(out), "--trials", "2",
-                           "data.name=folder", f"data.root={artist_folders}", *TINY])
+    code, _, _ = run_main(
+        [
+            "search",
+            "--recipe",
+            "demo",
+            "--space",
+            str(space),
+            "--out",
+            str(out),
+            "--trials",
+            "2",
+            "data.name=folder",
+            f"data.root={artist_folders}",
+            *TINY,
+        ]
+    )
     assert code == 0
     rows = trials_of(out)
     for row in rows:

@@ -57,8 +57,7 @@ def test_each_task_has_one_headline_and_every_name_is_registered_once():
 
 def test_metrics_json_records_each_splits_task(demo_run):
     results = json.loads((demo_run / "metrics.json").read_text())
-    assert {split: m["task"] for split, m in results.items()} == {"validation": "single_label",
-                                                                   "test": "single_label"}
+    assert {split: m["task"] for split, m in results.items()} == {"validation": "single_label", "test": "single_label"}
     # the Trainer and the probe score through evaluate_windows: a tagger's splits say so too
     logits = np.random.default_rng(0).normal(size=(6, 3))
     targets = np.array([[1, 0, 1], [0, 1, 0], [1, 1, 0], [0, 0, 1], [1, 0, 0], [0, 1, 1]])
@@ -75,14 +74,14 @@ def test_run_folders_written_before_the_record_are_read_as_before():
     assert "loss 0.3000, roc_auc_macro 0.9000" in run_summary("RUN", recipe, old)
 
 
-THROWAWAY = '''
+THROWAWAY = """
 import numpy as np
 
 from finetune.metrics import SINGLE_LABEL, Metric, register
 
 ERROR_RATE = register(Metric("error_rate", "Error rate", SINGLE_LABEL, higher_is_better=False, summary=True,
                              score=lambda probs, labels: float(np.mean(probs.argmax(axis=1) != labels))))
-'''
+"""
 
 
 @pytest.fixture
@@ -119,8 +118,11 @@ def test_a_metric_in_a_module_of_its_own_reaches_report_interval_console_and_car
     assert f"| {test['error_rate']:.4f} |" in row and low < test["error_rate"] < high  # with its bootstrap interval
     assert "error_rate 0.25" in metric_text({"eval_error_rate": 0.25})
 
-    config = {"model_type": "finetune_simple_cnn", "id2label": {str(i): g for i, g in enumerate(GENRES)},
-              "problem_type": "single_label_classification"}
+    config = {
+        "model_type": "finetune_simple_cnn",
+        "id2label": {str(i): g for i, g in enumerate(GENRES)},
+        "problem_type": "single_label_classification",
+    }
     card = export.model_card(recipes.load("cnn_gtzan", ["data.root=/data"]), test, config)
     assert f"| Error rate | {test['error_rate']:.4f} |" in card
     assert "- error_rate" in card.split("---\n")[1]  # the card's metadata lists it
@@ -142,14 +144,28 @@ def test_a_registered_metric_reaches_a_runs_metrics_and_evaluate_on(error_rate, 
     (`evaluate --on`, here the generated one through a mapping of every class to itself), so do
     the cross-dataset metrics, by the same definition."""
     run_dir = tmp_path / "run"
-    assert main(["--recipe", "demo", "train.max_steps=2", "train.batch_size=4", f"data.root={synthetic_root}",
-                 f"output_dir={run_dir}", "data.num_workers=0"]) == 0
+    assert (
+        main(
+            [
+                "--recipe",
+                "demo",
+                "train.max_steps=2",
+                "train.batch_size=4",
+                f"data.root={synthetic_root}",
+                f"output_dir={run_dir}",
+                "data.num_workers=0",
+            ]
+        )
+        == 0
+    )
     test = json.loads((run_dir / "metrics.json").read_text())["test"]
     assert test["error_rate"] == pytest.approx(1 - test["accuracy"])
     mapping = tmp_path / "identity.yaml"
     mapping.write_text("".join(f"{name}: {name}\n" for name in test["per_class"]))
-    assert main(["evaluate", str(run_dir), "--on", "synthetic", f"data.root={synthetic_root}", "--mapping",
-                 str(mapping)]) == 0
+    assert (
+        main(["evaluate", str(run_dir), "--on", "synthetic", f"data.root={synthetic_root}", "--mapping", str(mapping)])
+        == 0
+    )
     cross = json.loads((run_dir / "studies" / "cross_synthetic_test.json").read_text())["data"]["metrics"]
     assert cross["error_rate"] == pytest.approx(1 - cross["accuracy"])
     assert cross["num_tracks"] == test["num_tracks"] and cross["accuracy"] == pytest.approx(test["accuracy"])

@@ -14,14 +14,20 @@ from finetune import export, metrics, recipe as recipes
 
 TAGS = {str(i): t for i, t in enumerate(["guitar", "rock", "piano", "drums"])}
 TAGGER = {"model_type": "hubert", "id2label": TAGS, "problem_type": "multi_label_classification"}
-GENRES = {"model_type": "finetune_simple_cnn", "id2label": {"0": "blues", "1": "jazz"},
-          "problem_type": "single_label_classification"}
+GENRES = {
+    "model_type": "finetune_simple_cnn",
+    "id2label": {"0": "blues", "1": "jazz"},
+    "problem_type": "single_label_classification",
+}
 
 
 def reported(test: dict) -> dict:
     """The registered scores (not counts) a split's metrics hold, with finite values: the model-index's."""
-    return {m.name: test[m.name] for m in metrics.METRICS
-            if m.higher_is_better is not None and isinstance(test.get(m.name), float) and math.isfinite(test[m.name])}
+    return {
+        m.name: test[m.name]
+        for m in metrics.METRICS
+        if m.higher_is_better is not None and isinstance(test.get(m.name), float) and math.isfinite(test[m.name])
+    }
 
 
 def check_round_trip(data: ModelCardData) -> None:
@@ -42,7 +48,11 @@ def test_an_exported_card_parses_back_into_the_runs_test_results(demo_run, tmp_p
     assert {r.metric_type: r.metric_value for r in card.data.eval_results} == expected  # num_tracks is a count
     for result in card.data.eval_results:
         assert (result.task_type, result.dataset_type, result.dataset_name, result.dataset_split) == (
-            "audio-classification", "synthetic", "synthetic", "test")
+            "audio-classification",
+            "synthetic",
+            "synthetic",
+            "test",
+        )
         assert result.dataset_args == {"split_scheme": "random"}
         assert result.metric_name == metrics.named(result.metric_type).label
     assert card.data.license == "mit" and card.data.pipeline_tag == "audio-classification"
@@ -55,8 +65,15 @@ def test_an_exported_card_parses_back_into_the_runs_test_results(demo_run, tmp_p
 
 def test_a_tagging_card_holds_every_score_its_licence_base_and_dataset():
     recipe = recipes.load("mert_mtat", ["data.root=/data", "data.tags=4"])
-    test = {"roc_auc_macro": 0.91, "pr_auc_macro": 0.42, "roc_auc_micro": 0.93, "precision_at_3": 0.5,
-            "recall_at_3": float("nan"), "num_tracks": 4332, "per_tag": {"rock": {"roc_auc": 0.9}}}
+    test = {
+        "roc_auc_macro": 0.91,
+        "pr_auc_macro": 0.42,
+        "roc_auc_micro": 0.93,
+        "precision_at_3": 0.5,
+        "recall_at_3": float("nan"),
+        "num_tracks": 4332,
+        "per_tag": {"rock": {"roc_auc": 0.9}},
+    }
     data = ModelCard(export.model_card(recipe, test, TAGGER)).data
     assert {r.metric_type: r.metric_value for r in data.eval_results} == reported(test)
     assert "recall_at_3" not in data.metrics  # no score (NaN) is no result
@@ -70,7 +87,9 @@ def test_a_partial_test_split_is_stated_in_the_results_split_args():
     recipe = recipes.from_dict({"name": "cnn_gtzan", "data": {"name": "gtzan", "allow_missing": True}})
     data = ModelCard(export.model_card(recipe, {"accuracy": 0.7, "num_tracks": 20}, GENRES)).data
     assert data.eval_results[0].dataset_args == {
-        "split_scheme": "standard", "partial": "tested on 20 tracks; the published test split has 290"}
+        "split_scheme": "standard",
+        "partial": "tested on 20 tracks; the published test split has 290",
+    }
     folds = recipes.load("cnn_gtzan", ["data.root=/data", "data.folds=4", "data.fold=2"])
     data = ModelCard(export.model_card(folds, {"accuracy": 0.7}, GENRES)).data
     assert data.eval_results[0].dataset_args["cross_validation"] == "4-fold, fold 2"

@@ -14,8 +14,9 @@ NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "quickstart.ipynb
 def test_quickstart_notebook_executes(synthetic_root, finetune_cache, tmp_path, monkeypatch):
     monkeypatch.setenv("FINETUNE_CACHE", str(finetune_cache))  # the kernel inherits it: no regeneration
     notebook = nbformat.read(NOTEBOOK, as_version=4)
-    NotebookClient(notebook, timeout=600, kernel_name="python3",
-                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    NotebookClient(
+        notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
     run_dir = tmp_path / "runs" / "quickstart"
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["test"]["num_tracks"] == 30

@@ -55,11 +55,26 @@ def test_a_file_url_destination_trains_like_a_folder(packed, tmp_path):
     _, recipe = packed
     url = f"file://{tmp_path / 'remote'}"
     assert pack(recipe, url, shard_mb=1) == url
-    assert sorted(p.name for p in (tmp_path / "remote" / "data").iterdir()) == \
-        sorted(p.name for p in (packed[0] / "data").iterdir())
+    assert sorted(p.name for p in (tmp_path / "remote" / "data").iterdir()) == sorted(
+        p.name for p in (packed[0] / "data").iterdir()
+    )
     run_dir = tmp_path / "run"
-    assert main(["--recipe", "demo", "data.name=hub", f"data.path={url}", "train.max_steps=2", "train.batch_size=4",
-                 *DEMO, "eval.durations=null", f"output_dir={run_dir}"]) == 0
+    assert (
+        main(
+            [
+                "--recipe",
+                "demo",
+                "data.name=hub",
+                f"data.path={url}",
+                "train.max_steps=2",
+                "train.batch_size=4",
+                *DEMO,
+                "eval.durations=null",
+                f"output_dir={run_dir}",
+            ]
+        )
+        == 0
+    )
     assert json.loads((run_dir / "metrics.json").read_text())["test"]["num_tracks"] == TRACKS
 
 
@@ -84,10 +99,27 @@ def test_the_command_refuses_a_folder_that_is_not_empty(packed, capsys):
 def test_two_processes_train_streamed_from_the_shards(packed, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     result = subprocess.run(
-        [*launcher("torchrun", free_port()), "-m", "finetune", "--recipe", "demo", "data.name=hub",
-         f"data.path={packed[0]}", "data.streaming=true", "train.max_steps=3", "train.batch_size=4",
-         *DEMO, "eval.durations=null", f"output_dir={tmp_path / 'run'}"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        [
+            *launcher("torchrun", free_port()),
+            "-m",
+            "finetune",
+            "--recipe",
+            "demo",
+            "data.name=hub",
+            f"data.path={packed[0]}",
+            "data.streaming=true",
+            "train.max_steps=3",
+            "train.batch_size=4",
+            *DEMO,
+            "eval.durations=null",
+            f"output_dir={tmp_path / 'run'}",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     history = json.loads((tmp_path / "run" / "log_history.json").read_text())
     assert max(entry.get("step", 0) for entry in history) == 3

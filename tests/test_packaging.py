@@ -39,8 +39,18 @@ def wheel(tmp_path_factory) -> Path:
         shutil.copy2(PROJECT_ROOT / name, source / name)
     for package in (p.parent for p in PROJECT_ROOT.glob("*/__init__.py")):
         shutil.copytree(package, source / package.name, ignore=shutil.ignore_patterns("__pycache__"))
-    run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
-        "-w", tmp / "dist", source)
+    run(
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        "--no-deps",
+        "--no-build-isolation",
+        "--no-index",
+        "-w",
+        tmp / "dist",
+        source,
+    )
     (built,) = (tmp / "dist").glob("*.whl")
     return built
 
@@ -72,8 +82,9 @@ def test_the_wheel_is_the_renamed_distribution_with_every_recipe(wheel):
 @pytest.mark.slow
 def test_the_installed_copy_is_imported_not_the_checkout(installed, away):
     # This environment may hold an editable install of the checkout: the installed copy must win.
-    printed = run(sys.executable, "-c", "import finetune, baselines; print(finetune.__file__); "
-                  "print(baselines.__file__)", **away).stdout.split()
+    printed = run(
+        sys.executable, "-c", "import finetune, baselines; print(finetune.__file__); print(baselines.__file__)", **away
+    ).stdout.split()
     for path in printed:
         assert Path(path).is_relative_to(installed), path
 

@@ -34,8 +34,7 @@ def tests_importable(monkeypatch):
 
 
 def build(spec: str, mode: str = "probe", **backbone):
-    return build_encoder(len(LABELS), LABELS, False, BackboneConfig(encoder=spec, mode=mode, **backbone),
-                         LoraConfig())
+    return build_encoder(len(LABELS), LABELS, False, BackboneConfig(encoder=spec, mode=mode, **backbone), LoraConfig())
 
 
 def installed(tmp_path: Path, monkeypatch, name: str, entry_points: str = "", top_level: str = "") -> None:
@@ -51,18 +50,23 @@ def installed(tmp_path: Path, monkeypatch, name: str, entry_points: str = "", to
 # ---------------------------------------------------------------------------- refusals
 
 
-@pytest.mark.parametrize("spec, message", [
-    ("plugin_encoders:wrong_rank", "returned shape (2, 40, 8) for a batch of 2; an encoder returns (B, L, T', D)"),
-    ("plugin_encoders:nan_output", "returned NaN or infinite hidden states"),
-    ("plugin_encoders:other_rate", "at its sample_rate 16000 Hz gave 73 more frames, its frame_rate 100 says 100"),
-    ("plugin_encoders:raises", "its forward on a (2, 16000) waveform batch at 16000 Hz raised RuntimeError: "
-                               "expected a (B, 1, T) input"),
-    ("plugin_encoders:no_attributes", "the encoder has no sample_rate, frame_rate, num_layers"),
-    ("plugin_encoders:absent", "plugin_encoders has no callable 'absent'"),
-    ("no_such_package.encoders:tiny", "cannot import no_such_package.encoders (ModuleNotFoundError"),
-    ("hear:plugin_encoders", "plugin_encoders is not a HEAR module: it has no load_model"),
-    ("plugin_encoders", "not package.module:factory, hear:package.module or a registered encoder"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("plugin_encoders:wrong_rank", "returned shape (2, 40, 8) for a batch of 2; an encoder returns (B, L, T', D)"),
+        ("plugin_encoders:nan_output", "returned NaN or infinite hidden states"),
+        ("plugin_encoders:other_rate", "at its sample_rate 16000 Hz gave 73 more frames, its frame_rate 100 says 100"),
+        (
+            "plugin_encoders:raises",
+            "its forward on a (2, 16000) waveform batch at 16000 Hz raised RuntimeError: expected a (B, 1, T) input",
+        ),
+        ("plugin_encoders:no_attributes", "the encoder has no sample_rate, frame_rate, num_layers"),
+        ("plugin_encoders:absent", "plugin_encoders has no callable 'absent'"),
+        ("no_such_package.encoders:tiny", "cannot import no_such_package.encoders (ModuleNotFoundError"),
+        ("hear:plugin_encoders", "plugin_encoders is not a HEAR module: it has no load_model"),
+        ("plugin_encoders", "not package.module:factory, hear:package.module or a registered encoder"),
+    ],
+)
 def test_a_broken_encoder_is_refused_in_one_line_naming_it(spec, message):
     with pytest.raises(ValueError) as raised:
         build(spec)
@@ -71,25 +75,39 @@ def test_a_broken_encoder_is_refused_in_one_line_naming_it(spec, message):
 
 
 def test_a_hear_module_is_refused_for_training():
-    with pytest.raises(ValueError, match=r"^backbone.mode=lora: backbone.encoder=hear:plugin_hear is a HEAR "
-                                         r"module, a frozen encoder .* use backbone.mode=probe$"):
+    with pytest.raises(
+        ValueError,
+        match=r"^backbone.mode=lora: backbone.encoder=hear:plugin_hear is a HEAR "
+        r"module, a frozen encoder .* use backbone.mode=probe$",
+    ):
         build("hear:plugin_hear", mode="lora")
 
 
 def test_weights_that_do_not_fit_are_refused(tmp_path):
     weights = tmp_path / "other.safetensors"
     save_file({"embed.weight": torch.zeros(8, 400)}, str(weights))
-    with pytest.raises(ValueError, match=r"encoder_weights=.*other.safetensors: does not fit plugin_encoders:tiny: "
-                                         r"5 weights missing \(e.g. embed.bias, layers.0.0.weight, layers.0.0.bias\)$"):
+    with pytest.raises(
+        ValueError,
+        match=r"encoder_weights=.*other.safetensors: does not fit plugin_encoders:tiny: "
+        r"5 weights missing \(e.g. embed.bias, layers.0.0.weight, layers.0.0.bias\)$",
+    ):
         build("plugin_encoders:tiny", encoder_weights=str(weights))
 
 
 @pytest.mark.slow
 def test_the_command_refuses_a_broken_encoder_before_training(tmp_path, synthetic_root):
-    line = refusal(tmp_path, "--recipe", "demo", "model.name=encoder", "backbone.encoder=plugin_encoders:nan_output",
-                   f"data.root={synthetic_root}", *TINY)
-    assert line == ("error: backbone.encoder=plugin_encoders:nan_output: returned NaN or infinite hidden states "
-                    "for 1 s of noise")
+    line = refusal(
+        tmp_path,
+        "--recipe",
+        "demo",
+        "model.name=encoder",
+        "backbone.encoder=plugin_encoders:nan_output",
+        f"data.root={synthetic_root}",
+        *TINY,
+    )
+    assert line == (
+        "error: backbone.encoder=plugin_encoders:nan_output: returned NaN or infinite hidden states for 1 s of noise"
+    )
 
 
 # ---------------------------------------------------------------------------- building, keys, registry
@@ -98,9 +116,11 @@ def test_the_command_refuses_a_broken_encoder_before_training(tmp_path, syntheti
 def test_lora_adapts_the_linear_layers_the_encoder_calls():
     model = build("plugin_encoders:tiny", mode="lora").model
     trainable = sorted(name for name, p in model.named_parameters() if p.requires_grad)
-    assert [n for n in trainable if "lora_A" in n] == ["encoder.embed.lora_A.default.weight",
-                                                       "encoder.layers.0.0.lora_A.default.weight",
-                                                       "encoder.layers.1.0.lora_A.default.weight"]
+    assert [n for n in trainable if "lora_A" in n] == [
+        "encoder.embed.lora_A.default.weight",
+        "encoder.layers.0.0.lora_A.default.weight",
+        "encoder.layers.1.0.lora_A.default.weight",
+    ]
     assert "classifier.weight" in trainable and not [n for n in trainable if n.endswith("base_layer.weight")]
 
 
@@ -114,13 +134,21 @@ def test_two_encoders_with_the_same_weights_never_share_cached_embeddings(tmp_pa
 
 
 def test_an_installed_package_registers_its_encoders_and_the_model_records_it(tmp_path, monkeypatch, capsys):
-    installed(tmp_path, monkeypatch, "tiny-encoders", "[finetune.encoders]\ntiny-music = plugin_encoders:tiny\n",
-              "plugin_encoders\n")
+    installed(
+        tmp_path,
+        monkeypatch,
+        "tiny-encoders",
+        "[finetune.encoders]\ntiny-music = plugin_encoders:tiny\n",
+        "plugin_encoders\n",
+    )
     assert main(["models"]) == 0
     assert "tiny-music" in capsys.readouterr().out.split("plug-in encoders")[1]
     config = build("tiny-music").model.config
-    assert (config.encoder, config.encoder_package, config.encoder_version) == ("plugin_encoders:tiny",
-                                                                                "tiny-encoders", "1.2.3")
+    assert (config.encoder, config.encoder_package, config.encoder_version) == (
+        "plugin_encoders:tiny",
+        "tiny-encoders",
+        "1.2.3",
+    )
     assert "`pip install tiny-encoders==1.2.3`" in requirement(config.to_dict())
 
 
@@ -128,15 +156,18 @@ def test_an_installed_package_registers_its_encoders_and_the_model_records_it(tm
 
 
 def train(out: Path, root: Path, mode: str, *extra: str) -> Path:
-    code, _, _ = run_main(["--recipe", "demo", *ENCODER, f"backbone.mode={mode}", f"data.root={root}",
-                           f"output_dir={out}", *TINY, *extra])
+    code, _, _ = run_main(
+        ["--recipe", "demo", *ENCODER, f"backbone.mode={mode}", f"data.root={root}", f"output_dir={out}", *TINY, *extra]
+    )
     assert code == 0
     return out
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode, extra", [("probe", ["probe.layers=all"]), ("lora", ["backbone.layer=weighted"]),
-                                         ("full", ["backbone.pooling=attention"])])
+@pytest.mark.parametrize(
+    "mode, extra",
+    [("probe", ["probe.layers=all"]), ("lora", ["backbone.layer=weighted"]), ("full", ["backbone.pooling=attention"])],
+)
 def test_trains_in_every_mode_and_exports_a_model_that_loads_back(tmp_path, synthetic_root, mode, extra):
     run_dir = train(tmp_path / "run", synthetic_root, mode, *extra)
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -157,22 +188,45 @@ def test_trains_in_every_mode_and_exports_a_model_that_loads_back(tmp_path, synt
 
 @pytest.mark.slow
 def test_a_hear_module_runs_as_a_probe(tmp_path, synthetic_root):
-    code, _, log = run_main(["--recipe", "demo", "model.name=encoder", "backbone.encoder=hear:plugin_hear",
-                             "backbone.mode=probe", f"data.root={synthetic_root}", f"output_dir={tmp_path / 'run'}",
-                             *TINY])
+    code, _, log = run_main(
+        [
+            "--recipe",
+            "demo",
+            "model.name=encoder",
+            "backbone.encoder=hear:plugin_hear",
+            "backbone.mode=probe",
+            f"data.root={synthetic_root}",
+            f"output_dir={tmp_path / 'run'}",
+            *TINY,
+        ]
+    )
     assert code == 0 and "hear_plugin_hear-" in log
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["validation"]["probe_layer"] == 0
     assert load_model(tmp_path / "run" / "model").model.config.encoder == "hear:plugin_hear"
     config = json.loads((tmp_path / "run" / "model" / "config.json").read_text())
-    assert requirement(config) == ("Its encoder is built by `hear:plugin_hear` (backbone.encoder): loading this "
-                                   "model needs its module on the Python path.")
+    assert requirement(config) == (
+        "Its encoder is built by `hear:plugin_hear` (backbone.encoder): loading this "
+        "model needs its module on the Python path."
+    )
 
 
 @pytest.mark.slow
 def test_compare_vary_probe_against_lora(tmp_path, synthetic_root):
     out = tmp_path / "vary"
-    code, _, _ = run_main(["compare", "--recipe", "demo", "--vary", "backbone.mode=probe,lora", "--out", str(out),
-                           *ENCODER, f"data.root={synthetic_root}", *TINY])
+    code, _, _ = run_main(
+        [
+            "compare",
+            "--recipe",
+            "demo",
+            "--vary",
+            "backbone.mode=probe,lora",
+            "--out",
+            str(out),
+            *ENCODER,
+            f"data.root={synthetic_root}",
+            *TINY,
+        ]
+    )
     assert code == 0
     summary = json.loads((out / "vary.json").read_text())
     assert [v["value"] for v in summary["values"]] == ["probe", "lora"]
@@ -184,9 +238,19 @@ def test_compare_vary_probe_against_lora(tmp_path, synthetic_root):
 def test_the_probe_head_init_fits_the_layer_the_head_reads(tmp_path, synthetic_root, layer):
     """Linear probe then fine-tune: the start point the Trainer evaluates scores what the probe
     fitted, so the head was fitted on the layer (or mix) the model reads."""
-    code, _, log = run_main(["--recipe", "demo", *ENCODER, "backbone.mode=full", f"backbone.layer={layer}",
-                             "backbone.head_init=probe", f"data.root={synthetic_root}",
-                             f"output_dir={tmp_path / 'run'}", *TINY])
+    code, _, log = run_main(
+        [
+            "--recipe",
+            "demo",
+            *ENCODER,
+            "backbone.mode=full",
+            f"backbone.layer={layer}",
+            "backbone.head_init=probe",
+            f"data.root={synthetic_root}",
+            f"output_dir={tmp_path / 'run'}",
+            *TINY,
+        ]
+    )
     assert code == 0
     fitted = float(log.split("backbone.head_init=probe: head fitted")[1].split("validation loss ")[1].split()[0])
     start = json.loads((tmp_path / "run" / "start_point" / "metrics.json").read_text())
@@ -215,11 +279,16 @@ def test_plugin_keys_belong_to_the_encoder_model_which_has_no_layers_to_decay():
     from finetune.checks import check_model_args
 
     for key in ("backbone.encoder=plugin_encoders:tiny", "backbone.encoder_weights=w.safetensors"):
-        with pytest.raises(recipes.RecipeError, match=r"only model.name=encoder builds a plug-in encoder; "
-                                                      r"model 'simple_cnn' would ignore it"):
+        with pytest.raises(
+            recipes.RecipeError,
+            match=r"only model.name=encoder builds a plug-in encoder; "
+            r"model 'simple_cnn' would ignore it",
+        ):
             check_model_args(recipes.load("demo", [key]))
-    decayed = recipes.load("demo", ["model.name=encoder", "model.args={}", "backbone.encoder=plugin_encoders:tiny",
-                                    "train.layer_decay=0.8"])
+    decayed = recipes.load(
+        "demo",
+        ["model.name=encoder", "model.args={}", "backbone.encoder=plugin_encoders:tiny", "train.layer_decay=0.8"],
+    )
     with pytest.raises(recipes.RecipeError, match="train.layer_decay: a plug-in encoder has no layer list"):
         check_model_args(decayed)
 
@@ -229,8 +298,11 @@ def test_an_encoder_that_cannot_be_found_is_refused_with_the_recipe_checks():
     from finetune import recipe as recipes
     from finetune.checks import check_model_args
 
-    for spec, module in (("no_such_package.encoders:build", "no_such_package.encoders"),
-                         ("hear:no_such_hear_module", "no_such_hear_module"), ("json:no_such", None)):
+    for spec, module in (
+        ("no_such_package.encoders:build", "no_such_package.encoders"),
+        ("hear:no_such_hear_module", "no_such_hear_module"),
+        ("json:no_such", None),
+    ):
         recipe = recipes.load("demo", ["model.name=encoder", "model.args={}", f"backbone.encoder={spec}"])
         if module is None:  # the module exists: its factory is looked up when the encoder is built
             check_model_args(recipe)
@@ -244,12 +316,23 @@ def test_encoder_weights_that_are_missing_or_a_pickle_are_refused_with_the_recip
     from finetune.checks import check_model_args
 
     def checked(weights):
-        check_model_args(recipes.load("demo", ["model.name=encoder", "model.args={}",
-                                               "backbone.encoder=plugin_encoders:tiny",
-                                               f"backbone.encoder_weights={weights}"]))
+        check_model_args(
+            recipes.load(
+                "demo",
+                [
+                    "model.name=encoder",
+                    "model.args={}",
+                    "backbone.encoder=plugin_encoders:tiny",
+                    f"backbone.encoder_weights={weights}",
+                ],
+            )
+        )
 
-    with pytest.raises(ValueError, match=r"encoder_weights=.*muq_large.safetensors: no such file; convert the "
-                                         r"published weights first"):
+    with pytest.raises(
+        ValueError,
+        match=r"encoder_weights=.*muq_large.safetensors: no such file; convert the "
+        r"published weights first",
+    ):
         checked(tmp_path / "muq_large.safetensors")
     pickle = tmp_path / "weights.bin"
     pickle.write_bytes(b"not read")

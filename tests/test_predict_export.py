@@ -81,8 +81,11 @@ def test_predict_genre_original_api(predictor, synthetic_root, demo_run):
 def test_cli_prints_json_lines_and_reports_bad_files(demo_run, tmp_path):
     sf.write(tmp_path / "a.wav", tone(4.0), 44_100)
     (tmp_path / "broken.mp3").write_bytes(b"")
-    result = subprocess.run([sys.executable, "-m", "finetune", "predict", "--model", str(demo_run),
-                             str(tmp_path), "--top-k", "2"], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "finetune", "predict", "--model", str(demo_run), str(tmp_path), "--top-k", "2"],
+        capture_output=True,
+        text=True,
+    )
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert result.returncode == 1, "a failed file makes the exit status non-zero"
     by_name = {item["file"].rsplit("/", 1)[-1]: item for item in lines}
@@ -103,8 +106,10 @@ def test_predict_many_takes_files_folders_and_lists_and_reports_bad_files(predic
     results = list(predictor.predict_many(folder, top_k=2))  # searched recursively, sorted
     assert [r["file"] for r in results] == [str(folder / name) for name in ("a.wav", "broken.mp3", "sub/b.flac")]
     assert results[0] == predictor.predict(folder / "a.wav", top_k=2)
-    assert results[1] == {"file": str(folder / "broken.mp3"),
-                          "error": f"cannot read audio file {folder / 'broken.mp3'}: empty file (0 bytes)"}
+    assert results[1] == {
+        "file": str(folder / "broken.mp3"),
+        "error": f"cannot read audio file {folder / 'broken.mp3'}: empty file (0 bytes)",
+    }
     assert list(predictor.predict_many(single)) == [predictor.predict(single)]
     mixed = list(predictor.predict_many([single, folder / "sub", tmp_path / "missing.wav"], per_window=True))
     assert [r["file"] for r in mixed] == [str(single), str(folder / "sub" / "b.flac"), str(tmp_path / "missing.wav")]
@@ -129,9 +134,18 @@ def test_memory_stays_flat_for_a_ten_minute_file(demo_run, tmp_path):
     # A fixed mmap threshold makes glibc return freed buffers at once, so the peak RSS tracks the
     # memory really in use instead of what the allocator happens to keep.
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072", "OMP_NUM_THREADS": "1"}
-    growth = [int(subprocess.run([sys.executable, "-c", GROWTH_KB, str(demo_run), str(warm), str(path)],
-                                 capture_output=True, text=True, check=True, env=env).stdout.split()[-1])
-              for path in (short, long)]
+    growth = [
+        int(
+            subprocess.run(
+                [sys.executable, "-c", GROWTH_KB, str(demo_run), str(warm), str(path)],
+                capture_output=True,
+                text=True,
+                check=True,
+                env=env,
+            ).stdout.split()[-1]
+        )
+        for path in (short, long)
+    ]
     assert growth[0] > 0, growth
     assert growth[1] <= 1.5 * growth[0], f"peak RSS growth in KiB, 30 s vs 10 min: {growth}"
 
@@ -173,7 +187,8 @@ def test_push_uploads_the_export_and_fails_clearly_offline(demo_run, tmp_path):
     url = export.push_to_hub(folder, "someone/demo", private=True, api=api)
     assert url.endswith("someone/demo") and api.created == [("someone/demo", True)]
     assert sorted(p.name for p in (tmp_path / "hub" / "someone" / "demo").iterdir()) == sorted(
-        p.name for p in folder.iterdir())
+        p.name for p in folder.iterdir()
+    )
     with pytest.raises(export.HubError, match="intact"):
         export.push_to_hub(folder, "someone/demo", api=FolderApi(tmp_path / "hub2", fail=True))
     assert (folder / "model.safetensors").is_file()
@@ -185,9 +200,24 @@ def mtat_run(mtat_root, tmp_path_factory):
     from finetune.cli import main
 
     run_dir = tmp_path_factory.mktemp("mtat-run") / "run"
-    assert main(["--recipe", "demo", "data.name=mtat", "data.split_scheme=standard", f"data.root={mtat_root}", "data.tags=7",
-                 "train.max_steps=2", "train.batch_size=4", "data.num_workers=0", "data.max_tracks=12",
-                 f"output_dir={run_dir}"]) == 0
+    assert (
+        main(
+            [
+                "--recipe",
+                "demo",
+                "data.name=mtat",
+                "data.split_scheme=standard",
+                f"data.root={mtat_root}",
+                "data.tags=7",
+                "train.max_steps=2",
+                "train.batch_size=4",
+                "data.num_workers=0",
+                "data.max_tracks=12",
+                f"output_dir={run_dir}",
+            ]
+        )
+        == 0
+    )
     return run_dir
 
 
@@ -224,14 +254,14 @@ def test_tagging_run_tunes_and_predict_applies_per_tag_thresholds(mtat_run, mtat
     assert len(predictor.predict(path, top_k=2)["labels"]) == 2  # top-k caps the tags that pass
     median = float(np.median(track))
     assert {item["label"] for item in predictor.predict(path, threshold=median)["labels"]} == {
-        n for n, s in zip(predictor.label_names, track) if s >= median}
+        n for n, s in zip(predictor.label_names, track) if s >= median
+    }
 
     # The CLI: per-tag thresholds by default, --threshold overrides them, --top-k caps.
     assert set(cli_labels(capsys, "--model", str(mtat_run), str(path))[0]) == passing
     assert len(cli_labels(capsys, "--model", str(mtat_run), str(path), "--threshold", "0")[0]) == 7
     assert cli_labels(capsys, "--model", str(mtat_run), str(path), "--threshold", "1.01")[0] == []
-    assert len(cli_labels(capsys, "--model", str(mtat_run), str(path), "--threshold", "0",
-                          "--top-k", "3")[0]) == 3
+    assert len(cli_labels(capsys, "--model", str(mtat_run), str(path), "--threshold", "0", "--top-k", "3")[0]) == 3
 
 
 def test_genre_models_have_no_tag_thresholds_and_stay_top_k(demo_run, predictor):

@@ -35,14 +35,25 @@ MUSICNN = "pretrained/sota-music-tagging-models/mtat/musicnn/best_model.pth"
 
 
 def linear_embedder() -> Embedder:
-    return Embedder(layer_features=None, head=lambda modules, x: modules.classifier(x), head_input="classifier",
-                    num_layers=0, cut=lambda model, layer: model)
+    return Embedder(
+        layer_features=None,
+        head=lambda modules, x: modules.classifier(x),
+        head_input="classifier",
+        num_layers=0,
+        cut=lambda model, layer: model,
+    )
 
 
 def chain_embedder() -> Embedder:
     """The wav2vec2 / HuBERT / MERT head: projector then classifier, declared a linear chain."""
-    return Embedder(layer_features=None, head=speech_head, head_input="projector", num_layers=0,
-                    cut=lambda model, layer: model, linear_chain=("projector", "classifier"))
+    return Embedder(
+        layer_features=None,
+        head=speech_head,
+        head_input="projector",
+        num_layers=0,
+        cut=lambda model, layer: model,
+        linear_chain=("projector", "classifier"),
+    )
 
 
 def speech_head_modules(dims: int, hidden: int, classes: int) -> nn.ModuleDict:
@@ -59,13 +70,22 @@ def blobs(rng, count: int, classes: int = 3, dims: int = 6) -> tuple[np.ndarray,
 
 def embedded(labels: np.ndarray) -> Embedded:
     """Split metadata for `fit_head`: one window per track."""
-    return Embedded(files=[], track_index=np.arange(len(labels)), targets=labels.astype(np.int64),
-                    paths=[f"t{i}" for i in range(len(labels))])
+    return Embedded(
+        files=[],
+        track_index=np.arange(len(labels)),
+        targets=labels.astype(np.int64),
+        paths=[f"t{i}" for i in range(len(labels))],
+    )
 
 
 def task(metric="loss"):
-    return {"label_names": ["a", "b", "c"], "multi_label": False, "aggregate": "mean", "metric": metric,
-            "greater_is_better": metric != "loss"}
+    return {
+        "label_names": ["a", "b", "c"],
+        "multi_label": False,
+        "aggregate": "mean",
+        "metric": metric,
+        "greater_is_better": metric != "loss",
+    }
 
 
 def test_the_fitted_head_is_scikit_learns_logistic_regression():
@@ -76,8 +96,17 @@ def test_the_fitted_head_is_scikit_learns_logistic_regression():
     vx, vy = blobs(np.random.default_rng(1), 90)
     decay = 0.01
     initial = nn.ModuleDict({"classifier": nn.Linear(6, 3)})
-    fit = fit_head(initial, linear_embedder(), torch.from_numpy(x), embedded(y), torch.from_numpy(vx),
-                   embedded(vy), task(), [decay], max_iter=500)
+    fit = fit_head(
+        initial,
+        linear_embedder(),
+        torch.from_numpy(x),
+        embedded(y),
+        torch.from_numpy(vx),
+        embedded(vy),
+        task(),
+        [decay],
+        max_iter=500,
+    )
     mean, std = x.mean(axis=0), x.std(axis=0, ddof=1)
     reference = LogisticRegression(C=1 / (decay * len(x)), max_iter=10_000, tol=1e-10).fit((x - mean) / std, y)
     with torch.no_grad():
@@ -91,9 +120,17 @@ def test_the_penalty_is_chosen_on_validation():
     vx, vy = blobs(np.random.default_rng(3), 300)
     fits = {}
     for decays in ([1e-4], [1.0], [1e-4, 1e-2, 1.0]):
-        fits[tuple(decays)] = fit_head(nn.ModuleDict({"classifier": nn.Linear(6, 3)}), linear_embedder(),
-                                       torch.from_numpy(x), embedded(y), torch.from_numpy(vx), embedded(vy),
-                                       task(), decays, max_iter=300)
+        fits[tuple(decays)] = fit_head(
+            nn.ModuleDict({"classifier": nn.Linear(6, 3)}),
+            linear_embedder(),
+            torch.from_numpy(x),
+            embedded(y),
+            torch.from_numpy(vx),
+            embedded(vy),
+            task(),
+            decays,
+            max_iter=300,
+        )
     sweep = fits[(1e-4, 1e-2, 1.0)]
     assert [entry["weight_decay"] for entry in sweep.log] == [1.0, 1e-2, 1e-4]  # strongest first
     assert sweep.score == min(entry["eval_loss"] for entry in sweep.log)
@@ -125,8 +162,10 @@ def test_a_projector_classifier_head_fitted_with_as_many_units_as_classes_loses_
     assert small["projector"].weight.shape == (3, 12) and small["classifier"].weight.shape == (3, 3)
     lbfgs_fit(small, embedder, x, y, multi_label, decay, max_iter=500)
     expanded = expanded_head(small, copy.deepcopy(initial), embedder)
-    objective = {name: penalised_loss(head, embedder, x, y, multi_label, decay).item()
-                 for name, head in (("full", full), ("small", small), ("expanded", expanded))}
+    objective = {
+        name: penalised_loss(head, embedder, x, y, multi_label, decay).item()
+        for name, head in (("full", full), ("small", small), ("expanded", expanded))
+    }
     assert objective["small"] <= objective["full"] + 1e-5
     assert objective["expanded"] == pytest.approx(objective["small"], abs=1e-12)
     with torch.no_grad():
@@ -143,8 +182,17 @@ def test_the_reduced_probe_head_has_the_models_shapes_and_reads_raw_features():
     vx, vy = blobs(np.random.default_rng(5), 30)
     torch.manual_seed(1)
     initial, embedder, decay = speech_head_modules(6, 8, 3), chain_embedder(), 1e-2
-    fit = fit_head(initial, embedder, torch.from_numpy(x), embedded(y), torch.from_numpy(vx), embedded(vy),
-                   task(), [decay], max_iter=300)
+    fit = fit_head(
+        initial,
+        embedder,
+        torch.from_numpy(x),
+        embedded(y),
+        torch.from_numpy(vx),
+        embedded(vy),
+        task(),
+        [decay],
+        max_iter=300,
+    )
     assert {n: p.shape for n, p in fit.head.named_parameters()} == {n: p.shape for n, p in initial.named_parameters()}
     assert not fit.head["projector"].weight[3:].any() and not fit.head["projector"].bias[3:].any()
     assert not fit.head["classifier"].weight[:, 3:].any()
@@ -152,8 +200,12 @@ def test_the_reduced_probe_head_has_the_models_shapes_and_reads_raw_features():
     by_hand = reduced_head(copy.deepcopy(initial), embedder)
     lbfgs_fit(by_hand, embedder, (torch.from_numpy(x) - mean) / std, torch.from_numpy(y), False, decay, max_iter=300)
     with torch.no_grad():
-        torch.testing.assert_close(speech_head(fit.head, torch.from_numpy(vx)),
-                                   speech_head(by_hand, (torch.from_numpy(vx) - mean) / std), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(
+            speech_head(fit.head, torch.from_numpy(vx)),
+            speech_head(by_hand, (torch.from_numpy(vx) - mean) / std),
+            rtol=1e-4,
+            atol=1e-4,
+        )
 
 
 def test_a_two_layer_head_shrunk_to_zero_by_a_strong_penalty_is_refitted_under_a_weaker_one():
@@ -168,8 +220,17 @@ def test_a_two_layer_head_shrunk_to_zero_by_a_strong_penalty_is_refitted_under_a
         nn.init.zeros_(module.bias)
 
     def fit(decays):
-        return fit_head(initial, chain_embedder(), torch.from_numpy(x), embedded(y.numpy()), torch.from_numpy(x),
-                        embedded(y.numpy()), task(), decays, max_iter=500)
+        return fit_head(
+            initial,
+            chain_embedder(),
+            torch.from_numpy(x),
+            embedded(y.numpy()),
+            torch.from_numpy(x),
+            embedded(y.numpy()),
+            task(),
+            decays,
+            max_iter=500,
+        )
 
     sweep, alone = fit([1.0, 1e-3]), fit([1e-3])
     assert sweep.log[0]["eval_loss"] == pytest.approx(np.log(3), abs=0.02)  # zero head: the class priors
@@ -183,10 +244,19 @@ def test_a_head_with_no_fewer_classes_than_units_is_fitted_whole():
 
 
 def probe_args(realdata, run_dir, *overrides):
-    return ["--recipe", "musicnn_pretrained_gtzan", f"data.root={realdata / 'gtzan'}", "data.split_scheme=random",
-            "data.folds=4", "data.fold=1", "data.group_by=none", f"backbone.path={realdata / MUSICNN}",
-            "data.num_workers=0",
-            f"output_dir={run_dir}", *overrides]
+    return [
+        "--recipe",
+        "musicnn_pretrained_gtzan",
+        f"data.root={realdata / 'gtzan'}",
+        "data.split_scheme=random",
+        "data.folds=4",
+        "data.fold=1",
+        "data.group_by=none",
+        f"backbone.path={realdata / MUSICNN}",
+        "data.num_workers=0",
+        f"output_dir={run_dir}",
+        *overrides,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -219,8 +289,21 @@ def test_fine_tuning_starts_from_the_probe_and_keeps_the_pretrained_statistics(r
     is the probe's), batch-norm statistics stay the pretrained ones, and a fine-tune that only makes
     validation worse (a head learning rate of 5) ends with the probe's model."""
     run_dir = tmp_path / "lpft"
-    assert main(probe_args(realdata, run_dir, "train.max_steps=2", "train.batch_size=8", "train.head_lr=5", "train.warmup_ratio=0",
-                           "train.eval_steps=1", "train.save_steps=1")) == 0
+    assert (
+        main(
+            probe_args(
+                realdata,
+                run_dir,
+                "train.max_steps=2",
+                "train.batch_size=8",
+                "train.head_lr=5",
+                "train.warmup_ratio=0",
+                "train.eval_steps=1",
+                "train.save_steps=1",
+            )
+        )
+        == 0
+    )
     probe = json.loads((real_probe / "metrics.json").read_text())["validation"]
     tuned = json.loads((run_dir / "metrics.json").read_text())["validation"]
     history = json.loads((run_dir / "log_history.json").read_text())
@@ -229,8 +312,9 @@ def test_fine_tuning_starts_from_the_probe_and_keeps_the_pretrained_statistics(r
     later = [e["eval_loss"] for e in history if "eval_loss" in e and e["step"] > 0]
     assert later and min(later) > probe["loss"] and tuned["start_point"]["kept_start"]
     probe_scores = TrackPredictions.load(real_probe / "predictions" / "test.npz").probs
-    np.testing.assert_allclose(TrackPredictions.load(run_dir / "predictions" / "test.npz").probs, probe_scores,
-                               atol=1e-4)
+    np.testing.assert_allclose(
+        TrackPredictions.load(run_dir / "predictions" / "test.npz").probs, probe_scores, atol=1e-4
+    )
     pretrained = import_won_checkpoint(MusicnnModel, realdata / MUSICNN).state_dict()
     trained = load_file(str(run_dir / "checkpoint-2" / "model.safetensors"))  # after 2 training steps
     stats = [k for k in pretrained if k.endswith(("running_mean", "running_var"))]
@@ -238,13 +322,18 @@ def test_fine_tuning_starts_from_the_probe_and_keeps_the_pretrained_statistics(r
     assert not torch.equal(trained["timbral.0.conv.weight"], pretrained["timbral.0.conv.weight"])  # it did train
 
 
-@pytest.mark.parametrize("path, slug", [
-    ("../shared/realdata/pretrained/sota-music-tagging-models/mtat/musicnn/best_model.pth",
-     "sota-music-tagging-models_mtat_musicnn_best_model.pth"),  # was cut to 'rained_sota-...'
-    ("m-a-p/MERT-v1-95M", "m-a-p_MERT-v1-95M"),
-    ("/runs/my model/", "runs_my_model"),
-    ("x" * 80, "x" * 60),
-])
+@pytest.mark.parametrize(
+    "path, slug",
+    [
+        (
+            "../shared/realdata/pretrained/sota-music-tagging-models/mtat/musicnn/best_model.pth",
+            "sota-music-tagging-models_mtat_musicnn_best_model.pth",
+        ),  # was cut to 'rained_sota-...'
+        ("m-a-p/MERT-v1-95M", "m-a-p_MERT-v1-95M"),
+        ("/runs/my model/", "runs_my_model"),
+        ("x" * 80, "x" * 60),
+    ],
+)
 def test_the_embedding_cache_folder_names_whole_path_components(path, slug):
     assert path_slug(path) == slug
 
@@ -262,20 +351,33 @@ def test_two_workers_embedding_one_split_embed_each_track_once(tiny_backbones, s
     from finetune.data.recipe_data import recipe_dataset
     from finetune.probe import embed_split, embedder_for
 
-    recipe = recipes.load("demo", [f"data.root={synthetic_root}", "data.max_tracks=3", "data.num_workers=0",
-                                   "model.name=hubert", f"backbone.path={tiny_backbones['hubert']}",
-                                   "backbone.mode=probe"])
+    recipe = recipes.load(
+        "demo",
+        [
+            f"data.root={synthetic_root}",
+            "data.max_tracks=3",
+            "data.num_workers=0",
+            "model.name=hubert",
+            f"backbone.path={tiny_backbones['hubert']}",
+            "backbone.mode=probe",
+        ],
+    )
     split = recipe_dataset(recipe)["validation"]
     bundle = build_tiny(tiny_backbones, "hubert", mode="probe", labels=len(split.features["label"].names))
     embedder = embedder_for("hubert", bundle.model)
     forwards = []
     handle = torch.nn.modules.module.register_module_forward_hook(
-        lambda module, args, output: forwards.append(1) if isinstance(module, HubertModel) else None)
+        lambda module, args, output: forwards.append(1) if isinstance(module, HubertModel) else None
+    )
     try:
         embed_split(recipe, split, "validation", bundle, embedder, tmp_path / "alone")
         alone, forwards[:] = len(forwards), []
-        workers = [threading.Thread(target=embed_split, args=(recipe, split, "validation", bundle, embedder,
-                                                              tmp_path / "shared")) for _ in range(2)]
+        workers = [
+            threading.Thread(
+                target=embed_split, args=(recipe, split, "validation", bundle, embedder, tmp_path / "shared")
+            )
+            for _ in range(2)
+        ]
         for worker in workers:
             worker.start()
         for worker in workers:

@@ -71,8 +71,9 @@ def recorded_git(source_root: Path) -> dict | None:
     """`git` of the provenance that the toolkit copied to `source_root` records, run from there."""
     code = "import json, finetune.provenance as p; print(json.dumps(p.checkout()))"
     env = {**os.environ, "PYTHONPATH": str(source_root)}
-    result = subprocess.run([sys.executable, "-c", code], cwd=source_root, env=env, capture_output=True, text=True,
-                            check=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=source_root, env=env, capture_output=True, text=True, check=True, timeout=120
+    )
     return json.loads(result.stdout)
 
 
@@ -127,8 +128,13 @@ def test_run_json_records_what_reproduces_the_run(demo_run):
 @pytest.mark.slow
 def test_the_report_shows_them(demo_run):
     recorded = json.loads((demo_run / IDENTITY_FILE).read_text())
-    shown = [recorded["version"], recorded["python"], recorded["device"]["type"], recorded["device"]["name"],
-             *(f"{name} {version}" for name, version in recorded["libraries"].items())]
+    shown = [
+        recorded["version"],
+        recorded["python"],
+        recorded["device"]["type"],
+        recorded["device"]["name"],
+        *(f"{name} {version}" for name, version in recorded["libraries"].items()),
+    ]
     if recorded["git"]:
         shown.append(recorded["git"]["commit"])
     for report in ("report.md", "report.html"):

@@ -10,8 +10,18 @@ import yaml
 from finetune import recipe as recipes
 from finetune.checks import check_recipe
 
-REQUIRED_KEYS = ["output_dir", "seed", "data.name", "data.root", "train.epochs", "train.max_steps",
-                 "train.batch_size", "train.lr", "train.save_steps", "train.resume"]
+REQUIRED_KEYS = [
+    "output_dir",
+    "seed",
+    "data.name",
+    "data.root",
+    "train.epochs",
+    "train.max_steps",
+    "train.batch_size",
+    "train.lr",
+    "train.save_steps",
+    "train.resume",
+]
 
 
 def schema_order(cls=recipes.Recipe, prefix=""):
@@ -65,8 +75,17 @@ def test_required_keys_exist_in_every_recipe():
 
 
 def test_overrides_apply_with_types():
-    recipe = recipes.load("demo", ["train.lr=3e-4", "train.max_steps=2", "seed=7",
-                                   "data.root=/tmp/x", "output_dir=/tmp/run", "train.resume=true"])
+    recipe = recipes.load(
+        "demo",
+        [
+            "train.lr=3e-4",
+            "train.max_steps=2",
+            "seed=7",
+            "data.root=/tmp/x",
+            "output_dir=/tmp/run",
+            "train.resume=true",
+        ],
+    )
     assert recipe.train.lr == pytest.approx(3e-4)
     assert recipe.train.max_steps == 2 and recipe.seed == 7
     assert recipe.data.root == "/tmp/x" and recipe.output_dir == "/tmp/run"
@@ -127,10 +146,16 @@ def test_recipe_round_trips_through_yaml(tmp_path):
         ("augment.noise_snr_db=nan", "augment.noise_snr_db: nan is not a finite number"),  # no range of its own
         ("eval.durations=1,inf", "eval.durations: inf is not a finite number"),
         ("model.args.f_max=inf", "model.args.f_max: inf is not a finite number"),
-        ("data.sample_rate=1", "data.sample_rate: 1 Hz is too low for the log-mel front end of model 'simple_cnn': "
-                               "it needs at least 86 Hz for one STFT frame"),
-        ("model.args.f_max=9000", "model.args.sample_rate: 16000 Hz is too low for the log-mel front end of model "
-                                  "'simple_cnn': it needs at least 18000 Hz for mel bands up to f_max = 9000 Hz"),
+        (
+            "data.sample_rate=1",
+            "data.sample_rate: 1 Hz is too low for the log-mel front end of model 'simple_cnn': "
+            "it needs at least 86 Hz for one STFT frame",
+        ),
+        (
+            "model.args.f_max=9000",
+            "model.args.sample_rate: 16000 Hz is too low for the log-mel front end of model "
+            "'simple_cnn': it needs at least 18000 Hz for mel bands up to f_max = 9000 Hz",
+        ),
         ("model.name=mert data.sample_rate=16000", "data.sample_rate: model 'mert' has a fixed rate"),
     ],
 )

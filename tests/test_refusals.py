@@ -22,8 +22,14 @@ def refusal(tmp_path, *argv) -> str:
     """`python -m finetune ...` run in `tmp_path` with its own cache, expected to refuse: status 2,
     one line `error: ...`, no traceback, no run folder and no audio cache. Returns the line."""
     cache = tmp_path / "cache"
-    result = subprocess.run([sys.executable, "-m", "finetune", *argv], capture_output=True, text=True,
-                            cwd=tmp_path, env={**os.environ, "FINETUNE_CACHE": str(cache)}, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "finetune", *argv],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "FINETUNE_CACHE": str(cache)},
+        timeout=300,
+    )
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert result.returncode == 2 and len(errors) == 1, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
@@ -48,11 +54,14 @@ def test_a_metric_the_task_does_not_report_is_refused_before_any_data(tmp_path):
     assert not (tmp_path / "cache").exists(), "the demo's data is not even generated"
 
 
-@pytest.mark.parametrize("overrides, valid", [
-    (["data.name=mtat", "data.root=/x", "train.metric=accuracy"], "roc_auc_macro, pr_auc_macro"),
-    (["data.name=fma", "data.root=/x", "data.task=genres_all", "train.metric=macro_f1"], "roc_auc_macro"),
-    (["data.name=fma", "data.root=/x", "train.metric=bogus"], "accuracy, macro_f1"),
-])
+@pytest.mark.parametrize(
+    "overrides, valid",
+    [
+        (["data.name=mtat", "data.root=/x", "train.metric=accuracy"], "roc_auc_macro, pr_auc_macro"),
+        (["data.name=fma", "data.root=/x", "data.task=genres_all", "train.metric=macro_f1"], "roc_auc_macro"),
+        (["data.name=fma", "data.root=/x", "train.metric=bogus"], "accuracy, macro_f1"),
+    ],
+)
 def test_dry_run_checks_the_metric_where_the_dataset_tells_its_task(overrides, valid):
     with pytest.raises(recipes.RecipeError, match="train.metric") as err:
         check_recipe(recipes.load("demo", overrides))
@@ -64,8 +73,11 @@ def test_the_metric_is_checked_against_the_indexed_label_count():
     recipe = recipes.load("demo", ["data.name=folder", "data.root=/x", "train.metric=top5_accuracy"])
     check_recipe(recipe)  # unknown before indexing
     check_metric(recipe, multi_label=False, num_labels=6)
-    with pytest.raises(recipes.RecipeError, match=r"'top5_accuracy' is not a validation metric of single-label "
-                                                  r"classification over 3 classes; valid: loss, accuracy"):
+    with pytest.raises(
+        recipes.RecipeError,
+        match=r"'top5_accuracy' is not a validation metric of single-label "
+        r"classification over 3 classes; valid: loss, accuracy",
+    ):
         check_metric(recipe, multi_label=False, num_labels=3)
 
 
@@ -75,16 +87,18 @@ def test_the_metric_is_checked_against_the_indexed_label_count():
 @pytest.mark.slow
 def test_a_dataset_of_one_class_is_refused_once_indexed(tmp_path):
     root = folder_dataset(tmp_path / "music", ["rock"], 6)
-    line = refusal(tmp_path, "--recipe", "demo", "data.name=folder", f"data.root={root}", "train.max_steps=2",
-                   "data.num_workers=0")
+    line = refusal(
+        tmp_path, "--recipe", "demo", "data.name=folder", f"data.root={root}", "train.max_steps=2", "data.num_workers=0"
+    )
     assert f"data.root={root}: dataset 'folder' has 1 class to train on (rock); it needs at least 2" in line
 
 
 @pytest.mark.slow
 def test_a_split_left_without_tracks_is_refused_once_indexed(tmp_path):
     root = folder_dataset(tmp_path / "music", ["rock", "jazz"], 1)
-    line = refusal(tmp_path, "--recipe", "demo", "data.name=folder", f"data.root={root}", "train.max_steps=2",
-                   "data.num_workers=0")
+    line = refusal(
+        tmp_path, "--recipe", "demo", "data.name=folder", f"data.root={root}", "train.max_steps=2", "data.num_workers=0"
+    )
     assert "the validation split of dataset 'folder' has no tracks (train 2, validation 0, test 0)" in line
     assert "data.split_ratios=" in line
 
@@ -138,8 +152,10 @@ def test_switching_the_model_drops_the_recipe_files_model_args(capsys, caplog):
     with caplog.at_level(logging.INFO, logger="finetune"):
         assert main(["--recipe", "demo", "model.name=auto", "backbone.path=X", "--dry-run"]) == 0
     assert "args: {}" in capsys.readouterr().out
-    assert "model.name=auto: the recipe's options for simple_cnn left out: model.args.sample_rate=16000, " \
-           "model.args.n_mels=64" in caplog.text
+    assert (
+        "model.name=auto: the recipe's options for simple_cnn left out: model.args.sample_rate=16000, "
+        "model.args.n_mels=64" in caplog.text
+    )
     fcn = recipes.load("demo", ["model.name=fcn", "model.args.n_mels=32"])
     assert fcn.model.args == {"n_mels": 32}, "what the overrides set again is kept"
     assert recipes.load("demo", ["model.args.n_mels=32"]).model.args == {"n_mels": 32, "sample_rate": 16000}

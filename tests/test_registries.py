@@ -59,8 +59,9 @@ def test_the_model_options_file_holds_every_builders_signature():
     """finetune/model_options.json, which checking a recipe and `finetune models` read instead of
     importing torch, is the builders' signatures: after adding or changing a model, rewrite it with
     `python -m finetune.models`."""
-    assert MODEL_OPTIONS == model_options() and OPTIONS_FILE.read_text() == to_json(model_options()), \
+    assert MODEL_OPTIONS == model_options() and OPTIONS_FILE.read_text() == to_json(model_options()), (
         "finetune/model_options.json is stale: run python -m finetune.models"
+    )
     assert list(MODEL_OPTIONS) == list(model_builders())
 
 

@@ -48,7 +48,8 @@ def test_tag_report_intervals_need_predictions_and_tags_without_positives_are_li
     assert "tested on 120 tracks; the published test split has 4332" in md  # not set beside published figures
     assert "MusiCNN (Pons et al. 2018)" not in md
     TrackPredictions([str(i) for i in range(120)], [""] * 120, probs, targets, names).save(
-        tmp_path / "predictions" / "test.npz")
+        tmp_path / "predictions" / "test.npz"
+    )
     write_reports(tmp_path, recipe, results, HISTORY)
     row = next(line for line in (tmp_path / "report.md").read_text().splitlines() if line.startswith("| roc_auc_macro"))
     low, high = (float(v) for v in row.split("[")[1].split("]")[0].split(","))
@@ -71,10 +72,12 @@ def test_refresh_adds_saved_study_sections_in_order(tmp_path):
 def test_importing_the_plotting_modules_leaves_the_matplotlib_backend_alone(tmp_path):
     """A notebook's backend stays its own: importing the report, compare --vary, compare and the
     studies switches nothing, and their figures still save as PNGs."""
-    code = ("import matplotlib; matplotlib.use('svg'); "
-            "import finetune.report, finetune.vary, finetune.compare, finetune.studies; "
-            "assert matplotlib.get_backend() == 'svg', matplotlib.get_backend(); "
-            f"finetune.report.save_figure(finetune.report.per_tag_plot({{'a': {{'roc_auc': 0.8, 'ap': 0.6}}}}), "
-            f"__import__('pathlib').Path({str(tmp_path / 'tags.png')!r}))")
+    code = (
+        "import matplotlib; matplotlib.use('svg'); "
+        "import finetune.report, finetune.vary, finetune.compare, finetune.studies; "
+        "assert matplotlib.get_backend() == 'svg', matplotlib.get_backend(); "
+        f"finetune.report.save_figure(finetune.report.per_tag_plot({{'a': {{'roc_auc': 0.8, 'ap': 0.6}}}}), "
+        f"__import__('pathlib').Path({str(tmp_path / 'tags.png')!r}))"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
     assert (tmp_path / "tags.png").read_bytes().startswith(b"\x89PNG")

@@ -14,17 +14,35 @@ CHROMIUM = shutil.which("chromium")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="`chromium` is not on PATH (apt-get install -y chromium)")
 
 # Appended to a copy of the page: after load, count the images that decoded.
-PROBE = ("<script>addEventListener('load', () => { const ok = [...document.images].filter("
-         "i => i.complete && i.naturalWidth > 0); document.body.dataset.images = "
-         "ok.length + '/' + document.images.length; });</script>")
+PROBE = (
+    "<script>addEventListener('load', () => { const ok = [...document.images].filter("
+    "i => i.complete && i.naturalWidth > 0); document.body.dataset.images = "
+    "ok.length + '/' + document.images.length; });</script>"
+)
 
 
 def chromium(tmp_path, *args) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
-         "--enable-logging=stderr", "--v=0", "--virtual-time-budget=5000", *args],
-        capture_output=True, text=True, timeout=120, check=True)
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--virtual-time-budget=5000",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
 
 
 @pytest.fixture(scope="module")

@@ -35,8 +35,10 @@ def test_every_published_split_records_its_test_size():
 def test_a_run_on_part_of_the_published_test_split_is_not_set_beside_published_figures(tmp_path):
     md = report(tmp_path, GTZAN, genre_test(20))
     assert "Published results on this split" not in md and "0.7480" not in md
-    assert "## Published results\n\n- This run was tested on 20 tracks; the published test split has 290: " \
-           "published figures are not comparable and are not shown." in md
+    assert (
+        "## Published results\n\n- This run was tested on 20 tracks; the published test split has 290: "
+        "published figures are not comparable and are not shown." in md
+    )
 
 
 def test_an_unreadable_test_file_makes_the_split_partial(tmp_path):
@@ -49,31 +51,47 @@ def test_the_whole_published_test_split_gets_the_published_table(tmp_path):
     assert "## Published results on this split" in md and "| MERT-95M, frozen, MLP probe | 0.7480 |" in md
     rng = np.random.default_rng(1)
     targets = (rng.random((4332, 5)) < 0.3).astype(int)
-    tags = tagging_metrics(np.clip(0.5 * targets + 0.6 * rng.random(targets.shape), 0, 1), targets,
-                           ["rock", "pop", "guitar", "piano", "drums"])
+    tags = tagging_metrics(
+        np.clip(0.5 * targets + 0.6 * rng.random(targets.shape), 0, 1),
+        targets,
+        ["rock", "pop", "guitar", "piano", "drums"],
+    )
     mtat = recipes.from_dict({"name": "tags", "data": {"name": "mtat"}})
     assert "| MusiCNN (Pons et al. 2018) | 0.9109 | 0.4509 |" in report(tmp_path, mtat, tags)
 
 
 def test_the_model_card_does_not_claim_the_standard_split_for_part_of_it():
-    config = {"model_type": "finetune_simple_cnn", "id2label": dict(enumerate(GENRES)),
-              "problem_type": "single_label_classification"}
+    config = {
+        "model_type": "finetune_simple_cnn",
+        "id2label": dict(enumerate(GENRES)),
+        "problem_type": "single_label_classification",
+    }
     card = ModelCard(export.model_card(GTZAN, {"accuracy": 0.7, "num_tracks": 20}, config))
     assert card.data.eval_results[0].dataset_args["partial"] == "tested on 20 tracks; the published test split has 290"
-    assert "- test: tested on 20 tracks; the published test split has 290, so these scores are not " \
-           "comparable with published ones" in card.text
+    assert (
+        "- test: tested on 20 tracks; the published test split has 290, so these scores are not "
+        "comparable with published ones" in card.text
+    )
     whole = export.model_card(GTZAN, {"accuracy": 0.7, "num_tracks": 290}, config)
     assert "partial" not in whole and "not comparable" not in whole
 
 
 def test_published_figures_and_the_run_each_state_their_artist_leak(tmp_path):
-    leak = {"group_by": "artist", "groups_known": True, "test_tracks": 290, "test_tracks_sharing": 3,
-            "groups_shared": 2}
+    leak = {
+        "group_by": "artist",
+        "groups_known": True,
+        "test_tracks": 290,
+        "test_tracks_sharing": 3,
+        "groups_shared": 2,
+    }
     md = report(tmp_path, GTZAN, {**genre_test(290), "artist_leakage": leak})
     assert "Artists: the published split keeps each artist name on one side" in md
     assert "this run: artists: 3 of 290 test tracks share an artist with training (2 artists on both sides)" in md
-    tags = tagging_metrics(np.eye(5)[np.arange(4332) % 5], np.eye(5, dtype=int)[np.arange(4332) % 5],
-                           ["rock", "pop", "guitar", "piano", "drums"])
+    tags = tagging_metrics(
+        np.eye(5)[np.arange(4332) % 5],
+        np.eye(5, dtype=int)[np.arange(4332) % 5],
+        ["rock", "pop", "guitar", "piano", "drums"],
+    )
     mtat = recipes.from_dict({"name": "tags", "data": {"name": "mtat"}})
     assert "Artists: the published split does not keep artists apart" in report(tmp_path, mtat, tags)
     assert "this run: not recorded" in report(tmp_path, mtat, tags)

@@ -27,9 +27,23 @@ def two_runs(synthetic_root, tmp_path_factory, one_torch_thread) -> dict:
     root = tmp_path_factory.mktemp("vary")
     runs = {frontend: root / frontend for frontend in ("mel", "stft")}
     for frontend, run_dir in runs.items():
-        assert main(["--recipe", "demo", "train.max_steps=2", "train.batch_size=4", "data.num_workers=0",
-                     "data.max_tracks=6", "eval.durations=null", f"model.args.frontend={frontend}",
-                     f"data.root={synthetic_root}", f"output_dir={run_dir}"]) == 0
+        assert (
+            main(
+                [
+                    "--recipe",
+                    "demo",
+                    "train.max_steps=2",
+                    "train.batch_size=4",
+                    "data.num_workers=0",
+                    "data.max_tracks=6",
+                    "eval.durations=null",
+                    f"model.args.frontend={frontend}",
+                    f"data.root={synthetic_root}",
+                    f"output_dir={run_dir}",
+                ]
+            )
+            == 0
+        )
     return runs
 
 
@@ -83,10 +97,12 @@ def test_tracks_with_different_predictions_rank_above_those_all_agree_on():
 
 def test_tagging_runs_rank_by_the_difference_of_their_tag_probabilities():
     labels = np.array([[1, 0, 0, 1], [0, 1, 1, 0]])
-    a = TrackPredictions(["t0", "t1"], ["", ""], np.array([[0.9, 0.1, 0.2, 0.8], [0.1, 0.9, 0.8, 0.3]]),
-                         labels, ["w", "x", "y", "z"])
-    b = TrackPredictions(["t0", "t1"], ["", ""], np.array([[0.9, 0.2, 0.2, 0.7], [0.9, 0.1, 0.2, 0.8]]),
-                         labels, ["w", "x", "y", "z"])
+    a = TrackPredictions(
+        ["t0", "t1"], ["", ""], np.array([[0.9, 0.1, 0.2, 0.8], [0.1, 0.9, 0.8, 0.3]]), labels, ["w", "x", "y", "z"]
+    )
+    b = TrackPredictions(
+        ["t0", "t1"], ["", ""], np.array([[0.9, 0.2, 0.2, 0.7], [0.9, 0.1, 0.2, 0.8]]), labels, ["w", "x", "y", "z"]
+    )
     header, *rows = disagreement_section({"a": a, "b": b}).tables[0]
     assert [row[0] for row in rows] == ["t1", "t0"]
     assert rows[0][1:] == ["x, y", "x 0.90, y 0.80, z 0.30", "w 0.90, z 0.80, y 0.20"]

@@ -16,11 +16,17 @@ from safetensors.numpy import load_file
 from cli_helpers import run_main
 from finetune.rundir import HOLDER_FILE, hold, in_use_message
 
-SETTINGS = ["train.max_steps=4", "train.save_steps=2", "train.save_total_limit=10", "train.batch_size=4",
-            "data.max_tracks=8", "data.num_workers=0", "eval.durations=null"]
+SETTINGS = [
+    "train.max_steps=4",
+    "train.save_steps=2",
+    "train.save_total_limit=10",
+    "train.batch_size=4",
+    "data.max_tracks=8",
+    "data.num_workers=0",
+    "eval.durations=null",
+]
 # what a run writes after its last checkpoint: removing it leaves the folder as a kill during scoring does
-RESULTS = ("metrics.json", "model", "predictions", "log_history.json", "report.html", "report.md", "studies",
-           "plots")
+RESULTS = ("metrics.json", "model", "predictions", "log_history.json", "report.html", "report.md", "studies", "plots")
 
 
 def demo(run_dir, root, *extra):
@@ -29,8 +35,11 @@ def demo(run_dir, root, *extra):
 
 def files(folder):
     """Every file under `folder` (the lock files aside) with its bytes."""
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and not p.name.startswith(".lock")}
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and not p.name.startswith(".lock")
+    }
 
 
 def killed_while_scoring(finished, target):
@@ -43,7 +52,10 @@ def killed_while_scoring(finished, target):
 
 
 def assert_same_results(a, b):
-    weights_a, weights_b = load_file(str(a / "model" / "model.safetensors")), load_file(str(b / "model" / "model.safetensors"))
+    weights_a, weights_b = (
+        load_file(str(a / "model" / "model.safetensors")),
+        load_file(str(b / "model" / "model.safetensors")),
+    )
     assert weights_a.keys() == weights_b.keys()
     assert all(np.array_equal(weights_a[k], weights_b[k]) for k in weights_a), "the weights differ"
     assert json.loads((a / "metrics.json").read_text()) == json.loads((b / "metrics.json").read_text())
@@ -118,9 +130,16 @@ def test_a_resume_keeps_the_creator_in_run_json_and_the_lock_names_its_holder(fi
     identity = json.loads((stopped / "run.json").read_text())
     assert identity["pid"] == created["pid"] and identity["resumes"][-1]["from"].endswith("checkpoint-4")
     assert not (stopped / HOLDER_FILE).exists(), "the holder's record goes with the lock"
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from finetune.rundir import hold\n"
-                               f"with hold({str(stopped)!r}, 'evaluate'):\n print('held', flush=True); time.sleep(60)"],
-                              stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from finetune.rundir import hold\n"
+            f"with hold({str(stopped)!r}, 'evaluate'):\n print('held', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         message = in_use_message(stopped)
@@ -135,9 +154,22 @@ def test_a_resume_keeps_the_creator_in_run_json_and_the_lock_names_its_holder(fi
 
 @pytest.mark.slow
 def test_a_cv_fold_killed_while_scoring_ends_as_uninterrupted(synthetic_root, tmp_path):
-    args = ["cv", "--recipe", "demo", "--folds", "3", "--seeds", "0", "train.max_steps=2", "train.save_steps=2",
-            "train.batch_size=4", "data.num_workers=0", "data.max_tracks=5", "eval.durations=null",
-            f"data.root={synthetic_root}"]
+    args = [
+        "cv",
+        "--recipe",
+        "demo",
+        "--folds",
+        "3",
+        "--seeds",
+        "0",
+        "train.max_steps=2",
+        "train.save_steps=2",
+        "train.batch_size=4",
+        "data.num_workers=0",
+        "data.max_tracks=5",
+        "eval.durations=null",
+        f"data.root={synthetic_root}",
+    ]
     straight = tmp_path / "straight"
     assert run_main([*args[:5], "--out", str(straight), *args[5:]])[0] == 0
     rerun = tmp_path / "rerun"

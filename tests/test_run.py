@@ -33,8 +33,19 @@ def test_every_track_gives_its_crops_each_epoch(synthetic_root):
     assert not np.array_equal(same_track[0], same_track[1])  # different random crops of one track
 
 
-GTZAN_RECIPES = ["cnn_gtzan", "deep_cnn_gtzan", "lstm_gtzan", "gru_gtzan", "cnn_lstm_gtzan", "samplecnn_gtzan",
-                 "musicnn_pretrained_gtzan", "mert_gtzan", "ast_gtzan", "wav2vec2_gtzan", "hubert_gtzan"]
+GTZAN_RECIPES = [
+    "cnn_gtzan",
+    "deep_cnn_gtzan",
+    "lstm_gtzan",
+    "gru_gtzan",
+    "cnn_lstm_gtzan",
+    "samplecnn_gtzan",
+    "musicnn_pretrained_gtzan",
+    "mert_gtzan",
+    "ast_gtzan",
+    "wav2vec2_gtzan",
+    "hubert_gtzan",
+]
 
 
 @pytest.mark.parametrize("name", GTZAN_RECIPES)
@@ -62,8 +73,9 @@ def test_a_run_of_few_steps_is_warned_about(caplog):
 def test_head_body_and_layers_get_their_own_learning_rates(tiny_backbones, tmp_path):
     """train.head_lr for the head and the layer weights, train.lr x layer_decay^(L-1-k) for layer k
     of L, lr x layer_decay^L for the rest of the body; the optimizer's groups carry exactly these."""
-    recipe = recipes.load("mert_gtzan", ["data.root=/data", "train.lr=1e-4", "train.head_lr=1e-3",
-                                         "train.layer_decay=0.5"])
+    recipe = recipes.load(
+        "mert_gtzan", ["data.root=/data", "train.lr=1e-4", "train.head_lr=1e-3", "train.layer_decay=0.5"]
+    )
     model = build_tiny(tiny_backbones, "mert", layer="weighted").model  # 2 layers, weighted sum
     rates = learning_rates(recipe, model)
     assert set(head_names(model)) == {"projector", "classifier"}
@@ -71,9 +83,12 @@ def test_head_body_and_layers_get_their_own_learning_rates(tiny_backbones, tmp_p
     assert rates["hubert.encoder.layers.1.attention.q_proj.weight"] == pytest.approx(1e-4)  # the top layer
     assert rates["hubert.encoder.layers.0.attention.q_proj.weight"] == pytest.approx(0.5e-4)
     assert rates["hubert.feature_projection.projection.weight"] == pytest.approx(0.25e-4)
-    trainer = FinetuneTrainer(model=model, args=TrainingArguments(str(tmp_path), learning_rate=1e-4, use_cpu=True,
-                                                                  weight_decay=0.1, report_to="none"),
-                              multi_label=False, learning_rates=rates)
+    trainer = FinetuneTrainer(
+        model=model,
+        args=TrainingArguments(str(tmp_path), learning_rate=1e-4, use_cpu=True, weight_decay=0.1, report_to="none"),
+        multi_label=False,
+        learning_rates=rates,
+    )
     optimizer = trainer.create_optimizer()
     group_of = {id(p): group for group in optimizer.param_groups for p in group["params"]}
     for name, param in model.named_parameters():

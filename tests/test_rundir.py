@@ -14,15 +14,21 @@ from cli_helpers import snapshot
 from finetune.recipe import load
 from finetune.rundir import RunFolderError, changed_settings, claim, hold
 
-QUICK = ["train.max_steps=2", "train.batch_size=4", "data.max_tracks=12", "data.num_workers=0",
-         "eval.durations=null"]
+QUICK = ["train.max_steps=2", "train.batch_size=4", "data.max_tracks=12", "data.num_workers=0", "eval.durations=null"]
 
 
 def finetune(cwd, *args, env=None, **popen):
     """`python -m finetune ARGS` in `cwd` (started, not waited for), `env` added to the environment."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    return subprocess.Popen([sys.executable, "-m", "finetune", *args], cwd=cwd, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
+    return subprocess.Popen(
+        [sys.executable, "-m", "finetune", *args],
+        cwd=cwd,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        **popen,
+    )
 
 
 UNREACHABLE_HUB = {"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9", "HF_TOKEN": "hf_unused"}
@@ -47,8 +53,9 @@ def printed_run(stdout: str) -> tuple[str, float]:
 @pytest.mark.slow
 def test_two_runs_started_together_get_their_own_folders(tmp_path, synthetic_root):
     """Same recipe, same second, default folder names: two folders, each summary from its own run."""
-    runs = [finetune(tmp_path, "--recipe", "demo", *QUICK, f"data.root={synthetic_root}", f"seed={seed}")
-            for seed in (0, 1)]
+    runs = [
+        finetune(tmp_path, "--recipe", "demo", *QUICK, f"data.root={synthetic_root}", f"seed={seed}") for seed in (0, 1)
+    ]
     results = [finished(run) for run in runs]
     folders = set()
     for seed, (code, out, err) in zip((0, 1), results):
@@ -68,8 +75,16 @@ def test_second_process_on_the_same_output_dir_is_refused_at_once(tmp_path, synt
     """While one run trains in a folder, a second process pointed at it is refused at once; the first
     run's folder stays its own."""
     run_dir = tmp_path / "run"
-    first = finetune(tmp_path, "--recipe", "demo", *QUICK, "train.max_steps=100000", "train.save_steps=100000",
-                     f"data.root={synthetic_root}", f"output_dir={run_dir}")
+    first = finetune(
+        tmp_path,
+        "--recipe",
+        "demo",
+        *QUICK,
+        "train.max_steps=100000",
+        "train.save_steps=100000",
+        f"data.root={synthetic_root}",
+        f"output_dir={run_dir}",
+    )
     try:
         deadline = time.time() + 300
         for line in first.stderr:  # the first run is training: it has held the folder for a while
@@ -77,8 +92,11 @@ def test_second_process_on_the_same_output_dir_is_refused_at_once(tmp_path, synt
             if line.startswith("step "):
                 break
         started = time.time()
-        code, out, err = finished(finetune(tmp_path, "--recipe", "demo", *QUICK, f"data.root={synthetic_root}",
-                                           f"output_dir={run_dir}", "seed=1"))
+        code, out, err = finished(
+            finetune(
+                tmp_path, "--recipe", "demo", *QUICK, f"data.root={synthetic_root}", f"output_dir={run_dir}", "seed=1"
+            )
+        )
         assert first.poll() is None, "the first run was still training"
     finally:
         first.kill()
@@ -102,8 +120,18 @@ def test_a_new_run_never_replaces_a_finished_one(tmp_path, demo_run):
 @pytest.mark.slow
 def test_resume_refuses_changed_settings_and_records_nothing(tmp_path, demo_run):
     before = snapshot(demo_run)
-    code, out, err = finished(finetune(tmp_path, "--recipe", "demo", *QUICK, f"output_dir={demo_run}",
-                                       "train.resume=true", "train.lr=0.01", "seed=3"))
+    code, out, err = finished(
+        finetune(
+            tmp_path,
+            "--recipe",
+            "demo",
+            *QUICK,
+            f"output_dir={demo_run}",
+            "train.resume=true",
+            "train.lr=0.01",
+            "seed=3",
+        )
+    )
     assert code == 2 and len(error_lines(err)) == 1, err
     assert "train.lr" in err and "seed" in err and "train.batch_size" not in err
     assert snapshot(demo_run) == before
@@ -111,11 +139,16 @@ def test_resume_refuses_changed_settings_and_records_nothing(tmp_path, demo_run)
 
 def test_which_settings_a_resume_may_change():
     recorded = load("demo", ["train.lr=0.002"])
-    assert changed_settings(recorded, load("demo", ["train.resume=true", "data.num_workers=3",
-                                                    "train.logging_steps=1", "eval.durations=[1.0]"])) == ""
-    assert changed_settings(recorded, load("demo", ["train.resume=true", "train.lr=0.01",
-                                                    "data.clip_seconds=2"])) == (
-        "data.clip_seconds 3.0 -> 2.0, train.lr 0.002 -> 0.01")
+    assert (
+        changed_settings(
+            recorded,
+            load("demo", ["train.resume=true", "data.num_workers=3", "train.logging_steps=1", "eval.durations=[1.0]"]),
+        )
+        == ""
+    )
+    assert changed_settings(recorded, load("demo", ["train.resume=true", "train.lr=0.01", "data.clip_seconds=2"])) == (
+        "data.clip_seconds 3.0 -> 2.0, train.lr 0.002 -> 0.01"
+    )
 
 
 def test_a_locked_folder_is_refused_in_process_too(tmp_path):
@@ -146,9 +179,19 @@ def test_a_failed_upload_keeps_the_results_and_exits_non_zero(tmp_path, syntheti
     """A Hub endpoint nobody answers (a closed local port: no network is used) makes the upload fail
     after training (HF_HUB_OFFLINE=1 is refused before it, finetune.checks.check_hub_push)."""
     run_dir = tmp_path / "run"
-    code, out, err = finished(finetune(tmp_path, "--recipe", "demo", *QUICK, f"data.root={synthetic_root}",
-                                       f"output_dir={run_dir}", "hub.push_to_hub=true", "hub.repo_id=user/demo",
-                                       env=UNREACHABLE_HUB))
+    code, out, err = finished(
+        finetune(
+            tmp_path,
+            "--recipe",
+            "demo",
+            *QUICK,
+            f"data.root={synthetic_root}",
+            f"output_dir={run_dir}",
+            "hub.push_to_hub=true",
+            "hub.repo_id=user/demo",
+            env=UNREACHABLE_HUB,
+        )
+    )
     assert code == 1, err[-2000:]
     assert "Traceback" not in err
     assert any("could not push" in line and str(run_dir) in line for line in error_lines(err))
@@ -159,10 +202,22 @@ def test_a_failed_upload_keeps_the_results_and_exits_non_zero(tmp_path, syntheti
 @pytest.mark.slow
 def test_a_full_disk_while_checkpointing_gets_one_line_and_leaves_no_run(tmp_path, synthetic_root, small_disk):
     run_dir = small_disk / "run"
-    code, out, err = finished(finetune(tmp_path, "--recipe", "demo", *QUICK, "train.save_steps=1",
-                                       f"data.root={synthetic_root}", f"output_dir={run_dir}"))
+    code, out, err = finished(
+        finetune(
+            tmp_path,
+            "--recipe",
+            "demo",
+            *QUICK,
+            "train.save_steps=1",
+            f"data.root={synthetic_root}",
+            f"output_dir={run_dir}",
+        )
+    )
     assert code == 2 and "Traceback" not in err, err[-2000:]
-    assert error_lines(err) == [line for line in error_lines(err) if f"{run_dir}/checkpoint-1" in line
-                                and "could not write the checkpoint" in line and "No space left" in line]
+    assert error_lines(err) == [
+        line
+        for line in error_lines(err)
+        if f"{run_dir}/checkpoint-1" in line and "could not write the checkpoint" in line and "No space left" in line
+    ]
     assert len(error_lines(err)) == 1
     assert not run_dir.exists(), "a run that wrote no complete checkpoint leaves no folder behind"

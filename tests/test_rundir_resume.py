@@ -17,13 +17,28 @@ from cli_helpers import snapshot
 
 # 12 training tracks x 3 crops at batch 12: 3 steps an epoch, so checkpoint-4 is mid-epoch and
 # checkpoint-6 an epoch boundary
-SETTINGS = ["train.max_steps=10", "train.save_steps=2", "train.batch_size=12", "data.max_tracks=12",
-            "data.num_workers=2", "eval.durations=null"]
+SETTINGS = [
+    "train.max_steps=10",
+    "train.save_steps=2",
+    "train.batch_size=12",
+    "data.max_tracks=12",
+    "data.num_workers=2",
+    "eval.durations=null",
+]
 
 
 def command(run_dir, synthetic_root, *extra):
-    return [sys.executable, "-m", "finetune", "--recipe", "demo", *SETTINGS, f"data.root={synthetic_root}",
-            f"output_dir={run_dir}", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "finetune",
+        "--recipe",
+        "demo",
+        *SETTINGS,
+        f"data.root={synthetic_root}",
+        f"output_dir={run_dir}",
+        *extra,
+    ]
 
 
 def losses(run_dir):
@@ -37,14 +52,18 @@ def straight(tmp_path_factory, synthetic_root):
     return run_dir
 
 
-@pytest.mark.parametrize("checkpoint, stop", [("checkpoint-4", signal.SIGKILL), ("checkpoint-6", signal.SIGINT)],
-                         ids=["sigkill-mid-epoch", "sigint-epoch-boundary"])
+@pytest.mark.parametrize(
+    "checkpoint, stop",
+    [("checkpoint-4", signal.SIGKILL), ("checkpoint-6", signal.SIGINT)],
+    ids=["sigkill-mid-epoch", "sigint-epoch-boundary"],
+)
 @pytest.mark.slow
 def test_interrupted_run_resumes_bit_identical(tmp_path, synthetic_root, straight, checkpoint, stop):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     killed = tmp_path / "run"
-    process = subprocess.Popen(command(killed, synthetic_root), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, env=env)
+    process = subprocess.Popen(
+        command(killed, synthetic_root), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
+    )
     deadline = time.time() + 300
     while not (killed / checkpoint / "trainer_state.json").is_file():
         assert process.poll() is None, "the run ended before it could be interrupted"
@@ -55,15 +74,18 @@ def test_interrupted_run_resumes_bit_identical(tmp_path, synthetic_root, straigh
     assert not (killed / "metrics.json").exists(), "interrupted before the end"
     kept = snapshot(killed / checkpoint)
 
-    resumed = subprocess.run(command(killed, synthetic_root, "train.resume=true"), capture_output=True, text=True,
-                             env=env)
+    resumed = subprocess.run(
+        command(killed, synthetic_root, "train.resume=true"), capture_output=True, text=True, env=env
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resuming {killed} from" in resumed.stderr
     if (killed / checkpoint).exists():  # (rotated away once two later checkpoints exist)
         assert snapshot(killed / checkpoint) == kept, f"{checkpoint} was rewritten: training restarted"
 
-    want, got = load_file(str(straight / "model" / "model.safetensors")), load_file(
-        str(killed / "model" / "model.safetensors"))
+    want, got = (
+        load_file(str(straight / "model" / "model.safetensors")),
+        load_file(str(killed / "model" / "model.safetensors")),
+    )
     assert want.keys() == got.keys()
     for name in want:
         assert np.array_equal(want[name], got[name]), name

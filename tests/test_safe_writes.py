@@ -42,11 +42,13 @@ def test_damaged_model_folders_get_one_line_naming_the_file_and_debug_the_traceb
     truncate(weights / "model.safetensors")
     (config / "config.json").write_text('{"model_type": ')
     assert one_line_error("predict", "--model", weights, wav).startswith(
-        f"error: {weights}: model.safetensors is damaged (")
+        f"error: {weights}: model.safetensors is damaged ("
+    )
     debug = run_cli("predict", "--model", weights, wav, "--debug")
     assert debug.returncode != 0 and "Traceback" in debug.stderr and "SafetensorError" in debug.stderr
     assert one_line_error("predict", "--model", config, wav).startswith(
-        f"error: {config}: config.json is damaged (not valid JSON")
+        f"error: {config}: config.json is damaged (not valid JSON"
+    )
 
 
 @pytest.mark.slow
@@ -54,7 +56,8 @@ def test_a_checkpoint_folder_is_refused_naming_the_run_folder(demo_run, wav):
     checkpoint = next(demo_run.glob("checkpoint-*"))
     assert one_line_error("predict", "--model", checkpoint, wav) == (
         f"error: {checkpoint} is a training checkpoint, not a model folder: pass the run folder {demo_run} "
-        "(its model/ holds the trained model)")
+        "(its model/ holds the trained model)"
+    )
 
 
 @pytest.mark.slow
@@ -79,9 +82,14 @@ def test_inputs_without_audio_are_refused_naming_them(demo_run, tmp_path):
     assert line.startswith("error: no audio files (") and line.endswith(f"in {empty}, {notes}")
 
 
-@pytest.mark.parametrize("args", [["predict", "--model", "RUN", "x.wav", "--top-k", "-3"],
-                                  ["predict", "--model", "RUN", "x.wav", "--batch-size", "0"],
-                                  ["evaluate", "RUN", "--batch-size", "0"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["predict", "--model", "RUN", "x.wav", "--top-k", "-3"],
+        ["predict", "--model", "RUN", "x.wav", "--batch-size", "0"],
+        ["evaluate", "RUN", "--batch-size", "0"],
+    ],
+)
 def test_counts_below_one_are_refused_by_the_parser(args):
     result = run_cli(*args)
     errors = [line for line in result.stderr.splitlines() if "error:" in line]
@@ -150,5 +158,7 @@ def test_pack_onto_a_full_disk_leaves_nothing_behind(synthetic_root, small_disk)
 @pytest.mark.slow
 def test_pack_under_a_file_names_the_path(synthetic_root, tmp_path):
     (tmp_path / "file").write_text("")
-    assert one_line_error(*PACK, f"data.root={synthetic_root}", "--to", tmp_path / "file" / "packed") == \
-        f"error: {tmp_path / 'file'}: Not a directory"
+    assert (
+        one_line_error(*PACK, f"data.root={synthetic_root}", "--to", tmp_path / "file" / "packed")
+        == f"error: {tmp_path / 'file'}: Not a directory"
+    )

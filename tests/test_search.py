@@ -25,8 +25,20 @@ EVALS = 4  # evaluations scheduled in the pruning search: every 3 of 12 steps
 
 
 def search_command(root, space, out, trials, *options):
-    return ["search", "--recipe", "demo", "--space", str(space), "--out", str(out), "--trials", str(trials),
-            *options, *TINY, f"data.root={root}"]
+    return [
+        "search",
+        "--recipe",
+        "demo",
+        "--space",
+        str(space),
+        "--out",
+        str(out),
+        "--trials",
+        str(trials),
+        *options,
+        *TINY,
+        f"data.root={root}",
+    ]
 
 
 def trials_of(out) -> list[dict]:
@@ -43,8 +55,19 @@ def pruned_search(synthetic_root, tmp_path_factory):
     space.write_text("train.lr: {choices: [0.002, 1000.0]}\ntrain.weight_decay: {low: 0.0, high: 0.01}\n")
     printed, progress = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(progress):
-        code = main(search_command(synthetic_root, space, folder / "out", 4, "--prune-startup", "1",
-                                   "train.max_steps=12", "train.eval_steps=3", "train.save_steps=3"))
+        code = main(
+            search_command(
+                synthetic_root,
+                space,
+                folder / "out",
+                4,
+                "--prune-startup",
+                "1",
+                "train.max_steps=12",
+                "train.eval_steps=3",
+                "train.save_steps=3",
+            )
+        )
     assert code == 0
     return folder / "out", printed.getvalue(), progress.getvalue()
 
@@ -79,8 +102,11 @@ def test_a_search_writes_its_tables_plots_and_best_recipe(pruned_search):
         if row["state"] == "COMPLETE":
             best_so_far = min([best_so_far or row, row], key=lambda r: float(r["objective"]))
             ended = f"trial {row['number']} complete in "
-            assert re.search(rf"{ended}\d+ s: validation loss {float(row['objective']):.4f} \(best so far: trial "
-                             rf"{best_so_far['number']}, ", progress)
+            assert re.search(
+                rf"{ended}\d+ s: validation loss {float(row['objective']):.4f} \(best so far: trial "
+                rf"{best_so_far['number']}, ",
+                progress,
+            )
         else:
             assert f"trial {row['number']} {row['state'].lower()} in " in progress
     assert "; 4 of 4 trials counted" in progress
@@ -105,8 +131,9 @@ def wait_for(condition, process, seconds: float = 120) -> None:
 
 
 def cli_process(args: list[str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "finetune", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "finetune", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
 
 
 @pytest.fixture
@@ -137,8 +164,14 @@ def test_a_cross_validated_trial_trailing_the_median_runs_no_further_fold(synthe
     space = tmp_path / "space.yaml"
     space.write_text(f"train.lr: {{choices: {choices}}}\n")
     out = tmp_path / "out"
-    assert main(search_command(synthetic_root, space, out, trials, "--folds", "3", "--prune-startup", "1",
-                               "train.max_steps=6")) == 0
+    assert (
+        main(
+            search_command(
+                synthetic_root, space, out, trials, "--folds", "3", "--prune-startup", "1", "train.max_steps=6"
+            )
+        )
+        == 0
+    )
     rows = trials_of(out)
     assert [float(row["train.lr"]) for row in rows] == lrs
     for row in rows:
@@ -152,7 +185,8 @@ def test_a_cross_validated_trial_trailing_the_median_runs_no_further_fold(synthe
 
 @pytest.mark.slow
 def test_confirm_cross_validates_the_best_and_the_recipes_settings_and_tests_the_difference(
-        synthetic_root, tmp_path, lr_space):
+    synthetic_root, tmp_path, lr_space
+):
     out = tmp_path / "out"
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
@@ -231,10 +265,13 @@ def test_a_trial_running_in_another_process_counts_towards_the_trials_to_start()
 def test_workers_started_together_draw_different_settings_and_a_fresh_search_repeats():
     """Two processes opening one study at once (here: two Study objects on one storage, each asking
     before the other's trial ends) draw different settings; the same search again draws the same."""
+
     def first_draws(seed):
         storage = optuna.storages.InMemoryStorage()
-        workers = [optuna.load_study(study_name=name, storage=storage, sampler=TrialSeededTPE(seed))
-                   for name in [optuna.create_study(storage=storage).study_name] * 2]
+        workers = [
+            optuna.load_study(study_name=name, storage=storage, sampler=TrialSeededTPE(seed))
+            for name in [optuna.create_study(storage=storage).study_name] * 2
+        ]
         trials = [worker.ask() for worker in workers]
         return [trial.suggest_float("lr", 1e-5, 1e-2, log=True) for trial in trials]
 
@@ -243,16 +280,19 @@ def test_workers_started_together_draw_different_settings_and_a_fresh_search_rep
     assert first_draws(0) == draws and first_draws(1) != draws
 
 
-@pytest.mark.parametrize("space, refusal", [
-    ("train.lrr: {low: 0.001, high: 0.01}", "unknown key train.lrr"),
-    ("train.lr: {low: -1.0, high: 0.01}", "out of range"),
-    ("model.args.n_melz: {choices: [32, 64]}", "model.args.n_melz"),
-    ("train.lr: {low: 0.01, high: 0.001}", "must be below high"),
-    ("train.lr: {low: 0.0, high: 0.01, log: true}", "needs low > 0"),
-    ("model.name: {choices: []}", "non-empty list"),
-    ("train.lr: {low: 0.001, high: 0.01, scale: log}", "unknown field 'scale'"),
-    ("output_dir: {choices: [a, b]}", "the search sets output_dir"),
-])
+@pytest.mark.parametrize(
+    "space, refusal",
+    [
+        ("train.lrr: {low: 0.001, high: 0.01}", "unknown key train.lrr"),
+        ("train.lr: {low: -1.0, high: 0.01}", "out of range"),
+        ("model.args.n_melz: {choices: [32, 64]}", "model.args.n_melz"),
+        ("train.lr: {low: 0.01, high: 0.001}", "must be below high"),
+        ("train.lr: {low: 0.0, high: 0.01, log: true}", "needs low > 0"),
+        ("model.name: {choices: []}", "non-empty list"),
+        ("train.lr: {low: 0.001, high: 0.01, scale: log}", "unknown field 'scale'"),
+        ("output_dir: {choices: [a, b]}", "the search sets output_dir"),
+    ],
+)
 def test_a_bad_space_is_refused_before_any_trial(tmp_path, capsys, space, refusal):
     (tmp_path / "space.yaml").write_text(space + "\n")
     code = main(search_command(tmp_path, tmp_path / "space.yaml", tmp_path / "out", 2))
@@ -261,12 +301,15 @@ def test_a_bad_space_is_refused_before_any_trial(tmp_path, capsys, space, refusa
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("option, refusal", [
-    (["--timeout", "-3"], "--timeout: -3: give a number of seconds above 0"),  # once ran no trial, then exit 1
-    (["--timeout", "nan"], "--timeout: nan: give a number of seconds above 0"),
-    (["--trials", "0"], "--trials: 0: give at least 1"),
-    (["--confirm", "1"], "--confirm: 1 folds: give at least 3"),
-])
+@pytest.mark.parametrize(
+    "option, refusal",
+    [
+        (["--timeout", "-3"], "--timeout: -3: give a number of seconds above 0"),  # once ran no trial, then exit 1
+        (["--timeout", "nan"], "--timeout: nan: give a number of seconds above 0"),
+        (["--trials", "0"], "--trials: 0: give at least 1"),
+        (["--confirm", "1"], "--confirm: 1 folds: give at least 3"),
+    ],
+)
 def test_a_bad_option_is_refused_before_any_folder(tmp_path, lr_space, capsys, option, refusal):
     with pytest.raises(SystemExit) as exited:
         main(search_command(tmp_path, lr_space, tmp_path / "out", 2, *option))
@@ -289,5 +332,7 @@ def test_a_failing_trial_is_recorded_with_its_error_and_the_search_goes_on(tmp_p
     assert all("save_steps: 4 must be a multiple of train.eval_steps" in row["error"] for row in rows)
     printed = capsys.readouterr()
     assert "no trial completed" in printed.out and not (tmp_path / "out" / "best.yaml").exists()
-    assert printed.err.strip().splitlines()[-1] == "error: search: no trial completed; each trial's error is in trials.md"
+    assert (
+        printed.err.strip().splitlines()[-1] == "error: search: no trial completed; each trial's error is in trials.md"
+    )
     assert "Traceback" not in printed.err  # a failed trial is one line, its error in trials.md

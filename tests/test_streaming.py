@@ -24,8 +24,7 @@ OPTIONS = {"synthetic": {}, "mtat": {"tags": 7}}  # the mtat_root fixture has 7 
 
 def rows(split):
     target = "labels" if "labels" in split.features else "label"
-    return {(r["id"], r["audio"]["path"], tuple(r[target]) if target == "labels" else r[target])
-            for r in split}
+    return {(r["id"], r["audio"]["path"], tuple(r[target]) if target == "labels" else r[target]) for r in split}
 
 
 @pytest.mark.parametrize("name", ["synthetic", "mtat"])
@@ -117,9 +116,23 @@ def test_streaming_run_skips_missing_and_unreadable_training_files(tmp_path, syn
         f.write("not audio\n" * 100)
     run_dir = tmp_path / "run"
     with caplog.at_level(logging.WARNING, logger="finetune.data"):
-        assert main(["--recipe", "demo", "data.streaming=true", "train.max_steps=3", "train.batch_size=4",
-                     "train.logging_steps=1", "data.max_tracks=10", f"data.root={root}",
-                     f"output_dir={run_dir}", "data.num_workers=0"]) == 0
+        assert (
+            main(
+                [
+                    "--recipe",
+                    "demo",
+                    "data.streaming=true",
+                    "train.max_steps=3",
+                    "train.batch_size=4",
+                    "train.logging_steps=1",
+                    "data.max_tracks=10",
+                    f"data.root={root}",
+                    f"output_dir={run_dir}",
+                    "data.num_workers=0",
+                ]
+            )
+            == 0
+        )
     history = json.loads((run_dir / "log_history.json").read_text())
     assert [e["step"] for e in history if "loss" in e][-1] == 3
     logged = caplog.text + capfd.readouterr().err

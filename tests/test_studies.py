@@ -20,8 +20,21 @@ from finetune.studies import evaluate
 def trained_run(synthetic_root, tmp_path_factory):
     """Fifteen steps of the demo recipe: well above chance on the generated test split."""
     run_dir = tmp_path_factory.mktemp("trained") / "run"
-    assert main(["--recipe", "demo", "train.max_steps=15", "train.batch_size=16", "train.lr=0.003",
-                 f"data.root={synthetic_root}", f"output_dir={run_dir}", "data.num_workers=0"]) == 0
+    assert (
+        main(
+            [
+                "--recipe",
+                "demo",
+                "train.max_steps=15",
+                "train.batch_size=16",
+                "train.lr=0.003",
+                f"data.root={synthetic_root}",
+                f"output_dir={run_dir}",
+                "data.num_workers=0",
+            ]
+        )
+        == 0
+    )
     return run_dir
 
 
@@ -79,15 +92,32 @@ def test_evaluate_on_another_dataset_through_a_mapping(trained_run, synthetic_ro
     for source, genre in folders.items():
         (tmp_path / "gtzan" / genre).mkdir(parents=True)
         for i in range(4):
-            shutil.copy(synthetic_root / "genres" / source / f"{source}.{i:05d}.wav",
-                        tmp_path / "gtzan" / genre / f"{genre}.{i:05d}.wav")
+            shutil.copy(
+                synthetic_root / "genres" / source / f"{source}.{i:05d}.wav",
+                tmp_path / "gtzan" / genre / f"{genre}.{i:05d}.wav",
+            )
     mapping = tmp_path / "map.yaml"
     mapping.write_text("bells: classical\nbuzz: rock\npulse: hiphop\ndrone: null\npluck: country\nharp: country\n")
     run_dir = tmp_path / "run"
     shutil.copytree(trained_run, run_dir)
-    assert main(["evaluate", str(run_dir), "--on", "gtzan", f"data.root={tmp_path / 'gtzan'}",
-                 "data.split_scheme=random", "data.group_by=none", "--mapping", str(mapping), "--split",
-                 "train"]) == 0  # group_by=none: generated clips under real GTZAN names have no artist
+    assert (
+        main(
+            [
+                "evaluate",
+                str(run_dir),
+                "--on",
+                "gtzan",
+                f"data.root={tmp_path / 'gtzan'}",
+                "data.split_scheme=random",
+                "data.group_by=none",
+                "--mapping",
+                str(mapping),
+                "--split",
+                "train",
+            ]
+        )
+        == 0
+    )  # group_by=none: generated clips under real GTZAN names have no artist
     result = json.loads((run_dir / "studies" / "cross_gtzan_train.json").read_text())["data"]
     assert result["covered"] == ["classical", "country", "hiphop", "rock"]
     assert result["unmapped_source"] == ["drone"]
@@ -116,8 +146,24 @@ def test_saliency_is_zero_where_the_audio_is_silent(trained_run):
 def test_explain_command_writes_a_png_of_the_set_size(demo_run, synthetic_root, tmp_path, capsys):
     out = tmp_path / "saliency.png"
     track = synthetic_root / "genres" / "pulse" / "pulse.00000.wav"
-    assert main(["explain", str(demo_run), str(track), "--out", str(out), "--bands", "4",
-                 "--segment-seconds", "2", "--label", "drone"]) == 0
+    assert (
+        main(
+            [
+                "explain",
+                str(demo_run),
+                str(track),
+                "--out",
+                str(out),
+                "--bands",
+                "4",
+                "--segment-seconds",
+                "2",
+                "--label",
+                "drone",
+            ]
+        )
+        == 0
+    )
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert printed["label"] == "drone" and printed["image"] == str(out)
     width, height = explain.FIGSIZE

@@ -87,13 +87,17 @@ def test_rare_class_rank_correlation_and_ranking():
     right = np.array([10, 6, 2, 8])  # tracks of each class predicted right, the rest predicted e
     for c in range(4):
         rows = np.flatnonzero(labels == c)
-        probs[rows[:right[c]], c] = 0.9
-        probs[rows[right[c]:], 4] = 0.9
+        probs[rows[: right[c]], c] = 0.9
+        probs[rows[right[c] :], 4] = 0.9
     predictions = TrackPredictions([str(i) for i in range(40)], [""] * 40, probs, labels, list("abcde"))
     result = rare_class_study(predictions, counts)
     assert result["spearman"] == pytest.approx(1.0)
     assert [(c["name"], c["train"], c["test"]) for c in result["classes"]] == [
-        ("a", 500, 10), ("b", 50, 10), ("c", 5, 10), ("d", 200, 10)]
+        ("a", 500, 10),
+        ("b", 50, 10),
+        ("c", 5, 10),
+        ("d", 200, 10),
+    ]
     assert result["not_scored"] == ["e"], "no test track: reported, not ranked last with F1 0"
     assert rare_class_study(predictions, np.full(5, 7))["spearman"] is None, "equal counts: undefined"
 
@@ -105,8 +109,9 @@ def test_confident_mistakes_rank_errors_by_confidence():
     mistakes = confident_mistakes(predictions)
     assert [m["id"] for m in mistakes] == ["c", "a", "d"]
     assert mistakes[0]["predicted"] == "x" and mistakes[0]["p_true"] == pytest.approx(0.05)
-    tags = TrackPredictions(["a", "b"], ["", ""], np.array([[0.9, 0.2], [0.4, 0.1]]), np.array([[0, 1], [1, 0]]),
-                            ["x", "y"])
+    tags = TrackPredictions(
+        ["a", "b"], ["", ""], np.array([[0.9, 0.2], [0.4, 0.1]]), np.array([[0, 1], [1, 0]]), ["x", "y"]
+    )
     worst = confident_mistakes(tags)
     assert [(m["id"], m["tag"], m["truth"]) for m in worst] == [("a", "x", "absent"), ("b", "x", "present")]
 
@@ -117,10 +122,14 @@ def test_mapping_reports_classes_without_counterpart():
     resolved = resolve(genre_maps.packaged_mapping("gtzan", "fma"), source, target)
     assert resolved.covered == ["Blues", "Rock"]
     assert resolved.unmapped_source == ["disco"] and resolved.uncovered_target == ["Electronic"]
-    probs = np.array([[0.1, 0.1, 0.5, 0.3],  # metal + rock -> Rock 0.8: right
-                      [0.2, 0.7, 0.05, 0.05],  # mass on disco, no counterpart: wrong
-                      [0.6, 0.2, 0.1, 0.1],  # Blues: right
-                      [0.9, 0.0, 0.0, 0.1]])  # an Electronic track: left out
+    probs = np.array(
+        [
+            [0.1, 0.1, 0.5, 0.3],  # metal + rock -> Rock 0.8: right
+            [0.2, 0.7, 0.05, 0.05],  # mass on disco, no counterpart: wrong
+            [0.6, 0.2, 0.1, 0.1],  # Blues: right
+            [0.9, 0.0, 0.0, 0.1],
+        ]
+    )  # an Electronic track: left out
     predictions = TrackPredictions(list("abcd"), [""] * 4, probs, np.array([1, 1, 0, 2]), target)
     metrics = cross_metrics(predictions, resolved, source_multi_label=False)
     assert metrics["num_tracks"] == 3 and metrics["left_out_tracks"] == {"Electronic": 1}
@@ -148,6 +157,8 @@ def test_published_rows_follow_dataset_and_split():
     assert key("data.name=gtzan") == "gtzan/fault_filtered"
     assert key("data.name=fma") == "fma/official/small-genre_top"
     gtzan_rows = published.published_for(recipes.from_dict({"data": {"name": "gtzan"}}))
-    assert [r.scores for r in gtzan_rows] == [row.scores for row in published.PUBLISHED if row.split == "gtzan/fault_filtered"]
+    assert [r.scores for r in gtzan_rows] == [
+        row.scores for row in published.PUBLISHED if row.split == "gtzan/fault_filtered"
+    ]
     assert {"accuracy": 0.748} in [r.scores for r in gtzan_rows]
     assert not published.published_for(recipes.from_dict({"data": {"name": "gtzan", "split_scheme": "random"}}))

@@ -60,8 +60,9 @@ def test_matches_tracks_by_id_not_order(genres):
     a = genre_predictions(labels, rng.random(TRACKS) < 0.9, ids)
     b = genre_predictions(labels, rng.random(TRACKS) < 0.5, ids)
     order = rng.permutation(TRACKS)
-    shuffled = TrackPredictions([ids[i] for i in order], [b.paths[i] for i in order], b.probs[order],
-                                b.labels[order], b.label_names)
+    shuffled = TrackPredictions(
+        [ids[i] for i in order], [b.paths[i] for i in order], b.probs[order], b.labels[order], b.label_names
+    )
     assert paired_test(a, shuffled) == paired_test(a, b)
 
 

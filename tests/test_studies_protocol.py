@@ -11,7 +11,7 @@ from finetune.cli import main
 from finetune.evaluation import TrackPredictions
 from finetune.scoring import RunModel
 
-THROWAWAY = '''
+THROWAWAY = """
 from finetune.report import Section, save_study
 from finetune.studies.protocol import END_OF_RUN, EVALUATE, Study
 
@@ -28,7 +28,7 @@ def save(run_dir, result, place=None):
 
 
 STUDY = Study("tracks_right", frozenset({END_OF_RUN, EVALUATE}), compute, save)
-'''
+"""
 
 
 def throwaway_study(tmp_path):
@@ -40,8 +40,9 @@ def throwaway_study(tmp_path):
     return module.STUDY
 
 
-def test_a_study_in_a_module_of_its_own_runs_and_reaches_the_report_in_its_place(demo_run, tmp_path, monkeypatch,
-                                                                                  capsys):
+def test_a_study_in_a_module_of_its_own_runs_and_reaches_the_report_in_its_place(
+    demo_run, tmp_path, monkeypatch, capsys
+):
     durations, *rest = studies.STUDIES
     monkeypatch.setattr(studies, "STUDIES", (durations, throwaway_study(tmp_path), *rest))  # second in the report
     run_dir = tmp_path / "run"
@@ -58,6 +59,9 @@ def test_a_study_in_a_module_of_its_own_runs_and_reaches_the_report_in_its_place
     assert out.index("Tracks right") < out.index("Rare classes") < out.index("Input duration")  # asked-for last
     md = (run_dir / "report.md").read_text()
     titles = [line[3:] for line in md.splitlines() if line.startswith("## ")]
-    placed = [t for t in titles if t in ("Input duration", "Tracks right", "Rare classes",
-                                         "Most confidently wrong test tracks")]
+    placed = [
+        t
+        for t in titles
+        if t in ("Input duration", "Tracks right", "Rare classes", "Most confidently wrong test tracks")
+    ]
     assert placed == ["Input duration", "Tracks right", "Rare classes", "Most confidently wrong test tracks"]

@@ -19,7 +19,8 @@ def test_loss_follows_the_task_not_the_model():
     logits = torch.tensor([[2.0, -1.0, 0.5], [0.1, 0.2, -0.3]])
     multi_hot = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
     assert task_loss(logits, multi_hot, True) == pytest.approx(
-        F.binary_cross_entropy_with_logits(logits, multi_hot).item())
+        F.binary_cross_entropy_with_logits(logits, multi_hot).item()
+    )
     classes = torch.tensor([0, 1])
     assert task_loss(logits, classes, False) == pytest.approx(F.cross_entropy(logits, classes).item())
     soft = torch.tensor([[0.7, 0.3, 0.0], [0.0, 1.0, 0.0]])  # mixup targets
@@ -28,8 +29,9 @@ def test_loss_follows_the_task_not_the_model():
 
 def test_augmentation_is_off_by_default_and_changes_audio_when_on():
     assert augmenter(recipes.load("demo"), 16000) is None
-    augment = augmenter(recipes.load("demo", ["augment.probability=1", "augment.gain_db=6",
-                                              "augment.noise_snr_db=10"]), 16000)
+    augment = augmenter(
+        recipes.load("demo", ["augment.probability=1", "augment.gain_db=6", "augment.noise_snr_db=10"]), 16000
+    )
     y = np.sin(np.linspace(0, 100, 16000)).astype(np.float32)
     out = augment(y, rng=np.random.default_rng(0))
     assert out.shape == y.shape and not np.allclose(out, y)
@@ -39,12 +41,30 @@ def test_augmentation_is_off_by_default_and_changes_audio_when_on():
 @pytest.mark.slow
 def test_streaming_with_augmentation_and_mixup_trains(tmp_path, synthetic_root):
     run_dir = tmp_path / "run"
-    assert main(["--recipe", "demo", "data.streaming=true", "train.max_steps=2", "train.batch_size=4",
-                 "train.logging_steps=1", "data.max_tracks=10",
-                 "augment.probability=1", "augment.gain_db=6", "augment.noise_snr_db=20",
-                 "augment.mixup_alpha=0.4", "model.args.freq_mask=8", "model.args.time_mask=10",
-                 "data.audio_cache=true",
-                 f"data.root={synthetic_root}", f"output_dir={run_dir}", "data.num_workers=0"]) == 0
+    assert (
+        main(
+            [
+                "--recipe",
+                "demo",
+                "data.streaming=true",
+                "train.max_steps=2",
+                "train.batch_size=4",
+                "train.logging_steps=1",
+                "data.max_tracks=10",
+                "augment.probability=1",
+                "augment.gain_db=6",
+                "augment.noise_snr_db=20",
+                "augment.mixup_alpha=0.4",
+                "model.args.freq_mask=8",
+                "model.args.time_mask=10",
+                "data.audio_cache=true",
+                f"data.root={synthetic_root}",
+                f"output_dir={run_dir}",
+                "data.num_workers=0",
+            ]
+        )
+        == 0
+    )
     history = json.loads((run_dir / "log_history.json").read_text())
     assert [e["step"] for e in history if "loss" in e][-1] == 2
     assert json.loads((run_dir / "metrics.json").read_text())["test"]["num_tracks"] == 10
@@ -64,18 +84,18 @@ def write_bad_corpus(root):
         for i in range(8):
             sf.write(folder / f"{genre}.{i:05d}.wav", 0.1 * rng.standard_normal(sr * 4), sr)
     bad = root / "genres" / "blues"
-    (bad / "blues.00010.wav").write_bytes(b"")                                   # zero-byte
-    (bad / "blues.00011.wav").write_text("this is not audio\n" * 50)             # non-audio
-    sf.write(bad / "blues.00012.wav", np.zeros(sr * 3), sr)                      # silence
+    (bad / "blues.00010.wav").write_bytes(b"")  # zero-byte
+    (bad / "blues.00011.wav").write_text("this is not audio\n" * 50)  # non-audio
+    sf.write(bad / "blues.00012.wav", np.zeros(sr * 3), sr)  # silence
     sf.write(bad / "blues.00013.wav", 0.1 * rng.standard_normal(int(0.05 * sr)), sr)  # 0.05 s
-    sf.write(bad / "blues.00014.wav", 0.1 * rng.standard_normal((sr * 3, 8)), sr)    # 8 channels
-    sf.write(bad / "blues.00015.wav", 0.1 * rng.standard_normal(96000 * 3), 96000)   # 96 kHz
+    sf.write(bad / "blues.00014.wav", 0.1 * rng.standard_normal((sr * 3, 8)), sr)  # 8 channels
+    sf.write(bad / "blues.00015.wav", 0.1 * rng.standard_normal(96000 * 3), 96000)  # 96 kHz
     nan = 0.1 * rng.standard_normal(sr * 3).astype(np.float32)
-    nan[sr + sr // 2:][:100] = np.nan  # at 1.5 s: inside every 2 s crop and window
-    sf.write(bad / "blues.00016.wav", nan, sr, subtype="FLOAT")                  # float with NaN
+    nan[sr + sr // 2 :][:100] = np.nan  # at 1.5 s: inside every 2 s crop and window
+    sf.write(bad / "blues.00016.wav", nan, sr, subtype="FLOAT")  # float with NaN
     mp3 = root / "tmp.mp3"
     sf.write(mp3, 0.1 * rng.standard_normal(sr * 3), sr, format="MP3")
-    (bad / "blues.00017.wav").write_bytes(mp3.read_bytes())                      # wrong extension
+    (bad / "blues.00017.wav").write_bytes(mp3.read_bytes())  # wrong extension
     (bad / "blues.00018.mp3").write_bytes(mp3.read_bytes()[: len(mp3.read_bytes()) // 3])  # truncated
     mp3.unlink()
 
@@ -116,14 +136,29 @@ def test_bad_input_corpus_never_crashes_or_mislabels(tmp_path, caplog, capfd):
 
     run_dir = tmp_path / "run"
     recipe = tmp_path / "bad.yaml"
-    recipe.write_text("# bad input corpus\ndata:\n  name: gtzan\n  split_scheme: random\n  group_by: none\n"
-                      "  clip_seconds: 2.0\nmodel:\n  name: simple_cnn\n  args:\n    n_mels: 32\n")
+    recipe.write_text(
+        "# bad input corpus\ndata:\n  name: gtzan\n  split_scheme: random\n  group_by: none\n"
+        "  clip_seconds: 2.0\nmodel:\n  name: simple_cnn\n  args:\n    n_mels: 32\n"
+    )
     caplog.clear()
-    assert main(["--recipe", str(recipe), f"data.root={root}", f"output_dir={run_dir}",
-                 "train.epochs=1", "train.batch_size=8", "data.num_workers=0"]) == 0
+    assert (
+        main(
+            [
+                "--recipe",
+                str(recipe),
+                f"data.root={root}",
+                f"output_dir={run_dir}",
+                "train.epochs=1",
+                "train.batch_size=8",
+                "data.num_workers=0",
+            ]
+        )
+        == 0
+    )
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    scored = {split: TrackPredictions.load(run_dir / "predictions" / f"{split}.npz")
-              for split in ("validation", "test")}
+    scored = {
+        split: TrackPredictions.load(run_dir / "predictions" / f"{split}.npz") for split in ("validation", "test")
+    }
     failing = {"blues.00016": "NaN or infinite samples", "blues.00018": "shorter than its header declares"}
     assert {"validation", "test"} & {split_of[name] for name in failing}, "the fixture covers evaluation"
     for name, cause in failing.items():  # unreadable windows: the whole file is left out or skipped
@@ -150,8 +185,13 @@ def test_bad_metadata_gets_clear_errors(tmp_path):
     for i, folder in enumerate("0cd"):
         write_audio(root / folder / f"a{i}.mp3", 1.0, 16000)
     annotations = root / "annotations_final.csv"
-    write_annotations(annotations, ["1", "1", "3"], ["0/a0.mp3", "c/a1.mp3", "d/a2.mp3"],
-                      ["rock", "pop"], np.array([[1, 0], [0, 1], [1, 1]]))
+    write_annotations(
+        annotations,
+        ["1", "1", "3"],
+        ["0/a0.mp3", "c/a1.mp3", "d/a2.mp3"],
+        ["rock", "pop"],
+        np.array([[1, 0], [0, 1], [1, 1]]),
+    )
     with pytest.raises(ValueError, match="appear more than once.*e.g. 1"):
         load_dataset("mtat", str(root), tags=2)
     lines = annotations.read_text().splitlines()
@@ -184,7 +224,7 @@ def test_audio_cache_decodes_once_and_crops_like_the_full_decode(tmp_path, synth
     full = read_window(path, 16000)  # the same random start, drawn as CropReader draws it
     slack = len(full) / 16000 - 2.0
     first = int(round(np.random.default_rng([0, 0, 0]).uniform(0.0, slack) * 16000))
-    np.testing.assert_allclose(crop, full[first:first + 32000], atol=2 / 32768)
+    np.testing.assert_allclose(crop, full[first : first + 32000], atol=2 / 32768)
     with pytest.raises(AudioReadError, match="missing.wav"):
         reader.crop(str(tmp_path / "missing.wav"), np.random.default_rng(0))
 
@@ -259,10 +299,11 @@ def test_default_run_caches_a_small_training_split(tmp_path, caplog):
         for i in range(6):
             sf.write(root / "genres" / genre / f"{genre}.{i:05d}.wav", 0.1 * rng.standard_normal(sr * 3), sr)
     recipe = tmp_path / "small.yaml"
-    recipe.write_text("# small\ndata:\n  name: gtzan\n  split_scheme: random\n  clip_seconds: 1.0\n"
-                      "model:\n  name: simple_cnn\n  args:\n    n_mels: 32\n")
-    args = ["--recipe", str(recipe), f"data.root={root}", "train.epochs=1", "train.batch_size=2",
-            "data.num_workers=0"]
+    recipe.write_text(
+        "# small\ndata:\n  name: gtzan\n  split_scheme: random\n  clip_seconds: 1.0\n"
+        "model:\n  name: simple_cnn\n  args:\n    n_mels: 32\n"
+    )
+    args = ["--recipe", str(recipe), f"data.root={root}", "train.epochs=1", "train.batch_size=2", "data.num_workers=0"]
     paths, _ = track_table(load_dataset("gtzan", str(root), split_scheme="random", seed=0)["train"])
     cache = AudioCache(cache_dir() / "audio" / "16000", 16000)
     with caplog.at_level(logging.INFO, logger="finetune.data"):
@@ -272,8 +313,9 @@ def test_default_run_caches_a_small_training_split(tmp_path, caplog):
         caplog.clear()
         assert main(args + [f"output_dir={tmp_path / 'on'}"]) == 0
         assert "data.audio_cache: on" in caplog.text
-    assert len(paths) >= 4 and all(cache.entry(path).is_file() for path in paths), \
+    assert len(paths) >= 4 and all(cache.entry(path).is_file() for path in paths), (
         "every training file was read through the cache"
+    )
 
 
 def test_an_unwritable_audio_cache_falls_back_to_windows_with_one_warning(tmp_path, synthetic_root, caplog):
@@ -291,7 +333,7 @@ def test_an_unwritable_audio_cache_falls_back_to_windows_with_one_warning(tmp_pa
     assert cache.unwritable and caplog.text.count("cannot be written") == 1
     first = read_window(paths[0], 16000)  # the first crop came from the decoded track in memory
     start = int(round(np.random.default_rng([0, 0, 0]).uniform(0.0, len(first) / 16000 - 2.0) * 16000))
-    np.testing.assert_allclose(crops[0], first[start:start + 32000], atol=2 / 32768)
+    np.testing.assert_allclose(crops[0], first[start : start + 32000], atol=2 / 32768)
     for i in (1, 2):  # later crops are windows read from the files: not int16-quantised
         start = np.random.default_rng([0, 0, i]).uniform(0.0, audio_duration(paths[i]) - 2.0)
         np.testing.assert_array_equal(crops[i], read_window(paths[i], 16000, start, 2.0))
@@ -309,8 +351,10 @@ def test_the_collator_batches_like_the_extractor_when_it_passes_clips_through():
     rng = np.random.default_rng(0)
     plain = Wav2Vec2FeatureExtractor(sampling_rate=16000, do_normalize=False, return_attention_mask=False)
     normalising = Wav2Vec2FeatureExtractor(sampling_rate=16000, do_normalize=True, return_attention_mask=True)
-    equal = [{"input_values": rng.standard_normal(800).astype(np.float32), "labels": i % 2, "track_index": i}
-             for i in range(4)]
+    equal = [
+        {"input_values": rng.standard_normal(800).astype(np.float32), "labels": i % 2, "track_index": i}
+        for i in range(4)
+    ]
     ragged = [{**item, "input_values": item["input_values"][: 800 - 100 * i]} for i, item in enumerate(equal)]
     for extractor in (plain, normalising):
         collator = AudioCollator(extractor, 16000)
@@ -320,6 +364,8 @@ def test_the_collator_batches_like_the_extractor_when_it_passes_clips_through():
         assert set(batch) == {*expected, "labels", "track_index"}
         for key, value in expected.items():
             assert batch[key].dtype == value.dtype and torch.equal(batch[key], value), key
-        with pytest.raises(ValueError, match="input_values"):  # unpadded clips of other lengths: the extractor's refusal
+        with pytest.raises(
+            ValueError, match="input_values"
+        ):  # unpadded clips of other lengths: the extractor's refusal
             collator(ragged)
     assert not AudioCollator(plain, 22050).passes_clips_through, "a rate mismatch is the extractor's to refuse"

@@ -38,9 +38,18 @@ def test_other_schedulers_get_no_plateau_kwargs(tmp_path):
 
 
 def test_optimiser_values_and_batch_sizes(tmp_path):
-    args = arguments(tmp_path, "train.lr=3e-4", "train.weight_decay=0.05", "train.grad_accum=4",
-                     "train.max_grad_norm=0.5", "train.batch_size=6", "train.eval_batch_size=10",
-                     "train.max_steps=7", "seed=11", "train.logging_steps=3")
+    args = arguments(
+        tmp_path,
+        "train.lr=3e-4",
+        "train.weight_decay=0.05",
+        "train.grad_accum=4",
+        "train.max_grad_norm=0.5",
+        "train.batch_size=6",
+        "train.eval_batch_size=10",
+        "train.max_steps=7",
+        "seed=11",
+        "train.logging_steps=3",
+    )
     assert args.learning_rate == pytest.approx(3e-4)
     assert args.weight_decay == pytest.approx(0.05)
     assert args.gradient_accumulation_steps == 4
@@ -50,8 +59,9 @@ def test_optimiser_values_and_batch_sizes(tmp_path):
     assert arguments(tmp_path, "train.batch_size=6").per_device_eval_batch_size == 6
 
 
-@pytest.mark.parametrize("precision, fp16, bf16", [("fp32", False, False), ("fp16", True, False),
-                                                    ("bf16", False, True)])
+@pytest.mark.parametrize(
+    "precision, fp16, bf16", [("fp32", False, False), ("fp16", True, False), ("bf16", False, True)]
+)
 def test_precision_sets_one_mixed_precision_flag(tmp_path, precision, fp16, bf16):
     args = arguments(tmp_path, f"train.precision={precision}")
     assert (args.fp16, args.bf16) == (fp16, bf16)
@@ -83,8 +93,7 @@ def test_dataloader_workers_pinning_and_persistence(tmp_path):
     assert not none.dataloader_persistent_workers, "persistent workers need workers"
     two = arguments(tmp_path, "data.num_workers=2")
     assert two.dataloader_num_workers == 2 and two.dataloader_persistent_workers
-    assert not arguments(tmp_path, "data.num_workers=2",
-                         "data.persistent_workers=false").dataloader_persistent_workers
+    assert not arguments(tmp_path, "data.num_workers=2", "data.persistent_workers=false").dataloader_persistent_workers
     # transformers turns pinning off whenever it trains on the CPU (use_cpu), whatever was asked;
     # the CPU only when there is neither a CUDA nor an Apple GPU, and pinning by default only on CUDA.
     pinned = arguments(tmp_path, "data.pin_memory=true")
@@ -97,9 +106,23 @@ def test_dataloader_workers_pinning_and_persistence(tmp_path):
 def short_run(tmp_path, synthetic_root, *overrides):
     """A real run through the command line, evaluating after every step; its log history."""
     run_dir = tmp_path / "run"
-    assert main(["--recipe", "demo", "train.batch_size=4", "train.eval_steps=1", "train.save_total_limit=1",
-                 "data.max_tracks=6", "data.num_workers=0", f"data.root={synthetic_root}",
-                 f"output_dir={run_dir}", *overrides]) == 0
+    assert (
+        main(
+            [
+                "--recipe",
+                "demo",
+                "train.batch_size=4",
+                "train.eval_steps=1",
+                "train.save_total_limit=1",
+                "data.max_tracks=6",
+                "data.num_workers=0",
+                f"data.root={synthetic_root}",
+                f"output_dir={run_dir}",
+                *overrides,
+            ]
+        )
+        == 0
+    )
     return json.loads((run_dir / "log_history.json").read_text())
 
 
@@ -110,9 +133,15 @@ def evaluations(history):
 @pytest.mark.slow
 def test_early_stopping_ends_a_run_that_cannot_improve(tmp_path, synthetic_root):
     # lr 1e-30 (0 is refused): below float32 resolution, the weights never change (only batch-norm statistics drift), so the accuracy stalls.
-    history = short_run(tmp_path, synthetic_root, "train.max_steps=10", "train.lr=1e-30",
-                        "train.early_stopping_patience=1", "train.early_stopping_min_steps=0",
-                        "train.metric=accuracy")
+    history = short_run(
+        tmp_path,
+        synthetic_root,
+        "train.max_steps=10",
+        "train.lr=1e-30",
+        "train.early_stopping_patience=1",
+        "train.early_stopping_min_steps=0",
+        "train.metric=accuracy",
+    )
     evals = evaluations(history)
     best, expected_stop = None, None
     for step, accuracy in evals:  # patience 1: the first evaluation that does not beat the best
@@ -123,16 +152,25 @@ def test_early_stopping_ends_a_run_that_cannot_improve(tmp_path, synthetic_root)
     final_step = max(e["step"] for e in history)
     assert expected_stop is not None and expected_stop < 10, evals
     assert final_step == expected_stop, (
-        f"early stopping should end the run at step {expected_stop} of 10, it reached {final_step}: {evals}")
+        f"early stopping should end the run at step {expected_stop} of 10, it reached {final_step}: {evals}"
+    )
 
 
 @pytest.mark.slow
 def test_plateau_halves_the_learning_rate_after_an_evaluation_without_improvement(tmp_path, synthetic_root):
     lr = 0.002
-    history = short_run(tmp_path, synthetic_root, "train.max_steps=6", f"train.lr={lr}",
-                        "train.logging_steps=1", "train.scheduler=reduce_lr_on_plateau",
-                        "train.plateau_patience=0", "train.plateau_factor=0.5",
-                        "train.early_stopping_patience=null", "train.metric=accuracy")
+    history = short_run(
+        tmp_path,
+        synthetic_root,
+        "train.max_steps=6",
+        f"train.lr={lr}",
+        "train.logging_steps=1",
+        "train.scheduler=reduce_lr_on_plateau",
+        "train.plateau_patience=0",
+        "train.plateau_factor=0.5",
+        "train.early_stopping_patience=null",
+        "train.metric=accuracy",
+    )
     logged = {e["step"]: e["learning_rate"] for e in history if "learning_rate" in e}
     evals = evaluations(history)
     # The expected schedule from the run's own evaluations: torch's ReduceLROnPlateau (mode max,
@@ -154,9 +192,15 @@ def test_plateau_halves_the_learning_rate_after_an_evaluation_without_improvemen
 def test_early_stopping_counts_no_evaluation_before_its_minimum_steps(tmp_path, synthetic_root):
     """The same stalled run (lr 1e-30) with patience 1 but 6 steps before anything counts: it goes on to
     the first evaluation after step 6 that does not beat the best, never stopping earlier."""
-    history = short_run(tmp_path, synthetic_root, "train.max_steps=10", "train.lr=1e-30",
-                        "train.early_stopping_patience=1", "train.early_stopping_min_steps=6",
-                        "train.metric=accuracy")
+    history = short_run(
+        tmp_path,
+        synthetic_root,
+        "train.max_steps=10",
+        "train.lr=1e-30",
+        "train.early_stopping_patience=1",
+        "train.early_stopping_min_steps=6",
+        "train.metric=accuracy",
+    )
     evals = evaluations(history)
     best, expected_stop = None, 10
     for step, accuracy in evals:
@@ -172,8 +216,11 @@ def test_early_stopping_counts_no_evaluation_before_its_minimum_steps(tmp_path, 
 def test_a_model_kept_from_its_first_steps_is_warned_about(tmp_path, synthetic_root, caplog):
     """lr 1e-30: nothing moves, so the first evaluation stays the best and the kept model is step 2's."""
     with caplog.at_level(logging.WARNING, logger="finetune"):
-        history = short_run(tmp_path, synthetic_root, "train.max_steps=20", "train.lr=1e-30", "train.eval_steps=2",
-                            "train.save_steps=2")
+        history = short_run(
+            tmp_path, synthetic_root, "train.max_steps=20", "train.lr=1e-30", "train.eval_steps=2", "train.save_steps=2"
+        )
     assert max(e["step"] for e in history) == 20
-    assert "the model kept is the checkpoint of step 2 of 20, selected on validation loss: it has barely " \
-           "trained" in caplog.text
+    assert (
+        "the model kept is the checkpoint of step 2 of 20, selected on validation loss: it has barely "
+        "trained" in caplog.text
+    )

@@ -26,8 +26,12 @@ def refusal(*overrides) -> str:
 
 
 def test_values_reach_training_arguments(tmp_path):
-    args = arguments(tmp_path, "train.trainer_args={optim: adafactor, adam_epsilon: 1e-6, report_to: none}",
-                     "train.trainer_args.torch_empty_cache_steps=5", "train.trainer_args.dataloader_drop_last=true")
+    args = arguments(
+        tmp_path,
+        "train.trainer_args={optim: adafactor, adam_epsilon: 1e-6, report_to: none}",
+        "train.trainer_args.torch_empty_cache_steps=5",
+        "train.trainer_args.dataloader_drop_last=true",
+    )
     assert args.optim == "adafactor"
     assert args.adam_epsilon == pytest.approx(1e-6)  # YAML 1.1 reads 1e-6 as a string: converted
     assert args.report_to == [] and args.torch_empty_cache_steps == 5 and args.dataloader_drop_last
@@ -37,14 +41,23 @@ def test_values_reach_training_arguments(tmp_path):
 
 def test_unknown_fields_are_refused_with_the_closest_one():
     assert refusal("train.trainer_args.optm=sgd") == (
-        "train.trainer_args.optm: not a transformers.TrainingArguments field; did you mean train.trainer_args.optim?")
+        "train.trainer_args.optm: not a transformers.TrainingArguments field; did you mean train.trainer_args.optim?"
+    )
     # the closest field is one a recipe key sets: the recipe key is suggested
     assert "did you mean train.lr?" in refusal("train.trainer_args.lerning_rate=0.1")
 
 
-@pytest.mark.parametrize("field, key", [("learning_rate", "train.lr"), ("per_device_train_batch_size", "train.batch_size"),
-                                        ("warmup_ratio", "train.warmup_ratio"), ("fp16", "train.precision"),
-                                        ("dataloader_num_workers", "data.num_workers"), ("seed", "seed")])
+@pytest.mark.parametrize(
+    "field, key",
+    [
+        ("learning_rate", "train.lr"),
+        ("per_device_train_batch_size", "train.batch_size"),
+        ("warmup_ratio", "train.warmup_ratio"),
+        ("fp16", "train.precision"),
+        ("dataloader_num_workers", "data.num_workers"),
+        ("seed", "seed"),
+    ],
+)
 def test_fields_a_recipe_key_sets_are_refused_naming_the_key(field, key):
     assert refusal(f"train.trainer_args.{field}=1") == f"train.trainer_args.{field}: set {key} instead"
 
@@ -55,7 +68,8 @@ def test_fields_the_toolkit_relies_on_are_refused():
 
 def test_values_are_checked_against_the_field():
     assert refusal("train.trainer_args.torch_compile=maybe") == (
-        "train.trainer_args.torch_compile: expected true or false, got 'maybe'")
+        "train.trainer_args.torch_compile: expected true or false, got 'maybe'"
+    )
     assert "did you mean adamw_torch?" in refusal("train.trainer_args.optim=adamw_trch")
 
 
@@ -65,7 +79,8 @@ def test_report_to_needs_its_package():
     if missing is None:
         pytest.skip("wandb, mlflow and tensorboard are all installed here")
     assert refusal(f"train.trainer_args.report_to={missing}") == (
-        f"train.trainer_args.report_to: {missing} is not installed; pip install {missing}")
+        f"train.trainer_args.report_to: {missing} is not installed; pip install {missing}"
+    )
     assert "is not one of all, none" in refusal("train.trainer_args.report_to=[nobody]")
     assert check_trainer_args(recipes.load("demo", ["train.trainer_args.report_to=none"])) == {"report_to": "none"}
 
@@ -73,9 +88,22 @@ def test_report_to_needs_its_package():
 @pytest.mark.slow
 def test_a_real_run_uses_the_requested_optimizer(tmp_path, synthetic_root):
     run_dir = tmp_path / "run"
-    assert main(["--recipe", "demo", "train.max_steps=2", "train.batch_size=4", "data.max_tracks=6",
-                 "data.num_workers=0", f"data.root={synthetic_root}", f"output_dir={run_dir}",
-                 "train.trainer_args={dataloader_drop_last: false, optim: adafactor}"]) == 0
+    assert (
+        main(
+            [
+                "--recipe",
+                "demo",
+                "train.max_steps=2",
+                "train.batch_size=4",
+                "data.max_tracks=6",
+                "data.num_workers=0",
+                f"data.root={synthetic_root}",
+                f"output_dir={run_dir}",
+                "train.trainer_args={dataloader_drop_last: false, optim: adafactor}",
+            ]
+        )
+        == 0
+    )
     assert json.loads((run_dir / "log_history.json").read_text())
     (checkpoint,) = run_dir.glob("checkpoint-*")
     saved = torch.load(checkpoint / "optimizer.pt", weights_only=True)["param_groups"]
@@ -83,8 +111,9 @@ def test_a_real_run_uses_the_requested_optimizer(tmp_path, synthetic_root):
     assert all(set(adafactor) <= set(group) and "betas" not in group for group in saved), saved[0].keys()
 
 
-@pytest.mark.parametrize("cuda, mps, device", [(True, True, "cuda"), (True, False, "cuda"), (False, True, "mps"),
-                                               (False, False, "cpu")])
+@pytest.mark.parametrize(
+    "cuda, mps, device", [(True, True, "cuda"), (True, False, "cuda"), (False, True, "mps"), (False, False, "cpu")]
+)
 def test_device_rule_prefers_cuda_then_apple_gpus(cuda, mps, device):
     assert accelerator(cuda, mps) == device
 
@@ -96,8 +125,10 @@ def test_trainer_args_may_force_the_cpu(tmp_path):
 def test_dry_run_refuses_a_bad_trainer_arg_in_one_line(capsys):
     assert main(["--recipe", "demo", "--dry-run", "train.trainer_args.optm=sgd"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["error: train.trainer_args.optm: not a transformers.TrainingArguments field; "
-                   "did you mean train.trainer_args.optim?"]
+    assert err == [
+        "error: train.trainer_args.optm: not a transformers.TrainingArguments field; "
+        "did you mean train.trainer_args.optim?"
+    ]
 
 
 @pytest.mark.slow
@@ -106,9 +137,22 @@ def test_a_run_reports_to_wandb_offline(tmp_path, synthetic_root, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")  # never the network
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     monkeypatch.setenv("WANDB_SILENT", "true")
-    assert main(["--recipe", "demo", "train.max_steps=2", "train.batch_size=4", "data.max_tracks=6",
-                 "data.num_workers=0", f"data.root={synthetic_root}", f"output_dir={tmp_path / 'run'}",
-                 "train.trainer_args={report_to: wandb}"]) == 0
+    assert (
+        main(
+            [
+                "--recipe",
+                "demo",
+                "train.max_steps=2",
+                "train.batch_size=4",
+                "data.max_tracks=6",
+                "data.num_workers=0",
+                f"data.root={synthetic_root}",
+                f"output_dir={tmp_path / 'run'}",
+                "train.trainer_args={report_to: wandb}",
+            ]
+        )
+        == 0
+    )
     (logged,) = (tmp_path / "wandb").glob("offline-run-*/run-*.wandb")
     assert logged.stat().st_size > 0
 

@@ -30,8 +30,21 @@ TINY = ["train.max_steps=2", "train.batch_size=4", "data.num_workers=0", "data.m
 def vary_args(out: Path, root: Path, *extra: str, folds: int | None = FOLDS) -> list[str]:
     """The compare --vary command over train.lr on the tiny demo."""
     fold_args = ["--folds", str(folds)] if folds else []
-    return ["compare", "--recipe", "demo", "--vary", f"train.lr={','.join(VALUES)}", *fold_args, "--seeds", "0",
-            "--out", str(out), *TINY, f"data.root={root}", *extra]
+    return [
+        "compare",
+        "--recipe",
+        "demo",
+        "--vary",
+        f"train.lr={','.join(VALUES)}",
+        *fold_args,
+        "--seeds",
+        "0",
+        "--out",
+        str(out),
+        *TINY,
+        f"data.root={root}",
+        *extra,
+    ]
 
 
 def finished(out: Path) -> dict[Path, float]:
@@ -137,13 +150,16 @@ def test_a_bad_value_is_refused_before_any_run(bad, tmp_path, capsys):
     assert not out.exists()
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--vary", "train.lr=1e-3"], "at least 2 values"),
-    (["--vary", "train.lr=1e-3,0.001"], "set the same value"),
-    (["--vary", "seed=1,2"], "sets seed"),
-    (["--vary", "train.lr=1e-3,3e-3", "runs/a"], "not both: runs/a"),
-    ([], "--recipe with --vary"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--vary", "train.lr=1e-3"], "at least 2 values"),
+        (["--vary", "train.lr=1e-3,0.001"], "set the same value"),
+        (["--vary", "seed=1,2"], "sets seed"),
+        (["--vary", "train.lr=1e-3,3e-3", "runs/a"], "not both: runs/a"),
+        ([], "--recipe with --vary"),
+    ],
+)
 def test_refusals(argv, message, capsys):
     assert main(["compare", "--recipe", "demo", *argv]) == 2
     assert message in capsys.readouterr().err

@@ -25,15 +25,36 @@ FOLDS = 3
 
 def cv_args(out, root, seeds: str = "0,1", *extra: str) -> list[str]:
     """The 3-fold cross-validation of the demo recipe, 2 steps per run on 5 tracks per split."""
-    return ["cv", "--recipe", "demo", "--folds", str(FOLDS), "--seeds", seeds, "--out", str(out),
-            "train.max_steps=2", "train.batch_size=4", "data.num_workers=0", "data.max_tracks=5",
-            "eval.durations=null", f"data.root={root}", *extra]
+    return [
+        "cv",
+        "--recipe",
+        "demo",
+        "--folds",
+        str(FOLDS),
+        "--seeds",
+        seeds,
+        "--out",
+        str(out),
+        "train.max_steps=2",
+        "train.batch_size=4",
+        "data.num_workers=0",
+        "data.max_tracks=5",
+        "eval.durations=null",
+        f"data.root={root}",
+        *extra,
+    ]
 
 
 def command(argv: list[str], **popen) -> subprocess.Popen:
     """`python -m finetune argv` in its own process, as another machine would start it."""
-    return subprocess.Popen([sys.executable, "-m", "finetune", *argv], cwd=PROJECT_ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **popen)
+    return subprocess.Popen(
+        [sys.executable, "-m", "finetune", *argv],
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **popen,
+    )
 
 
 def identities(out) -> dict[str, dict]:
@@ -78,8 +99,9 @@ def two_cores():
 
 
 @pytest.mark.slow
-def test_two_workers_train_each_run_once_and_write_the_one_worker_table(one_worker, synthetic_root, tmp_path,
-                                                                         two_cores):
+def test_two_workers_train_each_run_once_and_write_the_one_worker_table(
+    one_worker, synthetic_root, tmp_path, two_cores
+):
     out = tmp_path / "cv"
     code, printed, log = run_main([*cv_args(out, synthetic_root), "--jobs", "2"])
     assert code == 0
@@ -146,9 +168,24 @@ def test_more_jobs_than_cores_says_how_the_threads_were_divided(one_worker, synt
 
 def search_args(out, root, trials: int, space, *extra: str) -> list[str]:
     """A search of the demo recipe's learning rate, 2 steps per trial on 5 tracks per split."""
-    return ["search", "--recipe", "demo", "--space", str(space), "--trials", str(trials), "--out", str(out),
-            "train.max_steps=2", "train.batch_size=4", "data.num_workers=0", "data.max_tracks=5",
-            "eval.durations=null", f"data.root={root}", *extra]
+    return [
+        "search",
+        "--recipe",
+        "demo",
+        "--space",
+        str(space),
+        "--trials",
+        str(trials),
+        "--out",
+        str(out),
+        "train.max_steps=2",
+        "train.batch_size=4",
+        "data.num_workers=0",
+        "data.max_tracks=5",
+        "eval.durations=null",
+        f"data.root={root}",
+        *extra,
+    ]
 
 
 @pytest.fixture
@@ -159,13 +196,14 @@ def lr_space(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_search_workers_share_one_study_and_stop_at_the_asked_trials(synthetic_root, tmp_path, lr_space,
-                                                                         two_cores):
+def test_two_search_workers_share_one_study_and_stop_at_the_asked_trials(synthetic_root, tmp_path, lr_space, two_cores):
     out = tmp_path / "search"
     code, printed, log = run_main([*search_args(out, synthetic_root, 4, lr_space), "--jobs", "2"])
     assert code == 0, log[-3000:]
-    study = optuna.load_study(study_name=out.name, storage=optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(str(out / "journal.log"))))
+    study = optuna.load_study(
+        study_name=out.name,
+        storage=optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(out / "journal.log"))),
+    )
     assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4  # 4 in all, not 4 per worker
     folders = sorted(out.glob("trial-*"))
     assert [f.name for f in folders] == [f"trial-{n:04d}" for n in range(4)]
@@ -179,8 +217,7 @@ def test_two_search_workers_share_one_study_and_stop_at_the_asked_trials(synthet
 
 
 @pytest.mark.slow
-def test_more_search_jobs_than_cores_says_how_the_threads_were_divided(synthetic_root, tmp_path, lr_space,
-                                                                       two_cores):
+def test_more_search_jobs_than_cores_says_how_the_threads_were_divided(synthetic_root, tmp_path, lr_space, two_cores):
     out = tmp_path / "search"
     worker = command([*search_args(out, synthetic_root, 3, lr_space), "--jobs", "3"])
     stdout, stderr = worker.communicate()
@@ -214,8 +251,7 @@ def test_two_workers_sharing_the_audio_cache_decode_each_file_once(tmp_path):
         sf.write(path, rng.uniform(-0.5, 0.5, 44100 * 4).astype(np.float32), 44100)
     context = multiprocessing.get_context("fork")
     barrier, seen = context.Barrier(2), context.Queue()
-    workers = [context.Process(target=load_entries, args=(tmp_path / "cache", paths, barrier, seen))
-               for _ in range(2)]
+    workers = [context.Process(target=load_entries, args=(tmp_path / "cache", paths, barrier, seen)) for _ in range(2)]
     for worker in workers:
         worker.start()
     found = [seen.get(timeout=120) for _ in range(2 * len(paths))]

@@ -58,13 +58,21 @@ class ASTPooledForAudioClassification(ASTForAudioClassification):
         if module is self and self.config.use_weighted_layer_sum:  # equal weights, as HuBERT's
             init.constant_(self.layer_weights, 1.0 / (self.config.num_hidden_layers + 1))
 
-    def forward(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                labels: torch.Tensor | None = None, **kwargs) -> SequenceClassifierOutput:
+    def forward(
+        self,
+        input_values: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        **kwargs,
+    ) -> SequenceClassifierOutput:
         weighted = self.config.use_weighted_layer_sum
         base = self.audio_spectrogram_transformer
         outputs = base(input_values, output_hidden_states=weighted)  # input (B, frames, mels)
-        hidden = (base.layernorm(weighted_layer_sum(outputs.hidden_states, self.layer_weights))
-                  if weighted else outputs.last_hidden_state)  # (B, N, D)
+        hidden = (
+            base.layernorm(weighted_layer_sum(outputs.hidden_states, self.layer_weights))
+            if weighted
+            else outputs.last_hidden_state
+        )  # (B, N, D)
         pooled = self.pooler(hidden) if self.pooler is not None else token_pool(hidden)  # (B, D)
         return SequenceClassifierOutput(logits=self.classifier(pooled))  # (B, C)
 
@@ -93,8 +101,9 @@ def resize_time_positions(model, extractor, max_length: int) -> None:
     extractor.max_length = max_length
 
 
-def build_ast(num_labels: int, label_names: list[str], multi_label: bool, backbone, lora,
-              max_length: int | None = None):
+def build_ast(
+    num_labels: int, label_names: list[str], multi_label: bool, backbone, lora, max_length: int | None = None
+):
     """AST (MIT/ast-finetuned-audioset-10-10-0.4593 or any AST checkpoint), 16 kHz log-mel patches.
 
     max_length: input frames of 10 ms; null = the checkpoint's (1024 = 10.24 s), another value
@@ -106,10 +115,21 @@ def build_ast(num_labels: int, label_names: list[str], multi_label: bool, backbo
 
 AST_TYPES = ("audio-spectrogram-transformer", ASTPooledConfig.model_type)
 AST = Family(
-    name="ast", default_path="MIT/ast-finetuned-audioset-10-10-0.4593", model_types=AST_TYPES,
-    native_class=ASTForAudioClassification, pooled_class=ASTPooledForAudioClassification,
-    native_weighted=False, extractor_class=ASTFeatureExtractor, default_extractor=ASTFeatureExtractor,
-    sample_rate=16000, layers="layers", pool=token_pool, head=ast_head,
+    name="ast",
+    default_path="MIT/ast-finetuned-audioset-10-10-0.4593",
+    model_types=AST_TYPES,
+    native_class=ASTForAudioClassification,
+    pooled_class=ASTPooledForAudioClassification,
+    native_weighted=False,
+    extractor_class=ASTFeatureExtractor,
+    default_extractor=ASTFeatureExtractor,
+    sample_rate=16000,
+    layers="layers",
+    pool=token_pool,
+    head=ast_head,
     head_input=None,  # the head opens with a LayerNorm
-    build=build_ast, auto_types=AST_TYPES, license_prefix="MIT/ast", license="bsd-3-clause",
+    build=build_ast,
+    auto_types=AST_TYPES,
+    license_prefix="MIT/ast",
+    license="bsd-3-clause",
 )

@@ -37,8 +37,13 @@ NAMED = {model_type: family for family in FAMILIES.values() for model_type in fa
 
 def find_layers(base: nn.Module) -> str:
     """The name of the ModuleList whose items hold attention: the transformer layers."""
-    (name,) = [name for name, module in base.named_modules() if isinstance(module, nn.ModuleList) and len(module)
-               and all(any("Attention" in type(m).__name__ for m in item.modules()) for item in module)]
+    (name,) = [
+        name
+        for name, module in base.named_modules()
+        if isinstance(module, nn.ModuleList)
+        and len(module)
+        and all(any("Attention" in type(m).__name__ for m in item.modules()) for item in module)
+    ]
     return name
 
 
@@ -51,11 +56,19 @@ def derived_family(model_type: str, settings: dict) -> Family:
     with torch.device("meta"):
         skeleton = native_class(config)
     return Family(
-        name="auto", default_path=None, model_types=(model_type,), native_class=native_class,
-        pooled_class=None, native_weighted=hasattr(config, "use_weighted_layer_sum"),
+        name="auto",
+        default_path=None,
+        model_types=(model_type,),
+        native_class=native_class,
+        pooled_class=None,
+        native_weighted=hasattr(config, "use_weighted_layer_sum"),
         extractor_class=AutoFeatureExtractor,  # the class preprocessor_config.json names
-        default_extractor=FEATURE_EXTRACTOR_MAPPING[config_class], sample_rate=None,
-        layers=find_layers(base_model_of(skeleton)), pool=masked_mean, head=speech_head, head_input="projector",
+        default_extractor=FEATURE_EXTRACTOR_MAPPING[config_class],
+        sample_rate=None,
+        layers=find_layers(base_model_of(skeleton)),
+        pool=masked_mean,
+        head=speech_head,
+        head_input="projector",
     )
 
 
@@ -66,9 +79,11 @@ def auto_family(raw: dict) -> Family:
         return replace(NAMED[model_type], sample_rate=None)  # the rate of the checkpoint's extractor
     native = MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING_NAMES
     if model_type not in native:
-        raise ValueError(f"model.name=auto: a {model_type!r} checkpoint is not an audio classifier transformers "
-                         f"can build; supported model types: {', '.join(sorted(native))}, and "
-                         f"{listed(t for t in NAMED if t not in native)}")
+        raise ValueError(
+            f"model.name=auto: a {model_type!r} checkpoint is not an audio classifier transformers "
+            f"can build; supported model types: {', '.join(sorted(native))}, and "
+            f"{listed(t for t in NAMED if t not in native)}"
+        )
     return derived_family(model_type, {k: v for k, v in raw.items() if k not in CHECKPOINT_KEYS})
 
 
@@ -89,5 +104,7 @@ def check_native_head(family: Family, backbone) -> None:
     if family.pooled_class is not None or backbone.mode == "probe":
         return
     if backbone.pooling != "mean" or (backbone.layer == WEIGHTED and not family.native_weighted):
-        raise ValueError(f"backbone.pooling={backbone.pooling}: {family.model_types[0]} checkpoints have "
-                         f"transformers' own head only, use mean (attention pooling is for {listed(FAMILIES)})")
+        raise ValueError(
+            f"backbone.pooling={backbone.pooling}: {family.model_types[0]} checkpoints have "
+            f"transformers' own head only, use mean (attention pooling is for {listed(FAMILIES)})"
+        )

@@ -28,8 +28,19 @@ from finetune.bundle import ModelBundle, label_config
 logger = logging.getLogger("finetune")
 
 # config.json entries that describe a checkpoint, not an architecture: never carried over.
-CHECKPOINT_KEYS = ("model_type", "architectures", "auto_map", "_name_or_path", "transformers_version",
-                   "id2label", "label2id", "num_labels", "problem_type", "pooling", "use_weighted_layer_sum")
+CHECKPOINT_KEYS = (
+    "model_type",
+    "architectures",
+    "auto_map",
+    "_name_or_path",
+    "transformers_version",
+    "id2label",
+    "label2id",
+    "num_labels",
+    "problem_type",
+    "pooling",
+    "use_weighted_layer_sum",
+)
 LAYERDROP_KEYS = ("layerdrop", "encoder_layerdrop")  # wav2vec2-style, Whisper
 
 
@@ -57,8 +68,9 @@ class Family:
     license_prefix: str | None = None  # Hub id prefix of its published weights ...
     license: str | None = None  # ... and their licence (SPDX-like id), for model cards
 
-    def layer_features(self, model: nn.Module, inputs: torch.Tensor,
-                       attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def layer_features(
+        self, model: nn.Module, inputs: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Each layer's output pooled over time as the model cut after that layer gives it (the
         embeddings first): model inputs -> (B, L+1, D)."""
         return pooled_layers(model, self, inputs, attention_mask)
@@ -69,8 +81,10 @@ def read_config(family: Family, path: str) -> dict:
     raw, _ = PreTrainedConfig.get_config_dict(path)
     raw = family.translate(dict(raw))
     if raw.get("model_type") not in family.model_types:
-        raise ValueError(f"backbone.path {path} holds a {raw.get('model_type')!r} model; the "
-                         f"{family.name} backbone reads {', '.join(family.model_types)}")
+        raise ValueError(
+            f"backbone.path {path} holds a {raw.get('model_type')!r} model; the "
+            f"{family.name} backbone reads {', '.join(family.model_types)}"
+        )
     return {k: v for k, v in raw.items() if k not in CHECKPOINT_KEYS}
 
 
@@ -79,8 +93,7 @@ def check_modes(backbone) -> None:
     if backbone.mode == "probe" and backbone.pooling != "mean":
         raise ValueError("backbone.mode=probe caches time-pooled embeddings: use backbone.pooling=mean")
     if backbone.mode == "probe" and backbone.layer != "last":
-        logger.info("backbone.mode=probe: layers come from probe.layers; backbone.layer=%s is not used",
-                    backbone.layer)
+        logger.info("backbone.mode=probe: layers come from probe.layers; backbone.layer=%s is not used", backbone.layer)
 
 
 def base_layers(model: nn.Module, family: Family) -> nn.ModuleList:
@@ -90,8 +103,9 @@ def base_layers(model: nn.Module, family: Family) -> nn.ModuleList:
 def keep_layers(model: nn.Module, family: Family, count: int) -> nn.Module:
     """Cut the model after its first `count` transformer layers (in place; config follows)."""
     parent_name, _, attr = family.layers.rpartition(".")
-    setattr(base_model_of(model).get_submodule(parent_name), attr,
-            nn.ModuleList(list(base_layers(model, family))[:count]))
+    setattr(
+        base_model_of(model).get_submodule(parent_name), attr, nn.ModuleList(list(base_layers(model, family))[:count])
+    )
     model.config.num_hidden_layers = count
     return model
 
@@ -100,7 +114,7 @@ def forward_with_tail(base: nn.Module, layers: str, inputs: torch.Tensor, **kwar
     """The base model's outputs with every hidden state, and the modules it ran after its last
     layer (a final norm, SEW's upsampling): the model cut after an earlier layer ends with them."""
     names = layers.split(".")
-    path = [base] + [base.get_submodule(".".join(names[:i + 1])) for i in range(len(names))]  # base .. layers
+    path = [base] + [base.get_submodule(".".join(names[: i + 1])) for i in range(len(names))]  # base .. layers
     last = path[-1][-1]
     beside = [child for parent, inner in zip(path, path[1:]) for child in parent.children() if child is not inner]
     finished = []
@@ -114,8 +128,9 @@ def forward_with_tail(base: nn.Module, layers: str, inputs: torch.Tensor, **kwar
     return outputs, list(dict.fromkeys(finished[after:]))
 
 
-def pooled_layers(model: nn.Module, family: Family, inputs: torch.Tensor,
-                  attention_mask: torch.Tensor | None) -> torch.Tensor:
+def pooled_layers(
+    model: nn.Module, family: Family, inputs: torch.Tensor, attention_mask: torch.Tensor | None
+) -> torch.Tensor:
     """`Family.layer_features`: hidden state k through the modules that follow the last layer,
     pooled like the head pools -> (B, L+1, D)."""
     kwargs = {} if attention_mask is None else {"attention_mask": attention_mask}
@@ -163,17 +178,19 @@ def check_loaded(path: str, model: nn.Module, loading: dict) -> None:
     """Refuse a checkpoint that leaves backbone weights at random (the head is new by design);
     start new layer weights equal."""
     prefix = base_model_name(model) + "."
-    missing = sorted(k for k in loading["missing_keys"]
-                     if k.startswith(prefix) and not k.endswith("masked_spec_embed"))  # SpecAugment only
+    missing = sorted(
+        k for k in loading["missing_keys"] if k.startswith(prefix) and not k.endswith("masked_spec_embed")
+    )  # SpecAugment only
     if missing:
-        raise ValueError(f"backbone.path {path}: {len(missing)} backbone weights are not in the "
-                         f"checkpoint, e.g. {', '.join(missing[:3])}")
+        raise ValueError(
+            f"backbone.path {path}: {len(missing)} backbone weights are not in the "
+            f"checkpoint, e.g. {', '.join(missing[:3])}"
+        )
     if "layer_weights" in loading["missing_keys"]:  # wav2vec2 (5.24) leaves them uninitialised
         with torch.no_grad():
             model.layer_weights.fill_(1.0 / model.layer_weights.numel())
     if loading["unexpected_keys"]:
-        logger.info("%s: %d checkpoint weights unused (e.g. pretraining heads)", path,
-                    len(loading["unexpected_keys"]))
+        logger.info("%s: %d checkpoint weights unused (e.g. pretraining heads)", path, len(loading["unexpected_keys"]))
 
 
 def load_extractor(family: Family, path: str):
@@ -184,13 +201,22 @@ def load_extractor(family: Family, path: str):
         logger.info("%s has no preprocessor_config.json: using the %s defaults", path, family.name)
         extractor = family.default_extractor()
     if family.sample_rate is not None and extractor.sampling_rate != family.sample_rate:
-        raise ValueError(f"{path}: feature extractor expects {extractor.sampling_rate} Hz, but "
-                         f"{family.name} models take {family.sample_rate} Hz")
+        raise ValueError(
+            f"{path}: feature extractor expects {extractor.sampling_rate} Hz, but "
+            f"{family.name} models take {family.sample_rate} Hz"
+        )
     return extractor
 
 
-def build_backbone(family: Family, num_labels: int, label_names: list[str], multi_label: bool,
-                   backbone, lora, prepare: Callable | None = None):
+def build_backbone(
+    family: Family,
+    num_labels: int,
+    label_names: list[str],
+    multi_label: bool,
+    backbone,
+    lora,
+    prepare: Callable | None = None,
+):
     """The `ModelBundle` of `family` for a task; `prepare(model, extractor)` adjusts both
     (e.g. AST's input length) before the layers are cut and the trainable set is chosen."""
     if num_labels != len(label_names):
@@ -212,8 +238,9 @@ def build_backbone(family: Family, num_labels: int, label_names: list[str], mult
         for key in settings.keys() & LAYERDROP_KEYS:
             settings[key] = 0.0  # a dropped layer breaks the weighted sum (transformers 5.x)
     config = model_class.config_class.from_dict(settings)
-    model, loading = model_class.from_pretrained(path, config=config, ignore_mismatched_sizes=True,
-                                                 output_loading_info=True)
+    model, loading = model_class.from_pretrained(
+        path, config=config, ignore_mismatched_sizes=True, output_loading_info=True
+    )
     check_loaded(path, model, loading)
     extractor = load_extractor(family, path)
     if prepare is not None:

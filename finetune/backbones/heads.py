@@ -70,6 +70,7 @@ def resolve_layer(layer: str, num_layers: int) -> int | str:
         return num_layers
     index = int(layer)
     if not -(num_layers + 1) <= index <= num_layers:
-        raise ValueError(f"backbone.layer={layer}: this model has layers 0..{num_layers} "
-                         f"(0 = embeddings, {num_layers} = last)")
+        raise ValueError(
+            f"backbone.layer={layer}: this model has layers 0..{num_layers} (0 = embeddings, {num_layers} = last)"
+        )
     return index % (num_layers + 1)

@@ -23,8 +23,10 @@ def check_hear_module(module, spec: str) -> None:
     """Refuse a module without HEAR's three functions."""
     missing = [name for name in HEAR_FUNCTIONS if not callable(getattr(module, name, None))]
     if missing:
-        raise ValueError(f"backbone.encoder={spec}: {module.__name__} is not a HEAR module: it has no "
-                         f"{', '.join(missing)} (HEAR's API: {', '.join(HEAR_FUNCTIONS)})")
+        raise ValueError(
+            f"backbone.encoder={spec}: {module.__name__} is not a HEAR module: it has no "
+            f"{', '.join(missing)} (HEAR's API: {', '.join(HEAR_FUNCTIONS)})"
+        )
 
 
 def load_hear_model(module, spec: str) -> nn.Module:
@@ -35,11 +37,15 @@ def load_hear_model(module, spec: str) -> nn.Module:
         raise ValueError(f"backbone.encoder={spec}: load_model raised {cause(err)}") from err
     missing = [name for name in HEAR_ATTRIBUTES if getattr(model, name, None) is None]
     if missing:
-        raise ValueError(f"backbone.encoder={spec}: load_model returned a model without {', '.join(missing)} "
-                         f"(HEAR models declare {', '.join(HEAR_ATTRIBUTES)})")
+        raise ValueError(
+            f"backbone.encoder={spec}: load_model returned a model without {', '.join(missing)} "
+            f"(HEAR models declare {', '.join(HEAR_ATTRIBUTES)})"
+        )
     if not isinstance(model, nn.Module):
-        raise ValueError(f"backbone.encoder={spec}: load_model returned a {type(model).__name__}, not a "
-                         "torch.nn.Module (only PyTorch HEAR modules plug in)")
+        raise ValueError(
+            f"backbone.encoder={spec}: load_model returned a {type(model).__name__}, not a "
+            "torch.nn.Module (only PyTorch HEAR modules plug in)"
+        )
     return model
 
 

@@ -34,8 +34,11 @@ def called_linears(model: nn.Module, inputs: dict) -> set[str]:
     modules only read their projections' weights (WavLM's F.multi_head_attention_forward): an
     adapter there would never run, nor train."""
     called = set()
-    hooks = [module.register_forward_hook(lambda m, args, out, name=name: called.add(name))
-             for name, module in base_model_of(model).named_modules() if isinstance(module, nn.Linear)]
+    hooks = [
+        module.register_forward_hook(lambda m, args, out, name=name: called.add(name))
+        for name, module in base_model_of(model).named_modules()
+        if isinstance(module, nn.Linear)
+    ]
     try:
         with torch.no_grad():
             model(**inputs)
@@ -52,8 +55,11 @@ def default_targets(base: nn.Module, layers: str, called: set[str], hidden_size:
     the others (the feed-forward). Each is named by the shortest end of its name that names no
     other Linear layer (SEW-D: attention.output.dense, as its feed-forward has a `dense` too)."""
     linears = {name: m for name, m in base.named_modules() if isinstance(m, nn.Linear)}
-    wide = {name for name, m in linears.items() if name in called and name.startswith(f"{layers}.")
-            and hidden_size in (m.in_features, m.out_features)}
+    wide = {
+        name
+        for name, m in linears.items()
+        if name in called and name.startswith(f"{layers}.") and hidden_size in (m.in_features, m.out_features)
+    }
     attention = [name for name, m in base.named_modules() if "Attention" in type(m).__name__]
     chosen = {name for name in wide if any(name.startswith(f"{a}.") for a in attention)} or wide
     others = [name for name in linears if name not in chosen]
@@ -78,15 +84,18 @@ def add_lora(model: nn.Module, lora, layers: str, inputs: dict) -> nn.Module:
     linears = [name for name, module in base.named_modules() if isinstance(module, nn.Linear)]
     missing = [t for t in targets if not any(matches(name, t) for name in linears)]
     if missing:
-        raise ValueError(f"lora.target_modules: {', '.join(missing)} not in this backbone; its linear "
-                         f"layers: {listed(sorted({name.rsplit('.', 1)[-1] for name in linears}))}")
+        raise ValueError(
+            f"lora.target_modules: {', '.join(missing)} not in this backbone; its linear "
+            f"layers: {listed(sorted({name.rsplit('.', 1)[-1] for name in linears}))}"
+        )
     idle = [t for t in targets if not any(matches(name, t) for name in called)]
     if idle:
-        raise ValueError(f"lora.target_modules: this backbone never calls {', '.join(idle)} (it reads their "
-                         f"weights directly), so adapters there would not train; it calls: "
-                         f"{listed(sorted({name.rsplit('.', 1)[-1] for name in called}))}")
-    config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                        target_modules=targets, bias="none")
+        raise ValueError(
+            f"lora.target_modules: this backbone never calls {', '.join(idle)} (it reads their "
+            f"weights directly), so adapters there would not train; it calls: "
+            f"{listed(sorted({name.rsplit('.', 1)[-1] for name in called}))}"
+        )
+    config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets, bias="none")
     inject_adapter_in_model(config, base)
     return model
 
@@ -122,8 +131,14 @@ def adapter_model(model: nn.Module):
     injected = base_model_of(model).peft_config["default"]  # rank, alpha, dropout, targets of the adapters
     base = replace_lora(copy.deepcopy(model), merge=False)
     heads = [name for name, _ in base.named_children() if name != base_model_name(base)]
-    config = LoraConfig(r=injected.r, lora_alpha=injected.lora_alpha, lora_dropout=injected.lora_dropout,
-                        target_modules=sorted(injected.target_modules), modules_to_save=heads, bias="none")
+    config = LoraConfig(
+        r=injected.r,
+        lora_alpha=injected.lora_alpha,
+        lora_dropout=injected.lora_dropout,
+        target_modules=sorted(injected.target_modules),
+        modules_to_save=heads,
+        bias="none",
+    )
     wrapped = get_peft_model(base, config)
     with torch.no_grad():
         for name, layer in trained.items():

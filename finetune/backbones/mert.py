@@ -16,8 +16,16 @@ from finetune.backbones.wav2vec2 import HubertPooledForSequenceClassification, s
 MERT_ONLY = {"feature_extractor_cqt": False, "deepnorm": False}
 # Dropped: `attention_relax` (MERT-330M) subtracts each row's maximum before the softmax, which
 # leaves the softmax unchanged; the rest describe the checkpoint, not the network.
-MERT_EXTRA = ("attention_relax", "feature_extractor_cqt_bins", "sample_rate", "tokenizer_class",
-              "feat_extract_dropout", "hidden_dropout_prob", "gradient_checkpointing", "torch_dtype")
+MERT_EXTRA = (
+    "attention_relax",
+    "feature_extractor_cqt_bins",
+    "sample_rate",
+    "tokenizer_class",
+    "feat_extract_dropout",
+    "hidden_dropout_prob",
+    "gradient_checkpointing",
+    "torch_dtype",
+)
 
 
 def translate_mert(raw: dict) -> dict:
@@ -26,8 +34,9 @@ def translate_mert(raw: dict) -> dict:
         return raw
     for key, plain in MERT_ONLY.items():
         if raw.get(key, plain) != plain:
-            raise ValueError(f"MERT config {key}={raw[key]!r} has no HuBERT equivalent "
-                             f"(MERT-v1 checkpoints use {plain!r})")
+            raise ValueError(
+                f"MERT config {key}={raw[key]!r} has no HuBERT equivalent (MERT-v1 checkpoints use {plain!r})"
+            )
     drop = set(MERT_ONLY) | set(MERT_EXTRA)
     return {**{k: v for k, v in raw.items() if k not in drop}, "model_type": "hubert"}
 
@@ -38,6 +47,17 @@ def build_mert(num_labels: int, label_names: list[str], multi_label: bool, backb
 
 
 # `auto` reads translated MERT checkpoints (model_type hubert) as HuBERT ones, its own by mert_model.
-MERT = speech_family("mert", "m-a-p/MERT-v1-95M", "hubert", HubertForSequenceClassification,
-                     HubertPooledForSequenceClassification, build_mert, "m-a-p/MERT", "cc-by-nc-4.0",
-                     sample_rate=24000, do_normalize=False, translate=translate_mert, auto_types=("mert_model",))
+MERT = speech_family(
+    "mert",
+    "m-a-p/MERT-v1-95M",
+    "hubert",
+    HubertForSequenceClassification,
+    HubertPooledForSequenceClassification,
+    build_mert,
+    "m-a-p/MERT",
+    "cc-by-nc-4.0",
+    sample_rate=24000,
+    do_normalize=False,
+    translate=translate_mert,
+    auto_types=("mert_model",),
+)

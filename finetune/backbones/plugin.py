@@ -51,8 +51,9 @@ def import_named(spec: str, module_name: str):
     try:
         return importlib.import_module(module_name)
     except Exception as err:  # an encoder's module may fail in any way while importing
-        raise ValueError(f"backbone.encoder={spec}: cannot import {module_name} ({cause(err)}); install the "
-                         "package that provides it") from err
+        raise ValueError(
+            f"backbone.encoder={spec}: cannot import {module_name} ({cause(err)}); install the package that provides it"
+        ) from err
 
 
 def load_factory(spec: str) -> Callable[[], nn.Module]:
@@ -97,8 +98,9 @@ def build_module(spec: str) -> nn.Module:
     except Exception as err:  # the user's factory may fail in any way
         raise ValueError(f"backbone.encoder={spec}: the factory raised {cause(err)}") from err
     if not isinstance(encoder, nn.Module):
-        raise ValueError(f"backbone.encoder={spec}: the factory returned a {type(encoder).__name__}, not a "
-                         "torch.nn.Module")
+        raise ValueError(
+            f"backbone.encoder={spec}: the factory returned a {type(encoder).__name__}, not a torch.nn.Module"
+        )
     return encoder
 
 
@@ -119,9 +121,11 @@ def load_weights(encoder: nn.Module, spec: str, weights: str) -> None:
 
 def mismatch(loading) -> str:
     """What `load_state_dict(strict=False)` found wrong, in words."""
-    return "; ".join(f"{len(keys)} weights {kind} (e.g. {listed(keys[:3])})"
-                     for kind, keys in (("missing", loading.missing_keys), ("unexpected", loading.unexpected_keys))
-                     if keys)
+    return "; ".join(
+        f"{len(keys)} weights {kind} (e.g. {listed(keys[:3])})"
+        for kind, keys in (("missing", loading.missing_keys), ("unexpected", loading.unexpected_keys))
+        if keys
+    )
 
 
 def check_attributes(encoder: nn.Module, spec: str) -> dict:
@@ -129,13 +133,18 @@ def check_attributes(encoder: nn.Module, spec: str) -> dict:
     found = {name: getattr(encoder, name, None) for name in ATTRIBUTES}
     missing = [name for name, value in found.items() if value is None]
     if missing:
-        raise ValueError(f"backbone.encoder={spec}: the encoder has no {', '.join(missing)}; an encoder "
-                         f"declares {', '.join(ATTRIBUTES)}")
+        raise ValueError(
+            f"backbone.encoder={spec}: the encoder has no {', '.join(missing)}; an encoder "
+            f"declares {', '.join(ATTRIBUTES)}"
+        )
     for name, value in found.items():
         if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
             raise ValueError(f"backbone.encoder={spec}: its {name} is {value!r}, not a positive number")
-    return {"sample_rate": int(found["sample_rate"]), "frame_rate": float(found["frame_rate"]),
-            "num_layers": int(found["num_layers"])}
+    return {
+        "sample_rate": int(found["sample_rate"]),
+        "frame_rate": float(found["frame_rate"]),
+        "num_layers": int(found["num_layers"]),
+    }
 
 
 def probe_signal(seconds: float, rate: int) -> torch.Tensor:
@@ -151,23 +160,28 @@ def run_on_noise(encoder: nn.Module, spec: str, seconds: float, rate: int):
         with torch.no_grad():
             return encoder(audio)
     except Exception as err:  # the user's forward may fail in any way
-        raise ValueError(f"backbone.encoder={spec}: its forward on a {tuple(audio.shape)} waveform batch at "
-                         f"{rate} Hz raised {cause(err)}") from err
+        raise ValueError(
+            f"backbone.encoder={spec}: its forward on a {tuple(audio.shape)} waveform batch at "
+            f"{rate} Hz raised {cause(err)}"
+        ) from err
 
 
 def check_output(hidden, spec: str, seconds: float, declared: dict) -> tuple[int, int]:
     """(frames, width) of the encoder's output for `seconds` of audio, refused unless it is
     (B, num_layers, T', D) and finite."""
     if not isinstance(hidden, torch.Tensor):
-        raise ValueError(f"backbone.encoder={spec}: returned a {type(hidden).__name__}, not a tensor of every "
-                         "layer's hidden states (B, L, T', D)")
+        raise ValueError(
+            f"backbone.encoder={spec}: returned a {type(hidden).__name__}, not a tensor of every "
+            "layer's hidden states (B, L, T', D)"
+        )
     shape = tuple(hidden.shape)
     if hidden.ndim != 4 or shape[:2] != (2, declared["num_layers"]):
-        raise ValueError(f"backbone.encoder={spec}: returned shape {shape} for a batch of 2; an encoder returns "
-                         f"(B, L, T', D) with L = its num_layers ({declared['num_layers']})")
+        raise ValueError(
+            f"backbone.encoder={spec}: returned shape {shape} for a batch of 2; an encoder returns "
+            f"(B, L, T', D) with L = its num_layers ({declared['num_layers']})"
+        )
     if not torch.isfinite(hidden).all():
-        raise ValueError(f"backbone.encoder={spec}: returned NaN or infinite hidden states for {seconds:g} s of "
-                         "noise")
+        raise ValueError(f"backbone.encoder={spec}: returned NaN or infinite hidden states for {seconds:g} s of noise")
     return shape[2], shape[3]
 
 
@@ -178,15 +192,19 @@ def check_encoder(encoder: nn.Module, spec: str) -> dict:
     Returns the declared attributes and the width `hidden_size`."""
     declared = check_attributes(encoder, spec)
     was_training = encoder.training
-    frames = [check_output(run_on_noise(encoder.eval(), spec, s, declared["sample_rate"]), spec, s, declared)
-              for s in CHECK_SECONDS]
+    frames = [
+        check_output(run_on_noise(encoder.eval(), spec, s, declared["sample_rate"]), spec, s, declared)
+        for s in CHECK_SECONDS
+    ]
     encoder.train(was_training)
     measured = frames[1][0] - frames[0][0]  # frames of one more second
     expected = declared["frame_rate"] * (CHECK_SECONDS[1] - CHECK_SECONDS[0])
     if abs(measured - expected) > max(1.0, 0.1 * expected):
-        raise ValueError(f"backbone.encoder={spec}: one more second at its sample_rate {declared['sample_rate']} "
-                         f"Hz gave {measured} more frames, its frame_rate {declared['frame_rate']:g} says "
-                         f"{expected:g}: it takes another rate than it declares, or declares a wrong frame_rate")
+        raise ValueError(
+            f"backbone.encoder={spec}: one more second at its sample_rate {declared['sample_rate']} "
+            f"Hz gave {measured} more frames, its frame_rate {declared['frame_rate']:g} says "
+            f"{expected:g}: it takes another rate than it declares, or declares a wrong frame_rate"
+        )
     return {**declared, "hidden_size": frames[0][1]}
 
 
@@ -196,10 +214,19 @@ class EncoderConfig(PreTrainedConfig):
 
     model_type = "finetune_encoder"
 
-    def __init__(self, encoder: str | None = None, encoder_package: str | None = None,
-                 encoder_version: str | None = None, sample_rate: int = 16000, frame_rate: float = 50.0,
-                 num_hidden_layers: int = 1, hidden_size: int = 1, selected_layer: int | str = 0,
-                 pooling: str = "mean", **kwargs):
+    def __init__(
+        self,
+        encoder: str | None = None,
+        encoder_package: str | None = None,
+        encoder_version: str | None = None,
+        sample_rate: int = 16000,
+        frame_rate: float = 50.0,
+        num_hidden_layers: int = 1,
+        hidden_size: int = 1,
+        selected_layer: int | str = 0,
+        pooling: str = "mean",
+        **kwargs,
+    ):
         self.encoder = encoder
         self.encoder_package = encoder_package
         self.encoder_version = encoder_version
@@ -229,8 +256,9 @@ class EncoderForAudioClassification(PreTrainedModel):
         super().__init__(config)
         self.encoder = build_module(config.encoder) if encoder is None else encoder
         if config.selected_layer == WEIGHTED:
-            self.layer_weights = nn.Parameter(torch.full((config.num_hidden_layers + 1,),
-                                                         1.0 / (config.num_hidden_layers + 1)))
+            self.layer_weights = nn.Parameter(
+                torch.full((config.num_hidden_layers + 1,), 1.0 / (config.num_hidden_layers + 1))
+            )
         if config.pooling == "attention":
             self.pooler = AttentionPooling(config.hidden_size)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
@@ -276,8 +304,9 @@ def plugin_head(head: nn.ModuleDict, pooled: torch.Tensor) -> torch.Tensor:
 
 def feature_extractor(sample_rate: int) -> Wav2Vec2FeatureExtractor:
     """Raw waveforms at the encoder's rate, as they are (no normalisation, no mask)."""
-    return Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=sample_rate, padding_value=0.0,
-                                    do_normalize=False, return_attention_mask=False)
+    return Wav2Vec2FeatureExtractor(
+        feature_size=1, sampling_rate=sample_rate, padding_value=0.0, do_normalize=False, return_attention_mask=False
+    )
 
 
 def lora_targets(model: EncoderForAudioClassification, inputs: dict) -> list[str]:
@@ -287,8 +316,10 @@ def lora_targets(model: EncoderForAudioClassification, inputs: dict) -> list[str
 
     targets = sorted(called_linears(model, inputs))
     if not targets:
-        raise ValueError(f"backbone.mode=lora: encoder {model.config.encoder} calls no torch.nn.Linear layer "
-                         "to adapt; use backbone.mode=full or probe")
+        raise ValueError(
+            f"backbone.mode=lora: encoder {model.config.encoder} calls no torch.nn.Linear layer "
+            "to adapt; use backbone.mode=full or probe"
+        )
     return targets
 
 
@@ -309,8 +340,10 @@ def set_trainable(model: EncoderForAudioClassification, backbone, lora) -> None:
 def check_frozen_only(spec: str, backbone) -> None:
     """A HEAR module is a frozen encoder: refuse training it."""
     if spec.startswith(HEAR_PREFIX) and backbone.mode != "probe":
-        raise ValueError(f"backbone.mode={backbone.mode}: backbone.encoder={spec} is a HEAR module, a frozen "
-                         "encoder (its API gives embeddings, not trainable layers); use backbone.mode=probe")
+        raise ValueError(
+            f"backbone.mode={backbone.mode}: backbone.encoder={spec} is a HEAR module, a frozen "
+            "encoder (its API gives embeddings, not trainable layers); use backbone.mode=probe"
+        )
 
 
 def build_encoder(num_labels: int, label_names: list[str], multi_label: bool, backbone, lora):
@@ -319,8 +352,10 @@ def build_encoder(num_labels: int, label_names: list[str], multi_label: bool, ba
         raise ValueError(f"num_labels={num_labels} but {len(label_names)} label names")
     check_modes(backbone)
     if backbone.path is not None:
-        raise ValueError(f"backbone.path={backbone.path}: model.name=encoder reads its weights from "
-                         "backbone.encoder_weights (a .safetensors file); set backbone.path=null")
+        raise ValueError(
+            f"backbone.path={backbone.path}: model.name=encoder reads its weights from "
+            "backbone.encoder_weights (a .safetensors file); set backbone.path=null"
+        )
     spec = resolve_spec(backbone.encoder)
     check_frozen_only(spec, backbone)
     encoder = build_module(spec)
@@ -329,15 +364,23 @@ def build_encoder(num_labels: int, label_names: list[str], multi_label: bool, ba
     declared = check_encoder(encoder, spec)
     layers = declared["num_layers"] - 1  # index 0: the encoder's first output
     package, version = distribution_of(spec)
-    config = EncoderConfig(encoder=spec, encoder_package=package, encoder_version=version,
-                           sample_rate=declared["sample_rate"], frame_rate=declared["frame_rate"],
-                           num_hidden_layers=layers, hidden_size=declared["hidden_size"],
-                           selected_layer=resolve_layer("last" if backbone.mode == "probe" else backbone.layer, layers),
-                           pooling=backbone.pooling, **label_config(label_names, multi_label))
+    config = EncoderConfig(
+        encoder=spec,
+        encoder_package=package,
+        encoder_version=version,
+        sample_rate=declared["sample_rate"],
+        frame_rate=declared["frame_rate"],
+        num_hidden_layers=layers,
+        hidden_size=declared["hidden_size"],
+        selected_layer=resolve_layer("last" if backbone.mode == "probe" else backbone.layer, layers),
+        pooling=backbone.pooling,
+        **label_config(label_names, multi_label),
+    )
     model = EncoderForAudioClassification(config, encoder)
     set_trainable(model, backbone, lora)
-    return ModelBundle(model=model, feature_extractor=feature_extractor(declared["sample_rate"]),
-                       sample_rate=declared["sample_rate"])
+    return ModelBundle(
+        model=model, feature_extractor=feature_extractor(declared["sample_rate"]), sample_rate=declared["sample_rate"]
+    )
 
 
 def load_encoder_model(path: Path) -> EncoderForAudioClassification:
@@ -348,8 +391,14 @@ def load_encoder_model(path: Path) -> EncoderForAudioClassification:
     config = EncoderConfig.from_pretrained(path)
     package, version = distribution_of(config.encoder)
     if config.encoder_version and version != config.encoder_version:
-        logger.warning("%s: saved with %s %s, building its encoder with %s %s", path, config.encoder_package,
-                       config.encoder_version, package, version)
+        logger.warning(
+            "%s: saved with %s %s, building its encoder with %s %s",
+            path,
+            config.encoder_package,
+            config.encoder_version,
+            package,
+            version,
+        )
     model = EncoderForAudioClassification(config)
     state = {}
     for file in sorted(path.glob("*.safetensors")):

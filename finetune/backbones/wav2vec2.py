@@ -29,15 +29,22 @@ class SpeechPooledHead:
         super().__init__(config)
         self.pooler = AttentionPooling(config.classifier_proj_size) if config.pooling == "attention" else None
 
-    def forward(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                labels: torch.Tensor | None = None, **kwargs) -> SequenceClassifierOutput:
+    def forward(
+        self,
+        input_values: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        **kwargs,
+    ) -> SequenceClassifierOutput:
         weighted = self.config.use_weighted_layer_sum
         outputs = self.base_model(input_values, attention_mask=attention_mask, output_hidden_states=weighted)
-        hidden = (weighted_layer_sum(outputs.hidden_states, self.layer_weights) if weighted
-                  else outputs.last_hidden_state)  # (B, T, H)
+        hidden = (
+            weighted_layer_sum(outputs.hidden_states, self.layer_weights) if weighted else outputs.last_hidden_state
+        )  # (B, T, H)
         hidden = self.projector(hidden)  # (B, T, P)
-        mask = (None if attention_mask is None
-                else self._get_feature_vector_attention_mask(hidden.shape[1], attention_mask))  # (B, T)
+        mask = (
+            None if attention_mask is None else self._get_feature_vector_attention_mask(hidden.shape[1], attention_mask)
+        )  # (B, T)
         pooled = self.pooler(hidden, mask) if self.pooler is not None else masked_mean(hidden, mask)
         return SequenceClassifierOutput(logits=self.classifier(pooled))  # (B, C)
 
@@ -60,8 +67,10 @@ class Wav2Vec2PooledForSequenceClassification(SpeechPooledHead, Wav2Vec2ForSeque
     config_class = Wav2Vec2PooledConfig
 
 
-for _config, _model in ((HubertPooledConfig, HubertPooledForSequenceClassification),
-                        (Wav2Vec2PooledConfig, Wav2Vec2PooledForSequenceClassification)):
+for _config, _model in (
+    (HubertPooledConfig, HubertPooledForSequenceClassification),
+    (Wav2Vec2PooledConfig, Wav2Vec2PooledForSequenceClassification),
+):
     AutoConfig.register(_config.model_type, _config)
     AutoModelForAudioClassification.register(_config, _model)
 
@@ -72,24 +81,48 @@ def speech_head(modules: nn.Module, pooled: torch.Tensor) -> torch.Tensor:
     return modules.classifier(modules.projector(pooled))
 
 
-def speech_family(name: str, default_path: str, model_type: str, native_class: type,
-                  pooled_class: type, build: Callable, license_prefix: str, license: str,
-                  sample_rate: int = 16000, do_normalize: bool = True, translate=dict,
-                  auto_types: tuple[str, ...] | None = None) -> Family:
+def speech_family(
+    name: str,
+    default_path: str,
+    model_type: str,
+    native_class: type,
+    pooled_class: type,
+    build: Callable,
+    license_prefix: str,
+    license: str,
+    sample_rate: int = 16000,
+    do_normalize: bool = True,
+    translate=dict,
+    auto_types: tuple[str, ...] | None = None,
+) -> Family:
     """A Family for a wav2vec2-style model (shared by wav2vec2, HuBERT and MERT); `auto` builds the
     checkpoints of its `model_types` with it unless `auto_types` says otherwise."""
     model_types = (model_type, pooled_class.config_class.model_type)
     return Family(
-        name=name, default_path=default_path, model_types=model_types,
-        native_class=native_class, pooled_class=pooled_class, native_weighted=True,
+        name=name,
+        default_path=default_path,
+        model_types=model_types,
+        native_class=native_class,
+        pooled_class=pooled_class,
+        native_weighted=True,
         extractor_class=Wav2Vec2FeatureExtractor,
         default_extractor=lambda: Wav2Vec2FeatureExtractor(
-            feature_size=1, sampling_rate=sample_rate, padding_value=0.0, do_normalize=do_normalize,
-            return_attention_mask=True),
-        sample_rate=sample_rate, layers="encoder.layers", pool=masked_mean, head=speech_head,
-        head_input="projector", translate=translate, build=build,
+            feature_size=1,
+            sampling_rate=sample_rate,
+            padding_value=0.0,
+            do_normalize=do_normalize,
+            return_attention_mask=True,
+        ),
+        sample_rate=sample_rate,
+        layers="encoder.layers",
+        pool=masked_mean,
+        head=speech_head,
+        head_input="projector",
+        translate=translate,
+        build=build,
         auto_types=model_types if auto_types is None else auto_types,
-        license_prefix=license_prefix, license=license,
+        license_prefix=license_prefix,
+        license=license,
     )
 
 
@@ -103,9 +136,23 @@ def build_hubert(num_labels: int, label_names: list[str], multi_label: bool, bac
     return build_backbone(HUBERT, num_labels, label_names, multi_label, backbone, lora)
 
 
-WAV2VEC2 = speech_family("wav2vec2", "facebook/wav2vec2-base", "wav2vec2",
-                         Wav2Vec2ForSequenceClassification, Wav2Vec2PooledForSequenceClassification,
-                         build_wav2vec2, "facebook/wav2vec2", "apache-2.0")
-HUBERT = speech_family("hubert", "facebook/hubert-base-ls960", "hubert",
-                       HubertForSequenceClassification, HubertPooledForSequenceClassification,
-                       build_hubert, "facebook/hubert", "apache-2.0")
+WAV2VEC2 = speech_family(
+    "wav2vec2",
+    "facebook/wav2vec2-base",
+    "wav2vec2",
+    Wav2Vec2ForSequenceClassification,
+    Wav2Vec2PooledForSequenceClassification,
+    build_wav2vec2,
+    "facebook/wav2vec2",
+    "apache-2.0",
+)
+HUBERT = speech_family(
+    "hubert",
+    "facebook/hubert-base-ls960",
+    "hubert",
+    HubertForSequenceClassification,
+    HubertPooledForSequenceClassification,
+    build_hubert,
+    "facebook/hubert",
+    "apache-2.0",
+)

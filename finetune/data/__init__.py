@@ -26,8 +26,15 @@ if TYPE_CHECKING:  # only annotations name it: checking a recipe imports this mo
 # The dataset registry, recipe `data.name` -> its module: `build(root, **options)`, `OPTION_CHOICES`,
 # `CARD`, and optionally `multi_label_task` and `split_detail` (docs/CONTRACTS.md). Every list of
 # dataset names or facts is read off it.
-DATASET_MODULES = {"gtzan": gtzan, "mtat": mtat, "fma": fma, "jamendo": jamendo, "synthetic": synthetic,
-                   "folder": folder, "hub": hub}
+DATASET_MODULES = {
+    "gtzan": gtzan,
+    "mtat": mtat,
+    "fma": fma,
+    "jamendo": jamendo,
+    "synthetic": synthetic,
+    "folder": folder,
+    "hub": hub,
+}
 
 
 class ModuleFacts(Mapping):
@@ -74,6 +81,7 @@ def load_dataset(name: str, root: str | Path | None, **options) -> DatasetDict:
         raise ValueError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASET_BUILDERS)}")
     unknown = sorted(set(options) - set(DATASET_OPTIONS[name]))
     if unknown:
-        raise ValueError(f"dataset {name!r} has no option(s) {', '.join(unknown)}; its options: "
-                         f"{listed(DATASET_OPTIONS[name])}")
+        raise ValueError(
+            f"dataset {name!r} has no option(s) {', '.join(unknown)}; its options: {listed(DATASET_OPTIONS[name])}"
+        )
     return DATASET_BUILDERS[name](root, **options)

@@ -20,8 +20,20 @@ import soxr
 AUDIO_EXTENSIONS = (".wav", ".au", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif")  # formats soundfile reads
 # Audio formats libsndfile does not read (AAC, ALAC, WMA, AC-3 ... in MP4, ASF, Matroska containers):
 # `finetune.data.common.check_formats` refuses them with the command that converts them.
-UNSUPPORTED_EXTENSIONS = (".m4a", ".aac", ".alac", ".mp4", ".m4b", ".wma", ".ac3", ".ape", ".webm", ".mka",
-                          ".amr", ".3gp")
+UNSUPPORTED_EXTENSIONS = (
+    ".m4a",
+    ".aac",
+    ".alac",
+    ".mp4",
+    ".m4b",
+    ".wma",
+    ".ac3",
+    ".ape",
+    ".webm",
+    ".mka",
+    ".amr",
+    ".3gp",
+)
 
 
 class AudioReadError(ValueError):
@@ -127,8 +139,11 @@ def _check_declared(path: str | Path, info) -> None:
     sizes = wav_data_bytes(path)
     if sizes and sizes[0] > sizes[1]:
         held = info.frames / info.samplerate
-        raise AudioReadError(path, f"shorter than its header declares (truncated?): "
-                                   f"{held * sizes[0] / sizes[1]:.2f} s declared, the file holds {held:.2f} s")
+        raise AudioReadError(
+            path,
+            f"shorter than its header declares (truncated?): "
+            f"{held * sizes[0] / sizes[1]:.2f} s declared, the file holds {held:.2f} s",
+        )
 
 
 def audio_duration(path: str | Path) -> float:
@@ -152,8 +167,7 @@ def to_mono(y: np.ndarray) -> np.ndarray:
     return y @ np.full(y.shape[1], 1.0 / y.shape[1], dtype=np.float32)
 
 
-def _window(f: sf.SoundFile, path: str | Path, sample_rate: int, start: float,
-            duration: float | None) -> np.ndarray:
+def _window(f: sf.SoundFile, path: str | Path, sample_rate: int, start: float, duration: float | None) -> np.ndarray:
     """One window from an open file: seek (only when not already there), read, mono, resample."""
     rate, channels = f.samplerate, f.channels
     first = int(round(start * rate))
@@ -181,9 +195,12 @@ def _check_complete(path: str | Path, f: sf.SoundFile, first: int, declared: int
     nothing at all) means the file is cut off: an error, never a silently short window."""
     missing = declared - got
     if missing > 0 and (got == 0 or missing > HEADER_SLACK * f.frames):
-        raise AudioReadError(path, f"shorter than its header declares (truncated?): "
-                                   f"{f.frames / f.samplerate:.2f} s declared, the audio stops "
-                                   f"at {(first + got) / f.samplerate:.2f} s")
+        raise AudioReadError(
+            path,
+            f"shorter than its header declares (truncated?): "
+            f"{f.frames / f.samplerate:.2f} s declared, the audio stops "
+            f"at {(first + got) / f.samplerate:.2f} s",
+        )
 
 
 def _check_span(start: float, duration: float | None) -> None:
@@ -191,8 +208,7 @@ def _check_span(start: float, duration: float | None) -> None:
         raise ValueError(f"read_window needs start >= 0 and duration > 0, got {start}, {duration}")
 
 
-def read_window(path: str | Path, sample_rate: int, start: float = 0.0,
-                duration: float | None = None) -> np.ndarray:
+def read_window(path: str | Path, sample_rate: int, start: float = 0.0, duration: float | None = None) -> np.ndarray:
     """Decode `[start, start + duration)` seconds of `path` at `sample_rate`, mono float32 (T,).
 
     Seeks instead of decoding what comes before `start`. A file shorter than the window gives
@@ -208,8 +224,7 @@ def read_window(path: str | Path, sample_rate: int, start: float = 0.0,
         raise _failure(path, err) from err
 
 
-def read_windows(path: str | Path, sample_rate: int, starts: Iterable[float],
-                 duration: float) -> Iterator[np.ndarray]:
+def read_windows(path: str | Path, sample_rate: int, starts: Iterable[float], duration: float) -> Iterator[np.ndarray]:
     """`read_window` for many windows of one file through one open handle (long files: windows
     in order are read without seeking, and the decoder is opened once)."""
     try:

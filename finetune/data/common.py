@@ -32,8 +32,15 @@ logger = logging.getLogger("finetune.data")
 
 SPLITS = ("train", "validation", "test")
 # split names of users' folders and datasets -> ours (anything else is not a split we use)
-SPLIT_ALIASES = {"train": "train", "validation": "validation", "valid": "validation", "val": "validation",
-                 "dev": "validation", "eval": "validation", "test": "test"}
+SPLIT_ALIASES = {
+    "train": "train",
+    "validation": "validation",
+    "valid": "validation",
+    "val": "validation",
+    "dev": "validation",
+    "eval": "validation",
+    "test": "test",
+}
 
 
 @dataclass(frozen=True)
@@ -86,16 +93,16 @@ def metadata_file(dataset: str, root: str | Path, relpath: str, holds: str) -> P
     """`root/relpath`, or an error saying what data.root should hold."""
     path = Path(root) / relpath
     if not path.is_file():
-        raise FileNotFoundError(f"{dataset}: {relpath} not found under {root}; data.root should be "
-                                f"the folder holding {holds}")
+        raise FileNotFoundError(
+            f"{dataset}: {relpath} not found under {root}; data.root should be the folder holding {holds}"
+        )
     return path
 
 
 def check_choice(option: str, value, choices: Sequence) -> None:
     """Raise ValueError naming the valid choices when `value` is not one of them."""
     if value not in choices:
-        raise ValueError(f"{option}={value!r} is not valid; choose one of: "
-                         f"{', '.join(repr(c) for c in choices)}")
+        raise ValueError(f"{option}={value!r} is not valid; choose one of: {', '.join(repr(c) for c in choices)}")
 
 
 def check_options(option_choices: Mapping[str, Sequence], **values) -> None:
@@ -125,8 +132,7 @@ def layout_folder(dataset: str, root: str, layouts: Sequence[str], names: Iterab
     return None
 
 
-def report(dataset: str, what: str, items: Mapping[str, str] | Sequence[str],
-           level: int = logging.WARNING) -> None:
+def report(dataset: str, what: str, items: Mapping[str, str] | Sequence[str], level: int = logging.WARNING) -> None:
     """Log a count and a few examples (with causes when `items` maps path -> cause)."""
     if not items:
         return
@@ -138,8 +144,7 @@ def report(dataset: str, what: str, items: Mapping[str, str] | Sequence[str],
 def _check_inside(dataset: str, root: str, clip: Clip) -> None:
     """Metadata paths must stay inside the dataset root."""
     if not clip.path or clip.path.startswith("/") or ".." in clip.path.split("/"):
-        raise ValueError(f"{dataset}: the path {clip.path!r} of clip {clip.id} is not inside "
-                         f"the dataset folder {root}")
+        raise ValueError(f"{dataset}: the path {clip.path!r} of clip {clip.id} is not inside the dataset folder {root}")
 
 
 def task_of(split) -> tuple[list[str], bool]:
@@ -157,8 +162,7 @@ def split_features(label_names: Sequence[str], multi_label: bool, grouped: bool 
     label = ClassLabel(names=list(label_names))
     target = {"labels": ListOf(label)} if multi_label else {"label": label}
     group = {"group": Value("string")} if grouped else {}
-    return Features({"id": Value("string"), **group, "audio": Value("string"), **target,
-                     "duration": Value("float64")})
+    return Features({"id": Value("string"), **group, "audio": Value("string"), **target, "duration": Value("float64")})
 
 
 def check_formats(dataset: str, paths: Iterable[str]) -> None:
@@ -170,7 +174,8 @@ def check_formats(dataset: str, paths: Iterable[str]) -> None:
         raise ValueError(
             f"{dataset}: {len(refused)} file(s) in a format soundfile cannot read ({', '.join(kinds)}), "
             f"e.g. {', '.join(refused[:3])}; convert them to FLAC, WAV or MP3, e.g. "
-            f"`ffmpeg -i song{kinds[0]} song.flac`")
+            f"`ffmpeg -i song{kinds[0]} song.flac`"
+        )
 
 
 def group_members(ids: Iterable[str], groups: Mapping[str, str] | None) -> list[list[str]]:
@@ -217,8 +222,9 @@ def _deal_stratum(units: list[list[str]], fractions: Sequence[float]) -> dict[st
     return dealt
 
 
-def stratified_split(strata: Mapping[str, str], fractions: Sequence[float], seed: int,
-                     groups: Mapping[str, str] | None = None) -> dict[str, list[str]]:
+def stratified_split(
+    strata: Mapping[str, str], fractions: Sequence[float], seed: int, groups: Mapping[str, str] | None = None
+) -> dict[str, list[str]]:
     """Seeded split of the ids of `strata` (id -> stratum: a class, a row's rarest tag) by `fractions`
     (train, validation, test) within each stratum, dealing whole `groups` (id -> artist; None: each
     id its own), so no group is in two splits. A group counts in its most common stratum; a
@@ -243,26 +249,35 @@ def stratified_split(strata: Mapping[str, str], fractions: Sequence[float], seed
 def _strata(rows: Sequence[Labelled]) -> dict[str, str]:
     """id -> stratum: the class, or (multi-label) the row's rarest tag ("" for none)."""
     counts = Counter(tag for row in rows if isinstance(row.label, tuple) for tag in row.label)
-    return {row.id: row.label if isinstance(row.label, str)
-            else min(row.label, key=lambda tag: (counts[tag], tag), default="") for row in rows}
+    return {
+        row.id: row.label
+        if isinstance(row.label, str)
+        else min(row.label, key=lambda tag: (counts[tag], tag), default="")
+        for row in rows
+    }
 
 
-def complete_splits(dataset: str, given: Mapping[str, Sequence[Labelled]], fractions: Sequence[float],
-                    seed: int) -> dict[str, list[Labelled]]:
+def complete_splits(
+    dataset: str, given: Mapping[str, Sequence[Labelled]], fractions: Sequence[float], seed: int
+) -> dict[str, list[Labelled]]:
     """train / validation / test from a dataset's own splits (empty ones count as absent): the
     absent ones are carved from train by `stratified_split` in proportion to their `fractions`
     (train only: both; train + test: validation; train + validation: test)."""
     present = {name: list(rows) for name, rows in given.items() if rows}
     if "train" not in present:
-        raise ValueError(f"{dataset}: no training split with labelled rows; found: "
-                         f"{', '.join(f'{n} ({len(r)} rows)' for n, r in given.items()) or 'nothing'}")
+        raise ValueError(
+            f"{dataset}: no training split with labelled rows; found: "
+            f"{', '.join(f'{n} ({len(r)} rows)' for n, r in given.items()) or 'nothing'}"
+        )
     carve = [split for split in SPLITS if split == "train" or split not in present]
     if len(carve) == 1:
         return {split: present[split] for split in SPLITS}
     shares = [fractions[i] if split in carve else 0.0 for i, split in enumerate(SPLITS)]
     shares = [share / sum(shares) for share in shares]
     by_id = {row.id: row for row in present["train"]}
-    carved = stratified_split(_strata(present["train"]), shares, seed, {row.id: group_of(row) for row in by_id.values()})
+    carved = stratified_split(
+        _strata(present["train"]), shares, seed, {row.id: group_of(row) for row in by_id.values()}
+    )
     return {split: [by_id[i] for i in carved[split]] if split in carve else present[split] for split in SPLITS}
 
 
@@ -277,8 +292,9 @@ def label_set(labels: Iterable[str | tuple[str, ...]]) -> set[str]:
     return {name for label in labels for name in ((label,) if isinstance(label, str) else label)}
 
 
-def class_names(dataset: str, occurring: Mapping[str, set[str]], multi_label: bool,
-                order: Sequence[str] | None = None) -> list[str]:
+def class_names(
+    dataset: str, occurring: Mapping[str, set[str]], multi_label: bool, order: Sequence[str] | None = None
+) -> list[str]:
     """The classes (tags) of training (`occurring`: split -> names seen), in a dataset's declared
     `order` or sorted. A class seen in validation or test but not in training is an error naming
     it; a tag is dropped from those splits with a warning (training's tags are the vocabulary). A
@@ -287,13 +303,20 @@ def class_names(dataset: str, occurring: Mapping[str, set[str]], multi_label: bo
     for split in SPLITS[1:]:
         unseen = sorted(occurring[split] - train, key=_name_key)
         if unseen and not multi_label:
-            raise ValueError(f"{dataset}: class(es) {', '.join(unseen[:5])} occur in {split} but not in train; "
-                             f"every class needs training examples (add some, or remove those files)")
+            raise ValueError(
+                f"{dataset}: class(es) {', '.join(unseen[:5])} occur in {split} but not in train; "
+                f"every class needs training examples (add some, or remove those files)"
+            )
         report(dataset, f"{split} tag(s) that no training track has", unseen)
         absent = sorted(train - occurring[split], key=_name_key)
         if absent:
-            logger.warning("%s: %d class(es) have no %s tracks: %s", dataset, len(absent), split,
-                           ", ".join(absent[:5]) + (" ..." if len(absent) > 5 else ""))
+            logger.warning(
+                "%s: %d class(es) have no %s tracks: %s",
+                dataset,
+                len(absent),
+                split,
+                ", ".join(absent[:5]) + (" ..." if len(absent) > 5 else ""),
+            )
     return [name for name in order if name in train] if order is not None else sorted(train, key=_name_key)
 
 
@@ -313,8 +336,9 @@ class LabelIndex:
 def labelled_clips(splits: Mapping[str, Sequence[Labelled]], names: Sequence[str]) -> dict[str, list[Clip]]:
     """`Clip`s of `splits`, label names turned into indices into `names`."""
     target = LabelIndex(names)
-    return {split: [Clip(row.id, row.path, target(row.label), row.group) for row in rows]
-            for split, rows in splits.items()}
+    return {
+        split: [Clip(row.id, row.path, target(row.label), row.group) for row in rows] for split, rows in splits.items()
+    }
 
 
 STREAM_SHARDS = 1024  # most shards of a streamed split (DataLoader workers split the shards)
@@ -353,9 +377,16 @@ def sample_stream(split: IterableDataset, count: int, seed: int) -> IterableData
     return iterable_split([row for _, row in sorted(chosen, key=lambda e: e[0])], split.features)
 
 
-def assemble(dataset: str, root: str, splits: Mapping[str, Sequence[Clip]],
-             label_names: Sequence[str], multi_label: bool, allow_missing: bool,
-             known_bad: Mapping[str, str] | None = None, streaming: bool = False) -> DatasetDict:
+def assemble(
+    dataset: str,
+    root: str,
+    splits: Mapping[str, Sequence[Clip]],
+    label_names: Sequence[str],
+    multi_label: bool,
+    allow_missing: bool,
+    known_bad: Mapping[str, str] | None = None,
+    streaming: bool = False,
+) -> DatasetDict:
     """DatasetDict of `splits` (train/validation/test) under the absolute `root`.
 
     Known-bad clips (id -> reason) and unreadable files are dropped and reported; files that are
@@ -367,13 +398,19 @@ def assemble(dataset: str, root: str, splits: Mapping[str, Sequence[Clip]],
     ids = Counter(c.id for clips in splits.values() for c in clips)
     repeated = [clip_id for clip_id, count in ids.items() if count > 1]
     if repeated:  # one id with two labels or in two splits would corrupt labels or leak
-        raise ValueError(f"{dataset}: {len(repeated)} id(s) appear more than once in the metadata, "
-                         f"e.g. {', '.join(map(str, repeated[:3]))}")
+        raise ValueError(
+            f"{dataset}: {len(repeated)} id(s) appear more than once in the metadata, "
+            f"e.g. {', '.join(map(str, repeated[:3]))}"
+        )
     for clips in splits.values():
         for clip in clips:
             _check_inside(dataset, root, clip)
-    report(dataset, "known-bad files", {c.path: known_bad[c.id] for clips in splits.values()
-                                       for c in clips if c.id in known_bad}, logging.INFO)
+    report(
+        dataset,
+        "known-bad files",
+        {c.path: known_bad[c.id] for clips in splits.values() for c in clips if c.id in known_bad},
+        logging.INFO,
+    )
     splits = {name: [c for c in clips if c.id not in known_bad] for name, clips in splits.items()}
     indexed = [name for name in SPLITS if not (streaming and name == "train")]
     every = [c.path for name in indexed for c in splits[name]]
@@ -382,7 +419,8 @@ def assemble(dataset: str, root: str, splits: Mapping[str, Sequence[Clip]],
         raise FileNotFoundError(
             f"{dataset}: {len(scan.missing)} of {len(every)} files named by the split are missing "
             f"under {root}, e.g. {', '.join(scan.missing[:3])}; pass allow_missing=True "
-            f"(data.allow_missing=true) to use the files that are there")
+            f"(data.allow_missing=true) to use the files that are there"
+        )
     report(dataset, "missing files", scan.missing)
     report(dataset, "unreadable files", scan.unreadable)
     if not scan.durations and not (streaming and splits["train"]):
@@ -394,15 +432,27 @@ def assemble(dataset: str, root: str, splits: Mapping[str, Sequence[Clip]],
     result = {}
     if streaming:
         result["train"] = iterable_split(
-            [{"id": c.id, "group": group_of(c), "audio": os.path.join(root, c.path),
-              target: list(c.target) if multi_label else c.target, "duration": None}
-             for c in splits["train"]], features)
+            [
+                {
+                    "id": c.id,
+                    "group": group_of(c),
+                    "audio": os.path.join(root, c.path),
+                    target: list(c.target) if multi_label else c.target,
+                    "duration": None,
+                }
+                for c in splits["train"]
+            ],
+            features,
+        )
     for name in indexed:
         kept = [c for c in splits[name] if c.path in scan.durations]
-        columns = {"id": [c.id for c in kept], "group": [group_of(c) for c in kept],
-                   "audio": [os.path.join(root, c.path) for c in kept],
-                   target: [list(c.target) if multi_label else c.target for c in kept],
-                   "duration": [scan.durations[c.path] for c in kept]}
+        columns = {
+            "id": [c.id for c in kept],
+            "group": [group_of(c) for c in kept],
+            "audio": [os.path.join(root, c.path) for c in kept],
+            target: [list(c.target) if multi_label else c.target for c in kept],
+            "duration": [scan.durations[c.path] for c in kept],
+        }
         # plain columns then cast: 3x faster than from_dict(features=...) on FMA-large (an empty
         # split needs the features up front, or its columns stay untyped); the audio column is
         # cast last, which works without torchcodec

@@ -28,11 +28,15 @@ OPTION_CHOICES = {"subset": SUBSETS, "task": TASKS}  # checked by `build`, and b
 CARD = DatasetCard("FMA", "the Free Music Archive")  # how model cards name it
 SET_SPLITS = {"training": "train", "validation": "validation", "test": "test"}
 GROUP_COLUMNS = {"artist": ("artist", "id"), "album": ("album", "id")}  # data.group_by -> tracks.csv column
-COLUMNS = (("set", "split"), ("set", "subset"), ("track", "genre_top"), ("track", "genres_all"),
-           *GROUP_COLUMNS.values())
+COLUMNS = (
+    ("set", "split"),
+    ("set", "subset"),
+    ("track", "genre_top"),
+    ("track", "genres_all"),
+    *GROUP_COLUMNS.values(),
+)
 # Tracks listed in fma_small whose files hold no audio (FMA issue tracker).
-KNOWN_BAD = {f"{t:06d}": "no audio in the FMA release"
-             for t in (98565, 98567, 98569, 99134, 108925, 133297)}
+KNOWN_BAD = {f"{t:06d}": "no audio in the FMA release" for t in (98565, 98567, 98569, 99134, 108925, 133297)}
 
 
 class Genre(NamedTuple):
@@ -43,8 +47,7 @@ class Genre(NamedTuple):
 def read_genres(path: str | Path) -> dict[int, Genre]:
     """genres.csv: genre id -> (title, parent id)."""
     with open(path, newline="", encoding="utf-8") as f:
-        return {int(row["genre_id"]): Genre(row["title"], int(row["parent"]))
-                for row in csv.DictReader(f)}
+        return {int(row["genre_id"]): Genre(row["title"], int(row["parent"])) for row in csv.DictReader(f)}
 
 
 def read_tracks(path: str | Path) -> pd.DataFrame:
@@ -94,8 +97,14 @@ def split_detail(subset: str, task: str, **options) -> str:
     return f"{subset}-{task}"
 
 
-def build(root: str | Path, subset: str = "small", task: str = "genre_top",
-          allow_missing: bool = False, streaming: bool = False, group_by: str = "artist") -> DatasetDict:
+def build(
+    root: str | Path,
+    subset: str = "small",
+    task: str = "genre_top",
+    allow_missing: bool = False,
+    streaming: bool = False,
+    group_by: str = "artist",
+) -> DatasetDict:
     """FMA as a DatasetDict: `label` (genre_top) or `labels` (genres_all) over genre titles;
     `group`: the artist (album) id, `track_groups`."""
     root = dataset_root("fma", root)
@@ -108,12 +117,12 @@ def build(root: str | Path, subset: str = "small", task: str = "genre_top",
     titles, names = _targets(tracks, task, metadata_file("fma", root, "fma_metadata/genres.csv", holds))
     index = {name: i for i, name in enumerate(names)}
     splits, unlabelled = {split: [] for split in SPLITS}, []
-    for track_id, set_split, title, group in zip(tracks.index, tracks[("set", "split")], titles,
-                                                 track_groups(tracks, group_by)):
+    for track_id, set_split, title, group in zip(
+        tracks.index, tracks[("set", "split")], titles, track_groups(tracks, group_by)
+    ):
         clip_id = f"{track_id:06d}"
         if set_split not in SET_SPLITS:
-            raise ValueError(f"fma: track {clip_id} has set.split={set_split!r}, "
-                             f"not one of {list(SET_SPLITS)}")
+            raise ValueError(f"fma: track {clip_id} has set.split={set_split!r}, not one of {list(SET_SPLITS)}")
         if title is None:
             unlabelled.append(clip_id)
             continue
@@ -121,5 +130,13 @@ def build(root: str | Path, subset: str = "small", task: str = "genre_top",
         path = f"fma_{subset}/{clip_id[:3]}/{clip_id}.mp3"
         splits[SET_SPLITS[set_split]].append(Clip(clip_id, path, target, group))
     report("fma", f"tracks without {task}", unlabelled, logging.INFO)
-    return assemble("fma", root, splits, names, multi_label=multi_label_task(task),
-                    allow_missing=allow_missing, known_bad=KNOWN_BAD, streaming=streaming)
+    return assemble(
+        "fma",
+        root,
+        splits,
+        names,
+        multi_label=multi_label_task(task),
+        allow_missing=allow_missing,
+        known_bad=KNOWN_BAD,
+        streaming=streaming,
+    )

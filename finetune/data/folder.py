@@ -77,8 +77,9 @@ def _split_folders(root: str) -> dict[str, str]:
         split = SPLIT_ALIASES.get(name.lower())
         if split and os.path.isdir(os.path.join(root, name)):
             if split in found:
-                raise ValueError(f"folder: both {found[split]}/ and {name}/ under {root} hold the {split} split; "
-                                 f"keep one")
+                raise ValueError(
+                    f"folder: both {found[split]}/ and {name}/ under {root} hold the {split} split; keep one"
+                )
             found[split] = name
     return found
 
@@ -105,12 +106,20 @@ def _read_metadata(path: Path, label_column: str, grouping: Grouping) -> list[En
         wanted = [NAME_COLUMN, label_column, *([grouping.column] if grouping.required else [])]
         missing = [c for c in wanted if c not in columns]
         if missing:
-            raise ValueError(f"folder: {path} has no column {', '.join(map(repr, missing))}; its columns: "
-                             f"{', '.join(columns) or 'none'} (set data.label_column to the label column, "
-                             f"data.group_column to the artist column)")
+            raise ValueError(
+                f"folder: {path} has no column {', '.join(map(repr, missing))}; its columns: "
+                f"{', '.join(columns) or 'none'} (set data.label_column to the label column, "
+                f"data.group_column to the artist column)"
+            )
         credit = grouping.column if grouping.column in columns else None
-        return [Entry(row[NAME_COLUMN].strip().replace("\\", "/"), row[label_column] or "",
-                      (row[credit] or "").strip() if credit else "") for row in reader]
+        return [
+            Entry(
+                row[NAME_COLUMN].strip().replace("\\", "/"),
+                row[label_column] or "",
+                (row[credit] or "").strip() if credit else "",
+            )
+            for row in reader
+        ]
 
 
 def _folder_credit(parts: Sequence[str], level: str) -> str:
@@ -133,8 +142,11 @@ def _class_files(root: str, base: str, level: str) -> list[Entry]:
             subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
             rel = Path(os.path.relpath(folder, root)).as_posix()
             credit = _folder_credit(Path(os.path.relpath(folder, top)).parts, level)
-            files += [Entry(posixpath.join(rel, n), name, credit) for n in sorted(names)
-                      if not n.startswith(".") and posixpath.splitext(n)[1].lower() in keep]
+            files += [
+                Entry(posixpath.join(rel, n), name, credit)
+                for n in sorted(names)
+                if not n.startswith(".") and posixpath.splitext(n)[1].lower() in keep
+            ]
     return files
 
 
@@ -142,13 +154,17 @@ def _entries(root: str, base: str, label_column: str, grouping: Grouping) -> lis
     """The files of `root/base` (paths relative to `root`): its metadata.csv, else its class folders."""
     metadata = Path(root, base, METADATA)
     if metadata.is_file():
-        return [entry._replace(path=posixpath.normpath(posixpath.join(base, entry.path)))
-                for entry in _read_metadata(metadata, label_column, grouping)]
+        return [
+            entry._replace(path=posixpath.normpath(posixpath.join(base, entry.path)))
+            for entry in _read_metadata(metadata, label_column, grouping)
+        ]
     files = _class_files(root, base, grouping.level)
     if not files:
-        raise FileNotFoundError(f"folder: no audio under {os.path.join(root, base)}: expected one subfolder "
-                                f"of audio files per class, or a {METADATA} with {NAME_COLUMN} and "
-                                f"{label_column} columns")
+        raise FileNotFoundError(
+            f"folder: no audio under {os.path.join(root, base)}: expected one subfolder "
+            f"of audio files per class, or a {METADATA} with {NAME_COLUMN} and "
+            f"{label_column} columns"
+        )
     return files
 
 
@@ -169,8 +185,10 @@ def _given_splits(root: str, label_column: str, grouping: Grouping) -> dict[str,
         return {"train": rows}
     if None in named:
         stray = rows[named.index(None)].path
-        raise ValueError(f"folder: {root}/{METADATA} names files inside split folders and outside them "
-                         f"(e.g. {stray}); put every file in train/, validation/ or test/, or none")
+        raise ValueError(
+            f"folder: {root}/{METADATA} names files inside split folders and outside them "
+            f"(e.g. {stray}); put every file in train/, validation/ or test/, or none"
+        )
     given = {}
     for row, split in zip(rows, named):
         given.setdefault(split, []).append(row)
@@ -197,9 +215,16 @@ def _labels(given: dict[str, list[Entry]], root: str, level: str) -> dict[str, l
     return splits
 
 
-def build(root: str | Path, label_column: str = "label", split_ratios: Sequence[float] = (0.8, 0.1, 0.1),
-          seed: int = 0, allow_missing: bool = False, streaming: bool = False, group_by: str = "artist",
-          group_column: str | None = None) -> DatasetDict:
+def build(
+    root: str | Path,
+    label_column: str = "label",
+    split_ratios: Sequence[float] = (0.8, 0.1, 0.1),
+    seed: int = 0,
+    allow_missing: bool = False,
+    streaming: bool = False,
+    group_by: str = "artist",
+    group_column: str | None = None,
+) -> DatasetDict:
     """The folder as a DatasetDict (`label` ClassLabel over the sorted classes, or `labels` for
     tags; `group`: the file's artist or album group); ids are the files' paths relative to `root`;
     `streaming`: the train split is streamed (`finetune.data.common.assemble`)."""
@@ -213,5 +238,12 @@ def build(root: str | Path, label_column: str = "label", split_ratios: Sequence[
     multi_label = any(isinstance(row.label, tuple) for rows in splits.values() for row in rows)
     occurring = {split: label_set(row.label for row in rows) for split, rows in splits.items()}
     names = class_names("folder", occurring, multi_label)
-    return assemble("folder", root, labelled_clips(splits, names), names, multi_label=multi_label,
-                    allow_missing=allow_missing, streaming=streaming)
+    return assemble(
+        "folder",
+        root,
+        labelled_clips(splits, names),
+        names,
+        multi_label=multi_label,
+        allow_missing=allow_missing,
+        streaming=streaming,
+    )

@@ -55,8 +55,9 @@ def _unit_class(classes: np.ndarray, totals: np.ndarray) -> int:
     return int(min(present, key=lambda c: (-counts[c], totals[c], c)))
 
 
-def assign_folds(ids: Sequence[str], keys: np.ndarray, folds: int, groups: Sequence[str] | None = None,
-                 seed: int = FOLD_SEED) -> np.ndarray:
+def assign_folds(
+    ids: Sequence[str], keys: np.ndarray, folds: int, groups: Sequence[str] | None = None, seed: int = FOLD_SEED
+) -> np.ndarray:
     """(N,) fold of each track, whole `groups` (aligned with `ids`; None: each track its own) to one
     fold. Class by class (`keys`), its groups in a seeded random order, largest first, each go to the
     fold holding the fewest tracks of their classes (relative to each class's total), then the
@@ -66,8 +67,10 @@ def assign_folds(ids: Sequence[str], keys: np.ndarray, folds: int, groups: Seque
     if len(set(ids)) != len(ids):
         raise ValueError("cross-validation needs distinct track ids")
     index = {track: k for k, track in enumerate(ids)}
-    units = [np.array([index[t] for t in unit]) for unit in
-             group_members(ids, None if groups is None else dict(zip(ids, groups)))]
+    units = [
+        np.array([index[t] for t in unit])
+        for unit in group_members(ids, None if groups is None else dict(zip(ids, groups)))
+    ]
     _, classes = np.unique(keys, return_inverse=True)
     totals = np.bincount(classes)
     by_class = [[] for _ in totals]
@@ -137,7 +140,8 @@ def unsplittable_classes(dataset: DatasetDict, folds: int) -> list[str]:
 def _refusal(folds: int, names: list[str], why: str, choices: str) -> UnsplittableClasses:
     return UnsplittableClasses(
         f"data.folds={folds}: class(es) {', '.join(names)} would be tested in some fold without a training "
-        f"track of theirs ({why}); {choices}")
+        f"track of theirs ({why}); {choices}"
+    )
 
 
 def _fold_of(pooled: Dataset, folds: int, unsplittable: str) -> tuple[np.ndarray, list[str]]:
@@ -150,16 +154,24 @@ def _fold_of(pooled: Dataset, folds: int, unsplittable: str) -> tuple[np.ndarray
     stranded = _stranded(present, of, folds)
     flagged = [names[c] for c in np.flatnonzero(stranded)]
     if flagged and unsplittable == "refuse":
-        raise _refusal(folds, flagged, "their tracks are by too few artists",
-                       "set data.unsplittable=leave_out to leave them out of the test splits, or "
-                       "data.unsplittable=leak to deal them by track (their test tracks then share artists with "
-                       "training)")
+        raise _refusal(
+            folds,
+            flagged,
+            "their tracks are by too few artists",
+            "set data.unsplittable=leave_out to leave them out of the test splits, or "
+            "data.unsplittable=leak to deal them by track (their test tracks then share artists with "
+            "training)",
+        )
     if flagged and unsplittable == "leak":
         of = _deal(pooled, folds, present[:, stranded].any(axis=1))
         still = [names[c] for c in np.flatnonzero(_stranded(present, of, folds))]
         if still:
-            raise _refusal(folds, still, "too few tracks, even dealt by track",
-                           "set data.unsplittable=leave_out, or use fewer folds")
+            raise _refusal(
+                folds,
+                still,
+                "too few tracks, even dealt by track",
+                "set data.unsplittable=leave_out, or use fewer folds",
+            )
     return of, flagged
 
 
@@ -190,13 +202,13 @@ def cross_validation_split(dataset: DatasetDict, folds: int, fold: int, unsplitt
         _apply_unsplittable(pooled, members, flagged, unsplittable, fold)
     result = DatasetDict({name: pooled.select(np.flatnonzero(members[name])) for name in SPLITS})
     if smallest < folds:
-        logger.warning(
-            "data.folds=%d: the rarest class has %d tracks, so some folds have none of it", folds, smallest)
+        logger.warning("data.folds=%d: the rarest class has %d tracks, so some folds have none of it", folds, smallest)
     return result
 
 
-def _apply_unsplittable(pooled: Dataset, members: dict[str, np.ndarray], flagged: list[str], unsplittable: str,
-           fold: int) -> None:
+def _apply_unsplittable(
+    pooled: Dataset, members: dict[str, np.ndarray], flagged: list[str], unsplittable: str, fold: int
+) -> None:
     """Apply leave_out to `members` (its test split loses the tracks of the flagged classes) and say
     in one line what was done: the tracks left out, or the test tracks whose artist trains."""
     names, _ = task_of(pooled)
@@ -204,10 +216,19 @@ def _apply_unsplittable(pooled: Dataset, members: dict[str, np.ndarray], flagged
     if unsplittable == "leave_out":
         mark = _presence(pooled)[:, [names.index(name) for name in flagged]].any(axis=1) & members["test"]
         members["test"] &= ~mark
-        logger.warning("data.unsplittable=leave_out: left %d test track(s) of %s out of fold %d's test split",
-                       int(mark.sum()), classes, fold)
+        logger.warning(
+            "data.unsplittable=leave_out: left %d test track(s) of %s out of fold %d's test split",
+            int(mark.sum()),
+            classes,
+            fold,
+        )
         return
     groups = np.asarray(_groups(pooled))
     shared = np.isin(groups[members["test"]], groups[members["train"]])
-    logger.warning("data.unsplittable=leak: %s dealt by track; %d of fold %d's %d test tracks share an artist "
-                   "with training", classes, int(shared.sum()), fold, int(members["test"].sum()))
+    logger.warning(
+        "data.unsplittable=leak: %s dealt by track; %d of fold %d's %d test tracks share an artist with training",
+        classes,
+        int(shared.sum()),
+        fold,
+        int(members["test"].sum()),
+    )

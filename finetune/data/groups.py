@@ -13,8 +13,7 @@ from collections.abc import Mapping
 
 GROUP_LEVELS = ("artist", "album", "none")  # recipe data.group_by: what a group is
 # how a credit names several artists: "A and B", "A, B & C", "A feat. B", "A with B", "A vs. B"
-SEPARATORS = re.compile(r"\s*(?:,|&|\band\b|\bfeat\b\.?|\bfeaturing\b|\bft\.|\bwith\b|\bvs\b\.?|\+)\s*",
-                        re.IGNORECASE)
+SEPARATORS = re.compile(r"\s*(?:,|&|\band\b|\bfeat\b\.?|\bfeaturing\b|\bft\.|\bwith\b|\bvs\b\.?|\+)\s*", re.IGNORECASE)
 
 
 def normalise(name: str) -> str:
@@ -31,11 +30,14 @@ def credited_artists(credit: str) -> list[str]:
 def check_level(dataset: str, group_by: str, known: tuple[str, ...]) -> None:
     """Refuse a `group_by` outside GROUP_LEVELS, or a level the dataset cannot know (`known`)."""
     if group_by not in GROUP_LEVELS:
-        raise ValueError(f"{dataset}: data.group_by={group_by!r} is not valid; choose one of: "
-                         f"{', '.join(GROUP_LEVELS)}")
+        raise ValueError(
+            f"{dataset}: data.group_by={group_by!r} is not valid; choose one of: {', '.join(GROUP_LEVELS)}"
+        )
     if group_by not in (*known, "none"):
-        raise ValueError(f"{dataset}: data.group_by={group_by!r}: the dataset knows no {group_by} of its "
-                         f"tracks; choose one of: {', '.join((*known, 'none'))}")
+        raise ValueError(
+            f"{dataset}: data.group_by={group_by!r}: the dataset knows no {group_by} of its "
+            f"tracks; choose one of: {', '.join((*known, 'none'))}"
+        )
 
 
 class _Components:

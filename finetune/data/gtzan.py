@@ -73,12 +73,14 @@ def published_split(scheme: str) -> dict[str, list[str]]:
     return ids
 
 
-def random_split(ids: Sequence[str], genres: Sequence[str], seed: int,
-                 groups: dict[str, str] | None = None) -> dict[str, list[str]]:
+def random_split(
+    ids: Sequence[str], genres: Sequence[str], seed: int, groups: dict[str, str] | None = None
+) -> dict[str, list[str]]:
     """Seeded 70/15/15 split of `ids` within each genre (`common.stratified_split`), genre by genre,
     whole `groups` (id -> artist group) to one split."""
-    return stratified_split({i: genre for genre in genres for i in ids if i.split("/")[0] == genre},
-                            RANDOM_FRACTIONS, seed, groups)
+    return stratified_split(
+        {i: genre for genre in genres for i in ids if i.split("/")[0] == genre}, RANDOM_FRACTIONS, seed, groups
+    )
 
 
 def _discover(root: str, folder: str, genres: Sequence[str]) -> dict[str, str]:
@@ -97,9 +99,15 @@ def multi_label_task(**options) -> bool:
     return False
 
 
-def build(root: str | Path, split_scheme: str = "fault_filtered", seed: int = 0,
-          allow_missing: bool = False, genres: Sequence[str] | None = None,
-          streaming: bool = False, group_by: str = "artist") -> DatasetDict:
+def build(
+    root: str | Path,
+    split_scheme: str = "fault_filtered",
+    seed: int = 0,
+    allow_missing: bool = False,
+    genres: Sequence[str] | None = None,
+    streaming: bool = False,
+    group_by: str = "artist",
+) -> DatasetDict:
     """GTZAN as a DatasetDict (`label`: ClassLabel over `genres`, default the 10 GTZAN genres;
     `group`: the artist group, or each track its own with group_by="none"); `streaming`: the train
     split is streamed (`finetune.data.common.assemble`)."""
@@ -110,13 +118,16 @@ def build(root: str | Path, split_scheme: str = "fault_filtered", seed: int = 0,
     if not names or len(set(names)) != len(names) or any("/" in g for g in names):
         raise ValueError(f"gtzan: genres must be distinct folder names, got {names}")
     if split_scheme != "random" and names != list(GENRES):
-        raise ValueError(f"gtzan: split_scheme={split_scheme!r} lists the 10 GTZAN genres only; "
-                         f"use split_scheme='random' with custom genres")
+        raise ValueError(
+            f"gtzan: split_scheme={split_scheme!r} lists the 10 GTZAN genres only; "
+            f"use split_scheme='random' with custom genres"
+        )
     folder = layout_folder("gtzan", root, LAYOUTS, names)
     if folder is None:
         raise FileNotFoundError(
             f"gtzan: no genre folders ({', '.join(names[:3])}, ...) under {root}, "
-            f"{os.path.join(root, 'genres')} or {os.path.join(root, 'genres_original')}")
+            f"{os.path.join(root, 'genres')} or {os.path.join(root, 'genres_original')}"
+        )
     found = _discover(root, folder, names)
     if split_scheme == "random":
         split_ids = random_split(list(found), names, seed, track_groups(list(found), group_by))
@@ -124,7 +135,12 @@ def build(root: str | Path, split_scheme: str = "fault_filtered", seed: int = 0,
         split_ids = published_split(split_scheme)
     groups = track_groups([i for ids in split_ids.values() for i in ids], group_by)
     ext = next((os.path.splitext(p)[1] for p in found.values()), ".wav")  # to name missing files
-    splits = {split: [Clip(i, found.get(i, posixpath.join(folder, i + ext)), names.index(i.split("/")[0]), groups[i])
-                      for i in ids] for split, ids in split_ids.items()}
-    return assemble("gtzan", root, splits, names, multi_label=multi_label_task(), allow_missing=allow_missing,
-                    streaming=streaming)
+    splits = {
+        split: [
+            Clip(i, found.get(i, posixpath.join(folder, i + ext)), names.index(i.split("/")[0]), groups[i]) for i in ids
+        ]
+        for split, ids in split_ids.items()
+    }
+    return assemble(
+        "gtzan", root, splits, names, multi_label=multi_label_task(), allow_missing=allow_missing, streaming=streaming
+    )

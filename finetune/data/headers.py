@@ -94,15 +94,14 @@ def scan_files(root: str, relpaths: Sequence[str]) -> Scan:
             todo.append(rel)
             cached[rel] = key + [None, None]
     if todo:
-        chunks = [todo[i:i + 256] for i in range(0, len(todo), 256)]  # few, cheap thread hand-offs
+        chunks = [todo[i : i + 256] for i in range(0, len(todo), 256)]  # few, cheap thread hand-offs
         workers = min(32, 4 * (os.cpu_count() or 1))  # header reads wait on the disk, not the CPU
         with ThreadPoolExecutor(workers) as pool:
             jobs = pool.map(_check, ([os.path.join(root, rel) for rel in chunk] for chunk in chunks))
             for chunk, results in progress(zip(chunks, jobs), "checking audio headers", len(chunks), "chunks"):
                 for rel, result in zip(chunk, results):
                     cached[rel][2:] = result
-        _save(cache_file, root, {rel: entry for rel, entry in cached.items()
-                                 if entry[3] not in UNCACHED_CAUSES})
+        _save(cache_file, root, {rel: entry for rel, entry in cached.items() if entry[3] not in UNCACHED_CAUSES})
     for rel in present:
         duration, error = cached[rel][2:]
         if error is None:

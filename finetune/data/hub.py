@@ -97,8 +97,10 @@ def audio_file(value: str | Mapping | None, base: str | None, where: str) -> str
     path = os.path.expanduser(path)
     if not os.path.isabs(path):
         if base is None:
-            raise ValueError(f"hub: {where} has only a relative audio path {path!r} and no bytes; a Hub dataset "
-                             f"needs bytes or absolute paths")
+            raise ValueError(
+                f"hub: {where} has only a relative audio path {path!r} and no bytes; a Hub dataset "
+                f"needs bytes or absolute paths"
+            )
         path = os.path.join(base, path)
     return os.path.abspath(path)
 
@@ -132,8 +134,10 @@ def label_reader(source: str, column: str, feature) -> LabelReader:
         return LabelReader(tuple(inner.names), multi_label)
     if isinstance(inner, Value) and inner.dtype.startswith(LABEL_TYPES):
         return LabelReader(None, multi_label)
-    raise ValueError(f"hub: the label column {column!r} of {source} holds {feature}; it needs class names, "
-                     f"integers, a ClassLabel, or a list of them for tags (data.label_column)")
+    raise ValueError(
+        f"hub: the label column {column!r} of {source} holds {feature}; it needs class names, "
+        f"integers, a ClassLabel, or a list of them for tags (data.label_column)"
+    )
 
 
 def _check_columns(source: str, features, audio_column: str, label_column: str, group_column: str | None) -> None:
@@ -148,10 +152,15 @@ def _check_columns(source: str, features, audio_column: str, label_column: str, 
     if missing:
         raise ValueError(f"hub: {source} has no column {' or '.join(missing)}; its columns: {listed(features)}")
     audio = features[audio_column]
-    if not (isinstance(audio, Audio) or audio == Value("string")
-            or (isinstance(audio, dict) and {"bytes", "path"} <= set(audio))):
-        raise ValueError(f"hub: the column {audio_column!r} of {source} holds {audio}, not audio (an Audio "
-                         f"feature, {{bytes, path}} or file paths); set data.audio_column")
+    if not (
+        isinstance(audio, Audio)
+        or audio == Value("string")
+        or (isinstance(audio, dict) and {"bytes", "path"} <= set(audio))
+    ):
+        raise ValueError(
+            f"hub: the column {audio_column!r} of {source} holds {audio}, not audio (an Audio "
+            f"feature, {{bytes, path}} or file paths); set data.audio_column"
+        )
 
 
 HUB_PREFIX = "hf://datasets/"  # a Hub dataset as a URL: the same as its id
@@ -169,8 +178,10 @@ def _url_shards(source: str) -> dict[str, str]:
     filesystem, root = fsspec.core.url_to_fs(source)
     names = sorted({Path(path).name.split("-")[0] for path in filesystem.glob(f"{root.rstrip('/')}/data/*.parquet")})
     if not names:
-        raise ValueError(f"no Parquet shards under {source}/data (data/<split>-<i>-of-<n>.parquet, as "
-                         f"`python -m finetune pack` writes them)")
+        raise ValueError(
+            f"no Parquet shards under {source}/data (data/<split>-<i>-of-<n>.parquet, as "
+            f"`python -m finetune pack` writes them)"
+        )
     return {name: f"{source.rstrip('/')}/data/{name}-*.parquet" for name in names}
 
 
@@ -197,8 +208,10 @@ def _load(source: str, config: str | None, streaming: bool) -> Mapping[str, Data
         raise ValueError(f"hub: cannot load the dataset {source!r} (data.path): {err}") from err
     loaded = dict(loaded) if isinstance(loaded, Mapping) else {"train": loaded}
     if streaming and saved:
-        loaded = {name: split.to_iterable_dataset(num_shards=max(1, min(STREAM_SHARDS, len(split))))
-                  for name, split in loaded.items()}
+        loaded = {
+            name: split.to_iterable_dataset(num_shards=max(1, min(STREAM_SHARDS, len(split))))
+            for name, split in loaded.items()
+        }
     return loaded
 
 
@@ -276,8 +289,9 @@ def _labelled(name: str, split, columns: Columns) -> list[Labelled]:
             continue
         names.append(_cell(row[columns.audio])[1] or "")
         where = f"row {index} of split {name}"
-        rows.append(Labelled(f"{name}/{index}", audio_file(row[columns.audio], columns.base, where), label,
-                             columns.credit(row)))
+        rows.append(
+            Labelled(f"{name}/{index}", audio_file(row[columns.audio], columns.base, where), label, columns.credit(row))
+        )
     check_formats(f"hub: split {name}", names)
     report("hub", f"rows of {name} without a label", unlabelled)
     return rows
@@ -293,8 +307,10 @@ def _relative(splits: Mapping[str, list[Labelled]]) -> tuple[str, dict[str, list
     """The folder all audio files share (the root `assemble` checks), and the rows with paths under it."""
     folders = {os.path.dirname(row.path) for rows in splits.values() for row in rows}
     root = os.path.commonpath(folders) if folders else str(audio_cache())
-    return root, {split: [replace(row, path=Path(os.path.relpath(row.path, root)).as_posix()) for row in rows]
-                  for split, rows in splits.items()}
+    return root, {
+        split: [replace(row, path=Path(os.path.relpath(row.path, root)).as_posix()) for row in rows]
+        for split, rows in splits.items()
+    }
 
 
 def _has_label(row: dict, columns: Columns) -> bool:
@@ -308,8 +324,13 @@ def _streamed_row(row: dict, name: str, columns: Columns, target: LabelIndex, mu
     value = target(columns.reader(row[columns.label]))
     key = "labels" if multi_label else "label"
     track = f"{name}/{_cell(row[columns.audio])[1] or os.path.basename(audio)}"
-    return {"id": track, "group": lone_group(track, columns.credit(row), columns.level),
-            "audio": {"bytes": None, "path": audio}, key: list(value) if multi_label else value, "duration": None}
+    return {
+        "id": track,
+        "group": lone_group(track, columns.credit(row), columns.level),
+        "audio": {"bytes": None, "path": audio},
+        key: list(value) if multi_label else value,
+        "duration": None,
+    }
 
 
 def _stream(name: str, split: IterableDataset, columns: Columns, names: Sequence[str]) -> IterableDataset:
@@ -323,7 +344,9 @@ def _stream(name: str, split: IterableDataset, columns: Columns, names: Sequence
     source = split.select_columns(columns.read()).decode(False)
     return source.filter(partial(_has_label, columns=columns)).map(
         partial(_streamed_row, name=name, columns=columns, target=LabelIndex(names), multi_label=multi_label),
-        remove_columns=columns.read(), features=features)  # the source's group column too: `group` replaces it
+        remove_columns=columns.read(),
+        features=features,
+    )  # the source's group column too: `group` replaces it
 
 
 def _train_labels(split: IterableDataset, columns: Columns) -> set[str]:
@@ -344,10 +367,19 @@ def _source(root: str | Path | None, path: str | None) -> str:
     return os.path.abspath(source) if os.path.exists(source) else source
 
 
-def build(root: str | Path | None = None, path: str | None = None, config: str | None = None,
-          audio_column: str = "audio", label_column: str = "label",
-          split_ratios: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0, allow_missing: bool = False,
-          streaming: bool = False, group_by: str = "artist", group_column: str | None = None) -> DatasetDict:
+def build(
+    root: str | Path | None = None,
+    path: str | None = None,
+    config: str | None = None,
+    audio_column: str = "audio",
+    label_column: str = "label",
+    split_ratios: Sequence[float] = (0.8, 0.1, 0.1),
+    seed: int = 0,
+    allow_missing: bool = False,
+    streaming: bool = False,
+    group_by: str = "artist",
+    group_column: str | None = None,
+) -> DatasetDict:
     """The dataset as a DatasetDict (`label` ClassLabel, or `labels` for a list column; `group` the
     row's artist or album group); audio read by our reader from extracted bytes or the dataset's paths."""
     check_level("hub", group_by, GROUP_LEVELS)
@@ -355,31 +387,42 @@ def build(root: str | Path | None = None, path: str | None = None, config: str |
     loaded = _load(source, config, streaming)
     ours = _our_splits(source, loaded)
     for name in ours.values():
-        _check_columns(source, loaded[name].features, audio_column, label_column,
-                       None if group_by == "none" else group_column)
+        _check_columns(
+            source, loaded[name].features, audio_column, label_column, None if group_by == "none" else group_column
+        )
     features = loaded[ours["train"]].features
-    columns = Columns(audio_column, label_column, label_reader(source, label_column, features[label_column]),
-                      source if os.path.isdir(source) else None, _group_column(features, group_by, group_column),
-                      group_by)
+    columns = Columns(
+        audio_column,
+        label_column,
+        label_reader(source, label_column, features[label_column]),
+        source if os.path.isdir(source) else None,
+        _group_column(features, group_by, group_column),
+        group_by,
+    )
     multi_label = columns.reader.multi_label
     indexed = [split for split in ours if not (streaming and split == "train")]
     given = _grouped({split: _labelled(ours[split], loaded[ours[split]], columns) for split in indexed}, group_by)
     if streaming:
         if not (given.get("validation") and given.get("test")):
-            raise ValueError(f"hub: data.streaming=true streams the train split of a dataset with its own labelled "
-                             f"validation and test splits; {source} has {', '.join(loaded)}: use "
-                             f"data.streaming=false (the splits are then carved from train)")
+            raise ValueError(
+                f"hub: data.streaming=true streams the train split of a dataset with its own labelled "
+                f"validation and test splits; {source} has {', '.join(loaded)}: use "
+                f"data.streaming=false (the splits are then carved from train)"
+            )
         splits = {"train": [], **given}  # the train split is streamed below
         train_labels = _train_labels(loaded[ours["train"]], columns)
     else:
         splits = complete_splits("hub", given, split_ratios, seed)
         train_labels = label_set(row.label for row in splits["train"])
-    occurring = {"train": train_labels, **{split: label_set(row.label for row in splits[split])
-                                           for split in SPLITS[1:]}}
+    occurring = {
+        "train": train_labels,
+        **{split: label_set(row.label for row in splits[split]) for split in SPLITS[1:]},
+    }
     names = class_names("hub", occurring, multi_label, columns.reader.names)
     root, splits = _relative(splits)
-    dataset = assemble("hub", root, labelled_clips(splits, names), names, multi_label=multi_label,
-                       allow_missing=allow_missing)
+    dataset = assemble(
+        "hub", root, labelled_clips(splits, names), names, multi_label=multi_label, allow_missing=allow_missing
+    )
     if streaming:  # assemble checked validation and test; the train split is streamed from the source
         dataset["train"] = _stream(ours["train"], loaded[ours["train"]], columns, names)
     return dataset

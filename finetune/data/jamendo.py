@@ -46,9 +46,13 @@ CARD = DatasetCard("MTG-Jamendo", "MTG-Jamendo")  # how model cards name it
 HEADER = ("TRACK_ID", "ARTIST_ID", "ALBUM_ID", "PATH", "DURATION")  # then the tags, one per field
 SPLIT_NUMBERS = (0, 1, 2, 3, 4)
 # subset -> the stem of its split files
-SUBSET_FILES = {"top50tags": "autotagging_top50tags", "genre": "autotagging_genre",
-                "instrument": "autotagging_instrument", "moodtheme": "autotagging_moodtheme",
-                "all": "autotagging"}
+SUBSET_FILES = {
+    "top50tags": "autotagging_top50tags",
+    "genre": "autotagging_genre",
+    "instrument": "autotagging_instrument",
+    "moodtheme": "autotagging_moodtheme",
+    "all": "autotagging",
+}
 SUBSETS = tuple(SUBSET_FILES)
 OPTION_CHOICES = {"subset": SUBSETS}  # checked by `build`, and by recipes before a run
 AUDIO_LAYOUTS = ("audio", "audio-low", "")  # folders tried in turn for 00..99, relative to the root
@@ -92,16 +96,26 @@ TOP50 = {
 # Published track counts (train, validation, test) of every split file (the repository's files at
 # commit 1b4fa8c; tests/test_data_jamendo.py counts them where the full metadata is present).
 PUBLISHED_COUNTS = {
-    (0, "top50tags"): (32136, 10888, 11356), (0, "genre"): (32572, 11043, 11479),
-    (0, "instrument"): (14395, 5466, 5115), (0, "moodtheme"): (9949, 3802, 4231),
-    (1, "top50tags"): (32395, 10619, 11366), (1, "genre"): (32746, 10833, 11515),
-    (1, "instrument"): (14943, 4960, 5073), (1, "moodtheme"): (10190, 3594, 4198),
-    (2, "top50tags"): (32010, 11961, 10409), (2, "genre"): (32360, 12185, 10549),
-    (2, "instrument"): (14702, 5066, 5208), (2, "moodtheme"): (10484, 4085, 3413),
-    (3, "top50tags"): (33173, 10468, 10739), (3, "genre"): (33515, 10656, 10923),
-    (3, "instrument"): (14875, 5068, 5033), (3, "moodtheme"): (10920, 3500, 3562),
-    (4, "top50tags"): (30868, 11593, 11919), (4, "genre"): (31305, 11804, 11985),
-    (4, "instrument"): (14829, 5159, 4988), (4, "moodtheme"): (10241, 3706, 4035),
+    (0, "top50tags"): (32136, 10888, 11356),
+    (0, "genre"): (32572, 11043, 11479),
+    (0, "instrument"): (14395, 5466, 5115),
+    (0, "moodtheme"): (9949, 3802, 4231),
+    (1, "top50tags"): (32395, 10619, 11366),
+    (1, "genre"): (32746, 10833, 11515),
+    (1, "instrument"): (14943, 4960, 5073),
+    (1, "moodtheme"): (10190, 3594, 4198),
+    (2, "top50tags"): (32010, 11961, 10409),
+    (2, "genre"): (32360, 12185, 10549),
+    (2, "instrument"): (14702, 5066, 5208),
+    (2, "moodtheme"): (10484, 4085, 3413),
+    (3, "top50tags"): (33173, 10468, 10739),
+    (3, "genre"): (33515, 10656, 10923),
+    (3, "instrument"): (14875, 5068, 5033),
+    (3, "moodtheme"): (10920, 3500, 3562),
+    (4, "top50tags"): (30868, 11593, 11919),
+    (4, "genre"): (31305, 11804, 11985),
+    (4, "instrument"): (14829, 5159, 4988),
+    (4, "moodtheme"): (10241, 3706, 4035),
 }
 
 
@@ -133,19 +147,24 @@ def read_split_file(path: str | Path, vocabulary: list[str]) -> list[Track]:
     known = set(vocabulary)
     with open(path, newline="", encoding="utf-8") as f:
         rows = list(csv.reader(f, delimiter="\t"))
-    if not rows or tuple(rows[0][:len(HEADER)]) != HEADER:
-        raise ValueError(f"{path}: expected a tab-separated header {', '.join(HEADER)}, TAGS; is this an "
-                         f"MTG-Jamendo split file?")
+    if not rows or tuple(rows[0][: len(HEADER)]) != HEADER:
+        raise ValueError(
+            f"{path}: expected a tab-separated header {', '.join(HEADER)}, TAGS; is this an MTG-Jamendo split file?"
+        )
     tracks = []
     for line, row in enumerate(rows[1:], start=2):
         if len(row) <= len(HEADER) or not row[3].endswith(".mp3"):
-            raise ValueError(f"{path}, line {line}: expected {', '.join(HEADER)} (PATH such as 41/241.mp3) "
-                             f"and at least one tag, tab-separated")
-        unknown = [tag for tag in row[len(HEADER):] if tag not in known]
+            raise ValueError(
+                f"{path}, line {line}: expected {', '.join(HEADER)} (PATH such as 41/241.mp3) "
+                f"and at least one tag, tab-separated"
+            )
+        unknown = [tag for tag in row[len(HEADER) :] if tag not in known]
         if unknown:
-            raise ValueError(f"{path}, line {line}: tag {unknown[0]!r} is not one of this subset's "
-                             f"{len(vocabulary)} tags; is the file of another subset?")
-        tracks.append(Track(row[0], row[1], row[2], row[3], tuple(row[len(HEADER):])))
+            raise ValueError(
+                f"{path}, line {line}: tag {unknown[0]!r} is not one of this subset's "
+                f"{len(vocabulary)} tags; is the file of another subset?"
+            )
+        tracks.append(Track(row[0], row[1], row[2], row[3], tuple(row[len(HEADER) :])))
     return tracks
 
 
@@ -162,7 +181,7 @@ def read_splits(root: str, split_number: int, subset: str) -> dict[str, list[Tra
 
 
 def audio_suffix(root: str, folder: str) -> str:
-    """".low.mp3" when the audio folder holds the low-quality download's names, else ".mp3"."""
+    """ ".low.mp3" when the audio folder holds the low-quality download's names, else ".mp3"."""
     for name in AUDIO_FOLDERS:
         files = [f for f in listing("jamendo", os.path.join(root, folder, name)) if f.endswith(".mp3")]
         if files:
@@ -175,15 +194,17 @@ def audio_folder(root: str) -> str:
     folder = layout_folder("jamendo", root, AUDIO_LAYOUTS, AUDIO_FOLDERS)
     if folder is None:
         tried = ", ".join(os.path.join(root, layout) for layout in AUDIO_LAYOUTS)
-        raise FileNotFoundError(f"jamendo: none of the audio folders 00..99 is in {tried}; download the audio "
-                                f"into {os.path.join(root, 'audio')} (see the README) or point data.root at "
-                                f"the folder holding {HOLDS}")
+        raise FileNotFoundError(
+            f"jamendo: none of the audio folders 00..99 is in {tried}; download the audio "
+            f"into {os.path.join(root, 'audio')} (see the README) or point data.root at "
+            f"the folder holding {HOLDS}"
+        )
     return folder
 
 
 def audio_path(folder: str, path: str, suffix: str) -> str:
     """The audio file of a split file's PATH under the audio `folder`, with the download's `suffix`."""
-    return posixpath.join(folder, path[:-len(".mp3")] + suffix)
+    return posixpath.join(folder, path[: -len(".mp3")] + suffix)
 
 
 def report_missing(root: str, splits: dict[str, list[Clip]], streaming: bool) -> None:
@@ -193,8 +214,11 @@ def report_missing(root: str, splits: dict[str, list[Clip]], streaming: bool) ->
     missing = {split: sum(not os.path.isfile(os.path.join(root, c.path)) for c in splits[split]) for split in checked}
     if any(missing.values()):
         counts = ", ".join(f"{missing[split]} of {len(splits[split])} {split}" for split in checked)
-        logger.warning("jamendo: no audio file for %s tracks (a partial download): runs on it are not "
-                       "comparable with published figures", counts)
+        logger.warning(
+            "jamendo: no audio file for %s tracks (a partial download): runs on it are not "
+            "comparable with published figures",
+            counts,
+        )
 
 
 def report_counts(split_number: int, subset: str, tracks: dict[str, list[Track]]) -> None:
@@ -202,9 +226,13 @@ def report_counts(split_number: int, subset: str, tracks: dict[str, list[Track]]
     published = PUBLISHED_COUNTS.get((split_number, subset))
     counts = tuple(len(tracks[split]) for split in SPLITS)
     if published and counts != published:
-        logger.warning("jamendo: the split-%d %s files list %s train / validation / test tracks; the published "
-                       "split has %s", split_number, subset, " / ".join(map(str, counts)),
-                       " / ".join(map(str, published)))
+        logger.warning(
+            "jamendo: the split-%d %s files list %s train / validation / test tracks; the published split has %s",
+            split_number,
+            subset,
+            " / ".join(map(str, counts)),
+            " / ".join(map(str, published)),
+        )
 
 
 def multi_label_task(**options) -> bool:
@@ -220,12 +248,20 @@ def split_detail(subset: str, split_number: int, **options) -> str:
 def check_split_number(split_number) -> None:
     """Refuse a split number outside 0-4."""
     if isinstance(split_number, bool) or split_number not in SPLIT_NUMBERS:
-        raise ValueError(f"jamendo: data.split_number={split_number!r} is not valid; choose one of "
-                         f"{', '.join(map(str, SPLIT_NUMBERS))} (the official splits)")
+        raise ValueError(
+            f"jamendo: data.split_number={split_number!r} is not valid; choose one of "
+            f"{', '.join(map(str, SPLIT_NUMBERS))} (the official splits)"
+        )
 
 
-def build(root: str | Path, subset: str = "top50tags", split_number: int = 0, allow_missing: bool = True,
-          streaming: bool = False, group_by: str = "artist") -> DatasetDict:
+def build(
+    root: str | Path,
+    subset: str = "top50tags",
+    split_number: int = 0,
+    allow_missing: bool = True,
+    streaming: bool = False,
+    group_by: str = "artist",
+) -> DatasetDict:
     """MTG-Jamendo as a DatasetDict (`labels`: indices into `subset_tags(subset)`; `group`: the
     track's ARTIST_ID or ALBUM_ID)."""
     root = dataset_root("jamendo", root)
@@ -238,8 +274,20 @@ def build(root: str | Path, subset: str = "top50tags", split_number: int = 0, al
     suffix = audio_suffix(root, folder)
     index = {tag: i for i, tag in enumerate(subset_tags(subset))}
     group = {"artist": lambda t: t.artist, "album": lambda t: t.album, "none": lambda t: ""}[group_by]
-    splits = {split: [Clip(t.id, audio_path(folder, t.path, suffix), tuple(sorted({index[tag] for tag in t.tags})),
-                           group(t)) for t in rows] for split, rows in tracks.items()}
+    splits = {
+        split: [
+            Clip(t.id, audio_path(folder, t.path, suffix), tuple(sorted({index[tag] for tag in t.tags})), group(t))
+            for t in rows
+        ]
+        for split, rows in tracks.items()
+    }
     report_missing(root, splits, streaming)
-    return assemble("jamendo", root, splits, list(index), multi_label=multi_label_task(),
-                    allow_missing=allow_missing, streaming=streaming)
+    return assemble(
+        "jamendo",
+        root,
+        splits,
+        list(index),
+        multi_label=multi_label_task(),
+        allow_missing=allow_missing,
+        streaming=streaming,
+    )

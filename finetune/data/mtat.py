@@ -47,8 +47,7 @@ OPTION_CHOICES = {"split_scheme": SPLIT_SCHEMES}  # checked by `build`, and by r
 CARD = DatasetCard("MagnaTagATune", "MagnaTagATune")  # how model cards name it
 LAYOUTS = ("", "audio")  # folders tried in turn for the mp3 folders 0..f, relative to the root
 HOLDS = f"{ANNOTATIONS} beside the mp3 folders 0..f or beside an audio/ folder holding them"
-FOLDER_SPLITS = {**dict.fromkeys("0123456789ab", "train"), "c": "validation",
-                 **dict.fromkeys("def", "test")}
+FOLDER_SPLITS = {**dict.fromkeys("0123456789ab", "train"), "c": "validation", **dict.fromkeys("def", "test")}
 KNOWN_BAD = dict.fromkeys(("35644", "55753", "57881"), "empty mp3 in the MTAT release")
 
 
@@ -74,8 +73,9 @@ def read_annotations(path: str | Path) -> Annotations:
             raise ValueError(f"{path}, line {line}: {len(row)} fields, the header has {width}")
     body = rows[1:]
     cells = np.array([r[1:-1] for r in body], dtype="U1").reshape(len(body), width - 2)  # (N, T)
-    return Annotations(clip_ids=[r[0] for r in body], paths=[r[-1] for r in body],
-                       tag_names=rows[0][1:-1], tags=cells == "1")
+    return Annotations(
+        clip_ids=[r[0] for r in body], paths=[r[-1] for r in body], tag_names=rows[0][1:-1], tags=cells == "1"
+    )
 
 
 def read_clip_info(path: str | Path) -> dict[str, tuple[str, str]]:
@@ -95,13 +95,19 @@ def clip_groups(root: str, clip_ids: list[str], group_by: str) -> dict[str, str]
     if group_by == "none":
         return {}
     if not path.is_file():
-        logger.info("mtat: no %s under %s: each clip is its own group (clips of one song or artist may sit on "
-                    "both sides of a split)", CLIP_INFO, root)
+        logger.info(
+            "mtat: no %s under %s: each clip is its own group (clips of one song or artist may sit on "
+            "both sides of a split)",
+            CLIP_INFO,
+            root,
+        )
         return {}
     info = read_clip_info(path)
     credits = {c: info.get(c, ("", "")) for c in clip_ids}
-    return credit_groups({c: credit[0] if group_by == "artist" else " / ".join(filter(None, credit))
-                          for c, credit in credits.items()}, group_by)
+    return credit_groups(
+        {c: credit[0] if group_by == "artist" else " / ".join(filter(None, credit)) for c, credit in credits.items()},
+        group_by,
+    )
 
 
 def top_tags(tags: np.ndarray, count: int) -> list[int]:
@@ -120,8 +126,14 @@ def split_detail(tags: int, **options) -> str:
     return f"top{tags}"
 
 
-def build(root: str | Path, tags: int = 50, split_scheme: str = "standard",
-          allow_missing: bool = False, streaming: bool = False, group_by: str = "artist") -> DatasetDict:
+def build(
+    root: str | Path,
+    tags: int = 50,
+    split_scheme: str = "standard",
+    allow_missing: bool = False,
+    streaming: bool = False,
+    group_by: str = "artist",
+) -> DatasetDict:
     """MTAT as a DatasetDict (`labels`: indices into the top-`tags` tags, most frequent first;
     `group`: the clip's artist or album, `clip_groups`)."""
     root = dataset_root("mtat", root)
@@ -130,15 +142,19 @@ def build(root: str | Path, tags: int = 50, split_scheme: str = "standard",
     table = read_annotations(metadata_file("mtat", root, ANNOTATIONS, HOLDS))
     total = len(table.tag_names)
     if isinstance(tags, bool) or not isinstance(tags, int) or not 1 <= tags <= total:
-        raise ValueError(f"mtat: tags={tags!r} is not valid; choose an integer from 1 to {total} "
-                         f"(50: the standard top-50, {total}: all tags)")
+        raise ValueError(
+            f"mtat: tags={tags!r} is not valid; choose an integer from 1 to {total} "
+            f"(50: the standard top-50, {total}: all tags)"
+        )
     columns = top_tags(table.tags, tags)
     selected = table.tags[:, columns]  # (N, tags) bool
     folder = layout_folder("mtat", root, LAYOUTS, FOLDER_SPLITS)
     if folder is None:
-        raise FileNotFoundError(f"mtat: none of the mp3 folders 0..f is in {root} or "
-                                f"{os.path.join(root, 'audio')}; data.root should be the folder "
-                                f"holding {HOLDS}")
+        raise FileNotFoundError(
+            f"mtat: none of the mp3 folders 0..f is in {root} or "
+            f"{os.path.join(root, 'audio')}; data.root should be the folder "
+            f"holding {HOLDS}"
+        )
     groups = clip_groups(root, table.clip_ids, group_by)
     splits = {split: [] for split in SPLITS}
     for clip_id, path, row in zip(table.clip_ids, table.paths, selected):
@@ -148,5 +164,13 @@ def build(root: str | Path, tags: int = 50, split_scheme: str = "standard",
         target = tuple(np.flatnonzero(row).tolist())
         if target or split_scheme == "pons":
             splits[split].append(Clip(clip_id, posixpath.join(folder, path), target, groups.get(clip_id, "")))
-    return assemble("mtat", root, splits, [table.tag_names[c] for c in columns], multi_label=multi_label_task(),
-                    allow_missing=allow_missing, known_bad=KNOWN_BAD, streaming=streaming)
+    return assemble(
+        "mtat",
+        root,
+        splits,
+        [table.tag_names[c] for c in columns],
+        multi_label=multi_label_task(),
+        allow_missing=allow_missing,
+        known_bad=KNOWN_BAD,
+        streaming=streaming,
+    )

@@ -34,8 +34,11 @@ GENERATOR_VERSION = 1
 
 def signature(rng: np.random.Generator) -> dict:
     """An artist's timbre: fundamental register (Hz), weights of 8 harmonics, a noise band (Hz)."""
-    return {"pitch": float(rng.uniform(110, 440)), "harmonics": rng.dirichlet(np.full(8, 0.5)).tolist(),
-            "band": float(rng.uniform(1500, 6000))}
+    return {
+        "pitch": float(rng.uniform(110, 440)),
+        "harmonics": rng.dirichlet(np.full(8, 0.5)).tolist(),
+        "band": float(rng.uniform(1500, 6000)),
+    }
 
 
 def make_track(timbre: dict, rates: tuple[float, float], rng: np.random.Generator) -> np.ndarray:
@@ -45,8 +48,11 @@ def make_track(timbre: dict, rates: tuple[float, float], rng: np.random.Generato
     rate = rng.uniform(*rates)
     since_onset = (t + rng.uniform(0, 1 / rate)) % (1 / rate)  # seconds since the last note
     pitch = timbre["pitch"] * 2 ** (rng.integers(0, 5) / 12)
-    tone = sum(w * np.sin(2 * np.pi * k * pitch * t) for k, w in enumerate(timbre["harmonics"], start=1)
-               if k * pitch < SAMPLE_RATE / 2)
+    tone = sum(
+        w * np.sin(2 * np.pi * k * pitch * t)
+        for k, w in enumerate(timbre["harmonics"], start=1)
+        if k * pitch < SAMPLE_RATE / 2
+    )
     noise = np.fft.irfft(np.fft.rfft(rng.standard_normal(len(t))) * _band(len(t), timbre["band"]), len(t))
     y = tone * np.exp(-since_onset / 0.08) + 0.3 * noise / (np.abs(noise).max() + 1e-9)
     return (0.8 * y / np.abs(y).max()).astype(np.float32)
@@ -62,9 +68,15 @@ def generate(root: str | Path) -> Path:
     """Write the dataset under `root` unless its marker says it is already there."""
     root = Path(root)
     marker = root / "finetune_planted.json"
-    spec = {"version": GENERATOR_VERSION, "classes": list(CLASSES), "artists_per_class": ARTISTS_PER_CLASS,
-            "tracks_per_artist": TRACKS_PER_ARTIST, "seconds": SECONDS, "sample_rate": SAMPLE_RATE,
-            "seed": DATA_SEED}
+    spec = {
+        "version": GENERATOR_VERSION,
+        "classes": list(CLASSES),
+        "artists_per_class": ARTISTS_PER_CLASS,
+        "tracks_per_artist": TRACKS_PER_ARTIST,
+        "seconds": SECONDS,
+        "sample_rate": SAMPLE_RATE,
+        "seed": DATA_SEED,
+    }
     if marker.is_file() and json.loads(marker.read_text()) == spec:
         return root
     rng = np.random.default_rng(DATA_SEED)
@@ -74,8 +86,12 @@ def generate(root: str | Path) -> Path:
             timbre = signature(rng)
             (root / name / artist).mkdir(parents=True, exist_ok=True)
             for n in range(TRACKS_PER_ARTIST):
-                sf.write(root / name / artist / f"{artist}-{n}.wav", make_track(timbre, NOTE_RATES[name], rng),
-                         SAMPLE_RATE, subtype="PCM_16")
+                sf.write(
+                    root / name / artist / f"{artist}-{n}.wav",
+                    make_track(timbre, NOTE_RATES[name], rng),
+                    SAMPLE_RATE,
+                    subtype="PCM_16",
+                )
     marker.write_text(json.dumps(spec, indent=2))
     return root
 

@@ -32,8 +32,10 @@ def _root(data) -> str | None:
     if data.name == "synthetic":
         return str(cache_dir() / "synthetic")
     if data.name == "hub":
-        raise RecipeError("data.path: set it to a Hub dataset id or a local dataset (data.path=user/name "
-                          "or data.path=/path/to/dataset)")
+        raise RecipeError(
+            "data.path: set it to a Hub dataset id or a local dataset (data.path=user/name "
+            "or data.path=/path/to/dataset)"
+        )
     raise RecipeError(f"data.root: set it to your {data.name} folder (data.root=/path/to/{data.name})")
 
 
@@ -53,11 +55,15 @@ def dataset_arguments(recipe: Recipe) -> dict:
         if key not in params:
             valid = [p for p in params if p in DATASET_OPTION_KEYS]
             unset = json.dumps(getattr(defaults, key))
-            raise RecipeError(f"data.{key} does not apply to dataset {data.name!r} (unset it: data.{key}={unset}); "
-                              f"its options: {listed('data.' + v for v in valid)}")
+            raise RecipeError(
+                f"data.{key} does not apply to dataset {data.name!r} (unset it: data.{key}={unset}); "
+                f"its options: {listed('data.' + v for v in valid)}"
+            )
         if key in choices and value not in choices[key]:
-            raise RecipeError(f"data.{key}: {value!r} is not a {key.replace('_', ' ')} of {data.name}; "
-                              f"choose one of {', '.join(choices[key])}")
+            raise RecipeError(
+                f"data.{key}: {value!r} is not a {key.replace('_', ' ')} of {data.name}; "
+                f"choose one of {', '.join(choices[key])}"
+            )
         args[key] = value
     if "seed" in params:
         args["seed"] = recipe.seed
@@ -95,16 +101,20 @@ def check_trainable(dataset: DatasetDict, data) -> None:
     least, kind, kinds = (1, "tag", "tags") if multi_label else (2, "class", "classes")
     if len(label_names) < least:
         count = f"{len(label_names)} {kind if len(label_names) == 1 else kinds}"
-        raise RecipeError(f"{dataset_source(data)}: dataset {data.name!r} has {count} to train on "
-                          f"({listed(label_names)}); it needs at least {least}: add audio labelled with another {kind}")
+        raise RecipeError(
+            f"{dataset_source(data)}: dataset {data.name!r} has {count} to train on "
+            f"({listed(label_names)}); it needs at least {least}: add audio labelled with another {kind}"
+        )
     sizes = {split: len(rows) for split, rows in dataset.items() if not isinstance(rows, IterableDataset)}
     empty = [split for split, size in sizes.items() if size == 0]
     if empty:
         carved = "split_ratios" in DATASET_OPTIONS[data.name]  # folder, hub: splits carved by data.split_ratios
         ratios = f", or change data.split_ratios={data.split_ratios}" if carved else ""
-        raise RecipeError(f"{dataset_source(data)}: the {empty[0]} split of dataset {data.name!r} has no tracks "
-                          f"({', '.join(f'{split} {size}' for split, size in sizes.items())}); every split needs "
-                          f"tracks to train, select and test a model: add audio{ratios}")
+        raise RecipeError(
+            f"{dataset_source(data)}: the {empty[0]} split of dataset {data.name!r} has no tracks "
+            f"({', '.join(f'{split} {size}' for split, size in sizes.items())}); every split needs "
+            f"tracks to train, select and test a model: add audio{ratios}"
+        )
 
 
 def recipe_dataset(recipe: Recipe) -> DatasetDict:

@@ -53,7 +53,7 @@ def _notes(rng, t, rate_range, dur_range, make_note) -> np.ndarray:
     while onset < SECONDS:
         start = int(onset * SAMPLE_RATE)
         length = min(len(t) - start, int(rng.uniform(*dur_range) * SAMPLE_RATE))
-        out[start:start + length] += make_note(rng, t[:length])
+        out[start : start + length] += make_note(rng, t[:length])
         onset += 1.0 / rng.uniform(*rate_range)
     return out
 
@@ -79,8 +79,13 @@ def _plucked(rng, t, base_range, rate_range) -> np.ndarray:
     """Plucked-string notes from a pentatonic scale on a base pitch drawn from `base_range` (Hz)."""
     base = rng.uniform(*base_range)
     scale = base * 2 ** (np.array([0, 2, 4, 7, 9, 12, 14]) / 12)
-    return _notes(rng, t, rate_range, (0.3, 0.8), lambda r, lt: _harmonics(
-        np.full_like(lt, r.choice(scale)), lt, 8, 1.0) * np.exp(-lt / r.uniform(0.08, 0.25)))
+    return _notes(
+        rng,
+        t,
+        rate_range,
+        (0.3, 0.8),
+        lambda r, lt: _harmonics(np.full_like(lt, r.choice(scale)), lt, 8, 1.0) * np.exp(-lt / r.uniform(0.08, 0.25)),
+    )
 
 
 def pluck(rng, t):
@@ -111,8 +116,9 @@ def bells(rng, t):
 
     def note(r, lt):
         base = r.uniform(500, 1200)
-        return sum(np.sin(2 * np.pi * base * k * lt) / (i + 1) * np.exp(-lt / (1.2 / (i + 1)))
-                   for i, k in enumerate(ratios))
+        return sum(
+            np.sin(2 * np.pi * base * k * lt) / (i + 1) * np.exp(-lt / (1.2 / (i + 1))) for i, k in enumerate(ratios)
+        )
 
     return _notes(rng, t, (0.7, 1.4), (1.0, 2.0), note)
 
@@ -158,8 +164,13 @@ def generate(root: str | Path) -> Path:
     naming the folder) leaves what was there before."""
     root = Path(root)
     marker = root / "finetune_synthetic.json"
-    spec = {"version": GENERATOR_VERSION, "tracks_per_class": {name: TRACKS_PER_CLASS[name] for name in CLASSES},
-            "seconds": SECONDS, "sample_rate": SAMPLE_RATE, "seed": DATA_SEED}
+    spec = {
+        "version": GENERATOR_VERSION,
+        "tracks_per_class": {name: TRACKS_PER_CLASS[name] for name in CLASSES},
+        "seconds": SECONDS,
+        "sample_rate": SAMPLE_RATE,
+        "seed": DATA_SEED,
+    }
     if marker.is_file() and json.loads(marker.read_text()) == spec:
         return root
     genres = root / "genres"
@@ -172,10 +183,12 @@ def generate(root: str | Path) -> Path:
 multi_label_task = gtzan.multi_label_task  # loaded through the GTZAN loader
 
 
-def build(root: str | Path, split_scheme: str = "random", seed: int = 0, streaming: bool = False,
-          group_by: str = "artist"):
+def build(
+    root: str | Path, split_scheme: str = "random", seed: int = 0, streaming: bool = False, group_by: str = "artist"
+):
     """Generate (once) and load through the GTZAN loader with a seeded stratified split (its tracks
     name no artist: each is its own group, whatever `group_by`)."""
     check_options(OPTION_CHOICES, split_scheme=split_scheme)  # before generating
-    return gtzan.build(generate(root), split_scheme=split_scheme, seed=seed, genres=CLASSES,
-                       streaming=streaming, group_by=group_by)
+    return gtzan.build(
+        generate(root), split_scheme=split_scheme, seed=seed, genres=CLASSES, streaming=streaming, group_by=group_by
+    )

@@ -43,10 +43,21 @@ DB_FLOOR = 1e-10  # power floor before decibels
 MEL_MEAN = 6.768444971712967
 MEL_STD = 18.417922652295623
 # The Conformer of the released model (its config's w2v2_config); width and depth come from the factory.
-CONFORMER = dict(hidden_act="swish", position_embeddings_type="rotary", rotary_embedding_base=10000,
-                 conv_depthwise_kernel_size=31, layer_norm_eps=1e-5, layerdrop=0.0, hidden_dropout=0.1,
-                 attention_dropout=0.1, activation_dropout=0.1, conformer_conv_dropout=0.1,
-                 num_conv_pos_embeddings=128, num_conv_pos_embedding_groups=16, max_source_positions=5000)
+CONFORMER = dict(
+    hidden_act="swish",
+    position_embeddings_type="rotary",
+    rotary_embedding_base=10000,
+    conv_depthwise_kernel_size=31,
+    layer_norm_eps=1e-5,
+    layerdrop=0.0,
+    hidden_dropout=0.1,
+    attention_dropout=0.1,
+    activation_dropout=0.1,
+    conformer_conv_dropout=0.1,
+    num_conv_pos_embeddings=128,
+    num_conv_pos_embedding_groups=16,
+    max_source_positions=5000,
+)
 
 # The published checkpoint: MuQ's state dict, every name under "model.".
 PUBLISHED_PREFIX = "model."
@@ -62,15 +73,17 @@ class MelFrontEnd(nn.Module):
 
     def __init__(self):
         super().__init__()
-        filters = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=N_MELS, fmin=0.0, fmax=SAMPLE_RATE / 2,
-                                      htk=True, norm=None)
+        filters = librosa.filters.mel(
+            sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=N_MELS, fmin=0.0, fmax=SAMPLE_RATE / 2, htk=True, norm=None
+        )
         self.register_buffer("window", torch.hann_window(N_FFT), persistent=False)
         self.register_buffer("filters", torch.from_numpy(filters), persistent=False)
 
     def power_mel(self, audio: torch.Tensor) -> torch.Tensor:
         """The power mel spectrogram (B, 128, 1 + T // 240), every frame."""
-        spectrum = torch.stft(audio.float(), N_FFT, HOP, window=self.window, center=True, pad_mode="reflect",
-                              return_complex=True)
+        spectrum = torch.stft(
+            audio.float(), N_FFT, HOP, window=self.window, center=True, pad_mode="reflect", return_complex=True
+        )
         return self.filters @ spectrum.abs().square()
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
@@ -117,8 +130,14 @@ class MuQEncoder(nn.Module):
 
     def __init__(self, width: int, depth: int, heads: int, intermediate: int, conv_channels: int):
         super().__init__()
-        config = Wav2Vec2ConformerConfig(hidden_size=width, num_hidden_layers=depth, num_attention_heads=heads,
-                                         intermediate_size=intermediate, attn_implementation="sdpa", **CONFORMER)
+        config = Wav2Vec2ConformerConfig(
+            hidden_size=width,
+            num_hidden_layers=depth,
+            num_attention_heads=heads,
+            intermediate_size=intermediate,
+            attn_implementation="sdpa",
+            **CONFORMER,
+        )
         self.num_layers = depth + 1
         self.mel = MelFrontEnd()
         self.conv = ConvSubsampling(conv_channels, width)
@@ -158,8 +177,9 @@ def checkpoint_file(source: Path) -> Path:
         raise FileNotFoundError(2, "No such file or directory", str(source))
     found = [source / name for name in CHECKPOINT_FILES if (source / name).is_file()]
     if not found:
-        raise ValueError(f"{source}: no {' or '.join(CHECKPOINT_FILES)} in it; download OpenMuQ/MuQ-large-msd-iter "
-                         "into it first")
+        raise ValueError(
+            f"{source}: no {' or '.join(CHECKPOINT_FILES)} in it; download OpenMuQ/MuQ-large-msd-iter into it first"
+        )
     return found[0]
 
 
@@ -187,9 +207,12 @@ def check_published_config(source: Path) -> None:
         return
     config = json.loads(path.read_text())
     stat = config.get("stat", {})
-    found = {"hop_length": config.get("hop_length", HOP), "n_mels": config.get("n_mels", N_MELS),
-             "melspec_2048_mean": stat.get("melspec_2048_mean", MEL_MEAN),
-             "melspec_2048_std": stat.get("melspec_2048_std", MEL_STD)}
+    found = {
+        "hop_length": config.get("hop_length", HOP),
+        "n_mels": config.get("n_mels", N_MELS),
+        "melspec_2048_mean": stat.get("melspec_2048_mean", MEL_MEAN),
+        "melspec_2048_std": stat.get("melspec_2048_std", MEL_STD),
+    }
     expected = {"hop_length": HOP, "n_mels": N_MELS, "melspec_2048_mean": MEL_MEAN, "melspec_2048_std": MEL_STD}
     differing = [f"{key} {found[key]} (ours {value})" for key, value in expected.items() if found[key] != value]
     if differing:
@@ -212,11 +235,16 @@ def load_published(encoder: MuQEncoder, published: dict[str, torch.Tensor], sour
 
     state = {name: tensor for key, tensor in published.items() if (name := our_name(key)) is not None}
     ours = encoder.state_dict()
-    shapes = [f"{name} {tuple(tensor.shape)} (ours {tuple(ours[name].shape)})" for name, tensor in sorted(state.items())
-              if name in ours and tensor.shape != ours[name].shape]
+    shapes = [
+        f"{name} {tuple(tensor.shape)} (ours {tuple(ours[name].shape)})"
+        for name, tensor in sorted(state.items())
+        if name in ours and tensor.shape != ours[name].shape
+    ]
     if shapes:
-        raise ValueError(f"{source}: does not fit {describe(encoder)}: {len(shapes)} weights of another shape "
-                         f"(e.g. {', '.join(shapes[:2])})")
+        raise ValueError(
+            f"{source}: does not fit {describe(encoder)}: {len(shapes)} weights of another shape "
+            f"(e.g. {', '.join(shapes[:2])})"
+        )
     loading = encoder.load_state_dict(state, strict=False)
     if loading.missing_keys or loading.unexpected_keys:
         raise ValueError(f"{source}: does not fit {describe(encoder)}: {mismatch(loading)}")
@@ -235,8 +263,10 @@ def convert(source: Path, out: Path, encoder: MuQEncoder | None = None) -> Path:
     from finetune.atomic import written_whole
 
     if out.suffix != ".safetensors":
-        raise ValueError(f"{out}: the converted weights are written as .safetensors (what backbone.encoder_weights "
-                         "reads); name the file *.safetensors")
+        raise ValueError(
+            f"{out}: the converted weights are written as .safetensors (what backbone.encoder_weights "
+            "reads); name the file *.safetensors"
+        )
     if source.is_dir():
         check_published_config(source)
     path = checkpoint_file(source)
@@ -252,12 +282,17 @@ def main(argv: list[str] | None = None) -> int:
     """`python -m finetune.encoders.muq convert SOURCE OUT`; a mistake prints one line and exits 2."""
     from finetune.cli import USER_ERRORS, error_line
 
-    parser = argparse.ArgumentParser(prog="python -m finetune.encoders.muq",
-                                     description="Convert the published MuQ weights for backbone.encoder_weights.")
+    parser = argparse.ArgumentParser(
+        prog="python -m finetune.encoders.muq",
+        description="Convert the published MuQ weights for backbone.encoder_weights.",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     converting = commands.add_parser("convert", help="a Hub download of OpenMuQ/MuQ-large-msd-iter -> .safetensors")
-    converting.add_argument("source", type=Path, help="the downloaded folder, or its model.safetensors / "
-                                                       "pytorch_model.bin (read with weights_only=True)")
+    converting.add_argument(
+        "source",
+        type=Path,
+        help="the downloaded folder, or its model.safetensors / pytorch_model.bin (read with weights_only=True)",
+    )
     converting.add_argument("out", type=Path, help="the .safetensors file to write")
     args = parser.parse_args(argv)
     try:

@@ -63,8 +63,14 @@ def reserved_keys(folds: int | None, confirm_folds: int | None) -> tuple[str, ..
     return tuple(dict.fromkeys([*SET_BY_SEARCH, *(SET_BY_CV if folds or confirm_folds else ())]))
 
 
-def prepare(recipe: str, space_file: str | Path, overrides: list[str], folds: int | None, out: str | Path | None,
-            confirm_folds: int | None) -> Search:
+def prepare(
+    recipe: str,
+    space_file: str | Path,
+    overrides: list[str],
+    folds: int | None,
+    out: str | Path | None,
+    confirm_folds: int | None,
+) -> Search:
     """Every check that needs no trial: the recipe, the overrides, the space, the search folder."""
     base = recipes.load(recipe, overrides)
     check_recipe(base)
@@ -93,10 +99,21 @@ def run_trials(study: optuna.Study, setup: Search, worker: str, trials: int, tim
         logger.info("%s%s; %s", worker_prefix(), ended_line(study, ended, setup), to_start(study, trials)[1])
 
 
-def search(recipe: str, space_file: str | Path, overrides: list[str], trials: int, timeout: float | None = None,
-           folds: int | None = None, storage: str | None = None, out: str | Path | None = None,
-           confirm_folds: int | None = None, prune_startup: int = PRUNE_STARTUP,
-           prune_warmup: int = PRUNE_WARMUP, jobs: int = 1, command: Sequence[str] = ()) -> tuple[Path, str]:
+def search(
+    recipe: str,
+    space_file: str | Path,
+    overrides: list[str],
+    trials: int,
+    timeout: float | None = None,
+    folds: int | None = None,
+    storage: str | None = None,
+    out: str | Path | None = None,
+    confirm_folds: int | None = None,
+    prune_startup: int = PRUNE_STARTUP,
+    prune_warmup: int = PRUNE_WARMUP,
+    jobs: int = 1,
+    command: Sequence[str] = (),
+) -> tuple[Path, str]:
     """Run (or continue) the search until `trials` trials are counted or `timeout` seconds pass;
     write its results into the search folder; return (the folder, the console summary). `jobs` > 1:
     `jobs` - 1 more workers run `command` (the arguments after `python -m finetune`, without --out)
@@ -115,8 +132,12 @@ def search(recipe: str, space_file: str | Path, overrides: list[str], trials: in
         run_trials(study, setup, worker, trials, timeout)
         remaining, standing = to_start(study, trials)
         if remaining and timeout is not None:  # the timeout ended it before the trials were counted
-            logger.info("%ssearch stopped after --timeout %g s with %s; the same command continues it",
-                        worker_prefix(), timeout, standing)
+            logger.info(
+                "%ssearch stopped after --timeout %g s with %s; the same command continues it",
+                worker_prefix(),
+                timeout,
+                standing,
+            )
     if is_helper():
         return setup.out, ""
     return setup.out, write_results(study, setup, confirm_folds)

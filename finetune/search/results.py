@@ -41,10 +41,18 @@ def trial_rows(study: optuna.Study, search: Search) -> list[dict]:
     for t in study.get_trials(deepcopy=False):
         error = t.user_attrs.get("error", ABANDONED) if t.state == TrialState.FAIL else ""
         folder = trial_folder(t.number)
-        rows.append({"number": t.number, "state": t.state.name, **{k: t.params.get(k) for k in search.space},
-                     "objective": t.value, "validation tracks sharing an artist": trial_leak(search.out / folder),
-                     "seconds": round(t.duration.total_seconds(), 1) if t.duration else None,
-                     "run": folder if (search.out / folder).is_dir() else None, "error": error})
+        rows.append(
+            {
+                "number": t.number,
+                "state": t.state.name,
+                **{k: t.params.get(k) for k in search.space},
+                "objective": t.value,
+                "validation tracks sharing an artist": trial_leak(search.out / folder),
+                "seconds": round(t.duration.total_seconds(), 1) if t.duration else None,
+                "run": folder if (search.out / folder).is_dir() else None,
+                "error": error,
+            }
+        )
     return rows
 
 
@@ -101,9 +109,11 @@ def best_recipe(search: Search, best: FrozenTrial) -> recipes.Recipe:
 
 def write_best(search: Search, best: FrozenTrial) -> Path:
     path = search.out / "best.yaml"
-    header = (f"# The best trial ({best.number}) of the search in {search.out}: validation {search.metric} "
-              f"{best.value:.4f} with {' '.join(settings(best.params))}\n"
-              f"# python -m finetune --recipe {path}\n")
+    header = (
+        f"# The best trial ({best.number}) of the search in {search.out}: validation {search.metric} "
+        f"{best.value:.4f} with {' '.join(settings(best.params))}\n"
+        f"# python -m finetune --recipe {path}\n"
+    )
     write_atomically(path, header + best_recipe(search, best).to_yaml())
     return path
 
@@ -160,8 +170,10 @@ def confirm(search: Search, best: FrozenTrial, folds: int) -> dict:
     """The best settings and the recipe's own, each over `folds` folds, their pooled test predictions
     compared by a paired test (best - recipe's)."""
     pooled, arms = [], {}
-    for name, overrides in (("confirm-best", [*search.overrides, *settings(best.params)]),
-                            ("confirm-packaged", search.overrides)):
+    for name, overrides in (
+        ("confirm-best", [*search.overrides, *settings(best.params)]),
+        ("confirm-packaged", search.overrides),
+    ):
         out, _ = cross_validate(search.recipe, overrides, folds, [search.seed], search.out / name)
         score = json.loads((out / "summary.json").read_text())["pooled"][0]
         pooled.append(TrackPredictions.load(out / score["file"]))
@@ -187,26 +199,38 @@ def confirm_line(result: dict) -> str:
     """The two arms' pooled test scores and the paired test between them."""
     best, packaged = result["arms"]["confirm-best"], result["arms"]["confirm-packaged"]
     mcnemar = f", McNemar p {result['mcnemar_p']:.3g}" if "mcnemar_p" in result else ""
-    return (f"pooled test {result['metric']} over {result['folds']} folds ({result['tracks']} tracks): best "
-            f"{best['value']:.4f} {fmt_interval(best['interval'])}, recipe's settings {packaged['value']:.4f} "
-            f"{fmt_interval(packaged['interval'])}; best - recipe's {result['difference']:+.4f}, 95% interval "
-            f"{fmt_interval(result['interval'])}, bootstrap p {result['bootstrap_p']:.3g}{mcnemar}")
+    return (
+        f"pooled test {result['metric']} over {result['folds']} folds ({result['tracks']} tracks): best "
+        f"{best['value']:.4f} {fmt_interval(best['interval'])}, recipe's settings {packaged['value']:.4f} "
+        f"{fmt_interval(packaged['interval'])}; best - recipe's {result['difference']:+.4f}, 95% interval "
+        f"{fmt_interval(result['interval'])}, bootstrap p {result['bootstrap_p']:.3g}{mcnemar}"
+    )
 
 
-def report_sections(study: optuna.Study, search: Search, table: list[list[str]], images: list[str],
-                    confirmed: dict | None) -> list[Section]:
+def report_sections(
+    study: optuna.Study, search: Search, table: list[list[str]], images: list[str], confirmed: dict | None
+) -> list[Section]:
     best = best_trial(study)
     direction = "higher" if search.greater else "lower"
-    setup = [f"recipe {search.recipe} {' '.join(search.overrides)}".strip(),
-             f"objective: validation {search.metric} ({direction} is better)"
-             + (f", mean over {search.folds} folds" if search.folds else ""),
-             f"{len(counted(study))} trials counted of {len(study.trials)} in the study",
-             *(f"{key}: {described(d)}" for key, d in search.space.items())]
+    setup = [
+        f"recipe {search.recipe} {' '.join(search.overrides)}".strip(),
+        f"objective: validation {search.metric} ({direction} is better)"
+        + (f", mean over {search.folds} folds" if search.folds else ""),
+        f"{len(counted(study))} trials counted of {len(study.trials)} in the study",
+        *(f"{key}: {described(d)}" for key, d in search.space.items()),
+    ]
     sections = [Section("Search", text=setup)]
     if best is not None:
-        sections.append(Section("Best trial", text=[
-            f"trial {best.number}: validation {search.metric} {best.value:.4f}", " ".join(settings(best.params)),
-            f"run folder {trial_folder(best.number)}; recipe best.yaml"]))
+        sections.append(
+            Section(
+                "Best trial",
+                text=[
+                    f"trial {best.number}: validation {search.metric} {best.value:.4f}",
+                    " ".join(settings(best.params)),
+                    f"run folder {trial_folder(best.number)}; recipe best.yaml",
+                ],
+            )
+        )
     sections += [Section("Trials", tables=[table]), Section("Plots", images=images)]
     if confirmed:
         sections.append(Section("Confirmation", text=[confirm_line(confirmed)]))
@@ -222,9 +246,11 @@ def summary_text(study: optuna.Study, search: Search, confirmed: dict | None) ->
     if best is None:
         lines.append(f"  {NO_TRIAL_COMPLETED}")
     else:
-        lines += [f"  best: trial {best.number}, validation {search.metric} {best.value:.4f}",
-                  f"  params: {' '.join(settings(best.params))}",
-                  f"  recipe: python -m finetune --recipe {search.out / 'best.yaml'}"]
+        lines += [
+            f"  best: trial {best.number}, validation {search.metric} {best.value:.4f}",
+            f"  params: {' '.join(settings(best.params))}",
+            f"  recipe: python -m finetune --recipe {search.out / 'best.yaml'}",
+        ]
     if confirmed:
         lines.append(f"  confirm: {confirm_line(confirmed)}")
     lines += [f"  trials: {search.out / 'trials.md'}", f"  report: {search.out / 'report.html'}"]
@@ -238,8 +264,10 @@ def write_tables(study: optuna.Study, search: Search) -> list[list[str]]:
         return [["number"]]
     table = trials_table(rows)
     write_atomically(search.out / TRIALS_FILE, csv_text(rows))
-    write_atomically(search.out / "trials.md", render_markdown(f"finetune search: {search.recipe}",
-                                                               [Section("Trials", tables=[table])]))
+    write_atomically(
+        search.out / "trials.md",
+        render_markdown(f"finetune search: {search.recipe}", [Section("Trials", tables=[table])]),
+    )
     return table
 
 

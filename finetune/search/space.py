@@ -76,8 +76,10 @@ def load_space(path: str | Path) -> dict[str, BaseDistribution]:
     except yaml.YAMLError as err:
         raise SearchError(f"{path}: not valid YAML: {err}") from None
     if not isinstance(values, dict) or not values:
-        raise SearchError(f"{path}: expected a mapping of dotted recipe keys to distributions, e.g. "
-                          "train.lr: {low: 1.0e-5, high: 1.0e-2, log: true}")
+        raise SearchError(
+            f"{path}: expected a mapping of dotted recipe keys to distributions, e.g. "
+            "train.lr: {low: 1.0e-5, high: 1.0e-2, log: true}"
+        )
     return {str(key): distribution(f"{path}: {key}", spec) for key, spec in values.items()}
 
 
@@ -95,8 +97,9 @@ def probe_values(dist: BaseDistribution) -> list:
     return list(dist.choices) if isinstance(dist, CategoricalDistribution) else [dist.low, dist.high]
 
 
-def check_space(recipe: str, overrides: list[str], space: dict[str, BaseDistribution], reserved: tuple[str, ...],
-                where: Path) -> None:
+def check_space(
+    recipe: str, overrides: list[str], space: dict[str, BaseDistribution], reserved: tuple[str, ...], where: Path
+) -> None:
     """Refuse, before any trial, a key that the search sets or the overrides set too, and a value the
     recipe refuses: the recipe is loaded and checked with each choice and each range end."""
     given = {text.split("=", 1)[0] for text in overrides}

@@ -46,8 +46,12 @@ class Search:
 
     def identity(self) -> dict:
         """What the study records and a resumed search must match."""
-        return {"recipe": self.recipe, "overrides": list(self.overrides), "folds": self.folds,
-                "space": {key: json.loads(distribution_to_json(d)) for key, d in self.space.items()}}
+        return {
+            "recipe": self.recipe,
+            "overrides": list(self.overrides),
+            "folds": self.folds,
+            "space": {key: json.loads(distribution_to_json(d)) for key, d in self.space.items()},
+        }
 
 
 def shown(url: str) -> str:
@@ -65,12 +69,16 @@ def rdb_storage(url: str) -> optuna.storages.RDBStorage:
         return optuna.storages.RDBStorage(url)
     except ImportError as err:  # optuna's, raised from the driver's ModuleNotFoundError
         driver = getattr(err.__cause__, "name", None) or "module"
-        raise SearchError(f"--storage {shown(url)}: its database driver ({driver}) is not installed; install it, "
-                          "or give a journal file instead") from None
+        raise SearchError(
+            f"--storage {shown(url)}: its database driver ({driver}) is not installed; install it, "
+            "or give a journal file instead"
+        ) from None
     except SQLAlchemyError as err:
         problem = " ".join(str(getattr(err, "orig", None) or err).split())
-        raise SearchError(f"--storage {shown(url)}: cannot be opened ({problem}); a sqlite file needs a folder that "
-                          "exists and can be written, a server URL a server that answers") from None
+        raise SearchError(
+            f"--storage {shown(url)}: cannot be opened ({problem}); a sqlite file needs a folder that "
+            "exists and can be written, a server URL a server that answers"
+        ) from None
 
 
 def storage_of(out: Path, storage: str | None):
@@ -85,16 +93,22 @@ def storage_of(out: Path, storage: str | None):
 def open_study(search: Search, storage: str | None, pruner: optuna.pruners.BasePruner) -> optuna.Study:
     """The search folder's study, created or continued; refused when it was started with other settings.
     TPE is seeded per trial (TrialSeededTPE)."""
-    study = optuna.create_study(storage=storage_of(search.out, storage), study_name=search.out.resolve().name,
-                                direction="maximize" if search.greater else "minimize", pruner=pruner,
-                                load_if_exists=True)
+    study = optuna.create_study(
+        storage=storage_of(search.out, storage),
+        study_name=search.out.resolve().name,
+        direction="maximize" if search.greater else "minimize",
+        pruner=pruner,
+        load_if_exists=True,
+    )
     recorded = study.user_attrs.get("search")
     if recorded is None:
         study.set_user_attr("search", search.identity())
     elif recorded != search.identity():
         changed = [key for key in recorded if recorded[key] != search.identity().get(key)]
-        raise SearchError(f"{search.out}: its study was started with other settings ({', '.join(changed)}); "
-                          "run the same command to continue it, or give another --out")
+        raise SearchError(
+            f"{search.out}: its study was started with other settings ({', '.join(changed)}); "
+            "run the same command to continue it, or give another --out"
+        )
     study.sampler = TrialSeededTPE(search.seed)
     return study
 
@@ -119,12 +133,14 @@ class TrialSeededTPE(optuna.samplers.BaseSampler):
     def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
         return self.tpe.infer_relative_search_space(study, trial)
 
-    def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
-                        search_space: dict[str, BaseDistribution]) -> dict:
+    def sample_relative(
+        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict:
         return self.tpe.sample_relative(study, trial, search_space)
 
-    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
-                           param_distribution: BaseDistribution):
+    def sample_independent(
+        self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
+    ):
         return self.tpe.sample_independent(study, trial, param_name, param_distribution)
 
     def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState, values) -> None:

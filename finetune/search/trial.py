@@ -36,8 +36,14 @@ class PruneTrial(TrainerCallback):
             return
         self.trial.report(float(value), state.global_step)
         if self.trial.should_prune():
-            logger.info("%strial %d pruned at step %d (validation %s %.4f)", worker_prefix(), self.trial.number,
-                        state.global_step, self.key.removeprefix("eval_"), value)
+            logger.info(
+                "%strial %d pruned at step %d (validation %s %.4f)",
+                worker_prefix(),
+                self.trial.number,
+                state.global_step,
+                self.key.removeprefix("eval_"),
+                value,
+            )
             self.pruned = control.should_training_stop = True
 
 
@@ -59,8 +65,15 @@ def score_folds(search: Search, trial: optuna.Trial, overrides: list[str], folde
         scores.append(validation_score(run_dir, search.metric))
         trial.report(float(np.mean(scores)), len(scores))
         if len(scores) < search.folds and trial.should_prune():
-            logger.info("%strial %d pruned after fold %d of %d (mean validation %s %.4f)", worker_prefix(), trial.number,
-                        len(scores), search.folds, search.metric, np.mean(scores))
+            logger.info(
+                "%strial %d pruned after fold %d of %d (mean validation %s %.4f)",
+                worker_prefix(),
+                trial.number,
+                len(scores),
+                search.folds,
+                search.metric,
+                np.mean(scores),
+            )
             raise FoldsPruned
 
     try:
@@ -100,7 +113,9 @@ def objective(search: Search, worker: str, trial: optuna.Trial) -> float:
     except Exception as err:
         error = f"{type(err).__name__}: {' '.join(str(err).split())}"[:1000]
         trial.set_user_attr("error", error)
-        logger.warning("%strial %d failed: %s", worker_prefix(), trial.number, error)  # one line; optuna's own log is quieted
+        logger.warning(
+            "%strial %d failed: %s", worker_prefix(), trial.number, error
+        )  # one line; optuna's own log is quieted
         raise
     if pruned:
         raise optuna.TrialPruned(f"trial {trial.number} trailed the median")

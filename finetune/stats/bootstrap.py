@@ -30,8 +30,9 @@ def headline_score(probs: np.ndarray, labels: np.ndarray) -> float:
     return headline(task_name(labels.ndim == 2)).score(probs, labels)
 
 
-def bootstrap_draws(score: Callable[..., dict], arrays: tuple[np.ndarray, ...], resamples: int = 1000,
-                    seed: int = 0) -> dict[str, np.ndarray]:
+def bootstrap_draws(
+    score: Callable[..., dict], arrays: tuple[np.ndarray, ...], resamples: int = 1000, seed: int = 0
+) -> dict[str, np.ndarray]:
     """Each metric of `score(*arrays)` on `resamples` seeded resamples of the rows (the same rows
     of every array): {metric: (R,) draws}."""
     rng = np.random.default_rng(seed)
@@ -50,18 +51,26 @@ def percentile_interval(draws: np.ndarray, level: float = 0.95) -> list[float]:
     return [float(np.nanpercentile(draws, tail)), float(np.nanpercentile(draws, 100 - tail))]
 
 
-def bootstrap(score: Callable[..., dict], arrays: tuple[np.ndarray, ...], resamples: int = 1000,
-              level: float = 0.95, seed: int = 0) -> dict[str, list[float]]:
+def bootstrap(
+    score: Callable[..., dict],
+    arrays: tuple[np.ndarray, ...],
+    resamples: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict[str, list[float]]:
     """Percentile intervals {metric: [low, high]} of `score(*arrays)`, rows resampled together."""
-    return {key: percentile_interval(values, level)
-            for key, values in bootstrap_draws(score, arrays, resamples, seed).items()}
+    return {
+        key: percentile_interval(values, level)
+        for key, values in bootstrap_draws(score, arrays, resamples, seed).items()
+    }
 
 
 def headline_interval(predictions: TrackPredictions, seed: int = 0) -> tuple[float, list[float]]:
     """A split's headline metric from its track predictions, with its 95 % bootstrap interval."""
     arrays = (predictions.probs, predictions.labels)
-    draws = bootstrap_draws(lambda probs, labels: {"score": headline_score(probs, labels)}, arrays,
-                            RESAMPLES[predictions.task], seed)
+    draws = bootstrap_draws(
+        lambda probs, labels: {"score": headline_score(probs, labels)}, arrays, RESAMPLES[predictions.task], seed
+    )
     return headline_score(*arrays), percentile_interval(draws["score"])
 
 
@@ -72,16 +81,14 @@ def confusion_pairs(matrix: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
     return np.repeat(truth.ravel(), counts.ravel()), np.repeat(predicted.ravel(), counts.ravel())
 
 
-def split_intervals(metrics: dict, predictions: TrackPredictions | None,
-                    seed: int = 0) -> dict[str, list[float]]:
+def split_intervals(metrics: dict, predictions: TrackPredictions | None, seed: int = 0) -> dict[str, list[float]]:
     """Intervals for a split's metrics that have a scorer: genres from its confusion matrix (it
     holds every (truth, prediction) pair), tags from track predictions; {} without them."""
     task = task_of(metrics)
     if task == SINGLE_LABEL and "confusion_matrix" in metrics:
         labels, predicted = confusion_pairs(metrics["confusion_matrix"])
         classes = len(metrics["confusion_matrix"][0])  # its columns: every class predicted
-        return bootstrap(lambda y, p: genre_scores(y, p, classes), (labels, predicted),
-                         RESAMPLES[task], seed=seed)
+        return bootstrap(lambda y, p: genre_scores(y, p, classes), (labels, predicted), RESAMPLES[task], seed=seed)
     if task == MULTI_LABEL and predictions is not None:
         return bootstrap(partial(scores, task), (predictions.probs, predictions.labels), RESAMPLES[task], seed=seed)
     return {}

@@ -20,17 +20,16 @@ def align(a: TrackPredictions, b: TrackPredictions) -> TrackPredictions:
     """`b` reordered to `a`'s track order; ValueError when the two hold other tracks or labels."""
     if len(a.ids) != len(b.ids) or set(a.ids) != set(b.ids):
         shared = len(set(a.ids) & set(b.ids))
-        raise ValueError(f"a paired test needs the same tracks: A has {len(a.ids)}, B has {len(b.ids)}, "
-                         f"{shared} of them in both")
+        raise ValueError(
+            f"a paired test needs the same tracks: A has {len(a.ids)}, B has {len(b.ids)}, {shared} of them in both"
+        )
     if a.probs.shape != b.probs.shape:
-        raise ValueError(f"a paired test needs the same classes: A scores {a.probs.shape[1]}, "
-                         f"B {b.probs.shape[1]}")
+        raise ValueError(f"a paired test needs the same classes: A scores {a.probs.shape[1]}, B {b.probs.shape[1]}")
     position = {track: i for i, track in enumerate(b.ids)}
     order = np.array([position[track] for track in a.ids])  # (N,) rows of b in a's order
     if not np.array_equal(b.labels[order], a.labels):
         raise ValueError("a paired test needs the same labels: A and B label some tracks differently")
-    return TrackPredictions(list(a.ids), [b.paths[i] for i in order], b.probs[order], b.labels[order],
-                            b.label_names)
+    return TrackPredictions(list(a.ids), [b.paths[i] for i in order], b.probs[order], b.labels[order], b.label_names)
 
 
 def bootstrap_p(draws: np.ndarray) -> float:
@@ -60,9 +59,14 @@ def paired_test(a: TrackPredictions, b: TrackPredictions, seed: int = 0, level: 
 
     arrays = (a.probs, b.probs, a.labels)
     draws = bootstrap_draws(difference, arrays, RESAMPLES[a.task], seed)["difference"]  # (R,)
-    result = {"metric": headline(a.task).name, "tracks": len(a.ids), "difference": difference(*arrays)["difference"],
-              "interval": percentile_interval(draws, level), "bootstrap_p": bootstrap_p(draws),
-              "resamples": len(draws)}
+    result = {
+        "metric": headline(a.task).name,
+        "tracks": len(a.ids),
+        "difference": difference(*arrays)["difference"],
+        "interval": percentile_interval(draws, level),
+        "bootstrap_p": bootstrap_p(draws),
+        "resamples": len(draws),
+    }
     if not a.multi_label:
         result.update(mcnemar(a.probs.argmax(axis=1) == a.labels, b.probs.argmax(axis=1) == b.labels))
     return result

@@ -38,9 +38,12 @@ def resolve(mapping: dict[str, str | None], source: list[str], target: list[str]
     mapped = {s: mapping.get(s) for s in source}
     covered = [t for t in target if t in mapped.values()]
     matrix = np.array([[mapped[s] == t for t in covered] for s in source], dtype=np.float64).reshape(len(source), -1)
-    return Resolved(matrix=matrix, covered=covered,
-                    unmapped_source=[s for s in source if mapped[s] not in covered],
-                    uncovered_target=[t for t in target if t not in covered])
+    return Resolved(
+        matrix=matrix,
+        covered=covered,
+        unmapped_source=[s for s in source if mapped[s] not in covered],
+        uncovered_target=[t for t in target if t not in covered],
+    )
 
 
 def mapped_scores(probs: np.ndarray, matrix: np.ndarray, multi_label: bool) -> np.ndarray:
@@ -74,16 +77,27 @@ def target_recipe(recipe, dataset: str, overrides: list[str]):
     """The run's recipe with a fresh `data` section for `dataset` (window settings kept)."""
     data = recipe.data
     values = recipe.to_dict()
-    values["data"] = {"name": dataset, "clip_seconds": data.clip_seconds, "eval_hop_seconds": data.eval_hop_seconds,
-                      "sample_rate": data.sample_rate, "num_workers": data.num_workers}
+    values["data"] = {
+        "name": dataset,
+        "clip_seconds": data.clip_seconds,
+        "eval_hop_seconds": data.eval_hop_seconds,
+        "sample_rate": data.sample_rate,
+        "num_workers": data.num_workers,
+    }
     for override in overrides:
         if not override.startswith("data."):
             raise recipes.RecipeError(f"{override!r}: only data.* keys describe the dataset to evaluate on")
     return recipes.from_dict(recipes.apply_overrides(values, overrides))
 
 
-def evaluate_on(run_dir, dataset: str, overrides: list[str], mapping: dict[str, str | None] | None = None,
-                split: str = "test", model: RunModel | None = None) -> dict:
+def evaluate_on(
+    run_dir,
+    dataset: str,
+    overrides: list[str],
+    mapping: dict[str, str | None] | None = None,
+    split: str = "test",
+    model: RunModel | None = None,
+) -> dict:
     """Score a run on `split` of another dataset; mapping default: the packaged one for the pair."""
     model = model or RunModel(run_dir)
     source = model.recipe.data.name
@@ -95,12 +109,20 @@ def evaluate_on(run_dir, dataset: str, overrides: list[str], mapping: dict[str, 
     predictions = model.predictions(data[split], f"{dataset} {split}")
     resolved = resolve(mapping, model.label_names, predictions.label_names)
     if not resolved.covered:
-        raise ValueError(f"the mapping covers none of {dataset}'s classes "
-                         f"({', '.join(predictions.label_names[:8])}, ...); nothing to score")
-    return {"source": source, "target": dataset, "split": split, "mapping": mapping,
-            "covered": resolved.covered, "unmapped_source": resolved.unmapped_source,
-            "uncovered_target": resolved.uncovered_target,
-            "metrics": cross_metrics(predictions, resolved, model.multi_label)}
+        raise ValueError(
+            f"the mapping covers none of {dataset}'s classes "
+            f"({', '.join(predictions.label_names[:8])}, ...); nothing to score"
+        )
+    return {
+        "source": source,
+        "target": dataset,
+        "split": split,
+        "mapping": mapping,
+        "covered": resolved.covered,
+        "unmapped_source": resolved.unmapped_source,
+        "uncovered_target": resolved.uncovered_target,
+        "metrics": cross_metrics(predictions, resolved, model.multi_label),
+    }
 
 
 def compute(inputs: Inputs) -> dict:
@@ -117,24 +139,32 @@ def save(run_dir, result: dict, place: int | None = None) -> Section:
     if left_out is None:
         uncovered = "not scored: " + (", ".join(result["uncovered_target"]) or "none")
     else:
-        uncovered = "tracks left out: " + (", ".join(f"{t} ({left_out[t]})" for t in result["uncovered_target"])
-                                           or "none")
-    text = [f"Model trained on {result['source']}, scored on {result['target']} ({result['split']} split) through "
-            "the mapping " + ", ".join(f"{s} -> {t}" for s, t in used.items()) + ".",
-            "Model classes with no counterpart (predicting one is an error): "
-            + (", ".join(result["unmapped_source"]) or "none") + ".",
-            f"{result['target']} classes with no counterpart, {uncovered}."]
+        uncovered = "tracks left out: " + (
+            ", ".join(f"{t} ({left_out[t]})" for t in result["uncovered_target"]) or "none"
+        )
+    text = [
+        f"Model trained on {result['source']}, scored on {result['target']} ({result['split']} split) through "
+        "the mapping " + ", ".join(f"{s} -> {t}" for s, t in used.items()) + ".",
+        "Model classes with no counterpart (predicting one is an error): "
+        + (", ".join(result["unmapped_source"]) or "none")
+        + ".",
+        f"{result['target']} classes with no counterpart, {uncovered}.",
+    ]
     keys = [k for k in (*summary_names(task_of(metrics)), "num_tracks") if k in metrics]
     tables = [[["metric", "value"]] + [[k, fmt(metrics[k])] for k in keys], class_table(metrics)]
     images = []
     if task_of(metrics) == SINGLE_LABEL:
-        columns = result["covered"] + ([] if len(metrics["confusion_matrix"][0]) == len(result["covered"])
-                                       else [NO_COUNTERPART])
-        fig = confusion_matrix_plot(metrics["confusion_matrix"], result["covered"], columns,
-                                    title=f"{result['target']} {result['split']} through the mapping")
+        columns = result["covered"] + (
+            [] if len(metrics["confusion_matrix"][0]) == len(result["covered"]) else [NO_COUNTERPART]
+        )
+        fig = confusion_matrix_plot(
+            metrics["confusion_matrix"],
+            result["covered"],
+            columns,
+            title=f"{result['target']} {result['split']} through the mapping",
+        )
         images.append(str(save_figure(fig, run_dir / "studies" / f"{name}.png").relative_to(run_dir)))
-    section = Section(f"Cross-dataset: {result['target']} ({result['split']})", text=text, tables=tables,
-                      images=images)
+    section = Section(f"Cross-dataset: {result['target']} ({result['split']})", text=text, tables=tables, images=images)
     save_study(run_dir, name, section, result, place)
     return section
 

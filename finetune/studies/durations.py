@@ -59,9 +59,13 @@ def duration_study(model: RunModel, split, full: TrackPredictions, durations: li
     unreadable = unreadable_tracks(scored)  # tracks left out at every duration
     shown = [m for m in metrics_for(full.task) if m.summary]
     keys = [m.name for m in shown]
-    result = {"rows": [], "seed": seed, "durations": durations,
-              "full": {k: track_metrics(full.probs, full.labels, full.label_names)[k] for k in keys},
-              "chance": {m.name: m.chance(targets) if m.chance else None for m in shown}}
+    result = {
+        "rows": [],
+        "seed": seed,
+        "durations": durations,
+        "full": {k: track_metrics(full.probs, full.labels, full.label_names)[k] for k in keys},
+        "chance": {m.name: m.chance(targets) if m.chance else None for m in shown},
+    }
     for d in durations:
         row = {"duration": d, "seconds": float(np.mean([min(d, length) for length in lengths.values()]))}
         for mode in MODES:
@@ -94,23 +98,29 @@ def duration_figure(result: dict):
 
 
 def compute(inputs: Inputs) -> dict:
-    return duration_study(inputs.run_model(), inputs.dataset["test"], inputs.predictions, inputs.durations,
-                          inputs.seed)
+    return duration_study(inputs.run_model(), inputs.dataset["test"], inputs.predictions, inputs.durations, inputs.seed)
 
 
 def save(run_dir, result: dict, place: int | None = None) -> Section:
     """RUN/studies/durations.{json,png} and the report section."""
     keys = list(result["full"])
     table = [["seconds"] + [f"{key} ({mode})" for key in keys for mode in MODES]]
-    table += [[f"{row['duration']:g} (mean kept {row['seconds']:.1f})"] + [fmt(row[mode][key]) for key in keys
-                                                                          for mode in MODES]
-              for row in result["rows"]]
+    table += [
+        [f"{row['duration']:g} (mean kept {row['seconds']:.1f})"]
+        + [fmt(row[mode][key]) for key in keys for mode in MODES]
+        for row in result["rows"]
+    ]
     table.append(["whole track"] + [fmt(result["full"][key]) for key in keys for _ in MODES])
     image = save_figure(duration_figure(result), run_dir / "studies" / "durations.png")
-    section = Section("Input duration", text=[
-        "Each test track cut to the given length, from the start and from a random offset "
-        f"(seed {result['seed']}), then scored in clip-length windows averaged per track."],
-        tables=[table], images=[str(image.relative_to(run_dir))])
+    section = Section(
+        "Input duration",
+        text=[
+            "Each test track cut to the given length, from the start and from a random offset "
+            f"(seed {result['seed']}), then scored in clip-length windows averaged per track."
+        ],
+        tables=[table],
+        images=[str(image.relative_to(run_dir))],
+    )
     save_study(run_dir, "durations", section, result, place)
     return section
 

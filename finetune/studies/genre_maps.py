@@ -24,34 +24,101 @@ from pathlib import Path
 
 import yaml
 
-GTZAN_FMA = {"blues": "Blues", "classical": "Classical", "country": "Country", "disco": None, "hiphop": "Hip-Hop",
-             "jazz": "Jazz", "metal": "Rock", "pop": "Pop", "reggae": None, "rock": "Rock"}
-FMA_GTZAN = {"Blues": "blues", "Classical": "classical", "Country": "country", "Hip-Hop": "hiphop", "Jazz": "jazz",
-             "Pop": "pop", "Rock": "rock"}
-GTZAN_MTAT = {"blues": "blues", "classical": "classical", "country": "country", "disco": "disco",
-              "hiphop": "hip hop", "jazz": "jazz", "metal": "metal", "pop": "pop", "reggae": "reggae", "rock": "rock"}
-MTAT_GTZAN = {"blues": "blues", "classical": "classical", "classic": "classical", "country": "country",
-              "disco": "disco", "hip hop": "hiphop", "rap": "hiphop", "jazz": "jazz", "metal": "metal",
-              "heavy metal": "metal", "pop": "pop", "reggae": "reggae", "rock": "rock", "hard rock": "rock"}
-FMA_MTAT = {"Blues": "blues", "Classical": "classical", "Country": "country", "Electronic": "electronic",
-            "Folk": "folk", "Hip-Hop": "hip hop", "Jazz": "jazz", "Pop": "pop", "Rock": "rock"}
-MTAT_FMA = {"blues": "Blues", "classical": "Classical", "classic": "Classical", "country": "Country",
-            "electronic": "Electronic", "techno": "Electronic", "folk": "Folk", "hip hop": "Hip-Hop",
-            "rap": "Hip-Hop", "jazz": "Jazz", "pop": "Pop", "rock": "Rock", "hard rock": "Rock", "metal": "Rock",
-            "heavy metal": "Rock"}
+GTZAN_FMA = {
+    "blues": "Blues",
+    "classical": "Classical",
+    "country": "Country",
+    "disco": None,
+    "hiphop": "Hip-Hop",
+    "jazz": "Jazz",
+    "metal": "Rock",
+    "pop": "Pop",
+    "reggae": None,
+    "rock": "Rock",
+}
+FMA_GTZAN = {
+    "Blues": "blues",
+    "Classical": "classical",
+    "Country": "country",
+    "Hip-Hop": "hiphop",
+    "Jazz": "jazz",
+    "Pop": "pop",
+    "Rock": "rock",
+}
+GTZAN_MTAT = {
+    "blues": "blues",
+    "classical": "classical",
+    "country": "country",
+    "disco": "disco",
+    "hiphop": "hip hop",
+    "jazz": "jazz",
+    "metal": "metal",
+    "pop": "pop",
+    "reggae": "reggae",
+    "rock": "rock",
+}
+MTAT_GTZAN = {
+    "blues": "blues",
+    "classical": "classical",
+    "classic": "classical",
+    "country": "country",
+    "disco": "disco",
+    "hip hop": "hiphop",
+    "rap": "hiphop",
+    "jazz": "jazz",
+    "metal": "metal",
+    "heavy metal": "metal",
+    "pop": "pop",
+    "reggae": "reggae",
+    "rock": "rock",
+    "hard rock": "rock",
+}
+FMA_MTAT = {
+    "Blues": "blues",
+    "Classical": "classical",
+    "Country": "country",
+    "Electronic": "electronic",
+    "Folk": "folk",
+    "Hip-Hop": "hip hop",
+    "Jazz": "jazz",
+    "Pop": "pop",
+    "Rock": "rock",
+}
+MTAT_FMA = {
+    "blues": "Blues",
+    "classical": "Classical",
+    "classic": "Classical",
+    "country": "Country",
+    "electronic": "Electronic",
+    "techno": "Electronic",
+    "folk": "Folk",
+    "hip hop": "Hip-Hop",
+    "rap": "Hip-Hop",
+    "jazz": "Jazz",
+    "pop": "Pop",
+    "rock": "Rock",
+    "hard rock": "Rock",
+    "metal": "Rock",
+    "heavy metal": "Rock",
+}
 
 GENRE_MAPS = {
-    ("gtzan", "fma"): GTZAN_FMA, ("fma", "gtzan"): FMA_GTZAN,
-    ("gtzan", "mtat"): GTZAN_MTAT, ("mtat", "gtzan"): MTAT_GTZAN,
-    ("fma", "mtat"): FMA_MTAT, ("mtat", "fma"): MTAT_FMA,
+    ("gtzan", "fma"): GTZAN_FMA,
+    ("fma", "gtzan"): FMA_GTZAN,
+    ("gtzan", "mtat"): GTZAN_MTAT,
+    ("mtat", "gtzan"): MTAT_GTZAN,
+    ("fma", "mtat"): FMA_MTAT,
+    ("mtat", "fma"): MTAT_FMA,
 }
 
 
 def packaged_mapping(source: str, target: str) -> dict[str, str | None]:
     if (source, target) not in GENRE_MAPS:
         pairs = ", ".join(f"{s}->{t}" for s, t in GENRE_MAPS)
-        raise ValueError(f"no packaged genre mapping from {source} to {target} (packaged: {pairs}); "
-                         "write one as YAML `source label: target label` and pass --mapping FILE")
+        raise ValueError(
+            f"no packaged genre mapping from {source} to {target} (packaged: {pairs}); "
+            "write one as YAML `source label: target label` and pass --mapping FILE"
+        )
     return dict(GENRE_MAPS[source, target])
 
 

@@ -24,19 +24,35 @@ def confident_mistakes(predictions: TrackPredictions, count: int = 10) -> list[d
         error = np.abs(predictions.labels - probs)  # (N, C)
         worst = error.argmax(axis=1)  # (N,)
         confidence = error[rows, worst]
-        entries = [{"tag": names[c], "truth": "present" if predictions.labels[i, c] else "absent",
-                    "score": float(probs[i, c]), "label": names[c]} for i, c in zip(rows, worst)]
+        entries = [
+            {
+                "tag": names[c],
+                "truth": "present" if predictions.labels[i, c] else "absent",
+                "score": float(probs[i, c]),
+                "label": names[c],
+            }
+            for i, c in zip(rows, worst)
+        ]
         wrong = confidence > 0.5
     else:
         predicted = probs.argmax(axis=1)  # (N,)
         confidence = probs[rows, predicted]
-        entries = [{"true": names[t], "predicted": names[p], "p_predicted": float(probs[i, p]),
-                    "p_true": float(probs[i, t]), "label": names[p]}
-                   for i, t, p in zip(rows, predictions.labels, predicted)]
+        entries = [
+            {
+                "true": names[t],
+                "predicted": names[p],
+                "p_predicted": float(probs[i, p]),
+                "p_true": float(probs[i, t]),
+                "label": names[p],
+            }
+            for i, t, p in zip(rows, predictions.labels, predicted)
+        ]
         wrong = predicted != predictions.labels
     order = [i for i in np.argsort(-confidence, kind="stable") if wrong[i]][:count]
-    return [{"id": predictions.ids[i], "path": predictions.paths[i], "confidence": float(confidence[i]), **entries[i]}
-            for i in order]
+    return [
+        {"id": predictions.ids[i], "path": predictions.paths[i], "confidence": float(confidence[i]), **entries[i]}
+        for i in order
+    ]
 
 
 def table(mistakes: list[dict], multi_label: bool) -> list[list[str]]:
@@ -45,8 +61,9 @@ def table(mistakes: list[dict], multi_label: bool) -> list[list[str]]:
         rows += [[m["id"], m["tag"], m["truth"], f"{m['score']:.4f}"] for m in mistakes]
     else:
         rows = [["track", "true", "predicted", "p(predicted)", "p(true)"]]
-        rows += [[m["id"], m["true"], m["predicted"], f"{m['p_predicted']:.4f}", f"{m['p_true']:.4f}"]
-                 for m in mistakes]
+        rows += [
+            [m["id"], m["true"], m["predicted"], f"{m['p_predicted']:.4f}", f"{m['p_true']:.4f}"] for m in mistakes
+        ]
     return rows
 
 
@@ -55,9 +72,12 @@ def compute(inputs: Inputs, count: int = 10) -> dict:
     (`inputs.saliency_grid`: mel bands, segment seconds)."""
     mistakes = confident_mistakes(inputs.predictions, count)
     bands, segment_seconds = inputs.saliency_grid
-    saliency = [explain_audio(inputs.run_model(), mistake["path"], label=mistake["label"], bands=bands,
-                              segment_seconds=segment_seconds)
-                for mistake in progress(mistakes[:inputs.explain], "explaining mistakes", unit="tracks")]
+    saliency = [
+        explain_audio(
+            inputs.run_model(), mistake["path"], label=mistake["label"], bands=bands, segment_seconds=segment_seconds
+        )
+        for mistake in progress(mistakes[: inputs.explain], "explaining mistakes", unit="tracks")
+    ]
     return {"mistakes": mistakes, "multi_label": inputs.predictions.multi_label, "saliency": saliency}
 
 
@@ -69,13 +89,18 @@ def save(run_dir, result: dict, place: int | None = None) -> Section:
         out = run_dir / "studies" / "saliency" / f"{rank:02d}_{name}.png"
         save_saliency(saliency, mistake["path"], out)
         images.append(str(out.relative_to(run_dir)))
-    text = [f"{len(mistakes)} most confident errors on the test split"
-            + (f"; occlusion saliency of the first {len(images)} for the label they were wrong about." if images
-               else ".")]
+    text = [
+        f"{len(mistakes)} most confident errors on the test split"
+        + (f"; occlusion saliency of the first {len(images)} for the label they were wrong about." if images else ".")
+    ]
     if not mistakes:
         text = ["No test track is wrong."]
-    section = Section("Most confidently wrong test tracks", text=text,
-                      tables=[table(mistakes, result["multi_label"])] if mistakes else [], images=images)
+    section = Section(
+        "Most confidently wrong test tracks",
+        text=text,
+        tables=[table(mistakes, result["multi_label"])] if mistakes else [],
+        images=images,
+    )
     save_study(run_dir, "mistakes", section, {"mistakes": mistakes}, place)
     return section
 

@@ -44,8 +44,13 @@ def rare_class_study(predictions: TrackPredictions, train_counts: np.ndarray) ->
             not_scored.append(name)
     counts, scores = [c["train"] for c in classes], [c["score"] for c in classes]
     rho, p_value = spearmanr(counts, scores) if len(set(counts)) > 1 and len(set(scores)) > 1 else (None, None)
-    return {"score": "ap" if predictions.multi_label else "f1", "classes": classes, "not_scored": not_scored,
-            "spearman": None if rho is None else float(rho), "p_value": None if p_value is None else float(p_value)}
+    return {
+        "score": "ap" if predictions.multi_label else "f1",
+        "classes": classes,
+        "not_scored": not_scored,
+        "spearman": None if rho is None else float(rho),
+        "p_value": None if p_value is None else float(p_value),
+    }
 
 
 def rare_class_figure(result: dict):
@@ -61,8 +66,12 @@ def rare_class_figure(result: dict):
     if len(counts) and counts.max() > 10 * max(counts.min(), 1):
         ax.set_xscale("log")
     rho = "undefined" if result["spearman"] is None else f"{result['spearman']:.3f}"
-    ax.set(xlabel="training tracks", ylabel=f"test {result['score']}", ylim=(0, 1.02),
-           title=f"Test {result['score']} vs training frequency (Spearman rho {rho})")
+    ax.set(
+        xlabel="training tracks",
+        ylabel=f"test {result['score']}",
+        ylim=(0, 1.02),
+        title=f"Test {result['score']} vs training frequency (Spearman rho {rho})",
+    )
     fig.tight_layout()
     return fig
 
@@ -80,10 +89,15 @@ def save(run_dir, result: dict, place: int | None = None) -> Section:
     if result["spearman"] is None:
         summary = "Spearman rank correlation undefined: every class has the same training count (or score)."
     else:
-        summary = (f"Spearman rank correlation between training count and test {result['score']}: "
-                   f"{result['spearman']:.3f} (p = {result['p_value']:.3g}, {len(result['classes'])} classes).")
-    text = [summary] + (["Not scored (no test track to score them on): " + ", ".join(result["not_scored"])]
-                        if result["not_scored"] else [])
+        summary = (
+            f"Spearman rank correlation between training count and test {result['score']}: "
+            f"{result['spearman']:.3f} (p = {result['p_value']:.3g}, {len(result['classes'])} classes)."
+        )
+    text = [summary] + (
+        ["Not scored (no test track to score them on): " + ", ".join(result["not_scored"])]
+        if result["not_scored"]
+        else []
+    )
     image = save_figure(rare_class_figure(result), run_dir / "studies" / "rare_classes.png")
     section = Section("Rare classes", text=text, tables=[table], images=[str(image.relative_to(run_dir))])
     save_study(run_dir, "rare_classes", section, result, place)

@@ -79,6 +79,12 @@ def main(argv: list[str] | None = None) -> int:
                 results.append(result)
     print()
     print(table(results))
+    missed = [result for result in results if result.verdict == "MISSED"]
+    if missed and not args.quick:  # quick sizes give no figures, so nothing to explain
+        print(
+            f"\n{len(missed)} target(s) missed: bench/RESULTS.md says, case by case, where the time goes "
+            "and why (the latest section naming the case)."
+        )
     return 0
 
 

@@ -24,7 +24,8 @@ which the label-stratified runs cannot record since their groups are the tracks 
 Targets: (c) >= (b) >= (a) on the mean test accuracy of the artist-aware folds; (b) under a minute
 on 2 cores (4 folds, cold embedding cache). Recipes are run with their packaged settings; only the
 data (root, folds, groups), the weights' location and (d)'s and (e)'s budgets are set. `--quick` (a
-smoke test, not figures): 3 folds, 2 steps of two 1 s crops a fold, one 1 s window a clip scored.
+smoke test, not figures): 3 folds ((e): each front end once, on an artist-disjoint split), 2 steps of
+two 1 s crops a run, one 1 s window a clip scored.
 `python -m bench quality-folds [--quick]` runs the fold-kind comparison alone (the whole case takes
 hours on 2 cores).
 """
@@ -59,6 +60,7 @@ REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
 GTZAN = REALDATA / "gtzan"
 MUSICNN = REALDATA / "pretrained" / "sota-music-tagging-models" / "mtat" / "musicnn" / "best_model.pth"
 FOLDS = {False: 4, True: 3}  # --quick: the fewest cross-validation takes
+FRONT_END_FOLDS = {False: 4, True: None}  # (e) --quick: each front end once, on an artist-disjoint split
 PROBE_SECONDS = 60.0  # target: the 4-fold probe, embeddings included
 DATA = [f"data.root={GTZAN}", "data.split_scheme=random"]  # every clip present; the folds pool the splits
 STRATIFIED = "label-stratified"
@@ -251,7 +253,7 @@ def frontend_comparison(out: Path, quick: bool) -> tuple[dict, float]:
     spec = f"model.args.frontend={','.join(list(FRONTENDS)[:2] if quick else FRONTENDS)}"
     budget = QUICK if quick else [f"train.max_steps={FRONT_END_STEPS}"]
     overrides = [*DATA, *FOLD_KINDS[ARTIST_AWARE], *budget]
-    (folder, _), seconds = timed(lambda: vary("cnn_gtzan", overrides, spec, FOLDS[quick], [0], out))
+    (folder, _), seconds = timed(lambda: vary("cnn_gtzan", overrides, spec, FRONT_END_FOLDS[quick], [0], out))
     return json.loads((folder / "vary.json").read_text()), seconds
 
 
@@ -299,6 +301,9 @@ def frontend_results(summary: dict) -> list[Result]:
 
 
 def spread(values: list[float]) -> str:
+    """Mean ± standard deviation (ddof=1) of a few runs' scores; the score alone for one run."""
+    if len(values) < 2:
+        return f"{np.mean(values):.3f}"
     return f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}"
 
 

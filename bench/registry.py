@@ -39,7 +39,7 @@ BENCHMARKS = {
     "inference": own("inference", 1),
     "probe": own("probe", 1),
     "index": own("index", 2),
-    "quality": own("quality", 40),
+    "quality": own("quality", 30),
     # the fold-kind comparison alone, without quality's other (hours-long) arms; quality runs it too
     "quality-folds": Benchmark("bench.quality:fold_kinds", "quality", 25, part_of_all=False),
     "ranks": own("ranks", 1),

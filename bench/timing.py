@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 import statistics
 import time
@@ -72,7 +73,8 @@ class Result:
 
     @property
     def ratio(self) -> float:
-        return self.toolkit / self.bare
+        """toolkit / bare; NaN when the bare figure is 0 (an accuracy of 0 after a smoke test's 2 steps)."""
+        return self.toolkit / self.bare if self.bare else math.nan
 
     @property
     def verdict(self) -> str:
